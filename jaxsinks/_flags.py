@@ -1,0 +1,19 @@
+"""Status flags carried in a sink's state: set inside jit, raised on by the host."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Flag(enum.IntFlag):
+    """Bits of a sink's ``flags`` array."""
+
+    #: A frame was recorded when there was no room for it (``overflow="error"`` or ``"drop"``).
+    OVERFLOW = 1
+    #: A value was out of range of its narrower storage dtype (it was not stored as inf).
+    OUT_OF_RANGE = 2
+
+
+def describe(flags: int) -> list[str]:
+    """The names of the flags set in `flags`."""
+    return [f.name for f in Flag if flags & f and f.name is not None]

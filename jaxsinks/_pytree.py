@@ -1,0 +1,26 @@
+"""Frozen dataclasses that are pytrees: arrays are leaves, fields marked `static` are metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+import jax
+
+T = TypeVar("T")
+
+
+def static(**kwargs: Any) -> Any:
+    """A dataclass field that is part of the pytree's static metadata (hashable, not traced)."""
+    return dataclasses.field(metadata={"static": True}, **kwargs)
+
+
+def pytree_dataclass(cls: type[T]) -> type[T]:
+    """Make `cls` a frozen, keyword-only dataclass registered as a JAX pytree."""
+    cls = dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+    return jax.tree_util.register_dataclass(cls)
+
+
+def replace(obj: T, **changes: Any) -> T:
+    """A copy of the dataclass `obj` with `changes` applied."""
+    return dataclasses.replace(obj, **changes)

@@ -1,0 +1,114 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jaxsinks as js
+
+
+def fired_steps(schedule, times):
+    """Run `schedule` over steps 0..n-1 at `times` inside a scan; the steps where it fires."""
+
+    def body(state, xs):
+        step, time = xs
+        fire, state = schedule(state, step, time)
+        return state, fire
+
+    steps = jnp.arange(len(times), dtype=jnp.int32)
+    _, fire = jax.jit(lambda: jax.lax.scan(body, schedule.init(), (steps, jnp.asarray(times))))()
+    return np.flatnonzero(np.asarray(fire)).tolist()
+
+
+def reference(times, requested):
+    """py-pde's interrupts: the first step reaching each time; one record for several passed."""
+    out, i = [], 0
+    for step, t in enumerate(times):
+        if i < len(requested) and t >= requested[i]:
+            out.append(step)
+            while i < len(requested) and requested[i] <= t:
+                i += 1
+    return out
+
+
+@given(n=st.integers(1, 7), start=st.integers(0, 9), length=st.integers(1, 40))
+def test_every_matches_modular_arithmetic(n, start, length):
+    expected = [s for s in range(length) if s >= start and (s - start) % n == 0]
+    assert fired_steps(js.Every(n, start), np.zeros(length, np.float32)) == expected
+
+
+# Step times and requested times on a 1/8 grid are exact in float32, so no rounding ties.
+eighths = st.integers(0, 400).map(lambda k: k / 8)
+
+
+@given(
+    increments=st.lists(st.integers(1, 12), min_size=1, max_size=60),
+    requested=st.lists(eighths, min_size=1, max_size=20, unique=True),
+)
+def test_times_fire_at_the_first_step_reaching_each_time(increments, requested):
+    times = np.cumsum(increments).astype(np.float32) / 8
+    requested = sorted(requested)
+    assert fired_steps(js.Times(requested), times) == reference(times.tolist(), requested)
+
+
+@given(
+    increments=st.lists(st.integers(1, 12), min_size=1, max_size=60),
+    dt_quarters=st.integers(1, 16),
+    start=eighths,
+)
+def test_interval_matches_the_equivalent_list_of_times(increments, dt_quarters, start):
+    times = np.cumsum(increments).astype(np.float32) / 8
+    dt = dt_quarters / 4
+    requested = [start + k * dt for k in range(int(times[-1] / dt) + 2)]
+    assert fired_steps(js.Interval(dt, start), times) == reference(times.tolist(), requested)
+
+
+def test_one_step_past_several_times_records_once_and_skips_them():
+    assert fired_steps(js.Times([0.1, 0.2, 0.3, 1.0]), np.float32([0.0, 0.35, 0.5, 1.5])) == [1, 3]
+
+
+def test_geometric_times_are_geometric():
+    sched = js.Times.geometric(0.01, 100.0, 5)
+    np.testing.assert_allclose(sched.times, [0.01, 0.1, 1.0, 10.0, 100.0])
+
+
+def test_when_uses_the_predicate():
+    sched = js.When(lambda step, time: (step % 3 == 1) & (time < 2.0))
+    times = np.arange(10, dtype=np.float32) * 0.3
+    assert fired_steps(sched, times) == [1, 4]
+
+
+def test_when_rejects_non_scalar_predicates():
+    sched = js.When(lambda step, time: jnp.zeros(2, bool))
+    with pytest.raises(js.ConfigError, match="scalar bool"):
+        fired_steps(sched, np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: js.Every(0), "`Every` needs `n` to be an int >= 1; got 0"),
+        (lambda: js.Every(2.5), "`n` to be an int"),
+        (lambda: js.Every(2, start=-1), "`start` to be an int >= 0"),
+        (lambda: js.Interval(0.0), "`dt` to be a finite number > 0"),
+        (lambda: js.Interval(float("nan")), "`dt` to be a finite number > 0"),
+        (lambda: js.Times([]), "at least one time"),
+        (lambda: js.Times([0.1, 0.1]), r"strictly increasing times; got times\[0\] = 0.1"),
+        (lambda: js.Times([0.3, 0.2]), "strictly increasing"),
+        (lambda: js.Times([0.1, float("inf")]), "finite"),
+        (lambda: js.Times.geometric(1.0, 0.5, 3), "last > first"),
+        (lambda: js.When(3), "callable"),
+    ],
+)
+def test_bad_schedules_are_value_errors_with_the_argument_named(make, match):
+    with pytest.raises(js.ConfigError, match=match) as err:
+        make()
+    assert isinstance(err.value, ValueError)
+
+
+def test_schedules_are_hashable_static_metadata():
+    assert hash(js.Every(3)) == hash(js.Every(3)) and js.Every(3) != js.Every(4)
+    assert js.Times([1.0, 2.0]) == js.Times(np.array([1.0, 2.0]))
+    assert js.Interval(0.5).to_json() == {"type": "interval", "dt": 0.5, "start": 0.0}
+    assert js.Times([1.0]).to_json() == {"type": "times", "times": [1.0]}
