@@ -1,14 +1,27 @@
 """jaxsinks: JAX-native recording inside jit, scan, while_loop, vmap and grad."""
 
+from ._close import close as close
+from ._codecs import Blosc as Blosc
+from ._codecs import FieldConfig as FieldConfig
+from ._codecs import Zstd as Zstd
 from ._device_buffer import DeviceBuffer as DeviceBuffer
 from ._errors import ConfigError as ConfigError
 from ._errors import FrameError as FrameError
 from ._errors import JaxsinksError as JaxsinksError
+from ._errors import OutOfRangeError as OutOfRangeError
+from ._errors import SchemaMismatchError as SchemaMismatchError
 from ._errors import SinkOverflowError as SinkOverflowError
+from ._errors import StoreError as StoreError
+from ._errors import StoreExistsError as StoreExistsError
+from ._errors import StoreNotFoundError as StoreNotFoundError
 from ._errors import TransformError as TransformError
+from ._errors import WriteError as WriteError
 from ._flags import Flag as Flag
 from ._frame import Field as Field
 from ._frame import FrameSpec as FrameSpec
+from ._reader import FieldView as FieldView
+from ._reader import Run as Run
+from ._reader import open as open  # noqa: A004
 from ._record import is_sink as is_sink
 from ._record import record as record
 from ._schedule import Every as Every
@@ -18,5 +31,6 @@ from ._schedule import Times as Times
 from ._schedule import When as When
 from ._sink import Sink as Sink
 from ._trajectory import Trajectory as Trajectory
+from ._zarr_sink import ZarrSink as ZarrSink
 
 __version__ = "0.1.0"

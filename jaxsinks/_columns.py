@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from . import _slots
 from ._errors import FrameError
@@ -76,6 +77,17 @@ class Columns:
             system=_slots.scatter(
                 self.system, jnp.arange(size, dtype=jnp.int32), dest, write_once=False
             ),
+        )
+
+    def shift(self, start: int, size: int) -> Columns:
+        """Move rows ``start:start + size`` to the front (static sizes; after a block is flushed)."""
+        move = lambda b: lax.dynamic_update_slice_in_dim(b, b[start : start + size], 0, 0)  # noqa: E731
+        return replace(
+            self,
+            leaves=tuple(move(b) for b in self.leaves),
+            step=move(self.step),
+            time=move(self.time),
+            system=None if self.system is None else move(self.system),
         )
 
     def take(self, order: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray | None]:

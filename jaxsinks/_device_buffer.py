@@ -195,6 +195,11 @@ class DeviceBuffer(Sink):
                 "kept frames."
             )
 
+    def close(self) -> DeviceBuffer:
+        """Host side: check the buffer (see `check`) and return it; used by `jaxsinks.close`."""
+        self.check()
+        return self
+
     def drain(self) -> tuple[Trajectory, DeviceBuffer]:
         """``(read(), zero())``: the recorded frames, and an empty buffer to carry on with."""
         return self.read(), self.zero()

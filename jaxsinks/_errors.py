@@ -21,3 +21,35 @@ class SinkOverflowError(JaxsinksError):
 
 class TransformError(JaxsinksError):
     """A sink was used under a JAX transformation in a way that cannot work."""
+
+
+class StoreError(JaxsinksError):
+    """A store could not be created, opened, read or written."""
+
+
+class StoreExistsError(StoreError):
+    """A run already exists where ``mode="w-"`` was asked to create one."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """No jaxsinks run exists at the given store."""
+
+
+class SchemaMismatchError(StoreError, ValueError):
+    """An existing run records frames of another structure than the one being appended."""
+
+
+class WriteError(StoreError):
+    """Writing recorded frames failed; ``committed`` frames are stored and readable.
+
+    Attributes:
+        committed: how many frames were durably stored before the failure.
+    """
+
+    def __init__(self, message: str, committed: int) -> None:
+        super().__init__(message)
+        self.committed = committed
+
+
+class OutOfRangeError(WriteError, ValueError):
+    """A value did not fit the narrower dtype a field is stored as; it was not stored as inf."""

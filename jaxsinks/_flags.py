@@ -12,6 +12,8 @@ class Flag(enum.IntFlag):
     OVERFLOW = 1
     #: A value was out of range of its narrower storage dtype (it was not stored as inf).
     OUT_OF_RANGE = 2
+    #: The host writer failed (or was closed); frames from the failure on are not stored.
+    WRITE_FAILED = 4
 
 
 def describe(flags: int) -> list[str]:

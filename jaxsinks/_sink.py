@@ -50,6 +50,10 @@ class Sink(abc.ABC):
     ) -> Self:
         """Append `frame` (its rows selected by `mask`) if `enabled`; pure."""
 
+    @abc.abstractmethod
+    def close(self) -> Self:
+        """Host side: finish the sink (flush, wait, check) and return it."""
+
     def write(self, frame: PyTree, *, step: Any, time: Any = None, mask: Any = None) -> Self:
         """Append `frame` now, whatever the schedule says. Pure: returns the new sink.
 

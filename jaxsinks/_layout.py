@@ -1,0 +1,237 @@
+"""The Zarr v3 layout of a run, built by pure functions: frame spec + options -> JSON.
+
+One group per run. One array per frame leaf (its pytree path is its node path) with a leading
+``frame`` axis, plus the ``step`` and ``time`` columns (and ``system`` for per-system sinks). The
+frame axis is chunked by the flush block (``chunk`` frames, or ``chunk * chunks_per_shard`` when
+sharded) so that every flush writes whole chunks or shards. Group attributes hold the run's
+metadata under the ``jaxsinks`` key and the user's attributes beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from ._codecs import Codec, FieldConfig, codec_chain, narrowing_range
+from ._errors import ConfigError
+from ._frame import FrameSpec, check_node_name
+
+SCHEMA_VERSION = 1
+ATTRS_KEY = "jaxsinks"
+COLUMNS = ("step", "time", "system")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayLayout:
+    """One stored array: its node name, dtypes, per-frame shape, chunking, codec and axis names."""
+
+    name: str
+    dtype: np.dtype  # as stored
+    source_dtype: np.dtype  # as recorded on the device
+    shape: tuple[int, ...]  # of one frame
+    chunk: tuple[int, ...]  # zarr chunk, frame axis first (the inner chunk when sharded)
+    shard_frames: int | None  # frames per shard when sharded
+    codec: Codec
+    dims: tuple[str, ...]  # frame axis first
+
+    @property
+    def fill_value(self) -> Any:
+        if np.issubdtype(self.dtype, np.complexfloating):
+            return ["NaN", "NaN"]
+        if np.issubdtype(self.dtype, np.floating):
+            return "NaN"
+        if self.dtype == np.bool_:
+            return False
+        return -1 if self.name in COLUMNS else 0
+
+    @property
+    def narrowing(self) -> tuple[float, float] | None:
+        """The storage dtype's range, if recording into it can go out of range."""
+        return narrowing_range(self.source_dtype, self.dtype)
+
+    def metadata(self, frames: int) -> dict[str, Any]:
+        """The zarr v3 array metadata (TensorStore ``zarr3`` driver form) for `frames` frames."""
+        if self.shard_frames is None:
+            grid, inner = list(self.chunk), None
+        else:
+            grid, inner = [self.shard_frames, *self.chunk[1:]], list(self.chunk)
+        return {
+            "shape": [frames, *self.shape],
+            "data_type": self.dtype.name,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
+            "chunk_key_encoding": {"name": "default"},
+            "fill_value": self.fill_value,
+            "codecs": codec_chain(self.codec, self.dtype, inner),
+            "dimension_names": list(self.dims),
+        }
+
+    def schema(self) -> dict[str, Any]:
+        """What must match for a run to be appended to."""
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.source_dtype.name,
+            "storage_dtype": self.dtype.name,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """All arrays of a run and the flush block size."""
+
+    fields: tuple[ArrayLayout, ...]
+    columns: tuple[ArrayLayout, ...]
+    chunk: int
+    chunks_per_shard: int | None
+    batch_size: int | None
+
+    @property
+    def block(self) -> int:
+        """Frames per flush: one chunk, or one shard when sharded."""
+        return self.chunk * (self.chunks_per_shard or 1)
+
+    @property
+    def arrays(self) -> tuple[ArrayLayout, ...]:
+        return self.fields + self.columns
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """Intermediate groups needed by nested field names (``a`` for ``a/b``), parents first."""
+        out: list[str] = []
+        for f in self.fields:
+            parts = f.name.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                name = "/".join(parts[:i])
+                if name not in out:
+                    out.append(name)
+        return tuple(out)
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "fields": [a.schema() for a in self.fields],
+            "time_dtype": self.columns[1].dtype.name,
+            "per_system": self.batch_size,
+            "chunk": self.chunk,
+            "chunks_per_shard": self.chunks_per_shard,
+        }
+
+
+def make_layout(
+    spec: FrameSpec,
+    *,
+    chunk: int,
+    chunks_per_shard: int | None,
+    codec: Codec,
+    fields: dict[str, FieldConfig],
+    time_dtype: np.dtype,
+    batch_size: int | None,
+) -> Layout:
+    """The layout of a run recording frames of `spec` (rows of it, for per-system sinks)."""
+    unknown = sorted(set(fields) - set(spec.names))
+    if unknown:
+        raise ConfigError(
+            f"`fields` configures {unknown}, which the frame does not have; its fields are "
+            f"{list(spec.names)}."
+        )
+    arrays = []
+    for f in spec.fields:
+        check_node_name(f.name, reserved=COLUMNS)
+        cfg = fields.get(f.name, FieldConfig())
+        own_chunk = _field_chunk(f.name, f.shape, cfg.chunk)
+        dims = _dims(f.name, len(f.shape), cfg.dims)
+        arrays.append(
+            ArrayLayout(
+                name=f.name,
+                dtype=cfg.dtype if cfg.dtype is not None else f.dtype,
+                source_dtype=f.dtype,
+                shape=f.shape,
+                chunk=(chunk, *own_chunk),
+                shard_frames=None if chunks_per_shard is None else chunk * chunks_per_shard,
+                codec=codec if cfg.codec == "inherit" else cfg.codec,
+                dims=dims,
+            )
+        )
+    column_dtypes = {"step": np.dtype(np.int32), "time": np.dtype(time_dtype), "system": np.dtype(np.int32)}
+    names = COLUMNS if batch_size is not None else COLUMNS[:2]
+    columns = tuple(
+        ArrayLayout(
+            name=n,
+            dtype=column_dtypes[n],
+            source_dtype=column_dtypes[n],
+            shape=(),
+            chunk=(chunk,),
+            shard_frames=None if chunks_per_shard is None else chunk * chunks_per_shard,
+            codec=codec,
+            dims=("frame",),
+        )
+        for n in names
+    )
+    return Layout(tuple(arrays), columns, chunk, chunks_per_shard, batch_size)
+
+
+def group_metadata(attributes: dict[str, Any]) -> bytes:
+    """The ``zarr.json`` of a group with `attributes`."""
+    doc = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+    return json.dumps(doc, indent=1, allow_nan=False).encode()
+
+
+def check_user_attributes(attrs: Any) -> dict[str, Any]:
+    """`attrs` if it is a JSON object (str keys, finite numbers), else a ConfigError naming the key."""
+    if attrs is None:
+        return {}
+    if not isinstance(attrs, dict):
+        raise ConfigError(f"`attrs` must be a dict of JSON values; got {type(attrs).__name__}.")
+    if ATTRS_KEY in attrs:
+        raise ConfigError(f"`attrs` may not use the key '{ATTRS_KEY}': jaxsinks keeps its metadata there.")
+    _check_json(attrs, "attrs")
+    return json.loads(json.dumps(attrs))
+
+
+def _check_json(value: Any, where: str) -> None:
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"`{where}` is {value}, which JSON cannot hold. Store it as a string.")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"`{where}` has the key {key!r}; JSON object keys must be strings.")
+            _check_json(item, f"{where}[{key!r}]")
+        return
+    raise ConfigError(
+        f"`{where}` is a {type(value).__name__}, which is not JSON (use str, int, float, bool, None, "
+        "list or dict; convert arrays with .tolist())."
+    )
+
+
+def _field_chunk(name: str, shape: tuple[int, ...], chunk: tuple[int, ...] | None) -> tuple[int, ...]:
+    if chunk is None:
+        return tuple(max(1, d) for d in shape)
+    if len(chunk) != len(shape) or any(not isinstance(c, int) or c < 1 for c in chunk):
+        raise ConfigError(
+            f"The chunk of field '{name}' must give one positive int per axis of the field "
+            f"{list(shape)} (the frame axis is chunked by the sink's `chunk`); got {list(chunk)}."
+        )
+    return chunk
+
+
+def _dims(name: str, ndim: int, dims: tuple[str, ...] | None) -> tuple[str, ...]:
+    if dims is None:
+        flat = name.replace("/", ".")
+        return ("frame", *(f"{flat}_{i}" for i in range(ndim)))
+    if len(dims) != ndim or len(set(dims)) != ndim or "frame" in dims:
+        raise ConfigError(
+            f"`dims` of field '{name}' must name each of its {ndim} axes once (not 'frame', which "
+            f"is the leading axis); got {list(dims)}."
+        )
+    return ("frame", *dims)

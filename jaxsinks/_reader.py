@@ -1,0 +1,253 @@
+"""open: read a recorded run back, lazily, as numpy, or as xarray."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from . import _tsio as tsio
+from ._errors import ConfigError, StoreError, StoreNotFoundError
+from ._layout import ATTRS_KEY, SCHEMA_VERSION
+from ._location import Location, parse
+from ._trajectory import Trajectory
+
+
+def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
+    """Open the run at `store` (a path, URL or kvstore spec) for reading.
+
+    The run holds exactly the committed frames: after a crash, the frames whose writes were still
+    in flight are not part of it.
+
+    Raises:
+        StoreNotFoundError: if there is no run at `store`.
+        StoreError: if `store` holds something else, or a run written by a newer jaxsinks.
+    """
+    location = parse(store)
+    raw = tsio.read_bytes(location.kvstore, "zarr.json")
+    if raw is None:
+        raise StoreNotFoundError(f"There is no jaxsinks run at {location} (no zarr.json there).")
+    try:
+        attrs = json.loads(raw).get("attributes", {})
+    except (ValueError, AttributeError):
+        raise StoreError(f"{location}/zarr.json is not valid Zarr JSON metadata.") from None
+    meta = attrs.get(ATTRS_KEY)
+    if not isinstance(meta, dict):
+        raise StoreError(f"{location} is a Zarr group but not a jaxsinks run (no '{ATTRS_KEY}' attributes).")
+    version = meta.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{location} was written with jaxsinks schema version {version}; this jaxsinks reads "
+            f"versions up to {SCHEMA_VERSION}. Upgrade jaxsinks to read it."
+        )
+    user = {k: v for k, v in attrs.items() if k != ATTRS_KEY}
+    return Run(location, meta, user, _physical_frames(meta))
+
+
+def _physical_frames(meta: dict[str, Any]) -> np.ndarray:
+    committed = int(meta.get("committed", 0))
+    capacity = meta.get("capacity")
+    if meta.get("overflow") == "ring" and capacity:
+        first = max(int(meta.get("valid_from", 0)), committed - capacity)
+        return np.arange(first, committed) % capacity
+    return np.arange(committed)
+
+
+class Run:
+    """A recorded run (or a selection of its frames), read lazily through TensorStore.
+
+    ``run["positions"]`` is a lazy `FieldView`; ``run[10:20]`` and `extract_time_range` are
+    runs over a subset of frames. ``len(run)``, `steps`, `times` and `systems` describe the frames.
+    """
+
+    def __init__(self, location: Location, meta: dict[str, Any], attrs: dict[str, Any], frames: np.ndarray,
+                 cache: dict[str, Any] | None = None) -> None:
+        self.location = location
+        self.meta = meta
+        self.attrs = attrs
+        self._frames = frames
+        self._cache = cache if cache is not None else {}
+
+    # ---------------------------------------------------------------------------- description
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The names of the recorded fields (pytree paths joined with ``/``)."""
+        return tuple(f["name"] for f in self.meta["schema"]["fields"])
+
+    @property
+    def committed(self) -> int:
+        """Frames committed to the run (all of it, not just this selection)."""
+        return int(self.meta.get("committed", 0))
+
+    @property
+    def status(self) -> str:
+        """``"open"`` (being written, or the writer crashed), ``"closed"`` or ``"failed"``."""
+        return str(self.meta.get("status"))
+
+    @property
+    def schedule(self) -> dict[str, Any]:
+        return dict(self.meta.get("schedule", {}))
+
+    @property
+    def per_system(self) -> bool:
+        return self.meta["schema"].get("per_system") is not None
+
+    def __len__(self) -> int:
+        return int(self._frames.shape[0])
+
+    def __repr__(self) -> str:
+        return f"Run({self.location}, frames={len(self)}, fields={list(self.fields)}, status={self.status!r})"
+
+    # --------------------------------------------------------------------------------- columns
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self._column("step")
+
+    @property
+    def times(self) -> np.ndarray:
+        return self._column("time")
+
+    @property
+    def systems(self) -> np.ndarray | None:
+        """The system index of each frame of a per-system run; None otherwise."""
+        return self._column("system") if self.per_system else None
+
+    def _column(self, name: str) -> np.ndarray:
+        key = f"column:{name}"
+        if key not in self._cache:
+            self._cache[key] = self._array(name).read_physical(slice(0, None))
+        return self._cache[key][self._frames]
+
+    # --------------------------------------------------------------------------------- fields
+
+    def __getitem__(self, key: str | slice | np.ndarray | list[int]) -> Any:
+        if isinstance(key, str):
+            if key not in self.fields:
+                raise KeyError(f"The run at {self.location} has no field '{key}'; its fields are {list(self.fields)}.")
+            return FieldView(self._array(key), self._frames)
+        selected = np.arange(len(self))[key]
+        if selected.ndim != 1:
+            raise ConfigError("Select frames of a run with a slice or a 1-d array of frame indices.")
+        return Run(self.location, self.meta, self.attrs, self._frames[selected], self._cache)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.fields
+
+    def _array(self, name: str) -> _StoredArray:
+        key = f"array:{name}"
+        if key not in self._cache:
+            spec = self.location.child(name)
+            self._cache[key] = _StoredArray(name, tsio.open_array(spec), spec)
+        return self._cache[key]
+
+    def extract_time_range(self, t_start: float | None = None, t_end: float | None = None) -> Run:
+        """The frames with ``t_start <= time <= t_end`` (either bound may be None)."""
+        times = self.times
+        keep = np.ones(times.shape, bool)
+        if t_start is not None:
+            keep &= times >= t_start
+        if t_end is not None:
+            keep &= times <= t_end
+        return self[np.flatnonzero(keep)]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Frames in order, as dicts of field values plus ``step`` and ``time`` (and ``system``)."""
+        block = int(self.meta["schema"].get("chunk", 64))
+        for start in range(0, len(self), block):
+            part = self[start : start + block]
+            columns = {"step": part.steps, "time": part.times}
+            if self.per_system:
+                columns["system"] = part.systems
+            values = {name: part[name][:] for name in self.fields}
+            for i in range(len(part)):
+                frame = {name: v[i] for name, v in values.items()}
+                frame.update({k: v[i] for k, v in columns.items()})
+                yield frame
+
+    # ------------------------------------------------------------------------------- exports
+
+    def to_numpy(self) -> Trajectory:
+        """All selected frames as a `Trajectory` whose frames are nested dicts of numpy arrays."""
+        frames: dict[str, Any] = {}
+        for name in self.fields:
+            node = frames
+            *parents, leaf = name.split("/")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = self[name][:]
+        return Trajectory(frames, self.steps, self.times, self.systems)
+
+    def to_xarray(self) -> Any:
+        """The selected frames as an `xarray.Dataset` (fields as variables; step, time coords)."""
+        import xarray as xr
+
+        data_vars = {name: (self._array(name).dims, self[name][:]) for name in self.fields}
+        coords = {"step": ("frame", self.steps), "time": ("frame", self.times)}
+        if self.per_system:
+            coords["system"] = ("frame", self.systems)
+        return xr.Dataset(data_vars, coords=coords, attrs=dict(self.attrs))
+
+
+class _StoredArray:
+    """One opened zarr array of a run."""
+
+    def __init__(self, name: str, array: Any, spec: dict[str, Any]) -> None:
+        self.name = name
+        self.array = array
+        self.spec = spec
+        labels = array.domain.labels
+        self.dims = tuple(label or f"{name}_{i}" for i, label in enumerate(labels))
+
+    def read_physical(self, index: Any) -> np.ndarray:
+        return np.asarray(tsio.read_rows(self.array, index, self.spec))
+
+
+class FieldView:
+    """A lazy view of one field over a run's frames: index it to read (``view[10:20, 0]``)."""
+
+    def __init__(self, stored: _StoredArray, frames: np.ndarray) -> None:
+        self._stored = stored
+        self._frames = frames
+
+    @property
+    def name(self) -> str:
+        return self._stored.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self._frames), *self._stored.array.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._stored.array.dtype.numpy_dtype)
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return self._stored.dims
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        first, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
+        physical = self._frames[first]
+        if physical.ndim == 0:
+            return self._stored.read_physical((int(physical), *rest))
+        if physical.size == 0:
+            return np.zeros((0, *self.shape[1:]), self.dtype)[(slice(None), *rest)]
+        if physical.size == 1 or np.all(np.diff(physical) == 1):
+            sel = slice(int(physical[0]), int(physical[-1]) + 1)
+        else:
+            sel = physical
+        return self._stored.read_physical((sel, *rest))
+
+    def __repr__(self) -> str:
+        return f"FieldView({self.name!r}, shape={self.shape}, dtype={self.dtype})"

@@ -1,0 +1,102 @@
+"""Every TensorStore call jaxsinks makes: kvstores, JSON documents and zarr3 arrays.
+
+All TensorStore errors leave this module as `StoreError`s whose messages name the store by a
+credential-free description and drop TensorStore's embedded spec (which can hold credentials).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import tensorstore as ts
+
+from ._errors import StoreError
+from ._location import describe
+
+#: One TensorStore context for the process, so that ``memory://`` stores written by a sink are
+#: visible to `jaxsinks.open` in the same process, and caches are shared.
+CONTEXT = ts.Context()
+
+_SPEC_IN_MESSAGE = re.compile(r"\s*\[(tensorstore_spec|source locations)=.*$", re.DOTALL)
+
+
+def clean_message(err: BaseException) -> str:
+    """A TensorStore error message without the embedded spec and source locations."""
+    return _SPEC_IN_MESSAGE.sub("", str(err)).strip()
+
+
+@contextlib.contextmanager
+def translated(action: str, kvstore: dict[str, Any]) -> Iterator[None]:
+    """Re-raise TensorStore errors inside the block as `StoreError`s naming `action` and the store."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as err:  # TensorStore raises ValueError, OSError, RuntimeError, ...
+        raise StoreError(f"Could not {action} {describe(kvstore)}: {clean_message(err)}") from None
+
+
+def kvstore(spec: dict[str, Any]) -> ts.KvStore:
+    with translated("open the store", spec):
+        return ts.KvStore.open(spec, context=CONTEXT).result()
+
+
+def read_bytes(spec: dict[str, Any], key: str) -> bytes | None:
+    """The value at `key` under the kvstore `spec`, or None if there is none."""
+    with translated(f"read '{key}' of", spec):
+        result = kvstore(spec).read(key).result()
+    return bytes(result.value) if result.state == "value" else None
+
+
+def write_bytes(spec: dict[str, Any], key: str, value: bytes) -> None:
+    """Write `value` at `key` and wait until it is durable."""
+    with translated(f"write '{key}' of", spec):
+        kvstore(spec).write(key, value).result()
+
+
+def list_keys(spec: dict[str, Any]) -> list[str]:
+    with translated("list", spec):
+        return [k.decode() for k in kvstore(spec).list().result()]
+
+
+def delete_all(spec: dict[str, Any]) -> None:
+    """Delete every key under the kvstore `spec`."""
+    with translated("delete the contents of", spec):
+        kvstore(spec).delete_range(ts.KvStore.KeyRange()).result()
+
+
+def create_array(spec: dict[str, Any], metadata: dict[str, Any]) -> ts.TensorStore:
+    with translated("create an array in", spec):
+        return ts.open(
+            {"driver": "zarr3", "kvstore": spec, "metadata": metadata},
+            create=True,
+            context=CONTEXT,
+        ).result()
+
+
+def open_array(spec: dict[str, Any]) -> ts.TensorStore:
+    with translated("open the array", spec):
+        return ts.open({"driver": "zarr3", "kvstore": spec}, open=True, context=CONTEXT).result()
+
+
+def resize(arrays: list[ts.TensorStore], frames: int, spec: dict[str, Any]) -> list[ts.TensorStore]:
+    """Set the frame-axis length of every array (metadata only), concurrently."""
+    with translated("resize the arrays of", spec):
+        futures = [
+            a.resize(exclusive_max=[frames, *([None] * (a.rank - 1))], resize_metadata_only=True)
+            for a in arrays
+        ]
+        return [f.result() for f in futures]
+
+
+def write_rows(array: ts.TensorStore, start: int, values: Any) -> ts.WriteFutures:
+    """Start writing `values` to frames ``start:start + len(values)``; returns the futures."""
+    return array[start : start + values.shape[0]].write(values)
+
+
+def read_rows(array: ts.TensorStore, index: Any, spec: dict[str, Any]) -> Any:
+    with translated("read from", spec):
+        return array[index].read().result()

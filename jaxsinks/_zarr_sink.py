@@ -1,0 +1,341 @@
+"""ZarrSink: frames staged in a device block and streamed to a Zarr v3 run through TensorStore.
+
+The sink holds one staging block of ``block`` frames (a chunk, or a shard when sharded) on the
+device. When a write fills it, a `lax.cond` hands the whole block to the host writer through
+`jax.experimental.io_callback`; the callback returns ``[frames accepted, flags]``, which is added
+into the sink's ``flushed`` counter and ``flags``. That data dependency is what keeps the flush
+alive under `grad` (an unused callback result would be dropped). Device memory is one block.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.custom_batching import custom_vmap
+from jax.experimental import io_callback
+
+from . import _writer
+from ._codecs import Codec, FieldConfig, Zstd, check_codec
+from ._columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
+from ._errors import ConfigError, SinkOverflowError, StoreError, TransformError
+from ._flags import Flag
+from ._frame import FrameSpec
+from ._layout import ArrayLayout, Layout, check_user_attributes, make_layout
+from ._location import parse
+from ._pytree import pytree_dataclass, replace, static
+from ._schedule import Schedule, as_schedule
+from ._sink import Sink, check_capacity, check_overflow, check_time_dtype, host_int, split_spec
+
+PyTree = Any
+
+#: Default staging block size: about this many bytes of frames per flush.
+TARGET_BLOCK_BYTES = 8 * 2**20
+MAX_DEFAULT_CHUNK = 1024
+
+
+@pytree_dataclass
+class ZarrSink(Sink):
+    """Records frames to a Zarr v3 run (local disk, memory, S3, GCS) from inside compiled loops.
+
+    Create it on the host with `ZarrSink.create`, carry it through the loop like a
+    `DeviceBuffer`, and finish with `jaxsinks.close`. Read the run with `jaxsinks.open`.
+
+    Attributes:
+        columns: the staging block (frames plus step, time and system columns).
+        count: frames staged in the block.
+        flushed: frames handed to the writer so far: the run offset of the block's first frame.
+        recorded: frames recorded in total, including any past `capacity`.
+        flags: status bits (`jaxsinks.Flag`): OVERFLOW, OUT_OF_RANGE, WRITE_FAILED.
+        writer: the id of the host writer (an array, so sinks of one configuration share one
+            compiled program).
+    """
+
+    columns: Columns
+    count: jax.Array
+    flushed: jax.Array
+    recorded: jax.Array
+    flags: jax.Array
+    writer: jax.Array
+    schedule_state: PyTree
+    spec: FrameSpec = static()
+    layout: Layout = static()
+    capacity: int | None = static()
+    overflow: str = static()
+    schedule: Schedule = static()
+    batch_size: int | None = static(default=None)
+
+    @classmethod
+    def create(
+        cls,
+        store: Any,
+        frame: PyTree,
+        *,
+        every: int | Schedule | None = None,
+        chunk: int | None = None,
+        chunks_per_shard: int | None = None,
+        codec: Codec = Zstd(3),
+        fields: dict[str, FieldConfig] | None = None,
+        per_system: bool = False,
+        capacity: int | None = None,
+        overflow: str = "error",
+        mode: str = "w-",
+        attrs: dict[str, Any] | None = None,
+        time_dtype: Any = jnp.float32,
+        max_inflight_bytes: int = _writer.DEFAULT_MAX_INFLIGHT_BYTES,
+    ) -> ZarrSink:
+        """Create the run at `store` (host side) and return an empty sink that streams to it.
+
+        Args:
+            store: a local path (the default kind), ``file://``, ``memory://``, ``s3://`` or
+                ``gs://`` URL, or a TensorStore kvstore spec dict.
+            frame: an example frame (arrays or `jax.ShapeDtypeStruct`s).
+            every: the schedule `jaxsinks.record` follows (an int n, or a `Schedule`).
+            chunk: frames per zarr chunk along the frame axis. By default about 8 MiB of frames.
+            chunks_per_shard: if given, chunks are packed into shards of this many chunks with the
+                sharding codec, and each flush writes one whole shard.
+            codec: `Zstd(level)`, `Blosc(cname, clevel, shuffle)` or None for no compression.
+            fields: per-field `FieldConfig` overrides (dtype, codec, chunk, dims), by field name.
+            per_system: record the rows of a batch selected by a mask (see `DeviceBuffer`).
+            capacity: the most frames the run holds (None: unbounded), with `overflow` as for
+                `DeviceBuffer`; a ring keeps the newest `capacity` frames and needs `capacity` to
+                be a multiple of the flush block.
+            mode: ``"w-"`` create and fail if a store exists (default); ``"w"`` overwrite;
+                ``"a"`` append to the run there (created if missing), continuing its frames.
+            attrs: user attributes stored with the run (JSON only).
+            time_dtype: the dtype of the time column.
+            max_inflight_bytes: the most bytes of flushed blocks not yet durable; a flush waits
+                for older commits beyond it (back-pressure).
+        """
+        owner = "ZarrSink.create"
+        if mode not in _writer.MODES:
+            raise ConfigError(f"`{owner}` needs `mode` to be one of {list(_writer.MODES)}; got {mode!r}.")
+        overflow = check_overflow(owner, overflow)
+        if capacity is not None:
+            capacity = check_capacity(owner, "capacity", capacity)
+        time_dtype = check_time_dtype(owner, time_dtype)
+        codec = check_codec(codec, owner)
+        schedule = as_schedule(every)
+        spec, batch_size = split_spec(frame, per_system)
+        chunk = _check_chunk(owner, chunk, spec, batch_size)
+        if chunks_per_shard is not None:
+            check_capacity(owner, "chunks_per_shard", chunks_per_shard)
+        fields = dict(fields or {})
+        for name, cfg in fields.items():
+            if not isinstance(cfg, FieldConfig):
+                raise ConfigError(f"`fields['{name}']` must be a jaxsinks.FieldConfig; got {type(cfg).__name__}.")
+        layout = make_layout(
+            spec,
+            chunk=chunk,
+            chunks_per_shard=chunks_per_shard,
+            codec=codec,
+            fields=fields,
+            time_dtype=np.dtype(time_dtype),
+            batch_size=batch_size,
+        )
+        if batch_size is not None and layout.block < batch_size:
+            raise ConfigError(
+                f"`{owner}` needs the flush block ({layout.block} frames) to hold at least one "
+                f"batch of {batch_size} systems; pass chunk >= {batch_size}."
+            )
+        ring = overflow == "ring" and capacity is not None
+        if ring and capacity % layout.block:
+            raise ConfigError(
+                f"`{owner}` with overflow='ring' needs `capacity` to be a multiple of the flush "
+                f"block ({layout.block} frames); got capacity={capacity}."
+            )
+        user_attrs = check_user_attributes(attrs)
+        location = parse(store)
+        meta = {"schedule": schedule.to_json(), "capacity": capacity, "overflow": overflow}
+        writer = _writer.create_run(
+            location, layout, mode=mode, meta=meta, user_attrs=user_attrs, capacity=capacity,
+            ring=ring, max_inflight_bytes=max_inflight_bytes,
+        )
+        staging = layout.block + (batch_size - 1 if batch_size else 0)
+        return cls(
+            columns=Columns.allocate(spec, staging, time_dtype=time_dtype,
+                                     per_system=batch_size is not None, write_once=False),
+            count=jnp.zeros((), jnp.int32),
+            flushed=jnp.asarray(writer.committed, jnp.int32),
+            recorded=jnp.asarray(writer.committed, jnp.int32),
+            flags=jnp.zeros((), jnp.int32),
+            writer=jnp.asarray(writer.id, jnp.int32),
+            schedule_state=schedule.init(),
+            spec=spec,
+            layout=layout,
+            capacity=capacity,
+            overflow=overflow,
+            schedule=schedule,
+            batch_size=batch_size,
+        )
+
+    @property
+    def time_dtype(self) -> Any:
+        return self.columns.time.dtype
+
+    @property
+    def block(self) -> int:
+        """Frames per flush."""
+        return self.layout.block
+
+    # ------------------------------------------------------------------------- device side
+
+    def _append(self, frame, *, step, time, mask, enabled):
+        leaves = [lax.stop_gradient(x) for x in self.frame_spec.check(frame)]
+        dtype = self.time_dtype
+        bounded = self.capacity is not None and self.overflow != "ring"
+        room = (self.capacity - self.flushed - self.count) if bounded else None
+        if self.batch_size is None:
+            wanted = as_mask(mask, ()) & enabled
+            fits = wanted if room is None else wanted & (room > 0)
+            slot, count, _ = single_destination(self.count, fits, self.columns.rows, ring=False)
+            columns = self.columns.put(slot, leaves, as_step(step), lax.stop_gradient(as_time(time, dtype)))
+            wanted_n = wanted.astype(jnp.int32)
+        else:
+            shape = (self.batch_size,)
+            wanted = as_mask(mask, shape) & enabled
+            fits = wanted
+            if room is not None:
+                fits = wanted & (jnp.cumsum(wanted.astype(jnp.int32)) <= room)
+            dest, count, _ = row_destinations(self.count, fits, self.columns.rows, ring=False)
+            columns = self.columns.scatter(
+                dest, leaves, as_step(step, shape=shape),
+                lax.stop_gradient(as_time(time, dtype, shape=shape)),
+            )
+            wanted_n = jnp.sum(wanted.astype(jnp.int32))
+        dropped = jnp.any(wanted & ~fits)
+        flags = self.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
+        sink = replace(self, columns=columns, count=count, flags=flags, recorded=self.recorded + wanted_n)
+        return _flush_when_full(sink)
+
+    # --------------------------------------------------------------------------- host side
+
+    def close(self) -> ZarrSink:
+        """Flush the staged frames, wait until everything is durable, and finish the run.
+
+        Prefer `jaxsinks.close`, which closes every sink of a pytree and raises afterwards.
+
+        Raises:
+            WriteError: if a write failed (naming the frames safely committed).
+            SinkOverflowError: if ``overflow="error"`` and frames did not fit `capacity`.
+        """
+        writer_id = host_int(self.writer, "ZarrSink")
+        writer = _writer.lookup(writer_id)
+        if writer is None:
+            state = "was already closed" if _writer.was_closed(writer_id) else "is not open in this process"
+            raise StoreError(
+                f"This ZarrSink's run {state}. Close each sink once, with the sink returned by the "
+                "last jitted call."
+            )
+        n = host_int(self.count, "ZarrSink")
+        offset = host_int(self.flushed, "ZarrSink")
+        flags = int(self.flags)
+        if n:
+            rows = np.arange(n)
+            leaves, steps, times, systems = self.columns.take(rows)
+            ack = _host_tail(writer, self.layout, offset, n, leaves, steps, times, systems)
+            flags |= int(ack[1])
+        writer.finish()
+        if self.overflow == "error" and flags & Flag.OVERFLOW:
+            raise SinkOverflowError(
+                f"ZarrSink overflowed: its capacity is {self.capacity} frames but "
+                f"{host_int(self.recorded, 'ZarrSink')} were recorded; the first {self.capacity} "
+                f"are stored in {writer.location}. Create it with a larger `capacity` or with "
+                "overflow='drop' or 'ring'."
+            )
+        return replace(self, count=jnp.zeros((), jnp.int32), flushed=jnp.asarray(offset + n, jnp.int32),
+                       flags=jnp.asarray(flags, jnp.int32))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(str(f) for f in self.spec.fields)
+        return (f"ZarrSink(block={self.block}, capacity={self.capacity}, overflow={self.overflow!r}, "
+                f"schedule={self.schedule}, fields=[{fields}])")
+
+
+def out_of_range(xp: Any, values: Any, layout: ArrayLayout) -> Any:
+    """Per row of `values` (numpy or jax.numpy, as `xp`), whether it does not fit `layout.dtype`.
+
+    A finite value beyond the storage dtype's range is out of range; so is a NaN or inf bound for
+    an integer dtype. Values that fit (after rounding) are not.
+    """
+    rng = layout.narrowing
+    rows = values.shape[0]
+    if rng is None:
+        return xp.zeros((rows,), bool)
+    flat = values.reshape(rows, -1)
+    lo, hi = (xp.asarray(bound, dtype=flat.dtype) for bound in rng)
+    beyond = (flat < lo) | (flat > hi)
+    if xp.issubdtype(layout.source_dtype, xp.inexact):
+        finite = xp.isfinite(flat)
+        beyond = ~finite | beyond if xp.issubdtype(layout.dtype, xp.integer) else finite & beyond
+    return xp.any(beyond, axis=1)
+
+
+def _flush_when_full(sink: ZarrSink) -> ZarrSink:
+    return _flusher(sink.layout, sink.batch_size)(sink)
+
+
+@functools.lru_cache(maxsize=None)
+def _flusher(layout: Layout, batch_size: int | None):
+    """The `lax.cond` that flushes a full block, wrapped so that `vmap` gives a clear error."""
+    block = layout.block
+    leftover = (batch_size - 1) if batch_size else 0
+
+    def flush(sink: ZarrSink) -> ZarrSink:
+        ack = _device_flush(sink, jnp.int32(block))
+        columns = sink.columns.shift(block, leftover) if leftover else sink.columns
+        return replace(sink, columns=columns, count=sink.count - block,
+                       flushed=sink.flushed + ack[0], flags=sink.flags | ack[1])
+
+    @custom_vmap
+    def flush_when_full(sink: ZarrSink) -> ZarrSink:
+        return lax.cond(sink.count >= block, flush, lambda s: s, sink)
+
+    @flush_when_full.def_vmap
+    def _no_vmap(axis_size, in_batched, sink):
+        raise TransformError(
+            "A ZarrSink cannot be written under jax.vmap (its host writer flushes one store, and "
+            "JAX cannot batch the flush). Vmap the step function instead and record the batched "
+            "state: create the sink from an example frame with a leading replica axis, e.g. "
+            "`frame = jax.vmap(make_frame)(states)`; or use a DeviceBuffer inside vmap."
+        )
+
+    return flush_when_full
+
+
+def _device_flush(sink: ZarrSink, n: jax.Array) -> jax.Array:
+    """Hand the first `n` staged frames to the host writer; returns ``[accepted, flags]``."""
+    block = sink.layout.block
+    stored, bad = [], []
+    for leaf, array in zip(sink.columns.leaves, sink.layout.fields):
+        values = lax.stop_gradient(leaf[:block])
+        bad.append(jnp.any(out_of_range(jnp, values, array) & (jnp.arange(block) < n)))
+        stored.append(values.astype(array.dtype))
+    columns = [sink.columns.step[:block], lax.stop_gradient(sink.columns.time[:block])]
+    if sink.columns.system is not None:
+        columns.append(sink.columns.system[:block])
+    return io_callback(
+        _writer.host_flush,
+        jax.ShapeDtypeStruct((2,), jnp.int32),
+        sink.writer, sink.flushed, n, jnp.stack(bad), *stored, *columns,
+        ordered=False,
+    )
+
+
+def _host_tail(writer, layout: Layout, offset: int, n: int, leaves, steps, times, systems) -> np.ndarray:
+    """Flush the staged tail from the host at close, with the same checks as a device flush."""
+    bad = np.array([bool(np.any(out_of_range(np, v, a))) for v, a in zip(leaves, layout.fields)])
+    stored = [v.astype(a.dtype) for v, a in zip(leaves, layout.fields)]
+    columns = [steps, times] + ([systems] if systems is not None else [])
+    return _writer.host_flush(writer.id, offset, n, bad, *stored, *columns)
+
+
+def _check_chunk(owner: str, chunk: int | None, spec: FrameSpec, batch_size: int | None) -> int:
+    if chunk is not None:
+        return check_capacity(owner, "chunk", chunk)
+    frame_bytes = max(1, spec.nbytes)
+    return max(batch_size or 1, min(MAX_DEFAULT_CHUNK, TARGET_BLOCK_BYTES // frame_bytes or 1))
