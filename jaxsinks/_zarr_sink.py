@@ -329,7 +329,8 @@ def _device_flush(sink: ZarrSink, n: jax.Array) -> jax.Array:
 def _host_tail(writer, layout: Layout, offset: int, n: int, leaves, steps, times, systems) -> np.ndarray:
     """Flush the staged tail from the host at close, with the same checks as a device flush."""
     bad = np.array([bool(np.any(out_of_range(np, v, a))) for v, a in zip(leaves, layout.fields)])
-    stored = [v.astype(a.dtype) for v, a in zip(leaves, layout.fields)]
+    with np.errstate(over="ignore", invalid="ignore"):  # an out-of-range block is not written
+        stored = [v.astype(a.dtype) for v, a in zip(leaves, layout.fields)]
     columns = [steps, times] + ([systems] if systems is not None else [])
     return _writer.host_flush(writer.id, offset, n, bad, *stored, *columns)
 

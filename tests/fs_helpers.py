@@ -1,0 +1,52 @@
+"""Real filesystems for fault tests: a read-only directory and a small, fillable filesystem.
+
+As root, permission bits do not stop writes, so a read-only directory is a tmpfs mounted ``ro``;
+otherwise it is a directory with mode 0o500. A small filesystem is a size-limited tmpfs (root).
+"""
+
+import contextlib
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+
+def _mount(target: pathlib.Path, options: str) -> None:
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}); the fault needs a real filesystem")
+
+
+@contextlib.contextmanager
+def readonly_directory(parent: pathlib.Path):
+    """A directory in which nothing can be created, even by root."""
+    target = parent / "readonly"
+    target.mkdir()
+    if os.geteuid() != 0:
+        target.chmod(0o500)
+        try:
+            yield target
+        finally:
+            target.chmod(0o700)
+        return
+    _mount(target, "ro,size=1m")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+@contextlib.contextmanager
+def small_filesystem(parent: pathlib.Path, size: str):
+    """A directory on a tmpfs of `size` (e.g. ``"2m"``) that fills up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited filesystem needs root")
+    target = parent / "small"
+    target.mkdir()
+    _mount(target, f"size={size}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)

@@ -1,0 +1,133 @@
+"""The zarr v3 layout is built by pure functions; checked here without touching any store."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsinks as js
+from jaxsinks._codecs import codec_chain, narrowing_range
+from jaxsinks._layout import check_user_attributes, make_layout
+
+SPEC = js.FrameSpec.from_example({"pos": jnp.zeros((5, 3)), "e": jnp.zeros(()), "meta": {"id": jnp.zeros(2, jnp.int32)}})
+
+
+def layout(**kw):
+    args = dict(chunk=16, chunks_per_shard=None, codec=js.Zstd(3), fields={}, time_dtype=np.dtype("float32"), batch_size=None)
+    args.update(kw)
+    return make_layout(SPEC, **args)
+
+
+def test_one_array_per_leaf_plus_step_and_time_chunked_by_the_block():
+    lay = layout()
+    assert [a.name for a in lay.arrays] == ["e", "meta/id", "pos", "step", "time"]
+    pos = lay.fields[2].metadata(0)
+    assert pos["shape"] == [0, 5, 3] and pos["data_type"] == "float32"
+    assert pos["chunk_grid"]["configuration"]["chunk_shape"] == [16, 5, 3]
+    assert pos["dimension_names"] == ["frame", "pos_0", "pos_1"]
+    assert pos["fill_value"] == "NaN" and lay.columns[0].fill_value == -1
+    assert pos["codecs"] == [
+        {"name": "bytes", "configuration": {"endian": "little"}},
+        {"name": "zstd", "configuration": {"level": 3, "checksum": False}},
+    ]
+    assert lay.groups == ("meta",) and lay.block == 16
+
+
+def test_sharding_makes_the_flush_block_a_whole_shard():
+    lay = layout(chunk=8, chunks_per_shard=4)
+    meta = lay.fields[2].metadata(100)
+    assert lay.block == 32 and meta["shape"] == [100, 5, 3]
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [32, 5, 3]
+    (shard,) = meta["codecs"]
+    assert shard["name"] == "sharding_indexed"
+    assert shard["configuration"]["chunk_shape"] == [8, 5, 3]
+    assert shard["configuration"]["index_codecs"][1] == {"name": "crc32c"}
+
+
+def test_per_field_overrides_and_per_system_columns():
+    lay = layout(
+        fields={"pos": js.FieldConfig(dtype="float16", codec=js.Blosc("lz4", 5, "bitshuffle"), chunk=(1, 3), dims=("atom", "xyz"))},
+        batch_size=4,
+    )
+    pos = lay.fields[2]
+    meta = pos.metadata(0)
+    assert meta["data_type"] == "float16" and pos.source_dtype == np.float32
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [16, 1, 3]
+    assert meta["dimension_names"] == ["frame", "atom", "xyz"]
+    assert meta["codecs"][1] == {"name": "blosc", "configuration": {"cname": "lz4", "clevel": 5, "shuffle": "bitshuffle", "typesize": 2, "blocksize": 0}}
+    assert pos.narrowing == (-65504.0, 65504.0)
+    assert [c.name for c in lay.columns] == ["step", "time", "system"]
+    assert lay.schema()["per_system"] == 4
+
+
+def test_no_compression_is_just_bytes():
+    assert codec_chain(None, np.dtype("int32"), None) == [{"name": "bytes", "configuration": {"endian": "little"}}]
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(fields={"nope": js.FieldConfig()}), r"configures \['nope'\], which the frame does not have"),
+        (dict(fields={"pos": js.FieldConfig(chunk=(5,))}), "one positive int per axis"),
+        (dict(fields={"pos": js.FieldConfig(dims=("a", "a"))}), "must name each of its 2 axes once"),
+        (dict(fields={"pos": js.FieldConfig(dims=("frame", "b"))}), "not 'frame'"),
+    ],
+)
+def test_bad_layout_options_are_named(kw, match):
+    with pytest.raises(js.ConfigError, match=match):
+        layout(**kw)
+
+
+@pytest.mark.parametrize("name", ["../x", "step", "a b", "__hidden"])
+def test_field_names_that_are_not_safe_node_names_are_rejected(name):
+    spec = js.FrameSpec.from_example({name: jnp.zeros(2)})
+    with pytest.raises(js.ConfigError, match=name.replace(".", r"\.")):
+        make_layout(spec, chunk=4, chunks_per_shard=None, codec=None, fields={}, time_dtype=np.dtype("float32"), batch_size=None)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: js.Zstd(23), "`Zstd` needs `level`"),
+        (lambda: js.Blosc(cname="gzip"), "`Blosc` needs `cname`"),
+        (lambda: js.Blosc(clevel=10), "`clevel`"),
+        (lambda: js.Blosc(shuffle="yes"), "`shuffle`"),
+        (lambda: js.FieldConfig(dtype="float64"), "JAX cannot hold"),
+        (lambda: js.FieldConfig(dtype="notatype"), "not a dtype"),
+        (lambda: js.FieldConfig(codec="zstd"), "`codec` to be jaxsinks.Zstd"),
+    ],
+)
+def test_bad_codecs_are_named(make, match):
+    with pytest.raises(js.ConfigError, match=match):
+        make()
+
+
+def test_narrowing_ranges():
+    f32, f16, i32, u8 = (np.dtype(t) for t in ("float32", "float16", "int32", "uint8"))
+    assert narrowing_range(f32, f16) == (-65504.0, 65504.0)
+    assert narrowing_range(f16, f32) is None and narrowing_range(f32, f32) is None
+    assert narrowing_range(i32, u8) == (0.0, 255.0)
+    assert narrowing_range(u8, i32) is None
+
+
+@pytest.mark.parametrize(
+    "attrs, match",
+    [
+        ({"a": np.float32(1)}, r"`attrs\['a'\]` is a float32, which is not JSON"),
+        ({"a": {"b": [1, {2, 3}]}}, r"`attrs\['a'\]\['b'\]\[1\]` is a set"),
+        ({"a": float("nan")}, "JSON cannot hold"),
+        ({1: "x"}, "keys must be strings"),
+        ({"jaxsinks": 1}, "may not use the key 'jaxsinks'"),
+        ([1, 2], "must be a dict"),
+    ],
+)
+def test_non_json_attributes_are_rejected_with_their_key(attrs, match):
+    with pytest.raises(js.ConfigError, match=match):
+        check_user_attributes(attrs)
+
+
+def test_json_attributes_pass_through():
+    assert check_user_attributes({"a": [1, 2.5, "x", None, True], "b": {"c": (1, 2)}}) == {
+        "a": [1, 2.5, "x", None, True], "b": {"c": [1, 2]}
+    }
+    assert jax.tree.leaves(check_user_attributes(None)) == []
