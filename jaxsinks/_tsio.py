@@ -7,6 +7,7 @@ credential-free description and drop TensorStore's embedded spec (which can hold
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,14 @@ from ._location import describe
 #: One TensorStore context for the process, so that ``memory://`` stores written by a sink are
 #: visible to `jaxsinks.open` in the same process, and caches are shared.
 CONTEXT = ts.Context()
+
+#: Writers encode and copy on at most half of the host's cores, leaving the rest to the
+#: simulation (on this project's 2-core machines the writer gets one). A child context, so it
+#: shares the parent's memory:// stores and caches.
+WRITE_CONTEXT = ts.Context(
+    ts.Context.Spec({"data_copy_concurrency": {"limit": max(1, (os.cpu_count() or 2) // 2)}}),
+    parent=CONTEXT,
+)
 
 _SPEC_IN_MESSAGE = re.compile(r"\s*\[(tensorstore_spec|source locations)=.*$", re.DOTALL)
 
@@ -69,17 +78,20 @@ def delete_all(spec: dict[str, Any]) -> None:
 
 
 def create_array(spec: dict[str, Any], metadata: dict[str, Any]) -> ts.TensorStore:
+    """Create a zarr3 array for writing (in `WRITE_CONTEXT`)."""
     with translated("create an array in", spec):
         return ts.open(
             {"driver": "zarr3", "kvstore": spec, "metadata": metadata},
             create=True,
-            context=CONTEXT,
+            context=WRITE_CONTEXT,
         ).result()
 
 
-def open_array(spec: dict[str, Any]) -> ts.TensorStore:
+def open_array(spec: dict[str, Any], *, write: bool = False) -> ts.TensorStore:
+    """Open an existing zarr3 array, for reading or (with `write`) for appending."""
     with translated("open the array", spec):
-        return ts.open({"driver": "zarr3", "kvstore": spec}, open=True, context=CONTEXT).result()
+        context = WRITE_CONTEXT if write else CONTEXT
+        return ts.open({"driver": "zarr3", "kvstore": spec}, open=True, context=context).result()
 
 
 def resize(arrays: list[ts.TensorStore], frames: int, spec: dict[str, Any]) -> list[ts.TensorStore]:

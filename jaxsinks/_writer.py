@@ -1,21 +1,31 @@
 """The host side of a ZarrSink: create or reopen a run, write flushed blocks, commit in order.
 
-A flush (called from the device's `io_callback`) issues TensorStore writes for a whole block and
-returns once TensorStore has copied the data (the write's ``copy`` future), so the device goes on
-computing while TensorStore compresses and writes. A committer thread waits for each block's
-``commit`` futures in order and only then records the new committed frame count in the group
-attributes: the count never covers data that is not durable. In-flight bytes are bounded; a flush
-waits for older commits when the bound is reached (back-pressure). A failure is kept and raised by
-`finish` (called by `jaxsinks.close`), with the count of frames safely committed.
+Three stages, so that the compiled loop waits for as little as possible:
+
+1. A flush (the device's `io_callback`) copies the block into a preallocated, pre-touched host
+   buffer from a small pool (one memcpy, no page faults) and returns. When every buffer is busy it
+   waits: back-pressure when the disk is slower than the loop.
+2. A writer thread issues the TensorStore writes for each block, in order, waits until TensorStore
+   has copied it (the write's ``copy`` future), and returns the buffer to the pool. It waits when
+   more than ``max_inflight_bytes`` are not yet durable.
+3. A committer thread waits for each block's ``commit`` futures in order and only then records the
+   new committed frame count in the group attributes: the count never covers data that is not
+   durable.
+
+Host memory is bounded by the pool plus ``max_inflight_bytes``. A failure is kept, later blocks are
+skipped, and `finish` (called by `jaxsinks.close`) raises it with the count of frames safely
+committed.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import dataclasses
 import itertools
 import json
 import logging
+import queue
 import threading
 from typing import Any
 
@@ -37,6 +47,8 @@ log = logging.getLogger("jaxsinks")
 
 MODES = ("w-", "w", "a")
 DEFAULT_MAX_INFLIGHT_BYTES = 256 * 2**20
+#: Host buffers per run, each one flush block: enough to double-buffer and absorb jitter.
+POOL_BLOCKS = 3
 
 _REGISTRY: dict[int, Writer] = {}
 _CLOSED: set[int] = set()
@@ -46,6 +58,7 @@ _REGISTRY_LOCK = threading.Lock()
 
 @dataclasses.dataclass
 class _Pending:
+    start: int  # the block's first frame
     end: int  # the frame count once this block is committed
     futures: list[Any]  # TensorStore commit futures
     nbytes: int
@@ -80,52 +93,111 @@ class Writer:
         self.max_inflight_bytes = max_inflight_bytes
         self.valid_from = int(meta.get("valid_from", 0))
         self.error: BaseException | None = None
+        self.failed_at: int | None = None  # the first frame that could not be stored
         self.blocks_written = 0
         self._pending: collections.deque[_Pending] = collections.deque()
         self._inflight = 0
         self._stopping = False
         self._cond = threading.Condition()
         self._meta_lock = threading.Lock()
+        self._free: queue.SimpleQueue[dict[str, np.ndarray]] = queue.SimpleQueue()
+        self._allocated = 0
+        self._blocks: queue.SimpleQueue[tuple[int, int, dict[str, np.ndarray]] | None] = queue.SimpleQueue()
         with _REGISTRY_LOCK:
             self.id = next(_IDS)
             _REGISTRY[self.id] = self
-        self._thread = threading.Thread(
+        self._writer_thread = threading.Thread(
+            target=self._write_loop, name=f"jaxsinks-write-{self.id}", daemon=True
+        )
+        self._commit_thread = threading.Thread(
             target=self._commit_loop, name=f"jaxsinks-commit-{self.id}", daemon=True
         )
-        self._thread.start()
+        self._writer_thread.start()
+        self._commit_thread.start()
 
     # ------------------------------------------------------------------------------ writing
 
-    def write(self, offset: int, n: int, values: dict[str, np.ndarray]) -> None:
+    def submit(self, offset: int, n: int, values: list[np.ndarray]) -> None:
+        """Queue frames ``offset:offset + n``: the first `n` rows of each of `values`, one array
+        per ``layout.arrays`` entry. Copies them, so `values` may be reused once this returns.
+        """
+        if n <= 0 or self._skips(offset):
+            return
+        buffers = self._buffer()
+        for (name, buf), value in zip(buffers.items(), values):
+            np.copyto(buf[:n], value[:n], casting="no")
+        self.blocks_written += 1
+        self._blocks.put((offset, n, buffers))
+
+    def _skips(self, offset: int) -> bool:
+        """Whether a block at `offset` comes after a failure (so it would leave a gap)."""
+        return self.failed_at is not None and offset >= self.failed_at
+
+    def _buffer(self) -> dict[str, np.ndarray]:
+        """A free host buffer set; a new one while the pool is not full, else wait for one."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        if self._allocated < POOL_BLOCKS:
+            self._allocated += 1
+            buffers = {}
+            for a in self.layout.arrays:
+                buf = np.empty((self.layout.block, *a.shape), a.dtype)
+                buf.fill(0)  # touch every page now, not during a flush
+                buffers[a.name] = buf
+            return buffers
+        return self._free.get()
+
+    def _write_loop(self) -> None:
+        while (item := self._blocks.get()) is not None:
+            offset, n, buffers = item
+            try:
+                self._write(offset, n, buffers)
+            finally:
+                self._free.put(buffers)
+
+    def _write(self, offset: int, n: int, values: dict[str, np.ndarray]) -> None:
         """Write frames ``offset:offset + n`` (the first `n` rows of each array in `values`).
 
         Returns once TensorStore no longer reads `values`; waits for older commits first if more
         than ``max_inflight_bytes`` are in flight. Failures are kept, not raised.
         """
-        if self.error is not None or n <= 0:
+        if self._skips(offset):
             return
         try:
             start = self._position(offset, n)
             if start + n > self.frames:
-                names = list(self.arrays)
-                resized = tsio.resize([self.arrays[k] for k in names], start + n, self.location.kvstore)
-                self.arrays = dict(zip(names, resized))
-                self.frames = start + n
+                self._resize(self._grown(start + n))
             writes = [tsio.write_rows(self.arrays[k], start, v[:n]) for k, v in values.items()]
             for w in writes:
                 w.copy.result()
         except Exception as err:  # noqa: BLE001 - kept and raised by finish()
             self.fail(StoreError(f"Writing frames {offset}..{offset + n} to {self.location} failed: "
-                                 f"{tsio.clean_message(err)}"))
+                                 f"{tsio.clean_message(err)}"), at=offset)
             return
         nbytes = sum(int(v[:n].nbytes) for v in values.values())
         with self._cond:
-            self.blocks_written += 1
-            self._pending.append(_Pending(offset + n, [w.commit for w in writes], nbytes))
+            self._pending.append(_Pending(offset, offset + n, [w.commit for w in writes], nbytes))
             self._inflight += nbytes
             self._cond.notify_all()
-            while self._inflight > self.max_inflight_bytes and self._pending and self.error is None:
+            while self._inflight > self.max_inflight_bytes and self._pending and self.failed_at is None:
                 self._cond.wait()
+
+    def _grown(self, needed: int) -> int:
+        """The next array length: at least `needed`, doubling so that resizes are rare.
+
+        Arrays may be longer than the committed frames while a run is open (the extra frames read
+        as the fill value); `finish` trims them to the committed count.
+        """
+        grown = max(needed, 2 * self.frames)
+        return min(grown, self.capacity) if self.ring and self.capacity else grown
+
+    def _resize(self, frames: int) -> None:
+        names = list(self.arrays)
+        resized = tsio.resize([self.arrays[k] for k in names], frames, self.location.kvstore)
+        self.arrays = dict(zip(names, resized))
+        self.frames = frames
 
     def _position(self, offset: int, n: int) -> int:
         """Where frame `offset` goes in the arrays; for a ring, first retire what it overwrites."""
@@ -137,12 +209,13 @@ class Writer:
             self._write_attrs()  # durable before the old frames are overwritten
         return offset % self.capacity
 
-    def fail(self, err: BaseException) -> None:
-        """Keep the first failure; later writes are skipped."""
+    def fail(self, err: BaseException, *, at: int) -> None:
+        """Keep the first failure, at frame `at`; later blocks are skipped, earlier ones commit."""
         with self._cond:
             if self.error is None:
                 self.error = err
                 log.error("jaxsinks: %s (raised at close)", err)
+            self.failed_at = at if self.failed_at is None else min(self.failed_at, at)
             self._cond.notify_all()
 
     def _commit_loop(self) -> None:
@@ -152,19 +225,33 @@ class Writer:
                     self._cond.wait()
                 if not self._pending:
                     return
-                item = self._pending[0]
-            try:
-                for future in item.futures:
-                    future.result()
-                if self.error is None:
-                    self.committed = item.end
+                items = [self._pending[0]]
+                # Blocks already durable behind the first one share one metadata write.
+                items += itertools.takewhile(
+                    lambda p: all(f.done() for f in p.futures), itertools.islice(self._pending, 1, None)
+                )
+            durable = self.committed
+            for item in items:
+                try:
+                    for future in item.futures:
+                        future.result()
+                except Exception as err:  # noqa: BLE001 - kept and raised by finish()
+                    self.fail(StoreError(f"Committing frames {item.start}..{item.end} to "
+                                         f"{self.location} failed: {tsio.clean_message(err)}"), at=item.start)
+                    break
+                if self.failed_at is not None and item.end > self.failed_at:
+                    break
+                durable = item.end
+            if durable > self.committed:
+                self.committed = durable
+                try:
                     self._write_attrs()
-            except Exception as err:  # noqa: BLE001 - kept and raised by finish()
-                self.fail(StoreError(f"Committing frames up to {item.end} to {self.location} failed: "
-                                     f"{tsio.clean_message(err)}"))
+                except StoreError as err:
+                    self.fail(err, at=durable)
             with self._cond:
-                self._pending.popleft()
-                self._inflight -= item.nbytes
+                for item in items:
+                    self._pending.popleft()
+                    self._inflight -= item.nbytes
                 self._cond.notify_all()
 
     # ------------------------------------------------------------------------------ metadata
@@ -179,6 +266,15 @@ class Writer:
         with self._meta_lock:
             tsio.write_bytes(self.location.kvstore, "zarr.json", group_metadata(self.attributes(status)))
 
+    def stop(self) -> None:
+        """Wait for the queued and in-flight writes and stop both threads (no final metadata)."""
+        self._blocks.put(None)
+        self._writer_thread.join()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._commit_thread.join()
+
     def finish(self) -> int:
         """Wait until every write is durable, record the final count, and raise any kept failure.
 
@@ -187,15 +283,14 @@ class Writer:
         Raises:
             WriteError: naming the store and the count of frames safely committed.
         """
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._thread.join()
+        self.stop()
         with _REGISTRY_LOCK:
             _REGISTRY.pop(self.id, None)
             _CLOSED.add(self.id)
         if self.error is None:
             try:
+                if not self.ring and self.frames != self.committed:
+                    self._resize(self.committed)
                 self._write_attrs("closed")
             except StoreError as err:
                 self.error = err
@@ -211,6 +306,20 @@ class Writer:
                 self.committed,
             ) from None
         return self.committed
+
+
+@atexit.register
+def _stop_unclosed_writers() -> None:
+    """At interpreter exit, commit what is in flight for runs that were never closed."""
+    with _REGISTRY_LOCK:
+        writers = list(_REGISTRY.values())
+    for writer in writers:
+        writer.stop()
+        log.warning(
+            "jaxsinks: the run at %s was not closed; %d frames are committed, and frames still "
+            "staged on the device were not stored. Call jaxsinks.close(sinks) when recording ends.",
+            writer.location, writer.committed,
+        )
 
 
 def lookup(writer_id: int) -> Writer | None:
@@ -245,9 +354,8 @@ def host_flush(writer_id: Any, offset: Any, n: Any, bad: Any, *values: np.ndarra
             f"dtype of {names}; they were not stored (not as inf). Store those fields with a "
             "wider dtype (fields={name: FieldConfig(dtype='float32')}) or rescale them.",
             writer.committed,
-        ))
-    if writer.error is None:
-        writer.write(offset, n, {a.name: v for a, v in zip(writer.layout.arrays, values)})
+        ), at=offset)
+    writer.submit(offset, n, values)
     flags = 0
     if writer.error is not None:
         flags |= Flag.WRITE_FAILED
@@ -312,7 +420,7 @@ def _reopen(location, layout, existing, meta, user_attrs, capacity, ring, max_in
             f"capacity={now[0]}, overflow={now[1]!r})."
         )
     committed = int(stored.get("committed", 0))
-    arrays = {a.name: tsio.open_array(location.child(a.name)) for a in layout.arrays}
+    arrays = {a.name: tsio.open_array(location.child(a.name), write=True) for a in layout.arrays}
     if ring:  # a ring's arrays stay at their length; frames are placed modulo the capacity
         frames = int(next(iter(arrays.values())).shape[0])
     else:  # drop anything written past the committed count before a crash

@@ -186,31 +186,11 @@ class ZarrSink(Sink):
 
     def _append(self, frame, *, step, time, mask, enabled):
         leaves = [lax.stop_gradient(x) for x in self.frame_spec.check(frame)]
-        dtype = self.time_dtype
-        bounded = self.capacity is not None and self.overflow != "ring"
-        room = (self.capacity - self.flushed - self.count) if bounded else None
-        if self.batch_size is None:
-            wanted = as_mask(mask, ()) & enabled
-            fits = wanted if room is None else wanted & (room > 0)
-            slot, count, _ = single_destination(self.count, fits, self.columns.rows, ring=False)
-            columns = self.columns.put(slot, leaves, as_step(step), lax.stop_gradient(as_time(time, dtype)))
-            wanted_n = wanted.astype(jnp.int32)
-        else:
-            shape = (self.batch_size,)
-            wanted = as_mask(mask, shape) & enabled
-            fits = wanted
-            if room is not None:
-                fits = wanted & (jnp.cumsum(wanted.astype(jnp.int32)) <= room)
-            dest, count, _ = row_destinations(self.count, fits, self.columns.rows, ring=False)
-            columns = self.columns.scatter(
-                dest, leaves, as_step(step, shape=shape),
-                lax.stop_gradient(as_time(time, dtype, shape=shape)),
-            )
-            wanted_n = jnp.sum(wanted.astype(jnp.int32))
-        dropped = jnp.any(wanted & ~fits)
-        flags = self.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
-        sink = replace(self, columns=columns, count=count, flags=flags, recorded=self.recorded + wanted_n)
-        return _flush_when_full(sink)
+        shape = () if self.batch_size is None else (self.batch_size,)
+        step = as_step(step, shape=shape)
+        time = lax.stop_gradient(as_time(time, self.time_dtype, shape=shape))
+        wanted = as_mask(mask, shape) & enabled
+        return _recorder(self.layout, self.batch_size)(self, leaves, step, time, wanted)
 
     # --------------------------------------------------------------------------- host side
 
@@ -275,13 +255,32 @@ def out_of_range(xp: Any, values: Any, layout: ArrayLayout) -> Any:
     return xp.any(beyond, axis=1)
 
 
-def _flush_when_full(sink: ZarrSink) -> ZarrSink:
-    return _flusher(sink.layout, sink.batch_size)(sink)
+def _stage(sink: ZarrSink, leaves, step, time, wanted) -> ZarrSink:
+    """Append the wanted frame (or rows) to the staging block, within `capacity`."""
+    bounded = sink.capacity is not None and sink.overflow != "ring"
+    room = sink.capacity - sink.flushed - sink.count if bounded else None
+    if sink.batch_size is None:
+        fits = wanted if room is None else wanted & (room > 0)
+        slot, count, _ = single_destination(sink.count, fits, sink.columns.rows, ring=False)
+        columns = sink.columns.put(slot, leaves, step, time)
+    else:
+        fits = wanted
+        if room is not None:
+            fits = wanted & (jnp.cumsum(wanted.astype(jnp.int32)) <= room)
+        dest, count, _ = row_destinations(sink.count, fits, sink.columns.rows, ring=False)
+        columns = sink.columns.scatter(dest, leaves, step, time)
+    dropped = jnp.any(wanted & ~fits)
+    flags = sink.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
+    recorded = sink.recorded + jnp.sum(wanted.astype(jnp.int32))
+    return replace(sink, columns=columns, count=count, flags=flags, recorded=recorded)
 
 
 @functools.lru_cache(maxsize=None)
-def _flusher(layout: Layout, batch_size: int | None):
-    """The `lax.cond` that flushes a full block, wrapped so that `vmap` gives a clear error."""
+def _recorder(layout: Layout, batch_size: int | None):
+    """Stage a frame and flush a full block, all under a `lax.cond` that skips steps recording
+    nothing (a ZarrSink is never vmapped or differentiated, so the cond stays a cond). Wrapped so
+    that `vmap` gives a clear error instead of JAX's message about effects in a vmapped cond.
+    """
     block = layout.block
     leftover = (batch_size - 1) if batch_size else 0
 
@@ -291,12 +290,16 @@ def _flusher(layout: Layout, batch_size: int | None):
         return replace(sink, columns=columns, count=sink.count - block,
                        flushed=sink.flushed + ack[0], flags=sink.flags | ack[1])
 
-    @custom_vmap
-    def flush_when_full(sink: ZarrSink) -> ZarrSink:
+    def stage_and_flush(sink, leaves, step, time, wanted):
+        sink = _stage(sink, leaves, step, time, wanted)
         return lax.cond(sink.count >= block, flush, lambda s: s, sink)
 
-    @flush_when_full.def_vmap
-    def _no_vmap(axis_size, in_batched, sink):
+    @custom_vmap
+    def record(sink, leaves, step, time, wanted):
+        return lax.cond(jnp.any(wanted), stage_and_flush, lambda s, *_: s, sink, leaves, step, time, wanted)
+
+    @record.def_vmap
+    def _no_vmap(axis_size, in_batched, *args):
         raise TransformError(
             "A ZarrSink cannot be written under jax.vmap (its host writer flushes one store, and "
             "JAX cannot batch the flush). Vmap the step function instead and record the batched "
@@ -304,20 +307,25 @@ def _flusher(layout: Layout, batch_size: int | None):
             "`frame = jax.vmap(make_frame)(states)`; or use a DeviceBuffer inside vmap."
         )
 
-    return flush_when_full
+    return record
 
 
 def _device_flush(sink: ZarrSink, n: jax.Array) -> jax.Array:
     """Hand the first `n` staged frames to the host writer; returns ``[accepted, flags]``."""
-    block = sink.layout.block
+    # Whole staging buffers go to the host, which takes the first `n` rows: no device-side copy.
     stored, bad = [], []
+    rows = sink.columns.rows + 1
     for leaf, array in zip(sink.columns.leaves, sink.layout.fields):
-        values = lax.stop_gradient(leaf[:block])
-        bad.append(jnp.any(out_of_range(jnp, values, array) & (jnp.arange(block) < n)))
-        stored.append(values.astype(array.dtype))
-    columns = [sink.columns.step[:block], lax.stop_gradient(sink.columns.time[:block])]
+        values = lax.stop_gradient(leaf)
+        if array.narrowing is None:
+            bad.append(jnp.zeros((), bool))
+            stored.append(values)
+        else:
+            bad.append(jnp.any(out_of_range(jnp, values, array) & (jnp.arange(rows) < n)))
+            stored.append(values.astype(array.dtype))
+    columns = [sink.columns.step, lax.stop_gradient(sink.columns.time)]
     if sink.columns.system is not None:
-        columns.append(sink.columns.system[:block])
+        columns.append(sink.columns.system)
     return io_callback(
         _writer.host_flush,
         jax.ShapeDtypeStruct((2,), jnp.int32),

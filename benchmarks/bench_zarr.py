@@ -1,0 +1,315 @@
+"""Streaming an ensemble simulation to local disk: jaxsinks vs the bare loop, the I/O floor and
+the naive ways, plus host and device memory.
+
+    python benchmarks/bench_zarr.py [--gib 1.0] [--quick]
+
+The simulation is an Ornstein-Uhlenbeck ensemble (PySDE's use): 64 replicas x 1024 dof, float32,
+every 2nd step recorded (256 KiB per frame; 4096 frames per GiB). Variants, timed in interleaved
+rounds in one process:
+
+* bare: the loop without recording;
+* floor: TensorStore writing the same frames from numpy, same layout and codec (the I/O floor);
+* jaxsinks: ZarrSink inside the scan, end to end (create ... close, durable);
+* naive: a Python loop over jitted chunks of steps, device_get, zarr-python append per frame;
+* callback: an io_callback per recorded frame writing it with TensorStore.
+
+Each configuration runs in its own subprocess, because XLA's threading is fixed at import:
+``all-cores`` (XLA's default on this 2-core machine: the simulation itself uses both cores) and
+``one-core`` (XLA limited to one thread: like an accelerator, it leaves a host core to the writer).
+
+Bars (issue 3): jaxsinks end to end <= 1.25 x max(bare, floor); its recording overhead (end to end
+minus bare) >= 5x smaller than naive's; peak host memory of a 10x longer run <= 1.1x; device
+memory O(chunk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+R, D, EVERY, CHUNK = 64, 1024, 2, 64
+FRAME_BYTES = R * D * 4
+ONE_CORE_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def simulation():
+    import jax
+    import jax.numpy as jnp
+
+    def step(carry):
+        key, x = carry
+        key, sub = jax.random.split(key)
+        return key, x - 0.01 * x + 0.1 * jax.random.normal(sub, x.shape)
+
+    return jax, jnp, step, (jax.random.key(0), jnp.zeros((R, D)))
+
+
+CODECS = {"none": None, "zstd1": ("zstd", 1), "blosc-lz4": ("blosc", "lz4")}
+
+
+def make_codec(name: str):
+    import jaxsinks as js
+
+    return {"none": None, "zstd1": js.Zstd(1), "blosc-lz4": js.Blosc("lz4", 1, "shuffle")}[name]
+
+
+def zarr_python_codec(name: str):
+    import zarr
+
+    return {"none": None, "zstd1": zarr.codecs.ZstdCodec(level=1),
+            "blosc-lz4": zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")}[name]
+
+
+def measure(config: str, frames: int, repeats: int, naive_fraction: float, workdir: str, codec_name: str) -> dict:
+    """Time every variant in interleaved rounds; runs inside the configuration's subprocess."""
+    import numpy as np
+    import tensorstore as ts
+    import zarr
+    from jax.experimental import io_callback
+
+    import jaxsinks as js
+    from jaxsinks._layout import make_layout
+
+    jax, jnp, step, state0 = simulation()
+    steps = frames * EVERY
+    codec = make_codec(codec_name)
+
+    @jax.jit
+    def bare(state):
+        return jax.lax.scan(lambda c, i: (step(c), None), state, jnp.arange(steps))[0]
+
+    @jax.jit
+    def recorded(state, sink):
+        def body(c, i):
+            state, sink = c
+            state = step(state)
+            return (state, js.record(sink, step=i, frame={"x": state[1]})), None
+
+        return jax.lax.scan(body, (state, sink), jnp.arange(steps))[0]
+
+    def jaxsinks_run():
+        store = os.path.join(workdir, "jaxsinks.zarr")
+        sink = js.ZarrSink.create(store, {"x": state0[1]}, every=EVERY, chunk=CHUNK, codec=codec, mode="w")
+        _, sink = recorded(state0, sink)
+        js.close(sink)
+
+    # The frames themselves, for the floor: the same simulation, stacked in host memory.
+    @jax.jit
+    def chunk_of_frames(state):
+        def body(c, _):
+            c = step(step(c))
+            return c, c[1]
+
+        return jax.lax.scan(body, state, None, length=CHUNK)
+
+    state, blocks = state0, []
+    for _ in range(frames // CHUNK):
+        state, xs = chunk_of_frames(state)
+        blocks.append(np.asarray(xs))
+    data = np.concatenate(blocks)
+    del blocks
+    layout = make_layout(js.FrameSpec.from_example({"x": state0[1]}), chunk=CHUNK, chunks_per_shard=None,
+                         codec=codec, fields={}, time_dtype=np.dtype("float32"), batch_size=None)
+
+    def floor_run():
+        path = os.path.join(workdir, "floor.zarr")
+        shutil.rmtree(path, ignore_errors=True)
+        arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": path + "/x/"},
+                       "metadata": layout.fields[0].metadata(frames)}, create=True).result()
+        writes = [arr[a : a + CHUNK].write(data[a : a + CHUNK]) for a in range(0, frames, CHUNK)]
+        for w in writes:
+            w.commit.result()
+
+    naive_frames = max(CHUNK, int(frames * naive_fraction) // CHUNK * CHUNK)
+
+    @jax.jit
+    def naive_chunk(state):
+        def body(c, _):
+            c = step(step(c))
+            return c, c[1]
+
+        return jax.lax.scan(body, state, None, length=CHUNK)
+
+    def naive_run():
+        path = os.path.join(workdir, "naive.zarr")
+        arr = zarr.create_array(path, shape=(0, R, D), chunks=(CHUNK, R, D), dtype="float32",
+                                compressors=zarr_python_codec(codec_name), overwrite=True)
+        state = state0
+        for _ in range(naive_frames // CHUNK):
+            state, xs = naive_chunk(state)
+            for frame in jax.device_get(xs):
+                arr.append(frame[None])
+
+    callback_path = os.path.join(workdir, "callback.zarr")
+
+    def callback_run():
+        shutil.rmtree(callback_path, ignore_errors=True)
+        arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": callback_path + "/x/"},
+                       "metadata": layout.fields[0].metadata(frames)}, create=True).result()
+        commits = []
+
+        def write_frame(i, x):
+            w = arr[int(i)].write(x)
+            w.copy.result()
+            commits.append(w.commit)
+            return np.int32(0)
+
+        @jax.jit
+        def run(state):
+            def body(c, i):
+                state, acc = c
+                state = step(state)
+                acc = jax.lax.cond(
+                    i % EVERY == 0,
+                    lambda: acc + io_callback(write_frame, jax.ShapeDtypeStruct((), jnp.int32), i // EVERY, state[1]),
+                    lambda: acc,
+                )
+                return (state, acc), None
+
+            return jax.lax.scan(body, (state, jnp.int32(0)), jnp.arange(steps))[0]
+
+        jax.block_until_ready(run(state0))
+        for c in commits:
+            c.result()
+
+    variants = {
+        "bare": lambda: jax.block_until_ready(bare(state0)),
+        "floor": floor_run,
+        "jaxsinks": jaxsinks_run,
+        "naive": naive_run,
+        "callback": callback_run,
+    }
+    for fn in variants.values():  # warm up: compile everything once
+        fn()
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    result = {k: min(v) for k, v in samples.items()}
+    result["naive_fraction"] = naive_frames / frames
+    result["gib"] = frames * FRAME_BYTES / 2**30
+    sink = js.ZarrSink.create("memory://device-bytes", {"x": state0[1]}, every=EVERY, chunk=CHUNK)
+    result["device_bytes"] = sum(x.nbytes for x in jax.tree.leaves(sink))
+    js.close(sink)
+    return result
+
+
+def peak_rss(config: str, frames: int, workdir: str, codec_name: str) -> dict:
+    """Run only the jaxsinks variant in a fresh process; its peak RSS and device bytes."""
+    out = _subprocess(config, ["--child-memory", str(frames), "--workdir", workdir, "--codec", codec_name])
+    return json.loads(out)
+
+
+def child_memory(frames: int, workdir: str, codec_name: str) -> dict:
+    import resource
+
+    import jaxsinks as js
+
+    jax, jnp, step, state0 = simulation()
+    steps = frames * EVERY
+
+    @jax.jit
+    def recorded(state, sink):
+        def body(c, i):
+            state, sink = c
+            state = step(state)
+            return (state, js.record(sink, step=i, frame={"x": state[1]})), None
+
+        return jax.lax.scan(body, (state, sink), jnp.arange(steps))[0]
+
+    store = os.path.join(workdir, f"memory-{frames}.zarr")
+    sink = js.ZarrSink.create(store, {"x": state0[1]}, every=EVERY, chunk=CHUNK, codec=make_codec(codec_name), mode="w")
+    device_bytes = sum(x.nbytes for x in jax.tree.leaves(sink))
+    start = time.perf_counter()
+    _, sink = recorded(state0, sink)
+    js.close(sink)
+    elapsed = time.perf_counter() - start
+    assert len(js.open(store)) == frames
+    shutil.rmtree(store)
+    return {"frames": frames, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "device_bytes": device_bytes, "seconds": elapsed}
+
+
+def _subprocess(config: str, args: list[str]) -> str:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    if config == "one-core":
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + ONE_CORE_FLAGS).strip()
+    proc = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="jaxsinks Zarr streaming benchmark")
+    parser.add_argument("--gib", type=float, default=1.0, help="GiB recorded by the timed run")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--naive-fraction", type=float, default=0.25,
+                        help="fraction of the frames the naive variant records (its overhead is scaled up)")
+    parser.add_argument("--quick", action="store_true", help="0.125 GiB, one repeat, memory check at 0.05/0.5 GiB")
+    parser.add_argument("--configs", default="one-core,all-cores")
+    parser.add_argument("--codec", default="none", choices=sorted(CODECS),
+                        help="codec for every variant (the OU state is noise: compression buys little)")
+    parser.add_argument("--child-measure", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-memory", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, HERE)
+
+    if args.child_measure is not None:
+        frames = int(args.gib * 2**30 / FRAME_BYTES) // CHUNK * CHUNK
+        print(json.dumps(measure(args.child_measure, frames, args.repeats, args.naive_fraction, args.workdir, args.codec)))
+        return
+    if args.child_memory is not None:
+        print(json.dumps(child_memory(args.child_memory, args.workdir, args.codec)))
+        return
+
+    from common import table
+
+    if args.quick:
+        args.gib, args.repeats = 0.125, 1
+    mem_gib = (0.05, 0.5) if args.quick else (args.gib, 10 * args.gib)
+    workdir = tempfile.mkdtemp(prefix="jaxsinks-bench-", dir=os.environ.get("BENCH_DIR", "."))
+    try:
+        rows, mem_rows = [], []
+        for config in args.configs.split(","):
+            res = json.loads(_subprocess(config, ["--child-measure", config, "--gib", str(args.gib),
+                                                  "--repeats", str(args.repeats), "--naive-fraction",
+                                                  str(args.naive_fraction), "--workdir", workdir,
+                                                  "--codec", args.codec]))
+            ceiling = max(res["bare"], res["floor"])
+            overhead = res["jaxsinks"] - res["bare"]
+            naive_overhead = (res["naive"] - res["bare"] * res["naive_fraction"]) / res["naive_fraction"]
+            callback_overhead = res["callback"] - res["bare"]
+            rows.append([config, f"{res['gib']:.2f}", f"{res['bare']:.2f}", f"{res['floor']:.2f}",
+                         f"{res['jaxsinks']:.2f}", res["jaxsinks"] / ceiling, f"{overhead:.2f}",
+                         f"{naive_overhead:.1f}", naive_overhead / max(overhead, 1e-9),
+                         f"{callback_overhead:.2f}"])
+            for gib in mem_gib:
+                frames = int(gib * 2**30 / FRAME_BYTES) // CHUNK * CHUNK
+                m = peak_rss(config, frames, workdir, args.codec)
+                mem_rows.append([config, f"{gib:.2f}", m["frames"], f"{m['peak_rss_mib']:.0f}",
+                                 f"{m['device_bytes'] / 2**20:.1f}", f"{m['seconds']:.1f}"])
+        print(f"codec: {args.codec}")
+        print("End to end, seconds (min of interleaved rounds); bars: e2e/max(bare,floor) <= 1.25, "
+              "naive/jaxsinks overhead >= 5")
+        print(table(["config", "GiB", "bare", "floor", "jaxsinks", "e2e/max(bare,floor)", "overhead",
+                     "naive overhead (scaled)", "naive/jaxsinks", "callback overhead"], rows))
+        print("\nMemory: peak host RSS of the recording process, and the sink's device bytes "
+              "(bar: the 10x run's peak <= 1.1x)")
+        print(table(["config", "GiB", "frames", "peak RSS MiB", "sink device MiB", "seconds"], mem_rows))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
