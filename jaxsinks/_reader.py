@@ -116,6 +116,54 @@ class Run:
         """The system index of each frame of a per-system run; None otherwise."""
         return self._column("system") if self.per_system else None
 
+    def describe(self) -> dict[str, Any]:
+        """What `jaxsinks info` shows: the run's status and, per field, its layout and sizes.
+
+        Returns a JSON-able dict: ``store``, ``frames`` (of this selection), ``committed``,
+        ``status``, ``schedule``, ``attrs``, ``logical_bytes``, ``stored_bytes`` and ``fields``: a
+        list of dicts with ``name``, ``shape`` (one frame), ``dtype`` (stored), ``source_dtype``,
+        ``chunks``, ``shards`` (None when unsharded), ``codecs`` (names), ``dims``,
+        ``logical_bytes`` (frames x frame bytes at the stored dtype) and ``stored_bytes`` (the
+        array's keys, i.e. compressed chunks plus metadata). Stored bytes are those of the
+        whole run, including frames outside the selection.
+        """
+        schema = {f["name"]: f for f in self.meta["schema"]["fields"]}
+        fields = []
+        for name in self.fields:
+            array = self._array(name)
+            meta = array.array.spec().to_json()["metadata"]
+            codecs = meta.get("codecs", [])
+            grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+            chunks, shards = grid, None
+            if codecs and codecs[0]["name"] == "sharding_indexed":
+                shards, chunks = grid, codecs[0]["configuration"]["chunk_shape"]
+                codecs = codecs[0]["configuration"]["codecs"]
+            dtype = np.dtype(meta["data_type"])
+            shape = tuple(array.array.shape[1:])
+            fields.append({
+                "name": name,
+                "shape": list(shape),
+                "dtype": dtype.name,
+                "source_dtype": schema[name]["dtype"],
+                "chunks": list(chunks),
+                "shards": None if shards is None else list(shards),
+                "codecs": [c["name"] for c in codecs],
+                "dims": list(array.dims),
+                "logical_bytes": len(self) * int(np.prod(shape, dtype=np.int64)) * dtype.itemsize,
+                "stored_bytes": tsio.stored_bytes(self.location.child(name)),
+            })
+        return {
+            "store": str(self.location),
+            "frames": len(self),
+            "committed": self.committed,
+            "status": self.status,
+            "schedule": self.schedule,
+            "attrs": dict(self.attrs),
+            "logical_bytes": sum(f["logical_bytes"] for f in fields),
+            "stored_bytes": tsio.stored_bytes(self.location.kvstore),
+            "fields": fields,
+        }
+
     def _column(self, name: str) -> np.ndarray:
         key = f"column:{name}"
         if key not in self._cache:

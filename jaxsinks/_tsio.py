@@ -112,3 +112,14 @@ def write_rows(array: ts.TensorStore, start: int, values: Any) -> ts.WriteFuture
 def read_rows(array: ts.TensorStore, index: Any, spec: dict[str, Any]) -> Any:
     with translated("read from", spec):
         return array[index].read().result()
+
+
+def stored_bytes(spec: dict[str, Any]) -> int:
+    """Total size of the values under the kvstore `spec` (file sizes on disk for local stores)."""
+    with translated("measure", spec):
+        store = kvstore(spec)
+        keys = store.list().result()
+        if spec.get("driver") == "file":
+            root = spec["path"]
+            return sum(os.path.getsize(os.path.join(root, k.decode())) for k in keys)
+        return sum(len(store.read(k).result().value) for k in keys)
