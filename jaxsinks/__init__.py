@@ -1,6 +1,7 @@
 """jaxsinks: JAX-native recording inside jit, scan, while_loop, vmap and grad."""
 
 from ._close import close as close
+from ._csv_sink import CsvSink as CsvSink
 from ._codecs import Blosc as Blosc
 from ._codecs import FieldConfig as FieldConfig
 from ._codecs import Zstd as Zstd
@@ -19,6 +20,8 @@ from ._errors import WriteError as WriteError
 from ._flags import Flag as Flag
 from ._frame import Field as Field
 from ._frame import FrameSpec as FrameSpec
+from ._layout import Ragged as Ragged
+from ._progress import Progress as Progress
 from ._reader import FieldView as FieldView
 from ._reader import Run as Run
 from ._reader import open as open  # noqa: A004
@@ -30,6 +33,7 @@ from ._schedule import Schedule as Schedule
 from ._schedule import Times as Times
 from ._schedule import When as When
 from ._sink import Sink as Sink
+from ._stream import StreamSink as StreamSink
 from ._trajectory import Trajectory as Trajectory
 from ._zarr_sink import ZarrSink as ZarrSink
 

@@ -17,8 +17,10 @@ from ._schedule import Schedule, as_schedule
 from ._sink import (
     Sink,
     check_capacity,
+    check_once,
     check_overflow,
     check_time_dtype,
+    first_time,
     host_int,
     split_spec,
 )
@@ -40,6 +42,7 @@ class DeviceBuffer(Sink):
         columns: the preallocated frame rows and their step, time and system columns.
         count: how many frames (rows) were recorded so far, including any that did not fit.
         flags: status bits (`jaxsinks.Flag`), e.g. OVERFLOW.
+        seen: for per-system buffers with ``once=True``, which systems were recorded already.
         schedule_state: the state of `schedule`.
         capacity: how many frames the buffer holds.
         overflow: what happens past capacity: ``"error"``, ``"drop"`` or ``"ring"``.
@@ -48,12 +51,14 @@ class DeviceBuffer(Sink):
     columns: Columns
     count: jax.Array
     flags: jax.Array
+    seen: jax.Array | None
     schedule_state: PyTree
     spec: FrameSpec = static()
     capacity: int = static()
     overflow: str = static()
     schedule: Schedule = static()
     batch_size: int | None = static(default=None)
+    once: bool = static(default=False)
 
     @classmethod
     def create(
@@ -64,6 +69,7 @@ class DeviceBuffer(Sink):
         overflow: str = "error",
         every: int | Schedule | None = None,
         per_system: bool = False,
+        once: bool = False,
         time_dtype: Any = jnp.float32,
     ) -> DeviceBuffer:
         """An empty buffer for frames like `frame`.
@@ -80,9 +86,13 @@ class DeviceBuffer(Sink):
             per_system: if true, every leaf of `frame` has a leading system axis, and each record
                 appends the rows selected by a mask (e.g. the converged systems) as separate
                 entries, with their system index.
+            once: with `per_system`, record each system at most once: the first time the mask
+                selects it (e.g. when it first converges). No host sync: a per-system ``seen``
+                array is part of the state.
             time_dtype: the dtype of the time column.
         """
         capacity = check_capacity("DeviceBuffer.create", "capacity", capacity)
+        once = check_once("DeviceBuffer.create", once, per_system)
         overflow = check_overflow("DeviceBuffer.create", overflow)
         time_dtype = check_time_dtype("DeviceBuffer.create", time_dtype)
         schedule = as_schedule(every)
@@ -98,12 +108,14 @@ class DeviceBuffer(Sink):
             columns=columns,
             count=jnp.zeros((), jnp.int32),
             flags=jnp.zeros((), jnp.int32),
+            seen=jnp.zeros((batch_size,), bool) if once else None,
             schedule_state=schedule.init(),
             spec=spec,
             capacity=capacity,
             overflow=overflow,
             schedule=schedule,
             batch_size=batch_size,
+            once=once,
         )
 
     # ---------------------------------------------------------------- device side (pure, jittable)
@@ -112,6 +124,7 @@ class DeviceBuffer(Sink):
         leaves = self.frame_spec.check(frame)
         ring = self.overflow == "ring"
         dtype = self.time_dtype
+        seen = self.seen
         if self.batch_size is None:
             enabled = as_mask(mask, ()) & enabled
             slot, count, dropped = single_destination(self.count, enabled, self.capacity, ring=ring)
@@ -119,12 +132,14 @@ class DeviceBuffer(Sink):
         else:
             shape = (self.batch_size,)
             selected = as_mask(mask, shape) & enabled
+            if self.once:
+                selected, seen = first_time(selected, seen)
             dest, count, dropped = row_destinations(self.count, selected, self.capacity, ring=ring)
             columns = self.columns.scatter(
                 dest, leaves, as_step(step, shape=shape), as_time(time, dtype, shape=shape)
             )
         flags = self.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
-        return replace(self, columns=columns, count=count, flags=flags)
+        return replace(self, columns=columns, count=count, flags=flags, seen=seen)
 
     @property
     def time_dtype(self) -> Any:
@@ -213,9 +228,9 @@ class DeviceBuffer(Sink):
             per_system=self.per_system,
             write_once=self.columns.write_once,
         )
-        return replace(
-            self, columns=columns, count=jnp.zeros((), jnp.int32), flags=jnp.zeros((), jnp.int32)
-        )
+        seen = None if self.seen is None else jnp.zeros_like(self.seen)
+        return replace(self, columns=columns, count=jnp.zeros((), jnp.int32),
+                       flags=jnp.zeros((), jnp.int32), seen=seen)
 
     def __repr__(self) -> str:
         fields = ", ".join(str(f) for f in self.spec.fields)

@@ -36,7 +36,13 @@ class ArrayLayout:
     chunk: tuple[int, ...]  # zarr chunk, frame axis first (the inner chunk when sharded)
     shard_frames: int | None  # frames per shard when sharded
     codec: Codec
-    dims: tuple[str, ...]  # frame axis first
+    dims: tuple[str, ...]  # frame axis first (the atom axis, for ragged fields)
+    ragged_axes: int = 0  # ragged fields: how many leading per-frame axes fold into the atom axis
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """The shape of one stored entry: a frame, or for ragged fields one atom."""
+        return self.shape[self.ragged_axes :]
 
     @property
     def fill_value(self) -> Any:
@@ -60,7 +66,7 @@ class ArrayLayout:
         else:
             grid, inner = [self.shard_frames, *self.chunk[1:]], list(self.chunk)
         return {
-            "shape": [frames, *self.shape],
+            "shape": [frames, *self.stored_shape],
             "data_type": self.dtype.name,
             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
             "chunk_key_encoding": {"name": "default"},
@@ -71,12 +77,15 @@ class ArrayLayout:
 
     def schema(self) -> dict[str, Any]:
         """What must match for a run to be appended to."""
-        return {
+        out = {
             "name": self.name,
             "shape": list(self.shape),
             "dtype": self.source_dtype.name,
             "storage_dtype": self.dtype.name,
         }
+        if self.ragged_axes:
+            out["ragged"] = True
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +97,7 @@ class Layout:
     chunk: int
     chunks_per_shard: int | None
     batch_size: int | None
+    ragged: Ragged | None = None
 
     @property
     def block(self) -> int:
@@ -110,6 +120,10 @@ class Layout:
                     out.append(name)
         return tuple(out)
 
+    @property
+    def ragged_fields(self) -> tuple[ArrayLayout, ...]:
+        return tuple(a for a in self.fields if a.ragged_axes)
+
     def schema(self) -> dict[str, Any]:
         return {
             "fields": [a.schema() for a in self.fields],
@@ -117,7 +131,39 @@ class Layout:
             "per_system": self.batch_size,
             "chunk": self.chunk,
             "chunks_per_shard": self.chunks_per_shard,
+            "ragged": None if self.ragged is None else self.ragged.to_json(),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class Ragged:
+    """Store fields of a padded batch CSR-style: each system's atoms at their true count.
+
+    A batch of systems of different sizes is padded on the device: a field like ``positions`` has
+    shape ``(systems, max_atoms, 3)`` (per frame), and the integer field `count` (shape
+    ``(systems,)``) says how many atoms each system really has. With ``Ragged(count="natoms",
+    fields=("positions", "forces"))`` those fields are stored with the padding removed: the real
+    atoms of every recorded frame concatenated along an ``atom`` axis, and `count` stored as an
+    ordinary field, from which readers rebuild each system's arrays. For per-system sinks each
+    recorded row is one system (``positions`` is ``(max_atoms, 3)`` per row, `count` a scalar).
+    Appending never rereads what is stored: the writer keeps the running atom count.
+    """
+
+    count: str
+    fields: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.count, str) or not self.count:
+            raise ConfigError(f"`Ragged` needs `count` to be the name of a field; got {self.count!r}.")
+        fields = (self.fields,) if isinstance(self.fields, str) else tuple(self.fields)
+        if not fields or not all(isinstance(f, str) for f in fields):
+            raise ConfigError(f"`Ragged` needs `fields` to name at least one field; got {self.fields!r}.")
+        if self.count in fields:
+            raise ConfigError(f"`Ragged` cannot make its count field '{self.count}' ragged itself.")
+        object.__setattr__(self, "fields", fields)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "fields": list(self.fields)}
 
 
 def make_layout(
@@ -129,6 +175,7 @@ def make_layout(
     fields: dict[str, FieldConfig],
     time_dtype: np.dtype,
     batch_size: int | None,
+    ragged: Ragged | None = None,
 ) -> Layout:
     """The layout of a run recording frames of `spec` (rows of it, for per-system sinks)."""
     unknown = sorted(set(fields) - set(spec.names))
@@ -137,22 +184,33 @@ def make_layout(
             f"`fields` configures {unknown}, which the frame does not have; its fields are "
             f"{list(spec.names)}."
         )
+    ragged_axes = _check_ragged(spec, ragged)
     arrays = []
     for f in spec.fields:
         check_node_name(f.name, reserved=COLUMNS)
         cfg = fields.get(f.name, FieldConfig())
-        own_chunk = _field_chunk(f.name, f.shape, cfg.chunk)
-        dims = _dims(f.name, len(f.shape), cfg.dims)
+        axes = ragged_axes.get(f.name, 0)
+        stored = f.shape[axes:]
+        own_chunk = _field_chunk(f.name, stored, cfg.chunk)
+        if axes:  # chunk the atom axis by the most atoms one flush block can hold
+            first = chunk * int(np.prod(f.shape[:axes], dtype=np.int64))
+            dims = ("atom", *_dims(f.name, len(stored), cfg.dims)[1:])
+            shard = None
+        else:
+            first = chunk
+            dims = _dims(f.name, len(stored), cfg.dims)
+            shard = None if chunks_per_shard is None else chunk * chunks_per_shard
         arrays.append(
             ArrayLayout(
                 name=f.name,
                 dtype=cfg.dtype if cfg.dtype is not None else f.dtype,
                 source_dtype=f.dtype,
                 shape=f.shape,
-                chunk=(chunk, *own_chunk),
-                shard_frames=None if chunks_per_shard is None else chunk * chunks_per_shard,
+                chunk=(first, *own_chunk),
+                shard_frames=shard,
                 codec=codec if cfg.codec == "inherit" else cfg.codec,
                 dims=dims,
+                ragged_axes=axes,
             )
         )
     column_dtypes = {"step": np.dtype(np.int32), "time": np.dtype(time_dtype), "system": np.dtype(np.int32)}
@@ -170,7 +228,41 @@ def make_layout(
         )
         for n in names
     )
-    return Layout(tuple(arrays), columns, chunk, chunks_per_shard, batch_size)
+    return Layout(tuple(arrays), columns, chunk, chunks_per_shard, batch_size, ragged)
+
+
+def _check_ragged(spec: FrameSpec, ragged: Ragged | None) -> dict[str, int]:
+    """For each ragged field, how many leading axes fold into the atom axis; or a ConfigError."""
+    if ragged is None:
+        return {}
+    if not isinstance(ragged, Ragged):
+        raise ConfigError(f"`ragged` must be a jaxsinks.Ragged(count=..., fields=...); got {type(ragged).__name__}.")
+    by_name = {f.name: f for f in spec.fields}
+    count = by_name.get(ragged.count)
+    if count is None:
+        raise ConfigError(
+            f"`Ragged` names the count field '{ragged.count}', which the frame does not have; its "
+            f"fields are {list(spec.names)}."
+        )
+    if not np.issubdtype(count.dtype, np.integer):
+        raise ConfigError(f"The ragged count field '{ragged.count}' must hold integers; it is {count.dtype}.")
+    axes = {}
+    for name in ragged.fields:
+        field = by_name.get(name)
+        if field is None:
+            raise ConfigError(
+                f"`Ragged` names the field '{name}', which the frame does not have; its fields are "
+                f"{list(spec.names)}."
+            )
+        k = len(count.shape)
+        if field.shape[:k] != count.shape or len(field.shape) <= k:
+            raise ConfigError(
+                f"Ragged field '{name}' has shape {list(field.shape)}, but with count field "
+                f"'{ragged.count}' of shape {list(count.shape)} it must be {list(count.shape)} + "
+                "[max_atoms, ...]: one padded atom axis after the count's axes."
+            )
+        axes[name] = k + 1
+    return axes
 
 
 def group_metadata(attributes: dict[str, Any]) -> bytes:

@@ -140,6 +140,9 @@ class Run:
                 codecs = codecs[0]["configuration"]["codecs"]
             dtype = np.dtype(meta["data_type"])
             shape = tuple(array.array.shape[1:])
+            entries = len(self)
+            if self.ragged and name in self.ragged["fields"]:
+                entries = int(self.meta.get("committed_atoms", 0))
             fields.append({
                 "name": name,
                 "shape": list(shape),
@@ -149,7 +152,7 @@ class Run:
                 "shards": None if shards is None else list(shards),
                 "codecs": [c["name"] for c in codecs],
                 "dims": list(array.dims),
-                "logical_bytes": len(self) * int(np.prod(shape, dtype=np.int64)) * dtype.itemsize,
+                "logical_bytes": entries * int(np.prod(shape, dtype=np.int64)) * dtype.itemsize,
                 "stored_bytes": tsio.stored_bytes(self.location.child(name)),
             })
         return {
@@ -164,6 +167,19 @@ class Run:
             "fields": fields,
         }
 
+    def _pointers(self) -> tuple[np.ndarray, np.ndarray]:
+        """For ragged runs: every stored frame's counts, and its first atom (CSR row pointers).
+
+        Computed once from the count field; nothing else stored is read.
+        """
+        key = "ragged:pointers"
+        if key not in self._cache:
+            count = self.ragged["count"]
+            counts = self._array(count).read_physical(slice(0, self.committed))
+            per_frame = counts.reshape(counts.shape[0], -1).sum(axis=1, dtype=np.int64)
+            self._cache[key] = (counts, np.concatenate([[0], np.cumsum(per_frame)]))
+        return self._cache[key]
+
     def _column(self, name: str) -> np.ndarray:
         key = f"column:{name}"
         if key not in self._cache:
@@ -172,10 +188,17 @@ class Run:
 
     # --------------------------------------------------------------------------------- fields
 
+    @property
+    def ragged(self) -> dict[str, Any] | None:
+        """``{"count": ..., "fields": [...]}`` if some fields are stored CSR-style, else None."""
+        return self.meta["schema"].get("ragged")
+
     def __getitem__(self, key: str | slice | np.ndarray | list[int]) -> Any:
         if isinstance(key, str):
             if key not in self.fields:
                 raise KeyError(f"The run at {self.location} has no field '{key}'; its fields are {list(self.fields)}.")
+            if self.ragged is not None and key in self.ragged["fields"]:
+                return RaggedView(self._array(key), self._frames, self._pointers())
             return FieldView(self._array(key), self._frames)
         selected = np.arange(len(self))[key]
         if selected.ndim != 1:
@@ -233,10 +256,17 @@ class Run:
         """The selected frames as an `xarray.Dataset` (fields as variables; step, time coords)."""
         import xarray as xr
 
-        data_vars = {name: (self._array(name).dims, self[name][:]) for name in self.fields}
+        ragged = set(self.ragged["fields"]) if self.ragged else set()
+        data_vars = {name: (self._array(name).dims, self[name][:]) for name in self.fields if name not in ragged}
         coords = {"step": ("frame", self.steps), "time": ("frame", self.times)}
         if self.per_system:
             coords["system"] = ("frame", self.systems)
+        if ragged:  # the selected frames' atoms, concatenated, with the frame each belongs to
+            views = {name: self[name] for name in sorted(ragged)}
+            first = next(iter(views.values()))
+            coords["atom_frame"] = ("atom", np.repeat(np.arange(len(self)), first.atoms_per_frame()))
+            for name, view in views.items():
+                data_vars[name] = (self._array(name).dims, view.concatenated())
         return xr.Dataset(data_vars, coords=coords, attrs=dict(self.attrs))
 
 
@@ -299,3 +329,61 @@ class FieldView:
 
     def __repr__(self) -> str:
         return f"FieldView({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+class RaggedView:
+    """A lazy view of a ragged field: each frame's systems at their true number of atoms.
+
+    ``view[i]`` is, for a per-system run, one array of shape ``(atoms, ...)``; for a whole-frame
+    run, a list with one such array per system. ``view[a:b]`` is a list of those.
+    """
+
+    def __init__(self, stored: _StoredArray, frames: np.ndarray, pointers: tuple[np.ndarray, np.ndarray]) -> None:
+        self._stored = stored
+        self._frames = frames
+        self._counts, self._ptr = pointers
+
+    @property
+    def name(self) -> str:
+        return self._stored.name
+
+    @property
+    def counts(self) -> np.ndarray:
+        """The atom count of every system of every selected frame (the count field)."""
+        return self._counts[self._frames]
+
+    def atoms_per_frame(self) -> np.ndarray:
+        return self._ptr[self._frames + 1] - self._ptr[self._frames]
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def _read_frame(self, physical: int) -> Any:
+        start, stop = int(self._ptr[physical]), int(self._ptr[physical + 1])
+        atoms = self._stored.read_physical(slice(start, stop))
+        counts = self._counts[physical]
+        if np.ndim(counts) == 0:
+            return atoms
+        return np.split(atoms, np.cumsum(counts)[:-1])
+
+    def __getitem__(self, index: Any) -> Any:
+        physical = self._frames[index]
+        if np.ndim(physical) == 0:
+            return self._read_frame(int(physical))
+        return [self._read_frame(int(p)) for p in physical]
+
+    def concatenated(self) -> np.ndarray:
+        """The selected frames' atoms, concatenated (what is stored, for these frames)."""
+        parts = [self._stored.read_physical(slice(int(self._ptr[p]), int(self._ptr[p + 1]))) for p in self._frames]
+        if parts:
+            return np.concatenate(parts)
+        return np.zeros((0, *self._stored.array.shape[1:]), self._stored.array.dtype.numpy_dtype)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise TypeError(
+            f"Field '{self.name}' is ragged (systems of different sizes): index it (view[i]) to get "
+            "each system's atoms, or use view.concatenated()."
+        )
+
+    def __repr__(self) -> str:
+        return f"RaggedView({self.name!r}, frames={len(self)})"

@@ -67,6 +67,24 @@ class Sink(abc.ABC):
         return self._append(frame, step=step, time=time, mask=mask, enabled=jnp.ones((), bool))
 
 
+def first_time(wanted: jax.Array, seen: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """For ``once=True`` sinks: keep only systems never recorded before; mark them as seen."""
+    wanted = wanted & ~seen
+    return wanted, seen | wanted
+
+
+def check_once(owner: str, once: Any, per_system: bool) -> bool:
+    """`once` as a bool, or a ConfigError if it is asked of a whole-frame sink."""
+    if not isinstance(once, bool):
+        raise ConfigError(f"`{owner}` needs `once` to be a bool; got {once!r}.")
+    if once and not per_system:
+        raise ConfigError(
+            f"`{owner}` got once=True without per_system=True: `once` records each system once "
+            "(e.g. when it first converges), so it needs per-system rows."
+        )
+    return once
+
+
 def split_spec(frame: PyTree, per_system: bool) -> tuple[FrameSpec, int | None]:
     """The row spec of a sink created from the example `frame`, and its batch size."""
     spec = FrameSpec.from_example(frame)

@@ -1,79 +1,43 @@
-"""ZarrSink: frames staged in a device block and streamed to a Zarr v3 run through TensorStore.
-
-The sink holds one staging block of ``block`` frames (a chunk, or a shard when sharded) on the
-device. When a write fills it, a `lax.cond` hands the whole block to the host writer through
-`jax.experimental.io_callback`; the callback returns ``[frames accepted, flags]``, which is added
-into the sink's ``flushed`` counter and ``flags``. That data dependency is what keeps the flush
-alive under `grad` (an unused callback result would be dropped). Device memory is one block.
-"""
+"""ZarrSink: frames streamed from inside the compiled loop to a Zarr v3 run through TensorStore."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
-from jax.custom_batching import custom_vmap
-from jax.experimental import io_callback
 
-from . import _writer
+from . import _writer, _zarr_writer
 from ._codecs import Codec, FieldConfig, Zstd, check_codec
-from ._columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
-from ._errors import ConfigError, SinkOverflowError, StoreError, TransformError
-from ._flags import Flag
+from ._errors import ConfigError
 from ._frame import FrameSpec
-from ._layout import ArrayLayout, Layout, check_user_attributes, make_layout
+from ._layout import Ragged, check_user_attributes, make_layout
 from ._location import parse
-from ._pytree import pytree_dataclass, replace, static
+from ._progress import Progress
+from ._pytree import pytree_dataclass
 from ._schedule import Schedule, as_schedule
-from ._sink import Sink, check_capacity, check_overflow, check_time_dtype, host_int, split_spec
+from ._sink import check_capacity, check_once, check_overflow, check_time_dtype, split_spec
+from ._stream import StreamSink
 
-PyTree = Any
-
-#: Default staging block size: about this many bytes of frames per flush.
+#: Default flush block: about this many bytes of frames.
 TARGET_BLOCK_BYTES = 8 * 2**20
 MAX_DEFAULT_CHUNK = 1024
 
 
 @pytree_dataclass
-class ZarrSink(Sink):
+class ZarrSink(StreamSink):
     """Records frames to a Zarr v3 run (local disk, memory, S3, GCS) from inside compiled loops.
 
-    Create it on the host with `ZarrSink.create`, carry it through the loop like a
-    `DeviceBuffer`, and finish with `jaxsinks.close`. Read the run with `jaxsinks.open`.
-
-    Attributes:
-        columns: the staging block (frames plus step, time and system columns).
-        count: frames staged in the block.
-        flushed: frames handed to the writer so far: the run offset of the block's first frame.
-        recorded: frames recorded in total, including any past `capacity`.
-        flags: status bits (`jaxsinks.Flag`): OVERFLOW, OUT_OF_RANGE, WRITE_FAILED.
-        writer: the id of the host writer (an array, so sinks of one configuration share one
-            compiled program).
+    Create it on the host with `ZarrSink.create`, carry it through the loop like a `DeviceBuffer`,
+    and finish with `jaxsinks.close`. Read the run with `jaxsinks.open`. Device memory is one flush
+    block; see `StreamSink` for the state it carries.
     """
-
-    columns: Columns
-    count: jax.Array
-    flushed: jax.Array
-    recorded: jax.Array
-    flags: jax.Array
-    writer: jax.Array
-    schedule_state: PyTree
-    spec: FrameSpec = static()
-    layout: Layout = static()
-    capacity: int | None = static()
-    overflow: str = static()
-    schedule: Schedule = static()
-    batch_size: int | None = static(default=None)
 
     @classmethod
     def create(
         cls,
         store: Any,
-        frame: PyTree,
+        frame: Any,
         *,
         every: int | Schedule | None = None,
         chunk: int | None = None,
@@ -81,11 +45,14 @@ class ZarrSink(Sink):
         codec: Codec = Zstd(3),
         fields: dict[str, FieldConfig] | None = None,
         per_system: bool = False,
+        once: bool = False,
+        ragged: Ragged | None = None,
         capacity: int | None = None,
         overflow: str = "error",
         mode: str = "w-",
         attrs: dict[str, Any] | None = None,
         time_dtype: Any = jnp.float32,
+        progress: Progress | None = None,
         max_inflight_bytes: int = _writer.DEFAULT_MAX_INFLIGHT_BYTES,
     ) -> ZarrSink:
         """Create the run at `store` (host side) and return an empty sink that streams to it.
@@ -101,6 +68,8 @@ class ZarrSink(Sink):
             codec: `Zstd(level)`, `Blosc(cname, clevel, shuffle)` or None for no compression.
             fields: per-field `FieldConfig` overrides (dtype, codec, chunk, dims), by field name.
             per_system: record the rows of a batch selected by a mask (see `DeviceBuffer`).
+            once: with `per_system`, record each system at most once (when first selected).
+            ragged: store padded fields of systems of different sizes CSR-style (see `Ragged`).
             capacity: the most frames the run holds (None: unbounded), with `overflow` as for
                 `DeviceBuffer`; a ring keeps the newest `capacity` frames and needs `capacity` to
                 be a multiple of the flush block.
@@ -108,12 +77,13 @@ class ZarrSink(Sink):
                 ``"a"`` append to the run there (created if missing), continuing its frames.
             attrs: user attributes stored with the run (JSON only).
             time_dtype: the dtype of the time column.
+            progress: a `Progress` bar advanced to the step of each flushed block.
             max_inflight_bytes: the most bytes of flushed blocks not yet durable; a flush waits
                 for older commits beyond it (back-pressure).
         """
         owner = "ZarrSink.create"
-        if mode not in _writer.MODES:
-            raise ConfigError(f"`{owner}` needs `mode` to be one of {list(_writer.MODES)}; got {mode!r}.")
+        if mode not in _zarr_writer.MODES:
+            raise ConfigError(f"`{owner}` needs `mode` to be one of {list(_zarr_writer.MODES)}; got {mode!r}.")
         overflow = check_overflow(owner, overflow)
         if capacity is not None:
             capacity = check_capacity(owner, "capacity", capacity)
@@ -121,22 +91,19 @@ class ZarrSink(Sink):
         codec = check_codec(codec, owner)
         schedule = as_schedule(every)
         spec, batch_size = split_spec(frame, per_system)
-        chunk = _check_chunk(owner, chunk, spec, batch_size)
+        once = check_once(owner, once, per_system)
+        chunk = default_chunk(owner, chunk, spec, batch_size)
         if chunks_per_shard is not None:
             check_capacity(owner, "chunks_per_shard", chunks_per_shard)
         fields = dict(fields or {})
         for name, cfg in fields.items():
             if not isinstance(cfg, FieldConfig):
                 raise ConfigError(f"`fields['{name}']` must be a jaxsinks.FieldConfig; got {type(cfg).__name__}.")
-        layout = make_layout(
-            spec,
-            chunk=chunk,
-            chunks_per_shard=chunks_per_shard,
-            codec=codec,
-            fields=fields,
-            time_dtype=np.dtype(time_dtype),
-            batch_size=batch_size,
-        )
+        if progress is not None and not isinstance(progress, Progress):
+            raise ConfigError(f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}.")
+        layout = make_layout(spec, chunk=chunk, chunks_per_shard=chunks_per_shard, codec=codec,
+                             fields=fields, time_dtype=np.dtype(time_dtype), batch_size=batch_size,
+                             ragged=ragged)
         if batch_size is not None and layout.block < batch_size:
             raise ConfigError(
                 f"`{owner}` needs the flush block ({layout.block} frames) to hold at least one "
@@ -148,202 +115,21 @@ class ZarrSink(Sink):
                 f"`{owner}` with overflow='ring' needs `capacity` to be a multiple of the flush "
                 f"block ({layout.block} frames); got capacity={capacity}."
             )
+        if ring and ragged is not None:
+            raise ConfigError(f"`{owner}` cannot combine a ring (overflow='ring') with ragged fields.")
         user_attrs = check_user_attributes(attrs)
         location = parse(store)
         meta = {"schedule": schedule.to_json(), "capacity": capacity, "overflow": overflow}
-        writer = _writer.create_run(
+        writer = _zarr_writer.create_run(
             location, layout, mode=mode, meta=meta, user_attrs=user_attrs, capacity=capacity,
-            ring=ring, max_inflight_bytes=max_inflight_bytes,
+            ring=ring, max_inflight_bytes=max_inflight_bytes, progress=progress,
         )
-        staging = layout.block + (batch_size - 1 if batch_size else 0)
-        return cls(
-            columns=Columns.allocate(spec, staging, time_dtype=time_dtype,
-                                     per_system=batch_size is not None, write_once=False),
-            count=jnp.zeros((), jnp.int32),
-            flushed=jnp.asarray(writer.committed, jnp.int32),
-            recorded=jnp.asarray(writer.committed, jnp.int32),
-            flags=jnp.zeros((), jnp.int32),
-            writer=jnp.asarray(writer.id, jnp.int32),
-            schedule_state=schedule.init(),
-            spec=spec,
-            layout=layout,
-            capacity=capacity,
-            overflow=overflow,
-            schedule=schedule,
-            batch_size=batch_size,
-        )
-
-    @property
-    def time_dtype(self) -> Any:
-        return self.columns.time.dtype
-
-    @property
-    def block(self) -> int:
-        """Frames per flush."""
-        return self.layout.block
-
-    # ------------------------------------------------------------------------- device side
-
-    def _append(self, frame, *, step, time, mask, enabled):
-        leaves = [lax.stop_gradient(x) for x in self.frame_spec.check(frame)]
-        shape = () if self.batch_size is None else (self.batch_size,)
-        step = as_step(step, shape=shape)
-        time = lax.stop_gradient(as_time(time, self.time_dtype, shape=shape))
-        wanted = as_mask(mask, shape) & enabled
-        return _recorder(self.layout, self.batch_size)(self, leaves, step, time, wanted)
-
-    # --------------------------------------------------------------------------- host side
-
-    def close(self) -> ZarrSink:
-        """Flush the staged frames, wait until everything is durable, and finish the run.
-
-        Prefer `jaxsinks.close`, which closes every sink of a pytree and raises afterwards.
-
-        Raises:
-            WriteError: if a write failed (naming the frames safely committed).
-            SinkOverflowError: if ``overflow="error"`` and frames did not fit `capacity`.
-        """
-        writer_id = host_int(self.writer, "ZarrSink")
-        writer = _writer.lookup(writer_id)
-        if writer is None:
-            state = "was already closed" if _writer.was_closed(writer_id) else "is not open in this process"
-            raise StoreError(
-                f"This ZarrSink's run {state}. Close each sink once, with the sink returned by the "
-                "last jitted call."
-            )
-        n = host_int(self.count, "ZarrSink")
-        offset = host_int(self.flushed, "ZarrSink")
-        flags = int(self.flags)
-        if n:
-            rows = np.arange(n)
-            leaves, steps, times, systems = self.columns.take(rows)
-            ack = _host_tail(writer, self.layout, offset, n, leaves, steps, times, systems)
-            flags |= int(ack[1])
-        writer.finish()
-        if self.overflow == "error" and flags & Flag.OVERFLOW:
-            raise SinkOverflowError(
-                f"ZarrSink overflowed: its capacity is {self.capacity} frames but "
-                f"{host_int(self.recorded, 'ZarrSink')} were recorded; the first {self.capacity} "
-                f"are stored in {writer.location}. Create it with a larger `capacity` or with "
-                "overflow='drop' or 'ring'."
-            )
-        return replace(self, count=jnp.zeros((), jnp.int32), flushed=jnp.asarray(offset + n, jnp.int32),
-                       flags=jnp.asarray(flags, jnp.int32))
-
-    def __repr__(self) -> str:
-        fields = ", ".join(str(f) for f in self.spec.fields)
-        return (f"ZarrSink(block={self.block}, capacity={self.capacity}, overflow={self.overflow!r}, "
-                f"schedule={self.schedule}, fields=[{fields}])")
+        return cls._empty(writer, spec=spec, layout=layout, capacity=capacity, overflow=overflow,
+                          schedule=schedule, batch_size=batch_size, once=once, time_dtype=time_dtype)
 
 
-def out_of_range(xp: Any, values: Any, layout: ArrayLayout) -> Any:
-    """Per row of `values` (numpy or jax.numpy, as `xp`), whether it does not fit `layout.dtype`.
-
-    A finite value beyond the storage dtype's range is out of range; so is a NaN or inf bound for
-    an integer dtype. Values that fit (after rounding) are not.
-    """
-    rng = layout.narrowing
-    rows = values.shape[0]
-    if rng is None:
-        return xp.zeros((rows,), bool)
-    flat = values.reshape(rows, -1)
-    lo, hi = (xp.asarray(bound, dtype=flat.dtype) for bound in rng)
-    beyond = (flat < lo) | (flat > hi)
-    if xp.issubdtype(layout.source_dtype, xp.inexact):
-        finite = xp.isfinite(flat)
-        beyond = ~finite | beyond if xp.issubdtype(layout.dtype, xp.integer) else finite & beyond
-    return xp.any(beyond, axis=1)
-
-
-def _stage(sink: ZarrSink, leaves, step, time, wanted) -> ZarrSink:
-    """Append the wanted frame (or rows) to the staging block, within `capacity`."""
-    bounded = sink.capacity is not None and sink.overflow != "ring"
-    room = sink.capacity - sink.flushed - sink.count if bounded else None
-    if sink.batch_size is None:
-        fits = wanted if room is None else wanted & (room > 0)
-        slot, count, _ = single_destination(sink.count, fits, sink.columns.rows, ring=False)
-        columns = sink.columns.put(slot, leaves, step, time)
-    else:
-        fits = wanted
-        if room is not None:
-            fits = wanted & (jnp.cumsum(wanted.astype(jnp.int32)) <= room)
-        dest, count, _ = row_destinations(sink.count, fits, sink.columns.rows, ring=False)
-        columns = sink.columns.scatter(dest, leaves, step, time)
-    dropped = jnp.any(wanted & ~fits)
-    flags = sink.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
-    recorded = sink.recorded + jnp.sum(wanted.astype(jnp.int32))
-    return replace(sink, columns=columns, count=count, flags=flags, recorded=recorded)
-
-
-@functools.lru_cache(maxsize=None)
-def _recorder(layout: Layout, batch_size: int | None):
-    """Stage a frame and flush a full block, all under a `lax.cond` that skips steps recording
-    nothing (a ZarrSink is never vmapped or differentiated, so the cond stays a cond). Wrapped so
-    that `vmap` gives a clear error instead of JAX's message about effects in a vmapped cond.
-    """
-    block = layout.block
-    leftover = (batch_size - 1) if batch_size else 0
-
-    def flush(sink: ZarrSink) -> ZarrSink:
-        ack = _device_flush(sink, jnp.int32(block))
-        columns = sink.columns.shift(block, leftover) if leftover else sink.columns
-        return replace(sink, columns=columns, count=sink.count - block,
-                       flushed=sink.flushed + ack[0], flags=sink.flags | ack[1])
-
-    def stage_and_flush(sink, leaves, step, time, wanted):
-        sink = _stage(sink, leaves, step, time, wanted)
-        return lax.cond(sink.count >= block, flush, lambda s: s, sink)
-
-    @custom_vmap
-    def record(sink, leaves, step, time, wanted):
-        return lax.cond(jnp.any(wanted), stage_and_flush, lambda s, *_: s, sink, leaves, step, time, wanted)
-
-    @record.def_vmap
-    def _no_vmap(axis_size, in_batched, *args):
-        raise TransformError(
-            "A ZarrSink cannot be written under jax.vmap (its host writer flushes one store, and "
-            "JAX cannot batch the flush). Vmap the step function instead and record the batched "
-            "state: create the sink from an example frame with a leading replica axis, e.g. "
-            "`frame = jax.vmap(make_frame)(states)`; or use a DeviceBuffer inside vmap."
-        )
-
-    return record
-
-
-def _device_flush(sink: ZarrSink, n: jax.Array) -> jax.Array:
-    """Hand the first `n` staged frames to the host writer; returns ``[accepted, flags]``."""
-    # Whole staging buffers go to the host, which takes the first `n` rows: no device-side copy.
-    stored, bad = [], []
-    rows = sink.columns.rows + 1
-    for leaf, array in zip(sink.columns.leaves, sink.layout.fields):
-        values = lax.stop_gradient(leaf)
-        if array.narrowing is None:
-            bad.append(jnp.zeros((), bool))
-            stored.append(values)
-        else:
-            bad.append(jnp.any(out_of_range(jnp, values, array) & (jnp.arange(rows) < n)))
-            stored.append(values.astype(array.dtype))
-    columns = [sink.columns.step, lax.stop_gradient(sink.columns.time)]
-    if sink.columns.system is not None:
-        columns.append(sink.columns.system)
-    return io_callback(
-        _writer.host_flush,
-        jax.ShapeDtypeStruct((2,), jnp.int32),
-        sink.writer, sink.flushed, n, jnp.stack(bad), *stored, *columns,
-        ordered=False,
-    )
-
-
-def _host_tail(writer, layout: Layout, offset: int, n: int, leaves, steps, times, systems) -> np.ndarray:
-    """Flush the staged tail from the host at close, with the same checks as a device flush."""
-    bad = np.array([bool(np.any(out_of_range(np, v, a))) for v, a in zip(leaves, layout.fields)])
-    with np.errstate(over="ignore", invalid="ignore"):  # an out-of-range block is not written
-        stored = [v.astype(a.dtype) for v, a in zip(leaves, layout.fields)]
-    columns = [steps, times] + ([systems] if systems is not None else [])
-    return _writer.host_flush(writer.id, offset, n, bad, *stored, *columns)
-
-
-def _check_chunk(owner: str, chunk: int | None, spec: FrameSpec, batch_size: int | None) -> int:
+def default_chunk(owner: str, chunk: int | None, spec: FrameSpec, batch_size: int | None) -> int:
+    """`chunk` if given (checked), else about `TARGET_BLOCK_BYTES` of frames (at least a batch)."""
     if chunk is not None:
         return check_capacity(owner, "chunk", chunk)
     frame_bytes = max(1, spec.nbytes)

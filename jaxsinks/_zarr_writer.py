@@ -1,0 +1,229 @@
+"""The host writer of a Zarr run: create or reopen it, write blocks with TensorStore, commit.
+
+Blocks are written by `HostWriter`'s pipeline (see `jaxsinks._writer`); this module adds what is
+specific to Zarr v3 through TensorStore: arrays that grow by doubling (a resize rewrites every
+array's metadata) and are trimmed to the committed count at close, rings that retire the frames
+they will overwrite before overwriting them, ragged fields compacted CSR-style with a running atom
+count (nothing stored is ever reread), and the group attributes that hold the committed count.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import numpy as np
+
+from . import _tsio as tsio
+from ._errors import SchemaMismatchError, StoreError, StoreExistsError
+from ._layout import ATTRS_KEY, SCHEMA_VERSION, Layout, group_metadata
+from ._location import Location
+from ._writer import DEFAULT_MAX_INFLIGHT_BYTES, HostWriter
+
+MODES = ("w-", "w", "a")
+
+
+class ZarrWriter(HostWriter):
+    """Writes one Zarr run. Created by `create_run`."""
+
+    def __init__(self, location: Location, layout: Layout, arrays: dict[str, Any], *, frames: int,
+                 atoms: int, committed: int, meta: dict[str, Any], user_attrs: dict[str, Any],
+                 capacity: int | None, ring: bool, max_inflight_bytes: int, progress: Any = None) -> None:
+        self.location = location
+        self.arrays = arrays
+        self.frames = frames  # the frame arrays' length
+        self.atom_frames = atoms  # the ragged arrays' length along the atom axis
+        self.atoms = atoms  # atoms written so far (ragged fields)
+        self.committed_atoms = atoms
+        self.meta = meta
+        self.user_attrs = user_attrs
+        self.capacity = capacity
+        self.ring = ring
+        self.valid_from = int(meta.get("valid_from", 0))
+        self._meta_lock = threading.Lock()
+        self._ragged = {a.name for a in layout.ragged_fields}
+        super().__init__(layout, description=str(location), committed=committed,
+                         max_inflight_bytes=max_inflight_bytes, progress=progress)
+
+    def _issue(self, offset, n, values):
+        start = self._position(offset, n)
+        if start + n > self.frames:
+            self.frames = self._grow([k for k in self.arrays if k not in self._ragged], self._grown(start + n, self.frames))
+        writes, nbytes = [], 0
+        if self._ragged:
+            count = values[self.layout.ragged.count][:n]
+            atoms = int(count.sum())
+            if self.atoms + atoms > self.atom_frames:
+                self.atom_frames = self._grow(sorted(self._ragged), self._grown(self.atoms + atoms, self.atom_frames))
+            for a in self.layout.ragged_fields:
+                real = np.arange(a.shape[a.ragged_axes - 1]) < count[..., None]
+                compact = values[a.name][:n][real]
+                writes.append(tsio.write_rows(self.arrays[a.name], self.atoms, compact))
+                nbytes += compact.nbytes
+            self.atoms += atoms
+        for name, value in values.items():
+            if name not in self._ragged:
+                writes.append(tsio.write_rows(self.arrays[name], start, value[:n]))
+                nbytes += value[:n].nbytes
+        for w in writes:
+            w.copy.result()
+        return [w.commit for w in writes], nbytes, self.atoms
+
+    def _on_durable(self, marker: Any) -> None:
+        self.committed_atoms = marker
+
+    def _grown(self, needed: int, current: int) -> int:
+        """The next array length: at least `needed`, doubling so that resizes are rare.
+
+        Arrays may be longer than the committed frames while a run is open (the extra entries read
+        as the fill value); `_finalize` trims them.
+        """
+        grown = max(needed, 2 * current)
+        return min(grown, self.capacity) if self.ring and self.capacity else grown
+
+    def _grow(self, names: list[str], length: int) -> int:
+        resized = tsio.resize([self.arrays[k] for k in names], length, self.location.kvstore)
+        self.arrays.update(zip(names, resized))
+        return length
+
+    def _position(self, offset: int, n: int) -> int:
+        """Where frame `offset` goes; for a ring, first retire the frames it will overwrite."""
+        if not self.ring:
+            return offset
+        assert self.capacity is not None
+        if offset + n > self.capacity and offset + n - self.capacity > self.valid_from:
+            self.valid_from = offset + n - self.capacity
+            self._write_attrs("open")  # durable before the old frames are overwritten
+        return offset % self.capacity
+
+    def _record_committed(self) -> None:
+        self._write_attrs("open")
+
+    def _finalize(self, status: str) -> None:
+        if status == "closed":
+            frames = [k for k in self.arrays if k not in self._ragged]
+            if not self.ring and self.frames != self.committed:
+                self.frames = self._grow(frames, self.committed)
+            if self._ragged and self.atom_frames != self.committed_atoms:
+                self.atom_frames = self._grow(sorted(self._ragged), self.committed_atoms)
+        self._write_attrs(status)
+
+    def attributes(self, status: str) -> dict[str, Any]:
+        meta = dict(self.meta, committed=self.committed, status=status)
+        if self.ring:
+            meta["valid_from"] = self.valid_from
+        if self._ragged:
+            meta["committed_atoms"] = self.committed_atoms
+        return {ATTRS_KEY: meta, **self.user_attrs}
+
+    def _write_attrs(self, status: str) -> None:
+        with self._meta_lock:
+            tsio.write_bytes(self.location.kvstore, "zarr.json", group_metadata(self.attributes(status)))
+
+
+def create_run(
+    location: Location,
+    layout: Layout,
+    *,
+    mode: str,
+    meta: dict[str, Any],
+    user_attrs: dict[str, Any],
+    capacity: int | None,
+    ring: bool,
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+    progress: Any = None,
+) -> ZarrWriter:
+    """Create (``"w-"``, ``"w"``) or reopen (``"a"``) the run at `location` and return its writer."""
+    kv = location.kvstore
+    options = dict(capacity=capacity, ring=ring, max_inflight_bytes=max_inflight_bytes, progress=progress)
+    existing = tsio.read_bytes(kv, "zarr.json")
+    if mode == "a" and existing is not None:
+        return _reopen(location, layout, existing, meta, user_attrs, **options)
+    if mode == "w-" and (existing is not None or tsio.list_keys(kv)):
+        raise StoreExistsError(
+            f"A store already exists at {location}. Pass mode='w' to overwrite it, mode='a' to "
+            "append to the run in it, or choose another path."
+        )
+    if mode == "w":
+        tsio.delete_all(kv)
+    meta = dict(meta, schema_version=SCHEMA_VERSION, schema=layout.schema())
+    try:
+        arrays = {a.name: tsio.create_array(location.child(a.name), a.metadata(0)) for a in layout.arrays}
+        for group in layout.groups:
+            tsio.write_bytes(location.child(group), "zarr.json", group_metadata({}))
+        writer = ZarrWriter(location, layout, arrays, frames=0, atoms=0, committed=0, meta=meta,
+                            user_attrs=user_attrs, **options)
+        writer._write_attrs("open")
+    except StoreError:
+        _remove_partial(kv)
+        raise
+    return writer
+
+
+def _reopen(location, layout, existing, meta, user_attrs, **options) -> ZarrWriter:
+    attrs = json.loads(existing).get("attributes", {})
+    stored = attrs.get(ATTRS_KEY)
+    if stored is None:
+        raise StoreError(f"{location} holds a Zarr group that is not a jaxsinks run; it cannot be appended to.")
+    check_schema(stored.get("schema", {}), layout.schema(), location)
+    before = (stored.get("capacity"), stored.get("overflow"))
+    now = (meta.get("capacity"), meta.get("overflow"))
+    if "ring" in (before[1], now[1]) and before != now:
+        raise SchemaMismatchError(
+            f"The run at {location} was recorded with capacity={before[0]} and overflow="
+            f"{before[1]!r}; a ring run can only be appended to with the same settings (got "
+            f"capacity={now[0]}, overflow={now[1]!r})."
+        )
+    committed = int(stored.get("committed", 0))
+    atoms = int(stored.get("committed_atoms", 0))
+    arrays = {a.name: tsio.open_array(location.child(a.name), write=True) for a in layout.arrays}
+    ragged = {a.name for a in layout.ragged_fields}
+    frame_names = [k for k in arrays if k not in ragged]
+    if options["ring"]:  # a ring's arrays keep their length; frames go modulo the capacity
+        frames = int(arrays[frame_names[0]].shape[0])
+    else:  # drop anything written past the committed count before a crash
+        arrays.update(zip(frame_names, tsio.resize([arrays[k] for k in frame_names], committed, location.kvstore)))
+        frames = committed
+    if ragged:
+        names = sorted(ragged)
+        arrays.update(zip(names, tsio.resize([arrays[k] for k in names], atoms, location.kvstore)))
+    merged = {k: v for k, v in attrs.items() if k != ATTRS_KEY}
+    merged.update(user_attrs)
+    writer = ZarrWriter(location, layout, arrays, frames=frames, atoms=atoms, committed=committed,
+                        meta=dict(stored, **meta), user_attrs=merged, **options)
+    writer._write_attrs("open")
+    return writer
+
+
+def check_schema(stored: dict[str, Any], wanted: dict[str, Any], location: Location) -> None:
+    """Raise `SchemaMismatchError` listing every difference between two run schemas."""
+    problems = []
+    old = {f["name"]: f for f in stored.get("fields", [])}
+    new = {f["name"]: f for f in wanted["fields"]}
+    for name in sorted(set(old) | set(new)):
+        if name not in new:
+            problems.append(f"field '{name}' is stored but missing from the frame")
+        elif name not in old:
+            problems.append(f"field '{name}' is in the frame but not in the stored run")
+        elif old[name] != new[name]:
+            keys = sorted(set(old[name]) | set(new[name]))
+            diffs = [f"{k} {old[name].get(k)} stored vs {new[name].get(k)} now" for k in keys
+                     if old[name].get(k) != new[name].get(k)]
+            problems.append(f"field '{name}': " + ", ".join(diffs))
+    for key in ("time_dtype", "per_system", "chunk", "chunks_per_shard", "ragged"):
+        if stored.get(key) != wanted.get(key):
+            problems.append(f"{key} is {stored.get(key)!r} in the stored run but {wanted.get(key)!r} now")
+    if problems:
+        raise SchemaMismatchError(
+            f"Cannot append to the run at {location}: its frame schema differs: "
+            + "; ".join(problems)
+            + ". Record the same frame structure with the same options, or write a new run."
+        )
+
+
+def _remove_partial(kv: dict[str, Any]) -> None:
+    try:
+        tsio.delete_all(kv)
+    except StoreError:
+        pass
