@@ -210,3 +210,24 @@ def test_in_jit_views_mark_valid_slots():
     assert np.asarray(buf.valid).tolist() == [True, True, False, False]
     assert int(buf.size) == 2 and buf.frames["x"].shape == (4, 3)
     assert np.asarray(buf.steps)[:2].tolist() == [0, 1]
+
+
+def test_once_records_each_system_the_first_time_it_is_selected():
+    buf = js.DeviceBuffer.create({"e": jnp.zeros(3)}, 6, per_system=True, once=True)
+    masks = [[False, True, False], [True, True, False], [True, True, True], [True, True, True]]
+
+    @jax.jit
+    def go(buf):
+        def body(buf, xs):
+            step, mask = xs
+            return buf.write({"e": jnp.arange(3.0) + 10 * step.astype(jnp.float32)}, step=step, mask=mask), None
+
+        return jax.lax.scan(body, buf, (jnp.arange(4), jnp.array(masks)))[0]
+
+    out = go(buf).read()
+    assert list(zip(out.steps.tolist(), out.systems.tolist())) == [(0, 1), (1, 0), (2, 2)]
+    np.testing.assert_allclose(out.frames["e"], [1, 10, 22])
+    assert np.asarray(go(buf).seen).tolist() == [True, True, True]
+    assert np.asarray(go(buf).zero().seen).tolist() == [False, False, False]
+    with pytest.raises(js.ConfigError, match="once=True without per_system=True"):
+        js.DeviceBuffer.create({"e": jnp.zeros(3)}, 6, once=True)

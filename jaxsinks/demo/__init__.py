@@ -1,0 +1,1 @@
+"""Physics for the jaxsinks demos: pure JAX, no recording (see `jaxsinks.demo.lj`)."""

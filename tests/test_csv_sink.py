@@ -1,0 +1,103 @@
+import csv
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsinks as js
+
+EXAMPLE = {"energy": jnp.zeros(3), "fmax": jnp.zeros(()), "n": jnp.int32(0)}
+
+
+@jax.jit
+def log_steps(log, steps):
+    def body(log, i):
+        f = i.astype(jnp.float32)
+        frame = {"energy": jnp.arange(3.0) * f, "fmax": 1.0 / (f + 1.0), "n": 2 * i}
+        return js.record(log, step=i, time=0.5 * f, frame=frame), None
+
+    return jax.lax.scan(body, log, steps)[0]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], np.array(rows[1:], dtype=np.float64)
+
+
+def test_logs_every_recorded_step_with_one_column_per_entry(tmp_path):
+    path = tmp_path / "log.csv"
+    log = js.CsvSink.create(path, EXAMPLE, every=2, chunk=3)
+    js.close(log_steps(log, jnp.arange(11)))  # 6 rows: 2 flushes of 3 rows
+    head, rows = read_csv(path)
+    assert head == ["step", "time", "energy[0]", "energy[1]", "energy[2]", "fmax", "n"]
+    assert rows[:, 0].tolist() == [0, 2, 4, 6, 8, 10]
+    np.testing.assert_allclose(rows[:, 1], 0.5 * rows[:, 0])
+    np.testing.assert_allclose(rows[:, 3], rows[:, 0])
+    np.testing.assert_allclose(rows[:, 5], np.float32(1) / (rows[:, 0].astype(np.float32) + 1), rtol=1e-7)
+    assert rows[:, 6].tolist() == (2 * rows[:, 0]).tolist()
+
+
+def test_float32_values_round_trip_exactly(tmp_path):
+    path = tmp_path / "log.csv"
+    values = np.float32([np.pi, 1e-30, 3.4e38, -0.1])
+    log = js.CsvSink.create(path, {"v": jnp.zeros(())}, chunk=2)
+    for i, v in enumerate(values):
+        log = log.write({"v": jnp.float32(v)}, step=i)
+    js.close(log)
+    _, rows = read_csv(path)
+    assert rows[:, 2].astype(np.float32).tolist() == values.tolist()
+
+
+def test_per_system_rows_and_once(tmp_path):
+    path = tmp_path / "conv.csv"
+    log = js.CsvSink.create(path, {"e": jnp.zeros(3)}, per_system=True, once=True, chunk=4)
+    for step, mask in enumerate([[False, True, False], [True, True, False], [True, True, True]]):
+        log = log.write({"e": jnp.arange(3.0) + 10 * step}, step=step, mask=jnp.array(mask))
+    js.close(log)
+    head, rows = read_csv(path)
+    assert head == ["step", "time", "system", "e"]
+    assert rows[:, [0, 2, 3]].tolist() == [[0, 1, 1], [1, 0, 10], [2, 2, 22]]
+
+
+def test_modes_and_append_repair_a_torn_last_line(tmp_path):
+    path = tmp_path / "log.csv"
+    js.close(log_steps(js.CsvSink.create(path, EXAMPLE, chunk=4), jnp.arange(5)))
+    with pytest.raises(js.StoreExistsError, match="mode='a' to append"):
+        js.CsvSink.create(path, EXAMPLE)
+    with open(path, "a") as f:
+        f.write("5,2.5,0,5")  # a crash mid-row
+    log = js.CsvSink.create(path, EXAMPLE, mode="a", chunk=4)
+    assert int(log.flushed) == 5
+    js.close(log_steps(log, jnp.arange(5, 8)))
+    _, rows = read_csv(path)
+    assert rows[:, 0].tolist() == list(range(8))
+    with pytest.raises(js.SchemaMismatchError, match="its columns are"):
+        js.CsvSink.create(path, {"other": jnp.zeros(())}, mode="a")
+    js.close(log_steps(js.CsvSink.create(path, EXAMPLE, mode="w"), jnp.arange(2)))
+    assert read_csv(path)[1][:, 0].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(path="s3://bucket/log.csv"), "must be a local path"),
+        (dict(overflow="ring", capacity=4), "cannot keep a ring in a file"),
+        (dict(chunk=0), "`chunk` to be a positive int"),
+        (dict(mode="x"), "`mode` to be one of"),
+        (dict(once=True), "once=True without per_system=True"),
+        (dict(frame={"z": jnp.zeros((), jnp.complex64)}), "cannot write complex fields"),
+    ],
+)
+def test_bad_arguments_are_named(tmp_path, kwargs, match):
+    args = {"path": tmp_path / "log.csv", "frame": EXAMPLE, **kwargs}
+    with pytest.raises(js.ConfigError, match=match):
+        js.CsvSink.create(args.pop("path"), args.pop("frame"), **args)
+    assert not (tmp_path / "log.csv").exists()
+
+
+def test_capacity_drop_keeps_the_first_rows(tmp_path):
+    path = tmp_path / "log.csv"
+    js.close(log_steps(js.CsvSink.create(path, EXAMPLE, capacity=4, overflow="drop", chunk=3), jnp.arange(9)))
+    assert read_csv(path)[1][:, 0].tolist() == [0, 1, 2, 3]

@@ -1,0 +1,44 @@
+import io
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxsinks as js
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_bar_moves_at_flush_boundaries_only(tmp_path):
+    out = Terminal()
+    progress = js.Progress(total=20, file=out)
+    assert progress.enabled
+    log = js.CsvSink.create(tmp_path / "log.csv", {"e": jnp.zeros(())}, chunk=8, progress=progress)
+
+    @jax.jit
+    def go(log):
+        return jax.lax.scan(lambda s, i: (s.write({"e": i.astype(jnp.float32)}, step=i), None), log, jnp.arange(20))[0]
+
+    log = go(log)
+    assert progress.position == 16  # two flushes of 8: steps 0..15 done; the tail is staged
+    js.close(log)
+    assert progress.position == 20
+    assert "20/20" in out.getvalue()
+
+
+def test_off_when_not_a_terminal_and_never_moves_back():
+    progress = js.Progress(total=10, file=io.StringIO())
+    assert not progress.enabled
+    progress.update_to(7)
+    progress.update_to(3)
+    assert progress.position == 7
+
+
+def test_bad_progress_arguments():
+    with pytest.raises(js.ConfigError, match="`total` to be a non-negative int"):
+        js.Progress(total=-1)
+    with pytest.raises(js.ConfigError, match="`progress` must be a jaxsinks.Progress"):
+        js.ZarrSink.create("memory://progress-bad", {"e": jnp.zeros(())}, progress=True)

@@ -1,0 +1,131 @@
+"""Systems of different sizes in one padded batch, stored CSR-style and read at true length."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorstore as ts
+import zarr
+
+import jaxsinks as js
+
+NATOMS = np.array([2, 5, 3], np.int32)
+A = 5
+
+
+def padded(step):
+    pos = np.arange(3 * A * 3, dtype=np.float32).reshape(3, A, 3) + 100 * step
+    return {"positions": jnp.asarray(pos), "natoms": jnp.asarray(NATOMS), "energy": jnp.arange(3.0) + step}
+
+
+def true_atoms(step, system):
+    return padded(step)["positions"][system, : NATOMS[system]]
+
+
+RAGGED = js.Ragged(count="natoms", fields=("positions",))
+
+
+@jax.jit
+def run_steps(sink, steps):
+    def body(sink, step):
+        f = padded(0)
+        f["positions"] = f["positions"] + 100 * step.astype(jnp.float32)
+        f["energy"] = f["energy"] + step.astype(jnp.float32)
+        return js.record(sink, step=step, frame=f), None
+
+    return jax.lax.scan(body, sink, steps)[0]
+
+
+def test_whole_frame_batches_are_read_back_per_system_at_true_length(tmp_path):
+    store = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(store, padded(0), chunk=3, ragged=RAGGED), jnp.arange(7)))
+    run = js.open(store)
+    view = run["positions"]
+    assert len(run) == 7 and run.meta["committed_atoms"] == 7 * NATOMS.sum()
+    for step in (0, 3, 6):
+        systems = view[step]
+        assert [s.shape for s in systems] == [(2, 3), (5, 3), (3, 3)]
+        for b in range(3):
+            np.testing.assert_array_equal(systems[b], true_atoms(step, b))
+    assert len(view[2:4]) == 2 and view.counts.tolist() == [NATOMS.tolist()] * 7
+    np.testing.assert_array_equal(run["energy"][4], np.arange(3.0) + 4)
+    # stored CSR-style: concatenated atoms, no padding
+    group = zarr.open_group(store, mode="r")
+    assert group["positions"].shape == (7 * NATOMS.sum(), 3)
+    assert group["positions"].metadata.dimension_names == ("atom", "positions_0")
+    with pytest.raises(TypeError, match="is ragged"):
+        np.asarray(view)
+
+
+def test_masked_converged_snapshots_of_ragged_systems(tmp_path):
+    store = tmp_path / "conv.zarr"
+    example = {"positions": jnp.zeros((3, A, 3)), "natoms": jnp.asarray(NATOMS)}
+    sink = js.ZarrSink.create(store, example, chunk=3, per_system=True, once=True, ragged=RAGGED)
+    converged = [[False, True, False], [False, True, True], [True, True, True]]
+    for step, mask in enumerate(converged):
+        f = padded(step)
+        sink = sink.write({"positions": f["positions"], "natoms": f["natoms"]}, step=step, mask=jnp.array(mask))
+    js.close(sink)
+    run = js.open(store)
+    assert list(zip(run.steps.tolist(), run.systems.tolist())) == [(0, 1), (1, 2), (2, 0)]
+    for i, (step, system) in enumerate([(0, 1), (1, 2), (2, 0)]):
+        np.testing.assert_array_equal(run["positions"][i], true_atoms(step, system))
+    assert run["natoms"][:].tolist() == [5, 3, 2]
+
+
+def test_append_resumes_the_atom_count_and_xarray_and_describe_see_atoms(tmp_path):
+    store = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(store, padded(0), chunk=2, ragged=RAGGED), jnp.arange(3)))
+    js.close(run_steps(js.ZarrSink.create(store, padded(0), chunk=2, ragged=RAGGED, mode="a"), jnp.arange(3, 5)))
+    run = js.open(store)
+    assert run.steps.tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(run["positions"][4][1], true_atoms(4, 1))
+    ds = run.to_xarray()
+    assert ds["positions"].dims == ("atom", "positions_0") and ds.sizes["atom"] == 5 * NATOMS.sum()
+    assert np.bincount(ds["atom_frame"].values).tolist() == [NATOMS.sum()] * 5
+    info = {f["name"]: f for f in run.describe()["fields"]}
+    assert info["positions"]["logical_bytes"] == 5 * NATOMS.sum() * 3 * 4
+
+
+def test_appending_never_rereads_what_is_stored(tmp_path):
+    """Bytes read per append stay flat as the run grows (the seeds' writer reread its pointers)."""
+    store = tmp_path / "run.zarr"
+    sink = js.ZarrSink.create(store, padded(0), chunk=2, codec=None, ragged=RAGGED)
+    js.close(run_steps(sink, jnp.arange(2)))
+    deltas = []
+    for k in range(1, 16):
+        before = _bytes_read()
+        sink = js.ZarrSink.create(store, padded(0), chunk=2, codec=None, ragged=RAGGED, mode="a")
+        js.close(run_steps(sink, jnp.arange(2 * k, 2 * k + 2)))
+        deltas.append(_bytes_read() - before)
+    assert len(js.open(store)) == 32
+    assert max(deltas[-5:]) <= max(deltas[:5]), deltas  # 16x more stored, no more read
+
+
+def _bytes_read() -> int:
+    metrics = ts.experimental_collect_matching_metrics("/tensorstore/kvstore/file/bytes_read")
+    return sum(v["value"] for m in metrics for v in m["values"])
+
+
+@pytest.mark.parametrize(
+    "ragged, match",
+    [
+        (js.Ragged(count="nope", fields=("positions",)), "count field 'nope', which the frame does not have"),
+        (js.Ragged(count="energy", fields=("positions",)), "must hold integers"),
+        (js.Ragged(count="natoms", fields=("energy",)), r"must be \[3\] \+ \[max_atoms, ...\]"),
+        (js.Ragged(count="natoms", fields=("ghost",)), "field 'ghost', which the frame does not have"),
+    ],
+)
+def test_bad_ragged_configurations_are_named(ragged, match):
+    with pytest.raises(js.ConfigError, match=match):
+        js.ZarrSink.create("memory://ragged-bad", padded(0), ragged=ragged)
+
+
+def test_ragged_config_validates_itself():
+    with pytest.raises(js.ConfigError, match="cannot make its count field"):
+        js.Ragged(count="n", fields=("n",))
+    with pytest.raises(js.ConfigError, match="name at least one field"):
+        js.Ragged(count="n", fields=())
+    assert js.Ragged(count="n", fields="x").fields == ("x",)
+    with pytest.raises(js.ConfigError, match="cannot combine a ring"):
+        js.ZarrSink.create("memory://ragged-ring", padded(0), chunk=2, capacity=4, overflow="ring", ragged=RAGGED)
