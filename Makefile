@@ -9,14 +9,17 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,extras]'
+	$(BIN)/python -m pip install --quiet -e '.[test,extras,md,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/oscillators.py
+	$(BIN)/jaxsinks demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_device.py

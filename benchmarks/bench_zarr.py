@@ -77,6 +77,22 @@ def zarr_python_codec(name: str):
             "blosc-lz4": zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")}[name]
 
 
+def recorder(jax, jnp, step, steps: int):
+    """The simulation recording every frame into a sink, jitted: (state, sink) -> (state, sink)."""
+    import jaxsinks as js
+
+    @jax.jit
+    def recorded(state, sink):
+        def body(c, i):
+            state, sink = c
+            state = step(state)
+            return (state, js.record(sink, step=i, frame={"x": state[1]})), None
+
+        return jax.lax.scan(body, (state, sink), jnp.arange(steps))[0]
+
+    return recorded
+
+
 def measure(config: str, frames: int, repeats: int, naive_fraction: float, workdir: str, codec_name: str) -> dict:
     """Time every variant in interleaved rounds; runs inside the configuration's subprocess."""
     import numpy as np
@@ -95,14 +111,7 @@ def measure(config: str, frames: int, repeats: int, naive_fraction: float, workd
     def bare(state):
         return jax.lax.scan(lambda c, i: (step(c), None), state, jnp.arange(steps))[0]
 
-    @jax.jit
-    def recorded(state, sink):
-        def body(c, i):
-            state, sink = c
-            state = step(state)
-            return (state, js.record(sink, step=i, frame={"x": state[1]})), None
-
-        return jax.lax.scan(body, (state, sink), jnp.arange(steps))[0]
+    recorded = recorder(jax, jnp, step, steps)
 
     def jaxsinks_run(store):
         sink = js.ZarrSink.create(store, {"x": state0[1]}, every=EVERY, chunk=CHUNK, codec=codec)
@@ -243,14 +252,7 @@ def child_memory(frames: int, workdir: str, codec_name: str) -> dict:
     jax, jnp, step, state0 = simulation()
     steps = frames * EVERY
 
-    @jax.jit
-    def recorded(state, sink):
-        def body(c, i):
-            state, sink = c
-            state = step(state)
-            return (state, js.record(sink, step=i, frame={"x": state[1]})), None
-
-        return jax.lax.scan(body, (state, sink), jnp.arange(steps))[0]
+    recorded = recorder(jax, jnp, step, steps)
 
     store = os.path.join(workdir, f"memory-{frames}.zarr")
     sink = js.ZarrSink.create(store, {"x": state0[1]}, every=EVERY, chunk=CHUNK, codec=make_codec(codec_name), mode="w")

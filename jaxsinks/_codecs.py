@@ -25,6 +25,7 @@ class Zstd:
             raise ConfigError(f"`Zstd` needs `level` to be an int in [-131072, 22]; got {self.level!r}.")
 
     def to_json(self, dtype: np.dtype) -> dict[str, Any]:
+        """The zarr v3 codec JSON for data of `dtype`."""
         return {"name": "zstd", "configuration": {"level": self.level, "checksum": False}}
 
 
@@ -45,6 +46,7 @@ class Blosc:
             raise ConfigError(f"`Blosc` needs `shuffle` in {list(BLOSC_SHUFFLES)}; got {self.shuffle!r}.")
 
     def to_json(self, dtype: np.dtype) -> dict[str, Any]:
+        """The zarr v3 codec JSON for data of `dtype` (the shuffle's type size is its item size)."""
         return {
             "name": "blosc",
             "configuration": {

@@ -63,7 +63,8 @@ class CsvSink(StreamSink):
             chunk: rows per flush (the device staging block).
             per_system: one row per selected system, with a ``system`` column.
             once: with `per_system`, log each system at most once.
-            capacity, overflow: as for `ZarrSink` (``"ring"`` is not available for a file).
+            capacity: the most rows the file holds (None: unbounded), as for `ZarrSink`.
+            overflow: ``"error"`` or ``"drop"``, as for `ZarrSink` (a file cannot be a ring).
             mode: ``"w-"`` create and fail if the file exists (default); ``"w"`` overwrite;
                 ``"a"`` append (the header must match; a torn last line from a crash is removed).
             time_dtype: the dtype of the time column.

@@ -158,23 +158,31 @@ class DeviceBuffer(Sink):
 
     @property
     def frames(self) -> PyTree:
-        """The frame slots in slot order, each leaf of leading size `capacity` (see `valid`)."""
-        return self.spec.unflatten([leaf[: self.capacity] for leaf in self.columns.leaves])
+        """The frame slots in slot order, each leaf of leading size `capacity` (see `valid`).
+
+        On a stack of buffers (vmapped outside `vmap`), the stack axes come first.
+        """
+        return self.spec.unflatten([self._slots(leaf) for leaf in self.columns.leaves])
 
     @property
     def steps(self) -> jax.Array:
         """The step column in slot order."""
-        return self.columns.step[: self.capacity]
+        return self._slots(self.columns.step)
 
     @property
     def times(self) -> jax.Array:
         """The time column in slot order."""
-        return self.columns.time[: self.capacity]
+        return self._slots(self.columns.time)
 
     @property
     def valid(self) -> jax.Array:
         """A bool array over the slots: which ones hold a recorded frame (usable inside jit)."""
-        return jnp.arange(self.capacity) < self.size
+        return jnp.arange(self.capacity) < self.size[..., None]
+
+    def _slots(self, column: jax.Array) -> jax.Array:
+        """`column` without the trash slot; the slot axis follows any stack axes."""
+        stack = (slice(None),) * self.count.ndim
+        return column[(*stack, slice(0, self.capacity))]
 
     # ------------------------------------------------------------------------------- host side
 

@@ -163,6 +163,7 @@ class Ragged:
         object.__setattr__(self, "fields", fields)
 
     def to_json(self) -> dict[str, Any]:
+        """A JSON description, stored with the run's schema."""
         return {"count": self.count, "fields": list(self.fields)}
 
 

@@ -49,6 +49,7 @@ class Progress:
 
     @property
     def enabled(self) -> bool:
+        """Whether the bar is drawn."""
         return self._bar is not None
 
     def update_to(self, step: int) -> None:
@@ -60,6 +61,7 @@ class Progress:
                 self.position = step
 
     def close(self) -> None:
+        """Finish the bar (sinks do this when they are closed)."""
         with self._lock:
             if self._bar is not None:
                 self._bar.close()

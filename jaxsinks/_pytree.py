@@ -16,8 +16,13 @@ def static(**kwargs: Any) -> Any:
 
 
 def pytree_dataclass(cls: type[T]) -> type[T]:
-    """Make `cls` a frozen, keyword-only dataclass registered as a JAX pytree."""
-    cls = dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+    """Make `cls` a frozen, keyword-only dataclass registered as a JAX pytree.
+
+    A ``__repr__`` written by hand on the class or a base class is kept (arrays make the
+    generated one unreadable).
+    """
+    custom_repr = any("__repr__" in vars(base) for base in cls.__mro__[:-1])
+    cls = dataclasses.dataclass(frozen=True, kw_only=True, repr=not custom_repr)(cls)
     return jax.tree_util.register_dataclass(cls)
 
 

@@ -89,10 +89,12 @@ class Run:
 
     @property
     def schedule(self) -> dict[str, Any]:
+        """The JSON description of the schedule the run was recorded with."""
         return dict(self.meta.get("schedule", {}))
 
     @property
     def per_system(self) -> bool:
+        """Whether each frame is one system's row (recorded by a per-system sink)."""
         return self.meta["schema"].get("per_system") is not None
 
     def __len__(self) -> int:
@@ -105,10 +107,12 @@ class Run:
 
     @property
     def steps(self) -> np.ndarray:
+        """The step of each selected frame (int32)."""
         return self._column("step")
 
     @property
     def times(self) -> np.ndarray:
+        """The simulation time of each selected frame (NaN where none was recorded)."""
         return self._column("time")
 
     @property
@@ -293,18 +297,22 @@ class FieldView:
 
     @property
     def name(self) -> str:
+        """The field's name."""
         return self._stored.name
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """``(frames, *frame_shape)`` over the selected frames."""
         return (len(self._frames), *self._stored.array.shape[1:])
 
     @property
     def dtype(self) -> np.dtype:
+        """The stored dtype."""
         return np.dtype(self._stored.array.dtype.numpy_dtype)
 
     @property
     def dims(self) -> tuple[str, ...]:
+        """The axis names (``frame`` first), as stored in the zarr ``dimension_names``."""
         return self._stored.dims
 
     def __len__(self) -> int:
@@ -345,6 +353,7 @@ class RaggedView:
 
     @property
     def name(self) -> str:
+        """The field's name."""
         return self._stored.name
 
     @property
@@ -353,6 +362,7 @@ class RaggedView:
         return self._counts[self._frames]
 
     def atoms_per_frame(self) -> np.ndarray:
+        """The number of stored atoms of each selected frame (summed over its systems)."""
         return self._ptr[self._frames + 1] - self._ptr[self._frames]
 
     def __len__(self) -> int:

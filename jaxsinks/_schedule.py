@@ -64,6 +64,7 @@ class Every(Schedule):
         return fire, state
 
     def to_json(self):
+        """A JSON description, stored with recordings."""
         return {"type": "every", "n": self.n, "start": self.start}
 
 
@@ -80,7 +81,8 @@ class Interval(Schedule):
         _check_float("Interval", "start", self.start, positive=False)
 
     def init(self):
-        return jnp.zeros((), jnp.int32)  # k: the index of the next requested time
+        """The index ``k`` of the next requested time ``start + k * dt``."""
+        return jnp.zeros((), jnp.int32)
 
     def __call__(self, state, step, time):
         k = state
@@ -94,6 +96,7 @@ class Interval(Schedule):
         return self.start + k.astype(dtype) * self.dt
 
     def to_json(self):
+        """A JSON description, stored with recordings."""
         return {"type": "interval", "dt": self.dt, "start": self.start}
 
 
@@ -132,7 +135,8 @@ class Times(Schedule):
         return cls(np.geomspace(first, last, num))
 
     def init(self):
-        return jnp.zeros((), jnp.int32)  # the index of the next requested time
+        """The index of the next requested time."""
+        return jnp.zeros((), jnp.int32)
 
     def __call__(self, state, step, time):
         times = jnp.asarray(self.times, dtype=time.dtype)
@@ -143,6 +147,7 @@ class Times(Schedule):
         return fire, jnp.where(fire, passed, i)
 
     def to_json(self):
+        """A JSON description, stored with recordings."""
         return {"type": "times", "times": list(self.times)}
 
 
@@ -162,6 +167,7 @@ class When(Schedule):
 
     @property
     def needs_time(self) -> bool:  # type: ignore[override]
+        """Whether `record` must be given ``time=`` (set ``uses_time=False`` for step-only predicates)."""
         return self.uses_time
 
     def __call__(self, state, step, time):
@@ -174,6 +180,7 @@ class When(Schedule):
         return fire, state
 
     def to_json(self):
+        """A JSON description (the predicate by name), stored with recordings."""
         name = getattr(self.predicate, "__qualname__", type(self.predicate).__name__)
         return {"type": "when", "predicate": name}
 

@@ -94,6 +94,7 @@ class StreamSink(Sink):
 
     @property
     def time_dtype(self) -> Any:
+        """The dtype of the time column."""
         return self.columns.time.dtype
 
     @property

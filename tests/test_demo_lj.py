@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsinks.demo import lj
+from jaxsinks.demo import fire, lj
 
 #: Global minimum energies (Cambridge Cluster Database), epsilon = sigma = 1.
 GLOBAL_MINIMUM = {7: -16.505384, 13: -44.326801, 19: -72.659782, 38: -173.928427}
@@ -157,26 +157,26 @@ def test_batch_arguments_are_checked():
     with pytest.raises(ValueError, match=r"`clusters\[0\]` has shape \(4, 2\)"):
         lj.pad_clusters([np.zeros((4, 2))])
     with pytest.raises(ValueError, match=r"`FireParams.f_dec` is 1.5; expected a float in \(0, 1"):
-        lj.FireParams(f_dec=1.5)
+        fire.FireParams(f_dec=1.5)
     with pytest.raises(ValueError, match=r"`FireParams\.maxstep` is -0\.1; expected a number > 0"):
-        lj.FireParams(maxstep=-0.1)
+        fire.FireParams(maxstep=-0.1)
     with pytest.raises(ValueError, match=r"`DescentParams.momentum` is 1.0; expected a float in"):
-        lj.DescentParams(momentum=1.0)
+        fire.DescentParams(momentum=1.0)
     batch = lj.make_batch([3])
     with pytest.raises(ValueError, match=r"`params\.fmax_threshold` is 0\.0; `fire_relax` stops"):
-        lj.fire_relax(lj.fire_init(batch), batch.mask, params=lj.FireParams())
+        fire.fire_relax(fire.fire_init(batch), batch.mask, params=fire.FireParams())
 
 
 # ------------------------------------------------------------------------------------------
 # FIRE
 
-PARAMS = lj.FireParams(fmax_threshold=1e-3)
+PARAMS = fire.FireParams(fmax_threshold=1e-3)
 SIZES = [13, 7, 19, 38]
 
 
 @jax.jit
-def relax(state: lj.FireState, mask: jax.Array, max_steps: jax.Array) -> lj.FireState:
-    return lj.fire_relax(state, mask, params=PARAMS, max_steps=max_steps)
+def relax(state: fire.FireState, mask: jax.Array, max_steps: jax.Array) -> fire.FireState:
+    return fire.fire_relax(state, mask, params=PARAMS, max_steps=max_steps)
 
 
 def fire_batch(order=(0, 1, 2, 3)) -> lj.Batch:
@@ -188,9 +188,9 @@ def fire_batch(order=(0, 1, 2, 3)) -> lj.Batch:
 
 
 @pytest.fixture(scope="module")
-def relaxed() -> tuple[lj.Batch, lj.FireState, lj.FireState]:
+def relaxed() -> tuple[lj.Batch, fire.FireState, fire.FireState]:
     batch = fire_batch()
-    start = lj.fire_init(batch)
+    start = fire.fire_init(batch)
     return batch, start, relax(start, batch.mask, jnp.int32(3000))
 
 
@@ -229,7 +229,7 @@ def test_systems_converge_independently(relaxed):
     # A batch in another order gives each system the same relaxation.
     order = (2, 0, 3, 1)
     shuffled = fire_batch(order)
-    other = relax(lj.fire_init(shuffled), shuffled.mask, jnp.int32(3000))
+    other = relax(fire.fire_init(shuffled), shuffled.mask, jnp.int32(3000))
     np.testing.assert_array_equal(np.asarray(other.n_steps), steps[list(order)])
     np.testing.assert_allclose(other.positions, end.positions[jnp.array(order)], atol=1e-5)
     np.testing.assert_allclose(other.energy, end.energy[jnp.array(order)], rtol=1e-6)
@@ -249,16 +249,16 @@ def test_a_converged_system_is_frozen(relaxed):
     others = np.delete(np.arange(len(SIZES)), first)
     np.testing.assert_array_equal(np.asarray(early.n_steps)[others], stop)
     # Stepping a fully converged batch changes nothing.
-    again = jax.jit(lj.fire_step, static_argnames="params")(end, batch.mask, params=PARAMS)
+    again = jax.jit(fire.fire_step, static_argnames="params")(end, batch.mask, params=PARAMS)
     for new, old in zip(jax.tree.leaves(again), jax.tree.leaves(end), strict=True):
         np.testing.assert_array_equal(new, old)
 
 
 def test_fire_step_follows_the_fire_rules():
     batch = lj.pad_clusters([[[0.0, 0.0, 0.0], [1.6, 0.0, 0.0]]])  # a stretched dimer
-    state = lj.fire_init(batch, dt_start=0.05)
-    params = lj.FireParams(n_min=2, f_inc=1.5, dt_max=0.1)
-    step = jax.jit(lj.fire_step, static_argnames="params")
+    state = fire.fire_init(batch, dt_start=0.05)
+    params = fire.FireParams(n_min=2, f_inc=1.5, dt_max=0.1)
+    step = jax.jit(fire.fire_step, static_argnames="params")
     dts = []
     for _ in range(5):
         state = step(state, batch.mask, params=params)
@@ -279,9 +279,9 @@ def test_fire_step_follows_the_fire_rules():
 def test_maxstep_limits_each_atom():
     x = jnp.array([[[0.0, 0.0, 0.0], [0.8, 0.0, 0.0], [5.0, 0.0, 0.0]]])  # a squeezed pair
     mask = jnp.array([[True, True, False]])
-    state = lj.fire_init(lj.Batch(positions=x, natoms=jnp.array([2], jnp.int32), mask=mask))
-    params = lj.FireParams(maxstep=0.05)
-    after = jax.jit(lj.fire_step, static_argnames="params")(state, mask, params=params)
+    state = fire.fire_init(lj.Batch(positions=x, natoms=jnp.array([2], jnp.int32), mask=mask))
+    params = fire.FireParams(maxstep=0.05)
+    after = jax.jit(fire.fire_step, static_argnames="params")(state, mask, params=params)
     moved = jnp.linalg.norm(after.positions - x, axis=-1)
     np.testing.assert_allclose(moved[0, :2], [0.05, 0.05], rtol=1e-5)
     assert float(moved[0, 2]) == 0.0
@@ -298,7 +298,7 @@ def small_batch() -> lj.Batch:
 
 
 def relaxed_loss(sigma, epsilon, batch, n_steps):
-    x = lj.relax_fixed_steps(batch.positions, batch.mask, sigma, epsilon, n_steps=n_steps)
+    x = fire.relax_fixed_steps(batch.positions, batch.mask, sigma, epsilon, n_steps=n_steps)
     energy = jnp.sum(lj.energy(x, batch.mask, sigma, epsilon))
     return energy + 10.0 * jnp.sum(radius_of_gyration(x, batch.mask))
 
@@ -323,7 +323,7 @@ def test_relaxed_clusters_scale_with_sigma_and_epsilon(small_batch):
     mask = small_batch.mask
 
     def observables(sigma, epsilon):
-        x = lj.relax_fixed_steps(small_batch.positions, mask, sigma, epsilon, n_steps=300)
+        x = fire.relax_fixed_steps(small_batch.positions, mask, sigma, epsilon, n_steps=300)
         e = lj.energy(x, mask, sigma, epsilon)
         f = lj.fmax(lj.forces(x, mask, sigma, epsilon), mask)
         return (e, radius_of_gyration(x, mask)), (x, e, f)
