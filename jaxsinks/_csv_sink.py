@@ -178,7 +178,7 @@ class CsvWriter(_writer.HostWriter):
             data = data[:cut]
         return max(0, data.count(b"\n") - 1)
 
-    def _issue(self, offset, n, values):
+    def _issue(self, offset, n, values, shard):
         arrays = list(values.values())
         table = np.concatenate(
             [arrays[k][:n].reshape(n, -1).astype(np.float64) for k in self._order], axis=1

@@ -38,10 +38,13 @@ class ArrayLayout:
     codec: Codec
     dims: tuple[str, ...]  # frame axis first (the atom axis, for ragged fields)
     ragged_axes: int = 0  # ragged fields: how many leading per-frame axes fold into the atom axis
+    shards: int = 1  # sharded fields: each device records shape[0] of the stored shards * shape[0]
 
     @property
     def stored_shape(self) -> tuple[int, ...]:
-        """The shape of one stored entry: a frame, or for ragged fields one atom."""
+        """The shape of one stored entry: a frame (all shards), or for ragged fields one atom."""
+        if self.shards > 1:
+            return (self.shards * self.shape[0], *self.shape[1:])
         return self.shape[self.ragged_axes :]
 
     @property
@@ -79,7 +82,7 @@ class ArrayLayout:
         """What must match for a run to be appended to."""
         out = {
             "name": self.name,
-            "shape": list(self.shape),
+            "shape": list(self.stored_shape if self.shards > 1 else self.shape),
             "dtype": self.source_dtype.name,
             "storage_dtype": self.dtype.name,
         }
@@ -177,8 +180,13 @@ def make_layout(
     time_dtype: np.dtype,
     batch_size: int | None,
     ragged: Ragged | None = None,
+    shards: int = 1,
 ) -> Layout:
-    """The layout of a run recording frames of `spec` (rows of it, for per-system sinks)."""
+    """The layout of a run recording frames of `spec` (rows of it, for per-system sinks).
+
+    With `shards` > 1, `spec` is one device's part of a frame split along its leading axis: the
+    stored arrays hold all `shards` parts, chunked so that each device writes whole chunks.
+    """
     unknown = sorted(set(fields) - set(spec.names))
     if unknown:
         raise ConfigError(
@@ -193,6 +201,11 @@ def make_layout(
         axes = ragged_axes.get(f.name, 0)
         stored = f.shape[axes:]
         own_chunk = _field_chunk(f.name, stored, cfg.chunk)
+        if shards > 1 and f.shape[0] % own_chunk[0]:
+            raise ConfigError(
+                f"The chunk of field '{f.name}' along its sharded axis ({own_chunk[0]}) must divide "
+                f"one device's part ({f.shape[0]}), so that each device writes whole chunks."
+            )
         if axes:  # chunk the atom axis by the most atoms one flush block can hold
             first = chunk * int(np.prod(f.shape[:axes], dtype=np.int64))
             dims = ("atom", *_dims(f.name, len(stored), cfg.dims)[1:])
@@ -212,6 +225,7 @@ def make_layout(
                 codec=codec if cfg.codec == "inherit" else cfg.codec,
                 dims=dims,
                 ragged_axes=axes,
+                shards=shards,
             )
         )
     column_dtypes = {"step": np.dtype(np.int32), "time": np.dtype(time_dtype), "system": np.dtype(np.int32)}

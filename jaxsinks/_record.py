@@ -61,6 +61,7 @@ def record(
             "Create the sink with `per_system=True`, or drop `mask`."
         )
     step = as_step(step)
+    flat = [sink._enter() for sink in flat]
 
     fired = []
     for sink in flat:
@@ -79,7 +80,7 @@ def record(
         frame = _lazy_frame(frame, jnp.any(jnp.stack(writes)))
 
     out = [
-        sink._append(frame, step=step, time=time, mask=mask if sink.per_system else None, enabled=fire)
+        sink._append(frame, step=step, time=time, mask=mask if sink.per_system else None, enabled=fire)._leave()
         for sink, fire in fired
     ]
     return jax.tree_util.tree_unflatten(treedef, out)

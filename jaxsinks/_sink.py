@@ -64,7 +64,16 @@ class Sink(abc.ABC):
             mask: for per-system sinks, a bool array with one entry per system selecting the rows
                 to append (all when None); for whole-frame sinks, a scalar bool.
         """
-        return self._append(frame, step=step, time=time, mask=mask, enabled=jnp.ones((), bool))
+        inner = self._enter()
+        return inner._append(frame, step=step, time=time, mask=mask, enabled=jnp.ones((), bool))._leave()
+
+    def _enter(self) -> Self:
+        """The sink as one device sees it (sharded sinks drop their shard axis in shard_map)."""
+        return self
+
+    def _leave(self) -> Self:
+        """The inverse of `_enter`."""
+        return self
 
 
 def first_time(wanted: jax.Array, seen: jax.Array) -> tuple[jax.Array, jax.Array]:

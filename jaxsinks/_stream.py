@@ -20,7 +20,7 @@ from jax import lax
 from jax.custom_batching import custom_vmap
 from jax.experimental import io_callback
 
-from . import _writer
+from . import _sharding, _writer
 from ._columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
 from ._errors import SinkOverflowError, StoreError, TransformError
 from ._flags import Flag
@@ -67,13 +67,18 @@ class StreamSink(Sink):
     schedule: Schedule = static()
     batch_size: int | None = static(default=None)
     once: bool = static(default=False)
+    shard: _sharding.ShardInfo | None = static(default=None)
 
     @classmethod
     def _empty(cls, writer: _writer.HostWriter, *, spec: FrameSpec, layout: Layout, capacity: int | None,
-               overflow: str, schedule: Schedule, batch_size: int | None, once: bool, time_dtype: Any):
-        """An empty sink streaming to `writer`, continuing from its committed count."""
+               overflow: str, schedule: Schedule, batch_size: int | None, once: bool, time_dtype: Any,
+               shard: _sharding.ShardInfo | None = None, mesh: Any = None):
+        """An empty sink streaming to `writer`, continuing from its committed count.
+
+        A sharded sink (`shard`) holds one such sink per shard, stacked and placed on `mesh`.
+        """
         staging = layout.block + (batch_size - 1 if batch_size else 0)
-        return cls(
+        sink = cls(
             columns=Columns.allocate(spec, staging, time_dtype=time_dtype,
                                      per_system=batch_size is not None, write_once=False),
             count=jnp.zeros((), jnp.int32),
@@ -90,7 +95,20 @@ class StreamSink(Sink):
             schedule=schedule,
             batch_size=batch_size,
             once=once,
+            shard=shard,
         )
+        return sink if shard is None else _sharding.stack(sink, shard, mesh)
+
+    @property
+    def partition_spec(self) -> Any:
+        """For a sharded sink, its `shard_map` in/out spec (``P(axis)``); None otherwise."""
+        return None if self.shard is None else self.shard.spec()
+
+    def _enter(self) -> StreamSink:
+        return self if self.shard is None else _sharding.enter(self, self.shard)
+
+    def _leave(self) -> StreamSink:
+        return self if self.shard is None else _sharding.leave(self)
 
     @property
     def time_dtype(self) -> Any:
@@ -114,7 +132,8 @@ class StreamSink(Sink):
         if self.once:
             wanted, seen = first_time(wanted, self.seen)
             sink = replace(self, seen=seen)
-        return _recorder(self.layout, self.batch_size)(sink, leaves, step, time, wanted)
+        axis = None if self.shard is None else self.shard.axis
+        return _recorder(self.layout, self.batch_size, axis)(sink, leaves, step, time, wanted)
 
     # --------------------------------------------------------------------------- host side
 
@@ -128,7 +147,8 @@ class StreamSink(Sink):
             SinkOverflowError: if ``overflow="error"`` and frames did not fit `capacity`.
         """
         kind = type(self).__name__
-        writer_id = host_int(self.writer, kind)
+        parts = {0: self} if self.shard is None else _sharding.host_parts(self)
+        writer_id = host_int(next(iter(parts.values())).writer, kind)
         writer = _writer.lookup(writer_id)
         if writer is None:
             state = "was already closed" if _writer.was_closed(writer_id) else "is not open in this process"
@@ -136,24 +156,25 @@ class StreamSink(Sink):
                 f"This {kind}'s writer {state}. Close each sink once, with the sink returned by the "
                 "last jitted call."
             )
-        n = host_int(self.count, kind)
-        offset = host_int(self.flushed, kind)
-        flags = int(self.flags)
-        if n:
-            rows = np.arange(n)
-            leaves, steps, times, systems = self.columns.take(rows)
-            ack = _host_tail(writer, self.layout, offset, n, leaves, steps, times, systems)
-            flags |= int(ack[1])
+        flags, recorded = 0, 0
+        for shard, part in parts.items():
+            n = host_int(part.count, kind)
+            flags |= int(part.flags)
+            recorded = max(recorded, host_int(part.recorded, kind))
+            if n:
+                leaves, steps, times, systems = part.columns.take(np.arange(n))
+                offset = host_int(part.flushed, kind)
+                ack = _host_tail(writer, self.layout, offset, n, leaves, steps, times, systems, shard)
+                flags |= int(ack[1])
         writer.finish()
         if self.overflow == "error" and flags & Flag.OVERFLOW:
             raise SinkOverflowError(
-                f"{kind} overflowed: its capacity is {self.capacity} frames but "
-                f"{host_int(self.recorded, kind)} were recorded; the first {self.capacity} "
-                f"are stored in {writer.description}. Create it with a larger `capacity` or with "
-                "overflow='drop' or 'ring'."
+                f"{kind} overflowed: its capacity is {self.capacity} frames but {recorded} were "
+                f"recorded; the first {self.capacity} are stored in {writer.description}. Create it "
+                "with a larger `capacity` or with overflow='drop' or 'ring'."
             )
-        return replace(self, count=jnp.zeros((), jnp.int32), flushed=jnp.asarray(offset + n, jnp.int32),
-                       flags=jnp.asarray(flags, jnp.int32))
+        return replace(self, count=jnp.zeros_like(self.count), flushed=self.flushed + self.count,
+                       flags=jnp.full_like(self.flags, flags))
 
     def __repr__(self) -> str:
         fields = ", ".join(str(f) for f in self.spec.fields)
@@ -201,7 +222,7 @@ def _stage(sink: StreamSink, leaves, step, time, wanted) -> StreamSink:
 
 
 @functools.lru_cache(maxsize=None)
-def _recorder(layout: Layout, batch_size: int | None):
+def _recorder(layout: Layout, batch_size: int | None, shard_axis: str | None = None):
     """Stage a frame and flush a full block, all under a `lax.cond` that skips steps recording
     nothing (a ZarrSink is never vmapped or differentiated, so the cond stays a cond). Wrapped so
     that `vmap` gives a clear error instead of JAX's message about effects in a vmapped cond.
@@ -210,7 +231,8 @@ def _recorder(layout: Layout, batch_size: int | None):
     leftover = (batch_size - 1) if batch_size else 0
 
     def flush(sink: StreamSink) -> StreamSink:
-        ack = _device_flush(sink, jnp.int32(block))
+        shard = jnp.int32(0) if shard_axis is None else lax.axis_index(shard_axis).astype(jnp.int32)
+        ack = _device_flush(sink, jnp.int32(block), shard)
         columns = sink.columns.shift(block, leftover) if leftover else sink.columns
         return replace(sink, columns=columns, count=sink.count - block,
                        flushed=sink.flushed + ack[0], flags=sink.flags | ack[1])
@@ -235,7 +257,7 @@ def _recorder(layout: Layout, batch_size: int | None):
     return record
 
 
-def _device_flush(sink: StreamSink, n: jax.Array) -> jax.Array:
+def _device_flush(sink: StreamSink, n: jax.Array, shard: jax.Array) -> jax.Array:
     """Hand the first `n` staged frames to the host writer; returns ``[accepted, flags]``."""
     # Whole staging buffers go to the host, which takes the first `n` rows: no device-side copy.
     stored, bad = [], []
@@ -254,15 +276,16 @@ def _device_flush(sink: StreamSink, n: jax.Array) -> jax.Array:
     return io_callback(
         _writer.host_flush,
         jax.ShapeDtypeStruct((2,), jnp.int32),
-        sink.writer, sink.flushed, n, jnp.stack(bad), *stored, *columns,
+        sink.writer, shard, sink.flushed, n, jnp.stack(bad), *stored, *columns,
         ordered=False,
     )
 
 
-def _host_tail(writer, layout: Layout, offset: int, n: int, leaves, steps, times, systems) -> np.ndarray:
+def _host_tail(writer, layout: Layout, offset: int, n: int, leaves, steps, times, systems,
+               shard: int = 0) -> np.ndarray:
     """Flush the staged tail from the host at close, with the same checks as a device flush."""
     bad = np.array([bool(np.any(out_of_range(np, v, a))) for v, a in zip(leaves, layout.fields)])
     with np.errstate(over="ignore", invalid="ignore"):  # an out-of-range block is not written
         stored = [v.astype(a.dtype) for v, a in zip(leaves, layout.fields)]
     columns = [steps, times] + ([systems] if systems is not None else [])
-    return _writer.host_flush(writer.id, offset, n, bad, *stored, *columns)
+    return _writer.host_flush(writer.id, shard, offset, n, bad, *stored, *columns)

@@ -94,19 +94,40 @@ def open_array(spec: dict[str, Any], *, write: bool = False) -> ts.TensorStore:
         return ts.open({"driver": "zarr3", "kvstore": spec}, open=True, context=context).result()
 
 
-def resize(arrays: list[ts.TensorStore], frames: int, spec: dict[str, Any]) -> list[ts.TensorStore]:
-    """Set the frame-axis length of every array (metadata only), concurrently."""
+def resize(arrays: list[ts.TensorStore], frames: int, spec: dict[str, Any], *,
+           expand_only: bool = False) -> list[ts.TensorStore]:
+    """Set the frame-axis length of every array (metadata only), concurrently.
+
+    With `expand_only`, an array already at least `frames` long (grown by another process) is
+    left as it is: its handle is refreshed instead.
+    """
+
+    def resized(array: ts.TensorStore, future: Any) -> ts.TensorStore:
+        try:
+            return future.result()
+        except ValueError:
+            if not expand_only:
+                raise
+            fresh = array.resolve().result()
+            if fresh.shape[0] < frames:
+                raise
+            return fresh
+
     with translated("resize the arrays of", spec):
         futures = [
-            a.resize(exclusive_max=[frames, *([None] * (a.rank - 1))], resize_metadata_only=True)
+            a.resize(exclusive_max=[frames, *([None] * (a.rank - 1))], resize_metadata_only=True,
+                     expand_only=expand_only)
             for a in arrays
         ]
-        return [f.result() for f in futures]
+        return [resized(a, f) for a, f in zip(arrays, futures)]
 
 
-def write_rows(array: ts.TensorStore, start: int, values: Any) -> ts.WriteFutures:
-    """Start writing `values` to frames ``start:start + len(values)``; returns the futures."""
-    return array[start : start + values.shape[0]].write(values)
+def write_rows(array: ts.TensorStore, start: int, values: Any, part: slice | None = None) -> ts.WriteFutures:
+    """Start writing `values` to frames ``start:start + len(values)`` (and, if given, `part` of
+    the second axis: one shard's region); returns the futures.
+    """
+    rows = slice(start, start + values.shape[0])
+    return (array[rows] if part is None else array[rows, part]).write(values)
 
 
 def read_rows(array: ts.TensorStore, index: Any, spec: dict[str, Any]) -> Any:

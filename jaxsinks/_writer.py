@@ -49,6 +49,7 @@ _REGISTRY_LOCK = threading.Lock()
 
 @dataclasses.dataclass
 class _Pending:
+    shard: int  # which shard of a sharded sink wrote it (0 otherwise)
     start: int  # the block's first frame
     end: int  # the frame count once this block is durable
     waits: list[Any]  # futures: .result() returns once that part of the block is durable
@@ -64,7 +65,7 @@ class HostWriter(abc.ABC):
     """
 
     def __init__(self, layout: Layout, *, description: str, committed: int,
-                 max_inflight_bytes: int, progress: Any = None) -> None:
+                 max_inflight_bytes: int, progress: Any = None, shards: tuple[int, ...] = (0,)) -> None:
         self.layout = layout
         self.description = description
         self.committed = committed
@@ -74,13 +75,16 @@ class HostWriter(abc.ABC):
         self.failed_at: int | None = None  # the first frame that could not be stored
         self.blocks_written = 0
         self._step_index = len(layout.fields)  # where the step column is in layout.arrays
+        # Frames durable per shard this writer writes; the committed count is their minimum.
+        self._durable = {shard: committed for shard in shards}
+        self._lock = threading.Lock()  # submit may run on several devices' callback threads
         self._pending: collections.deque[_Pending] = collections.deque()
         self._inflight = 0
         self._stopping = False
         self._cond = threading.Condition()
         self._free: queue.SimpleQueue[dict[str, np.ndarray]] = queue.SimpleQueue()
         self._allocated = 0
-        self._blocks: queue.SimpleQueue[tuple[int, int, dict[str, np.ndarray]] | None] = queue.SimpleQueue()
+        self._blocks: queue.SimpleQueue[tuple[int, int, int, dict[str, np.ndarray]] | None] = queue.SimpleQueue()
         with _REGISTRY_LOCK:
             self.id = next(_IDS)
             _REGISTRY[self.id] = self
@@ -92,8 +96,8 @@ class HostWriter(abc.ABC):
     # ------------------------------------------------------------------------- store hooks
 
     @abc.abstractmethod
-    def _issue(self, offset: int, n: int, values: dict[str, np.ndarray]) -> tuple[list[Any], int, Any]:
-        """Start writing frames ``offset:offset + n`` (the first `n` rows of `values`).
+    def _issue(self, offset: int, n: int, values: dict[str, np.ndarray], shard: int) -> tuple[list[Any], int, Any]:
+        """Start writing frames ``offset:offset + n`` (the first `n` rows of `values`) of `shard`.
 
         Return once `values` is no longer read, with ``(waits, nbytes, marker)``: futures whose
         ``result()`` returns once their part is durable (``done()``, if they have it, says so
@@ -114,19 +118,21 @@ class HostWriter(abc.ABC):
 
     # ------------------------------------------------------------------------------ stages
 
-    def submit(self, offset: int, n: int, values: list[np.ndarray]) -> None:
-        """Queue frames ``offset:offset + n``: the first `n` rows of each of `values`, one array
-        per ``layout.arrays`` entry. Copies them, so `values` may be reused once this returns.
+    def submit(self, offset: int, n: int, values: list[np.ndarray], shard: int = 0) -> None:
+        """Queue frames ``offset:offset + n`` of `shard`: the first `n` rows of each of `values`,
+        one array per ``layout.arrays`` entry. Copies them, so `values` may be reused once this
+        returns. Thread-safe: each device of a sharded sink flushes from its own thread.
         """
         if n <= 0 or self._skips(offset):
             return
         buffers = self._buffer()
         for buf, value in zip(buffers.values(), values):
             np.copyto(buf[:n], value[:n], casting="no")
-        self.blocks_written += 1
+        with self._lock:
+            self.blocks_written += 1
         if self.progress is not None:
             self.progress.update_to(int(values[self._step_index][:n].max()) + 1)
-        self._blocks.put((offset, n, buffers))
+        self._blocks.put((shard, offset, n, buffers))
 
     def _skips(self, offset: int) -> bool:
         """Whether a block at `offset` comes after a failure (so it would leave a gap)."""
@@ -138,8 +144,10 @@ class HostWriter(abc.ABC):
             return self._free.get_nowait()
         except queue.Empty:
             pass
-        if self._allocated < POOL_BLOCKS:
-            self._allocated += 1
+        with self._lock:
+            allocate = self._allocated < POOL_BLOCKS * len(self._durable)
+            self._allocated += allocate
+        if allocate:
             buffers = {}
             for a in self.layout.arrays:
                 buf = np.empty((self.layout.block, *a.shape), a.dtype)
@@ -150,23 +158,23 @@ class HostWriter(abc.ABC):
 
     def _write_loop(self) -> None:
         while (item := self._blocks.get()) is not None:
-            offset, n, buffers = item
+            shard, offset, n, buffers = item
             try:
-                self._write(offset, n, buffers)
+                self._write(shard, offset, n, buffers)
             finally:
                 self._free.put(buffers)
 
-    def _write(self, offset: int, n: int, values: dict[str, np.ndarray]) -> None:
+    def _write(self, shard: int, offset: int, n: int, values: dict[str, np.ndarray]) -> None:
         if self._skips(offset):
             return
         try:
-            waits, nbytes, marker = self._issue(offset, n, values)
+            waits, nbytes, marker = self._issue(offset, n, values, shard)
         except Exception as err:  # noqa: BLE001 - kept and raised by finish()
             self.fail(WriteError(f"Writing frames {offset}..{offset + n} to {self.description} "
                                  f"failed: {_message(err)}", self.committed), at=offset)
             return
         with self._cond:
-            self._pending.append(_Pending(offset, offset + n, waits, nbytes, marker))
+            self._pending.append(_Pending(shard, offset, offset + n, waits, nbytes, marker))
             self._inflight += nbytes
             self._cond.notify_all()
             while self._inflight > self.max_inflight_bytes and self._pending and self.failed_at is None:
@@ -186,7 +194,6 @@ class HostWriter(abc.ABC):
                     if not all(_done(w) for w in item.waits):
                         break
                     batch.append(item)
-            durable = self.committed
             for item in batch:
                 try:
                     for wait in item.waits:
@@ -196,8 +203,9 @@ class HostWriter(abc.ABC):
                                          f"{self.description} failed: {_message(err)}", self.committed),
                               at=item.start)
                 if self.failed_at is None or item.end <= self.failed_at:
-                    durable = item.end
+                    self._durable[item.shard] = max(self._durable[item.shard], item.end)
                     self._on_durable(item.marker)
+            durable = min(self._durable.values())
             if durable > self.committed:
                 self.committed = durable
                 try:
@@ -254,16 +262,12 @@ class HostWriter(abc.ABC):
         with _REGISTRY_LOCK:
             _REGISTRY.pop(self.id, None)
             _CLOSED.add(self.id)
-        if self.error is None:
-            try:
-                self._finalize("closed")
-            except Exception as err:  # noqa: BLE001
+        try:
+            self._finalize("closed" if self.error is None else "failed")
+        except Exception as err:  # noqa: BLE001 - reported like any write failure
+            if self.error is None:
                 self.error = WriteError(f"Closing {self.description} failed: {_message(err)}", self.committed)
         if self.error is not None:
-            try:
-                self._finalize("failed")
-            except Exception:  # noqa: BLE001 - the original failure is what matters
-                pass
             kind = OutOfRangeError if isinstance(self.error, OutOfRangeError) else WriteError
             raise kind(
                 f"{self.error} {self.committed} frames of {self.description} are committed and "
@@ -309,8 +313,8 @@ def was_closed(writer_id: int) -> bool:
         return writer_id in _CLOSED
 
 
-def host_flush(writer_id: Any, offset: Any, n: Any, bad: Any, *values: np.ndarray) -> np.ndarray:
-    """The io_callback target: queue a block; return ``[frames accepted, flags]`` (int32).
+def host_flush(writer_id: Any, shard: Any, offset: Any, n: Any, bad: Any, *values: np.ndarray) -> np.ndarray:
+    """The io_callback target: queue a block of `shard`; return ``[frames accepted, flags]``.
 
     `bad` holds one bool per field: whether it has values out of its storage dtype's range. Such a
     block is not written (nothing is stored as inf); the failure is raised at close.
@@ -330,5 +334,5 @@ def host_flush(writer_id: Any, offset: Any, n: Any, bad: Any, *values: np.ndarra
             "wider dtype (fields={name: FieldConfig(dtype='float32')}) or rescale them.",
             writer.committed,
         ), at=offset)
-    writer.submit(offset, n, values)
+    writer.submit(offset, n, values, int(shard))
     return np.array([n, writer.flags], np.int32)

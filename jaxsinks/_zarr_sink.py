@@ -7,7 +7,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from . import _writer, _zarr_writer
+from . import _sharding, _writer, _zarr_writer
 from ._codecs import Blosc, Codec, FieldConfig, check_codec
 from ._errors import ConfigError
 from ._frame import FrameSpec
@@ -54,6 +54,8 @@ class ZarrSink(StreamSink):
         time_dtype: Any = jnp.float32,
         progress: Progress | None = None,
         max_inflight_bytes: int = _writer.DEFAULT_MAX_INFLIGHT_BYTES,
+        mesh: Any = None,
+        axis: str | None = None,
     ) -> ZarrSink:
         """Create the run at `store` (host side) and return an empty sink that streams to it.
 
@@ -82,6 +84,14 @@ class ZarrSink(StreamSink):
             progress: a `Progress` bar advanced to the step of each flushed block.
             max_inflight_bytes: the most bytes of flushed blocks not yet durable; a flush waits
                 for older commits beyond it (back-pressure).
+            mesh: with `axis`, record frames split along their leading axis over a mesh axis
+                (e.g. an ensemble spread over devices). `frame` is the whole frame; the sink is
+                recorded inside `shard_map` (in/out spec `sink.partition_spec`), each device
+                flushing its own part to its own chunks of the store: nothing is gathered. The
+                stored run is the same as a one-device run whose fields are chunked by one
+                device's part (``FieldConfig(chunk=...)``). With `jax.distributed`, each process
+                writes its own devices' parts; see the multi-host guide.
+            axis: the name of the mesh axis the frames' leading axis is split over.
         """
         owner = "ZarrSink.create"
         if mode not in _zarr_writer.MODES:
@@ -92,6 +102,14 @@ class ZarrSink(StreamSink):
         time_dtype = check_time_dtype(owner, time_dtype)
         codec = check_codec(codec, owner)
         schedule = as_schedule(every)
+        shard = _sharding.shard_info(owner, mesh, axis)
+        if shard is not None:
+            if per_system or ragged is not None or overflow == "ring":
+                raise ConfigError(
+                    f"`{owner}` records sharded frames as whole frames: per_system, ragged and "
+                    "overflow='ring' are not available with `mesh`."
+                )
+            frame = _sharding.local_frame(owner, frame, shard)
         spec, batch_size = split_spec(frame, per_system)
         once = check_once(owner, once, per_system)
         chunk = default_chunk(owner, chunk, spec, batch_size)
@@ -105,7 +123,7 @@ class ZarrSink(StreamSink):
             raise ConfigError(f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}.")
         layout = make_layout(spec, chunk=chunk, chunks_per_shard=chunks_per_shard, codec=codec,
                              fields=fields, time_dtype=np.dtype(time_dtype), batch_size=batch_size,
-                             ragged=ragged)
+                             ragged=ragged, shards=1 if shard is None else shard.count)
         if batch_size is not None and layout.block < batch_size:
             raise ConfigError(
                 f"`{owner}` needs the flush block ({layout.block} frames) to hold at least one "
@@ -122,12 +140,14 @@ class ZarrSink(StreamSink):
         user_attrs = check_user_attributes(attrs)
         location = parse(store)
         meta = {"schedule": schedule.to_json(), "capacity": capacity, "overflow": overflow}
+        shards = (0,) if shard is None else _sharding.local_shards(mesh, shard)
         writer = _zarr_writer.create_run(
             location, layout, mode=mode, meta=meta, user_attrs=user_attrs, capacity=capacity,
-            ring=ring, max_inflight_bytes=max_inflight_bytes, progress=progress,
+            ring=ring, max_inflight_bytes=max_inflight_bytes, progress=progress, shards=shards,
         )
         return cls._empty(writer, spec=spec, layout=layout, capacity=capacity, overflow=overflow,
-                          schedule=schedule, batch_size=batch_size, once=once, time_dtype=time_dtype)
+                          schedule=schedule, batch_size=batch_size, once=once, time_dtype=time_dtype,
+                          shard=shard, mesh=mesh)
 
 
 def default_chunk(owner: str, chunk: int | None, spec: FrameSpec, batch_size: int | None) -> int:

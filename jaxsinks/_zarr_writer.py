@@ -19,6 +19,7 @@ from . import _tsio as tsio
 from ._errors import SchemaMismatchError, StoreError, StoreExistsError
 from ._layout import ATTRS_KEY, SCHEMA_VERSION, Layout, group_metadata
 from ._location import Location
+from ._multihost import Coordinator, coordinator
 from ._writer import DEFAULT_MAX_INFLIGHT_BYTES, HostWriter
 
 MODES = ("w-", "w", "a")
@@ -29,8 +30,11 @@ class ZarrWriter(HostWriter):
 
     def __init__(self, location: Location, layout: Layout, arrays: dict[str, Any], *, frames: int,
                  atoms: int, committed: int, meta: dict[str, Any], user_attrs: dict[str, Any],
-                 capacity: int | None, ring: bool, max_inflight_bytes: int, progress: Any = None) -> None:
+                 capacity: int | None, ring: bool, max_inflight_bytes: int, progress: Any = None,
+                 shards: tuple[int, ...] = (0,), coordinator: Coordinator | None = None) -> None:
         self.location = location
+        self.coordinator = coordinator
+        self.start = committed  # every process's count when this writer started
         self.arrays = arrays
         self.frames = frames  # the frame arrays' length
         self.atom_frames = atoms  # the ragged arrays' length along the atom axis
@@ -44,28 +48,39 @@ class ZarrWriter(HostWriter):
         self._meta_lock = threading.Lock()
         self._ragged = {a.name for a in layout.ragged_fields}
         super().__init__(layout, description=str(location), committed=committed,
-                         max_inflight_bytes=max_inflight_bytes, progress=progress)
+                         max_inflight_bytes=max_inflight_bytes, progress=progress, shards=shards)
 
-    def _issue(self, offset, n, values):
+    def _issue(self, offset, n, values, shard):
         start = self._position(offset, n)
         if start + n > self.frames:
-            self.frames = self._grow([k for k in self.arrays if k not in self._ragged], self._grown(start + n, self.frames))
+            self.frames = self._grow([k for k in self.arrays if k not in self._ragged],
+                                     self._grown(start + n, self.frames), expand_only=True)
         writes, nbytes = [], 0
         if self._ragged:
             count = values[self.layout.ragged.count][:n]
             atoms = int(count.sum())
             if self.atoms + atoms > self.atom_frames:
-                self.atom_frames = self._grow(sorted(self._ragged), self._grown(self.atoms + atoms, self.atom_frames))
+                self.atom_frames = self._grow(sorted(self._ragged), self._grown(self.atoms + atoms, self.atom_frames),
+                                              expand_only=True)
             for a in self.layout.ragged_fields:
                 real = np.arange(a.shape[a.ragged_axes - 1]) < count[..., None]
                 compact = values[a.name][:n][real]
                 writes.append(tsio.write_rows(self.arrays[a.name], self.atoms, compact))
                 nbytes += compact.nbytes
             self.atoms += atoms
-        for name, value in values.items():
-            if name not in self._ragged:
-                writes.append(tsio.write_rows(self.arrays[name], start, value[:n]))
-                nbytes += value[:n].nbytes
+        for a in self.layout.arrays:
+            if a.name in self._ragged:
+                continue
+            if a.shards > 1:  # this shard's region of the sharded axis: whole chunks, its own
+                size = a.shape[0]
+                part = slice(shard * size, (shard + 1) * size)
+            elif shard:  # the step and time columns are the same on every shard: shard 0 writes them
+                continue
+            else:
+                part = None
+            value = values[a.name][:n]
+            writes.append(tsio.write_rows(self.arrays[a.name], start, value, part))
+            nbytes += value.nbytes
         for w in writes:
             w.copy.result()
         return [w.commit for w in writes], nbytes, self.atoms
@@ -82,8 +97,9 @@ class ZarrWriter(HostWriter):
         grown = max(needed, 2 * current)
         return min(grown, self.capacity) if self.ring and self.capacity else grown
 
-    def _grow(self, names: list[str], length: int) -> int:
-        resized = tsio.resize([self.arrays[k] for k in names], length, self.location.kvstore)
+    def _grow(self, names: list[str], length: int, *, expand_only: bool = False) -> int:
+        resized = tsio.resize([self.arrays[k] for k in names], length, self.location.kvstore,
+                              expand_only=expand_only)
         self.arrays.update(zip(names, resized))
         return length
 
@@ -98,28 +114,49 @@ class ZarrWriter(HostWriter):
         return offset % self.capacity
 
     def _record_committed(self) -> None:
-        self._write_attrs("open")
+        """The run's committed count: this writer's, or with several processes their minimum."""
+        if self.coordinator is None:
+            self._write_attrs("open")
+            return
+        self.coordinator.publish("progress", {"committed": self.committed})
+        if self.coordinator.primary:
+            counts = [v["committed"] if v else self.start for v in self.coordinator.peek("progress")]
+            self._write_attrs("open", committed=min(counts))
 
     def _finalize(self, status: str) -> None:
-        if status == "closed":
-            frames = [k for k in self.arrays if k not in self._ragged]
-            if not self.ring and self.frames != self.committed:
-                self.frames = self._grow(frames, self.committed)
-            if self._ragged and self.atom_frames != self.committed_atoms:
-                self.atom_frames = self._grow(sorted(self._ragged), self.committed_atoms)
-        self._write_attrs(status)
+        committed = self.committed
+        if self.coordinator is not None:  # every process durable, then the primary decides
+            self.coordinator.publish("final", {"committed": self.committed, "status": status})
+            self.coordinator.barrier("closing")
+            if self.coordinator.primary:
+                finals = self.coordinator.gather("final")
+                committed = min(f["committed"] for f in finals)
+                if any(f["status"] != "closed" for f in finals):
+                    status = "failed"
+        if self.coordinator is None or self.coordinator.primary:
+            if status == "closed":
+                frames = [k for k in self.arrays if k not in self._ragged]
+                if not self.ring and self.frames != committed:
+                    self.frames = self._grow(frames, committed)
+                if self._ragged and self.atom_frames != self.committed_atoms:
+                    self.atom_frames = self._grow(sorted(self._ragged), self.committed_atoms)
+            self._write_attrs(status, committed=committed)
+        if self.coordinator is not None:
+            self.coordinator.barrier("closed")
 
-    def attributes(self, status: str) -> dict[str, Any]:
-        meta = dict(self.meta, committed=self.committed, status=status)
+    def attributes(self, status: str, committed: int | None = None) -> dict[str, Any]:
+        committed = self.committed if committed is None else committed
+        meta = dict(self.meta, committed=committed, status=status)
         if self.ring:
             meta["valid_from"] = self.valid_from
         if self._ragged:
             meta["committed_atoms"] = self.committed_atoms
         return {ATTRS_KEY: meta, **self.user_attrs}
 
-    def _write_attrs(self, status: str) -> None:
+    def _write_attrs(self, status: str, committed: int | None = None) -> None:
         with self._meta_lock:
-            tsio.write_bytes(self.location.kvstore, "zarr.json", group_metadata(self.attributes(status)))
+            tsio.write_bytes(self.location.kvstore, "zarr.json",
+                             group_metadata(self.attributes(status, committed)))
 
 
 def create_run(
@@ -133,10 +170,37 @@ def create_run(
     ring: bool,
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
     progress: Any = None,
+    shards: tuple[int, ...] = (0,),
 ) -> ZarrWriter:
-    """Create (``"w-"``, ``"w"``) or reopen (``"a"``) the run at `location` and return its writer."""
+    """Create (``"w-"``, ``"w"``) or reopen (``"a"``) the run at `location` and return its writer.
+
+    `shards` are the shards of a sharded sink that this writer writes (all of them in one process).
+    """
+    job = coordinator()
+    options = dict(capacity=capacity, ring=ring, max_inflight_bytes=max_inflight_bytes, progress=progress,
+                   shards=shards, coordinator=job)
+    if job is None:
+        return _create_or_reopen(location, layout, mode, meta, user_attrs, options)
+    if job.primary:  # the primary creates; the others attach after the barrier, or raise its error
+        try:
+            writer = _create_or_reopen(location, layout, mode, meta, user_attrs, options)
+        except Exception as err:
+            job.publish("created", {"error": f"{type(err).__name__}: {err}"})
+            job.barrier("created")
+            raise
+        job.publish("created", {"error": None})
+        job.barrier("created")
+        return writer
+    job.barrier("created")
+    error = job.fetch("created", 0)["error"]
+    if error is not None:
+        raise StoreError(f"The primary process could not create the run at {location}: {error}")
+    return _attach(location, layout, meta, user_attrs, options)
+
+
+def _create_or_reopen(location: Location, layout: Layout, mode: str, meta: dict[str, Any],
+                      user_attrs: dict[str, Any], options: dict[str, Any]) -> ZarrWriter:
     kv = location.kvstore
-    options = dict(capacity=capacity, ring=ring, max_inflight_bytes=max_inflight_bytes, progress=progress)
     existing = tsio.read_bytes(kv, "zarr.json")
     if mode == "a" and existing is not None:
         return _reopen(location, layout, existing, meta, user_attrs, **options)
@@ -159,6 +223,18 @@ def create_run(
         _remove_partial(kv)
         raise
     return writer
+
+
+def _attach(location: Location, layout: Layout, meta: dict[str, Any], user_attrs: dict[str, Any],
+            options: dict[str, Any]) -> ZarrWriter:
+    """A secondary process's writer for the run the primary created: no metadata is written."""
+    attrs = json.loads(tsio.read_bytes(location.kvstore, "zarr.json")).get("attributes", {})
+    stored = attrs[ATTRS_KEY]
+    arrays = {a.name: tsio.open_array(location.child(a.name), write=True) for a in layout.arrays}
+    committed = int(stored.get("committed", 0))
+    frames = int(next(iter(arrays.values())).shape[0])
+    return ZarrWriter(location, layout, arrays, frames=frames, atoms=int(stored.get("committed_atoms", 0)),
+                      committed=committed, meta=dict(stored, **meta), user_attrs=user_attrs, **options)
 
 
 def _reopen(location, layout, existing, meta, user_attrs, **options) -> ZarrWriter:

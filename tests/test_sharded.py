@@ -1,0 +1,101 @@
+"""Frames sharded over a device mesh: each device flushes its own part to its own chunks."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec
+from sharded_helpers import DIM, REPLICAS, example, expected, initial, record_steps, sharded_runner
+
+import jaxsinks as js
+from jaxsinks import _writer
+
+STEPS = jnp.arange(10, dtype=jnp.int32)
+
+
+def store_files(root: pathlib.Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_sharded_run_equals_the_single_device_run_byte_for_byte(tmp_path, monkeypatch):
+    mesh = jax.make_mesh((4,), ("r",))
+    blocks = []
+    submit = _writer.HostWriter.submit
+
+    def counting(self, offset, n, values, shard=0):
+        blocks.append((shard, offset, n))
+        return submit(self, offset, n, values, shard)
+
+    monkeypatch.setattr(_writer.HostWriter, "submit", counting)
+    sink = js.ZarrSink.create(tmp_path / "sharded", example(), chunk=4, mesh=mesh, axis="r")
+    assert sink.count.shape == (4,) and sink.partition_spec == PartitionSpec("r")
+    x, sink = sharded_runner(mesh, sink)(sink, initial(mesh), STEPS)
+    np.testing.assert_array_equal(np.asarray(sink.flushed), [8, 8, 8, 8])  # two blocks each, never gathered
+    js.close(sink)
+    # 4 devices x (2 full blocks + the tail at close), each block submitted by its own shard
+    assert sorted(blocks) == sorted((s, o, n) for s in range(4) for o, n in ((0, 4), (4, 4), (8, 2)))
+
+    fields = {"x": js.FieldConfig(chunk=(REPLICAS // 4, DIM)), "e": js.FieldConfig(chunk=(REPLICAS // 4,))}
+    single = js.ZarrSink.create(tmp_path / "single", example(), chunk=4, fields=fields)
+    _, single = jax.jit(record_steps)(single, initial(), STEPS)
+    js.close(single)
+
+    run = js.open(tmp_path / "sharded")
+    exp = expected(np.arange(10))
+    assert len(run) == 10 and run.committed == 10 and run.status == "closed"
+    np.testing.assert_array_equal(run["x"][:], exp["x"])
+    np.testing.assert_array_equal(run["e"][:], exp["e"])
+    assert run.steps.tolist() == list(range(10))
+    assert store_files(tmp_path / "sharded") == store_files(tmp_path / "single")
+
+
+def test_sharded_sink_resumes_in_append_mode(tmp_path):
+    mesh = jax.make_mesh((4,), ("r",))
+    sink = js.ZarrSink.create(tmp_path / "run", example(), chunk=4, mesh=mesh, axis="r")
+    runner = sharded_runner(mesh, sink)
+    x, sink = runner(sink, initial(mesh), STEPS[:6])
+    js.close(sink)
+    sink = js.ZarrSink.create(tmp_path / "run", example(), chunk=4, mesh=mesh, axis="r", mode="a")
+    x, sink = runner(sink, x, STEPS[6:])
+    js.close(sink)
+    run = js.open(tmp_path / "run")
+    assert run.steps.tolist() == list(range(10))
+    np.testing.assert_array_equal(run["x"][:], expected(np.arange(10))["x"])
+
+
+def test_recording_a_sharded_sink_outside_shard_map_is_a_clear_error():
+    mesh = jax.make_mesh((4,), ("r",))
+    sink = js.ZarrSink.create("memory://sharded-outside", example(), chunk=4, mesh=mesh, axis="r")
+    with pytest.raises(js.TransformError, match=r"inside shard_map.*P\('r'\)"):
+        js.record(sink, step=0, time=0.0, frame={"x": jnp.ones((REPLICAS, DIM)), "e": jnp.ones(REPLICAS)})
+    js.close(sink)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mesh": "mesh", "axis": "r"}, r"needs both `mesh` \(a jax.sharding.Mesh\).*got mesh=str"),
+        ({"mesh": None}, r"needs both `mesh`.*got mesh=NoneType, axis='r'"),
+        ({"axis": "q"}, r"axis='q', which is not an axis of the mesh"),
+        ({"per_system": True}, r"per_system, ragged and overflow='ring' are not available"),
+    ],
+)
+def test_bad_sharding_arguments_name_the_problem(kwargs, message):
+    mesh = jax.make_mesh((4,), ("r",))
+    options = {"mesh": mesh, "axis": "r", **kwargs}
+    with pytest.raises(js.ConfigError, match=message):
+        js.ZarrSink.create("memory://bad-shard", example(), chunk=4, **options)
+
+
+def test_a_field_not_divisible_over_the_shards_is_a_config_error():
+    mesh = jax.make_mesh((4,), ("r",))
+    with pytest.raises(js.ConfigError, match=r"shape \[6, 3\].*divisible by 4"):
+        js.ZarrSink.create("memory://bad-split", {"x": jnp.zeros((6, 3))}, chunk=4, mesh=mesh, axis="r")
+
+
+def test_a_two_axis_mesh_is_refused():
+    mesh = jax.make_mesh((2, 2), ("r", "m"))
+    with pytest.raises(js.ConfigError, match=r"also has axes \{'m': 2\}.*one axis"):
+        js.ZarrSink.create("memory://bad-mesh", example(), chunk=4, mesh=mesh, axis="r")
