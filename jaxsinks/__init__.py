@@ -1,5 +1,8 @@
 """jaxsinks: JAX-native recording inside jit, scan, while_loop, vmap and grad."""
 
+from ._campaign import Campaign as Campaign
+from ._campaign import RunConfig as RunConfig
+from ._campaign import RunEntry as RunEntry
 from ._close import close as close
 from ._csv_sink import CsvSink as CsvSink
 from ._codecs import Blosc as Blosc
@@ -17,6 +20,9 @@ from ._errors import StoreExistsError as StoreExistsError
 from ._errors import StoreNotFoundError as StoreNotFoundError
 from ._errors import TransformError as TransformError
 from ._errors import WriteError as WriteError
+from ._export import Sample as Sample
+from ._export import TrainingSet as TrainingSet
+from ._export import export_training as export_training
 from ._flags import Flag as Flag
 from ._frame import Field as Field
 from ._frame import FrameSpec as FrameSpec
