@@ -9,6 +9,7 @@ from ._codecs import Blosc as Blosc
 from ._codecs import FieldConfig as FieldConfig
 from ._codecs import Zstd as Zstd
 from ._device_buffer import DeviceBuffer as DeviceBuffer
+from ._host_buffer import HostBuffer as HostBuffer
 from ._errors import ConfigError as ConfigError
 from ._errors import FrameError as FrameError
 from ._errors import JaxsinksError as JaxsinksError

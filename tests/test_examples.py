@@ -128,3 +128,11 @@ def test_lj_fire_example(tmp_path):
     steps = int(out.split()[0])
     assert len(js.open(tmp_path / "trajectory.zarr")) == (steps + 9) // 10
     run_example("lj_fire.py", "--sizes", "13,19", "--out", str(tmp_path))  # a re-run replaces it
+
+
+def test_multihost_example(tmp_path):
+    out = run_example("multihost.py", "--processes", "2", "--devices", "2", "--replicas", "16", "--steps", "50",
+                      "--out", str(tmp_path / "run"))
+    assert "process 0 of 2: recorded the replicas of its 2 devices" in out
+    assert "process 1 of 2: recorded the replicas of its 2 devices" in out
+    assert "5 frames of 16 replicas, status closed, written by 2 processes; values match the reference" in out

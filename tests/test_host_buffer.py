@@ -1,0 +1,141 @@
+"""HostBuffer: frames offloaded from the compiled loop into preallocated host memory."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
+
+import jaxsinks as js
+
+
+@pytest.fixture
+def make():
+    """Create HostBuffers and release their host memory after the test."""
+    made = []
+
+    def create(*args, **kwargs):
+        sink = js.HostBuffer.create(*args, **kwargs)
+        made.append(sink)
+        return sink
+
+    yield create
+    for sink in made:
+        sink.release()
+
+
+def assert_frames(trajectory, step_list):
+    exp = expected(step_list)
+    assert trajectory.steps.tolist() == list(step_list)
+    np.testing.assert_allclose(trajectory.times, 0.25 * np.asarray(step_list, np.float32))
+    np.testing.assert_array_equal(trajectory.frames["x"], exp["x"])
+    np.testing.assert_array_equal(trajectory.frames["e"], exp["e"])
+
+
+def test_frames_move_to_host_memory_and_read_back_during_and_after_the_run(make):
+    sink = make(EXAMPLE, capacity=64, chunk=4, every=2)
+    assert sink.columns.leaves[0].shape[0] == 4 + 1  # device memory: one block (plus the trash row)
+    sink = run_steps(sink, steps(0, 21))  # 11 frames: 2 blocks on the host, 3 staged
+    assert int(sink.flushed) == 8 and int(sink.count) == 3 and len(sink) == 11
+    assert_frames(sink.read(), range(0, 21, 2))
+    sink = run_steps(sink, steps(21, 30))
+    closed = js.close(sink)
+    assert int(closed.count) == 0 and int(closed.flushed) == 15
+    assert_frames(closed.read(), range(0, 30, 2))
+    assert_frames(sink.read(), range(0, 30, 2))  # the sink before close reads the same frames
+
+
+@pytest.mark.parametrize(("overflow", "kept"), [("drop", range(10)), ("ring", range(14, 24))])
+def test_overflow_keeps_the_first_or_the_newest_frames(make, overflow, kept):
+    sink = make(EXAMPLE, capacity=10, chunk=4, overflow=overflow)
+    sink = js.close(run_steps(sink, steps(0, 24)))
+    assert len(sink) == 10
+    assert_frames(sink.read(), kept)
+
+
+def test_overflow_error_raises_naming_capacity_and_count_and_keeps_the_first_frames(make):
+    sink = make(EXAMPLE, capacity=10, chunk=4)
+    sink = run_steps(sink, steps(0, 13))
+    with pytest.raises(js.SinkOverflowError, match="capacity is 10 frames but 13 were recorded"):
+        sink.read()
+    with pytest.raises(js.SinkOverflowError, match="capacity is 10 frames but 13 were recorded"):
+        js.close(sink)
+    assert_frames(sink.read(check=False), range(10))
+
+
+def test_per_system_masked_rows_keep_their_system_index(make):
+    frame = {"x": jnp.zeros((3, 2))}
+    sink = make(frame, capacity=32, chunk=4, per_system=True, once=True)
+
+    @jax.jit
+    def run(sink):
+        def body(sink, i):
+            x = jnp.full((3, 2), i.astype(jnp.float32)) + jnp.arange(3, dtype=jnp.float32)[:, None]
+            converged = i >= jnp.array([2, 5, 3])  # system j converges at step 2, 5, 3
+            return js.record(sink, step=i, time=i.astype(jnp.float32), frame={"x": x}, mask=converged), None
+
+        return jax.lax.scan(body, sink, jnp.arange(8, dtype=jnp.int32))[0]
+
+    sink = js.close(run(sink))
+    got = sink.read()
+    assert got.steps.tolist() == [2, 3, 5] and got.systems.tolist() == [0, 2, 1]
+    np.testing.assert_array_equal(got.frames["x"][:, 0], [2.0, 5.0, 6.0])
+
+
+def test_drain_returns_the_frames_and_an_empty_buffer_that_carries_on(make):
+    sink = make(EXAMPLE, capacity=16, chunk=4)
+    sink = run_steps(sink, steps(0, 10))
+    first, sink = sink.drain()
+    assert_frames(first, range(10))
+    assert len(sink) == 0 and sink.read().steps.tolist() == []
+    sink = js.close(run_steps(sink, steps(10, 16)))
+    assert_frames(sink.read(), range(10, 16))
+
+
+def test_save_npz_round_trips(make, tmp_path):
+    sink = js.close(run_steps(make(EXAMPLE, capacity=16, chunk=4), steps(0, 9)))
+    sink.save_npz(tmp_path / "traj.npz")
+    with np.load(tmp_path / "traj.npz") as data:
+        assert sorted(data.files) == ["e", "step", "time", "x"]
+        exp = expected(range(9))
+        np.testing.assert_array_equal(data["x"], exp["x"])
+        np.testing.assert_array_equal(data["e"], exp["e"])
+        assert data["step"].tolist() == list(range(9))
+
+
+def test_to_zarr_writes_a_run_that_open_reads(make):
+    sink = js.close(run_steps(make(EXAMPLE, capacity=32, chunk=4, every=3), steps(0, 40)))
+    store = memory_store()
+    assert sink.to_zarr(store, chunk=5, attrs={"source": "host"}) == 14
+    run = js.open(store)
+    assert len(run) == 14 and run.status == "closed" and run.attrs["source"] == "host"
+    assert run.steps.tolist() == list(range(0, 40, 3))
+    np.testing.assert_array_equal(run["x"][:], expected(range(0, 40, 3))["x"])
+    assert run.schedule == {"type": "every", "n": 3, "start": 0}
+
+
+def test_released_memory_is_a_clear_error(make):
+    sink = run_steps(make(EXAMPLE, capacity=8, chunk=4), steps(0, 5))
+    sink.release()
+    with pytest.raises(js.StoreError, match="host memory was released"):
+        sink.read()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"capacity": 0}, r"`capacity` to be a positive int.*got 0"),
+        ({"capacity": 4, "chunk": 8}, r"flush block \(chunk=8\) to fit in `capacity` \(4 frames\)"),
+        ({"capacity": 8, "overflow": "wrap"}, r"`overflow` to be one of \['error', 'drop', 'ring'\]; got 'wrap'"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, message):
+    with pytest.raises(js.ConfigError, match=message):
+        js.HostBuffer.create(EXAMPLE, **kwargs)
+
+
+def test_vmap_is_a_clear_error(make):
+    sink = make(EXAMPLE, capacity=8, chunk=4)
+    frames = {"x": jnp.ones((2, 3)), "e": jnp.ones(2)}
+    with pytest.raises(js.TransformError, match="cannot be written under jax.vmap"):
+        jax.vmap(lambda f: js.record(sink, step=0, time=0.0, frame=f).count)(frames)
