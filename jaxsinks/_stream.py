@@ -1,10 +1,10 @@
 """StreamSink: frames staged in a device block and streamed to a host writer (Zarr, CSV).
 
 The sink holds one staging block of ``block`` frames (a chunk, or a shard when sharded) on the
-device. When a write fills it, a `lax.cond` hands the whole block to the host writer through
-`jax.experimental.io_callback`; the callback returns ``[frames accepted, flags]``, which is added
-into the sink's ``flushed`` counter and ``flags``. That data dependency is what keeps the flush
-alive under `grad` (an unused callback result would be dropped). Device memory is one block.
+device. When a write fills it, a `lax.cond` hands the whole block to the host writer through a
+host callback (`jaxsinks._callback`: io_callback without its device_put), which returns
+``[frames accepted, flags]``, added into the sink's ``flushed`` counter and ``flags``. That data
+dependency is what keeps the flush alive under `grad` (an unused callback result would be dropped). Device memory is one block.
 Subclasses (`ZarrSink`, `CsvSink`) differ only in how they create their host writer.
 """
 
@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
-from jax.experimental import io_callback
 
 from . import _sharding, _writer
+from ._callback import host_call
 from ._columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
 from ._errors import SinkOverflowError, StoreError, TransformError
 from ._flags import Flag
@@ -273,12 +273,13 @@ def _device_flush(sink: StreamSink, n: jax.Array, shard: jax.Array) -> jax.Array
     columns = [sink.columns.step, lax.stop_gradient(sink.columns.time)]
     if sink.columns.system is not None:
         columns.append(sink.columns.system)
-    return io_callback(
-        _writer.host_flush,
-        jax.ShapeDtypeStruct((2,), jnp.int32),
-        sink.writer, shard, sink.flushed, n, jnp.stack(bad), *stored, *columns,
-        ordered=False,
-    )
+    (ack,) = host_call(_host_flush, [jax.ShapeDtypeStruct((2,), jnp.int32)],
+                       sink.writer, shard, sink.flushed, n, jnp.stack(bad), *stored, *columns)
+    return ack
+
+
+def _host_flush(*args: np.ndarray) -> tuple[np.ndarray]:
+    return (_writer.host_flush(*args),)
 
 
 def _host_tail(writer, layout: Layout, offset: int, n: int, leaves, steps, times, systems,
