@@ -1,6 +1,9 @@
 """Frames sharded over a device mesh: each device flushes its own part to its own chunks."""
 
+import os
 import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -99,3 +102,40 @@ def test_a_two_axis_mesh_is_refused():
     mesh = jax.make_mesh((2, 2), ("r", "m"))
     with pytest.raises(js.ConfigError, match=r"also has axes \{'m': 2\}.*one axis"):
         js.ZarrSink.create("memory://bad-mesh", example(), chunk=4, mesh=mesh, axis="r")
+
+
+LARGE_BLOCKS = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+import jaxsinks as js
+
+mesh = jax.make_mesh((4,), ("r",))
+example = {"x": jax.ShapeDtypeStruct((64, 16384), jnp.float32)}  # 1 MiB per device and frame
+sink = js.ZarrSink.create("memory://large", example, chunk=4, codec=None, mesh=mesh, axis="r")
+
+def run(sink, x, steps):
+    def body(carry, i):
+        x, sink = carry
+        x = x + 1.0
+        return (x, js.record(sink, step=i, time=i.astype(jnp.float32), frame={"x": x})), None
+    return jax.lax.scan(body, (x, sink), steps)[0]
+
+f = jax.jit(jax.shard_map(run, mesh=mesh, in_specs=(sink.partition_spec, P("r"), P()),
+                          out_specs=(P("r"), sink.partition_spec)))
+x0 = jax.device_put(np.zeros((64, 16384), np.float32), NamedSharding(mesh, P("r")))
+x, sink = f(sink, x0, jnp.arange(12))
+js.close(sink)
+stored = js.open("memory://large")["x"][:]
+assert stored.shape == (12, 64, 16384) and np.array_equal(stored[:, :, 0], np.arange(1, 13)[:, None] * np.ones(64))
+print("ok", len(js.open("memory://large")))
+"""
+
+
+def test_four_devices_flush_4_mib_blocks_on_two_cores_without_deadlock():
+    """io_callback's device_put onto a busy CPU device deadlocked this (see jaxsinks/_callback.py)."""
+    proc = subprocess.run([sys.executable, "-c", LARGE_BLOCKS], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok 12"
