@@ -106,15 +106,14 @@ def main() -> None:
         from jaxsinks.testing import local_s3_server
 
         server = local_s3_server(bucket="bench")
-        s3 = server.__enter__()
     runners = {1: make_runner(1, frames), 4: make_runner(4, frames)}
     targets = ["local disk"] + ([] if server is None else ["S3 (local moto)"])
     names = [(d, t) for t in targets for d in (1, 4)]
     counter = iter(range(10**6))
 
-    def store(target: str) -> str:
+    def store(target: str):
         n = next(counter)
-        return os.path.join(root, f"run-{n}.zarr") if target == "local disk" else s3.url(f"run-{n}.zarr")
+        return os.path.join(root, f"run-{n}.zarr") if target == "local disk" else server.store(f"run-{n}.zarr")
 
     try:
         for d, t in names:  # warm-up: compile, first store
@@ -132,7 +131,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
         if server is not None:
-            server.__exit__(None, None, None)
+            server.stop()
     mib = frames * FRAME_BYTES / 2**20
     rows = []
     for d, t in names:

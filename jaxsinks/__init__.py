@@ -4,6 +4,8 @@ from ._campaign import Campaign as Campaign
 from ._campaign import RunConfig as RunConfig
 from ._campaign import RunEntry as RunEntry
 from ._close import close as close
+from ._cloud import gcs as gcs
+from ._cloud import s3 as s3
 from ._csv_sink import CsvSink as CsvSink
 from ._codecs import Blosc as Blosc
 from ._codecs import FieldConfig as FieldConfig

@@ -49,6 +49,9 @@ class Location:
     def __str__(self) -> str:
         return describe(self.kvstore)
 
+    def __repr__(self) -> str:  # the spec can name credentials sources and endpoints: not shown
+        return f"Location({describe(self.kvstore)!r})"
+
 
 def parse(store: Any) -> Location:
     """Parse `store` (a path, a URL or a kvstore spec dict) into a `Location`."""
@@ -77,6 +80,12 @@ def parse(store: Any) -> Location:
         return Location(_file("/" + path if parts.path.startswith("/") else parts.netloc + "/" + path))
     if scheme == "memory":
         return Location({"driver": "memory", "path": _dir(parts.netloc + "/" + path)})
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"`store` {scheme}://... holds user info before the bucket (not shown here); jaxsinks "
+            f"takes no credentials in URLs. Pass them with jaxsinks.s3(..., credentials=...) or "
+            "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."
+        )
     bucket = parts.hostname or ""
     if not bucket:
         raise ConfigError(f"`store` {scheme}://... needs a bucket name: {scheme}://BUCKET/path.")

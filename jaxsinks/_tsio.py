@@ -14,6 +14,7 @@ from typing import Any
 
 import tensorstore as ts
 
+from ._cloud import DEFAULT_RETRIES, request_retries
 from ._errors import StoreError
 from ._location import describe
 
@@ -29,12 +30,37 @@ WRITE_CONTEXT = ts.Context(
     parent=CONTEXT,
 )
 
+#: A stalled request (a server that accepts connections but never answers) is dropped after
+#: moving less than `STALL_BYTES_PER_SECOND` for `STALL_SECONDS`, and retried; without these
+#: TensorStore waits for ever. TensorStore reads them once, at its first HTTP request, so they are
+#: set at import unless the user has set them (JAX sets 60 s and 256 B/s on TPU hosts).
+STALL_SECONDS = 5
+STALL_BYTES_PER_SECOND = 256
+os.environ.setdefault("TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS", str(STALL_SECONDS))
+os.environ.setdefault("TENSORSTORE_CURL_LOW_SPEED_LIMIT_BYTES", str(STALL_BYTES_PER_SECOND))
+
 _SPEC_IN_MESSAGE = re.compile(r"\s*\[(tensorstore_spec|source locations)=.*$", re.DOTALL)
+_USERINFO = re.compile(r"(?<=://)[^/\s@'\"]*@")
+_RETRIES = {"s3": "s3_request_retries", "gcs": "gcs_request_retries"}
 
 
 def clean_message(err: BaseException) -> str:
-    """A TensorStore error message without the embedded spec and source locations."""
-    return _SPEC_IN_MESSAGE.sub("", str(err)).strip()
+    """A TensorStore error message without the embedded spec, source locations, or the user
+    info (``user:password@``) of any URL in it.
+    """
+    return _USERINFO.sub("***@", _SPEC_IN_MESSAGE.sub("", str(err))).strip()
+
+
+def with_request_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` with jaxsinks' request retries for object stores, unless it names its own.
+
+    TensorStore's default (32 attempts, delays up to 32 s) turns a dead server into minutes of
+    silence; jaxsinks' (`jaxsinks._cloud.DEFAULT_RETRIES`) surfaces it in seconds.
+    """
+    key = _RETRIES.get(spec.get("driver", ""))
+    if key is None or key in spec:
+        return spec
+    return {**spec, key: request_retries(DEFAULT_RETRIES)}
 
 
 @contextlib.contextmanager
@@ -50,7 +76,7 @@ def translated(action: str, kvstore: dict[str, Any]) -> Iterator[None]:
 
 def kvstore(spec: dict[str, Any]) -> ts.KvStore:
     with translated("open the store", spec):
-        return ts.KvStore.open(spec, context=CONTEXT).result()
+        return ts.KvStore.open(with_request_defaults(spec), context=CONTEXT).result()
 
 
 def read_bytes(spec: dict[str, Any], key: str) -> bytes | None:
@@ -81,7 +107,7 @@ def create_array(spec: dict[str, Any], metadata: dict[str, Any]) -> ts.TensorSto
     """Create a zarr3 array for writing (in `WRITE_CONTEXT`)."""
     with translated("create an array in", spec):
         return ts.open(
-            {"driver": "zarr3", "kvstore": spec, "metadata": metadata},
+            {"driver": "zarr3", "kvstore": with_request_defaults(spec), "metadata": metadata},
             create=True,
             context=WRITE_CONTEXT,
         ).result()
@@ -91,7 +117,8 @@ def open_array(spec: dict[str, Any], *, write: bool = False) -> ts.TensorStore:
     """Open an existing zarr3 array, for reading or (with `write`) for appending."""
     with translated("open the array", spec):
         context = WRITE_CONTEXT if write else CONTEXT
-        return ts.open({"driver": "zarr3", "kvstore": spec}, open=True, context=context).result()
+        return ts.open({"driver": "zarr3", "kvstore": with_request_defaults(spec)}, open=True,
+                       context=context).result()
 
 
 def resize(arrays: list[ts.TensorStore], frames: int, spec: dict[str, Any], *,

@@ -1,6 +1,7 @@
 """Every example runs, at a small size, as a real subprocess."""
 
 import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -136,3 +137,13 @@ def test_multihost_example(tmp_path):
     assert "process 0 of 2: recorded the replicas of its 2 devices" in out
     assert "process 1 of 2: recorded the replicas of its 2 devices" in out
     assert "5 frames of 16 replicas, status closed, written by 2 processes; values match the reference" in out
+
+
+def test_cloud_s3_example():
+    out = run_example("cloud_s3.py", "--walkers", "32", "--steps", "64", "--every", "4")
+    assert "segment 0 ('w-'): 16 frames committed" in out
+    assert "segment 1 ('a'): 32 frames committed" in out
+    assert "read back 32 frames of (32,) from s3://jaxsinks-example/walk.zarr: jaxsinks.open and zarr-python agree" in out
+    pid = int(out.rsplit("(pid ", 1)[1].split(")")[0])
+    with pytest.raises(ProcessLookupError):  # the example stopped its server
+        os.kill(pid, 0)
