@@ -16,7 +16,9 @@ One store, a Zarr v3 hierarchy::
                                   every field of the frame; chunks of (1, sample_size) points
 
 Each group's attributes hold the stored size of every chunk, so a sampler can report its read
-amplification (bytes read / bytes needed) without asking the store.
+amplification (bytes read / bytes needed) without asking the store. As usual in Zarr, a chunk whose
+values all equal the fill value (NaN for floats, 0 otherwise: e.g. the ``run`` column of a one-run
+export) is not stored; it reads as those values and counts as 0 bytes read.
 """
 
 from __future__ import annotations
@@ -532,7 +534,9 @@ class TrainingSet:
 
         A frames export reads ``n`` frames from a random chunk; a points export picks a run (with
         probability proportional to its frames), a frame, and a chunk of its points. `n` must not
-        exceed the chunk (the `sample_size` exported with).
+        exceed the chunk (the `sample_size` exported with); a last chunk shorter than `n` is
+        never drawn, so with ``n`` equal to the sample size, make the item count a multiple of it
+        to use every item. The shuffle is done once: the same chunks come back across epochs.
 
         Args:
             n: how many frames or points.

@@ -1,0 +1,357 @@
+"""Campaigns: many runs under one root, each writing its own entry; listing assembles the manifest.
+
+Concurrent writers (threads and real processes), a run killed with SIGKILL, and bad input.
+"""
+
+import concurrent.futures
+import json
+import os
+import pathlib
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
+
+import jaxsinks as js
+from jaxsinks import _campaign
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+#: A worker process: rebuild the run's config from JSON, record FRAMES frames and close
+#: (FRAMES < 0: record 8 frames per call until killed, printing the frames recorded).
+CHILD = r"""
+import json, sys
+import jaxsinks as js
+from zarr_helpers import EXAMPLE, run_steps, steps
+
+config = js.RunConfig.from_config(json.loads(sys.argv[1]))
+frames = int(sys.argv[2])
+sink = config.create(EXAMPLE)
+if frames >= 0:
+    js.close(run_steps(sink, steps(0, frames)))
+else:
+    start = 0
+    while True:
+        sink = run_steps(sink, steps(start, start + 8))
+        start += 8
+        print(start, flush=True)
+"""
+
+
+def spawn(config: js.RunConfig, frames: int, log: pathlib.Path) -> subprocess.Popen:
+    with log.open("w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-c", CHILD, json.dumps(config.to_config()), str(frames)],
+            stdout=subprocess.DEVNULL, stderr=err, cwd=HERE, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        )
+
+
+def record_run(campaign: js.Campaign, run_id: str, frames: int, **params) -> js.RunEntry:
+    sink = campaign.create_run(run_id, EXAMPLE, params=params, chunk=4)
+    js.close(run_steps(sink, steps(0, frames)))
+    return campaign.entry(run_id)
+
+
+# ------------------------------------------------------------------------------ basics
+
+
+def test_a_run_records_its_entry_from_running_to_closed(tmp_path):
+    campaign = js.Campaign.create(tmp_path / "c", attrs={"sweep": "temperature"})
+    sink = campaign.create_run("t300", EXAMPLE, params={"T": 300.0, "seed": 1}, chunk=4)
+    running = campaign.entry("t300")
+    assert running.status == "running" and running.committed == 0 and running.closed is None
+    assert running.alive is True and not running.stale  # this process is recording it
+    sink = run_steps(sink, steps(0, 10))
+    js.close(sink)
+
+    entry = campaign.entry("t300")
+    assert (entry.status, entry.committed, entry.error) == ("closed", 10, None)
+    assert entry.params == {"T": 300.0, "seed": 1}
+    assert [f["name"] for f in entry.schema["fields"]] == ["e", "x"] and entry.schema["chunk"] == 4
+    assert entry.created <= entry.closed
+    run = campaign.open_run("t300")
+    np.testing.assert_array_equal(run["x"][:], expected(range(10))["x"])
+
+    stored = json.loads((tmp_path / "c" / "entries" / "t300.json").read_text())
+    assert stored["schema_version"] == _campaign.CAMPAIGN_SCHEMA_VERSION and stored["status"] == "closed"
+    reopened = js.Campaign.open(str(tmp_path / "c"))
+    assert reopened.attrs == {"sweep": "temperature"} and reopened.run_ids() == ["t300"]
+
+
+def test_consolidate_writes_every_entry_into_the_manifest(tmp_path):
+    campaign = js.Campaign.create(tmp_path / "c")
+    for i in range(3):
+        record_run(campaign, f"r{i}", 5 + i, i=i)
+    manifest = campaign.consolidate()
+    on_disk = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert on_disk["schema_version"] == _campaign.CAMPAIGN_SCHEMA_VERSION
+    assert [(r["run_id"], r["status"], r["committed"], r["params"]) for r in on_disk["runs"]] == [
+        ("r0", "closed", 5, {"i": 0}), ("r1", "closed", 6, {"i": 1}), ("r2", "closed", 7, {"i": 2})]
+
+
+def test_listing_filters_by_status_params_and_predicate():
+    campaign = js.Campaign.create(memory_store())
+    for i, T in enumerate([100.0, 200.0, 200.0]):
+        record_run(campaign, f"r{i}", 4 + 4 * i, T=T, method="fire")
+    open_sink = campaign.create_run("live", EXAMPLE, params={"T": 200.0}, chunk=4)
+    try:
+        assert [e.run_id for e in campaign.runs()] == ["live", "r0", "r1", "r2"]
+        assert [e.run_id for e in campaign.runs(status="closed", params={"T": 200.0})] == ["r1", "r2"]
+        assert [e.run_id for e in campaign.runs(status=["running"])] == ["live"]
+        assert [e.run_id for e in campaign.runs(params={"method": "fire", "T": 100.0})] == ["r0"]
+        assert [e.run_id for e in campaign.runs(where=lambda e: e.committed > 6)] == ["r1", "r2"]
+        assert len(campaign) == 4
+        with pytest.raises(js.ConfigError, match=r"`status` must be among .*got \['done'\]"):
+            campaign.runs(status="done")
+    finally:
+        js.close(open_sink)
+    assert campaign.entry("live").status == "closed"
+
+
+def test_frames_iterate_across_runs_with_the_run_id():
+    campaign = js.Campaign.create(memory_store())
+    record_run(campaign, "a", 6)
+    record_run(campaign, "b", 3)
+    frames = list(campaign.frames(fields=["e"]))
+    assert [(f["run"], int(f["step"])) for f in frames] == [("a", s) for s in range(6)] + [("b", s) for s in range(3)]
+    assert set(frames[0]) == {"e", "step", "time", "run"}
+    np.testing.assert_array_equal([f["e"] for f in frames], np.r_[expected(range(6))["e"], expected(range(3))["e"]])
+    assert [f["run"] for f in campaign.frames(where=lambda e: e.run_id == "b")] == ["b"] * 3
+    with pytest.raises(KeyError, match=r"Run 'a' has no fields \['nope'\]"):
+        list(campaign.frames(fields=["nope"]))
+
+
+def test_to_xarray_concatenates_runs_with_run_and_param_coordinates():
+    campaign = js.Campaign.create(memory_store())
+    record_run(campaign, "a", 5, T=1.0, label="x", tags=[1])
+    record_run(campaign, "b", 3, T=2.0, label="y")
+    ds = campaign.to_xarray()
+    assert ds.sizes["frame"] == 8
+    assert ds["run"].values.tolist() == ["a"] * 5 + ["b"] * 3
+    assert ds["param_T"].values.tolist() == [1.0] * 5 + [2.0] * 3
+    assert ds["param_label"].values.tolist() == ["x"] * 5 + ["y"] * 3
+    assert "param_tags" not in ds.coords  # not a scalar, and not in every run
+    np.testing.assert_array_equal(ds["x"].values, np.r_[expected(range(5))["x"], expected(range(3))["x"]])
+    assert ds["step"].values.tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+
+
+def test_to_xarray_names_every_run_whose_schema_differs():
+    campaign = js.Campaign.create(memory_store())
+    record_run(campaign, "a", 4)
+    other = {"x": jnp.zeros(5), "e": jnp.zeros(())}
+    js.close(campaign.create_run("b", other, chunk=4))
+    with pytest.raises(js.SchemaMismatchError,
+                       match=r"field 'x' is float32\[5\] .* in run 'b' but float32\[3\] .* in run 'a'"):
+        campaign.to_xarray()
+    assert campaign.to_xarray(fields=["e"]).sizes["frame"] == 4  # the agreeing field alone works
+    with pytest.raises(js.ConfigError, match="No run of the campaign"):
+        campaign.to_xarray(status="failed")
+
+
+def test_a_failed_close_marks_the_run_failed_with_the_error():
+    campaign = js.Campaign.create(memory_store())
+    sink = campaign.create_run("hot", EXAMPLE, chunk=4, fields={"e": js.FieldConfig(dtype="float16")})
+    sink = run_steps(sink, steps(0, 4))  # e = 0..1.5: fits float16
+    big = js.record(sink, step=jnp.int32(4), time=jnp.float32(0), frame={"x": jnp.zeros(3), "e": jnp.float32(1e6)})
+    with pytest.raises(js.OutOfRangeError):
+        js.close(big)
+    entry = campaign.entry("hot")
+    assert entry.status == "failed" and entry.committed == 4 and entry.closed is not None
+    assert entry.error.startswith("OutOfRangeError: ") and "'e' (float16)" in entry.error
+    assert [e.run_id for e in campaign.runs(status="failed")] == ["hot"]
+
+
+# ------------------------------------------------------------------------- concurrency
+
+
+def test_threads_write_runs_concurrently_into_one_campaign(tmp_path):
+    campaign = js.Campaign.create(tmp_path / "c")
+    counts = {f"run-{i:02d}": 3 + 5 * i for i in range(8)}
+
+    def work(run_id):
+        return record_run(campaign, run_id, counts[run_id], n=counts[run_id])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, counts))
+    entries = campaign.runs()
+    assert {e.run_id: (e.status, e.committed, e.params["n"]) for e in entries} == {
+        k: ("closed", n, n) for k, n in counts.items()}
+    for run_id, n in counts.items():
+        run = campaign.open_run(run_id)
+        assert len(run) == n and run.steps.tolist() == list(range(n))
+    assert len(campaign.consolidate()["runs"]) == 8
+
+
+@pytest.mark.slow
+def test_processes_write_runs_concurrently_from_json_configs(tmp_path):
+    campaign = js.Campaign.create(tmp_path / "c")
+    counts = {"p0": 9, "p1": 17, "p2": 30}
+    children = {}
+    for run_id, n in counts.items():
+        config = campaign.run_config(run_id, params={"n": n}, chunk=4, codec=js.Zstd(3))
+        children[run_id] = spawn(config, n, tmp_path / f"{run_id}.log")
+    for run_id, child in children.items():
+        assert child.wait(timeout=120) == 0, (tmp_path / f"{run_id}.log").read_text()
+    entries = {e.run_id: e for e in campaign.runs()}
+    assert {k: (e.status, e.committed, e.params) for k, e in entries.items()} == {
+        k: ("closed", n, {"n": n}) for k, n in counts.items()}
+    assert len({e.pid for e in entries.values()} | {os.getpid()}) == 4  # three other processes
+    assert all(e.alive is False and not e.stale for e in entries.values())
+    run = campaign.open_run("p2")
+    assert run.describe()["fields"][0]["codecs"][-1] == "zstd"
+    np.testing.assert_array_equal(run["x"][:], expected(range(30))["x"])
+
+
+@pytest.mark.slow
+def test_a_killed_run_stays_running_is_stale_and_listing_works(tmp_path):
+    campaign = js.Campaign.create(tmp_path / "c")
+    record_run(campaign, "done", 5)
+    log = tmp_path / "crash.log"
+    child = spawn(campaign.run_config("crash", params={"kill": True}, chunk=4), -1, log)
+    try:
+        deadline = time.monotonic() + 120
+        while "crash" not in campaign.run_ids() or campaign.entry("crash").committed < 8:
+            assert child.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the child never committed 8 frames"
+            time.sleep(0.02)
+        assert campaign.entry("crash").alive is True
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    entries = {e.run_id: e for e in campaign.runs()}
+    crashed = entries["crash"]
+    assert entries["done"].status == "closed" and entries["done"].committed == 5
+    assert crashed.status == "running" and crashed.alive is False and crashed.stale
+    assert crashed.closed is None and crashed.committed >= 8 and crashed.pid == child.pid
+    run = campaign.open_run("crash")
+    assert len(run) == crashed.committed and run.steps.tolist() == list(range(len(run)))
+    assert [e.run_id for e in campaign.runs(where=lambda e: e.stale)] == ["crash"]
+    assert len(campaign.consolidate()["runs"]) == 2
+
+    failed = campaign.mark_failed("crash", "killed")
+    assert (failed.status, failed.error, failed.committed) == ("failed", "killed", crashed.committed)
+    assert campaign.entry("crash").status == "failed" and not campaign.entry("crash").stale
+
+
+def test_process_alive_tells_dead_and_reused_pids():
+    me = os.getpid()
+    host = _campaign.socket.gethostname()
+    start = _campaign._proc_stat(me)[1]
+    assert _campaign.process_alive(host, me, _campaign._boot_id(), start) is True
+    assert _campaign.process_alive(host, me, None, start + 1) is False  # the pid was reused
+    assert _campaign.process_alive(host, me, "another-boot", start) is False  # the machine rebooted
+    assert _campaign.process_alive("some-other-host", me, None, None) is None
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert _campaign.process_alive(host, child.pid, None, None) is False
+
+
+# ----------------------------------------------------------------------- configurations
+
+
+def test_run_config_round_trips_through_json_and_pickle():
+    campaign = js.Campaign.create(memory_store())
+    config = campaign.run_config(
+        "r", params={"T": 1.5, "grid": [1, 2]}, every=js.Every(2), chunk=4, codec=js.Blosc("zstd", 3, "bitshuffle"),
+        fields={"x": js.FieldConfig(dtype="float16", chunk=(2,), dims=("xyz",))}, time_dtype=jnp.float32, attrs={"note": "n"},
+    )
+    text = json.dumps(config.to_config())
+    assert js.RunConfig.from_config(json.loads(text)) == config
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert js.Campaign.from_config(json.loads(json.dumps(campaign.to_config()))).location == campaign.location
+    sink = js.RunConfig.from_config(json.loads(text)).create(EXAMPLE)
+    js.close(run_steps(sink, steps(0, 6)))
+    run = campaign.open_run("r")
+    assert run.steps.tolist() == [0, 2, 4] and run["x"].dtype == np.float16 and run.attrs == {"note": "n"}
+    assert run["x"].dims == ("frame", "xyz")
+
+
+def test_run_config_rejects_what_json_cannot_hold():
+    campaign = js.Campaign.create(memory_store())
+    config = campaign.run_config("w", every=js.When(lambda step, time: step > 2))
+    with pytest.raises(js.ConfigError, match="When schedule.*Pickle the RunConfig"):
+        config.to_config()
+    with pytest.raises(js.ConfigError, match=r"ZarrSink.create options .*got \['mode'\]"):
+        campaign.run_config("m", mode="w")
+    with pytest.raises(js.ConfigError, match="made by RunConfig.to_config"):
+        js.RunConfig.from_config({"run_id": "x"})
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_a_duplicate_run_id_is_a_clear_error_and_leaves_the_run_alone():
+    campaign = js.Campaign.create(memory_store())
+    record_run(campaign, "r1", 4)
+    with pytest.raises(js.StoreExistsError, match=r"already has a run 'r1' \(status 'closed'"):
+        campaign.create_run("r1", EXAMPLE, chunk=4)
+    assert campaign.entry("r1").committed == 4 and len(campaign.open_run("r1")) == 4
+
+
+def test_a_run_store_without_entry_is_not_overwritten(tmp_path):
+    campaign = js.Campaign.create(tmp_path / "c")
+    js.close(js.ZarrSink.create(tmp_path / "c" / "runs" / "r1", EXAMPLE, chunk=4))
+    with pytest.raises(js.StoreExistsError, match="already holds a run store 'runs/r1'"):
+        campaign.create_run("r1", EXAMPLE, chunk=4)
+    assert campaign.run_ids() == []
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"T": np.float32(1.0)}, r"`params\['T'\]` is a numpy.float32, which is not JSON"),
+    ({"T": float("nan")}, r"`params\['T'\]` is nan, which JSON cannot hold"),
+    ({1: 2}, "has the key 1; JSON object keys must be strings"),
+    ({"a": [1, {2, 3}]}, r"`params\['a'\]\[1\]` is a builtins.set"),
+    ([1, 2], "`params` must be a dict of JSON values; got list"),
+])
+def test_params_must_be_json(params, match):
+    campaign = js.Campaign.create(memory_store())
+    with pytest.raises(js.ConfigError, match=match):
+        campaign.create_run("r", EXAMPLE, params=params)
+    assert campaign.run_ids() == []
+
+
+@pytest.mark.parametrize("run_id", ["", "a/b", "-x", "x" * 129, "run id", 3])
+def test_run_ids_must_name_a_directory(run_id):
+    with pytest.raises(js.ConfigError, match="`run_id` must be 1 to 128 letters"):
+        js.Campaign.create(memory_store()).run_config(run_id)
+
+
+def test_a_manifest_or_entry_from_a_newer_schema_is_a_clear_error(tmp_path):
+    root = tmp_path / "c"
+    campaign = js.Campaign.create(root)
+    record_run(campaign, "r", 4)
+    manifest = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps(dict(manifest, schema_version=99)))
+    with pytest.raises(js.StoreError, match="written with campaign schema version 99; this jaxsinks "
+                                            "reads versions up to 1. Upgrade jaxsinks"):
+        js.Campaign.open(root)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    entry = json.loads((root / "entries" / "r.json").read_text())
+    (root / "entries" / "r.json").write_text(json.dumps(dict(entry, schema_version=2)))
+    with pytest.raises(js.StoreError, match=r"entry .*r.json was written with campaign schema version 2"):
+        js.Campaign.open(root).runs()
+
+
+def test_create_and_open_refuse_the_wrong_root(tmp_path):
+    root = tmp_path / "c"
+    js.Campaign.create(root)
+    with pytest.raises(js.StoreExistsError, match="A campaign already exists"):
+        js.Campaign.create(root)
+    assert js.Campaign.create(root, exist_ok=True).location == js.Campaign.open(root).location
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file").write_text("x")
+    with pytest.raises(js.StoreExistsError, match="is not empty and holds no campaign manifest"):
+        js.Campaign.create(tmp_path / "other")
+    with pytest.raises(js.StoreNotFoundError, match="There is no campaign at"):
+        js.Campaign.open(tmp_path / "missing")
+    with pytest.raises(KeyError, match="has no run 'nope'"):
+        js.Campaign.open(root).entry("nope")
