@@ -36,6 +36,8 @@ from ._reader import Run as Run
 from ._reader import open as open  # noqa: A004
 from ._record import is_sink as is_sink
 from ._record import record as record
+from ._recording import Recording as Recording
+from ._recording import recording as recording
 from ._schedule import Every as Every
 from ._schedule import Interval as Interval
 from ._schedule import Schedule as Schedule

@@ -107,6 +107,11 @@ def storage_dtype(dtype: Any, owner: str) -> np.dtype:
         np_dtype = np.dtype(dtype)
     except TypeError:
         raise ConfigError(f"`{owner}` got `dtype={dtype!r}`, which is not a dtype.") from None
+    if not (jax.numpy.issubdtype(np_dtype, jax.numpy.number) or np_dtype == np.bool_):
+        raise ConfigError(
+            f"`{owner}` got `dtype={np_dtype}`, which is not a numeric dtype. Store fields as bool, "
+            "integers, floats or complex numbers (e.g. dtype='float16')."
+        )
     if np.dtype(jax.dtypes.canonicalize_dtype(np_dtype)) != np_dtype:
         raise ConfigError(
             f"`{owner}` got `dtype={np_dtype}`, which JAX cannot hold with the current settings "

@@ -137,8 +137,9 @@ class FrameSpec:
                 f"{'; '.join(detail)}. Record frames with the same pytree structure as the "
                 "example the sink was created from."
             )
-        leaves = [_as_array(leaf) for _, leaf in paths_leaves]
-        problems = []
+        problems = [p for f, (_, leaf) in zip(self.fields, paths_leaves)
+                    if (p := _out_of_canonical_range(f, leaf)) is not None]
+        leaves = [] if problems else [_as_array(leaf) for _, leaf in paths_leaves]
         for field, leaf in zip(self.fields, leaves):
             if tuple(leaf.shape) != field.shape:
                 problems.append(
@@ -171,11 +172,11 @@ _NODE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 def check_node_name(name: str, *, reserved: Sequence[str] = ()) -> None:
     """Raise `ConfigError` unless every ``/``-separated part of `name` is a safe store node name."""
     for part in name.split("/"):
-        if part in {".", ".."} or part.startswith("__") or not _NODE_NAME.match(part):
+        if part in {".", "..", "zarr.json"} or part.startswith("__") or not _NODE_NAME.match(part):
             raise ConfigError(
                 f"Field name '{name}' cannot be used as a store node name: each part between "
                 f"slashes must match {_NODE_NAME.pattern!r} (letters, digits, '_', '.', '-'; not "
-                "'.', '..' or a leading '__'). Rename the key in the frame pytree."
+                "'.', '..', 'zarr.json' or a leading '__'). Rename the key in the frame pytree."
             )
     if name in reserved:
         raise ConfigError(
@@ -204,13 +205,47 @@ def _dtype(leaf: Any, path: tuple[Any, ...]) -> np.dtype:
     if hasattr(leaf, "dtype"):
         dtype = leaf.dtype
     elif isinstance(leaf, (bool, int, float, complex)):
-        dtype = jnp.asarray(leaf).dtype
+        try:
+            dtype = jnp.asarray(leaf).dtype
+        except OverflowError as err:
+            raise ConfigError(f"The example frame's leaf '{path_name(path)}' is {leaf!r}: {err}.") from None
     else:
         raise ConfigError(
             f"The example frame's leaf '{path_name(path)}' is a {type(leaf).__name__}, not an array. "
             "Frames are pytrees of arrays, scalars or `jax.ShapeDtypeStruct`s."
         )
+    if not (jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)):
+        raise ConfigError(
+            f"The example frame's leaf '{path_name(path)}' has dtype {np.dtype(dtype)}, which cannot be "
+            "recorded: frames hold bool, integer, float or complex arrays. Convert it to numbers, or "
+            "keep it out of the frame (e.g. in the run's `attrs`)."
+        )
     return _canonical(dtype)
+
+
+def _out_of_canonical_range(field: Field, leaf: Any) -> str | None:
+    """A problem if host values `leaf` (numpy, Python) would change when cast to the field's
+    dtype because JAX runs without x64 (int64 wrapping, float64 beyond float32 becoming inf)."""
+    if isinstance(leaf, jax.Array):  # tracers included
+        return None
+    try:
+        raw = np.asarray(leaf)
+    except (TypeError, ValueError, OverflowError):
+        return None  # _as_array reports it
+    if raw.dtype.kind not in "iuf" or raw.dtype == field.dtype or raw.size == 0:
+        return None
+    if raw.dtype.kind in "iu" and field.dtype.kind in "iu":
+        info = np.iinfo(field.dtype)
+        bad = (raw < info.min) | (raw > info.max)
+    elif raw.dtype.kind == "f" and field.dtype.kind == "f":
+        bad = np.isfinite(raw) & (np.abs(raw) > np.finfo(field.dtype).max)
+    else:
+        return None
+    if not np.any(bad):
+        return None
+    return (f"field '{field.name}' holds {raw.dtype} values out of the range of {field.dtype} (e.g. "
+            f"{raw[bad].flat[0]}), which JAX would not store as given (without jax_enable_x64 it "
+            f"holds {field.dtype})")
 
 
 def _canonical(dtype: Any) -> np.dtype:
@@ -222,7 +257,7 @@ def _as_array(leaf: Any) -> jax.Array:
         return leaf
     try:
         return jnp.asarray(leaf)
-    except TypeError as err:
+    except (TypeError, OverflowError) as err:
         raise FrameError(
             f"A frame leaf of type {type(leaf).__name__} is not an array: {err}."
         ) from None

@@ -22,6 +22,8 @@ from ._frame import FrameSpec, check_node_name
 
 SCHEMA_VERSION = 1
 ATTRS_KEY = "jaxsinks"
+#: User attributes are rewritten with every committed count: keep them small.
+MAX_ATTRS_BYTES = 2**20
 COLUMNS = ("step", "time", "system")
 
 
@@ -198,6 +200,7 @@ def make_layout(
     for f in spec.fields:
         check_node_name(f.name, reserved=COLUMNS)
         cfg = fields.get(f.name, FieldConfig())
+        _check_storage_dtype(f.name, f.dtype, cfg.dtype)
         axes = ragged_axes.get(f.name, 0)
         stored = f.shape[axes:]
         own_chunk = _field_chunk(f.name, stored, cfg.chunk)
@@ -286,6 +289,21 @@ def group_metadata(attributes: dict[str, Any]) -> bytes:
     return json.dumps(doc, indent=1, allow_nan=False).encode()
 
 
+def _check_storage_dtype(name: str, source: np.dtype, target: np.dtype | None) -> None:
+    """Refuse storage dtypes that would silently drop information: complex to real, or
+    anything but bool to bool. (Out-of-range values of other narrowings are caught per block.)"""
+    if target is None or target == source:
+        return
+    lossy = (np.issubdtype(source, np.complexfloating) and not np.issubdtype(target, np.complexfloating)) \
+        or (target == np.bool_ and source != np.bool_)
+    if lossy:
+        raise ConfigError(
+            f"Field '{name}' is recorded as {source.name} and cannot be stored as {target.name}: "
+            "that would silently drop information. Choose a storage dtype that holds its values, "
+            f"or convert the field in the frame (fields={{'{name}': FieldConfig(dtype=...)}})."
+        )
+
+
 def check_user_attributes(attrs: Any) -> dict[str, Any]:
     """`attrs` if it is a JSON object (str keys, finite numbers), else a ConfigError naming the key."""
     if attrs is None:
@@ -295,6 +313,13 @@ def check_user_attributes(attrs: Any) -> dict[str, Any]:
     if ATTRS_KEY in attrs:
         raise ConfigError(f"`attrs` may not use the key '{ATTRS_KEY}': jaxsinks keeps its metadata there.")
     _check_json(attrs, "attrs")
+    size = len(json.dumps(attrs))
+    if size > MAX_ATTRS_BYTES:
+        raise ConfigError(
+            f"`attrs` is {size / 2**20:.1f} MiB as JSON; at most {MAX_ATTRS_BYTES // 2**20} MiB are "
+            "allowed, because the run's attributes are rewritten each time frames are committed. "
+            "Record large data as a field, or store it in a file beside the run."
+        )
     return json.loads(json.dumps(attrs))
 
 

@@ -75,17 +75,22 @@ def parse(store: Any) -> Location:
             f"`store` has the unsupported scheme '{scheme}://'. Use a local path or one of "
             f"{[s + '://' for s in SCHEMES]}, or pass a TensorStore kvstore spec dict."
         )
+    if "@" in parts.netloc:
+        raise ConfigError(
+            f"`store` {scheme}://... holds user info before the {'name' if scheme == 'memory' else 'bucket'} "
+            "(not shown here); jaxsinks takes no credentials in URLs. Pass them with "
+            "jaxsinks.s3(..., credentials=...) or the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."
+        )
     path = parts.path.lstrip("/")
     if scheme == "file":
-        return Location(_file("/" + path if parts.path.startswith("/") else parts.netloc + "/" + path))
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"`store` file://{parts.netloc}/... names the host '{parts.netloc}'; a file:// URL is "
+                "local: write file:///absolute/path (three slashes) or a plain path."
+            )
+        return Location(_file("/" + path))
     if scheme == "memory":
         return Location({"driver": "memory", "path": _dir(parts.netloc + "/" + path)})
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError(
-            f"`store` {scheme}://... holds user info before the bucket (not shown here); jaxsinks "
-            f"takes no credentials in URLs. Pass them with jaxsinks.s3(..., credentials=...) or "
-            "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."
-        )
     bucket = parts.hostname or ""
     if not bucket:
         raise ConfigError(f"`store` {scheme}://... needs a bucket name: {scheme}://BUCKET/path.")

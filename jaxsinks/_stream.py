@@ -266,7 +266,7 @@ def _device_flush(sink: StreamSink, n: jax.Array, shard: jax.Array) -> jax.Array
         values = lax.stop_gradient(leaf)
         if array.narrowing is None:
             bad.append(jnp.zeros((), bool))
-            stored.append(values)
+            stored.append(values.astype(array.dtype))  # a widening cast (or none)
         else:
             bad.append(jnp.any(out_of_range(jnp, values, array) & (jnp.arange(rows) < n)))
             stored.append(values.astype(array.dtype))

@@ -207,10 +207,11 @@ class HostWriter(abc.ABC):
                     self._on_durable(item.marker)
             durable = min(self._durable.values())
             if durable > self.committed:
-                self.committed = durable
+                previous, self.committed = self.committed, durable
                 try:
                     self._record_committed()
                 except Exception as err:  # noqa: BLE001 - kept and raised by finish()
+                    self.committed = previous  # the store still says `previous`: never claim more
                     self.fail(WriteError(f"Recording the committed count of {self.description} "
                                          f"failed: {_message(err)}", self.committed), at=durable)
             with self._cond:
@@ -249,6 +250,13 @@ class HostWriter(abc.ABC):
         self._commit_thread.join()
         if self.progress is not None:
             self.progress.close()
+
+    def discard(self) -> None:
+        """Stop a writer that never wrote a block (its run could not be created)."""
+        self.stop()
+        with _REGISTRY_LOCK:
+            _REGISTRY.pop(self.id, None)
+            _CLOSED.add(self.id)
 
     def finish(self) -> int:
         """Wait until every write is durable, record the final count, and raise any kept failure.

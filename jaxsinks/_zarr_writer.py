@@ -212,6 +212,7 @@ def _create_or_reopen(location: Location, layout: Layout, mode: str, meta: dict[
     if mode == "w":
         tsio.delete_all(kv)
     meta = dict(meta, schema_version=SCHEMA_VERSION, schema=layout.schema())
+    writer = None
     try:
         arrays = {a.name: tsio.create_array(location.child(a.name), a.metadata(0)) for a in layout.arrays}
         for group in layout.groups:
@@ -220,6 +221,8 @@ def _create_or_reopen(location: Location, layout: Layout, mode: str, meta: dict[
                             user_attrs=user_attrs, **options)
         writer._write_attrs("open")
     except StoreError:
+        if writer is not None:  # its threads and registry entry must not outlive the failure
+            writer.discard()
         _remove_partial(kv)
         raise
     return writer

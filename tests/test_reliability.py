@@ -1,0 +1,281 @@
+"""Reliability: SIGKILL at random moments, Ctrl-C, a full disk, and small versions of the load runs.
+
+The crash trials and load scenarios are the functions of benchmarks/fault_kill.py and
+benchmarks/bench_load.py, run here with fixed seeds and small sizes (values and counts asserted,
+never timings).
+"""
+
+import importlib.util
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from fs_helpers import small_filesystem
+from zarr_helpers import EXAMPLE, expected, run_steps, steps
+
+import jaxsinks as js
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def _load(name: str):
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+fault_kill = _load("fault_kill")
+bench_load = _load("bench_load")
+
+
+# --------------------------------------------------------------------------------- SIGKILL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed, loop", [(11, "scan"), (12, "while"), (13, "scan")])
+def test_sigkill_at_a_random_moment_keeps_the_committed_prefix_and_resumes(tmp_path, seed, loop):
+    settings = fault_kill.Settings(loop=loop)
+    trial = fault_kill.run_trial(tmp_path, seed, settings)
+    assert trial.committed >= max(trial.committed_before, settings.chunk)
+    assert trial.committed % settings.chunk == 0  # whole blocks only
+    assert trial.lost <= settings.loss_bound()
+    assert trial.resumed == trial.committed + settings.resume_to_extra
+    assert not list(tmp_path.iterdir())  # the trial cleans up after itself
+
+
+def test_the_documented_loss_bound_counts_device_pool_and_inflight_blocks():
+    settings = fault_kill.Settings(chunk=16, max_inflight_bytes=4 * 16 * fault_kill.FRAME_BYTES)
+    # one staging block + 3 pool blocks + (4 in-flight blocks + the one that crosses the limit)
+    assert settings.loss_bound() == 16 * (1 + 3 + 5)
+
+
+# --------------------------------------------------------------------------------- Ctrl-C
+
+
+def test_recording_closes_the_sinks_when_the_block_ends(tmp_path):
+    with js.recording(js.ZarrSink.create(tmp_path / "run.zarr", EXAMPLE, chunk=8)) as rec:
+        rec.sinks = run_steps(rec.sinks, steps(0, 21))
+    assert rec.closed and rec.close_error is None
+    assert int(rec.sinks.flushed) == 21
+    run = js.open(tmp_path / "run.zarr")
+    assert run.status == "closed" and run.steps.tolist() == list(range(21))
+
+
+def test_an_exception_in_the_block_flushes_what_the_device_holds_and_is_re_raised(tmp_path):
+    store = tmp_path / "run.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        with js.recording((js.ZarrSink.create(store, EXAMPLE, chunk=8),
+                           js.DeviceBuffer.create(EXAMPLE, capacity=64))) as rec:
+            rec.sinks = run_steps(rec.sinks, steps(0, 13))  # 8 flushed, 5 staged on the device
+            raise KeyboardInterrupt
+    run = js.open(store)
+    assert run.status == "closed" and len(run) == 13
+    np.testing.assert_array_equal(run["x"][:], expected(range(13))["x"])
+
+
+def test_a_close_error_during_an_exception_is_chained_not_swallowed(tmp_path):
+    sink = js.ZarrSink.create(tmp_path / "run.zarr", EXAMPLE, chunk=8)
+    with pytest.raises(RuntimeError, match="the user's error") as info:
+        with js.recording(sink) as rec:
+            js.close(rec.sinks)  # closing twice makes the exit's close fail
+            raise RuntimeError("the user's error")
+    assert isinstance(rec.close_error, js.StoreError)
+    assert info.value.__context__ is rec.close_error
+    assert any("already closed" in note for note in info.value.__notes__)
+
+
+def test_a_close_error_without_an_exception_is_raised(tmp_path):
+    sink = js.ZarrSink.create(tmp_path / "run.zarr", EXAMPLE, chunk=8)
+    with pytest.raises(js.StoreError, match="already closed"):
+        with js.recording(sink) as rec:
+            js.close(rec.sinks)
+
+
+def test_recording_needs_sinks():
+    with pytest.raises(js.ConfigError, match="`jaxsinks.recording` takes a sink"):
+        js.recording({"a": 1})
+    with pytest.raises(js.ConfigError, match="got no sink"):
+        js.recording(())
+
+
+@pytest.mark.slow
+def test_sigint_mid_run_flushes_every_completed_call_and_closes_the_store(tmp_path):
+    store, per_call = tmp_path / "run.zarr", 40
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "crash_child.py"), str(store), "16", str(per_call), "--recording"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
+    )
+    printed = []
+    try:
+        while len(printed) < 30:  # 30 completed jitted calls
+            line = child.stdout.readline()
+            assert line, child.stderr.read()
+            printed.append(int(line))
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "KeyboardInterrupt" in err  # re-raised after the close
+    assert child.returncode in (1, -signal.SIGINT)
+    last = int([x for x in printed + out.split("\n") if str(x).strip().isdigit()][-1])
+    run = js.open(store)
+    assert run.status == "closed"
+    # every frame of the completed calls (and of the call assigned when the signal came): no
+    # partial block is lost, and the frames are exactly the reference.
+    assert len(run) in (last, last + per_call)
+    assert run.steps.tolist() == list(range(len(run)))
+    np.testing.assert_array_equal(run["x"][:], expected(range(len(run)))["x"])
+
+
+# ---------------------------------------------------------------------------- write faults
+
+
+def _fill(store, *, frames=640, floats=1024, chunk=8, fault=None):
+    """Record frames of `floats` float32 (uncompressed) until `frames`; return the sink's flags
+    after the last jitted call and the error `close` raised. `fault` (if given) is called once
+    the first jitted call's frames are committed."""
+    example = {"x": jnp.zeros(floats, jnp.float32)}
+    sink = js.ZarrSink.create(store, example, chunk=chunk, codec=None)
+
+    @jax.jit
+    def run(sink, start):
+        def body(sink, i):
+            step = start + i
+            return js.record(sink, step=step, frame={"x": jnp.full(floats, step.astype(jnp.float32))}), None
+
+        return jax.lax.scan(body, sink, jnp.arange(64, dtype=jnp.int32))[0]
+
+    for start in range(0, frames, 64):
+        sink = run(sink, jnp.int32(start))
+        if fault is not None and start == 0:
+            while json.loads((store / "zarr.json").read_text())["attributes"]["jaxsinks"]["committed"] < 64:
+                time.sleep(0.01)
+            fault()
+    flags = int(sink.flags)
+    with pytest.raises(js.WriteError) as info:
+        js.close(sink)
+    return flags, info.value
+
+
+def _check_full_disk_error(store, flags, error):
+    assert flags & js.Flag.WRITE_FAILED  # seen inside the loop, before close
+    message = str(error)
+    assert str(store) in message
+    assert f"{error.committed} frames of {store} are committed and readable" in message
+    run = js.open(store)
+    assert len(run) == error.committed > 0  # the committed prefix, exactly as the error says
+    assert run.steps.tolist() == list(range(error.committed))
+    np.testing.assert_array_equal(run["x"][:, 0], np.arange(error.committed, dtype=np.float32))
+
+
+def test_a_full_disk_is_a_write_error_naming_the_committed_frames(tmp_path, capsys):
+    try:
+        with small_filesystem(tmp_path, "1m") as small:
+            store = small / "run.zarr"
+            flags, error = _fill(store)
+            assert "No space left on device" in str(error)
+            _check_full_disk_error(store, flags, error)
+        with capsys.disabled():
+            print("\n[full disk: a 1 MiB tmpfs]", end=" ")
+    except pytest.skip.Exception as why:
+        with capsys.disabled():
+            print(f"\n[full disk: no tmpfs ({why}); running the RLIMIT_FSIZE fallback]", end=" ")
+        _full_disk_by_rlimit(tmp_path)
+
+
+_RLIMIT_CHILD = """
+import resource, signal, sys
+sys.path.insert(0, {tests!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+import pathlib
+import jaxsinks as js
+import test_reliability as t
+limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+flags, error = t._fill(pathlib.Path({store!r}), frames=256, floats=4096, chunk=16, fault=limit)
+print("FLAGS", flags)
+print("COMMITTED", error.committed)
+print("MESSAGE", str(error).replace(chr(10), " "))
+"""
+
+
+def _full_disk_by_rlimit(tmp_path):
+    """The fallback where no filesystem can be mounted: a file-size limit (EFBIG) in a child."""
+    store = tmp_path / "fsize.zarr"
+    # A chunk is 16 frames of 16 KiB = 256 KiB. Once the first 64 frames are committed the
+    # limit is set to one byte less than a chunk: metadata is still written, every chunk fails.
+    code = _RLIMIT_CHILD.format(tests=str(HERE), limit=256 * 1024 - 1, store=str(store))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+    assert int(lines["FLAGS"]) & js.Flag.WRITE_FAILED
+    assert str(store) in lines["MESSAGE"] and "are committed and readable" in lines["MESSAGE"]
+    run = js.open(store)
+    assert len(run) == int(lines["COMMITTED"]) >= 64
+    assert run.steps.tolist() == list(range(len(run)))
+    np.testing.assert_array_equal(run["x"][:, 0], np.arange(len(run), dtype=np.float32))
+
+
+def test_a_file_size_limit_is_a_write_error_and_the_store_still_opens(tmp_path):
+    _full_disk_by_rlimit(tmp_path)
+
+
+# ------------------------------------------------------------------------------------ load
+
+
+def test_load_many_frames_in_one_run(tmp_path):
+    result = bench_load.many_frames(tmp_path, frames=30_000, per_call=10_000)
+    assert result["ok"] and result["frames"] == 30_000
+
+
+def test_load_fifty_fields(tmp_path):
+    result = bench_load.many_fields(tmp_path, fields=50, frames=600)
+    assert result["ok"] and result["fields"] == 50 and result["frames"] == 600
+
+
+def test_load_eight_sinks_in_one_loop(tmp_path):
+    result = bench_load.many_sinks(tmp_path, sinks=8, steps=3000)
+    assert result["ok"]
+    assert result["frames"] == sum(len(range(0, 3000, k)) for k in range(1, 9))
+
+
+def test_load_a_stream_keeps_memory_bounded(tmp_path):
+    result = bench_load.big_stream(tmp_path, gib=0.0625, frame_floats=2**14, chunk=16, per_call=128)
+    assert result["ok"] and result["frames"] == 1024
+    assert result["samples"] >= 1
+
+
+def test_load_four_threads_each_with_its_own_store(tmp_path):
+    result = bench_load.threads(tmp_path, count=4, steps=2000)
+    assert result["ok"] and result["frames"] == 8000
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------ docs
+
+
+def test_reliability_page_code_runs(tmp_path, monkeypatch):
+    """docs/reliability.md is a top-level page: its ```python blocks run here, in order."""
+    from test_docs import code_blocks, open_writers
+
+    path = ROOT / "docs" / "reliability.md"
+    runnable = [b for b in code_blocks(path.read_text()) if b.info == "python"]
+    assert runnable
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "docs.reliability"}
+    before = open_writers()
+    for block in runnable:
+        exec(compile("\n" * (block.line - 1) + block.code, str(path), "exec"), namespace)  # noqa: S102
+    assert open_writers() == before
