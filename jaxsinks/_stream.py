@@ -254,7 +254,7 @@ def _recorder(layout: Layout, batch_size: int | None, shard_axis: str | None = N
             "`frame = jax.vmap(make_frame)(states)`; or use a DeviceBuffer inside vmap."
         )
 
-    return record
+    return jax.jit(record)  # one compile per configuration, also for eager writes
 
 
 def _device_flush(sink: StreamSink, n: jax.Array, shard: jax.Array) -> jax.Array:
