@@ -2,8 +2,8 @@
 
 Three stages, so that the compiled loop waits for as little as possible:
 
-1. A flush (the device's `io_callback`) copies the block into a preallocated, pre-touched host
-   buffer from a small pool (one memcpy, no page faults) and returns. When every buffer is busy it
+1. A flush (the device's host callback, `jaxsinks._callback`) copies the block into a
+   preallocated, pre-touched host buffer from a small pool (one memcpy, no page faults) and returns. When every buffer is busy it
    waits: back-pressure when the storage is slower than the loop.
 2. A writer thread hands each block, in order, to the store-specific `_issue` (TensorStore writes
    for a Zarr run, formatted rows for a CSV log), which returns once the buffer is no longer
@@ -322,7 +322,7 @@ def was_closed(writer_id: int) -> bool:
 
 
 def host_flush(writer_id: Any, shard: Any, offset: Any, n: Any, bad: Any, *values: np.ndarray) -> np.ndarray:
-    """The io_callback target: queue a block of `shard`; return ``[frames accepted, flags]``.
+    """The flush callback's target: queue a block of `shard`; return ``[frames accepted, flags]``.
 
     `bad` holds one bool per field: whether it has values out of its storage dtype's range. Such a
     block is not written (nothing is stored as inf); the failure is raised at close.
