@@ -3,8 +3,9 @@
 Three stages, so that the compiled loop waits for as little as possible:
 
 1. A flush (the device's host callback, `jaxsinks._callback`) copies the block into a
-   preallocated, pre-touched host buffer from a small pool (one memcpy, no page faults) and returns. When every buffer is busy it
-   waits: back-pressure when the storage is slower than the loop.
+   preallocated, pre-touched host buffer from a small pool (one memcpy, no page faults) and
+   returns. When every buffer is busy it waits: back-pressure when the storage is slower than
+   the loop.
 2. A writer thread hands each block, in order, to the store-specific `_issue` (TensorStore writes
    for a Zarr run, formatted rows for a CSV log), which returns once the buffer is no longer
    needed, and the buffer goes back to the pool. It waits while more than ``max_inflight_bytes``
