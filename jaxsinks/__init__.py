@@ -1,8 +1,6 @@
 """jaxsinks: JAX-native recording inside jit, scan, while_loop, vmap and grad."""
 
 from ._campaign import Campaign as Campaign
-from ._campaign import RunConfig as RunConfig
-from ._campaign import RunEntry as RunEntry
 from ._close import close as close
 from ._cloud import gcs as gcs
 from ._cloud import s3 as s3
@@ -38,6 +36,8 @@ from ._record import is_sink as is_sink
 from ._record import record as record
 from ._recording import Recording as Recording
 from ._recording import recording as recording
+from ._run_config import RunConfig as RunConfig
+from ._run_entry import RunEntry as RunEntry
 from ._schedule import Every as Every
 from ._schedule import Interval as Interval
 from ._schedule import Schedule as Schedule

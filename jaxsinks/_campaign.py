@@ -17,387 +17,23 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import datetime
 import json
-import math
-import os
-import pathlib
-import re
-import socket
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
 from . import _tsio as tsio
-from . import _writer
-from ._codecs import Blosc, FieldConfig, Zstd
-from ._errors import ConfigError, JaxsinksError, SchemaMismatchError, StoreError, StoreExistsError, StoreNotFoundError
-from ._layout import ATTRS_KEY, Ragged
+from ._errors import ConfigError, SchemaMismatchError, StoreError, StoreExistsError, StoreNotFoundError
+from ._layout import ATTRS_KEY
 from ._location import Location, parse
-from ._pytree import pytree_dataclass
 from ._reader import Run
-from ._reader import open as open_run
-from ._schedule import Every, Interval, Times, When
-from ._sink import host_int
+from ._run_config import _OPEN, _OPEN_LOCK, RunConfig
+from ._run_entry import (CAMPAIGN_SCHEMA_VERSION, STATUSES, RunEntry, check_params, check_run_id, check_version,
+                         entry_key, now, write_entry)
 from ._zarr_sink import ZarrSink
 
-#: The version of the manifest and entry JSON this jaxsinks writes (and the newest it reads).
-CAMPAIGN_SCHEMA_VERSION = 1
 MANIFEST_KEY = "manifest.json"
-STATUSES = ("running", "closed", "failed")
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}")
-#: Options of `ZarrSink.create` a campaign run takes (the store and mode are the campaign's).
-RUN_OPTIONS = ("every", "chunk", "chunks_per_shard", "codec", "fields", "per_system", "once", "ragged",
-               "capacity", "overflow", "attrs", "time_dtype", "max_inflight_bytes")
-#: The option types `RunConfig.to_config` can write as JSON.
-_CONFIG_TYPES = {t.__name__: t for t in (Blosc, Zstd, FieldConfig, Every, Interval, Times, Ragged)}
-
-
-# --------------------------------------------------------------------------------- entries
-
-
-@dataclasses.dataclass(frozen=True)
-class RunEntry:
-    """One run of a campaign, as listed by `Campaign.runs`.
-
-    Attributes:
-        run_id: the run's id, unique in its campaign.
-        status: ``"running"``, ``"closed"`` or ``"failed"``. A process killed while recording
-            leaves its run ``"running"``: see `alive` and `stale`.
-        params: the run's parameters (JSON).
-        schema: the run's frame schema (fields with shapes and dtypes, chunking).
-        committed: the frames committed (for a running run, read live from the run itself).
-        created: when the run was created (ISO 8601, UTC).
-        closed: when it was closed or failed (None while running).
-        error: why it failed (None otherwise).
-        host, pid, boot_id, pid_start: the recording process, used by `alive`.
-        store: the run's kvstore spec (open it with `open`).
-    """
-
-    run_id: str
-    status: str
-    params: dict[str, Any]
-    schema: dict[str, Any]
-    committed: int
-    created: str
-    closed: str | None
-    error: str | None
-    host: str
-    pid: int
-    boot_id: str | None
-    pid_start: int | None
-    store: dict[str, Any] = dataclasses.field(repr=False, compare=False)
-
-    @property
-    def alive(self) -> bool | None:
-        """Whether the recording process is still alive: None if it ran on another host.
-
-        On this host a process is dead if its pid is gone, is a zombie, or now belongs to a process
-        started at another time (pid reuse), or if the machine rebooted since (Linux boot id).
-        """
-        return process_alive(self.host, self.pid, self.boot_id, self.pid_start)
-
-    @property
-    def stale(self) -> bool:
-        """A ``"running"`` entry whose process is known to be dead (it crashed or was killed)."""
-        return self.status == "running" and self.alive is False
-
-    def open(self) -> Run:
-        """The run, for reading (its committed frames)."""
-        return open_run(Location(self.store))
-
-    def to_json(self) -> dict[str, Any]:
-        """The entry as stored (without the store spec, which follows from the campaign root)."""
-        out = {"schema_version": CAMPAIGN_SCHEMA_VERSION}
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "store"})
-        return out
-
-
-def process_alive(host: str, pid: int, boot_id: str | None, pid_start: int | None) -> bool | None:
-    """Whether process `pid` of `host` still runs; None when `host` is not this machine."""
-    if host != socket.gethostname():
-        return None
-    if boot_id is not None and _boot_id() not in (None, boot_id):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by someone else
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True  # no /proc: the pid exists, which is all we can tell
-    state, start = stat
-    return state not in ("Z", "X") and (pid_start is None or start == pid_start)
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """``(state, start time in clock ticks since boot)`` from Linux's ``/proc/<pid>/stat``."""
-    try:
-        text = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = text.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
-    return rest[0], int(rest[19])
-
-
-def _boot_id() -> str | None:
-    try:
-        return pathlib.Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-
-
-def _check_version(doc: Any, what: str) -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        raise StoreError(f"{what} is not a JSON object; it was not written by jaxsinks.")
-    version = doc.get("schema_version")
-    if not isinstance(version, int) or version > CAMPAIGN_SCHEMA_VERSION:
-        raise StoreError(
-            f"{what} was written with campaign schema version {version}; this jaxsinks reads "
-            f"versions up to {CAMPAIGN_SCHEMA_VERSION}. Upgrade jaxsinks to read it."
-        )
-    return doc
-
-
-def _entry_key(run_id: str) -> str:
-    return f"entries/{run_id}.json"
-
-
-def check_run_id(run_id: Any) -> str:
-    """`run_id` if it is a valid run id (it names a directory and an object), else a ConfigError."""
-    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
-        raise ConfigError(
-            f"`run_id` must be 1 to 128 letters, digits and '._=+-', starting with a letter or a "
-            f"digit; got {run_id!r}. Put other information in `params`."
-        )
-    return run_id
-
-
-def check_params(params: Any, where: str = "params") -> dict[str, Any]:
-    """`params` as a JSON object (str keys; str, int, finite float, bool, None, lists, dicts)."""
-    if params is None:
-        return {}
-    if not isinstance(params, dict):
-        raise ConfigError(f"`{where}` must be a dict of JSON values; got {type(params).__name__}.")
-    _check_json(params, where)
-    return json.loads(json.dumps(params))
-
-
-def _check_json(value: Any, where: str) -> None:
-    if value is None or isinstance(value, (bool, str, int)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigError(f"`{where}` is {value}, which JSON cannot hold. Store it as a string.")
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_json(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ConfigError(f"`{where}` has the key {key!r}; JSON object keys must be strings.")
-            _check_json(item, f"{where}[{key!r}]")
-        return
-    raise ConfigError(
-        f"`{where}` is a {type(value).__module__}.{type(value).__name__}, which is not JSON. Use str, "
-        "int, float, bool, None, lists and dicts (convert numpy values with .item() or .tolist())."
-    )
-
-
-# ------------------------------------------------------------------------- run configuration
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything needed to create one run of a campaign, in this process or in a worker.
-
-    Picklable, and JSON-able with `to_config` / `from_config` (unless the schedule is a `When`,
-    whose predicate is a Python function: pickle the config then). Build it with
-    `Campaign.run_config`; a worker calls `create` with an example frame.
-
-    Attributes:
-        root: the campaign root's kvstore spec.
-        run_id: the run's id.
-        params: the run's parameters (JSON).
-        options: keyword arguments for `ZarrSink.create` (``every``, ``chunk``, ``codec``, ...).
-    """
-
-    root: dict[str, Any]
-    run_id: str
-    params: dict[str, Any]
-    options: dict[str, Any]
-
-    def __post_init__(self) -> None:
-        check_run_id(self.run_id)
-        object.__setattr__(self, "params", check_params(self.params))
-        unknown = sorted(set(self.options) - set(RUN_OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"A campaign run takes the ZarrSink.create options {list(RUN_OPTIONS)}; got {unknown}. The "
-                "store and mode are the campaign's; pass `progress` to RunConfig.create."
-            )
-        options = dict(self.options)
-        if options.get("time_dtype") is not None:  # jnp.float32 and friends become numpy dtypes
-            try:
-                options["time_dtype"] = np.dtype(options["time_dtype"])
-            except TypeError:
-                raise ConfigError(f"`time_dtype` must be a floating dtype; got {options['time_dtype']!r}.") from None
-        object.__setattr__(self, "options", options)
-
-    @property
-    def store(self) -> dict[str, Any]:
-        """The run's kvstore spec: ``runs/<run_id>/`` under the campaign root."""
-        return Location(self.root).child(f"runs/{self.run_id}")
-
-    def create(self, frame: Any, *, progress: Any = None) -> ZarrSink:
-        """Create the run and its ``"running"`` entry; return its sink.
-
-        The sink is a `ZarrSink` whose close (by `jaxsinks.close`) records the entry as
-        ``"closed"`` with the committed count, or as ``"failed"`` with the error.
-
-        Raises:
-            StoreExistsError: if the campaign already has a run with this id.
-        """
-        root = Location(self.root)
-        existing = tsio.read_bytes(root.kvstore, _entry_key(self.run_id))
-        if existing is not None:
-            raise StoreExistsError(_duplicate_message(root, self.run_id, existing))
-        try:
-            sink = CampaignSink.create(self.store, frame, mode="w-", progress=progress, **self.options)
-        except StoreExistsError:
-            raise StoreExistsError(
-                f"The campaign at {root} already holds a run store 'runs/{self.run_id}' (without an "
-                "entry yet: another process may be creating it). Choose another run id."
-            ) from None
-        host, pid = socket.gethostname(), os.getpid()
-        stat = _proc_stat(pid)
-        entry = RunEntry(
-            run_id=self.run_id, status="running", params=self.params, schema=sink.layout.schema(),
-            committed=0, created=_now(), closed=None, error=None, host=host, pid=pid, boot_id=_boot_id(),
-            pid_start=None if stat is None else stat[1], store=self.store,
-        )
-        try:
-            _write_entry(root, entry)
-        except StoreError:
-            sink.close()
-            raise
-        with _OPEN_LOCK:
-            _OPEN[host_int(sink.writer, "ZarrSink")] = (root, entry)
-        return sink
-
-    def to_config(self) -> dict[str, Any]:
-        """A JSON-able dict from which `from_config` rebuilds this config (in any process)."""
-        return {"root": self.root, "run_id": self.run_id, "params": self.params,
-                "options": {k: _encode(v, f"options[{k!r}]") for k, v in self.options.items()}}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> RunConfig:
-        """The config that `to_config` described."""
-        try:
-            root, run_id, params, options = (config[k] for k in ("root", "run_id", "params", "options"))
-        except (KeyError, TypeError):
-            raise ConfigError(
-                "`config` must be a dict made by RunConfig.to_config, with keys 'root', 'run_id', "
-                f"'params' and 'options'; got {config!r:.80}."
-            ) from None
-        return cls(root=dict(root), run_id=run_id, params=params,
-                   options={k: _decode(v) for k, v in options.items()})
-
-
-def _duplicate_message(root: Location, run_id: str, existing: bytes) -> str:
-    try:
-        doc = json.loads(existing)
-        what = f" (status {doc.get('status')!r}, created {doc.get('created')})"
-    except ValueError:
-        what = ""
-    return (f"The campaign at {root} already has a run '{run_id}'{what}. Run ids are unique in a "
-            "campaign: choose another id, or read the existing run with campaign.open_run.")
-
-
-def _encode(value: Any, where: str) -> Any:
-    if isinstance(value, When):
-        raise ConfigError(
-            f"`{where}` is a When schedule, whose predicate is a Python function that JSON cannot "
-            "hold. Pickle the RunConfig instead (with a module-level predicate), or use Every, "
-            "Interval or Times."
-        )
-    if type(value).__name__ in _CONFIG_TYPES and dataclasses.is_dataclass(value):
-        fields = {f.name: _encode(getattr(value, f.name), where) for f in dataclasses.fields(value)}
-        return {"__jaxsinks__": type(value).__name__, **fields}
-    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
-        return {"__jaxsinks__": "dtype", "name": np.dtype(value).name}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v, where) for v in value]
-    if isinstance(value, dict):
-        return {k: _encode(v, f"{where}[{k!r}]") for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise ConfigError(f"`{where}` is a {type(value).__name__}, which a JSON run config cannot hold.")
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    kind = value.get("__jaxsinks__")
-    if kind is None:
-        return {k: _decode(v) for k, v in value.items()}
-    if kind == "dtype":
-        return np.dtype(value["name"])
-    if kind not in _CONFIG_TYPES:
-        raise ConfigError(f"A run config holds an option of unknown type {kind!r}; it was written by another jaxsinks.")
-    return _CONFIG_TYPES[kind](**{k: _decode(v) for k, v in value.items() if k != "__jaxsinks__"})
-
-
-# ------------------------------------------------------------------------- the sink's close
-
-_OPEN: dict[int, tuple[Location, RunEntry]] = {}
-_OPEN_LOCK = threading.Lock()
-
-
-@pytree_dataclass
-class CampaignSink(ZarrSink):
-    """A `ZarrSink` recording one run of a campaign: closing it also finishes the run's entry."""
-
-    def close(self) -> CampaignSink:
-        """Close the run (see `StreamSink.close`), then record its entry as closed or failed."""
-        writer_id = host_int(self.writer, type(self).__name__)
-        writer = _writer.lookup(writer_id)
-        with _OPEN_LOCK:
-            pending = _OPEN.pop(writer_id, None) if writer is not None else None
-        if pending is None:
-            return super().close()
-        root, entry = pending
-        try:
-            closed = super().close()
-        except JaxsinksError as err:
-            _finish(root, entry, "failed", writer.committed, f"{type(err).__name__}: {err}")
-            raise
-        _finish(root, entry, "closed", writer.committed, None)
-        return closed
-
-
-def _finish(root: Location, entry: RunEntry, status: str, committed: int, error: str | None) -> None:
-    _write_entry(root, dataclasses.replace(entry, status=status, committed=committed, closed=_now(), error=error))
-
-
-def _write_entry(root: Location, entry: RunEntry) -> None:
-    text = json.dumps(entry.to_json(), indent=1, allow_nan=False)
-    tsio.write_bytes(root.kvstore, _entry_key(entry.run_id), text.encode())
-
-
-# -------------------------------------------------------------------------------- campaign
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,7 +75,7 @@ class Campaign:
             raise StoreExistsError(f"{location} is not empty and holds no campaign manifest. Choose an "
                                    "empty or new root for the campaign.")
         header = {"schema_version": CAMPAIGN_SCHEMA_VERSION, "kind": "jaxsinks.campaign",
-                  "created": _now(), "attrs": attrs}
+                  "created": now(), "attrs": attrs}
         campaign = cls(location, header)
         campaign._write_manifest([])
         return campaign
@@ -461,7 +97,7 @@ class Campaign:
             doc = json.loads(raw)
         except ValueError:
             raise StoreError(f"{location}/{MANIFEST_KEY} is not valid JSON.") from None
-        doc = _check_version(doc, f"The campaign manifest {location}/{MANIFEST_KEY}")
+        doc = check_version(doc, f"The campaign manifest {location}/{MANIFEST_KEY}")
         header = {k: doc.get(k) for k in ("schema_version", "kind", "created", "attrs")}
         return cls(location, header)
 
@@ -519,8 +155,8 @@ class Campaign:
             for key, (_, open_entry) in list(_OPEN.items()):
                 if open_entry.run_id == run_id and open_entry.store == entry.store:
                     del _OPEN[key]
-        failed = dataclasses.replace(entry, status="failed", closed=_now(), error=str(reason))
-        _write_entry(self.location, failed)
+        failed = dataclasses.replace(entry, status="failed", closed=now(), error=str(reason))
+        write_entry(self.location, failed)
         return failed
 
     def consolidate(self) -> dict[str, Any]:
@@ -532,7 +168,7 @@ class Campaign:
         return self._write_manifest(self.runs())
 
     def _write_manifest(self, entries: list[RunEntry]) -> dict[str, Any]:
-        doc = dict(self.header, consolidated=_now(), runs=[e.to_json() for e in entries])
+        doc = dict(self.header, consolidated=now(), runs=[e.to_json() for e in entries])
         tsio.write_bytes(self.location.kvstore, MANIFEST_KEY, json.dumps(doc, indent=1, allow_nan=False).encode())
         return doc
 
@@ -544,7 +180,7 @@ class Campaign:
         Raises:
             KeyError: if the campaign has no run `run_id`.
         """
-        raw = tsio.read_bytes(self.location.kvstore, _entry_key(check_run_id(run_id)))
+        raw = tsio.read_bytes(self.location.kvstore, entry_key(check_run_id(run_id)))
         if raw is None:
             raise KeyError(f"The campaign at {self.location} has no run '{run_id}'.")
         return self._parse_entry(raw, run_id)
@@ -572,7 +208,7 @@ class Campaign:
         wanted = _statuses(status)
         ids = self.run_ids()
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, max(1, len(ids)))) as pool:
-            raws = list(pool.map(lambda i: tsio.read_bytes(self.location.kvstore, _entry_key(i)), ids))
+            raws = list(pool.map(lambda i: tsio.read_bytes(self.location.kvstore, entry_key(i)), ids))
         entries = [self._parse_entry(raw, i) for i, raw in zip(ids, raws) if raw is not None]
         out = []
         for e in entries:
@@ -589,12 +225,12 @@ class Campaign:
         return len(self.run_ids())
 
     def _parse_entry(self, raw: bytes, run_id: str) -> RunEntry:
-        what = f"The entry {self.location}/{_entry_key(run_id)}"
+        what = f"The entry {self.location}/{entry_key(run_id)}"
         try:
             doc = json.loads(raw)
         except ValueError:
             raise StoreError(f"{what} is not valid JSON.") from None
-        doc = _check_version(doc, what)
+        doc = check_version(doc, what)
         names = [f.name for f in dataclasses.fields(RunEntry) if f.name != "store"]
         missing = [n for n in names if n not in doc]
         if missing:

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from . import _tsio as tsio
-from ._campaign import Campaign, RunEntry, check_run_id
+from ._campaign import Campaign
+from ._run_entry import RunEntry, check_run_id
 from ._codecs import Blosc, Codec, check_codec, codec_chain, narrowing_range
 from ._errors import (ConfigError, OutOfRangeError, SchemaMismatchError, StoreError, StoreExistsError,
                       StoreNotFoundError)

@@ -19,7 +19,7 @@ import pytest
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
-from jaxsinks import _campaign
+from jaxsinks import _run_entry
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -79,7 +79,7 @@ def test_a_run_records_its_entry_from_running_to_closed(tmp_path):
     np.testing.assert_array_equal(run["x"][:], expected(range(10))["x"])
 
     stored = json.loads((tmp_path / "c" / "entries" / "t300.json").read_text())
-    assert stored["schema_version"] == _campaign.CAMPAIGN_SCHEMA_VERSION and stored["status"] == "closed"
+    assert stored["schema_version"] == _run_entry.CAMPAIGN_SCHEMA_VERSION and stored["status"] == "closed"
     reopened = js.Campaign.open(str(tmp_path / "c"))
     assert reopened.attrs == {"sweep": "temperature"} and reopened.run_ids() == ["t300"]
 
@@ -91,7 +91,7 @@ def test_consolidate_writes_every_entry_into_the_manifest(tmp_path):
     manifest = campaign.consolidate()
     on_disk = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert on_disk == manifest
-    assert on_disk["schema_version"] == _campaign.CAMPAIGN_SCHEMA_VERSION
+    assert on_disk["schema_version"] == _run_entry.CAMPAIGN_SCHEMA_VERSION
     assert [(r["run_id"], r["status"], r["committed"], r["params"]) for r in on_disk["runs"]] == [
         ("r0", "closed", 5, {"i": 0}), ("r1", "closed", 6, {"i": 1}), ("r2", "closed", 7, {"i": 2})]
 
@@ -244,15 +244,15 @@ def test_a_killed_run_stays_running_is_stale_and_listing_works(tmp_path):
 
 def test_process_alive_tells_dead_and_reused_pids():
     me = os.getpid()
-    host = _campaign.socket.gethostname()
-    start = _campaign._proc_stat(me)[1]
-    assert _campaign.process_alive(host, me, _campaign._boot_id(), start) is True
-    assert _campaign.process_alive(host, me, None, start + 1) is False  # the pid was reused
-    assert _campaign.process_alive(host, me, "another-boot", start) is False  # the machine rebooted
-    assert _campaign.process_alive("some-other-host", me, None, None) is None
+    host = _run_entry.socket.gethostname()
+    start = _run_entry.proc_stat(me)[1]
+    assert _run_entry.process_alive(host, me, _run_entry.this_boot_id(), start) is True
+    assert _run_entry.process_alive(host, me, None, start + 1) is False  # the pid was reused
+    assert _run_entry.process_alive(host, me, "another-boot", start) is False  # the machine rebooted
+    assert _run_entry.process_alive("some-other-host", me, None, None) is None
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    assert _campaign.process_alive(host, child.pid, None, None) is False
+    assert _run_entry.process_alive(host, child.pid, None, None) is False
 
 
 # ----------------------------------------------------------------------- configurations
