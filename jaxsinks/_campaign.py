@@ -258,18 +258,9 @@ class Campaign:
             missing = [n for n in chosen if n not in run.fields]
             if missing:
                 raise KeyError(f"Run '{entry.run_id}' has no fields {missing}; its fields are {list(run.fields)}.")
-            block = int(run.meta["schema"].get("chunk", 64))
-            for start in range(0, len(run), block):
-                part = run[start : start + block]
-                columns = {"step": part.steps, "time": part.times}
-                if run.per_system:
-                    columns["system"] = part.systems
-                values = {name: part[name][:] for name in chosen}  # ragged: a list per frame
-                for i in range(len(part)):
-                    frame = {name: v[i] for name, v in values.items()}
-                    frame.update({k: v[i] for k, v in columns.items()})
-                    frame["run"] = entry.run_id
-                    yield frame
+            for frame in run.iter_frames(chosen):
+                frame["run"] = entry.run_id
+                yield frame
 
     def to_xarray(self, fields: Iterable[str] | None = None, **selection: Any) -> Any:
         """The selected runs' frames of `fields` as one `xarray.Dataset`, concatenated along ``frame``.

@@ -312,7 +312,7 @@ def check_user_attributes(attrs: Any) -> dict[str, Any]:
         raise ConfigError(f"`attrs` must be a dict of JSON values; got {type(attrs).__name__}.")
     if ATTRS_KEY in attrs:
         raise ConfigError(f"`attrs` may not use the key '{ATTRS_KEY}': jaxsinks keeps its metadata there.")
-    _check_json(attrs, "attrs")
+    check_json(attrs, "attrs")
     size = len(json.dumps(attrs))
     if size > MAX_ATTRS_BYTES:
         raise ConfigError(
@@ -323,7 +323,8 @@ def check_user_attributes(attrs: Any) -> dict[str, Any]:
     return json.loads(json.dumps(attrs))
 
 
-def _check_json(value: Any, where: str) -> None:
+def check_json(value: Any, where: str) -> None:
+    """Raise `ConfigError` naming the first part of `value` (at `where`) that JSON cannot hold."""
     if value is None or isinstance(value, (bool, str)):
         return
     if isinstance(value, (int, float)):
@@ -332,17 +333,20 @@ def _check_json(value: Any, where: str) -> None:
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check_json(item, f"{where}[{i}]")
+            check_json(item, f"{where}[{i}]")
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ConfigError(f"`{where}` has the key {key!r}; JSON object keys must be strings.")
-            _check_json(item, f"{where}[{key!r}]")
+            check_json(item, f"{where}[{key!r}]")
         return
+    kind = type(value).__qualname__
+    if type(value).__module__ != "builtins":
+        kind = f"{type(value).__module__}.{kind}"
     raise ConfigError(
-        f"`{where}` is a {type(value).__name__}, which is not JSON (use str, int, float, bool, None, "
-        "list or dict; convert arrays with .tolist())."
+        f"`{where}` is a {kind}, which is not JSON. Use str, "
+        "int, float, bool, None, lists and dicts (convert numpy values with .item() or .tolist())."
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -231,13 +231,18 @@ class Run:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Frames in order, as dicts of field values plus ``step`` and ``time`` (and ``system``)."""
+        return self.iter_frames()
+
+    def iter_frames(self, fields: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Like iterating the run, with only `fields` (default: all); reads a chunk at a time."""
+        names = self.fields if fields is None else tuple(fields)
         block = int(self.meta["schema"].get("chunk", 64))
         for start in range(0, len(self), block):
             part = self[start : start + block]
             columns = {"step": part.steps, "time": part.times}
             if self.per_system:
                 columns["system"] = part.systems
-            values = {name: part[name][:] for name in self.fields}
+            values = {name: part[name][:] for name in names}  # ragged: a list per frame
             for i in range(len(part)):
                 frame = {name: v[i] for name, v in values.items()}
                 frame.update({k: v[i] for k, v in columns.items()})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 import os
 import pathlib
 import re
@@ -21,6 +20,7 @@ from typing import Any
 
 from . import _tsio as tsio
 from ._errors import ConfigError, StoreError
+from ._layout import check_json
 from ._location import Location
 from ._reader import Run
 from ._reader import open as open_run
@@ -160,31 +160,8 @@ def check_params(params: Any, where: str = "params") -> dict[str, Any]:
         return {}
     if not isinstance(params, dict):
         raise ConfigError(f"`{where}` must be a dict of JSON values; got {type(params).__name__}.")
-    _check_json(params, where)
+    check_json(params, where)
     return json.loads(json.dumps(params))
-
-
-def _check_json(value: Any, where: str) -> None:
-    if value is None or isinstance(value, (bool, str, int)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigError(f"`{where}` is {value}, which JSON cannot hold. Store it as a string.")
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_json(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ConfigError(f"`{where}` has the key {key!r}; JSON object keys must be strings.")
-            _check_json(item, f"{where}[{key!r}]")
-        return
-    raise ConfigError(
-        f"`{where}` is a {type(value).__module__}.{type(value).__name__}, which is not JSON. Use str, "
-        "int, float, bool, None, lists and dicts (convert numpy values with .item() or .tolist())."
-    )
 
 
 def write_entry(root: Location, entry: RunEntry) -> None:

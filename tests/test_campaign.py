@@ -309,7 +309,7 @@ def test_a_run_store_without_entry_is_not_overwritten(tmp_path):
     ({"T": np.float32(1.0)}, r"`params\['T'\]` is a numpy.float32, which is not JSON"),
     ({"T": float("nan")}, r"`params\['T'\]` is nan, which JSON cannot hold"),
     ({1: 2}, "has the key 1; JSON object keys must be strings"),
-    ({"a": [1, {2, 3}]}, r"`params\['a'\]\[1\]` is a builtins.set"),
+    ({"a": [1, {2, 3}]}, r"`params\['a'\]\[1\]` is a set"),
     ([1, 2], "`params` must be a dict of JSON values; got list"),
 ])
 def test_params_must_be_json(params, match):

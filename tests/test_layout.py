@@ -113,7 +113,7 @@ def test_narrowing_ranges():
 @pytest.mark.parametrize(
     "attrs, match",
     [
-        ({"a": np.float32(1)}, r"`attrs\['a'\]` is a float32, which is not JSON"),
+        ({"a": np.float32(1)}, r"`attrs\['a'\]` is a numpy.float32, which is not JSON"),
         ({"a": {"b": [1, {2, 3}]}}, r"`attrs\['a'\]\['b'\]\[1\]` is a set"),
         ({"a": float("nan")}, "JSON cannot hold"),
         ({1: "x"}, "keys must be strings"),
