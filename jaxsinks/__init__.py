@@ -16,11 +16,13 @@ from ._errors import JaxsinksError as JaxsinksError
 from ._errors import OutOfRangeError as OutOfRangeError
 from ._errors import SchemaMismatchError as SchemaMismatchError
 from ._errors import SinkOverflowError as SinkOverflowError
+from ._errors import StaleSinkError as StaleSinkError
 from ._errors import StoreError as StoreError
 from ._errors import StoreExistsError as StoreExistsError
 from ._errors import StoreNotFoundError as StoreNotFoundError
 from ._errors import TransformError as TransformError
 from ._errors import WriteError as WriteError
+from ._errors import WriterConflictError as WriterConflictError
 from ._export import Sample as Sample
 from ._export import TrainingSet as TrainingSet
 from ._export import export_training as export_training

@@ -35,6 +35,18 @@ class StoreNotFoundError(StoreError, FileNotFoundError):
     """No jaxsinks run exists at the given store."""
 
 
+class StaleSinkError(StoreError):
+    """A sink value older than the last one returned was flushed, written or closed.
+
+    Sinks are values: each jitted call returns a new one, and only the newest continues the run.
+    Frames from an older value are refused (nothing stored changes) and this error says so.
+    """
+
+
+class WriterConflictError(StoreError):
+    """Another live writer (process or sink) holds the run; a run has one writer at a time."""
+
+
 class SchemaMismatchError(StoreError, ValueError):
     """An existing run records frames of another structure than the one being appended."""
 

@@ -14,6 +14,8 @@ class Flag(enum.IntFlag):
     OUT_OF_RANGE = 2
     #: The host writer failed (or was closed); frames from the failure on are not stored.
     WRITE_FAILED = 4
+    #: A flush came from an older value of the sink (or one already closed) and was refused.
+    STALE = 8
 
 
 def describe(flags: int) -> list[str]:

@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 
 from . import _tsio as tsio
+from . import _writer
 from ._errors import ConfigError, StoreError, StoreNotFoundError
 from ._layout import ATTRS_KEY, SCHEMA_VERSION
 from ._location import Location, parse
+from ._owner import Owner
 from ._trajectory import Trajectory
 
 
@@ -42,8 +44,26 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
             f"{location} was written with jaxsinks schema version {version}; this jaxsinks reads "
             f"versions up to {SCHEMA_VERSION}. Upgrade jaxsinks to read it."
         )
+    if meta.get("status") == "creating":
+        raise StoreNotFoundError(
+            f"There is no jaxsinks run at {location} yet: its creation "
+            + ("is under way." if _writer_alive(meta) else "was interrupted (its process died); "
+               "creating a run there (any mode) replaces the remains.")
+        )
+    if meta.get("status") == "open" and not _writer_alive(meta):
+        meta = dict(meta, status="interrupted")
     user = {k: v for k, v in attrs.items() if k != ATTRS_KEY}
     return Run(location, meta, user, _physical_frames(meta))
+
+
+def _writer_alive(meta: dict[str, Any]) -> bool:
+    """Whether the writer named in a run's metadata may still be writing it."""
+    owner = Owner.from_json(meta.get("writer"))
+    if owner is None or owner.alive is False:
+        return False
+    if owner.in_this_process:  # ended here without recording its end (e.g. a full disk)
+        return _writer.find(lambda w: getattr(w, "owner", None) == owner) is not None
+    return True
 
 
 def _physical_frames(meta: dict[str, Any]) -> np.ndarray:
@@ -84,7 +104,13 @@ class Run:
 
     @property
     def status(self) -> str:
-        """``"open"`` (being written, or the writer crashed), ``"closed"`` or ``"failed"``."""
+        """How the run stands when it was opened.
+
+        ``"closed"``: closed cleanly. ``"failed"``: closed after a write error. ``"open"``: its
+        writer is still alive (still recording). ``"interrupted"``: its writer died or ended
+        without recording its end (a crash, a kill, a write fault while closing). In every case
+        the run holds exactly `committed` frames.
+        """
         return str(self.meta.get("status"))
 
     @property

@@ -23,8 +23,8 @@ from ._errors import ConfigError, JaxsinksError, StoreError, StoreExistsError
 from ._layout import Ragged
 from ._location import Location
 from ._pytree import pytree_dataclass
-from ._run_entry import (RunEntry, check_params, check_run_id, entry_key, finish_entry, now, proc_stat,
-                         this_boot_id, write_entry)
+from ._owner import now, proc_stat, this_boot_id
+from ._run_entry import RunEntry, check_params, check_run_id, entry_key, finish_entry, write_entry
 from ._schedule import Every, Interval, Times, When
 from ._sink import host_int
 from ._zarr_sink import ZarrSink

@@ -10,18 +10,15 @@ of a campaign; see `jaxsinks._campaign`.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
-import os
-import pathlib
 import re
-import socket
 from typing import Any
 
 from . import _tsio as tsio
 from ._errors import ConfigError, StoreError
 from ._layout import check_json
 from ._location import Location
+from ._owner import now, process_alive
 from ._reader import Run
 from ._reader import open as open_run
 
@@ -86,46 +83,6 @@ class RunEntry:
         out = {"schema_version": CAMPAIGN_SCHEMA_VERSION}
         out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "store"})
         return out
-
-
-def process_alive(host: str, pid: int, boot_id: str | None, pid_start: int | None) -> bool | None:
-    """Whether process `pid` of `host` still runs; None when `host` is not this machine."""
-    if host != socket.gethostname():
-        return None
-    if boot_id is not None and this_boot_id() not in (None, boot_id):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by someone else
-    stat = proc_stat(pid)
-    if stat is None:
-        return True  # no /proc: the pid exists, which is all we can tell
-    state, start = stat
-    return state not in ("Z", "X") and (pid_start is None or start == pid_start)
-
-
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """``(state, start time in clock ticks since boot)`` from Linux's ``/proc/<pid>/stat``."""
-    try:
-        text = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = text.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
-    return rest[0], int(rest[19])
-
-
-def this_boot_id() -> str | None:
-    try:
-        return pathlib.Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 def check_version(doc: Any, what: str) -> dict[str, Any]:

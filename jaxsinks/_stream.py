@@ -22,7 +22,7 @@ from jax.custom_batching import custom_vmap
 from . import _sharding, _writer
 from ._callback import host_call
 from ._columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
-from ._errors import SinkOverflowError, StoreError, TransformError
+from ._errors import JaxsinksError, SinkOverflowError, StaleSinkError, StoreError, TransformError
 from ._flags import Flag
 from ._frame import FrameSpec
 from ._layout import ArrayLayout, Layout
@@ -68,6 +68,7 @@ class StreamSink(Sink):
     batch_size: int | None = static(default=None)
     once: bool = static(default=False)
     shard: _sharding.ShardInfo | None = static(default=None)
+    closed: bool = static(default=False)
 
     @classmethod
     def _empty(cls, writer: _writer.HostWriter, *, spec: FrameSpec, layout: Layout, capacity: int | None,
@@ -123,6 +124,8 @@ class StreamSink(Sink):
     # ------------------------------------------------------------------------- device side
 
     def _append(self, frame, *, step, time, mask, enabled):
+        if self.closed or not isinstance(self.writer, jax.core.Tracer):
+            self._writer_or_raise("record")  # caught at trace time, or now for eager writes
         leaves = [lax.stop_gradient(x) for x in self.frame_spec.check(frame)]
         shape = () if self.batch_size is None else (self.batch_size,)
         step = as_step(step, shape=shape)
@@ -143,19 +146,24 @@ class StreamSink(Sink):
         Prefer `jaxsinks.close`, which closes every sink of a pytree and raises afterwards.
 
         Raises:
+            StaleSinkError: if this is not the newest value of the sink (nothing is written and
+                the run stays open for the newest one), or if flushes from older values were
+                refused during the run (raised after the run is closed).
             WriteError: if a write failed (naming the frames safely committed).
             SinkOverflowError: if ``overflow="error"`` and frames did not fit `capacity`.
         """
         kind = type(self).__name__
         parts = {0: self} if self.shard is None else _sharding.host_parts(self)
-        writer_id = host_int(next(iter(parts.values())).writer, kind)
-        writer = _writer.lookup(writer_id)
-        if writer is None:
-            state = "was already closed" if _writer.was_closed(writer_id) else "is not open in this process"
-            raise StoreError(
-                f"This {kind}'s writer {state}. Close each sink once, with the sink returned by the "
-                "last jitted call."
-            )
+        writer = self._writer_or_raise("close")
+        for shard, part in parts.items():
+            offset = host_int(part.flushed, kind)
+            if int(part.flags) & Flag.STALE or not writer.expects(shard, offset):
+                raise StaleSinkError(
+                    f"This {kind} is an older value of its sink: its staged frames start at frame "
+                    f"{offset}, but {writer.description} has {writer.next_offset(shard)} frames flushed "
+                    "from a newer value. Nothing was written and the run stays open. Close the sink "
+                    "returned by the last call (thread the returned sink through every call)."
+                )
         flags, recorded = 0, 0
         for shard, part in parts.items():
             n = host_int(part.count, kind)
@@ -166,7 +174,15 @@ class StreamSink(Sink):
                 offset = host_int(part.flushed, kind)
                 ack = _host_tail(writer, self.layout, offset, n, leaves, steps, times, systems, shard)
                 flags |= int(ack[1])
-        writer.finish()
+        stale = writer.stale_error()
+        try:
+            writer.finish()
+        except JaxsinksError as err:
+            if stale is not None:
+                err.add_note(str(stale))
+            raise
+        if stale is not None:
+            raise stale
         if self.overflow == "error" and flags & Flag.OVERFLOW:
             raise SinkOverflowError(
                 f"{kind} overflowed: its capacity is {self.capacity} frames but {recorded} were "
@@ -174,7 +190,28 @@ class StreamSink(Sink):
                 "with a larger `capacity` or with overflow='drop' or 'ring'."
             )
         return replace(self, count=jnp.zeros_like(self.count), flushed=self.flushed + self.count,
-                       flags=jnp.full_like(self.flags, flags))
+                       flags=jnp.full_like(self.flags, flags), closed=True)
+
+    def _writer_or_raise(self, action: str) -> _writer.HostWriter:
+        """The live host writer of this sink, or a clear error if it has ended (host side)."""
+        kind = type(self).__name__
+        ended = "closed" if self.closed else None
+        if ended is None:
+            part = self if self.shard is None else next(iter(_sharding.host_parts(self).values()))
+            writer_id = host_int(part.writer, kind)
+            writer = _writer.lookup(writer_id)
+            if writer is not None:
+                return writer
+            ended = _writer.ended(writer_id)
+            if ended is None:
+                raise StoreError(f"This {kind}'s writer is not open in this process; a sink cannot "
+                                 f"{action} in another process than the one that created it.")
+        why = "was already closed" if ended == "closed" else ended
+        raise StaleSinkError(
+            f"Cannot {action} this {kind}: its run {why}. Nothing was written. A sink is a value: "
+            "after `jaxsinks.close(sink)` record into a new sink (ZarrSink.create(..., mode='a') "
+            "continues the run), and close each sink once, with the value the last call returned."
+        )
 
     def __repr__(self) -> str:
         fields = ", ".join(str(f) for f in self.spec.fields)
@@ -212,12 +249,12 @@ def _stage(sink: StreamSink, leaves, step, time, wanted) -> StreamSink:
     else:
         fits = wanted
         if room is not None:
-            fits = wanted & (jnp.cumsum(wanted.astype(jnp.int32)) <= room)
+            fits = wanted & (jnp.cumsum(wanted, dtype=jnp.int32) <= room)
         dest, count, _ = row_destinations(sink.count, fits, sink.columns.rows, ring=False)
         columns = sink.columns.scatter(dest, leaves, step, time)
     dropped = jnp.any(wanted & ~fits)
     flags = sink.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
-    recorded = sink.recorded + jnp.sum(wanted.astype(jnp.int32))
+    recorded = sink.recorded + jnp.sum(wanted, dtype=jnp.int32)
     return replace(sink, columns=columns, count=count, flags=flags, recorded=recorded)
 
 
@@ -268,7 +305,7 @@ def _device_flush(sink: StreamSink, n: jax.Array, shard: jax.Array) -> jax.Array
             bad.append(jnp.zeros((), bool))
             stored.append(values.astype(array.dtype))  # a widening cast (or none)
         else:
-            bad.append(jnp.any(out_of_range(jnp, values, array) & (jnp.arange(rows) < n)))
+            bad.append(jnp.any(out_of_range(jnp, values, array) & (jnp.arange(rows, dtype=jnp.int32) < n)))
             stored.append(values.astype(array.dtype))
     columns = [sink.columns.step, lax.stop_gradient(sink.columns.time)]
     if sink.columns.system is not None:

@@ -7,6 +7,7 @@ credential-free description and drop TensorStore's embedded spec (which can hold
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 from collections.abc import Iterator
@@ -90,6 +91,74 @@ def write_bytes(spec: dict[str, Any], key: str, value: bytes) -> None:
     """Write `value` at `key` and wait until it is durable."""
     with translated(f"write '{key}' of", spec):
         kvstore(spec).write(key, value).result()
+
+
+def read_versioned(spec: dict[str, Any], key: str) -> tuple[bytes | None, bytes]:
+    """The value at `key` (None if there is none) and its storage generation, for `write_if`."""
+    with translated(f"read '{key}' of", spec):
+        result = kvstore(spec).read(key).result()
+    value = bytes(result.value) if result.state == "value" else None
+    return value, bytes(result.stamp.generation)
+
+
+def write_if(spec: dict[str, Any], key: str, value: bytes, generation: bytes) -> bytes | None:
+    """Write `value` at `key` only if its generation is still `generation` (as read, or as last
+    written); wait until durable. Returns the new generation, or None if the key had changed.
+    """
+    with translated(f"write '{key}' of", spec):
+        stamp = kvstore(spec).write(key, value, if_equal=generation).result()
+    return bytes(stamp.generation) or None
+
+
+def delete_all_except(spec: dict[str, Any], key: str) -> None:
+    """Delete every key under the kvstore `spec` but `key`."""
+    with translated("delete the contents of", spec):
+        store = kvstore(spec)
+        futures = [store.delete_range(ts.KvStore.KeyRange(exclusive_max=key)),
+                   store.delete_range(ts.KvStore.KeyRange(inclusive_min=key + "\0"))]
+        for future in futures:
+            future.result()
+
+
+def remove_dead_locks(spec: dict[str, Any]) -> int:
+    """Delete the ``*.__lock`` files that killed writers left in a local store; returns how many.
+
+    TensorStore's file kvstore writes each key through ``<key>.__lock`` (locked with an
+    open-file-description lock), renamed over the key when complete. A writer killed mid-write
+    leaves it behind, and a later write reuses it without truncating it, so a shorter value keeps
+    the old tail (a torn ``zarr.json`` or chunk). A lock file nobody holds is such a leftover:
+    it is removed while holding its lock, after checking it is still the file at that path, which
+    is TensorStore's own protocol, so a live writer is never disturbed.
+    """
+    if spec.get("driver") != "file":
+        return 0
+    removed = 0
+    for folder, _, names in os.walk(spec["path"]):
+        for name in names:
+            if name.endswith(".__lock"):
+                removed += _remove_if_unheld(os.path.join(folder, name))
+    return removed
+
+
+def _remove_if_unheld(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False  # renamed by its writer meanwhile, or not ours to touch
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live writer holds it
+        held, now = os.fstat(fd), os.stat(path)
+        if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino):
+            return False
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def list_keys(spec: dict[str, Any]) -> list[str]:

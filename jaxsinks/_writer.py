@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import OutOfRangeError, WriteError
+from ._errors import OutOfRangeError, StaleSinkError, WriteError
 from ._flags import Flag
 from ._layout import Layout
 
@@ -43,7 +43,7 @@ DEFAULT_MAX_INFLIGHT_BYTES = 256 * 2**20
 POOL_BLOCKS = 3
 
 _REGISTRY: dict[int, HostWriter] = {}
-_CLOSED: set[int] = set()
+_CLOSED: dict[int, str] = {}  # writer id -> how it ended ("closed", or why it was retired)
 _IDS = itertools.count(1)
 _REGISTRY_LOCK = threading.Lock()
 
@@ -78,6 +78,10 @@ class HostWriter(abc.ABC):
         self._step_index = len(layout.fields)  # where the step column is in layout.arrays
         # Frames durable per shard this writer writes; the committed count is their minimum.
         self._durable = {shard: committed for shard in shards}
+        # The offset each shard's next block must start at: a block from any other offset comes
+        # from an older value of the sink (reused after later values were flushed) and is refused.
+        self._next = {shard: committed for shard in shards}
+        self.refused: list[str] = []  # what stale flushes were refused, for the error at close
         self._lock = threading.Lock()  # submit may run on several devices' callback threads
         self._pending: collections.deque[_Pending] = collections.deque()
         self._inflight = 0
@@ -117,6 +121,10 @@ class HostWriter(abc.ABC):
         """The last metadata, with status ``"closed"`` or ``"failed"``."""
         self._record_committed()
 
+    def _still_there(self) -> bool:
+        """Whether the store still holds what this writer committed (checked after a failure)."""
+        return True
+
     # ------------------------------------------------------------------------------ stages
 
     def submit(self, offset: int, n: int, values: list[np.ndarray], shard: int = 0) -> None:
@@ -134,6 +142,47 @@ class HostWriter(abc.ABC):
         if self.progress is not None:
             self.progress.update_to(int(values[self._step_index][:n].max()) + 1)
         self._blocks.put((shard, offset, n, buffers))
+
+    def accept(self, shard: int, offset: int, n: int) -> bool:
+        """Claim frames ``offset:offset + n`` of `shard` if they are the next ones; else refuse
+        them (a stale sink value) and remember why, for `stale_error`. Thread-safe.
+        """
+        with self._lock:
+            expected = self._next[shard]
+            if offset == expected:
+                self._next[shard] = offset + n
+                return True
+            self.refused.append(f"frames {offset}..{offset + n} (the run expected frame {expected} next)")
+        log.error("jaxsinks: a flush to %s from an older value of its sink was refused: it starts at "
+                  "frame %d but the run expected frame %d next (raised at close)",
+                  self.description, offset, expected)
+        return False
+
+    def expects(self, shard: int, offset: int) -> bool:
+        """Whether a block of `shard` starting at `offset` would be accepted."""
+        with self._lock:
+            return self._next[shard] == offset
+
+    def next_offset(self, shard: int = 0) -> int:
+        with self._lock:
+            return self._next[shard]
+
+    def rewind(self, offset: int = 0) -> None:
+        """Expect every shard's next block at `offset` again (a buffer that forgot its frames)."""
+        with self._lock:
+            self._next = dict.fromkeys(self._next, offset)
+
+    def stale_error(self) -> StaleSinkError | None:
+        """The error for the stale flushes refused so far, or None."""
+        if not self.refused:
+            return None
+        shown = "; ".join(self.refused[:3]) + (f"; and {len(self.refused) - 3} more" if len(self.refused) > 3 else "")
+        return StaleSinkError(
+            f"{len(self.refused)} flush(es) to {self.description} came from an older value of its sink "
+            f"and were refused: {shown}. Nothing they held was stored, and no stored frame was changed. "
+            "A sink is a value: pass the sink returned by each call to the next call (thread the "
+            "returned sink), and close the last one."
+        )
 
     def _skips(self, offset: int) -> bool:
         """Whether a block at `offset` comes after a failure (so it would leave a gap)."""
@@ -252,12 +301,12 @@ class HostWriter(abc.ABC):
         if self.progress is not None:
             self.progress.close()
 
-    def discard(self) -> None:
-        """Stop a writer that never wrote a block (its run could not be created)."""
+    def discard(self, why: str = "closed") -> None:
+        """Stop the writer without final metadata (its run could not be created, or it was
+        replaced); later flushes to it are refused.
+        """
         self.stop()
-        with _REGISTRY_LOCK:
-            _REGISTRY.pop(self.id, None)
-            _CLOSED.add(self.id)
+        _retire(self.id, why)
 
     def finish(self) -> int:
         """Wait until every write is durable, record the final count, and raise any kept failure.
@@ -268,14 +317,18 @@ class HostWriter(abc.ABC):
             WriteError: naming the store and the count of frames safely committed.
         """
         self.stop()
-        with _REGISTRY_LOCK:
-            _REGISTRY.pop(self.id, None)
-            _CLOSED.add(self.id)
+        _retire(self.id, "closed")
         try:
             self._finalize("closed" if self.error is None else "failed")
         except Exception as err:  # noqa: BLE001 - reported like any write failure
             if self.error is None:
                 self.error = WriteError(f"Closing {self.description} failed: {_message(err)}", self.committed)
+        if self.error is not None and not self._still_there():
+            raise WriteError(
+                f"{self.error} {self.description} was deleted or replaced during the run: the "
+                f"{self.committed} frames it had committed are no longer there, and nothing more was written.",
+                0,
+            ) from None
         if self.error is not None:
             kind = OutOfRangeError if isinstance(self.error, OutOfRangeError) else WriteError
             raise kind(
@@ -317,9 +370,22 @@ def lookup(writer_id: int) -> HostWriter | None:
         return _REGISTRY.get(writer_id)
 
 
-def was_closed(writer_id: int) -> bool:
+def find(predicate: Any) -> HostWriter | None:
+    """A live writer for which `predicate(writer)` holds, or None."""
     with _REGISTRY_LOCK:
-        return writer_id in _CLOSED
+        return next((w for w in _REGISTRY.values() if predicate(w)), None)
+
+
+def ended(writer_id: int) -> str | None:
+    """How the writer with this id ended ("closed", or why it was retired), or None."""
+    with _REGISTRY_LOCK:
+        return _CLOSED.get(writer_id)
+
+
+def _retire(writer_id: int, why: str) -> None:
+    with _REGISTRY_LOCK:
+        _REGISTRY.pop(writer_id, None)
+        _CLOSED[writer_id] = why
 
 
 def host_flush(writer_id: Any, shard: Any, offset: Any, n: Any, bad: Any, *values: np.ndarray) -> np.ndarray:
@@ -329,11 +395,13 @@ def host_flush(writer_id: Any, shard: Any, offset: Any, n: Any, bad: Any, *value
     block is not written (nothing is stored as inf); the failure is raised at close.
     """
     writer = lookup(int(writer_id))
-    n = int(n)
-    if writer is None:
-        log.error("jaxsinks: a sink whose writer was closed was flushed again; %d frames dropped", n)
-        return np.array([n, Flag.WRITE_FAILED], np.int32)
-    offset = int(offset)
+    n, offset, shard = int(n), int(offset), int(shard)
+    if writer is None:  # the sink was closed: this is an older value of it, reused
+        log.error("jaxsinks: a sink whose run was %s was flushed again; its %d frames were not stored "
+                  "(close raises for it)", ended(int(writer_id)) or "closed", n)
+        return np.array([0, Flag.WRITE_FAILED | Flag.STALE], np.int32)
+    if not writer.accept(shard, offset, n):
+        return np.array([0, writer.flags | Flag.STALE], np.int32)
     bad_fields = [a for a, b in zip(writer.layout.fields, np.asarray(bad)) if b]
     if bad_fields and not writer._skips(offset):
         names = ", ".join(f"'{a.name}' ({a.dtype.name})" for a in bad_fields)
@@ -343,5 +411,5 @@ def host_flush(writer_id: Any, shard: Any, offset: Any, n: Any, bad: Any, *value
             "wider dtype (fields={name: FieldConfig(dtype='float32')}) or rescale them.",
             writer.committed,
         ), at=offset)
-    writer.submit(offset, n, values, int(shard))
+    writer.submit(offset, n, values, shard)
     return np.array([n, writer.flags], np.int32)

@@ -10,19 +10,24 @@ count (nothing stored is ever reread), and the group attributes that hold the co
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
 import numpy as np
 
 from . import _tsio as tsio
-from ._errors import SchemaMismatchError, StoreError, StoreExistsError
+from . import _writer
+from ._errors import SchemaMismatchError, StoreError, StoreExistsError, WriterConflictError
 from ._layout import ATTRS_KEY, SCHEMA_VERSION, Layout, group_metadata
 from ._location import Location
 from ._multihost import Coordinator, coordinator
+from ._owner import Owner
 from ._writer import DEFAULT_MAX_INFLIGHT_BYTES, HostWriter
 
 MODES = ("w-", "w", "a")
+ROOT = "zarr.json"
+log = logging.getLogger("jaxsinks")
 
 
 class ZarrWriter(HostWriter):
@@ -31,8 +36,11 @@ class ZarrWriter(HostWriter):
     def __init__(self, location: Location, layout: Layout, arrays: dict[str, Any], *, frames: int,
                  atoms: int, committed: int, meta: dict[str, Any], user_attrs: dict[str, Any],
                  capacity: int | None, ring: bool, max_inflight_bytes: int, progress: Any = None,
-                 shards: tuple[int, ...] = (0,), coordinator: Coordinator | None = None) -> None:
+                 shards: tuple[int, ...] = (0,), coordinator: Coordinator | None = None,
+                 owner: Owner | None = None, generation: bytes | None = None) -> None:
         self.location = location
+        self.owner = owner  # None for the secondary processes of a multi-process run
+        self._generation = generation  # of the run's zarr.json as this writer last wrote it
         self.coordinator = coordinator
         self.start = committed  # every process's count when this writer started
         self.arrays = arrays
@@ -147,16 +155,37 @@ class ZarrWriter(HostWriter):
     def attributes(self, status: str, committed: int | None = None) -> dict[str, Any]:
         committed = self.committed if committed is None else committed
         meta = dict(self.meta, committed=committed, status=status)
+        meta.pop("writer", None)
+        if status == "open" and self.owner is not None:
+            meta["writer"] = self.owner.to_json()
         if self.ring:
             meta["valid_from"] = self.valid_from
         if self._ragged:
             meta["committed_atoms"] = self.committed_atoms
         return {ATTRS_KEY: meta, **self.user_attrs}
 
+    def _still_there(self) -> bool:
+        if self._generation is None:  # a secondary process: the primary checks
+            return True
+        try:
+            return tsio.read_versioned(self.location.kvstore, ROOT)[1] == self._generation
+        except StoreError:
+            return True  # the store cannot be reached: the commit is all we know
+
     def _write_attrs(self, status: str, committed: int | None = None) -> None:
+        """Write the run's metadata, only if it is still what this writer last wrote: a run
+        deleted, replaced or taken over by another writer is never written into again.
+        """
         with self._meta_lock:
-            tsio.write_bytes(self.location.kvstore, "zarr.json",
-                             group_metadata(self.attributes(status, committed)))
+            value = group_metadata(self.attributes(status, committed))
+            generation = tsio.write_if(self.location.kvstore, ROOT, value, self._generation or b"")
+            if generation is None:
+                raise StoreError(
+                    f"The metadata of the run at {self.location} is no longer the one this sink wrote: "
+                    "the store was deleted or replaced, or another writer took the run over. Nothing "
+                    "more is written to it."
+                )
+            self._generation = generation
 
 
 def create_run(
@@ -200,25 +229,41 @@ def create_run(
 
 def _create_or_reopen(location: Location, layout: Layout, mode: str, meta: dict[str, Any],
                       user_attrs: dict[str, Any], options: dict[str, Any]) -> ZarrWriter:
+    """Claim the location for this process, then create the run or reopen it.
+
+    Every step leaves the store in a state the next writer recognises: nothing, a run being
+    created (its ``zarr.json`` says ``"creating"``: taken for nothing once its writer is dead), or
+    a run whose ``zarr.json`` names its live writer (refused) or a dead one (taken over).
+    """
     kv = location.kvstore
-    existing = tsio.read_bytes(kv, "zarr.json")
-    if mode == "a" and existing is not None:
-        return _reopen(location, layout, existing, meta, user_attrs, **options)
-    if mode == "w-" and (existing is not None or tsio.list_keys(kv)):
-        raise StoreExistsError(
-            f"A store already exists at {location}. Pass mode='w' to overwrite it, mode='a' to "
-            "append to the run in it, or choose another path."
-        )
-    if mode == "w":
-        tsio.delete_all(kv)
+    tsio.remove_dead_locks(kv)
+    raw, generation = tsio.read_versioned(kv, ROOT)
+    stored = _stored_run(location, raw, mode)
+    if stored is not None and _check_writer(location, stored, mode):  # retired: it may have committed
+        raw, generation = tsio.read_versioned(kv, ROOT)
+        stored = _stored_run(location, raw, mode)
+    creating = stored is not None and stored.get("status") == "creating"
+    if stored is not None and not creating:
+        if mode == "a":
+            return _reopen(location, layout, raw, generation, meta, user_attrs, **options)
+        if mode == "w-":
+            raise StoreExistsError(
+                f"A run already exists at {location}. Pass mode='w' to overwrite it, mode='a' to "
+                "append to it, or choose another path."
+            )
+    owner = Owner.me()
     meta = dict(meta, schema_version=SCHEMA_VERSION, schema=layout.schema())
+    claim = {ATTRS_KEY: dict(meta, status="creating", committed=0, writer=owner.to_json())}
+    generation = _claim(location, group_metadata(claim), generation)
     writer = None
     try:
+        if stored is not None:  # an old run (mode="w") or an interrupted create: ours to clear
+            tsio.delete_all_except(kv, ROOT)
         arrays = {a.name: tsio.create_array(location.child(a.name), a.metadata(0)) for a in layout.arrays}
         for group in layout.groups:
-            tsio.write_bytes(location.child(group), "zarr.json", group_metadata({}))
+            tsio.write_bytes(location.child(group), ROOT, group_metadata({}))
         writer = ZarrWriter(location, layout, arrays, frames=0, atoms=0, committed=0, meta=meta,
-                            user_attrs=user_attrs, **options)
+                            user_attrs=user_attrs, owner=owner, generation=generation, **options)
         writer._write_attrs("open")
     except StoreError:
         if writer is not None:  # its threads and registry entry must not outlive the failure
@@ -226,6 +271,73 @@ def _create_or_reopen(location: Location, layout: Layout, mode: str, meta: dict[
         _remove_partial(kv)
         raise
     return writer
+
+
+def _stored_run(location: Location, raw: bytes | None, mode: str) -> dict[str, Any] | None:
+    """The jaxsinks metadata of the run at `location`, None if the location is empty; a clear
+    error if it holds anything else, which jaxsinks never overwrites, appends to or deletes.
+    """
+    if raw is None:
+        if not tsio.list_keys(location.kvstore):
+            return None
+        what = "files that are not a jaxsinks run (there is no zarr.json at its top)"
+    else:
+        try:
+            attrs = json.loads(raw).get("attributes", {})
+            stored = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
+        except (ValueError, AttributeError):
+            stored = None
+        if isinstance(stored, dict):
+            return stored
+        what = "a Zarr node that is not a jaxsinks run (its zarr.json has no 'jaxsinks' attributes)"
+    if mode == "w-":
+        raise StoreExistsError(f"A store already exists at {location}: it holds {what}. Choose another path.")
+    action = "overwrite" if mode == "w" else "append to"
+    raise StoreError(
+        f"{location} holds {what}; jaxsinks does not {action} or delete anything it did not write. "
+        "Choose another path, or remove those files yourself first."
+    )
+
+
+def _check_writer(location: Location, stored: dict[str, Any], mode: str) -> bool:
+    """Raise `WriterConflictError` if a live writer holds the run.
+
+    A writer of this process that is still open is retired when ``mode="w"`` replaces its run
+    (re-running a notebook cell); its later flushes and its close are refused. Returns whether
+    a writer was retired.
+    """
+    owner = Owner.from_json(stored.get("writer"))
+    if owner is None or stored.get("status") not in ("open", "creating"):
+        return False
+    alive = owner.alive
+    if alive is False:
+        return False  # killed: its run is taken over as it stands
+    if owner.in_this_process:
+        live = _writer.find(lambda w: getattr(w, "owner", None) == owner)
+        if live is None:
+            return False  # it ended in this process without recording its end (e.g. a full disk)
+        if mode == "w":
+            live.discard("was replaced by a new run created at the same store with mode='w'")
+            log.warning("jaxsinks: the open sink writing %s was retired: a new run replaces it", location)
+            return True
+    where = "in this process (an open sink: close it first with jaxsinks.close)" if owner.in_this_process else (
+        str(owner) + ("; it runs on another host, so jaxsinks cannot tell whether it is alive" if alive is None else ""))
+    raise WriterConflictError(
+        f"The run at {location} is being written by {where}. A run has one writer at a time: two "
+        "would interleave and overwrite each other's frames. Wait until it closes, or record to "
+        "another path; a writer that was killed is detected and its run taken over."
+    )
+
+
+def _claim(location: Location, value: bytes, generation: bytes) -> bytes:
+    """Write the run's zarr.json if nobody changed it since it was read; the new generation."""
+    claimed = tsio.write_if(location.kvstore, ROOT, value, generation)
+    if claimed is None:
+        raise WriterConflictError(
+            f"Another writer claimed the run at {location} at the same moment. A run has one "
+            "writer at a time: record to another path, or retry once that writer has closed."
+        )
+    return claimed
 
 
 def _attach(location: Location, layout: Layout, meta: dict[str, Any], user_attrs: dict[str, Any],
@@ -240,11 +352,10 @@ def _attach(location: Location, layout: Layout, meta: dict[str, Any], user_attrs
                       committed=committed, meta=dict(stored, **meta), user_attrs=user_attrs, **options)
 
 
-def _reopen(location, layout, existing, meta, user_attrs, **options) -> ZarrWriter:
+def _reopen(location: Location, layout: Layout, existing: bytes, generation: bytes, meta: dict[str, Any],
+            user_attrs: dict[str, Any], **options: Any) -> ZarrWriter:
     attrs = json.loads(existing).get("attributes", {})
-    stored = attrs.get(ATTRS_KEY)
-    if stored is None:
-        raise StoreError(f"{location} holds a Zarr group that is not a jaxsinks run; it cannot be appended to.")
+    stored = attrs[ATTRS_KEY]
     check_schema(stored.get("schema", {}), layout.schema(), location)
     before = (stored.get("capacity"), stored.get("overflow"))
     now = (meta.get("capacity"), meta.get("overflow"))
@@ -254,6 +365,9 @@ def _reopen(location, layout, existing, meta, user_attrs, **options) -> ZarrWrit
             f"{before[1]!r}; a ring run can only be appended to with the same settings (got "
             f"capacity={now[0]}, overflow={now[1]!r})."
         )
+    owner = Owner.me()
+    claimed = dict(attrs, **{ATTRS_KEY: dict(stored, status="open", writer=owner.to_json())})
+    generation = _claim(location, group_metadata(claimed), generation)
     committed = int(stored.get("committed", 0))
     atoms = int(stored.get("committed_atoms", 0))
     arrays = {a.name: tsio.open_array(location.child(a.name), write=True) for a in layout.arrays}
@@ -270,7 +384,8 @@ def _reopen(location, layout, existing, meta, user_attrs, **options) -> ZarrWrit
     merged = {k: v for k, v in attrs.items() if k != ATTRS_KEY}
     merged.update(user_attrs)
     writer = ZarrWriter(location, layout, arrays, frames=frames, atoms=atoms, committed=committed,
-                        meta=dict(stored, **meta), user_attrs=merged, **options)
+                        meta=dict(stored, **meta), user_attrs=merged, owner=owner, generation=generation,
+                        **options)
     writer._write_attrs("open")
     return writer
 

@@ -242,19 +242,6 @@ def test_a_killed_run_stays_running_is_stale_and_listing_works(tmp_path):
     assert campaign.entry("crash").status == "failed" and not campaign.entry("crash").stale
 
 
-def test_process_alive_tells_dead_and_reused_pids():
-    me = os.getpid()
-    host = _run_entry.socket.gethostname()
-    start = _run_entry.proc_stat(me)[1]
-    assert _run_entry.process_alive(host, me, _run_entry.this_boot_id(), start) is True
-    assert _run_entry.process_alive(host, me, None, start + 1) is False  # the pid was reused
-    assert _run_entry.process_alive(host, me, "another-boot", start) is False  # the machine rebooted
-    assert _run_entry.process_alive("some-other-host", me, None, None) is None
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    assert _run_entry.process_alive(host, child.pid, None, None) is False
-
-
 # ----------------------------------------------------------------------- configurations
 
 

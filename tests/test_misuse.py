@@ -1,0 +1,105 @@
+"""The functional API misused the way people do: old sink values reused, closed sinks written,
+close given the wrong value. Each is a clear error and changes nothing stored (byte for byte)."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
+
+import jaxsinks as js
+
+
+def stored_bytes(path):
+    """Every file under a local run, by relative path: what 'nothing changed' is checked against."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_reusing_an_old_sink_in_a_second_call_is_refused_and_changes_nothing(tmp_path, caplog):
+    store = tmp_path / "run.zarr"
+    s0 = js.ZarrSink.create(store, EXAMPLE, chunk=4)
+    s1 = run_steps(s0, steps(0, 10))  # frames 0..7 flushed, 8..9 staged
+    jax.block_until_ready(s1)
+    assert int(s1.flushed) == 8
+    with caplog.at_level(logging.ERROR, logger="jaxsinks"):
+        s2 = run_steps(s0, steps(100, 110))  # by mistake: the old sink again
+        jax.block_until_ready(s2)
+    assert int(s2.flags) & js.Flag.STALE and int(s2.flushed) == 0
+    assert "older value" in caplog.text
+    with pytest.raises(js.StaleSinkError, match=r"staged frames start at frame 0, but .* has 8 frames"):
+        js.close(s2)
+    assert js.open(store).status == "open"  # the stale close wrote nothing; the run is still open
+    # Closing the newest value keeps every frame of it, then reports the refused flushes.
+    with pytest.raises(js.StaleSinkError, match=r"2 flush\(es\) .* frames 0\.\.4 \(the run expected frame 8"):
+        js.close(s1)
+    run = js.open(store)
+    assert run.status == "closed" and run.steps.tolist() == list(range(10))
+    np.testing.assert_array_equal(run["x"][:], expected(range(10))["x"])
+
+
+def test_an_optimisation_loop_reusing_the_first_sink_is_refused(tmp_path):
+    store = tmp_path / "opt.zarr"
+    sink0 = js.ZarrSink.create(store, {"x": jnp.zeros(3)}, chunk=4)
+
+    @jax.jit
+    def loss(theta, sink):
+        def body(carry, i):
+            x, sink = carry
+            x = x * theta
+            return (x, js.record(sink, step=i, frame=lambda: {"x": x})), None
+        (x, sink), _ = jax.lax.scan(body, (jnp.ones(3), sink), jnp.arange(8, dtype=jnp.int32))
+        return jnp.sum(x), sink
+
+    grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    (_, first), _ = grad(jnp.float32(0.9), sink0)
+    on_disk = stored_bytes(store)
+    (_, second), _ = grad(jnp.float32(0.5), sink0)  # the same initial sink passed again
+    jax.block_until_ready(second)
+    assert int(second.flags) & js.Flag.STALE
+    assert {k: v for k, v in stored_bytes(store).items() if "zarr.json" not in k} == \
+        {k: v for k, v in on_disk.items() if "zarr.json" not in k}
+    with pytest.raises(js.StaleSinkError, match="older value"):
+        js.close(first)
+    np.testing.assert_allclose(js.open(store)["x"][:], np.stack([0.9 ** (i + 1) * np.ones(3) for i in range(8)]),
+                               rtol=1e-6)
+
+
+def test_closing_an_older_value_is_refused_and_the_newest_still_closes(tmp_path):
+    store = tmp_path / "run.zarr"
+    s0 = js.ZarrSink.create(store, EXAMPLE, chunk=4)
+    s1 = run_steps(s0, steps(0, 6))
+    s2 = run_steps(s1, steps(6, 13))
+    with pytest.raises(js.StaleSinkError, match="older value"):
+        js.close(s1)
+    assert js.open(store).status == "open" and len(js.open(store)) <= 12
+    js.close(s2)
+    run = js.open(store)
+    assert run.status == "closed" and run.steps.tolist() == list(range(13))
+
+
+def test_writing_after_close_is_a_clear_error_eager_and_jitted(tmp_path):
+    store = tmp_path / "run.zarr"
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 6))
+    closed = js.close(sink)
+    on_disk = stored_bytes(store)
+    frame = {"x": jnp.ones(3), "e": jnp.float32(1)}
+    for target in (closed, sink):  # the closed value, and the value that was closed
+        with pytest.raises(js.StaleSinkError, match="already closed"):
+            target.write(frame, step=99)
+    with pytest.raises(js.StaleSinkError, match="already closed"):
+        run_steps(closed, steps(6, 20))  # caught when tracing
+    # A jitted call on the pre-close value cannot be caught when tracing: its flushes are refused.
+    late = run_steps(sink, steps(6, 20))
+    assert int(late.flags) & js.Flag.STALE
+    with pytest.raises(js.StaleSinkError):
+        js.close(late)
+    assert stored_bytes(store) == on_disk
+
+
+def test_closing_twice_through_close_of_a_pytree_names_the_run(tmp_path):
+    sink = js.ZarrSink.create(memory_store(), EXAMPLE, chunk=4)
+    closed = js.close({"traj": sink})
+    with pytest.raises(js.StaleSinkError, match="already closed"):
+        js.close(closed)

@@ -1,0 +1,215 @@
+"""One writer per run: a second writer (another process, or this one) is refused with a clear
+error naming the live writer; killed writers are detected and their runs taken over; `mode="w"`
+overwrites only jaxsinks runs; what a killed writer left behind never tears a later write."""
+
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from zarr_helpers import EXAMPLE, expected, run_steps, steps
+
+import jaxsinks as js
+from jaxsinks import _tsio
+
+HERE = pathlib.Path(__file__).parent
+
+#: A writer in another process: opens the run, records `n` frames from `start`, says "ready",
+#: and closes when told (a line on stdin) or is killed.
+WRITER = textwrap.dedent("""
+    import sys
+    import jaxsinks as js
+    from zarr_helpers import EXAMPLE, run_steps, steps
+    store, mode, start, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode), steps(start, start + n))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    js.close(sink)
+    print("closed", flush=True)
+""")
+
+
+@contextlib.contextmanager
+def writer_process(store, mode, start, n):
+    """A live writer in a child process (killed, if still running, on exit)."""
+    with subprocess.Popen([sys.executable, "-c", WRITER, str(store), mode, str(start), str(n)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=HERE, env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE))) as child:
+        try:
+            line = child.stdout.readline()
+            assert line.strip() == "ready", child.stderr.read()
+            yield child
+        finally:
+            child.kill()
+            child.wait()
+
+
+def close_writer(child):
+    child.stdin.write("close\n")
+    child.stdin.flush()
+    assert child.stdout.readline().strip() == "closed", child.stderr.read()
+
+
+def stored_bytes(path):
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def assert_frames(store, n):
+    run = js.open(store)
+    assert run.steps.tolist() == list(range(n))
+    np.testing.assert_array_equal(run["x"][:], expected(range(n))["x"])
+
+
+@pytest.mark.parametrize("mode", ["a", "w", "w-"])
+def test_a_second_writer_in_another_process_is_refused_naming_the_live_one(tmp_path, mode):
+    store = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8)))
+    with writer_process(store, "a", 8, 9) as first:  # 8 more frames flushed, 1 staged
+        with pytest.raises(js.WriterConflictError, match=rf"being written by process {first.pid} on host"):
+            js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode)
+        close_writer(first)
+    run = js.open(store)
+    assert run.status == "closed"
+    assert_frames(store, 17)  # the first writer's frames, every one, unchanged
+
+
+def test_two_processes_appending_at_once_never_interleave(tmp_path):
+    store = tmp_path / "run.zarr"
+    js.close(js.ZarrSink.create(store, EXAMPLE, chunk=4))
+    with writer_process(store, "a", 0, 12) as first:
+        second = subprocess.run([sys.executable, "-c", WRITER, str(store), "a", "100", "12"], input="\n",
+                                capture_output=True, text=True, cwd=HERE, timeout=120,
+                                env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE)))
+        assert second.returncode != 0 and "WriterConflictError" in second.stderr
+        assert f"process {first.pid}" in second.stderr
+        close_writer(first)
+    assert_frames(store, 12)
+
+
+def test_a_killed_writer_is_detected_and_its_run_taken_over(tmp_path):
+    store = tmp_path / "run.zarr"
+    js.close(js.ZarrSink.create(store, EXAMPLE, chunk=4))
+    with writer_process(store, "a", 0, 10) as child:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    run = js.open(store)
+    assert run.status == "interrupted" and run.committed in (0, 4, 8)
+    sink = js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a")  # the dead writer's lease is stale
+    n = int(sink.flushed)
+    js.close(run_steps(sink, steps(n, 20)))
+    assert js.open(store).status == "closed"
+    assert_frames(store, 20)
+
+
+def test_a_second_sink_on_an_open_run_in_this_process_is_refused(tmp_path):
+    store = tmp_path / "run.zarr"
+    first = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 6))
+    for mode in ("a", "w-"):
+        with pytest.raises((js.WriterConflictError, js.StoreExistsError)):
+            js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode)
+    with pytest.raises(js.WriterConflictError, match="in this process"):
+        js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a")
+    js.close(first)
+    assert_frames(store, 6)
+
+
+def test_re_running_a_cell_with_mode_w_retires_the_old_sink(tmp_path):
+    store = tmp_path / "run.zarr"
+    old = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="w"), steps(0, 6))
+    new = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="w"), steps(0, 9))  # the cell again
+    with pytest.raises(js.StaleSinkError, match="replaced by a new run"):
+        js.close(old)
+    late = run_steps(old, steps(6, 14))  # its flushes are refused, not written into the new run
+    assert int(late.flags) & js.Flag.STALE
+    js.close(new)
+    assert_frames(store, 9)
+
+
+def test_mode_w_never_deletes_a_directory_that_is_not_a_run(tmp_path):
+    thesis = tmp_path / "thesis"
+    (thesis / "chapters").mkdir(parents=True)
+    (thesis / "chapters" / "one.tex").write_text("Chapter one")
+    (thesis / "notes.txt").write_text("keep me")
+    before = stored_bytes(thesis)
+    for mode, error in (("w", js.StoreError), ("a", js.StoreError), ("w-", js.StoreExistsError)):
+        with pytest.raises(error, match="not a jaxsinks run"):
+            js.ZarrSink.create(thesis, EXAMPLE, mode=mode)
+    assert stored_bytes(thesis) == before
+    # A Zarr group written by someone else is not a jaxsinks run either.
+    import zarr
+
+    other = tmp_path / "other.zarr"
+    zarr.open_group(other, mode="w").create_array("a", shape=(3,), dtype="f4")
+    before = stored_bytes(other)
+    with pytest.raises(js.StoreError, match="not a jaxsinks run"):
+        js.ZarrSink.create(other, EXAMPLE, mode="w")
+    assert stored_bytes(other) == before
+
+
+def test_mode_w_replaces_a_closed_run(tmp_path):
+    store = tmp_path / "run.zarr"
+    js.close(js.ZarrSink.create(store, {"y": jnp.zeros(2)}, chunk=4))
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="w"), steps(0, 7)))
+    assert js.open(store).fields == ("e", "x")
+    assert_frames(store, 7)
+
+
+def test_an_interrupted_create_is_no_run_and_any_mode_creates_over_it(tmp_path):
+    store = tmp_path / "run.zarr"
+    # What a process killed during create leaves: the claim ("creating", naming a dead writer)
+    # and some of the arrays.
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = {"host": os.uname().nodename, "pid": int(child.stdout), "boot_id": None, "pid_start": None,
+            "started": "then", "token": "t"}
+    meta = {"zarr_format": 3, "node_type": "group",
+            "attributes": {"jaxsinks": {"schema_version": 1, "status": "creating", "committed": 0, "writer": dead}}}
+    _tsio.write_bytes({"driver": "file", "path": str(store) + "/"}, "zarr.json", json.dumps(meta).encode())
+    (store / "x").mkdir()
+    (store / "x" / "zarr.json").write_text("{}")
+    with pytest.raises(js.StoreNotFoundError, match="creation was interrupted"):
+        js.open(store)
+    for mode in ("w-", "a", "w"):
+        js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode), steps(0, 5)))
+        assert_frames(store, 5)
+        if mode != "w":
+            _tsio.write_bytes({"driver": "file", "path": str(store) + "/"}, "zarr.json", json.dumps(meta).encode())
+
+
+def test_lock_files_left_by_a_killed_writer_never_tear_a_later_write(tmp_path):
+    """TensorStore reuses a leftover ``<key>.__lock`` without truncating it: a resumed run would
+    write a short zarr.json over a longer leftover and keep its tail. Leftovers are removed."""
+    store = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8)))
+    junk = "x" * 20000  # longer than any zarr.json or chunk written next
+    for key in ("zarr.json", "x/zarr.json", "x/c/2", "e/c/2", "step/c/2"):
+        (store / (key + ".__lock")).write_text(junk)
+    sink = js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a")
+    js.close(run_steps(sink, steps(8, 14)))
+    assert_frames(store, 14)
+    import zarr
+
+    group = zarr.open_group(store, mode="r")
+    np.testing.assert_array_equal(group["x"][:], expected(range(14))["x"])
+    assert not list(store.rglob("*.__lock"))
+
+
+def test_a_store_deleted_mid_run_is_a_write_error_not_a_committed_count(tmp_path):
+    import shutil
+
+    store = tmp_path / "run.zarr"
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8))
+    js.close(run_steps(sink, steps(8, 8)))  # closes; now a second run is deleted under its writer
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a"), steps(8, 16))
+    shutil.rmtree(store)
+    sink = run_steps(sink, steps(16, 40))
+    with pytest.raises(js.WriteError, match="deleted or replaced"):
+        js.close(sink)
+    with pytest.raises(js.StoreNotFoundError):
+        js.open(store)
