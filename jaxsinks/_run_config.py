@@ -19,7 +19,7 @@ import numpy as np
 from . import _tsio as tsio
 from . import _writer
 from ._codecs import Blosc, FieldConfig, Zstd
-from ._errors import ConfigError, JaxsinksError, StoreError, StoreExistsError
+from ._errors import ConfigError, JaxsinksError, StaleSinkError, StoreError, StoreExistsError, WriterConflictError
 from ._layout import Ragged
 from ._location import Location
 from ._pytree import pytree_dataclass
@@ -93,7 +93,7 @@ class RunConfig:
             raise StoreExistsError(_duplicate_message(root, self.run_id, existing))
         try:
             sink = CampaignSink.create(self.store, frame, mode="w-", progress=progress, **self.options)
-        except StoreExistsError:
+        except (StoreExistsError, WriterConflictError):
             raise StoreExistsError(
                 f"The campaign at {root} already holds a run store 'runs/{self.run_id}' (without an "
                 "entry yet: another process may be creating it). Choose another run id."
@@ -198,6 +198,13 @@ class CampaignSink(ZarrSink):
         root, entry = pending
         try:
             closed = super().close()
+        except StaleSinkError:
+            if _writer.lookup(writer_id) is not None:  # an older value: the run stays open for the newest
+                with _OPEN_LOCK:
+                    _OPEN[writer_id] = pending
+            else:  # closed; flushes from older values were refused, the run itself is complete
+                finish_entry(root, entry, "closed", writer.committed, None)
+            raise
         except JaxsinksError as err:
             finish_entry(root, entry, "failed", writer.committed, f"{type(err).__name__}: {err}")
             raise

@@ -41,7 +41,9 @@ os.environ.setdefault("TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS", str(STALL_SECON
 os.environ.setdefault("TENSORSTORE_CURL_LOW_SPEED_LIMIT_BYTES", str(STALL_BYTES_PER_SECOND))
 
 _SPEC_IN_MESSAGE = re.compile(r"\s*\[(tensorstore_spec|source locations)=.*$", re.DOTALL)
-_USERINFO = re.compile(r"(?<=://)[^/\s@'\"]*@")
+#: From ``://`` to the last ``@`` of the same word: user info, even when a secret in it holds
+#: '/', '@' or ':' (a path with an '@' in it is masked too: better too much than a secret).
+_USERINFO = re.compile(r"(?<=://)[^\s'\"]*@")
 _RETRIES = {"s3": "s3_request_retries", "gcs": "gcs_request_retries"}
 
 
@@ -101,12 +103,18 @@ def read_versioned(spec: dict[str, Any], key: str) -> tuple[bytes | None, bytes]
     return value, bytes(result.stamp.generation)
 
 
-def write_if(spec: dict[str, Any], key: str, value: bytes, generation: bytes) -> bytes | None:
+def write_if(spec: dict[str, Any], key: str, value: bytes, generation: bytes,
+             timeout: float | None = None) -> bytes | None:
     """Write `value` at `key` only if its generation is still `generation` (as read, or as last
-    written); wait until durable. Returns the new generation, or None if the key had changed.
+    written); wait until durable (at most `timeout` seconds, then a `StoreError`). Returns the new
+    generation, or None if the key had changed.
     """
     with translated(f"write '{key}' of", spec):
-        stamp = kvstore(spec).write(key, value, if_equal=generation).result()
+        future = kvstore(spec).write(key, value, if_equal=generation)
+        try:
+            stamp = future.result(timeout=timeout)
+        except TimeoutError:
+            raise StoreError(f"Writing '{key}' of {describe(spec)} did not finish within {timeout:g} s.") from None
     return bytes(stamp.generation) or None
 
 

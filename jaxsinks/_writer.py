@@ -121,9 +121,8 @@ class HostWriter(abc.ABC):
         """The last metadata, with status ``"closed"`` or ``"failed"``."""
         self._record_committed()
 
-    def _still_there(self) -> bool:
-        """Whether the store still holds what this writer committed (checked after a failure)."""
-        return True
+    #: Set when the store no longer holds what this writer committed (deleted or replaced).
+    lost: bool = False
 
     # ------------------------------------------------------------------------------ stages
 
@@ -245,6 +244,8 @@ class HostWriter(abc.ABC):
                         break
                     batch.append(item)
             for item in batch:
+                if self._skips(item.start):
+                    continue  # past a failure it can never commit: do not wait for it
                 try:
                     for wait in item.waits:
                         wait.result()
@@ -323,7 +324,7 @@ class HostWriter(abc.ABC):
         except Exception as err:  # noqa: BLE001 - reported like any write failure
             if self.error is None:
                 self.error = WriteError(f"Closing {self.description} failed: {_message(err)}", self.committed)
-        if self.error is not None and not self._still_there():
+        if self.error is not None and self.lost:
             raise WriteError(
                 f"{self.error} {self.description} was deleted or replaced during the run: the "
                 f"{self.committed} frames it had committed are no longer there, and nothing more was written.",

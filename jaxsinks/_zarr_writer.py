@@ -27,6 +27,8 @@ from ._writer import DEFAULT_MAX_INFLIGHT_BYTES, HostWriter
 
 MODES = ("w-", "w", "a")
 ROOT = "zarr.json"
+#: Seconds the final "failed" status write may take after a write failure (see `_write_attrs`).
+FAILED_STATUS_TIMEOUT = 5.0
 log = logging.getLogger("jaxsinks")
 
 
@@ -164,22 +166,20 @@ class ZarrWriter(HostWriter):
             meta["committed_atoms"] = self.committed_atoms
         return {ATTRS_KEY: meta, **self.user_attrs}
 
-    def _still_there(self) -> bool:
-        if self._generation is None:  # a secondary process: the primary checks
-            return True
-        try:
-            return tsio.read_versioned(self.location.kvstore, ROOT)[1] == self._generation
-        except StoreError:
-            return True  # the store cannot be reached: the commit is all we know
-
     def _write_attrs(self, status: str, committed: int | None = None) -> None:
         """Write the run's metadata, only if it is still what this writer last wrote: a run
         deleted, replaced or taken over by another writer is never written into again.
+
+        After a failure the final ``"failed"`` status gets `FAILED_STATUS_TIMEOUT` seconds: a store
+        that stopped answering has already cost its retries, and readers see the run as
+        ``"interrupted"`` without it.
         """
+        timeout = FAILED_STATUS_TIMEOUT if status == "failed" else None
         with self._meta_lock:
             value = group_metadata(self.attributes(status, committed))
-            generation = tsio.write_if(self.location.kvstore, ROOT, value, self._generation or b"")
+            generation = tsio.write_if(self.location.kvstore, ROOT, value, self._generation or b"", timeout)
             if generation is None:
+                self.lost = True
                 raise StoreError(
                     f"The metadata of the run at {self.location} is no longer the one this sink wrote: "
                     "the store was deleted or replaced, or another writer took the run over. Nothing "

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -207,6 +208,10 @@ def test_a_store_deleted_mid_run_is_a_write_error_not_a_committed_count(tmp_path
     sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8))
     js.close(run_steps(sink, steps(8, 8)))  # closes; now a second run is deleted under its writer
     sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a"), steps(8, 16))
+    deadline = time.monotonic() + 60
+    while js.open(store).committed < 16:  # the writer is idle: nothing races the deletion
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     shutil.rmtree(store)
     sink = run_steps(sink, steps(16, 40))
     with pytest.raises(js.WriteError, match="deleted or replaced"):
