@@ -123,8 +123,8 @@ def row_destinations(
     Selected rows are appended in row order. Unselected rows, and rows that do not fit when not a
     ring, go to the trash slot. A ring keeps the newest `rows` of them.
     """
-    rank = jnp.cumsum(mask.astype(jnp.int32)) - 1
-    selected = jnp.sum(mask.astype(jnp.int32))
+    rank = jnp.cumsum(mask, dtype=jnp.int32) - 1
+    selected = jnp.sum(mask, dtype=jnp.int32)
     position = count + rank
     if ring:
         keep = mask & (rank >= selected - rows)

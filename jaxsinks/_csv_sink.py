@@ -10,7 +10,6 @@ The file has a header ``step,time[,system],<columns>``, one column per entry of 
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import pathlib
@@ -180,12 +179,11 @@ class CsvWriter(_writer.HostWriter):
 
     def _issue(self, offset, n, values, shard):
         arrays = list(values.values())
-        table = np.concatenate(
-            [arrays[k][:n].reshape(n, -1).astype(np.float64) for k in self._order], axis=1
-        )
-        text = io.StringIO()
-        np.savetxt(text, table, fmt=self._formats, delimiter=",")
-        payload = text.getvalue().encode()
+        # Row by row from Python scalars (as np.savetxt does), each column in its own dtype: a
+        # common float64 table would round int64 values beyond 2**53.
+        columns = [arrays[k][:n].reshape(n, -1).tolist() for k in self._order]
+        line = ",".join(self._formats) + "\n"
+        payload = "".join(line % tuple(itertools.chain.from_iterable(row)) for row in zip(*columns)).encode()
         os.write(self.fd, payload)
         return [_Fsync(self.fd)], len(payload), None
 

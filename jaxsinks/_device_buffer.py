@@ -177,7 +177,7 @@ class DeviceBuffer(Sink):
     @property
     def valid(self) -> jax.Array:
         """A bool array over the slots: which ones hold a recorded frame (usable inside jit)."""
-        return jnp.arange(self.capacity) < self.size[..., None]
+        return jnp.arange(self.capacity, dtype=self.count.dtype) < self.size[..., None]
 
     def _slots(self, column: jax.Array) -> jax.Array:
         """`column` without the trash slot; the slot axis follows any stack axes."""

@@ -9,7 +9,9 @@ it into preallocated host arrays of `capacity` frames. Device memory is one bloc
 
 The host arrays live in this process until `HostBuffer.release` (or the process ends): a sink
 carries only the id of its host memory, so that buffers of one configuration share one compiled
-program.
+program. `HostBuffer.zero` hands the same arrays to a new pipeline under a new id: older values of
+the buffer then name a retired id, so reading, recording or closing them is a clear error rather
+than a wait for frames that will never come (or a write over the new value's frames).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _writer
-from ._errors import ConfigError, SinkOverflowError, StoreError
+from ._errors import ConfigError, SinkOverflowError, StaleSinkError, StoreError
 from ._flags import Flag
 from ._layout import Layout, make_layout
 from ._progress import Progress
@@ -36,7 +38,13 @@ from ._trajectory import Trajectory
 TARGET_BLOCK_BYTES = 4 * 2**20
 
 _MEMORY: dict[int, HostMemory] = {}  # writer id -> host memory, kept after close until released
+_ZEROED: set[int] = set()  # ids whose memory was handed to a new id by HostBuffer.zero
 _MEMORY_LOCK = threading.Lock()
+
+#: How often a wait for frames checks that the pipeline that should deliver them is still running.
+_POLL_S = 0.05
+#: Why a memory's old id was retired by `HostBuffer.zero` (shown by errors about older values).
+_ZEROED_WHY = "was emptied by HostBuffer.zero() (or drain()), which forgot its frames"
 
 
 class HostMemory(_writer.HostWriter):
@@ -46,9 +54,11 @@ class HostMemory(_writer.HostWriter):
     device never sends more than `capacity` frames, so that is row ``i``).
     """
 
-    def __init__(self, layout: Layout, *, capacity: int, progress: Progress | None) -> None:
+    def __init__(self, layout: Layout, *, capacity: int, progress: Progress | None,
+                 arrays: list[np.ndarray] | None = None) -> None:
         self.capacity = capacity
-        self.arrays = [np.empty((capacity, *a.shape), a.dtype) for a in layout.arrays]
+        self.arrays = arrays if arrays is not None else [np.empty((capacity, *a.shape), a.dtype)
+                                                         for a in layout.arrays]
         self._stored = threading.Condition()
         super().__init__(layout, description=f"host memory ({capacity} frames)", committed=0,
                          max_inflight_bytes=_writer.DEFAULT_MAX_INFLIGHT_BYTES, progress=progress)
@@ -66,20 +76,45 @@ class HostMemory(_writer.HostWriter):
             self._stored.notify_all()
 
     def wait_for(self, frames: int) -> None:
-        """Block until the first `frames` frames sent by the device are in the host arrays."""
+        """Block until the first `frames` frames sent by the device are in the host arrays.
+
+        Returns early if a write failed (`error` says which). Never waits for frames that cannot
+        come: once the pipeline has stopped (the buffer was closed or released), frames it has
+        not stored are a `StoreError`.
+        """
         with self._stored:
             while self.committed < frames and self.failed_at is None:
-                self._stored.wait(timeout=1.0)
+                if not self._commit_thread.is_alive():
+                    break  # stopped: `committed` is final
+                self._stored.wait(timeout=_POLL_S)
+            committed, failed = self.committed, self.failed_at is not None
+        if committed < frames and not failed:
+            raise StoreError(
+                f"This HostBuffer value counts {frames} frames sent to {self.description}, but its "
+                f"pipeline has stopped with {committed} stored: frames {committed}..{frames} never "
+                "reached host memory. Read the buffer the last call returned, before releasing it."
+            )
 
     def rows(self, start: int, stop: int) -> list[np.ndarray]:
         """Copies of frames ``start:stop`` (at most `capacity` of them), one array per layout array."""
         rows = np.arange(start, stop) % self.capacity
         return [array[rows] for array in self.arrays]
 
-    def reset(self) -> None:
-        """Forget every frame (the pipeline must be idle)."""
-        self.committed = 0
-        self._durable = dict.fromkeys(self._durable, 0)
+    def renew(self) -> HostMemory:
+        """The same host arrays under a new id with an empty pipeline; this id is retired.
+
+        The pipeline must be idle (every frame sent by the device stored). Flushes, reads and
+        closes that still name this id are refused with a clear error.
+        """
+        progress, self.progress = self.progress, None  # the bar carries on with the new pipeline
+        renewed = HostMemory(self.layout, capacity=self.capacity, progress=progress, arrays=self.arrays)
+        renewed.refused = list(self.refused)  # stale flushes so far are still raised at close
+        with _MEMORY_LOCK:
+            _MEMORY.pop(self.id, None)
+            _ZEROED.add(self.id)
+        if _writer.lookup(self.id) is not None:
+            self.discard(_ZEROED_WHY)
+        return renewed
 
 
 @pytree_dataclass
@@ -149,6 +184,13 @@ class HostBuffer(StreamSink):
         writer_id = host_int(self.writer, "HostBuffer")
         with _MEMORY_LOCK:
             memory = _MEMORY.get(writer_id)
+            zeroed = writer_id in _ZEROED
+        if zeroed:
+            raise StaleSinkError(
+                f"This HostBuffer value {_ZEROED_WHY}. Read or drain a buffer before zeroing it, "
+                "and carry on with the buffer zero() returned (a sink is a value: thread the "
+                "returned one)."
+            )
         if memory is None:
             raise StoreError(
                 "This HostBuffer's host memory was released (HostBuffer.release); its frames are "
@@ -211,13 +253,24 @@ class HostBuffer(StreamSink):
         return self.read(), self.zero()
 
     def zero(self) -> HostBuffer:
-        """An empty buffer on the same host memory, its frames forgotten (not freed)."""
+        """An empty buffer on the same host memory, its frames forgotten (not freed).
+
+        This value and any older one can no longer be read, recorded into or closed (a
+        `StaleSinkError` says so): read them first, or use `drain`. The empty buffer records
+        again, also when this one was closed.
+
+        Raises:
+            WriteError: if copying a block into host memory failed (frames were lost).
+        """
         memory = self._memory()
         memory.wait_for(host_int(self.flushed, "HostBuffer"))
-        memory.reset()
+        if memory.error is not None:
+            raise memory.error
+        renewed = memory.renew()
         seen = None if self.seen is None else jnp.zeros_like(self.seen)
         zero = jnp.zeros((), jnp.int32)
-        return replace(self, count=zero, flushed=zero, recorded=zero, flags=zero, seen=seen)
+        return replace(self, count=zero, flushed=zero, recorded=zero, flags=zero, seen=seen,
+                       writer=jnp.asarray(renewed.id, jnp.int32), closed=False)
 
     def release(self) -> None:
         """Free the host memory (closing the sink first if it is still open)."""
@@ -260,7 +313,8 @@ class HostBuffer(StreamSink):
             systems = None if trajectory.systems is None else trajectory.systems[rows]
             _host_tail(writer, sink.layout, start + i, rows.stop - rows.start, [v[rows] for v in leaves],
                        trajectory.steps[rows], trajectory.times[rows], systems)
-        sink.close()
+        end = jnp.asarray(start + total, jnp.int32)  # the value that wrote those frames
+        replace(sink, flushed=end, recorded=end).close()
         return total
 
     def __repr__(self) -> str:

@@ -13,7 +13,8 @@ Three stages, so that the compiled loop waits for as little as possible:
 3. A committer thread waits for each block to be durable, in order, and only then records the new
    committed count (`_record_committed`): the count never covers data that is not durable.
 
-Host memory is bounded by the pool plus ``max_inflight_bytes``. A failure is kept with the frame
+The frames in flight are bounded by the pool plus ``max_inflight_bytes`` (host memory is that
+plus a working set of TensorStore and the allocator: docs/reliability.md). A failure is kept with the frame
 it happened at; later blocks are skipped (they would leave a gap), earlier ones still commit, and
 `finish` (called by `jaxsinks.close`) raises it with the count of frames safely committed.
 """
@@ -398,8 +399,9 @@ def host_flush(writer_id: Any, shard: Any, offset: Any, n: Any, bad: Any, *value
     writer = lookup(int(writer_id))
     n, offset, shard = int(n), int(offset), int(shard)
     if writer is None:  # the sink was closed: this is an older value of it, reused
-        log.error("jaxsinks: a sink whose run was %s was flushed again; its %d frames were not stored "
-                  "(close raises for it)", ended(int(writer_id)) or "closed", n)
+        why = ended(int(writer_id))
+        log.error("jaxsinks: a sink whose run %s was flushed again; its %d frames were not stored "
+                  "(close raises for it)", "was closed" if why in (None, "closed") else why, n)
         return np.array([0, Flag.WRITE_FAILED | Flag.STALE], np.int32)
     if not writer.accept(shard, offset, n):
         return np.array([0, writer.flags | Flag.STALE], np.int32)

@@ -12,7 +12,7 @@ REPLICAS, DIM = 16, 3
 
 
 def example():
-    return {"x": jnp.zeros((REPLICAS, DIM)), "e": jnp.zeros(REPLICAS)}
+    return {"x": jnp.zeros((REPLICAS, DIM), jnp.float32), "e": jnp.zeros(REPLICAS, jnp.float32)}
 
 
 def initial(mesh=None, axis="r"):

@@ -7,14 +7,14 @@ import pytest
 
 import jaxsinks as js
 
-EXAMPLE = {"energy": jnp.zeros(3), "fmax": jnp.zeros(()), "n": jnp.int32(0)}
+EXAMPLE = {"energy": jnp.zeros(3, jnp.float32), "fmax": jnp.zeros((), jnp.float32), "n": jnp.int32(0)}
 
 
 @jax.jit
 def log_steps(log, steps):
     def body(log, i):
         f = i.astype(jnp.float32)
-        frame = {"energy": jnp.arange(3.0) * f, "fmax": 1.0 / (f + 1.0), "n": 2 * i}
+        frame = {"energy": jnp.arange(3, dtype=jnp.float32) * f, "fmax": 1.0 / (f + 1.0), "n": 2 * i.astype(jnp.int32)}
         return js.record(log, step=i, time=0.5 * f, frame=frame), None
 
     return jax.lax.scan(body, log, steps)[0]
@@ -42,7 +42,7 @@ def test_logs_every_recorded_step_with_one_column_per_entry(tmp_path):
 def test_float32_values_round_trip_exactly(tmp_path):
     path = tmp_path / "log.csv"
     values = np.float32([np.pi, 1e-30, 3.4e38, -0.1])
-    log = js.CsvSink.create(path, {"v": jnp.zeros(())}, chunk=2)
+    log = js.CsvSink.create(path, {"v": jnp.zeros((), jnp.float32)}, chunk=2)
     for i, v in enumerate(values):
         log = log.write({"v": jnp.float32(v)}, step=i)
     js.close(log)

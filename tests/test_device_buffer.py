@@ -2,16 +2,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import X64
 from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxsinks as js
 
-FRAME = {"x": jnp.zeros((3,)), "n": jnp.zeros((), jnp.int32)}
+FRAME = {"x": jnp.zeros((3,), jnp.float32), "n": jnp.zeros((), jnp.int32)}
 
 
 def frame_at(i):
-    return {"x": jnp.full((3,), i, jnp.float32) + jnp.arange(3.0), "n": jnp.int32(i)}
+    return {"x": jnp.full((3,), i, jnp.float32) + jnp.arange(3, dtype=jnp.float32), "n": jnp.int32(i)}
 
 
 def run_writes(buf, steps, maybe_jit=jax.jit):
@@ -73,10 +74,11 @@ def test_masked_scalar_write_skips_the_frame():
 
 
 def test_per_system_rows_are_appended_with_their_system_index(maybe_jit):
-    example = {"pos": jnp.zeros((4, 2)), "e": jnp.zeros(4)}
+    example = {"pos": jnp.zeros((4, 2), jnp.float32), "e": jnp.zeros(4, jnp.float32)}
     buf = js.DeviceBuffer.create(example, 10, per_system=True)
     write = maybe_jit(lambda b, f, m, s: b.write(f, step=s, time=0.1 * jnp.float32(s), mask=m))
-    f = lambda s: {"pos": jnp.arange(8.0).reshape(4, 2) + 100 * s, "e": jnp.arange(4.0) + 100 * s}
+    f = lambda s: {"pos": jnp.arange(8, dtype=jnp.float32).reshape(4, 2) + 100 * s,
+                   "e": jnp.arange(4, dtype=jnp.float32) + 100 * s}
     buf = write(buf, f(1), jnp.array([False, True, False, True]), 1)
     buf = write(buf, f(2), jnp.array([True, False, False, False]), 2)
     out = buf.read()
@@ -119,7 +121,7 @@ def _per_system_step():
     if "f" not in _STEP_CACHE:
 
         def f(buf, s, mask):
-            rows = (10 * s + jnp.arange(5)).astype(jnp.float32)
+            rows = (10 * s + jnp.arange(5, dtype=jnp.int32)).astype(jnp.float32)
             return buf.write({"v": jnp.stack([rows, -rows], axis=1)}, step=s, mask=mask)
 
         _STEP_CACHE["f"] = jax.jit(f)
@@ -145,18 +147,18 @@ def test_any_shape_and_dtype_round_trips_exactly(shape, dtype, n):
 def test_bad_frames_fail_at_trace_time_naming_the_field():
     buf = js.DeviceBuffer.create(FRAME, 4)
     with pytest.raises(js.FrameError, match="field 'x' has shape \\(4,\\), expected \\(3,\\)"):
-        jax.jit(lambda b: b.write({"x": jnp.zeros(4), "n": jnp.int32(0)}, step=0))(buf)
+        jax.jit(lambda b: b.write({"x": jnp.zeros(4, jnp.float32), "n": jnp.int32(0)}, step=0))(buf)
     with pytest.raises(js.FrameError, match="field 'x' has dtype int32, expected float32"):
         buf.write({"x": jnp.zeros(3, jnp.int32), "n": jnp.int32(0)}, step=0)
     with pytest.raises(js.FrameError, match=r"missing fields \['n'\]"):
-        buf.write({"x": jnp.zeros(3)}, step=0)
+        buf.write({"x": jnp.zeros(3, jnp.float32)}, step=0)
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         (dict(step=0, mask=jnp.ones(3, bool)), "`mask` must be a scalar bool; got bool\\[3\\]"),
-        (dict(step=0.5), "`step` must be an integer scalar; got float32"),
+        (dict(step=0.5), f"`step` must be an integer scalar; got {'float64' if X64 else 'float32'}"),
         (dict(step=jnp.arange(2)), "`step` must be an integer scalar"),
         (dict(step=0, time=jnp.zeros(2)), "`time` must be a scalar"),
         (dict(step=0, time=jnp.int32(1)), "`time` has dtype int32, but the sink stores times as float32"),
@@ -213,14 +215,15 @@ def test_in_jit_views_mark_valid_slots():
 
 
 def test_once_records_each_system_the_first_time_it_is_selected():
-    buf = js.DeviceBuffer.create({"e": jnp.zeros(3)}, 6, per_system=True, once=True)
+    buf = js.DeviceBuffer.create({"e": jnp.zeros(3, jnp.float32)}, 6, per_system=True, once=True)
     masks = [[False, True, False], [True, True, False], [True, True, True], [True, True, True]]
 
     @jax.jit
     def go(buf):
         def body(buf, xs):
             step, mask = xs
-            return buf.write({"e": jnp.arange(3.0) + 10 * step.astype(jnp.float32)}, step=step, mask=mask), None
+            return buf.write({"e": jnp.arange(3, dtype=jnp.float32) + 10 * step.astype(jnp.float32)}, step=step,
+                             mask=mask), None
 
         return jax.lax.scan(body, buf, (jnp.arange(4), jnp.array(masks)))[0]
 

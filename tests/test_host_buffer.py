@@ -1,5 +1,7 @@
 """HostBuffer: frames offloaded from the compiled loop into preallocated host memory."""
 
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
+from jaxsinks._pytree import replace
 
 
 @pytest.fixture
@@ -22,6 +25,25 @@ def make():
     yield create
     for sink in made:
         sink.release()
+
+
+def bounded(fn, timeout=60.0):
+    """``fn()`` run in a thread: its result or its exception, or a test failure if it hangs."""
+    out = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            out["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{fn} still blocked after {timeout} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 def assert_frames(trajectory, step_list):
@@ -64,14 +86,14 @@ def test_overflow_error_raises_naming_capacity_and_count_and_keeps_the_first_fra
 
 
 def test_per_system_masked_rows_keep_their_system_index(make):
-    frame = {"x": jnp.zeros((3, 2))}
+    frame = {"x": jnp.zeros((3, 2), jnp.float32)}
     sink = make(frame, capacity=32, chunk=4, per_system=True, once=True)
 
     @jax.jit
     def run(sink):
         def body(sink, i):
             x = jnp.full((3, 2), i.astype(jnp.float32)) + jnp.arange(3, dtype=jnp.float32)[:, None]
-            converged = i >= jnp.array([2, 5, 3])  # system j converges at step 2, 5, 3
+            converged = i >= jnp.array([2, 5, 3], jnp.int32)  # system j converges at step 2, 5, 3
             return js.record(sink, step=i, time=i.astype(jnp.float32), frame={"x": x}, mask=converged), None
 
         return jax.lax.scan(body, sink, jnp.arange(8, dtype=jnp.int32))[0]
@@ -90,6 +112,59 @@ def test_drain_returns_the_frames_and_an_empty_buffer_that_carries_on(make):
     assert len(sink) == 0 and sink.read().steps.tolist() == []
     sink = js.close(run_steps(sink, steps(10, 16)))
     assert_frames(sink.read(), range(10, 16))
+
+
+
+def test_a_value_older_than_zero_is_a_clear_error_never_a_hang(make):
+    sink = run_steps(make(EXAMPLE, capacity=16, chunk=4), steps(0, 10))  # 8 frames in host memory
+    empty = sink.zero()
+    message = r"emptied by HostBuffer.zero\(\).*carry on with the buffer zero\(\) returned"
+    for use in (sink.read, sink.drain, sink.zero, lambda: js.close(sink)):
+        with pytest.raises(js.StaleSinkError, match=message):
+            bounded(use)
+    empty = run_steps(empty, steps(20, 25))  # 4 frames in host memory, 1 staged
+    stale = run_steps(sink, steps(10, 14))  # its flush is refused: it would overwrite those frames
+    with pytest.raises(js.StaleSinkError, match=r"emptied by HostBuffer.zero\(\)"):
+        bounded(lambda: js.close(stale))
+    empty = js.close(run_steps(empty, steps(25, 29)))
+    assert_frames(bounded(empty.read), range(20, 29))
+
+
+def test_zero_of_a_closed_buffer_records_again_on_the_same_memory(make):
+    closed = js.close(run_steps(make(EXAMPLE, capacity=16, chunk=4), steps(0, 6)))
+    assert_frames(closed.read(), range(6))
+    again = closed.zero()
+    assert len(again) == 0 and bounded(again.read).steps.tolist() == []
+    again = js.close(run_steps(again, steps(6, 15)))
+    assert_frames(bounded(again.read), range(6, 15))
+    with pytest.raises(js.StaleSinkError, match="emptied by HostBuffer.zero"):
+        bounded(closed.read)
+
+
+def test_a_read_waiting_for_frames_the_stopped_pipeline_never_stored_raises(make):
+    closed = js.close(run_steps(make(EXAMPLE, capacity=16, chunk=4), steps(0, 6)))
+    # A value counting frames its pipeline never received (as a flush refused after close did).
+    ahead = replace(closed, flushed=closed.flushed + 4)
+    with pytest.raises(js.StoreError, match=r"pipeline has stopped with 6 stored: frames 6..10 never"):
+        bounded(ahead.read)
+    with pytest.raises(js.StoreError, match="never reached host memory"):
+        bounded(ahead.zero)
+    assert_frames(closed.read(), range(6))  # nothing stored was changed
+
+
+def test_release_while_a_read_waits_ends_the_wait(make):
+    sink = run_steps(make(EXAMPLE, capacity=16, chunk=4), steps(0, 6))
+    ahead = replace(sink, flushed=sink.flushed + 4)  # frames that will never come
+    memory = sink._memory()
+    errors = []
+    waiting = threading.Thread(target=lambda: errors.append(pytest.raises(js.StoreError, memory.wait_for, 8)),
+                               daemon=True)
+    waiting.start()
+    sink.release()
+    waiting.join(60)
+    assert not waiting.is_alive() and "never reached host memory" in str(errors[0].value)
+    with pytest.raises(js.StoreError, match="host memory was released"):
+        bounded(ahead.read)
 
 
 def test_save_npz_round_trips(make, tmp_path):
@@ -136,6 +211,6 @@ def test_bad_arguments_name_the_argument(kwargs, message):
 
 def test_vmap_is_a_clear_error(make):
     sink = make(EXAMPLE, capacity=8, chunk=4)
-    frames = {"x": jnp.ones((2, 3)), "e": jnp.ones(2)}
+    frames = {"x": jnp.ones((2, 3), jnp.float32), "e": jnp.ones(2, jnp.float32)}
     with pytest.raises(js.TransformError, match="cannot be written under jax.vmap"):
         jax.vmap(lambda f: js.record(sink, step=0, time=0.0, frame=f).count)(frames)

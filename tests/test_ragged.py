@@ -15,7 +15,7 @@ A = 5
 
 def padded(step):
     pos = np.arange(3 * A * 3, dtype=np.float32).reshape(3, A, 3) + 100 * step
-    return {"positions": jnp.asarray(pos), "natoms": jnp.asarray(NATOMS), "energy": jnp.arange(3.0) + step}
+    return {"positions": jnp.asarray(pos), "natoms": jnp.asarray(NATOMS), "energy": jnp.arange(3, dtype=jnp.float32) + step}
 
 
 def true_atoms(step, system):
@@ -59,7 +59,7 @@ def test_whole_frame_batches_are_read_back_per_system_at_true_length(tmp_path):
 
 def test_masked_converged_snapshots_of_ragged_systems(tmp_path):
     store = tmp_path / "conv.zarr"
-    example = {"positions": jnp.zeros((3, A, 3)), "natoms": jnp.asarray(NATOMS)}
+    example = {"positions": jnp.zeros((3, A, 3), jnp.float32), "natoms": jnp.asarray(NATOMS)}
     sink = js.ZarrSink.create(store, example, chunk=3, per_system=True, once=True, ragged=RAGGED)
     converged = [[False, True, False], [False, True, True], [True, True, True]]
     for step, mask in enumerate(converged):

@@ -6,7 +6,7 @@ from jax.experimental import io_callback
 
 import jaxsinks as js
 
-FRAME = {"x": jnp.zeros(2)}
+FRAME = {"x": jnp.zeros(2, jnp.float32)}
 
 
 def scan_record(sinks, n, frame_fn, *, dt=0.25, mask_fn=None):
@@ -59,20 +59,21 @@ def test_a_frame_function_is_skipped_when_the_mask_selects_nothing():
 
         return lambda: {"e": io_callback(host, jax.ShapeDtypeStruct((3,), jnp.float32), step)}
 
-    buf = js.DeviceBuffer.create({"e": jnp.zeros(3)}, 10, per_system=True)
+    buf = js.DeviceBuffer.create({"e": jnp.zeros(3, jnp.float32)}, 10, per_system=True)
     out = scan_record(buf, 6, frame_fn, mask_fn=lambda s: jnp.stack([s == 2, s == 2, s == 4]))
     assert sorted(calls) == [2, 4]
     assert list(zip(out.read().steps.tolist(), out.read().systems.tolist())) == [(2, 0), (2, 1), (4, 2)]
 
 
 def test_whole_frame_and_per_system_sinks_record_together():
-    example = {"e": jnp.zeros(3)}
+    example = {"e": jnp.zeros(3, jnp.float32)}
     sinks = {
         "traj": js.DeviceBuffer.create(example, 10, every=2),
         "converged": js.DeviceBuffer.create(example, 10, per_system=True),
     }
     out = scan_record(
-        sinks, 5, lambda s: {"e": jnp.arange(3.0) + jnp.float32(s)}, mask_fn=lambda s: jnp.arange(3) == s
+        sinks, 5, lambda s: {"e": jnp.arange(3, dtype=jnp.float32) + jnp.float32(s)},
+        mask_fn=lambda s: jnp.arange(3, dtype=jnp.int32) == s,
     )
     assert out["traj"].read().steps.tolist() == [0, 2, 4]  # the mask does not apply
     conv = out["converged"].read()
@@ -81,8 +82,8 @@ def test_whole_frame_and_per_system_sinks_record_together():
 
 
 def test_per_system_times_are_stored_per_row():
-    buf = js.DeviceBuffer.create({"e": jnp.zeros(2)}, 4, per_system=True)
-    out = js.record(buf, step=3, time=jnp.array([1.5, 2.5]), frame={"e": jnp.ones(2)})
+    buf = js.DeviceBuffer.create({"e": jnp.zeros(2, jnp.float32)}, 4, per_system=True)
+    out = js.record(buf, step=3, time=jnp.array([1.5, 2.5], jnp.float32), frame={"e": jnp.ones(2, jnp.float32)})
     np.testing.assert_allclose(out.read().times, [1.5, 2.5])
 
 

@@ -7,11 +7,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import X64
 
 import jaxsinks as js
 
 N, D = 30, 4
-X0 = jnp.linspace(0.1, 0.9, D)
+#: The simulation's float dtype: float64 when the suite runs under x64, as double-precision
+#: simulations do.
+F = jnp.float64 if X64 else jnp.float32
+X0 = jnp.linspace(0.1, 0.9, D, dtype=F)
+E0 = jnp.zeros((), F)  # an example energy
 
 
 def step_fn(x, p):
@@ -31,7 +36,7 @@ def recorded_trajectory(p, sink, every=3, n=N):
         sink = js.record(sink, step=step, frame=lambda: {"x": x, "e": energy(x, p)})
         return (x, sink), None
 
-    sink = sink if sink is not None else js.DeviceBuffer.create({"x": X0, "e": 0.0}, n, every=every)
+    sink = sink if sink is not None else js.DeviceBuffer.create({"x": X0, "e": E0}, n, every=every)
     (_, sink), _ = jax.lax.scan(body, (X0, sink), jnp.arange(n))
     return sink
 
@@ -47,7 +52,7 @@ def stacked_trajectory(p, n=N):
 def loss_from_buffer(p, every=3):
     sink = recorded_trajectory(p, None, every)
     e = jnp.where(sink.valid, sink.frames["e"], 0.0)
-    return jnp.sum(e) / sink.size.astype(jnp.float32) + jnp.sum(sink.frames["x"][1] ** 2)
+    return jnp.sum(e) / sink.size.astype(F) + jnp.sum(sink.frames["x"][1] ** 2)
 
 
 def loss_from_stack(p, every=3):
@@ -55,7 +60,7 @@ def loss_from_stack(p, every=3):
     return jnp.mean(ys["e"][::every]) + jnp.sum(ys["x"][every] ** 2)
 
 
-P = jnp.float32(0.7)
+P = jnp.asarray(0.7, F)
 
 
 def test_forward_values_match_stacked_outputs(maybe_jit):
@@ -75,7 +80,7 @@ def test_reverse_mode_matches_stacked_outputs_and_finite_differences(transform):
         np.testing.assert_allclose(v_buf, loss_from_stack(P), rtol=1e-6)
     g_ref = jax.grad(loss_from_stack)(P)
     np.testing.assert_allclose(g_buf, g_ref, rtol=1e-5)
-    h = 1e-2  # central differences of the recorded loss itself, in float32
+    h = 1e-2  # central differences of the recorded loss itself, in F
     fd = (loss_from_buffer(P + h) - loss_from_buffer(P - h)) / (2 * h)
     np.testing.assert_allclose(g_buf, fd, rtol=2e-3)
 
@@ -100,7 +105,7 @@ def test_gradients_with_respect_to_the_initial_state_flow_through_the_buffer():
         sink = js.DeviceBuffer.create({"x": X0}, N)
         (_, sink), ys = jax.lax.scan(body, (x0, sink), jnp.arange(N))
         xs = sink.frames["x"] if use_buffer else ys
-        return jnp.sum(jnp.sin(xs) * jnp.arange(N, dtype=jnp.float32)[:, None])
+        return jnp.sum(jnp.sin(xs) * jnp.arange(N, dtype=F)[:, None])
 
     np.testing.assert_allclose(jax.grad(loss)(X0, True), jax.grad(loss)(X0, False), rtol=1e-5)
 
@@ -108,13 +113,13 @@ def test_gradients_with_respect_to_the_initial_state_flow_through_the_buffer():
 @pytest.mark.parametrize("capacity", [4, 7])
 def test_ring_reverse_mode_gives_the_gradient_of_the_newest_frames(capacity):
     def loss_ring(p):
-        sink = js.DeviceBuffer.create({"x": X0, "e": 0.0}, capacity, overflow="ring", every=2)
+        sink = js.DeviceBuffer.create({"x": X0, "e": E0}, capacity, overflow="ring", every=2)
         sink = recorded_trajectory(p, sink)
-        return jnp.sum(sink.frames["e"] * jnp.arange(1, capacity + 1, dtype=jnp.float32))
+        return jnp.sum(sink.frames["e"] * jnp.arange(1, capacity + 1, dtype=F))
 
     def loss_ref(p):
         e = stacked_trajectory(p)["e"][::2]  # 15 recorded frames
-        slots = ((jnp.arange(len(e)) % capacity) + 1).astype(jnp.float32)  # 1-based slot
+        slots = ((jnp.arange(len(e)) % capacity) + 1).astype(F)  # 1-based slot
         newest = jnp.arange(len(e)) >= len(e) - capacity
         return jnp.sum(jnp.where(newest, e * slots, 0.0))
 
@@ -124,7 +129,7 @@ def test_ring_reverse_mode_gives_the_gradient_of_the_newest_frames(capacity):
 
 def test_frames_dropped_past_capacity_get_no_gradient():
     def loss(p):
-        sink = js.DeviceBuffer.create({"x": X0, "e": 0.0}, 3, overflow="drop", every=1)
+        sink = js.DeviceBuffer.create({"x": X0, "e": E0}, 3, overflow="drop", every=1)
         return jnp.sum(recorded_trajectory(p, sink).frames["e"])
 
     ref = lambda p: jnp.sum(stacked_trajectory(p)["e"][:3])  # noqa: E731
@@ -133,8 +138,8 @@ def test_frames_dropped_past_capacity_get_no_gradient():
 
 def test_per_system_masked_writes_are_differentiable():
     def loss(p, use_buffer):
-        xs = jnp.linspace(0.2, 1.0, 5)
-        buf = js.DeviceBuffer.create({"e": jnp.zeros(5)}, 16, per_system=True)
+        xs = jnp.linspace(0.2, 1.0, 5, dtype=F)
+        buf = js.DeviceBuffer.create({"e": jnp.zeros(5, F)}, 16, per_system=True)
 
         def body(carry, step):
             x, buf = carry
@@ -159,7 +164,7 @@ def test_fori_loop_records_like_scan():
             x = step_fn(x, p)
             return x, js.record(sink, step=i, frame={"x": x, "e": energy(x, p)})
 
-        sink = js.DeviceBuffer.create({"x": X0, "e": 0.0}, N, every=3)
+        sink = js.DeviceBuffer.create({"x": X0, "e": E0}, N, every=3)
         return jax.lax.fori_loop(0, N, body, (X0, sink))[1]
 
     np.testing.assert_allclose(jax.jit(run)(P).read().frames["x"], stacked_trajectory(P)["x"][::3], rtol=1e-6)
@@ -170,7 +175,7 @@ def test_fori_loop_records_like_scan():
 
 def test_while_loop_with_an_early_stop_keeps_every_frame_recorded():
     def run(tol):
-        sink = js.DeviceBuffer.create({"x": X0, "e": 0.0}, 100, every=2)
+        sink = js.DeviceBuffer.create({"x": X0, "e": E0}, 100, every=2)
 
         def cond(c):
             step, x, _ = c
@@ -203,7 +208,7 @@ def test_while_loop_with_an_early_stop_keeps_every_frame_recorded():
 
 def test_ensemble_recommended_way_vmaps_the_step_and_records_the_batch():
     """The step function is vmapped; one sink records frames with a leading replica axis."""
-    ps = jnp.array([0.5, 0.7, 0.9])
+    ps = jnp.array([0.5, 0.7, 0.9], F)
     batched_step = jax.vmap(step_fn)
 
     def run(ps):
@@ -212,7 +217,7 @@ def test_ensemble_recommended_way_vmaps_the_step_and_records_the_batch():
             x = batched_step(x, ps)
             return (x, js.record(sink, step=step, frame={"x": x})), None
 
-        sink = js.DeviceBuffer.create({"x": jnp.zeros((3, D))}, N, every=5)
+        sink = js.DeviceBuffer.create({"x": jnp.zeros((3, D), F)}, N, every=5)
         x0 = jnp.broadcast_to(X0, (3, D))
         return jax.lax.scan(body, (x0, sink), jnp.arange(N))[0][1]
 
@@ -223,7 +228,7 @@ def test_ensemble_recommended_way_vmaps_the_step_and_records_the_batch():
 
 
 def test_vmapped_sinks_record_per_replica_and_must_be_indexed_to_read():
-    ps = jnp.array([0.5, 0.9])
+    ps = jnp.array([0.5, 0.9], F)
     sinks = jax.vmap(lambda p: recorded_trajectory(p, None, every=10))(ps)
     with pytest.raises(js.TransformError, match=r"stack of \(2,\) sinks .* Index one replica first"):
         sinks.read()
@@ -247,7 +252,7 @@ def test_recording_n_steps_compiles_once_and_continues_across_calls():
             x = step_fn(x, P)
             return (x, js.record(sink, step=step, frame={"x": x})), None
 
-        return jax.lax.scan(body, (x, sink), start + jnp.arange(10))[0]
+        return jax.lax.scan(body, (x, sink), start + jnp.arange(10, dtype=jnp.int32))[0]
 
     sink = js.DeviceBuffer.create({"x": X0}, 40, every=2)
     x = X0

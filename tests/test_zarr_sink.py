@@ -39,13 +39,13 @@ def test_records_every_frame_through_flushes_and_the_tail(tmp_path, where):
 
 def test_zarr_python_and_xarray_read_the_same_values(tmp_path):
     store = tmp_path / "run.zarr"
-    sink = js.ZarrSink.create(store, {"pos": jnp.zeros((2, 3)), "meta": {"id": jnp.zeros((), jnp.int32)}},
+    sink = js.ZarrSink.create(store, {"pos": jnp.zeros((2, 3), jnp.float32), "meta": {"id": jnp.zeros((), jnp.int32)}},
                               chunk=5, attrs={"temperature": 300.0, "tags": ["a", "b"]})
 
     @jax.jit
     def go(sink):
         def body(sink, step):
-            f = {"pos": jnp.full((2, 3), step, jnp.float32) + jnp.arange(6.0).reshape(2, 3),
+            f = {"pos": jnp.full((2, 3), step, jnp.float32) + jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
                  "meta": {"id": step * 10}}
             return sink.write(f, step=step, time=step.astype(jnp.float32)), None
         return jax.lax.scan(body, sink, steps(0, 12))[0]
@@ -153,7 +153,7 @@ def test_value_and_grad_writes_each_frame_exactly_once():
             sink = js.record(sink, step=step, time=jnp.float32(0), frame={"x": x, "e": jnp.sum(x)})
             return (x, sink), x
 
-        (x, sink), xs = jax.lax.scan(body, (jnp.ones(3), sink), steps(0, 20))
+        (x, sink), xs = jax.lax.scan(body, (jnp.ones(3, jnp.float32), sink), steps(0, 20))
         return jnp.sum(xs**2), sink
 
     (value, sink), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(jnp.float32(0.9), sink)
@@ -175,7 +175,7 @@ def test_value_and_grad_writes_each_frame_exactly_once():
 def test_a_vmapped_ensemble_records_with_a_leading_replica_axis():
     store = memory_store()
     replicas = 4
-    sink = js.ZarrSink.create(store, {"x": jnp.zeros((replicas, 2))}, chunk=3)
+    sink = js.ZarrSink.create(store, {"x": jnp.zeros((replicas, 2), jnp.float32)}, chunk=3)
 
     @jax.jit
     def go(sink):
@@ -184,7 +184,7 @@ def test_a_vmapped_ensemble_records_with_a_leading_replica_axis():
             x = jax.vmap(lambda xi, k: xi + k)(x, jnp.arange(replicas, dtype=jnp.float32))
             return (x, js.record(sink, step=step, frame={"x": x})), None
 
-        return jax.lax.scan(body, (jnp.zeros((replicas, 2)), sink), steps(0, 7))[0][1]
+        return jax.lax.scan(body, (jnp.zeros((replicas, 2), jnp.float32), sink), steps(0, 7))[0][1]
 
     js.close(go(sink))
     x = js.open(store)["x"][:]
@@ -217,13 +217,13 @@ def test_a_while_loop_that_stops_early_loses_no_frame():
 
 def test_per_system_sinks_append_masked_rows_with_system_index():
     store = memory_store()
-    sink = js.ZarrSink.create(store, {"e": jnp.zeros(3)}, per_system=True, chunk=4)
+    sink = js.ZarrSink.create(store, {"e": jnp.zeros(3, jnp.float32)}, per_system=True, chunk=4)
 
     @jax.jit
     def go(sink):
         def body(sink, step):
-            e = jnp.arange(3.0) + 10 * step.astype(jnp.float32)
-            mask = (jnp.arange(3) + step) % 2 == 0
+            e = jnp.arange(3, dtype=jnp.float32) + 10 * step.astype(jnp.float32)
+            mask = (jnp.arange(3, dtype=jnp.int32) + step) % 2 == 0
             return sink.write({"e": e}, step=step, mask=mask), None
 
         return jax.lax.scan(body, sink, steps(0, 9))[0]
@@ -285,14 +285,14 @@ def test_float16_storage_rejects_out_of_range_values_instead_of_storing_inf():
     assert len(run) == 8 and run.status == "failed"
     assert np.all(np.isfinite(run["e"][:]))
     # NaN and inf are values, not overflow
-    sink = js.ZarrSink.create(memory_store(), {"e": jnp.zeros(())}, chunk=2, fields={"e": js.FieldConfig(dtype="float16")})
+    sink = js.ZarrSink.create(memory_store(), {"e": jnp.zeros((), jnp.float32)}, chunk=2, fields={"e": js.FieldConfig(dtype="float16")})
     sink = sink.write({"e": jnp.float32(jnp.nan)}, step=0).write({"e": jnp.float32(jnp.inf)}, step=1)
     js.close(sink)
 
 
 def test_out_of_range_in_the_tail_is_caught_at_close():
     store = memory_store()
-    sink = js.ZarrSink.create(store, {"e": jnp.zeros(())}, chunk=4, fields={"e": js.FieldConfig(dtype="float16")})
+    sink = js.ZarrSink.create(store, {"e": jnp.zeros((), jnp.float32)}, chunk=4, fields={"e": js.FieldConfig(dtype="float16")})
     sink = sink.write({"e": jnp.float32(1.0)}, step=0).write({"e": jnp.float32(-7e4)}, step=1)
     with pytest.raises(js.OutOfRangeError):
         js.close(sink)
@@ -331,7 +331,7 @@ def test_append_with_another_schema_is_a_clear_error_and_changes_nothing(tmp_pat
     store = tmp_path / "run.zarr"
     js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 6)))
     with pytest.raises(js.SchemaMismatchError, match=r"field 'x': shape \[3\] stored vs \[4\] now"):
-        js.ZarrSink.create(store, {"x": jnp.zeros(4), "e": jnp.zeros(())}, chunk=4, mode="a")
+        js.ZarrSink.create(store, {"x": jnp.zeros(4, jnp.float32), "e": jnp.zeros((), jnp.float32)}, chunk=4, mode="a")
     with pytest.raises(js.SchemaMismatchError, match="field 'y' is in the frame but not in the stored run"):
         js.ZarrSink.create(store, {**EXAMPLE, "y": jnp.zeros(())}, chunk=4, mode="a")
     with pytest.raises(js.SchemaMismatchError, match="chunk is 4 in the stored run but 8 now"):
@@ -372,7 +372,7 @@ def test_bad_create_arguments_are_named():
 def test_closing_twice_or_a_stale_sink_is_a_clear_error():
     sink = js.ZarrSink.create(memory_store(), EXAMPLE, chunk=4)
     closed = js.close(sink)
-    with pytest.raises(js.StoreError, match="was already closed"):
+    with pytest.raises(js.StaleSinkError, match="was already closed"):
         js.close(closed)
 
 

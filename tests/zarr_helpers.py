@@ -9,7 +9,7 @@ import numpy as np
 import jaxsinks as js
 
 D = 3
-EXAMPLE = {"x": jnp.zeros(D), "e": jnp.zeros(())}
+EXAMPLE = {"x": jnp.zeros(D, jnp.float32), "e": jnp.zeros((), jnp.float32)}
 _names = itertools.count()
 
 
