@@ -41,7 +41,7 @@ def test_reusing_an_old_sink_in_a_second_call_is_refused_and_changes_nothing(tmp
 
 def test_an_optimisation_loop_reusing_the_first_sink_is_refused(tmp_path):
     store = tmp_path / "opt.zarr"
-    sink0 = js.ZarrSink.create(store, {"x": jnp.zeros(3)}, chunk=4)
+    sink0 = js.ZarrSink.create(store, {"x": jnp.zeros(3, jnp.float32)}, chunk=4)
 
     @jax.jit
     def loss(theta, sink):
@@ -49,7 +49,7 @@ def test_an_optimisation_loop_reusing_the_first_sink_is_refused(tmp_path):
             x, sink = carry
             x = x * theta
             return (x, js.record(sink, step=i, frame=lambda: {"x": x})), None
-        (x, sink), _ = jax.lax.scan(body, (jnp.ones(3), sink), jnp.arange(8, dtype=jnp.int32))
+        (x, sink), _ = jax.lax.scan(body, (jnp.ones(3, jnp.float32), sink), jnp.arange(8, dtype=jnp.int32))
         return jnp.sum(x), sink
 
     grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
@@ -84,7 +84,7 @@ def test_writing_after_close_is_a_clear_error_eager_and_jitted(tmp_path):
     sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 6))
     closed = js.close(sink)
     on_disk = stored_bytes(store)
-    frame = {"x": jnp.ones(3), "e": jnp.float32(1)}
+    frame = {"x": jnp.ones(3, jnp.float32), "e": jnp.float32(1)}
     for target in (closed, sink):  # the closed value, and the value that was closed
         with pytest.raises(js.StaleSinkError, match="already closed"):
             target.write(frame, step=99)
