@@ -6,6 +6,8 @@ compared with the files on disk.
 
 import ast
 import pathlib
+import re
+import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -39,3 +41,24 @@ def test_every_test_file_has_a_py_test():
     assert sorted(listed - files) == [], "BUILD py_test targets name files that do not exist"
     for name, srcs in tests.items():
         assert len(srcs) == 1 and pathlib.Path(srcs[0]).stem == name, (name, srcs)
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_jax_is_not_capped():
+    """No upper bound on jax/jaxlib: `pip install jaxsinks` keeps a user's newer JAX."""
+    specs = {re.split(r"[<>=!~\[; ]", dep)[0]: dep for dep in _project()["dependencies"]}
+    for name in ("jax", "jaxlib"):
+        assert name in specs, f"pyproject.toml does not depend on {name}"
+        assert "<" not in specs[name] and "==" not in specs[name], (
+            f"{specs[name]!r} caps {name}: declare only a floor, and test the newest release "
+            "in .ci/run.")
+
+
+def test_the_demo_extra_has_what_the_demo_imports():
+    """`make demo` installs only `.[demo]`: the plot (matplotlib) and the progress bar (tqdm)."""
+    demo = {re.split(r"[<>=!~\[; ]", dep)[0] for dep in _project()["optional-dependencies"]["demo"]}
+    assert {"matplotlib", "tqdm"} <= demo, demo
+    assert "'.[demo]'" in (ROOT / "Makefile").read_text()

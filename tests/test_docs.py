@@ -163,7 +163,8 @@ def test_mkdocs_builds_strict(tmp_path):
     needed = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
     missing = [name for name in needed if _find_spec(name) is None]
     if missing:
-        pytest.skip(f"The docs extra is not installed (no {missing}): pip install -e '.[docs]'.")
+        pytest.skip(f"The docs extra is not installed (no {missing}): `make docs` (run by .ci/run) "
+                    "installs it and builds the site.")
     site = tmp_path / "site"
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")  # mkdocs-material's notice about MkDocs 2.0
     command = [sys.executable, "-m", "mkdocs", "build", "--strict",
