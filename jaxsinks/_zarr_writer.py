@@ -238,6 +238,8 @@ def _create_or_reopen(location: Location, layout: Layout, mode: str, meta: dict[
     kv = location.kvstore
     tsio.remove_dead_locks(kv)
     raw, generation = tsio.read_versioned(kv, ROOT)
+    if raw is None and tsio.list_keys(kv):  # another writer may have claimed it since the read
+        raw, generation = tsio.read_versioned(kv, ROOT)
     stored = _stored_run(location, raw, mode)
     if stored is not None and _check_writer(location, stored, mode):  # retired: it may have committed
         raw, generation = tsio.read_versioned(kv, ROOT)
@@ -332,12 +334,18 @@ def _check_writer(location: Location, stored: dict[str, Any], mode: str) -> bool
 def _claim(location: Location, value: bytes, generation: bytes) -> bytes:
     """Write the run's zarr.json if nobody changed it since it was read; the new generation."""
     claimed = tsio.write_if(location.kvstore, ROOT, value, generation)
-    if claimed is None:
-        raise WriterConflictError(
-            f"Another writer claimed the run at {location} at the same moment. A run has one "
-            "writer at a time: record to another path, or retry once that writer has closed."
-        )
-    return claimed
+    if claimed is not None:
+        return claimed
+    raw = tsio.read_bytes(location.kvstore, ROOT)
+    try:
+        owner = Owner.from_json(json.loads(raw or b"{}").get("attributes", {}).get(ATTRS_KEY, {}).get("writer"))
+    except (ValueError, AttributeError):
+        owner = None
+    who = f" ({owner})" if owner is not None else ""
+    raise WriterConflictError(
+        f"Another writer{who} claimed the run at {location} at the same moment. A run has one "
+        "writer at a time: record to another path, or retry once that writer has closed."
+    )
 
 
 def _attach(location: Location, layout: Layout, meta: dict[str, Any], user_attrs: dict[str, Any],

@@ -103,3 +103,16 @@ def test_closing_twice_through_close_of_a_pytree_names_the_run(tmp_path):
     closed = js.close({"traj": sink})
     with pytest.raises(js.StaleSinkError, match="already closed"):
         js.close(closed)
+
+
+def test_an_older_value_that_has_not_flushed_since_cannot_be_told_apart(tmp_path):
+    """The documented limit: staleness is detected at the granularity of flushes. An older value
+    whose offset still matches closes the run; the newer value's staged frames are then lost and
+    closing it is an error (never silent)."""
+    store = tmp_path / "run.zarr"
+    s1 = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 5))  # 4 flushed, 1 staged
+    s2 = run_steps(s1, steps(5, 7))  # 3 staged, no flush since s1
+    js.close(s1)
+    with pytest.raises(js.StaleSinkError, match="already closed"):
+        js.close(s2)
+    assert js.open(store).steps.tolist() == list(range(5))

@@ -1,4 +1,4 @@
-"""Reliability: SIGKILL at random moments, Ctrl-C, a full disk, and small versions of the load runs.
+"""Reliability: kills at random moments, Ctrl-C, a full disk, and small versions of the load runs.
 
 The crash trials and load scenarios are the functions of benchmarks/fault_kill.py and
 benchmarks/bench_load.py, run here with fixed seeds and small sizes (values and counts asserted,
@@ -39,19 +39,68 @@ fault_kill = _load("fault_kill")
 bench_load = _load("bench_load")
 
 
-# --------------------------------------------------------------------------------- SIGKILL
+# ------------------------------------------------------------- kills (benchmarks/fault_kill.py)
+
+
+@pytest.fixture(scope="module")
+def launcher():
+    """The fault_kill fork server: every child is a new process, without the seconds of imports."""
+    with fault_kill.Launcher() as server:
+        yield server
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed, loop", [(11, "scan"), (12, "while"), (13, "scan")])
-def test_sigkill_at_a_random_moment_keeps_the_committed_prefix_and_resumes(tmp_path, seed, loop):
-    settings = fault_kill.Settings(loop=loop)
-    trial = fault_kill.run_trial(tmp_path, seed, settings)
-    assert trial.committed >= max(trial.committed_before, settings.chunk)
-    assert trial.committed % settings.chunk == 0  # whole blocks only
-    assert trial.lost <= settings.loss_bound()
-    assert trial.resumed == trial.committed + settings.resume_to_extra
+@pytest.mark.parametrize("phase, seed, sig", [
+    ("create", 21, "KILL"),
+    ("run", 22, "KILL"),  # lax.scan
+    ("run", 23, "TERM"),  # lax.while_loop
+    ("close", 24, "KILL"),
+    ("resume", 25, "KILL"),  # from a run left by a killed writer, killed twice
+    ("twowriter", 28, "KILL"),  # an empty location
+    ("twowriter", 29, "TERM"),  # a run left by a writer killed with SIGTERM
+])
+def test_a_kill_in_every_phase_keeps_the_committed_prefix_and_resumes(tmp_path, launcher, phase, seed, sig):
+    """One fault_kill trial: kill (or race), check every frame, resume twice, check again.
+
+    `run_trial` raises, naming the phase and seed, on any check that fails: a run that does not
+    open (or opens where no run was claimed), a frame lost, changed or out of order, more frames
+    lost than the documented bound, a resume that fails or leaves a gap or a duplicate, two
+    writers both recording or the loser not told with WriterConflictError.
+    """
+    trial = fault_kill.run_trial(tmp_path, seed, phase, launcher=launcher, sig=fault_kill.SIGNALS[sig])
+    settings = fault_kill.PHASE_SETTINGS[phase]
+    assert trial.ok and trial.signal == sig
+    assert len(trial.kills) == {"resume": 2, "twowriter": 0}.get(phase, 1)
+    for kill in trial.kills:
+        assert kill.committed >= kill.committed_before
+        assert kill.lost <= settings.loss_bound()
+    if phase == "run":
+        assert trial.committed >= settings.chunk and trial.committed % settings.chunk == 0  # whole blocks
+    if phase == "twowriter":
+        assert trial.conflict in ("lease", "claim") and trial.base == ("closed", "empty", "interrupted")[seed % 3]
+    if phase != "twowriter":  # each resume records from the committed count to a fixed total
+        assert trial.resumed[0] == trial.kills[0].committed + settings.resume_to_extra
+    assert trial.resumed[1] == (trial.kills[1].committed + settings.resume_to_extra if phase == "resume"
+                                else trial.resumed[0] + settings.per_call)
     assert not list(tmp_path.iterdir())  # the trial cleans up after itself
+
+
+@pytest.mark.slow
+def test_a_kill_with_children_spawned_as_new_interpreters(tmp_path):
+    """The same trial with every child a fresh interpreter (no fork server)."""
+    with fault_kill.Launcher(spawn=True) as spawned:
+        trial = fault_kill.run_trial(tmp_path, 30, "run", launcher=spawned)
+    assert trial.ok and trial.kills[0].committed >= 16
+
+
+def test_a_failed_trial_names_its_phase_and_seed(tmp_path, monkeypatch):
+    def broken(r):
+        raise AssertionError("the prefix differs")
+
+    monkeypatch.setitem(fault_kill.TRIALS, "close", broken)
+    with fault_kill.Launcher(spawn=True) as spawned, pytest.raises(
+            AssertionError, match=r"phase close, seed 5, signal KILL\): AssertionError: the prefix differs"):
+        fault_kill.run_trial(tmp_path, 5, "close", launcher=spawned)
 
 
 def test_the_documented_loss_bound_counts_device_pool_and_inflight_blocks():

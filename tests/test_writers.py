@@ -18,7 +18,7 @@ import pytest
 from zarr_helpers import EXAMPLE, expected, run_steps, steps
 
 import jaxsinks as js
-from jaxsinks import _tsio
+from jaxsinks import _owner, _tsio
 
 HERE = pathlib.Path(__file__).parent
 
@@ -218,3 +218,69 @@ def test_a_store_deleted_mid_run_is_a_write_error_not_a_committed_count(tmp_path
         js.close(sink)
     with pytest.raises(js.StoreNotFoundError):
         js.open(store)
+
+
+def _claim_of(pid, host=None, token="winner"):
+    """The zarr.json a writer `pid` (on `host`) leaves when it claims a location."""
+    stat = _owner.proc_stat(pid) if host is None else None
+    writer = dict(_owner.Owner.me().to_json(), pid=pid, pid_start=None if stat is None else stat[1], token=token)
+    if host is not None:
+        writer.update(host=host, boot_id=None)
+    return {"zarr_format": 3, "node_type": "group", "attributes": {"jaxsinks": {
+        "schema_version": 1, "status": "creating", "committed": 0, "writer": writer}}}
+
+
+def test_a_claim_landing_between_the_read_and_the_listing_is_a_writer_conflict(tmp_path, monkeypatch):
+    """Two writers creating one empty run at the same instant: the loser read no zarr.json, then
+    the winner's claim landed. The loser must name the winner, not call the run foreign."""
+    store = tmp_path / "run.zarr"
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as winner:
+        try:
+            original = _tsio.read_versioned
+
+            def read_then_the_winner_claims(spec, key):
+                value = original(spec, key)
+                if key == "zarr.json" and value[0] is None and not (store / "zarr.json").exists():
+                    store.mkdir(parents=True, exist_ok=True)
+                    (store / "zarr.json").write_text(json.dumps(_claim_of(winner.pid)))
+                return value
+
+            monkeypatch.setattr(_tsio, "read_versioned", read_then_the_winner_claims)
+            with pytest.raises(js.WriterConflictError, match=rf"process {winner.pid} on host"):
+                js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a")
+        finally:
+            winner.kill()
+
+
+def test_a_lost_claim_names_the_writer_that_won(tmp_path, monkeypatch):
+    store = tmp_path / "run.zarr"
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as winner:
+        try:
+            original = _tsio.write_if
+
+            def the_winner_writes_first(spec, key, value, generation, timeout=None):
+                if key == "zarr.json" and not (store / "zarr.json").exists():
+                    store.mkdir(parents=True, exist_ok=True)
+                    (store / "zarr.json").write_text(json.dumps(_claim_of(winner.pid)))
+                return original(spec, key, value, generation, timeout)
+
+            monkeypatch.setattr(_tsio, "write_if", the_winner_writes_first)
+            with pytest.raises(js.WriterConflictError, match=rf"Another writer \(process {winner.pid} on host"):
+                js.ZarrSink.create(store, EXAMPLE, chunk=4)
+        finally:
+            winner.kill()
+
+
+def test_a_writer_on_another_host_is_treated_as_alive(tmp_path):
+    store = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 4)))
+    claim = _claim_of(1, host="another-host")
+    claim["attributes"]["jaxsinks"] = dict(json.loads((store / "zarr.json").read_text())["attributes"]["jaxsinks"],
+                                           status="open", writer=claim["attributes"]["jaxsinks"]["writer"])
+    (store / "zarr.json").write_text(json.dumps(claim))
+    before = stored_bytes(store)
+    for mode in ("a", "w", "w-"):
+        with pytest.raises(js.WriterConflictError, match="another-host.*cannot tell whether it is alive"):
+            js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode)
+    assert stored_bytes(store) == before
+    assert js.open(store).status == "open"  # a reader cannot tell either: it may be recording
