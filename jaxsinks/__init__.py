@@ -11,9 +11,11 @@ from ._codecs import Zstd as Zstd
 from ._device_buffer import DeviceBuffer as DeviceBuffer
 from ._host_buffer import HostBuffer as HostBuffer
 from ._errors import ConfigError as ConfigError
+from ._errors import FieldNotFoundError as FieldNotFoundError
 from ._errors import FrameError as FrameError
 from ._errors import JaxsinksError as JaxsinksError
 from ._errors import OutOfRangeError as OutOfRangeError
+from ._errors import ReadIndexError as ReadIndexError
 from ._errors import SchemaMismatchError as SchemaMismatchError
 from ._errors import SinkOverflowError as SinkOverflowError
 from ._errors import StaleSinkError as StaleSinkError

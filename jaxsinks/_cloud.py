@@ -5,9 +5,15 @@ Both return a `Location` accepted as ``store=`` anywhere a path or URL is (``Zar
 ``s3://bucket/path``: never an endpoint's user info, never a secret.
 
 Explicit S3 keys never enter a TensorStore spec (TensorStore's specs have no member for them, and a
-spec ends up in error texts). They are written once per process to a private AWS credentials file
-(a directory only this user can read, removed at exit) and the spec names that file as a
-``"profile"`` credentials source.
+spec ends up in error texts), and no file holding them outlives the process. TensorStore reads keys
+only from the environment (one set per process) or from an AWS credentials file, so each distinct
+set of keys is written to an anonymous in-memory file (Linux ``memfd_create``, mode 0600) that
+the spec names as a ``"profile"`` credentials source by its ``/proc/<pid>/fd/<n>`` path: it is
+on no file system, and the kernel frees it when the process ends, however it ends (SIGKILL
+included). Only where there is no ``memfd_create`` (macOS, Windows) is it a file in a private
+temporary directory ``jaxsinks-aws-<pid>-*`` (mode 0700, file 0600), removed at exit; a process
+killed before its exit handlers ran leaves one behind, which the next process that writes keys
+removes (any such directory whose process no longer runs).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._errors import ConfigError
-from ._location import Location, _dir
+from ._location import Location, _dir, bucket_and_path
 
 #: Request attempts after the first: a dead server surfaces in seconds, not TensorStore's minutes
 #: (32 retries with delays up to 32 s). More than the AWS SDKs' standard mode (2). Raise it for
@@ -123,13 +129,13 @@ def _bucket_and_path(scheme: str, path: str) -> tuple[str, str]:
     if "://" in path:
         given = path.split("://", 1)[0].lower()
         if given != scheme:
-            raise ConfigError(f"`path` must be a {scheme}:// URL or 'bucket/prefix'; got a {given}:// URL.")
+            shown = f"a {given}:// URL" if given.isalnum() else "another URL (not shown here)"
+            raise ConfigError(f"`path` must be a {scheme}:// URL or 'bucket/prefix'; got {shown}.")
         path = path.split("://", 1)[1]
-    bucket, _, prefix = path.partition("/")
-    if not bucket or "@" in bucket or ":" in bucket:
-        raise ConfigError(f"`path` must start with a bucket name: '{scheme}://bucket/prefix'. Credentials "
-                          "and endpoints go in their own arguments.")
-    return bucket, prefix.strip("/")
+    if "?" in path or "#" in path:
+        raise ConfigError("`path` has a query string or fragment ('?' or '#'; not shown here). Options and "
+                          "credentials go in their own arguments.")
+    return bucket_and_path(scheme, path, "`path`")
 
 
 def _check_retries(retries: int) -> int:
@@ -162,30 +168,108 @@ def _aws_credentials(credentials: str | dict[str, str] | None) -> dict[str, Any]
 
 
 class _CredentialFiles:
-    """Private AWS credentials files, one per distinct set of keys, removed at interpreter exit."""
+    """Private AWS credentials files, one per distinct set of keys and process (see the module
+    docstring): in-memory files where the system has them, else files removed at exit."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every file: at start, and in a forked child, which makes its own (the parent's may
+        go away first, and a lock held by another of the parent's threads stays held)."""
         self._lock = threading.Lock()
+        self._fds: list[int] = []  # kept open for the life of the process: they are the files
         self._dir: str | None = None
+        self._config: str | None = None
         self._sources: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def source(self, keys: tuple[str, ...]) -> dict[str, Any]:
         with self._lock:
             if keys not in self._sources:
-                if self._dir is None:
-                    self._dir = tempfile.mkdtemp(prefix="jaxsinks-aws-")  # mode 0700
-                    atexit.register(_remove, self._dir, os.getpid())
-                number = len(self._sources)
-                creds = os.path.join(self._dir, f"credentials-{number}")
-                config = os.path.join(self._dir, f"config-{number}")
                 lines = [f"[{_PROFILE}]", f"aws_access_key_id = {keys[0]}", f"aws_secret_access_key = {keys[1]}"]
                 if keys[2]:
                     lines.append(f"aws_session_token = {keys[2]}")
-                _write_private(creds, "\n".join(lines) + "\n")
-                _write_private(config, f"[profile {_PROFILE}]\n")
+                number = len(self._sources)
+                if self._config is None:
+                    self._config = self._private(f"config-{number}", f"[profile {_PROFILE}]\n")
+                creds = self._private(f"credentials-{number}", "\n".join(lines) + "\n")
                 self._sources[keys] = {"type": "profile", "profile": _PROFILE,
-                                       "credentials_file": creds, "config_file": config}
+                                       "credentials_file": creds, "config_file": self._config}
             return dict(self._sources[keys])
+
+    def _private(self, name: str, text: str) -> str:
+        """The path of a new file only this user can read, holding `text`."""
+        if USE_MEMFD:
+            path = _memory_file(f"jaxsinks-aws-{name}", text, self._fds)
+            if path is not None:
+                return path
+        if self._dir is None:
+            remove_leftovers()
+            self._dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")  # mode 0700
+            atexit.register(_remove, self._dir, os.getpid())
+        path = os.path.join(self._dir, name)
+        _write_private(path, text)
+        return path
+
+
+#: Whether to keep keys in in-memory files (Linux); tests set it False to check the fallback.
+USE_MEMFD = hasattr(os, "memfd_create")
+_DIR_PREFIX = "jaxsinks-aws-"
+
+
+def _memory_file(name: str, text: str, fds: list[int]) -> str | None:
+    """An anonymous in-memory file (mode 0600) holding `text`, by a path other code can open for
+    as long as this process lives; None if the system cannot give one."""
+    try:
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+        path = f"/proc/{os.getpid()}/fd/{fd}"
+        with open(path, encoding="utf-8") as f:  # /proc may be missing or of another pid namespace
+            if f.read() != text:
+                raise OSError("not this process's file")
+    except OSError:
+        os.close(fd)
+        return None
+    fds.append(fd)
+    return path
+
+
+def remove_leftovers(root: str | None = None) -> list[str]:
+    """Remove the credential directories of processes that no longer run (killed before their exit
+    handlers ran) from `root` (default: the temporary directory); returns those removed."""
+    root = root or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(_DIR_PREFIX):
+            continue
+        pid = name[len(_DIR_PREFIX):].split("-", 1)[0]
+        path = os.path.join(root, name)
+        try:
+            if not pid.isdigit() or os.stat(path).st_uid != os.getuid() or _alive(int(pid)):
+                continue
+        except (OSError, AttributeError):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove(directory: str, owner: int) -> None:
@@ -201,6 +285,8 @@ def _write_private(path: str, text: str) -> None:
 
 
 _FILES = _CredentialFiles()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_FILES.reset)
 
 
 def _profile_source(keys: tuple[str, ...]) -> dict[str, Any]:

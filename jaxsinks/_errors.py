@@ -65,3 +65,12 @@ class WriteError(StoreError):
 
 class OutOfRangeError(WriteError, ValueError):
     """A value did not fit the narrower dtype a field is stored as; it was not stored as inf."""
+
+
+class ReadIndexError(JaxsinksError, IndexError):
+    """An index into a run or a field view is out of range, or not one numpy would accept (or one
+    jaxsinks does not support); an `IndexError`, as numpy raises."""
+
+
+class FieldNotFoundError(JaxsinksError, KeyError):
+    """A run has no field of the given name; a `KeyError`, as a dict lookup raises."""

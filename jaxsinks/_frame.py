@@ -167,22 +167,55 @@ def path_name(path: tuple[Any, ...]) -> str:
 
 
 _NODE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+#: Characters of one part of a field name: a directory name on common file systems (255 bytes),
+#: with room for the '.__lock' files TensorStore writes beside keys.
+MAX_NODE_NAME = 200
 
 
 def check_node_name(name: str, *, reserved: Sequence[str] = ()) -> None:
     """Raise `ConfigError` unless every ``/``-separated part of `name` is a safe store node name."""
     for part in name.split("/"):
-        if part in {".", "..", "zarr.json"} or part.startswith("__") or not _NODE_NAME.match(part):
+        if part in {".", "..", "zarr.json"} or part.startswith("__") or part.endswith(".__lock") \
+                or not _NODE_NAME.match(part) or len(part) > MAX_NODE_NAME:
+            shown = name if len(name) <= 80 else name[:77] + "..."
             raise ConfigError(
-                f"Field name '{name}' cannot be used as a store node name: each part between "
+                f"Field name '{shown}' cannot be used as a store node name: each part between "
                 f"slashes must match {_NODE_NAME.pattern!r} (letters, digits, '_', '.', '-'; not "
-                "'.', '..', 'zarr.json' or a leading '__'). Rename the key in the frame pytree."
+                f"'.', '..', 'zarr.json', a leading '__' or a trailing '.__lock'; at most "
+                f"{MAX_NODE_NAME} characters). Rename the key in the frame pytree."
             )
     if name in reserved:
         raise ConfigError(
             f"Field name '{name}' is reserved for the sink's own columns {list(reserved)}. "
             "Rename that key in the frame pytree."
         )
+    top = name.split("/", 1)[0]
+    if top in reserved:
+        raise ConfigError(
+            f"Field '{name}' cannot be stored: its first part '{top}' is the node of the sink's own "
+            f"column '{top}' (an array), which cannot also be the group holding '{name}'. Rename the "
+            f"key '{top}' in the frame pytree (the columns are {list(reserved)})."
+        )
+
+
+def check_node_names(names: Sequence[str], *, reserved: Sequence[str] = ()) -> None:
+    """`check_node_name` for each of `names`, and a `ConfigError` naming both fields if one field's
+    node would be the group of another's (``a`` and ``a/b``: ``a`` cannot be an array and a group).
+    """
+    for name in names:
+        check_node_name(name, reserved=reserved)
+    groups: dict[str, str] = {}  # every group a field needs -> the first such field
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            groups.setdefault("/".join(parts[:i]), name)
+    for name in names:
+        if name in groups:
+            raise ConfigError(
+                f"Fields '{name}' and '{groups[name]}' cannot both be stored: '{name}' would be an array "
+                f"and also the group holding '{groups[name]}'. Rename one of them in the frame pytree "
+                f"(e.g. '{name}' to '{name}_value')."
+            )
 
 
 def _key_name(key: Any) -> str:
@@ -232,13 +265,16 @@ def _out_of_canonical_range(field: Field, leaf: Any) -> str | None:
         raw = np.asarray(leaf)
     except (TypeError, ValueError, OverflowError):
         return None  # _as_array reports it
-    if raw.dtype.kind not in "iuf" or raw.dtype == field.dtype or raw.size == 0:
+    if raw.dtype.kind not in "iufc" or raw.dtype == field.dtype or raw.size == 0:
         return None
     if raw.dtype.kind in "iu" and field.dtype.kind in "iu":
         info = np.iinfo(field.dtype)
         bad = (raw < info.min) | (raw > info.max)
-    elif raw.dtype.kind == "f" and field.dtype.kind == "f":
-        bad = np.isfinite(raw) & (np.abs(raw) > np.finfo(field.dtype).max)
+    elif raw.dtype.kind == field.dtype.kind and raw.dtype.kind in "fc":  # complex: each part
+        parts = (raw.real, raw.imag) if raw.dtype.kind == "c" else (raw,)
+        bad = np.zeros(raw.shape, bool)
+        for part in parts:
+            bad |= np.isfinite(part) & (np.abs(part) > np.finfo(field.dtype).max)
     else:
         return None
     if not np.any(bad):

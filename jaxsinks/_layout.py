@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ._codecs import Codec, FieldConfig, codec_chain, narrowing_range
+from ._codecs import Codec, FieldConfig, check_storable, codec_chain, is_float, narrowing_range
 from ._errors import ConfigError
-from ._frame import FrameSpec, check_node_name
+from ._frame import FrameSpec, check_node_names
 
 SCHEMA_VERSION = 1
 ATTRS_KEY = "jaxsinks"
@@ -53,7 +53,7 @@ class ArrayLayout:
     def fill_value(self) -> Any:
         if np.issubdtype(self.dtype, np.complexfloating):
             return ["NaN", "NaN"]
-        if np.issubdtype(self.dtype, np.floating):
+        if is_float(self.dtype):  # bfloat16 too
             return "NaN"
         if self.dtype == np.bool_:
             return False
@@ -195,12 +195,15 @@ def make_layout(
             f"`fields` configures {unknown}, which the frame does not have; its fields are "
             f"{list(spec.names)}."
         )
+    check_node_names(spec.names, reserved=COLUMNS)
     ragged_axes = _check_ragged(spec, ragged)
     arrays = []
     for f in spec.fields:
-        check_node_name(f.name, reserved=COLUMNS)
         cfg = fields.get(f.name, FieldConfig())
         _check_storage_dtype(f.name, f.dtype, cfg.dtype)
+        if cfg.dtype is None:
+            check_storable(f.dtype, f"Field '{f.name}' is recorded as {f.dtype.name}, which (without "
+                                    f"fields={{'{f.name}': FieldConfig(dtype=...)}})")
         axes = ragged_axes.get(f.name, 0)
         stored = f.shape[axes:]
         own_chunk = _field_chunk(f.name, stored, cfg.chunk)
@@ -353,10 +356,12 @@ def check_json(value: Any, where: str) -> None:
 def _field_chunk(name: str, shape: tuple[int, ...], chunk: tuple[int, ...] | None) -> tuple[int, ...]:
     if chunk is None:
         return tuple(max(1, d) for d in shape)
-    if len(chunk) != len(shape) or any(not isinstance(c, int) or c < 1 for c in chunk):
+    if len(chunk) != len(shape) or any(isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= max(1, d)
+                                       for c, d in zip(chunk, shape)):
         raise ConfigError(
             f"The chunk of field '{name}' must give one positive int per axis of the field "
-            f"{list(shape)} (the frame axis is chunked by the sink's `chunk`); got {list(chunk)}."
+            f"{list(shape)}, at most the axis's size (the frame axis is chunked by the sink's "
+            f"`chunk`); got {list(chunk)}."
         )
     return chunk
 

@@ -15,12 +15,17 @@ import copy
 import dataclasses
 import os
 import pathlib
+import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from ._errors import ConfigError
 
 SCHEMES = ("file", "memory", "s3", "gs")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*$")
+#: What may be shown of a host or bucket name in a message: nothing that could be user info.
+_HOST = re.compile(r"^[A-Za-z0-9._\-]+$")
+#: S3 (3-63; legacy buckets with capitals) and GCS (3-222, with dots) bucket names.
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,220}[A-Za-z0-9]$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +59,14 @@ class Location:
 
 
 def parse(store: Any) -> Location:
-    """Parse `store` (a path, a URL or a kvstore spec dict) into a `Location`."""
+    """Parse `store` (a path, a URL or a kvstore spec dict) into a `Location`.
+
+    URLs are read literally (no percent-decoding): ``scheme://`` then, for ``s3://`` and
+    ``gs://``, a bucket and a path. User info (``key:secret@``) is refused wherever it is and
+    however the secret is spelled (with ``/``, ``@`` or ``:`` in it), and never shown: any ``@``
+    in a ``memory://``, ``s3://`` or ``gs://`` URL, or in a ``file://`` URL that names a host, is
+    taken as user info. Query strings and fragments are refused (never dropped), unshown.
+    """
     if isinstance(store, Location):
         return store
     if isinstance(store, dict):
@@ -68,35 +80,71 @@ def parse(store: Any) -> Location:
         )
     if "://" not in store:
         return Location(_file(store))
-    parts = urlsplit(store)
-    scheme = parts.scheme.lower()
+    given, rest = store.split("://", 1)
+    scheme = given.lower()
     if scheme not in SCHEMES:
+        shown = f"the unsupported scheme '{scheme}://'" if _SCHEME.match(scheme) else "no valid URL scheme before '://' (not shown here)"
         raise ConfigError(
-            f"`store` has the unsupported scheme '{scheme}://'. Use a local path or one of "
+            f"`store` has {shown}. Use a local path or one of "
             f"{[s + '://' for s in SCHEMES]}, or pass a TensorStore kvstore spec dict."
         )
-    if "@" in parts.netloc:
+    authority = rest.split("/", 1)[0]
+    if "@" in rest and (scheme != "file" or authority not in ("", "localhost")):
         raise ConfigError(
             f"`store` {scheme}://... holds user info before the {'name' if scheme == 'memory' else 'bucket'} "
-            "(not shown here); jaxsinks takes no credentials in URLs. Pass them with "
-            "jaxsinks.s3(..., credentials=...) or the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."
+            "(not shown here; an '@' in such a URL is taken as user info); jaxsinks takes no credentials in "
+            "URLs. Pass them with jaxsinks.s3(..., credentials=...) or the environment (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY); for a key that really holds '@', pass a kvstore spec dict."
         )
-    path = parts.path.lstrip("/")
+    if "?" in rest or "#" in rest:
+        raise ConfigError(
+            f"`store` {scheme}://... has a query string or fragment ('?' or '#'; not shown here), which "
+            "jaxsinks neither uses nor drops silently. Remove it (credentials go to jaxsinks.s3(..., "
+            "credentials=...) or the environment); for a local path holding '?' or '#', give the plain path."
+        )
     if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
+        if authority not in ("", "localhost"):
+            host = f"the host '{authority}'" if _HOST.match(authority) else "a host (not shown here)"
             raise ConfigError(
-                f"`store` file://{parts.netloc}/... names the host '{parts.netloc}'; a file:// URL is "
-                "local: write file:///absolute/path (three slashes) or a plain path."
+                f"`store` file://{authority if _HOST.match(authority) else '...'}/... names {host}; a file:// "
+                "URL is local: write file:///absolute/path (three slashes) or a plain path."
             )
-        return Location(_file("/" + path))
+        return Location(_file("/" + rest[len(authority):].lstrip("/")))
     if scheme == "memory":
-        return Location({"driver": "memory", "path": _dir(parts.netloc + "/" + path)})
-    bucket = parts.hostname or ""
-    if not bucket:
-        raise ConfigError(f"`store` {scheme}://... needs a bucket name: {scheme}://BUCKET/path.")
+        return Location({"driver": "memory", "path": _dir(rest)})
+    bucket, path = bucket_and_path(scheme, rest, "`store`")
     if scheme == "s3":
         return Location(_s3(bucket, path))
     return Location({"driver": "gcs", "bucket": bucket, "path": _dir(path)})
+
+
+def bucket_and_path(scheme: str, text: str, what: str) -> tuple[str, str]:
+    """``(bucket, path)`` of `text` (``bucket/path``, after ``scheme://``), or a ConfigError that
+    shows the bucket only if it holds nothing but bucket-name characters."""
+    if "@" in text:
+        raise ConfigError(
+            f"{what} {scheme}://... holds user info (not shown here; an '@' in a bucket path is taken as "
+            "user info); jaxsinks takes no credentials in URLs or paths. Pass them with "
+            "jaxsinks.s3(..., credentials=...) or the environment; for a key that really holds '@', pass a "
+            "kvstore spec dict."
+        )
+    bucket, _, path = text.partition("/")
+    check_bucket(scheme, bucket, what)
+    return bucket, path.strip("/")
+
+
+def check_bucket(scheme: str, bucket: Any, what: str) -> None:
+    """A ConfigError unless `bucket` is a plausible bucket name (never echoed if it could hold a
+    secret: only names of letters, digits, '.', '-' and '_' are shown)."""
+    if not isinstance(bucket, str) or not bucket:
+        raise ConfigError(f"{what} {scheme}://... needs a bucket name: {scheme}://BUCKET/path.")
+    if not _BUCKET.match(bucket):
+        shown = f"'{bucket}'" if _HOST.match(bucket) else "(not shown here)"
+        raise ConfigError(
+            f"{what} names the bucket {shown}, which is not a bucket name: 3 to 222 letters, "
+            f"digits, '.', '-' or '_', starting and ending with a letter or digit ({scheme}://BUCKET/path). "
+            "Credentials and endpoints go in their own arguments (jaxsinks.s3(..., credentials=..., endpoint=...))."
+        )
 
 
 def describe(kvstore: dict[str, Any]) -> str:
@@ -138,6 +186,17 @@ def _from_dict(store: dict[str, Any]) -> dict[str, Any]:
             "A kvstore spec dict for `store` needs a string 'driver' key (e.g. 'file', 'memory', "
             f"'s3', 'gcs'); got keys {sorted(map(str, store))}."
         )
+    if driver in ("s3", "gcs"):
+        check_bucket("s3" if driver == "s3" else "gs", store.get("bucket"), "The kvstore spec")
+    endpoint = store.get("endpoint")
+    if endpoint is not None and (not isinstance(endpoint, str) or "@" in endpoint):
+        raise ConfigError(
+            "The kvstore spec's 'endpoint' must be an http(s):// URL without user info (not shown here); "
+            "credentials go in 'aws_credentials' (or jaxsinks.s3(..., credentials=...))."
+        )
+    if driver == "file" and not store.get("path"):
+        raise ConfigError("A 'file' kvstore spec for `store` needs a non-empty 'path' (the run's directory); "
+                          "without one it would be the root directory '/'.")
     spec = copy.deepcopy(store)
     if "path" in spec:
         if not isinstance(spec["path"], str):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import operator
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -10,7 +12,7 @@ import numpy as np
 
 from . import _tsio as tsio
 from . import _writer
-from ._errors import ConfigError, StoreError, StoreNotFoundError
+from ._errors import ConfigError, FieldNotFoundError, ReadIndexError, StoreError, StoreNotFoundError
 from ._layout import ATTRS_KEY, SCHEMA_VERSION
 from ._location import Location, parse
 from ._owner import Owner
@@ -226,13 +228,15 @@ class Run:
     def __getitem__(self, key: str | slice | np.ndarray | list[int]) -> Any:
         if isinstance(key, str):
             if key not in self.fields:
-                raise KeyError(f"The run at {self.location} has no field '{key}'; its fields are {list(self.fields)}.")
+                raise FieldNotFoundError(f"The run at {self.location} has no field '{key}'; its fields are "
+                                         f"{list(self.fields)}.")
             if self.ragged is not None and key in self.ragged["fields"]:
                 return RaggedView(self._array(key), self._frames, self._pointers())
             return FieldView(self._array(key), self._frames)
-        selected = np.arange(len(self))[key]
+        selected = _select_frames(key, len(self), "the run's frames")
         if selected.ndim != 1:
-            raise ConfigError("Select frames of a run with a slice or a 1-d array of frame indices.")
+            raise ConfigError("Select frames of a run with a slice or a 1-d array of frame indices (run[i:i + 1] "
+                              f"for frame i; run['field'][i] for its values); got {_show(key)}.")
         return Run(self.location, self.meta, self.attrs, self._frames[selected], self._cache)
 
     def __contains__(self, name: object) -> bool:
@@ -247,6 +251,10 @@ class Run:
 
     def extract_time_range(self, t_start: float | None = None, t_end: float | None = None) -> Run:
         """The frames with ``t_start <= time <= t_end`` (either bound may be None)."""
+        for name, bound in (("t_start", t_start), ("t_end", t_end)):
+            number = isinstance(bound, (int, float, np.integer, np.floating)) and not isinstance(bound, bool)
+            if bound is not None and (not number or np.isnan(bound)):
+                raise ConfigError(f"`{name}` must be a number (not NaN) or None; got {_show(bound)}.")
         times = self.times
         keep = np.ones(times.shape, bool)
         if t_start is not None:
@@ -261,7 +269,15 @@ class Run:
 
     def iter_frames(self, fields: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
         """Like iterating the run, with only `fields` (default: all); reads a chunk at a time."""
+        if isinstance(fields, str):
+            fields = (fields,)
+        elif fields is not None and not isinstance(fields, Iterable):
+            raise ConfigError(f"`fields` must be field names (an iterable of str) or None; got {_show(fields)}.")
         names = self.fields if fields is None else tuple(fields)
+        missing = [n for n in names if n not in self.fields]
+        if missing:
+            raise FieldNotFoundError(f"The run at {self.location} has no field {missing[0]!r}; its fields are "
+                                     f"{list(self.fields)}.")
         block = int(self.meta["schema"].get("chunk", 64))
         for start in range(0, len(self), block):
             part = self[start : start + block]
@@ -354,17 +370,47 @@ class FieldView:
         return out if dtype is None else out.astype(dtype)
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        first, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
-        physical = self._frames[first]
-        if physical.ndim == 0:
-            return self._stored.read_physical((int(physical), *rest))
-        if physical.size == 0:
-            return np.zeros((0, *self.shape[1:]), self.dtype)[(slice(None), *rest)]
-        if physical.size == 1 or np.all(np.diff(physical) == 1):
-            sel = slice(int(physical[0]), int(physical[-1]) + 1)
+        """Read ``field[index]`` exactly as numpy indexes ``np.asarray(field)[index]`` (ints,
+        negative ints, slices with any step, ``...`` and ``None`` anywhere, integer arrays and
+        boolean masks), reading only the box of stored values the index touches.
+
+        Raises:
+            ReadIndexError: (an IndexError) for an index out of range or one numpy refuses, and
+                for a 0-d boolean index, which is not supported.
+        """
+        shape = self.shape
+        plan, rel = _plan(index, shape, self.name)
+        rows, part = _frame_rows(plan[0][1], self._frames)
+        if plan[0][0] is not None:
+            rel[plan[0][0]] = part
+        boxes, extents = [], [len(rows)]
+        for axis in range(1, len(shape)):
+            where, kind = plan[axis]
+            box, rel_part = _box(kind, shape[axis])
+            boxes.append(box)
+            extents.append(box.stop - box.start)
+            if where is not None:
+                rel[where] = rel_part
+        if 0 in extents:
+            block = np.zeros(extents, self.dtype)
         else:
-            sel = physical
-        return self._stored.read_physical((sel, *rest))
+            block = self._read(rows, tuple(boxes))
+        try:
+            return block[tuple(rel)]
+        except (IndexError, ValueError, TypeError) as err:  # not expected: the plan checked it
+            raise ReadIndexError(f"Field '{self.name}' of shape {shape} cannot be indexed with {_show(index)}: "
+                                 f"{err}.") from None
+
+    def _read(self, rows: np.ndarray, boxes: tuple[slice, ...]) -> np.ndarray:
+        """Stored `rows` (physical frames, in this order) of the box `boxes` of the other axes."""
+        unique, inverse = np.unique(rows, return_inverse=True)
+        if unique.size == unique[-1] - unique[0] + 1:  # contiguous: one slice
+            block = self._stored.read_physical((slice(int(unique[0]), int(unique[-1]) + 1), *boxes))
+        else:
+            block = self._stored.read_physical((unique, *boxes))
+        if unique.size == rows.size and np.array_equal(unique, rows):
+            return block
+        return block[inverse.reshape(-1)]
 
     def __repr__(self) -> str:
         return f"FieldView({self.name!r}, shape={self.shape}, dtype={self.dtype})"
@@ -408,7 +454,7 @@ class RaggedView:
         return np.split(atoms, np.cumsum(counts)[:-1])
 
     def __getitem__(self, index: Any) -> Any:
-        physical = self._frames[index]
+        physical = self._frames[_select_frames(index, len(self), f"ragged field '{self.name}' (by frame only)")]
         if np.ndim(physical) == 0:
             return self._read_frame(int(physical))
         return [self._read_frame(int(p)) for p in physical]
@@ -428,3 +474,177 @@ class RaggedView:
 
     def __repr__(self) -> str:
         return f"RaggedView({self.name!r}, frames={len(self)})"
+
+
+# ----------------------------------------------------------------------------- numpy indexing
+
+
+def _plan(index: Any, shape: tuple[int, ...], name: str) -> tuple[list[tuple[Any, Any]], list[Any]]:
+    """How numpy reads `index` for an array of `shape`: for each axis, ``(where, kind)`` (the
+    position in `rel` that indexes it, None for axes an Ellipsis or the end covers; and what
+    selects along it: ``("all",)``, ``("int", i)``, ``("slice", range)`` or ``("array", ints)``,
+    all checked and non-negative), and `rel`: the index, item by item, with each kept as it is
+    (None, Ellipsis) or to be replaced by its part relative to the box that is read.
+    """
+    items = list(index) if isinstance(index, tuple) else [index]
+    kinds = [_kind(item, index, name) for item in items]
+    consumed = sum(k[1] for k in kinds if k[0] != "none" and k[0] != "ellipsis")
+    ellipses = sum(1 for k in kinds if k[0] == "ellipsis")
+    if ellipses > 1:
+        raise ReadIndexError(f"An index can only have a single ellipsis ('...'); got {_show(index)}.")
+    if consumed > len(shape):
+        raise ReadIndexError(f"Too many indices for field '{name}': it has {len(shape)} axes (frames first, "
+                             f"shape {shape}) but {_show(index)} indexes {consumed}.")
+    plan: list[tuple[Any, Any]] = []
+    rel: list[Any] = []
+    arrays: list[tuple[int, ...]] = []
+    for kind in kinds:
+        tag = kind[0]
+        if tag == "none":
+            rel.append(None)
+        elif tag == "ellipsis":
+            rel.append(Ellipsis)
+            plan.extend((None, ("all",)) for _ in range(len(shape) - consumed))
+        elif tag == "int":
+            axis, n = len(plan), shape[len(plan)]
+            if not -n <= kind[2] < n:
+                raise ReadIndexError(f"Index {kind[2]} is out of range for axis {axis} of field '{name}', "
+                                     f"of size {n} (shape {shape}).")
+            plan.append((len(rel), ("int", kind[2] % n)))
+            rel.append(None)
+        elif tag == "slice":
+            axis, n = len(plan), shape[len(plan)]
+            plan.append((len(rel), ("slice", range(*kind[2].indices(n)))))
+            rel.append(None)
+        elif tag == "bool":
+            mask = kind[2]
+            axis = len(plan)
+            if mask.shape != shape[axis : axis + mask.ndim]:
+                raise ReadIndexError(
+                    f"A boolean index of shape {mask.shape} does not match axes {axis}..{axis + mask.ndim - 1} "
+                    f"of field '{name}' (shape {shape}): a mask must have the shape of the axes it selects.")
+            for part in mask.nonzero():
+                plan.append((len(rel), ("array", part)))
+                rel.append(None)
+                arrays.append(part.shape)
+        else:  # "array"
+            plan.append((len(rel), ("array", kind[2])))
+            rel.append(None)
+            arrays.append(kind[2].shape)
+    plan.extend((None, ("all",)) for _ in range(len(shape) - len(plan)))
+    try:
+        selected = math.prod(np.broadcast_shapes(*arrays))
+    except ValueError:
+        raise ReadIndexError(f"Shape mismatch: the index arrays of {_show(index)} cannot be broadcast together "
+                             f"(shapes {arrays}).") from None
+    for axis, (where, kind) in enumerate(plan):
+        if kind[0] != "array":
+            continue
+        ints, n = kind[1], shape[axis]
+        if selected == 0:  # numpy checks no index array when they select nothing
+            plan[axis] = (where, ("nothing", ints))
+            continue
+        if ints.size and (ints.min() < -n or ints.max() >= n):
+            bad = ints[(ints < -n) | (ints >= n)].flat[0]
+            raise ReadIndexError(f"Index {bad} is out of range for axis {axis} of field '{name}', of size "
+                                 f"{n} (shape {shape}).")
+        plan[axis] = (where, ("array", np.where(ints < 0, ints + n, ints)))
+    return plan, rel
+
+
+def _kind(item: Any, index: Any, name: str) -> tuple[Any, ...]:
+    """``(tag, axes consumed, value)`` of one index item; a ReadIndexError for what numpy refuses."""
+    if item is None:
+        return ("none", 0)
+    if item is Ellipsis:
+        return ("ellipsis", 0)
+    if isinstance(item, slice):
+        bounds = (item.start, item.stop, item.step)
+        if any(b is not None and (isinstance(b, (bool, np.bool_)) or not hasattr(b, "__index__")) for b in bounds):
+            raise ReadIndexError(f"Slice bounds must be integers or None; got {_show(item)} in {_show(index)}.")
+        start, stop, step = (None if b is None else operator.index(b) for b in bounds)
+        if step == 0:
+            raise ReadIndexError(f"A slice step cannot be zero ({_show(index)}).")
+        return ("slice", 1, slice(start, stop, step))
+    if isinstance(item, (bool, np.bool_)):
+        raise ReadIndexError(_SCALAR_BOOL.format(item=_show(item), name=name))
+    if isinstance(item, (int, np.integer)):
+        return ("int", 1, int(item))
+    if isinstance(item, (str, bytes)) or not (isinstance(item, (list, tuple)) or hasattr(item, "__array__")):
+        if hasattr(item, "__index__"):
+            return ("int", 1, operator.index(item))
+        raise ReadIndexError(_NOT_AN_INDEX.format(item=_show(item), name=name))
+    try:
+        array = np.asarray(item)
+    except (ValueError, TypeError):
+        raise ReadIndexError(f"{_show(item)} is not a valid index for field '{name}': index lists must be "
+                             "rectangular lists of integers or booleans.") from None
+    if array.dtype == np.bool_:
+        if array.ndim == 0:
+            raise ReadIndexError(_SCALAR_BOOL.format(item=_show(item), name=name))
+        return ("bool", array.ndim, array)
+    if array.size == 0 and isinstance(item, (list, tuple)):
+        array = array.astype(np.intp)  # numpy reads an empty list as an empty integer index
+    if array.dtype.kind not in "iu":
+        raise ReadIndexError(_NOT_AN_INDEX.format(item=_show(item), name=name))
+    if array.ndim == 0:
+        return ("int", 1, int(array))
+    return ("array", 1, array.astype(np.int64))
+
+
+_SCALAR_BOOL = ("A scalar boolean index ({item}) is not supported when reading field '{name}'; use None to "
+                "add an axis, or a boolean array over an axis.")
+_NOT_AN_INDEX = ("{item} is not a valid index for field '{name}': only integers, slices (':'), ellipsis ('...'), "
+                 "None and integer or boolean arrays are.")
+
+
+def _frame_rows(kind: tuple[Any, ...], frames: np.ndarray) -> tuple[np.ndarray, Any]:
+    """The physical rows to read for the frame axis, in order, and what then indexes them."""
+    if kind[0] == "all":
+        return frames, None
+    if kind[0] == "int":
+        return frames[kind[1] : kind[1] + 1], 0
+    if kind[0] == "slice":
+        return frames[np.arange(kind[1].start, kind[1].stop, kind[1].step)], slice(None)
+    if kind[0] == "nothing":
+        return frames[:0], kind[1]
+    unique, inverse = np.unique(kind[1], return_inverse=True)
+    return frames[unique], inverse.reshape(kind[1].shape)
+
+
+def _box(kind: tuple[Any, ...], n: int) -> tuple[slice, Any]:
+    """The box (a slice with step 1) to read along an axis of size `n`, and what then indexes it."""
+    if kind[0] == "all":
+        return slice(0, n), None
+    if kind[0] == "int":
+        return slice(kind[1], kind[1] + 1), 0
+    if kind[0] == "slice":
+        r = kind[1]
+        if len(r) == 0:
+            return slice(0, 0), slice(None)
+        lo, hi = min(r[0], r[-1]), max(r[0], r[-1])
+        start = 0 if r.step > 0 else hi - lo
+        return slice(lo, hi + 1), slice(start, None, r.step)
+    ints = kind[1]
+    if kind[0] == "nothing" or ints.size == 0:
+        return slice(0, 0), ints
+    lo = int(ints.min())
+    return slice(lo, int(ints.max()) + 1), ints - lo
+
+
+def _select_frames(key: Any, n: int, what: str) -> np.ndarray:
+    """``np.arange(n)[key]`` for a key along the frame axis only, with numpy's answer, or a
+    ReadIndexError (numpy's IndexError, TypeError or ValueError, said of `what`)."""
+    if isinstance(key, tuple) and len(key) == 1 and not isinstance(key[0], tuple):
+        key = key[0]
+    if isinstance(key, tuple) or key is None or key is Ellipsis or isinstance(key, (bool, np.bool_)):
+        raise ReadIndexError(f"Index {what} with one int, slice, or integer or boolean array; got {_show(key)}.")
+    try:
+        return np.arange(n)[key]
+    except (IndexError, TypeError, ValueError) as err:
+        raise ReadIndexError(f"Cannot index {what} ({n}) with {_show(key)}: {err}.") from None
+
+
+def _show(index: Any) -> str:
+    text = repr(index)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -230,11 +230,14 @@ def out_of_range(xp: Any, values: Any, layout: ArrayLayout) -> Any:
     if rng is None:
         return xp.zeros((rows,), bool)
     flat = values.reshape(rows, -1)
+    if xp.iscomplexobj(flat):  # complex: each part must fit (real and imaginary side by side)
+        flat = xp.concatenate([xp.real(flat), xp.imag(flat)], axis=1)
     lo, hi = (xp.asarray(bound, dtype=flat.dtype) for bound in rng)
-    beyond = (flat < lo) | (flat > hi)
-    if xp.issubdtype(layout.source_dtype, xp.inexact):
+    with np.errstate(invalid="ignore"):  # NaN compares quietly (ml_dtypes' bfloat16 warns)
+        beyond = (flat < lo) | (flat > hi)
+    if jnp.issubdtype(layout.source_dtype, jnp.inexact):  # jnp: bfloat16 too (numpy: not inexact)
         finite = xp.isfinite(flat)
-        beyond = ~finite | beyond if xp.issubdtype(layout.dtype, xp.integer) else finite & beyond
+        beyond = ~finite | beyond if jnp.issubdtype(layout.dtype, jnp.integer) else finite & beyond
     return xp.any(beyond, axis=1)
 
 

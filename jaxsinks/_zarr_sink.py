@@ -115,6 +115,9 @@ class ZarrSink(StreamSink):
         chunk = default_chunk(owner, chunk, spec, batch_size)
         if chunks_per_shard is not None:
             check_capacity(owner, "chunks_per_shard", chunks_per_shard)
+        if fields is not None and not isinstance(fields, dict):
+            raise ConfigError(f"`{owner}` needs `fields` to be a dict of field name -> jaxsinks.FieldConfig; "
+                              f"got {type(fields).__name__}.")
         fields = dict(fields or {})
         for name, cfg in fields.items():
             if not isinstance(cfg, FieldConfig):

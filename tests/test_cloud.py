@@ -14,13 +14,17 @@ import os
 os.environ["TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS"] = "2"
 os.environ["TENSORSTORE_CURL_LOW_SPEED_LIMIT_BYTES"] = "65536"
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import stat  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 
@@ -31,7 +35,7 @@ import pytest  # noqa: E402
 import zarr  # noqa: E402
 
 import jaxsinks as js  # noqa: E402
-from jaxsinks import _cli  # noqa: E402
+from jaxsinks import _cli, _cloud  # noqa: E402
 from jaxsinks._location import parse  # noqa: E402
 from jaxsinks.testing import S3Server, local_s3_server  # noqa: E402
 
@@ -96,7 +100,12 @@ def test_s3_builds_a_kvstore_spec_with_explicit_options(monkeypatch):
     "call, match",
     [
         (lambda: js.s3("gs://bkt/x"), "must be a s3:// URL"),
-        (lambda: js.s3("s3://key:" + SECRET + "@bkt/x"), "must start with a bucket name"),
+        (lambda: js.s3("s3://key:" + SECRET + "@bkt/x"), "holds user info"),
+        (lambda: js.s3(f"{KEY_ID}:{SECRET}/with/slashes@bkt/x"), "holds user info"),  # urlsplit misreads it
+        (lambda: js.gcs(f"gs://{SECRET}/tail@bkt/x"), "holds user info"),
+        (lambda: js.s3(f"{KEY_ID}:{SECRET}/bkt"), "not a bucket name"),
+        (lambda: js.s3(f"s3://bkt/x?token={SECRET}"), "query string"),
+        (lambda: js.s3(f"{SECRET}:x@s3://bkt/x"), "got another URL"),
         (lambda: js.s3("bkt/x", endpoint="ftp://host"), "must be an http:// or https:// URL.*scheme .ftp."),
         (lambda: js.s3("bkt/x", credentials="root"), "must be one of"),
         (lambda: js.s3("bkt/x", credentials={"access_key_id": KEY_ID}), r"missing \['secret_access_key'\]"),
@@ -121,12 +130,119 @@ def test_explicit_keys_stay_out_of_the_spec_and_repr():
     source = loc.kvstore["aws_credentials"]
     assert source["type"] == "profile"
     path = source["credentials_file"]
+    assert path.startswith(f"/proc/{os.getpid()}/fd/")  # an in-memory file: on no file system
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
     with open(path) as f:
         assert f"aws_secret_access_key = {SECRET}" in f.read()
     again = js.s3("s3://bkt/other", credentials=KEYS).kvstore["aws_credentials"]
     assert again == source  # one file per distinct set of keys
+
+
+def test_without_in_memory_files_keys_go_to_a_private_directory_removed_at_exit(monkeypatch, tmp_path):
+    monkeypatch.setattr(_cloud, "USE_MEMFD", False)
+    monkeypatch.setattr(_cloud, "_FILES", _cloud._CredentialFiles())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    source = js.s3("s3://bkt/run.zarr", credentials=KEYS).kvstore["aws_credentials"]
+    path = source["credentials_file"]
+    assert os.path.dirname(os.path.dirname(path)) == str(tmp_path)
+    assert os.path.basename(os.path.dirname(path)).startswith(f"jaxsinks-aws-{os.getpid()}-")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    _cloud._remove(os.path.dirname(path), os.getpid())  # what the exit handler does
+    assert not os.path.exists(path)
+
+
+def test_explicit_keys_sign_the_requests(tmp_path):
+    """The keys TensorStore reads from the in-memory file are the ones that sign requests (a
+    one-shot HTTP server records the Authorization header); the secret itself is never sent."""
+    seen = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listener.settimeout(20)
+        port = listener.getsockname()[1]
+
+        def serve():
+            with contextlib.suppress(OSError):
+                while True:
+                    conn, _ = listener.accept()
+                    with conn:
+                        seen.append(conn.recv(65536).decode(errors="replace"))
+                        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        store = js.s3("s3://bkt/run.zarr", endpoint=f"http://127.0.0.1:{port}", region="us-east-1",
+                      credentials=KEYS, retries=1)
+        with pytest.raises(js.StoreNotFoundError):
+            js.open(store)
+    assert seen and all(f"Credential={KEY_ID}/" in request for request in seen)
+    assert not any(SECRET in request for request in seen)
+
+
+_CHILD = """
+import json, sys, time
+import jax
+import jaxsinks as js
+from jaxsinks import _cloud
+_cloud.USE_MEMFD = sys.argv[1] == "memfd"
+endpoint, bucket, key, secret, name = sys.argv[2:7]
+store = js.s3(f"s3://{bucket}/{name}", endpoint=endpoint, region="us-east-1", retries=1,
+              credentials={"access_key_id": key, "secret_access_key": secret})
+js.ZarrSink.create(store, {"x": jax.ShapeDtypeStruct((4,), "float32")}, chunk=8, mode="w")  # signed requests
+print(json.dumps(store.kvstore["aws_credentials"]), flush=True)
+if sys.argv[7] == "wait":
+    time.sleep(600)
+"""
+
+
+def _recorder(server, tmp, how, name, wait=True):
+    """A real recording process that signs requests with explicit keys (TMPDIR=`tmp`); returns it
+    and the credentials source its spec names."""
+    env = dict(os.environ, TMPDIR=str(tmp))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, how, server.endpoint, server.bucket, KEY_ID, SECRET, name,
+         "wait" if wait else "exit"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = child.stdout.readline()
+    assert line, child.communicate()[1][-3000:]
+    return child, json.loads(line)
+
+
+def _files_holding_the_secret(root):
+    found = []
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as f:
+                if SECRET.encode() in f.read():
+                    found.append(os.path.join(directory, name))
+    return found
+
+
+@pytest.mark.parametrize("signal_", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_no_file_with_the_keys_outlives_a_killed_process(server, tmp_path, signal_):
+    child, source = _recorder(server, tmp_path, "memfd", f"killed-{signal_.name}.zarr")
+    try:
+        assert not _files_holding_the_secret(tmp_path)  # in memory, not in the temporary directory
+        child.send_signal(signal_)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()  # waits, and closes the pipes
+    assert child.returncode == -signal_
+    assert not os.path.exists(source["credentials_file"])
+    assert not _files_holding_the_secret(tmp_path)
+
+
+def test_without_in_memory_files_the_next_process_removes_a_killed_ones_keys(server, tmp_path):
+    child, source = _recorder(server, tmp_path, "files", "leftover.zarr")
+    child.kill()
+    child.communicate()
+    assert _files_holding_the_secret(tmp_path) == [source["credentials_file"]]  # the killed one's
+    child, _ = _recorder(server, tmp_path, "files", "next.zarr", wait=False)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err[-3000:]
+    assert not _files_holding_the_secret(tmp_path) and not os.listdir(tmp_path)
 
 
 # ------------------------------------------------------------------------------- S3 (moto)
@@ -189,12 +305,12 @@ def test_info_and_error_messages_never_show_credentials(server, monkeypatch, cap
     ]
     messages = []
     for store in failing:
-        with pytest.raises(js.StoreError) as info:
+        with pytest.raises(js.JaxsinksError) as info:
             sink = js.ZarrSink.create(store, FRAME, chunk=CHUNK, mode="w")
             js.close(run_steps(sink, 0))
         messages.append(str(info.value))
     assert "s3://no-such-bucket/run.zarr" in messages[0]
-    assert "s3://jaxsinks-test/info.zarr" in messages[1]
+    assert "'endpoint' must be an http(s):// URL without user info (not shown here)" in messages[1]
     assert "extra members" in messages[2]  # names the keys, not their values
     shown = out + "\n".join(messages) + caplog.text
     assert SECRET not in shown and KEY_ID not in shown
@@ -237,7 +353,7 @@ def test_a_paused_server_fails_the_run_in_seconds_and_keeps_the_committed_prefix
     # while it was paused are served now, in any order, so the final "failed" status may or may
     # not have landed yet; nothing past the committed count is ever claimed.
     run = js.open(store)
-    assert (len(run), run.committed) == (16, 16) and run.status in ("open", "failed")
+    assert (len(run), run.committed) == (16, 16) and run.status in ("interrupted", "failed")
     np.testing.assert_array_equal(run["x"][:], expected(range(16)))
 
 
@@ -333,3 +449,13 @@ def test_gcs_resume(gcs_emulator):
     record(store, 0)
     record(store, 16, mode="a")
     np.testing.assert_array_equal(js.open(store).steps, np.arange(32))
+
+
+@pytest.mark.parametrize("secret", [SECRET, f"{SECRET}/tail", f"{SECRET}@more", f"a/{SECRET}:b@c"])
+def test_error_texts_lose_user_info_whatever_the_secret_holds(secret):
+    from jaxsinks._tsio import clean_message
+
+    text = clean_message(RuntimeError(f'Error connecting to "http://{KEY_ID}:{secret}@127.0.0.1:9000/b/x": '
+                                      f"refused [tensorstore_spec='{{\"secret\": \"{secret}\"}}']"))
+    assert SECRET not in text and KEY_ID not in text
+    assert text.startswith('Error connecting to "http://***@127.0.0.1:9000/b/x": refused')

@@ -2,13 +2,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import x32_only
 
 import jaxsinks as js
-from jaxsinks._frame import check_node_name
+from jaxsinks._frame import check_node_name, check_node_names
 
 
 def test_spec_from_arrays_and_shape_dtype_structs_agree():
-    frame = {"x": jnp.zeros((4, 3)), "e": jnp.zeros((), jnp.float32), "n": np.zeros(2, np.int32)}
+    frame = {"x": jnp.zeros((4, 3), jnp.float32), "e": jnp.zeros((), jnp.float32), "n": np.zeros(2, np.int32)}
     sds = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), frame)
     a, b = js.FrameSpec.from_example(frame), js.FrameSpec.from_example(sds)
     assert a == b and hash(a) == hash(b)
@@ -23,6 +24,7 @@ def test_nested_paths_and_bare_arrays_are_named():
     assert js.FrameSpec.from_example(jnp.zeros(3)).names == ("data",)
 
 
+@x32_only
 def test_python_scalars_take_jax_default_dtypes():
     spec = js.FrameSpec.from_example({"f": 1.0, "i": 2, "b": True})
     assert {f.name: f.dtype for f in spec.fields} == {
@@ -38,9 +40,9 @@ def test_empty_and_non_array_examples_are_rejected():
 
 
 def test_check_lists_every_mismatch_with_field_names():
-    spec = js.FrameSpec.from_example({"x": jnp.zeros((4, 3)), "e": jnp.zeros(())})
+    spec = js.FrameSpec.from_example({"x": jnp.zeros((4, 3), jnp.float32), "e": jnp.zeros((), jnp.float32)})
     with pytest.raises(js.FrameError) as err:
-        spec.check({"x": jnp.zeros((4, 2)), "e": jnp.zeros((), jnp.int32)})
+        spec.check({"x": jnp.zeros((4, 2), jnp.float32), "e": jnp.zeros((), jnp.int32)})
     msg = str(err.value)
     assert "field 'x' has shape (4, 2), expected (4, 3)" in msg
     assert "field 'e' has dtype int32, expected float32" in msg
@@ -84,3 +86,27 @@ def test_safe_and_reserved_node_names():
 def test_joined_paths_must_be_unique():
     with pytest.raises(js.ConfigError, match="several leaves named"):
         js.FrameSpec.from_example({"a/b": jnp.zeros(1), "a": {"b": jnp.zeros(1)}})
+
+
+@pytest.mark.parametrize("names, both", [
+    (("a", "a/b"), ("'a'", "'a/b'")),
+    (("x/y/z", "x/y"), ("'x/y'", "'x/y/z'")),
+    (("step/v",), ("'step/v'", "column 'step'")),
+    (("p", "time/t"), ("'time/t'", "column 'time'")),
+])
+def test_names_whose_nodes_collide_are_refused_naming_both(names, both):
+    with pytest.raises(js.ConfigError) as info:
+        check_node_names(names, reserved=("step", "time", "system"))
+    for name in both:
+        assert name in str(info.value)
+
+
+def test_names_that_only_share_a_prefix_or_nest_columns_deeper_are_fine():
+    check_node_names(("a", "ab/c", "a_b", "x/step", "x/time/y", "stepper"), reserved=("step", "time", "system"))
+
+
+@pytest.mark.parametrize("name", ["x" * 201, "a/" + "y" * 300, "zarr.json.__lock", "a/b.__lock"])
+def test_names_too_long_for_a_file_system_or_like_lock_files_are_refused(name):
+    with pytest.raises(js.ConfigError, match="cannot be used as a store node name") as info:
+        check_node_name(name)
+    assert len(str(info.value)) < 600

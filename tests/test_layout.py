@@ -4,12 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import x32_only
 
 import jaxsinks as js
 from jaxsinks._codecs import codec_chain, narrowing_range
 from jaxsinks._layout import check_user_attributes, make_layout
 
-SPEC = js.FrameSpec.from_example({"pos": jnp.zeros((5, 3)), "e": jnp.zeros(()), "meta": {"id": jnp.zeros(2, jnp.int32)}})
+SPEC = js.FrameSpec.from_example({"pos": jnp.zeros((5, 3), jnp.float32), "e": jnp.zeros((), jnp.float32),
+                                  "meta": {"id": jnp.zeros(2, jnp.int32)}})
 
 
 def layout(**kw):
@@ -92,7 +94,7 @@ def test_field_names_that_are_not_safe_node_names_are_rejected(name):
         (lambda: js.Blosc(cname="gzip"), "`Blosc` needs `cname`"),
         (lambda: js.Blosc(clevel=10), "`clevel`"),
         (lambda: js.Blosc(shuffle="yes"), "`shuffle`"),
-        (lambda: js.FieldConfig(dtype="float64"), "JAX cannot hold"),
+        pytest.param(lambda: js.FieldConfig(dtype="float64"), "JAX cannot hold", marks=x32_only),
         (lambda: js.FieldConfig(dtype="notatype"), "not a dtype"),
         (lambda: js.FieldConfig(codec="zstd"), "`codec` to be jaxsinks.Zstd"),
     ],
@@ -131,3 +133,49 @@ def test_json_attributes_pass_through():
         "a": [1, 2.5, "x", None, True], "b": {"c": [1, 2]}
     }
     assert jax.tree.leaves(check_user_attributes(None)) == []
+
+
+@pytest.mark.parametrize("frame, both", [
+    ({"a": jnp.zeros(2), "a/b": jnp.zeros(2)}, ("'a'", "'a/b'")),
+    ({"a": {"b": jnp.zeros(2)}, "a/b/c": jnp.zeros(())}, ("'a/b'", "'a/b/c'")),
+    ({"step": {"v": jnp.zeros(2)}}, ("'step/v'", "column 'step'")),
+    ({"time": {"x": {"y": jnp.zeros(2)}}}, ("'time/x/y'", "column 'time'")),
+    ({"system": [jnp.zeros(2)]}, ("'system/0'", "column 'system'")),
+])
+def test_nested_names_that_collide_with_a_stored_node_are_refused_naming_both(frame, both):
+    with pytest.raises(js.ConfigError) as info:
+        make_layout(js.FrameSpec.from_example(frame), chunk=4, chunks_per_shard=None, codec=None, fields={},
+                    time_dtype=np.dtype("float32"), batch_size=None)
+    for name in both:
+        assert name in str(info.value)
+
+
+def test_columns_deeper_in_the_tree_do_not_collide():
+    spec = js.FrameSpec.from_example({"a": {"step": jnp.zeros(2), "time": jnp.zeros(())}, "b": {"c": jnp.zeros(1)}})
+    lay = layout_of(spec)
+    assert [a.name for a in lay.fields] == ["a/step", "a/time", "b/c"] and lay.groups == ("a", "b")
+
+
+def layout_of(spec):
+    return make_layout(spec, chunk=4, chunks_per_shard=None, codec=None, fields={},
+                       time_dtype=np.dtype("float32"), batch_size=None)
+
+
+@pytest.mark.parametrize("source, target, bounds", [
+    ("int32", "uint32", (0, 2**31 - 1)),  # inside the source's range: was (0, 2**32 - 1), no int32
+    ("float32", "int32", (-(2**31), 2**31 - 128)),  # the largest float32 below 2**31: 2**31 itself overflows
+    ("float32", "uint8", (0, 255)),
+    ("float32", "bfloat16", (-float(jnp.finfo(jnp.bfloat16).max), float(jnp.finfo(jnp.bfloat16).max))),
+    ("float32", "float16", (-65504, 65504)),
+    ("complex64", "complex64", None),
+    ("int8", "float16", None),
+])
+def test_narrowing_bounds_are_values_the_source_holds(source, target, bounds):
+    assert narrowing_range(np.dtype(source), np.dtype(target)) == bounds
+
+
+def test_complex128_stored_as_complex64_narrows_each_part():
+    assert narrowing_range(np.dtype("complex128"), np.dtype("complex64")) == (
+        float(np.finfo(np.float32).min), float(np.finfo(np.float32).max))
+    assert narrowing_range(np.dtype("float64"), np.dtype("complex64")) == narrowing_range(
+        np.dtype("float64"), np.dtype("float32"))

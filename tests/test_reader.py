@@ -4,9 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
+from jaxsinks._errors import FieldNotFoundError, ReadIndexError
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +70,8 @@ def test_iteration_yields_frames_in_order(store):
 
 def test_to_numpy_nests_fields_like_the_frame():
     s = memory_store()
-    sink = js.ZarrSink.create(s, {"a": {"b": jnp.zeros(2)}, "c": jnp.zeros(())}, chunk=2)
-    sink = sink.write({"a": {"b": jnp.ones(2)}, "c": jnp.float32(3)}, step=5, time=1.5)
+    sink = js.ZarrSink.create(s, {"a": {"b": jnp.zeros(2, jnp.float32)}, "c": jnp.zeros((), jnp.float32)}, chunk=2)
+    sink = sink.write({"a": {"b": jnp.ones(2, jnp.float32)}, "c": jnp.float32(3)}, step=5, time=1.5)
     js.close(sink)
     out = js.open(s).to_numpy()
     assert isinstance(out, js.Trajectory) and len(out) == 1
@@ -104,3 +108,142 @@ def test_a_run_from_a_newer_schema_version_is_refused(tmp_path):
     (store / "zarr.json").write_text(json.dumps(doc))
     with pytest.raises(js.StoreError, match="schema version 99; this jaxsinks reads versions up to 1"):
         js.open(store)
+
+
+# ------------------------------------------------------------- indexing exactly like numpy
+
+N = 7  # frames, recorded in chunks of 3 (the last one partial)
+SHAPE = (3, 4)
+
+
+def _stored_data(step):
+    return (100.0 * step + np.arange(12, dtype=np.float32)).reshape(SHAPE)
+
+
+@pytest.fixture(scope="module")
+def grid():
+    """A run with `N` frames of x (3, 4) and its values in memory; and a ring run whose stored
+    frames wrap (the physical order is 5, 6, 0, 1, ... for the logical frames)."""
+    s = memory_store()
+    sink = js.ZarrSink.create(s, {"x": jnp.zeros(SHAPE, jnp.float32)}, chunk=3)
+    for i in range(N):
+        sink = sink.write({"x": jnp.asarray(_stored_data(i))}, step=i)
+    js.close(sink)
+    ring = memory_store()
+    sink = js.ZarrSink.create(ring, {"x": jnp.zeros(SHAPE, jnp.float32)}, chunk=1, capacity=N, overflow="ring")
+    for i in range(N + 5):
+        sink = sink.write({"x": jnp.asarray(_stored_data(i))}, step=i)
+    js.close(sink)
+    data = np.stack([_stored_data(i) for i in range(N)])
+    ring_data = np.stack([_stored_data(i) for i in range(5, N + 5)])
+    return js.open(s), data, js.open(ring), ring_data
+
+
+def _assert_reads_like_numpy(view, full, index):
+    try:
+        want = full[index]
+    except (IndexError, TypeError, ValueError) as err:
+        with pytest.raises(js.JaxsinksError) as info:
+            view[index]
+        if isinstance(err, IndexError):
+            assert isinstance(info.value, IndexError), info.value
+        return
+    try:
+        got = view[index]
+    except js.JaxsinksError as err:  # only what numpy takes and jaxsinks refuses, clearly
+        assert "not supported" in str(err), err
+        return
+    assert got.shape == want.shape and got.dtype == want.dtype, (index, got.shape, want.shape)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_ellipsis_and_new_axes_index_like_numpy(grid):
+    run, data, _, _ = grid
+    x = run["x"]
+    assert x[..., 0].shape == (N, 3)  # was x[:, 0]: (N, 4)
+    np.testing.assert_array_equal(x[..., 0], data[..., 0])
+    assert x[..., None, None, :].shape == (N, 3, 1, 1, 4)  # was (N, 1, 1, 3, 4)
+    np.testing.assert_array_equal(x[None], data[None])
+    np.testing.assert_array_equal(x[1, ..., -1], data[1, ..., -1])
+    np.testing.assert_array_equal(x[:, 0, -1], data[:, 0, -1])  # negative ints on the field's own axes
+    np.testing.assert_array_equal(x[::-2, ::-1], data[::-2, ::-1])
+    np.testing.assert_array_equal(x[:, [0, 1], ..., [0, 3]], data[:, [0, 1], ..., [0, 3]])
+    np.testing.assert_array_equal(x[data[:, 0, 0] > 250], data[data[:, 0, 0] > 250])
+    np.testing.assert_array_equal(x[:, data[0] > 5], data[:, data[0] > 5])
+
+
+@pytest.mark.parametrize("index", [N, -N - 1, (0, 3), (0, 0, -5), [0, N], (slice(None), [4]), (0, 0, 0, 0)])
+def test_out_of_range_reads_are_index_errors(grid, index):
+    run, data, _, _ = grid
+    with pytest.raises(ReadIndexError) as info:
+        run["x"][index]
+    assert isinstance(info.value, IndexError) and "x" in str(info.value)
+    with pytest.raises(IndexError):
+        data[index]
+
+
+@pytest.mark.parametrize("index", [1.5, "a", (slice(0.5),), [1.0], (..., ...), np.array([[True]]), [[0, 1], [0]]])
+def test_indices_numpy_refuses_are_jaxsinks_errors(grid, index):
+    with pytest.raises(ReadIndexError):
+        grid[0]["x"][index]
+
+
+def test_a_scalar_boolean_index_is_refused_clearly(grid):
+    for index in (True, np.False_, (0, True)):
+        with pytest.raises(ReadIndexError, match="scalar boolean index .* not supported"):
+            grid[0]["x"][index]
+
+
+def test_frame_selections_and_missing_fields_are_jaxsinks_errors(grid):
+    run = grid[0]
+    for key in (N, 1.5, [0, N], (0, 1)):
+        with pytest.raises(js.JaxsinksError):
+            run[key]
+    with pytest.raises(FieldNotFoundError) as info:
+        run["nope"]
+    assert isinstance(info.value, KeyError)
+
+
+_item = st.one_of(
+    st.integers(-9, 9), st.slices(9), st.none(), st.just(Ellipsis),
+    st.lists(st.integers(-9, 9), max_size=3), hnp.arrays(np.intp, st.integers(0, 3), elements=st.integers(-9, 9)),
+    hnp.arrays(np.bool_, st.sampled_from([(N,), (3,), (4,), (3, 4), (N, 3), (2,)])),
+)
+indices = st.one_of(
+    hnp.basic_indices((N, *SHAPE), min_dims=0, allow_newaxis=True, allow_ellipsis=True),
+    hnp.integer_array_indices((N, *SHAPE)),
+    st.lists(_item, max_size=5).map(tuple),
+    _item,
+)
+
+
+@settings(max_examples=200)
+@given(index=indices, which=st.sampled_from(["all", "every other", "shuffled", "ring"]))
+def test_field_views_index_exactly_like_numpy(grid, index, which):
+    """`run["x"][idx]` equals `np.asarray(full)[idx]` for generated indices, over whole runs,
+    selections of frames (in any order) and ring runs whose stored frames wrap."""
+    run, data, ring, ring_data = grid
+    if which == "every other":
+        run, data = run[::2], data[::2]
+    elif which == "shuffled":
+        order = [5, 1, 3, 3, 0]
+        run, data = run[order], data[order]
+    elif which == "ring":
+        run, data = ring, ring_data
+    _assert_reads_like_numpy(run["x"], data, index)
+
+
+def test_ragged_views_index_frames_like_numpy_or_refuse_clearly():
+    s = memory_store()
+    example = {"natoms": jnp.zeros((2,), jnp.int32), "positions": jnp.zeros((2, 3, 3))}
+    sink = js.ZarrSink.create(s, example, chunk=2, ragged=js.Ragged(count="natoms", fields=("positions",)))
+    for i in range(3):
+        natoms = jnp.asarray([1 + i % 3, 3], jnp.int32)
+        sink = sink.write({"natoms": natoms, "positions": jnp.full((2, 3, 3), float(i))}, step=i)
+    js.close(sink)
+    pos = js.open(s)["positions"]
+    assert [len(systems[0]) for systems in pos[::-1]] == [3, 2, 1]
+    assert len(pos[-1][0]) == 3 and len(pos[[True, False, True]]) == 2
+    for bad in (3, -4, (0, 1), 1.5, None, True):
+        with pytest.raises(ReadIndexError):
+            pos[bad]
