@@ -10,7 +10,7 @@ DEMO_STAMP := $(VENV)/.demo-installed
 STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.docs-installed
 
-.PHONY: demo test bench docs versions clean
+.PHONY: demo test lint lint-types bench docs versions clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,extras,md]'
+	$(BIN)/python -m pip install --quiet -e '.[test,extras,md,lint]'
 	touch $@
 
 $(DOCS_STAMP): pyproject.toml | $(BIN)/python
@@ -40,6 +40,16 @@ X64_TESTS := tests/test_x64.py tests/test_zarr_sink.py tests/test_device_buffer.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 	JAXSINKS_TEST_X64=1 $(BIN)/python -m pytest -n 2 -q $(X64_TESTS)
+
+# Lint, formatting and types (ruff and mypy as pinned in the lint extra; mypy checks jaxsinks/).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# Types only: .ci/run also checks jaxsinks/ against the newest environment's jax and numpy.
+lint-types: $(STAMP)
+	$(BIN)/mypy
 
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

@@ -44,7 +44,9 @@ def _record(sink, key):
     def body(sink, step):
         x = jax.random.normal(jax.random.fold_in(key, step), (ATOMS, 3))
         e = jnp.sum(x * x)
-        return js.record(sink, step=step, time=step.astype(jnp.float32), frame={"x": x, "e": e}), None
+        return js.record(
+            sink, step=step, time=step.astype(jnp.float32), frame={"x": x, "e": e}
+        ), None
 
     return jax.lax.scan(body, sink, jnp.arange(FRAMES, dtype=jnp.int32))[0]
 
@@ -62,7 +64,10 @@ def _worker(configs: list[dict]) -> None:
 
 
 def configs(campaign: js.Campaign, runs: int) -> list[js.RunConfig]:
-    return [campaign.run_config(f"run-{i:04d}", params={"i": i, "T": 100.0 + i}, chunk=CHUNK) for i in range(runs)]
+    return [
+        campaign.run_config(f"run-{i:04d}", params={"i": i, "T": 100.0 + i}, chunk=CHUNK)
+        for i in range(runs)
+    ]
 
 
 def bench_writing(root: pathlib.Path, runs: int, threads: int, processes: int) -> str:
@@ -71,7 +76,9 @@ def bench_writing(root: pathlib.Path, runs: int, threads: int, processes: int) -
 
     def check(campaign: js.Campaign) -> None:
         entries = campaign.runs()
-        assert len(entries) == runs and all(e.status == "closed" and e.committed == FRAMES for e in entries)
+        assert len(entries) == runs and all(
+            e.status == "closed" and e.committed == FRAMES for e in entries
+        )
 
     campaign = js.Campaign.create(root / "sequential")
     start = time.perf_counter()
@@ -103,14 +110,23 @@ def bench_writing(root: pathlib.Path, runs: int, threads: int, processes: int) -
         elapsed = time.perf_counter() - start
         assert all(w.exitcode == 0 for w in workers)
         check(campaign)
-        rows.append(["processes (incl. start, import, compile)", processes, elapsed, runs / elapsed,
-                     sequential / elapsed])
+        rows.append(
+            [
+                "processes (incl. start, import, compile)",
+                processes,
+                elapsed,
+                runs / elapsed,
+                sequential / elapsed,
+            ]
+        )
 
     listing = statistics.median(_timed(campaign.runs) for _ in range(5))
     consolidate = statistics.median(_timed(campaign.consolidate) for _ in range(3))
     out = table(["writing", "workers", "time (s)", "runs/s", "speed-up"], rows)
-    out += "\n\n" + table(["on the campaign", f"time (ms), {runs} runs"],
-                          [["list every run (runs())", listing * 1e3], ["consolidate()", consolidate * 1e3]])
+    out += "\n\n" + table(
+        ["on the campaign", f"time (ms), {runs} runs"],
+        [["list every run (runs())", listing * 1e3], ["consolidate()", consolidate * 1e3]],
+    )
     return out
 
 
@@ -140,15 +156,22 @@ def write_clouds(campaign: js.Campaign, runs: int, frames: int, points: int) -> 
         js.close(record(sink, jax.random.key(r)))
 
 
-def bench_reading(root: pathlib.Path, runs: int, frames: int, points: int, n: int, draws: int) -> str:
+def bench_reading(
+    root: pathlib.Path, runs: int, frames: int, points: int, n: int, draws: int
+) -> str:
     campaign = js.Campaign.create(root / "clouds")
     write_clouds(campaign, runs, frames, points)
     start = time.perf_counter()
     export = js.export_training(campaign, root / "export", by="points", sample_size=n, seed=0)
     export_time = time.perf_counter() - start
-    half = js.export_training(campaign, root / "export16", by="points", sample_size=n, seed=0, dtype="float16")
+    half = js.export_training(
+        campaign, root / "export16", by="points", sample_size=n, seed=0, dtype="float16"
+    )
     opened = {e.run_id: e.open() for e in campaign.runs()}
-    per_frame = {rid: sum(f["stored_bytes"] for f in run.describe()["fields"]) / len(run) for rid, run in opened.items()}
+    per_frame = {
+        rid: sum(f["stored_bytes"] for f in run.describe()["fields"]) / len(run)
+        for rid, run in opened.items()
+    }
     needed = n * (3 + 1) * 4
 
     rng = np.random.default_rng(0)
@@ -178,21 +201,40 @@ def bench_reading(root: pathlib.Path, runs: int, frames: int, points: int, n: in
     for _ in range(draws):
         for name, fn in fns.items():
             stats[name].append(_timed(fn))
-    labels = {"export": "shuffled export, one chunk", "export16": "shuffled export (float16), one chunk",
-              "whole": "whole frame, then choose points"}
+    labels = {
+        "export": "shuffled export, one chunk",
+        "export16": "shuffled export (float16), one chunk",
+        "whole": "whole frame, then choose points",
+    }
     rows = []
     for name, label in labels.items():
         t = statistics.median(stats[name])
         b = statistics.mean(reads[name])
         rows.append([label, t * 1e3, b / 2**10, b / needed])
-    head = (f"{runs} runs x {frames} frames x {points} points (pos float32 x 3, q float32); sample of {n} "
-            f"points ({needed / 2**10:.0f} KiB needed); export took {export_time:.1f} s")
-    return head + "\n\n" + table(["read a random sample", "time (ms, median)", "KiB read", "KiB read / KiB of float32 values"], rows)
+    head = (
+        f"{runs} runs x {frames} frames x {points} points (pos float32 x 3, q float32); sample of "
+        f"{n} points ({needed / 2**10:.0f} KiB needed); export took {export_time:.1f} s"
+    )
+    return (
+        head
+        + "\n\n"
+        + table(
+            [
+                "read a random sample",
+                "time (ms, median)",
+                "KiB read",
+                "KiB read / KiB of float32 values",
+            ],
+            rows,
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small size, to check the script works")
+    parser.add_argument(
+        "--quick", action="store_true", help="a small size, to check the script works"
+    )
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--processes", type=int, default=2)
@@ -202,7 +244,10 @@ def main() -> None:
     runs, points, draws = (20, 16384, 10) if args.quick else (args.runs, args.points, args.draws)
     with tempfile.TemporaryDirectory(prefix="bench_campaign_") as tmp:
         root = pathlib.Path(tmp)
-        print(f"## Writing {runs} small runs ({FRAMES} frames of {ATOMS} atoms, chunk {CHUNK}) into one campaign\n")
+        print(
+            f"## Writing {runs} small runs ({FRAMES} frames of {ATOMS} atoms, chunk {CHUNK}) into "
+            "one campaign\n"
+        )
         print(bench_writing(root, runs, args.threads, args.processes))
         print("\n## Reading a random sample of points\n")
         print(bench_reading(root, runs=4, frames=16, points=points, n=4096, draws=draws))

@@ -52,7 +52,9 @@ def _record_small(sink, start, n_steps_dummy):
     return jax.lax.scan(body, sink, jnp.arange(n_steps_dummy.shape[0], dtype=jnp.int32))[0]
 
 
-def many_frames(directory: pathlib.Path, frames: int = 10**6, per_call: int = 100_000) -> dict[str, Any]:
+def many_frames(
+    directory: pathlib.Path, frames: int = 10**6, per_call: int = 100_000
+) -> dict[str, Any]:
     """Record `frames` small frames (2 float32) in one run, in jitted calls of `per_call` steps."""
     store = directory / "many_frames.zarr"
     sink = js.ZarrSink.create(store, {"x": jnp.zeros(2, jnp.float32)}, chunk=4096)
@@ -67,15 +69,28 @@ def many_frames(directory: pathlib.Path, frames: int = 10**6, per_call: int = 10
     run = js.open(store)
     x = run["x"][:]
     steps = np.arange(frames, dtype=np.float32)
-    ok = (len(run) == frames and np.array_equal(run.steps, np.arange(frames))
-          and np.array_equal(x[:, 0], steps) and np.array_equal(x[:, 1], -steps))
+    ok = (
+        len(run) == frames
+        and np.array_equal(run.steps, np.arange(frames))
+        and np.array_equal(x[:, 0], steps)
+        and np.array_equal(x[:, 1], -steps)
+    )
     shutil.rmtree(store)
     return {"frames": len(run), "seconds": seconds, "ok": ok}
 
 
 def _wide_example(fields: int) -> dict[str, jax.Array]:
-    kinds = [(jnp.float32, ()), (jnp.float32, (3,)), (jnp.int32, (2,)), (jnp.bool_, ()), (jnp.float32, (2, 2))]
-    return {f"f{i:02d}": jnp.zeros(kinds[i % len(kinds)][1], kinds[i % len(kinds)][0]) for i in range(fields)}
+    kinds = [
+        (jnp.float32, ()),
+        (jnp.float32, (3,)),
+        (jnp.int32, (2,)),
+        (jnp.bool_, ()),
+        (jnp.float32, (2, 2)),
+    ]
+    return {
+        f"f{i:02d}": jnp.zeros(kinds[i % len(kinds)][1], kinds[i % len(kinds)][0])
+        for i in range(fields)
+    }
 
 
 def _wide_frame(example: dict[str, jax.Array], step: jax.Array) -> dict[str, jax.Array]:
@@ -90,7 +105,8 @@ def _wide_frame(example: dict[str, jax.Array], step: jax.Array) -> dict[str, jax
 
 
 def many_fields(directory: pathlib.Path, fields: int = 50, frames: int = 10_000) -> dict[str, Any]:
-    """A frame of `fields` fields of mixed dtypes and shapes, `frames` frames, every value checked."""
+    """A frame of `fields` fields of mixed dtypes and shapes, `frames` frames, every value
+    checked."""
     example = _wide_example(fields)
     store = directory / "many_fields.zarr"
     sink = js.ZarrSink.create(store, example, chunk=256)
@@ -119,10 +135,13 @@ def many_fields(directory: pathlib.Path, fields: int = 50, frames: int = 10_000)
 
 
 def many_sinks(directory: pathlib.Path, sinks: int = 8, steps: int = 100_000) -> dict[str, Any]:
-    """`sinks` ZarrSinks in one loop, sink k recording every k+1 steps; counts and values checked."""
+    """`sinks` ZarrSinks in one loop, sink k recording every k+1 steps; counts and values
+    checked."""
     stores = [directory / f"sink{k}.zarr" for k in range(sinks)]
-    all_sinks = tuple(js.ZarrSink.create(s, {"x": jnp.zeros(2, jnp.float32)}, every=k + 1, chunk=1024)
-                      for k, s in enumerate(stores))
+    all_sinks = tuple(
+        js.ZarrSink.create(s, {"x": jnp.zeros(2, jnp.float32)}, every=k + 1, chunk=1024)
+        for k, s in enumerate(stores)
+    )
 
     @jax.jit
     def run(all_sinks):
@@ -138,7 +157,11 @@ def many_sinks(directory: pathlib.Path, sinks: int = 8, steps: int = 100_000) ->
     for k, store in enumerate(stores):
         run_k = js.open(store)
         want = np.arange(0, steps, k + 1)
-        ok = ok and np.array_equal(run_k.steps, want) and np.array_equal(run_k["x"][:, 0], want.astype(np.float32))
+        ok = (
+            ok
+            and np.array_equal(run_k.steps, want)
+            and np.array_equal(run_k["x"][:, 0], want.astype(np.float32))
+        )
         frames += len(run_k)
         shutil.rmtree(store)
     return {"sinks": sinks, "frames": frames, "seconds": seconds, "ok": ok}
@@ -187,7 +210,7 @@ WARMUP_FRACTION = 0.1
 
 def _quartiles(samples: list[int]) -> tuple[float, float]:
     """Median of the first and of the last quarter of the samples after the warm-up."""
-    steady = samples[int(len(samples) * WARMUP_FRACTION):] or samples
+    steady = samples[int(len(samples) * WARMUP_FRACTION) :] or samples
     q = max(1, len(steady) // 4)
     return statistics.median(steady[:q]), statistics.median(steady[-q:])
 
@@ -198,20 +221,29 @@ def _deciles(samples: list[int]) -> list[int]:
     return [round(float(np.median(p)) / 2**20) for p in parts]
 
 
-def big_stream(directory: pathlib.Path, gib: float = 10.0, frame_floats: int = 2**18, chunk: int = 16,
-               per_call: int = 256) -> dict[str, Any]:
+def big_stream(
+    directory: pathlib.Path,
+    gib: float = 10.0,
+    frame_floats: int = 2**18,
+    chunk: int = 16,
+    per_call: int = 256,
+) -> dict[str, Any]:
     """Stream `gib` GiB logical (frames of `frame_floats` float32, ``codec=None``) with host RSS
     and device memory sampled; check sampled frames' values."""
     frame_bytes = 4 * frame_floats
     frames = int(np.ceil(gib * GiB / frame_bytes / per_call)) * per_call
     store = directory / "big_stream.zarr"
-    sink = js.ZarrSink.create(store, {"x": jnp.zeros(frame_floats, jnp.float32)}, chunk=chunk, codec=None)
+    sink = js.ZarrSink.create(
+        store, {"x": jnp.zeros(frame_floats, jnp.float32)}, chunk=chunk, codec=None
+    )
 
     @jax.jit
     def run(sink, start):
         def body(sink, i):
             step = start + i
-            frame = lambda: {"x": step.astype(jnp.float32) + jnp.arange(frame_floats, dtype=jnp.float32)}  # noqa: E731
+            frame = lambda: {  # noqa: E731
+                "x": step.astype(jnp.float32) + jnp.arange(frame_floats, dtype=jnp.float32)
+            }
             return js.record(sink, step=step, frame=frame), None
 
         return jax.lax.scan(body, sink, jnp.arange(per_call, dtype=jnp.int32))[0]
@@ -225,15 +257,27 @@ def big_stream(directory: pathlib.Path, gib: float = 10.0, frame_floats: int = 2
     stored = js.open(store)
     ok = len(stored) == frames and np.array_equal(stored.steps, np.arange(frames))
     for i in sorted({0, frames // 3, frames // 2, frames - 1}):
-        ok = ok and np.array_equal(stored["x"][i], np.float32(i) + np.arange(frame_floats, dtype=np.float32))
+        ok = ok and np.array_equal(
+            stored["x"][i], np.float32(i) + np.arange(frame_floats, dtype=np.float32)
+        )
     shutil.rmtree(store)
     rss0, rss1 = _quartiles(sampler.rss)
     dev0, dev1 = _quartiles(sampler.device)
-    return {"GiB": frames * frame_bytes / GiB, "frames": frames, "seconds": seconds,
-            "rss_first_MiB": rss0 / 2**20, "rss_last_MiB": rss1 / 2**20, "rss_max_MiB": max(sampler.rss) / 2**20,
-            "device_first_MiB": dev0 / 2**20, "device_last_MiB": dev1 / 2**20,
-            "device_source": sampler.device_source, "samples": len(sampler.rss),
-            "rss_deciles_MiB": _deciles(sampler.rss), "device_deciles_MiB": _deciles(sampler.device), "ok": ok}
+    return {
+        "GiB": frames * frame_bytes / GiB,
+        "frames": frames,
+        "seconds": seconds,
+        "rss_first_MiB": rss0 / 2**20,
+        "rss_last_MiB": rss1 / 2**20,
+        "rss_max_MiB": max(sampler.rss) / 2**20,
+        "device_first_MiB": dev0 / 2**20,
+        "device_last_MiB": dev1 / 2**20,
+        "device_source": sampler.device_source,
+        "samples": len(sampler.rss),
+        "rss_deciles_MiB": _deciles(sampler.rss),
+        "device_deciles_MiB": _deciles(sampler.device),
+        "ok": ok,
+    }
 
 
 def threads(directory: pathlib.Path, count: int = 4, steps: int = 50_000) -> dict[str, Any]:
@@ -261,8 +305,11 @@ def threads(directory: pathlib.Path, count: int = 4, steps: int = 50_000) -> dic
             stored = js.open(store)
             x = stored["x"][:]
             want = np.float32(1000.0 * k) + np.arange(1, steps + 1, dtype=np.float32)
-            results[k] = (len(stored) == steps and np.array_equal(x[:, 0], want)
-                          and np.array_equal(x[:, 1], np.arange(steps, dtype=np.float32)))
+            results[k] = (
+                len(stored) == steps
+                and np.array_equal(x[:, 0], want)
+                and np.array_equal(x[:, 1], np.arange(steps, dtype=np.float32))
+            )
             shutil.rmtree(store)
         except BaseException as err:  # noqa: BLE001 - reported by the caller
             errors.append(err)
@@ -275,13 +322,19 @@ def threads(directory: pathlib.Path, count: int = 4, steps: int = 50_000) -> dic
         w.join()
     if errors:
         raise errors[0]
-    return {"threads": count, "frames": count * steps, "seconds": time.perf_counter() - t0,
-            "ok": len(results) == count and all(results.values())}
+    return {
+        "threads": count,
+        "frames": count * steps,
+        "seconds": time.perf_counter() - t0,
+        "ok": len(results) == count and all(results.values()),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dir", default=None, help="where the stores go (default: the system temp dir)")
+    parser.add_argument(
+        "--dir", default=None, help="where the stores go (default: the system temp dir)"
+    )
     parser.add_argument("--gib", type=float, default=10.0)
     args = parser.parse_args()
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -289,25 +342,83 @@ def main() -> None:
 
     base = pathlib.Path(tempfile.mkdtemp(prefix="bench_load_", dir=args.dir))
     try:
-        print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} device(s)\n")
+        print(
+            f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} "
+            "device(s)\n"
+        )
         a = many_frames(base)
         b = many_fields(base)
         c = many_sinks(base)
         e = threads(base)
-        print(table(["scenario", "frames", "seconds", "frames/s", "values ok"], [
-            ["10^6 small frames, one run", a["frames"], a["seconds"], a["frames"] / a["seconds"], a["ok"]],
-            [f"{b['fields']} fields", b["frames"], b["seconds"], b["frames"] / b["seconds"], b["ok"]],
-            [f"{c['sinks']} sinks in one loop", c["frames"], c["seconds"], c["frames"] / c["seconds"], c["ok"]],
-            [f"{e['threads']} threads, own stores", e["frames"], e["seconds"], e["frames"] / e["seconds"], e["ok"]],
-        ]))
+        print(
+            table(
+                ["scenario", "frames", "seconds", "frames/s", "values ok"],
+                [
+                    [
+                        "10^6 small frames, one run",
+                        a["frames"],
+                        a["seconds"],
+                        a["frames"] / a["seconds"],
+                        a["ok"],
+                    ],
+                    [
+                        f"{b['fields']} fields",
+                        b["frames"],
+                        b["seconds"],
+                        b["frames"] / b["seconds"],
+                        b["ok"],
+                    ],
+                    [
+                        f"{c['sinks']} sinks in one loop",
+                        c["frames"],
+                        c["seconds"],
+                        c["frames"] / c["seconds"],
+                        c["ok"],
+                    ],
+                    [
+                        f"{e['threads']} threads, own stores",
+                        e["frames"],
+                        e["seconds"],
+                        e["frames"] / e["seconds"],
+                        e["ok"],
+                    ],
+                ],
+            )
+        )
         print()
         d = big_stream(base, args.gib)
-        print(table(["GiB logical", "frames", "seconds", "GiB/s", "RSS first q MiB*", "RSS last q MiB*",
-                     "RSS max MiB", f"device first q MiB* ({d['device_source']})", "device last q MiB*",
-                     "samples", "values ok"], [
-            [d["GiB"], d["frames"], d["seconds"], d["GiB"] / d["seconds"], d["rss_first_MiB"], d["rss_last_MiB"],
-             d["rss_max_MiB"], d["device_first_MiB"], d["device_last_MiB"], d["samples"], d["ok"]],
-        ]))
+        print(
+            table(
+                [
+                    "GiB logical",
+                    "frames",
+                    "seconds",
+                    "GiB/s",
+                    "RSS first q MiB*",
+                    "RSS last q MiB*",
+                    "RSS max MiB",
+                    f"device first q MiB* ({d['device_source']})",
+                    "device last q MiB*",
+                    "samples",
+                    "values ok",
+                ],
+                [
+                    [
+                        d["GiB"],
+                        d["frames"],
+                        d["seconds"],
+                        d["GiB"] / d["seconds"],
+                        d["rss_first_MiB"],
+                        d["rss_last_MiB"],
+                        d["rss_max_MiB"],
+                        d["device_first_MiB"],
+                        d["device_last_MiB"],
+                        d["samples"],
+                        d["ok"],
+                    ],
+                ],
+            )
+        )
         print("\n* after the warm-up: the first 10% of the samples.")
         print(f"RSS by tenth of the run (MiB): {d['rss_deciles_MiB']}")
         print(f"device memory by tenth of the run (MiB): {d['device_deciles_MiB']}")

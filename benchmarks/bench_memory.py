@@ -41,13 +41,21 @@ def measure(directory: pathlib.Path, inflight_mib: int, gib: float) -> dict[str,
     def run(sink, start):
         def body(sink, i):
             step = start + i
-            frame = lambda: {"x": step.astype(jnp.float32) + jnp.arange(FRAME_FLOATS, dtype=jnp.float32)}  # noqa: E731
+            frame = lambda: {  # noqa: E731
+                "x": step.astype(jnp.float32) + jnp.arange(FRAME_FLOATS, dtype=jnp.float32)
+            }
             return js.record(sink, step=step, frame=frame), None
 
         return jax.lax.scan(body, sink, jnp.arange(PER_CALL, dtype=jnp.int32))[0]
 
-    js.close(run(js.ZarrSink.create("memory://warm-up", example, chunk=CHUNK, codec=None,
-                                    max_inflight_bytes=inflight), jnp.int32(0)))
+    js.close(
+        run(
+            js.ZarrSink.create(
+                "memory://warm-up", example, chunk=CHUNK, codec=None, max_inflight_bytes=inflight
+            ),
+            jnp.int32(0),
+        )
+    )
     process = psutil.Process()
     base = process.memory_info().rss
     store = directory / f"memory-{inflight_mib}.zarr"
@@ -69,12 +77,17 @@ def measure(directory: pathlib.Path, inflight_mib: int, gib: float) -> dict[str,
     sampler.join()
     ok = len(js.open(store)) == frames
     shutil.rmtree(store)
-    steady = samples[len(samples) // 3:]
+    steady = samples[len(samples) // 3 :]
     mib = 2**20
-    return {"inflight_MiB": inflight_mib, "GiB": gib, "baseline_MiB": base / mib,
-            "steady_above_MiB": (float(np.median(steady)) - base) / mib,
-            "max_above_MiB": (max(samples) - base) / mib,
-            "pool_MiB": 3 * CHUNK * 4 * FRAME_FLOATS / mib, "ok": ok}
+    return {
+        "inflight_MiB": inflight_mib,
+        "GiB": gib,
+        "baseline_MiB": base / mib,
+        "steady_above_MiB": (float(np.median(steady)) - base) / mib,
+        "max_above_MiB": (max(samples) - base) / mib,
+        "pool_MiB": 3 * CHUNK * 4 * FRAME_FLOATS / mib,
+        "ok": ok,
+    }
 
 
 def main() -> None:
@@ -88,14 +101,33 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(measure(directory, args.child, args.gib)))
         return
-    print("| max_inflight MiB | GiB streamed | baseline RSS MiB | steady RSS above MiB | max RSS above MiB | pool MiB | values ok |")
+    print(
+        "| max_inflight MiB | GiB streamed | baseline RSS MiB | steady RSS above MiB | max RSS "
+        "above MiB | pool MiB | values ok |"
+    )
     print("|---|---|---|---|---|---|---|")
     for inflight in args.inflight_mib:
-        out = subprocess.run([sys.executable, __file__, "--child", str(inflight), "--gib", str(args.gib),
-                              "--dir", str(directory)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(inflight),
+                "--gib",
+                str(args.gib),
+                "--dir",
+                str(directory),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {inflight} | {r['GiB']:g} | {r['baseline_MiB']:.0f} | {r['steady_above_MiB']:.0f} | "
-              f"{r['max_above_MiB']:.0f} | {r['pool_MiB']:.0f} | {r['ok']} |", flush=True)
+        print(
+            f"| {inflight} | {r['GiB']:g} | {r['baseline_MiB']:.0f} | {r['steady_above_MiB']:.0f} "
+            f"| {r['max_above_MiB']:.0f} | {r['pool_MiB']:.0f} | {r['ok']} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

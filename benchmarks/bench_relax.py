@@ -23,9 +23,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from common import table  # noqa: E402
 
 import jaxsinks as js  # noqa: E402
-from common import table  # noqa: E402
 from jaxsinks.demo import fire, lj  # noqa: E402
 
 CLUSTERS, ATOMS, STEPS, EVERY = 64, 38, 500, 10
@@ -50,8 +50,11 @@ def main() -> None:
             state, (traj, log) = carry
             state = fire.fire_step(state, batch.mask)
             traj = js.record(traj, step=step, frame=lambda: {"positions": state.positions})
-            log = js.record(log, step=step, frame={"energy": state.energy,
-                                                   "fmax": lj.fmax(state.forces, batch.mask)})
+            log = js.record(
+                log,
+                step=step,
+                frame={"energy": state.energy, "fmax": lj.fmax(state.forces, batch.mask)},
+            )
             return (state, (traj, log)), None
 
         return jax.lax.scan(body, (state, sinks), steps)[0]
@@ -62,10 +65,14 @@ def main() -> None:
     def create():
         path = os.path.join(workdir, f"run{next(runs)}")
         os.makedirs(path)
-        traj = js.ZarrSink.create(os.path.join(path, "traj.zarr"), {"positions": state0.positions},
-                                  every=EVERY, chunk=16)
-        log = js.CsvSink.create(os.path.join(path, "log.csv"),
-                                {"energy": state0.energy, "fmax": state0.energy}, chunk=100)
+        traj = js.ZarrSink.create(
+            os.path.join(path, "traj.zarr"), {"positions": state0.positions}, every=EVERY, chunk=16
+        )
+        log = js.CsvSink.create(
+            os.path.join(path, "log.csv"),
+            {"energy": state0.energy, "fmax": state0.energy},
+            chunk=100,
+        )
         return path, (traj, log)
 
     def run_bare():
@@ -108,12 +115,20 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     t = {k: statistics.median(v) for k, v in samples.items()}
-    print(f"FIRE, {CLUSTERS} clusters x {ATOMS} atoms, {STEPS} steps; positions every {EVERY} steps "
-          f"to Zarr + per-step scalar log to CSV; median of {args.repeats} interleaved rounds")
-    print(table(["variant", "seconds", "vs bare"],
-                [[k, f"{v:.3f}", f"{v / t['bare']:.3f}"] for k, v in t.items()]))
-    print(f"\nrecording adds {100 * (t['total'] / t['bare'] - 1):.1f}% in total "
-          f"({100 * (t['loop + close'] / t['bare'] - 1):.1f}% for loop + close); bar: at most 10%")
+    print(
+        f"FIRE, {CLUSTERS} clusters x {ATOMS} atoms, {STEPS} steps; positions every {EVERY} steps "
+        f"to Zarr + per-step scalar log to CSV; median of {args.repeats} interleaved rounds"
+    )
+    print(
+        table(
+            ["variant", "seconds", "vs bare"],
+            [[k, f"{v:.3f}", f"{v / t['bare']:.3f}"] for k, v in t.items()],
+        )
+    )
+    print(
+        f"\nrecording adds {100 * (t['total'] / t['bare'] - 1):.1f}% in total "
+        f"({100 * (t['loop + close'] / t['bare'] - 1):.1f}% for loop + close); bar: at most 10%"
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ import sys
 import tempfile
 import time
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
@@ -83,8 +85,14 @@ def make_runner(devices: int, frames: int):
         sink = create(store)
         if compiled is None:
             spec = PartitionSpec("r")
-            compiled = jax.jit(jax.shard_map(scan_recording, mesh=mesh, in_specs=(sink.partition_spec, spec, PartitionSpec()),
-                                             out_specs=(spec, sink.partition_spec)))
+            compiled = jax.jit(
+                jax.shard_map(
+                    scan_recording,
+                    mesh=mesh,
+                    in_specs=(sink.partition_spec, spec, PartitionSpec()),
+                    out_specs=(spec, sink.partition_spec),
+                )
+            )
         _, sink = compiled(sink, x0, steps)
         js.close(sink)
         return time.perf_counter() - start
@@ -113,7 +121,11 @@ def main() -> None:
 
     def store(target: str):
         n = next(counter)
-        return os.path.join(root, f"run-{n}.zarr") if target == "local disk" else server.store(f"run-{n}.zarr")
+        return (
+            os.path.join(root, f"run-{n}.zarr")
+            if target == "local disk"
+            else server.store(f"run-{n}.zarr")
+        )
 
     try:
         for d, t in names:  # warm-up: compile, first store
@@ -136,10 +148,20 @@ def main() -> None:
     rows = []
     for d, t in names:
         seconds = statistics.median(samples[(d, t)])
-        rows.append([f"{d} device{'s' * (d > 1)}", t, seconds, mib / seconds, statistics.median(ratios[(d, t)])])
-    print(f"{frames} frames of {R}x{D} float32 ({mib:.0f} MiB), chunk {CHUNK}, codec none, "
-          f"median of {args.repeats} interleaved rounds; {jax.device_count()} CPU devices on "
-          f"{os.cpu_count()} cores\n")
+        rows.append(
+            [
+                f"{d} device{'s' * (d > 1)}",
+                t,
+                seconds,
+                mib / seconds,
+                statistics.median(ratios[(d, t)]),
+            ]
+        )
+    print(
+        f"{frames} frames of {R}x{D} float32 ({mib:.0f} MiB), chunk {CHUNK}, codec none, "
+        f"median of {args.repeats} interleaved rounds; {jax.device_count()} CPU devices on "
+        f"{os.cpu_count()} cores\n"
+    )
     print(table(["devices", "store", "seconds", "MiB/s", "time / (1 device, local disk)"], rows))
 
 

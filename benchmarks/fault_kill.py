@@ -7,10 +7,11 @@ Every trial runs real recordings (`tests/crash_child.py`: a `ZarrSink` written f
 `lax.scan` or `lax.while_loop`) in child processes and kills one of them with the signal at a
 random moment of its phase:
 
-* ``create``: a frame of 40 fields (2 + 38 scalars), so that creating the run's 42 arrays lasts
-  long enough to be hit (tens of ms on an idle machine, up to seconds on a loaded one); the kill comes at a random moment from the process's start (15% of the trials) or
-  from the ``creating`` marker the child prints just before `ZarrSink.create` through the end of
-  create. The mode is ``"a"``, ``"w"`` or ``"w-"`` (on an empty location, all three create).
+* ``create``: a frame of 40 fields (2 + 38 scalars), so that creating the run's 42 arrays lasts long
+  enough to be hit (tens of ms on an idle machine, up to seconds on a loaded one); the kill comes at
+  a random moment from the process's start (15% of the trials) or from the ``creating`` marker the
+  child prints just before `ZarrSink.create` through the end of create. The mode is ``"a"``, ``"w"``
+  or ``"w-"`` (on an empty location, all three create).
 * ``run``: the child records until it has committed a random number of chunks, then a random
   delay up to 0.5 s; `lax.scan` and `lax.while_loop` alternate.
 * ``close``: the child records 1000 to 4000 frames in calls of 1000 (chunks of 64: a staged tail
@@ -138,8 +139,15 @@ class ChildFailed(AssertionError):
 class Child:
     """A child process: its pid, its stdout (timestamped events) and stderr, as files."""
 
-    def __init__(self, launcher: Launcher, pid: int, out: pathlib.Path, err: pathlib.Path, started: float,
-                 popen: subprocess.Popen | None = None) -> None:
+    def __init__(
+        self,
+        launcher: Launcher,
+        pid: int,
+        out: pathlib.Path,
+        err: pathlib.Path,
+        started: float,
+        popen: subprocess.Popen | None = None,
+    ) -> None:
         self.launcher, self.pid, self.out, self.err, self.started = launcher, pid, out, err, started
         self._popen = popen
         self.killed_at: float | None = None
@@ -171,10 +179,14 @@ class Child:
                 hit = self.event(name, nth)  # printed just before it ended
                 if hit is not None:
                     return hit
-                raise ChildFailed(f"child {self.pid} ended ({self.returncode}) before its event "
-                                  f"'{name}' #{nth}:\n{self.stderr()}")
+                raise ChildFailed(
+                    f"child {self.pid} ended ({self.returncode}) before its event "
+                    f"'{name}' #{nth}:\n{self.stderr()}"
+                )
             if time.monotonic() > deadline:
-                raise ChildFailed(f"child {self.pid} printed no '{name}' #{nth} in {timeout} s:\n{self.stderr()}")
+                raise ChildFailed(
+                    f"child {self.pid} printed no '{name}' #{nth} in {timeout} s:\n{self.stderr()}"
+                )
             time.sleep(0.0005)
 
     @property
@@ -214,7 +226,8 @@ class Child:
 
 
 class Launcher:
-    """Starts children: forked from a server that imported jax and jaxsinks (default), or spawned."""
+    """Starts children: forked from a server that imported jax and jaxsinks (default), or
+    spawned."""
 
     def __init__(self, spawn: bool = False) -> None:
         self.spawn = spawn
@@ -225,9 +238,14 @@ class Launcher:
         self._server = None
         if not spawn:
             env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(TESTS))
-            self._server = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).resolve()), "--serve"],
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=TESTS,
-                                            env=env)
+            self._server = subprocess.Popen(
+                [sys.executable, str(pathlib.Path(__file__).resolve()), "--serve"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=TESTS,
+                env=env,
+            )
             if self._server.stdout.readline().strip() != "ready":
                 raise RuntimeError("the fork server did not start")
             self._reader = threading.Thread(target=self._read, daemon=True)
@@ -247,12 +265,19 @@ class Launcher:
         started = time.monotonic()
         if self.spawn:
             with out.open("w") as o, err.open("w") as e:
-                popen = subprocess.Popen([sys.executable, str(CHILD), *argv], stdout=o, stderr=e,
-                                         stdin=subprocess.DEVNULL, cwd=TESTS)
+                popen = subprocess.Popen(
+                    [sys.executable, str(CHILD), *argv],
+                    stdout=o,
+                    stderr=e,
+                    stdin=subprocess.DEVNULL,
+                    cwd=TESTS,
+                )
             return Child(self, popen.pid, out, err, started, popen)
         request = next(self._ids)
         with self._lock:
-            self._server.stdin.write(json.dumps({"id": request, "argv": argv, "out": str(out), "err": str(err)}) + "\n")
+            self._server.stdin.write(
+                json.dumps({"id": request, "argv": argv, "out": str(out), "err": str(err)}) + "\n"
+            )
             self._server.stdin.flush()
             if not self._lock.wait_for(lambda: request in self._pids, timeout=60):
                 raise RuntimeError("the fork server did not answer")
@@ -331,9 +356,11 @@ def _child_main(request: dict) -> None:
 
     code = 1
     try:
-        for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
-                                (1, request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                                (2, request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+        for fd, path, flags in (
+            (0, os.devnull, os.O_RDONLY),
+            (1, request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+            (2, request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+        ):
             new = os.open(path, flags, 0o644)
             os.dup2(new, fd)
             os.close(new)
@@ -358,19 +385,41 @@ def _child_main(request: dict) -> None:
         os._exit(code)
 
 
-def child_args(store: pathlib.Path, settings: Settings, *, until: int | None = None, mode: str = "a",
-               control: pathlib.Path | None = None, warmup: bool = False, hold: bool = False,
-               linger: bool = False, salt: float = 0.0) -> list[str]:
-    argv = [str(store), str(settings.chunk), str(settings.per_call), "--loop", settings.loop,
-            "--max-inflight-bytes", str(settings.max_inflight_bytes), "--fields", str(settings.fields),
-            "--mode", mode, "--markers"]
+def child_args(
+    store: pathlib.Path,
+    settings: Settings,
+    *,
+    until: int | None = None,
+    mode: str = "a",
+    control: pathlib.Path | None = None,
+    warmup: bool = False,
+    hold: bool = False,
+    linger: bool = False,
+    salt: float = 0.0,
+) -> list[str]:
+    argv = [
+        str(store),
+        str(settings.chunk),
+        str(settings.per_call),
+        "--loop",
+        settings.loop,
+        "--max-inflight-bytes",
+        str(settings.max_inflight_bytes),
+        "--fields",
+        str(settings.fields),
+        "--mode",
+        mode,
+        "--markers",
+    ]
     if until is not None:
         argv += ["--until", str(until)]
     if control is not None:
         argv += ["--control", str(control)]
     if salt:
         argv += ["--salt", repr(salt)]
-    return argv + [flag for flag, on in (("--warmup", warmup), ("--hold", hold), ("--linger", linger)) if on]
+    return argv + [
+        flag for flag, on in (("--warmup", warmup), ("--hold", hold), ("--linger", linger)) if on
+    ]
 
 
 def order(control: pathlib.Path, name: str, text: str = "") -> None:
@@ -384,7 +433,9 @@ def order(control: pathlib.Path, name: str, text: str = "") -> None:
 # ------------------------------------------------------------------------------ the reference
 
 
-def reference(steps: np.ndarray, fields: int = 0, salts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def reference(
+    steps: np.ndarray, fields: int = 0, salts: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """The frames of these steps, computed here with numpy: the same pure function of the step
     (plus the salt of the writer that recorded it) as the child's."""
     s = np.asarray(steps, np.float32)
@@ -413,7 +464,9 @@ def stored_meta(store: pathlib.Path) -> dict | None:
     try:
         return json.loads(raw)["attributes"]["jaxsinks"]
     except (ValueError, KeyError) as err:
-        raise AssertionError(f"{store}/zarr.json is torn or not a run ({err}): {raw[:300]!r}") from None
+        raise AssertionError(
+            f"{store}/zarr.json is torn or not a run ({err}): {raw[:300]!r}"
+        ) from None
 
 
 def committed_count(store: pathlib.Path) -> int:
@@ -429,15 +482,24 @@ def lock_files(store: pathlib.Path) -> int:
     return len(list(store.rglob("*.__lock"))) if store.exists() else 0
 
 
-def check_run(store: pathlib.Path, settings: Settings, segments: list[tuple[int, float]], *,
-              statuses: tuple[str, ...], length: int | None = None, at_least: int = 0) -> int:
+def check_run(
+    store: pathlib.Path,
+    settings: Settings,
+    segments: list[tuple[int, float]],
+    *,
+    statuses: tuple[str, ...],
+    length: int | None = None,
+    at_least: int = 0,
+) -> int:
     """The run opens with one of `statuses` and holds exactly its committed prefix, every value
     equal to the reference byte for byte; returns its length."""
     run = js.open(store)
     n = len(run)
     problems = []
     if n != run.committed or run.status not in statuses:
-        problems.append(f"len {n}, committed {run.committed}, status {run.status!r} (want one of {statuses})")
+        problems.append(
+            f"len {n}, committed {run.committed}, status {run.status!r} (want one of {statuses})"
+        )
     if length is not None and n != length:
         problems.append(f"{n} frames, want {length}")
     if n < at_least:
@@ -450,7 +512,11 @@ def check_run(store: pathlib.Path, settings: Settings, segments: list[tuple[int,
     for name in settings.names():
         got = np.asarray(run[name][:])
         if got.dtype != want[name].dtype or got.tobytes() != want[name].tobytes():
-            bad = np.nonzero(np.any((got != want[name]).reshape(n, -1), axis=1))[0] if got.shape == want[name].shape else []
+            bad = (
+                np.nonzero(np.any((got != want[name]).reshape(n, -1), axis=1))[0]
+                if got.shape == want[name].shape
+                else []
+            )
             problems.append(f"field {name} differs from the reference (frames {list(bad[:8])})")
             break
     times = np.float32(0.25) * np.arange(n, dtype=np.float32)
@@ -467,7 +533,12 @@ def check_run(store: pathlib.Path, settings: Settings, segments: list[tuple[int,
 class Windows:
     """How long the moments the kills aim at take (seconds), learned from uncensored runs."""
 
-    DEFAULTS: ClassVar[dict[str, float]] = {"startup": 0.5, "create": 0.08, "close": 0.3, "resume": 0.15}
+    DEFAULTS: ClassVar[dict[str, float]] = {
+        "startup": 0.5,
+        "create": 0.08,
+        "close": 0.3,
+        "resume": 0.15,
+    }
 
     def __init__(self) -> None:
         self._seen = {name: collections.deque(maxlen=9) for name in self.DEFAULTS}
@@ -488,15 +559,24 @@ def calibrate(directory: pathlib.Path, launcher: Launcher, windows: Windows) -> 
     resume's create(mode="a") and first flushes, each with its phase's recording."""
     runs = {
         "create": {"settings": PHASE_SETTINGS["create"], "until": 0},
-        "close": {"settings": PHASE_SETTINGS["close"], "until": 2 * PHASE_SETTINGS["close"].per_call},
-        "resume": {"settings": PHASE_SETTINGS["resume"], "control": directory / "calibrate-resume.control",
-                   "warmup": True},
+        "close": {
+            "settings": PHASE_SETTINGS["close"],
+            "until": 2 * PHASE_SETTINGS["close"].per_call,
+        },
+        "resume": {
+            "settings": PHASE_SETTINGS["resume"],
+            "control": directory / "calibrate-resume.control",
+            "warmup": True,
+        },
     }
     children = {}
     for name, options in runs.items():
         settings = options.pop("settings")
-        children[name] = launcher.start(child_args(directory / f"calibrate-{name}.zarr", settings, **options),
-                                        directory / f"calibrate-{name}.out", directory / f"calibrate-{name}.err")
+        children[name] = launcher.start(
+            child_args(directory / f"calibrate-{name}.zarr", settings, **options),
+            directory / f"calibrate-{name}.out",
+            directory / f"calibrate-{name}.err",
+        )
     control = runs["resume"]["control"]
     for k, total in enumerate((40, 120), 1):
         order(control, f"go{k}", str(total))
@@ -568,14 +648,27 @@ class Trial:
 class _Run:
     """One trial's store, children and checks."""
 
-    def __init__(self, directory: pathlib.Path, launcher: Launcher, trial: Trial, settings: Settings,
-                 sig: int, windows: Windows) -> None:
+    def __init__(
+        self,
+        directory: pathlib.Path,
+        launcher: Launcher,
+        trial: Trial,
+        settings: Settings,
+        sig: int,
+        windows: Windows,
+    ) -> None:
         self.dir = directory / f"{trial.phase}{trial.seed}"
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         self.store = self.dir / "run.zarr"
-        self.launcher, self.trial, self.settings, self.sig, self.windows = launcher, trial, settings, sig, windows
+        self.launcher, self.trial, self.settings, self.sig, self.windows = (
+            launcher,
+            trial,
+            settings,
+            sig,
+            windows,
+        )
         self.rng = random.Random(f"{trial.phase}-{trial.seed}")
         self.children: list[Child] = []
         self.segments: list[tuple[int, float]] = [(0, 0.0)]
@@ -584,8 +677,11 @@ class _Run:
     def start(self, **options) -> Child:
         k = next(self._names)
         settings = options.pop("settings", self.settings)
-        child = self.launcher.start(child_args(self.store, settings, **options), self.dir / f"child{k}.out",
-                                    self.dir / f"child{k}.err")
+        child = self.launcher.start(
+            child_args(self.store, settings, **options),
+            self.dir / f"child{k}.out",
+            self.dir / f"child{k}.err",
+        )
         self.children.append(child)
         return child
 
@@ -603,22 +699,32 @@ class _Run:
         killed = time.monotonic()
         rc = child.wait()
         if rc not in (-self.sig, 128 + self.sig):
-            raise ChildFailed(f"the child ended with {rc}, not by signal {self.sig}:\n{child.stderr()}")
+            raise ChildFailed(
+                f"the child ended with {rc}, not by signal {self.sig}:\n{child.stderr()}"
+            )
         hit = child.event(marker) if marker else None
         after = None if hit is None or hit[1] > killed else killed - hit[1]
         return before, recorded[-1] if recorded else 0, after
 
-    def after_kill(self, child: Child, at: float, marker: str | None, *, at_least: int, may_be_absent: bool) -> Kill:
+    def after_kill(
+        self, child: Child, at: float, marker: str | None, *, at_least: int, may_be_absent: bool
+    ) -> Kill:
         """Kill, then check what the store holds."""
         before, recorded, after = self.kill(child, at, marker)
         locks = lock_files(self.store)
         meta = stored_meta(self.store)
-        state = "none" if meta is None else {"open": "interrupted"}.get(meta.get("status"), str(meta.get("status")))
+        state = (
+            "none"
+            if meta is None
+            else {"open": "interrupted"}.get(meta.get("status"), str(meta.get("status")))
+        )
         if state in ("none", "creating"):
             returned = child.event("created") is not None
             if not may_be_absent or returned:
-                raise AssertionError(f"{self.store}: no run after the kill (zarr.json: {state}), but "
-                                     + ("create had returned" if returned else "a run existed before"))
+                raise AssertionError(
+                    f"{self.store}: no run after the kill (zarr.json: {state}), but "
+                    + ("create had returned" if returned else "a run existed before")
+                )
             try:
                 js.open(self.store)
             except js.StoreNotFoundError:
@@ -626,14 +732,21 @@ class _Run:
             else:
                 raise AssertionError(f"{self.store}: open found a run where zarr.json says {state}")
         else:
-            n = check_run(self.store, self.settings, self.segments, statuses=("interrupted", "closed"),
-                          at_least=max(at_least, before))
+            n = check_run(
+                self.store,
+                self.settings,
+                self.segments,
+                statuses=("interrupted", "closed"),
+                at_least=max(at_least, before),
+            )
             if state == "closed" and js.open(self.store).status != "closed":
                 raise AssertionError(f"{self.store}: zarr.json says closed, open says otherwise")
         kill = Kill(state, n, after, before, recorded, locks)
         if kill.lost > self.settings.loss_bound():
-            raise AssertionError(f"{self.store}: the kill lost {kill.lost} frames; the documented bound is "
-                                 f"{self.settings.loss_bound()}")
+            raise AssertionError(
+                f"{self.store}: the kill lost {kill.lost} frames; the documented bound is "
+                f"{self.settings.loss_bound()}"
+            )
         return kill
 
     def resume_round(self, resumer: Child, control: pathlib.Path, k: int, total: int) -> None:
@@ -661,11 +774,15 @@ class _Run:
         if kind == "closed":
             n = self.settings.chunk * self.rng.randint(1, 6)
             record_closed(self.store, self.settings, n)
-            return check_run(self.store, self.settings, self.segments, statuses=("closed",), length=n)
+            return check_run(
+                self.store, self.settings, self.segments, statuses=("closed",), length=n
+            )
         child = self.start()
         wanted = self.settings.chunk * self.rng.randint(1, 3)
         wait_committed(self.store, child, wanted)
-        return self.after_kill(child, time.monotonic(), None, at_least=wanted, may_be_absent=False).committed
+        return self.after_kill(
+            child, time.monotonic(), None, at_least=wanted, may_be_absent=False
+        ).committed
 
     def close(self) -> None:
         for child in self.children:
@@ -692,16 +809,22 @@ def record_closed(store: pathlib.Path, settings: Settings, n: int) -> None:
 
     key = (settings.chunk, settings.fields)
     if key not in _RECORDERS:
+
         @jax.jit
         def record_block(sink, steps, frames):
             def body(sink, xs):
                 step, frame = xs
-                return js.record(sink, step=step, time=0.25 * step.astype(jnp.float32), frame=frame), None
+                return js.record(
+                    sink, step=step, time=0.25 * step.astype(jnp.float32), frame=frame
+                ), None
 
             return jax.lax.scan(body, sink, (steps, frames))[0]
 
         _RECORDERS[key] = record_block
-    example = {name: np.zeros(v.shape[1:], np.float32) for name, v in reference(np.arange(1), settings.fields).items()}
+    example = {
+        name: np.zeros(v.shape[1:], np.float32)
+        for name, v in reference(np.arange(1), settings.fields).items()
+    }
     sink = js.ZarrSink.create(store, example, chunk=settings.chunk, mode="w-")
     for start in range(0, n, settings.chunk):
         steps = np.arange(start, start + settings.chunk, dtype=np.int32)
@@ -714,8 +837,13 @@ def chunk_files(store: pathlib.Path, frames: int, chunk: int) -> dict[str, bytes
     out = {}
     for path in sorted(store.rglob("*")):
         parts = path.relative_to(store).parts
-        if (path.is_file() and len(parts) >= 3 and parts[1] == "c" and parts[-1].isdigit()
-                and (int(parts[2]) + 1) * chunk <= frames):
+        if (
+            path.is_file()
+            and len(parts) >= 3
+            and parts[1] == "c"
+            and parts[-1].isdigit()
+            and (int(parts[2]) + 1) * chunk <= frames
+        ):
             out[str(path.relative_to(store))] = path.read_bytes()
     return out
 
@@ -726,7 +854,10 @@ def trial_create(r: _Run) -> None:
     if r.rng.random() < 0.15:  # from the process's start: most of these kills come before create
         at, marker = child.started + r.rng.uniform(0.0, r.windows["startup"]), "creating"
     else:
-        at, marker = child.wait_event("creating")[1] + r.rng.uniform(0.0, 1.1 * r.windows["create"]), "creating"
+        at, marker = (
+            child.wait_event("creating")[1] + r.rng.uniform(0.0, 1.1 * r.windows["create"]),
+            "creating",
+        )
     kill = r.after_kill(child, at, marker, at_least=0, may_be_absent=True)
     r.trial.kills.append(kill)
     if child.event("start") is not None:
@@ -748,8 +879,13 @@ def trial_run(r: _Run) -> None:
     child = r.start()
     r.trial.base = r.settings.loop
     wait_committed(r.store, child, r.settings.chunk * r.rng.randint(1, 6))
-    kill = r.after_kill(child, time.monotonic() + r.rng.uniform(0.0, 0.5), "created", at_least=0,
-                        may_be_absent=False)
+    kill = r.after_kill(
+        child,
+        time.monotonic() + r.rng.uniform(0.0, 0.5),
+        "created",
+        at_least=0,
+        may_be_absent=False,
+    )
     r.trial.kills.append(kill)
     two_rounds(r, resumer, control, kill.committed)
 
@@ -789,7 +925,9 @@ def kill_a_resume(r: _Run, child: Child, control: pathlib.Path, before: int) -> 
 def trial_twowriter(r: _Run) -> None:
     resumer, control = r.resumer()
     races = [r.dir / f"race{k}" for k in range(len(SALTS))]
-    writers = [r.start(control=race, warmup=True, hold=True, salt=salt) for race, salt in zip(races, SALTS)]
+    writers = [
+        r.start(control=race, warmup=True, hold=True, salt=salt) for race, salt in zip(races, SALTS)
+    ]
     before = r.base(("closed", "empty", "interrupted")[r.trial.seed % 3])
     prefix = chunk_files(r.store, before, r.settings.chunk)
     for writer in writers:
@@ -810,21 +948,27 @@ def trial_twowriter(r: _Run) -> None:
         if len(holding) == 1 and len(ended) == 1 and ended[0] is not holding[0]:
             break
         if len(ended) == 2 or (ended and not holding and ended[0].returncode == 0):
-            raise AssertionError(f"{r.store}: no writer won: " + " / ".join(w.stderr() for w in ended))
+            raise AssertionError(
+                f"{r.store}: no writer won: " + " / ".join(w.stderr() for w in ended)
+            )
         if time.monotonic() > deadline:
             raise ChildFailed(f"{r.store}: the race did not end in 120 s")
         time.sleep(0.001)
     winner, loser = holding[0], ended[0]
     message = loser.stderr()
     if loser.returncode == 0 or "WriterConflictError" not in message:
-        raise AssertionError(f"{r.store}: the losing writer ended with {loser.returncode} without a "
-                             f"WriterConflictError:\n{message}")
+        raise AssertionError(
+            f"{r.store}: the losing writer ended with {loser.returncode} without a "
+            f"WriterConflictError:\n{message}"
+        )
     if f"being written by process {winner.pid} on host" in message:
         r.trial.conflict = "lease"
     elif "claimed the run" in message:
         r.trial.conflict = "claim"
     else:
-        raise AssertionError(f"{r.store}: the conflict error does not name the live writer:\n{message}")
+        raise AssertionError(
+            f"{r.store}: the conflict error does not name the live writer:\n{message}"
+        )
     r.trial.winner_gap_s = abs(winner.event("creating")[1] - loser.event("creating")[1])
     race = races[writers.index(winner)]
     order(race, "close1")
@@ -837,17 +981,32 @@ def trial_twowriter(r: _Run) -> None:
     after = chunk_files(r.store, before, r.settings.chunk)
     if after != prefix:
         changed = sorted(k for k in set(prefix) | set(after) if prefix.get(k) != after.get(k))
-        raise AssertionError(f"{r.store}: the frames before the race changed on disk: {changed[:8]}")
+        raise AssertionError(
+            f"{r.store}: the frames before the race changed on disk: {changed[:8]}"
+        )
     two_rounds(r, resumer, control, total)
 
 
-TRIALS = {"create": trial_create, "run": trial_run, "close": trial_close, "resume": trial_resume,
-          "twowriter": trial_twowriter}
+TRIALS = {
+    "create": trial_create,
+    "run": trial_run,
+    "close": trial_close,
+    "resume": trial_resume,
+    "twowriter": trial_twowriter,
+}
 
 
-def run_trial(directory: pathlib.Path, seed: int, phase: str = "run", *, launcher: Launcher | None = None,
-              sig: int = signal.SIGKILL, settings: Settings | None = None, windows: Windows | None = None,
-              keep_failed: bool = False) -> Trial:
+def run_trial(
+    directory: pathlib.Path,
+    seed: int,
+    phase: str = "run",
+    *,
+    launcher: Launcher | None = None,
+    sig: int = signal.SIGKILL,
+    settings: Settings | None = None,
+    windows: Windows | None = None,
+    keep_failed: bool = False,
+) -> Trial:
     """One trial of `phase`; raises AssertionError (with the seed and phase) if a check fails.
 
     Its files are removed afterwards (kept on failure with `keep_failed`).
@@ -873,8 +1032,10 @@ def run_trial(directory: pathlib.Path, seed: int, phase: str = "run", *, launche
     if trial.ok or not keep_failed:
         shutil.rmtree(r.dir, ignore_errors=True)
     if not trial.ok and not keep_failed:
-        raise AssertionError(f"fault_kill trial failed (phase {phase}, seed {seed}, signal "
-                             f"{trial.signal}): {trial.error}")
+        raise AssertionError(
+            f"fault_kill trial failed (phase {phase}, seed {seed}, signal "
+            f"{trial.signal}): {trial.error}"
+        )
     return trial
 
 
@@ -901,7 +1062,9 @@ def summary(trials: list[Trial]) -> str:
         kills = [k for t in mine for k in t.kills]
         if phase == "twowriter":  # no kill: the run before the race, how the loser was told
             states = collections.Counter(f"{t.base}/{t.conflict or 'failed'}" for t in mine)
-            committed = [t.resumed[0] - PHASE_SETTINGS[t.phase].resume_to_extra for t in mine if t.resumed]
+            committed = [
+                t.resumed[0] - PHASE_SETTINGS[t.phase].resume_to_extra for t in mine if t.resumed
+            ]
             timing = [1000 * t.winner_gap_s for t in mine if t.winner_gap_s is not None]
         else:
             states = collections.Counter(k.state for k in kills)
@@ -909,19 +1072,37 @@ def summary(trials: list[Trial]) -> str:
             timing = [1000 * k.after_marker_s for k in kills if k.after_marker_s is not None]
         early = sum(1 for k in kills if k.after_marker_s is None)
         bounds = {PHASE_SETTINGS[t.phase].loss_bound() for t in mine}
-        rows.append([
-            phase, len(mine), sum(t.ok for t in mine), len(kills),
-            ", ".join(f"{state} {count}" for state, count in sorted(states.items())) or "-",
-            _spread(committed, "{:.0f}"),
-            _spread(timing, "{:.1f}") + (f" ({early} before it)" if early else ""),
-            sum(1 for k in kills if k.locks),
-            max((k.lost for k in kills), default=0),
-            bounds.pop() if len(bounds) == 1 else "-",
-            f"{statistics.median([t.seconds for t in mine]):.1f}",
-        ])
-    return table(["phase", "trials", "passed", "kills", "state after the kill", "committed min / median / max",
-                  "ms marker to kill min / median / max", "kills leaving locks", "lost max", "bound",
-                  "s per trial"], rows)
+        rows.append(
+            [
+                phase,
+                len(mine),
+                sum(t.ok for t in mine),
+                len(kills),
+                ", ".join(f"{state} {count}" for state, count in sorted(states.items())) or "-",
+                _spread(committed, "{:.0f}"),
+                _spread(timing, "{:.1f}") + (f" ({early} before it)" if early else ""),
+                sum(1 for k in kills if k.locks),
+                max((k.lost for k in kills), default=0),
+                bounds.pop() if len(bounds) == 1 else "-",
+                f"{statistics.median([t.seconds for t in mine]):.1f}",
+            ]
+        )
+    return table(
+        [
+            "phase",
+            "trials",
+            "passed",
+            "kills",
+            "state after the kill",
+            "committed min / median / max",
+            "ms marker to kill min / median / max",
+            "kills leaving locks",
+            "lost max",
+            "bound",
+            "s per trial",
+        ],
+        rows,
+    )
 
 
 SUMMARY_NOTES = """\
@@ -941,8 +1122,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phase", choices=PHASES + ("all",), default="all")
     parser.add_argument("--signal", choices=tuple(SIGNALS), default="KILL")
-    parser.add_argument("--dir", default=None, help="where the stores go (default: a temporary directory)")
-    parser.add_argument("--spawn", action="store_true", help="start every child with a new interpreter")
+    parser.add_argument(
+        "--dir", default=None, help="where the stores go (default: a temporary directory)"
+    )
+    parser.add_argument(
+        "--spawn", action="store_true", help="start every child with a new interpreter"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -959,18 +1144,32 @@ def main(argv: list[str] | None = None) -> None:
         print(f"kill windows (calibrated, then learnt): {windows}", flush=True)
         for i in range(args.trials):
             phase, seed = phases[i % len(phases)], args.seed + i
-            t = run_trial(base, seed, phase, launcher=launcher, sig=sig, windows=windows, keep_failed=True)
+            t = run_trial(
+                base, seed, phase, launcher=launcher, sig=sig, windows=windows, keep_failed=True
+            )
             trials.append(t)
             kills = "; ".join(
                 f"{k.state} {k.committed} frames"
-                + (f" {1000 * k.after_marker_s:.1f} ms after the marker" if k.after_marker_s is not None else
-                   " (before the marker)") + (f", {k.locks} lock files" if k.locks else "")
-                for k in t.kills)
+                + (
+                    f" {1000 * k.after_marker_s:.1f} ms after the marker"
+                    if k.after_marker_s is not None
+                    else " (before the marker)"
+                )
+                + (f", {k.locks} lock files" if k.locks else "")
+                for k in t.kills
+            )
             extra = f" base {t.base}" + (f", loser learnt by {t.conflict}" if t.conflict else "")
-            print(f"trial {i:3d} {phase:9s} seed {seed:4d} SIG{t.signal}: {kills or '-'};{extra}; resumed to "
-                  f"{t.resumed} in {t.seconds:.1f} s: " + ("ok" if t.ok else f"FAILED: {t.error}"), flush=True)
+            print(
+                f"trial {i:3d} {phase:9s} seed {seed:4d} SIG{t.signal}: {kills or '-'};{extra}; "
+                f"resumed to {t.resumed} in {t.seconds:.1f} "
+                "s: " + ("ok" if t.ok else f"FAILED: {t.error}"),
+                flush=True,
+            )
     print()
-    print(f"{args.trials} trials, SIG{args.signal}, {time.monotonic() - began:.0f} s; kill windows at the end: {windows}")
+    print(
+        f"{args.trials} trials, SIG{args.signal}, {time.monotonic() - began:.0f} s; kill windows "
+        f"at the end: {windows}"
+    )
     print(summary(trials))
     print(SUMMARY_NOTES)
     failed = [t for t in trials if not t.ok]

@@ -22,9 +22,10 @@ import jax
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from zarr_helpers import EXAMPLE, run_steps, steps  # noqa: E402
+
 import jaxsinks as js  # noqa: E402
 from jaxsinks.testing import local_s3_server  # noqa: E402
-from zarr_helpers import EXAMPLE, run_steps, steps  # noqa: E402
 
 
 def time_to_error(when: str, retries: int) -> tuple[float, str]:

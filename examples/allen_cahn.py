@@ -57,8 +57,9 @@ def euler_limit(eps: float) -> float:
     return 2.0 / (8.0 * eps**2 + 2.0)
 
 
-def simulate(sink: js.ZarrSink, phi: jax.Array, *, steps: int, dt: float,
-             eps: float) -> js.ZarrSink:
+def simulate(
+    sink: js.ZarrSink, phi: jax.Array, *, steps: int, dt: float, eps: float
+) -> js.ZarrSink:
     """Integrate `phi` for `steps` Euler steps of `dt`, recording it into `sink` on its schedule."""
     # The initial field, at t = 0: an `Interval` schedule records it, `Times.geometric` does not.
     sink = js.record(sink, step=0, time=jnp.zeros((), jnp.float32), frame={"phi": phi})
@@ -87,7 +88,7 @@ def interface_length(phi: np.ndarray) -> np.ndarray:
 def coarsening_exponent(times: np.ndarray, length: np.ndarray) -> float:
     """The slope of log(length) against log(t) over the later half of the frames (about -1/2)."""
     keep = np.flatnonzero((times > 0) & (length > 0))
-    later = keep[len(keep) // 2:]
+    later = keep[len(keep) // 2 :]
     if len(later) < 2:
         return float("nan")
     return float(np.polyfit(np.log(times[later]), np.log(length[later]), 1)[0])
@@ -98,20 +99,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=128, help="N, grid points per side")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eps", type=float, default=1.0, help="interface width")
-    parser.add_argument("--dt", type=float, default=None,
-                        help="time step (default: half the stability limit)")
-    parser.add_argument("--frames", type=int, default=40,
-                        help="geometrically spaced times requested")
+    parser.add_argument(
+        "--dt", type=float, default=None, help="time step (default: half the stability limit)"
+    )
+    parser.add_argument(
+        "--frames", type=int, default=40, help="geometrically spaced times requested"
+    )
     parser.add_argument("--first", type=float, default=1.0, help="the first requested time")
     parser.add_argument("--fps", type=float, default=8.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=pathlib.Path,
-                        default=pathlib.Path("example-output/allen_cahn"))
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("example-output/allen_cahn")
+    )
     args = parser.parse_args(argv)
     dt = stable_dt(args.eps) if args.dt is None else args.dt
     if not 0.0 < dt < euler_limit(args.eps):
-        parser.error(f"--dt must be in (0, {euler_limit(args.eps):g}), explicit Euler's stability "
-                     f"limit for --eps {args.eps:g}; got {dt:g}.")
+        parser.error(
+            f"--dt must be in (0, {euler_limit(args.eps):g}), explicit Euler's stability "
+            f"limit for --eps {args.eps:g}; got {dt:g}."
+        )
     t_end = args.steps * dt
     if not 0.0 < args.first < t_end:
         parser.error(f"--first must be in (0, {t_end:g}), the simulated time; got {args.first:g}.")
@@ -119,27 +125,38 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     phi = 0.1 * jax.random.normal(jax.random.key(args.seed), (args.size, args.size), jnp.float32)
     schedule = js.Times.geometric(args.first, t_end, args.frames)
-    sink = js.ZarrSink.create(args.out / "phi.zarr", {"phi": phi}, every=schedule, mode="w",
-                              attrs={"eps": args.eps, "dt": dt, "seed": args.seed})
+    sink = js.ZarrSink.create(
+        args.out / "phi.zarr",
+        {"phi": phi},
+        every=schedule,
+        mode="w",
+        attrs={"eps": args.eps, "dt": dt, "seed": args.seed},
+    )
     sink = jax.jit(simulate, static_argnames=("steps", "dt", "eps"))(
-        sink, phi, steps=args.steps, dt=dt, eps=args.eps)
+        sink, phi, steps=args.steps, dt=dt, eps=args.eps
+    )
     js.close(sink)
 
     run = js.open(args.out / "phi.zarr")
     phis = run["phi"][:]
     length = interface_length(phis)
     ordered = (np.abs(phis) > 0.9).mean(axis=(1, 2))
-    print(f"recorded {len(run)} frames of {phis.shape[1:]} at {args.frames} requested times "
-          f"from t = {args.first:g} to {t_end:g} (dt = {dt:g}): "
-          f"steps {run.steps[0]}..{run.steps[-1]}")
+    print(
+        f"recorded {len(run)} frames of {phis.shape[1:]} at {args.frames} requested times "
+        f"from t = {args.first:g} to {t_end:g} (dt = {dt:g}): "
+        f"steps {run.steps[0]}..{run.steps[-1]}"
+    )
     print(f"{'step':>6} {'t':>9} {'interface':>10} {'|phi|>0.9':>10}")
     for k in np.unique(np.linspace(0, len(run) - 1, min(12, len(run))).round().astype(int)):
         print(f"{run.steps[k]:6d} {run.times[k]:9.3f} {length[k]:10d} {ordered[k]:10.3f}")
-    print(f"coarsening: interface length ~ t^{coarsening_exponent(run.times, length):.2f} "
-          "over the later half (theory: t^-0.5)")
+    print(
+        f"coarsening: interface length ~ t^{coarsening_exponent(run.times, length):.2f} "
+        "over the later half (theory: t^-0.5)"
+    )
 
-    gif = _viz.movie(run, "phi", args.out / "allen_cahn.gif", fps=args.fps, vmin=-1, vmax=1,
-                     cmap="RdBu")
+    gif = _viz.movie(
+        run, "phi", args.out / "allen_cahn.gif", fps=args.fps, vmin=-1, vmax=1, cmap="RdBu"
+    )
     print(f"movie: {gif} ({len(run)} frames)")
 
 

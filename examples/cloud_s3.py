@@ -27,7 +27,8 @@ from jaxsinks.testing import local_s3_server
 
 @jax.jit(static_argnums=(1, 2))
 def walk(key: jax.Array, walkers: int, steps: int, start: jax.Array) -> jax.Array:
-    """The positions of a damped random walk (an Ornstein-Uhlenbeck chain), steps start..start+steps-1."""
+    """The positions of a damped random walk (an Ornstein-Uhlenbeck chain), steps
+    start..start+steps-1."""
     noise = jax.random.normal(jax.random.fold_in(key, start), (steps, walkers), jnp.float32)
 
     def body(x, dx):
@@ -75,11 +76,15 @@ def main() -> None:
         run = js.open(store)
         np.testing.assert_array_equal(run["x"][:], expected)
         np.testing.assert_array_equal(run.steps, np.arange(0, 2 * args.steps, args.every))
-        group = zarr.open_group(server.url("walk.zarr"), mode="r", storage_options=server.storage_options)
+        group = zarr.open_group(
+            server.url("walk.zarr"), mode="r", storage_options=server.storage_options
+        )
         np.testing.assert_array_equal(group["x"][:], expected)
         np.testing.assert_allclose(group["mean"][:], expected.mean(axis=1), rtol=1e-5, atol=1e-6)
-        print(f"read back {len(run)} frames of {run['x'].shape[1:]} from {store}: jaxsinks.open and "
-              f"zarr-python agree with the values computed in memory ({elapsed:.1f} s recording)")
+        print(
+            f"read back {len(run)} frames of {run['x'].shape[1:]} from {store}: jaxsinks.open and "
+            f"zarr-python agree with the values computed in memory ({elapsed:.1f} s recording)"
+        )
     print(f"server stopped (pid {server.pid})")
 
 

@@ -4,10 +4,10 @@ A 13-atom cluster is relaxed with a fixed number of smooth descent steps inside 
 loss compares its pair distances with those of a target geometry (the same cluster relaxed with
 sigma = 1.15), so it is blind to rotations and translations. The start is scaled with sigma so
 every relaxation stays in the same basin. Gradient descent on sigma recovers the target's value,
-with `value_and_grad` differentiating through the whole relaxation. Meanwhile a `ZarrSink` records the relaxation
-trajectory of every optimisation step (every 10th relaxation step, with an ``epoch`` field), from
-inside the differentiated scan: the sink's flush acknowledgement is part of its state, so `grad`
-cannot drop the writes (each frame is written exactly once per epoch).
+with `value_and_grad` differentiating through the whole relaxation. Meanwhile a `ZarrSink` records
+the relaxation trajectory of every optimisation step (every 10th relaxation step, with an
+``epoch`` field), from inside the differentiated scan: the sink's flush acknowledgement is part of
+its state, so `grad` cannot drop the writes (each frame is written exactly once per epoch).
 
 The gradient is checked against central finite differences before training.
 
@@ -38,7 +38,9 @@ def relax(sigma, positions, mask, steps, sink, epoch):
         frame = lambda: {"positions": x[0], "energy": lj.energy(x, mask, sigma)[0], "epoch": epoch}  # noqa: E731
         return (x, v, js.record(sink, step=step, frame=frame)), None
 
-    (x, _, sink), _ = jax.lax.scan(body, (positions, jnp.zeros_like(positions), sink), jnp.arange(steps))
+    (x, _, sink), _ = jax.lax.scan(
+        body, (positions, jnp.zeros_like(positions), sink), jnp.arange(steps)
+    )
     return x, sink
 
 
@@ -50,8 +52,11 @@ def pair_distances(positions: jax.Array) -> jax.Array:
 
 def make_loss(batch: lj.Batch, target_sigma: float, steps: int):
     """The loss of sigma: pair distances after relaxing vs. those relaxed with `target_sigma`."""
-    target = pair_distances(fire.relax_fixed_steps(target_sigma * batch.positions, batch.mask,
-                                                   target_sigma, n_steps=steps))
+    target = pair_distances(
+        fire.relax_fixed_steps(
+            target_sigma * batch.positions, batch.mask, target_sigma, n_steps=steps
+        )
+    )
 
     def loss(sigma, sink, epoch):
         x, sink = relax(sigma, sigma * batch.positions, batch.mask, steps, sink, epoch)
@@ -70,13 +75,17 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    batch = lj.pad_clusters([lj.icosahedron() + 0.05 * np.random.default_rng(0).standard_normal((13, 3))])
+    batch = lj.pad_clusters(
+        [lj.icosahedron() + 0.05 * np.random.default_rng(0).standard_normal((13, 3))]
+    )
     loss = make_loss(batch, TARGET_SIGMA, args.steps)
     value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
 
     frame = {"positions": batch.positions[0], "energy": jnp.float32(0), "epoch": jnp.int32(0)}
     store = out / "relaxations.zarr"
-    sink = js.ZarrSink.create(store, frame, every=10, mode="w", attrs={"target_sigma": TARGET_SIGMA})
+    sink = js.ZarrSink.create(
+        store, frame, every=10, mode="w", attrs={"target_sigma": TARGET_SIGMA}
+    )
 
     # Check the gradient against central finite differences (float32; h chosen for that).
     sigma, h = jnp.float32(1.0), 1e-2
@@ -94,16 +103,24 @@ def main(argv=None) -> int:
     for epoch in range(args.epochs):
         (value, sink), grad = value_and_grad(sigma, sink, jnp.int32(epoch))
         losses.append(float(value))
-        print(f"epoch {epoch:2d}: sigma {float(sigma):.5f}  loss {float(value):.3e}  grad {float(grad):+.3e}")
+        print(
+            f"epoch {epoch:2d}: sigma {float(sigma):.5f}  loss {float(value):.3e}  grad "
+            f"{float(grad):+.3e}"
+        )
         sigma = sigma - args.lr * grad
     js.close(sink)
 
     run = js.open(store)
     epochs = run["epoch"][:]
     per_epoch = np.bincount(epochs, minlength=args.epochs)
-    print(f"recorded {len(run)} frames in {store}: {per_epoch.tolist()} per epoch "
-          f"(every 10th of {args.steps} relaxation steps)")
-    print(f"sigma {float(sigma):.4f} (target {TARGET_SIGMA}); loss fell from {losses[0]:.3e} to {losses[-1]:.3e}")
+    print(
+        f"recorded {len(run)} frames in {store}: {per_epoch.tolist()} per epoch "
+        f"(every 10th of {args.steps} relaxation steps)"
+    )
+    print(
+        f"sigma {float(sigma):.4f} (target {TARGET_SIGMA}); loss fell from {losses[0]:.3e} to "
+        f"{losses[-1]:.3e}"
+    )
     if not losses[-1] < 0.01 * losses[0] or not abs(float(sigma) - TARGET_SIGMA) < 1e-2:
         raise SystemExit("the loss did not fall by 100x to sigma = the target's")
     return 0

@@ -41,8 +41,9 @@ import jaxsinks as js
 
 # JAX-MD requests float64 in some sums; without x64 JAX truncates to float32 and warns. Harmless
 # here, and never an error, even under `python -W error`.
-warnings.filterwarnings("default", message="Explicitly requested dtype float64",
-                        category=UserWarning)
+warnings.filterwarnings(
+    "default", message="Explicitly requested dtype float64", category=UserWarning
+)
 
 R_CUTOFF = 2.5
 
@@ -55,8 +56,9 @@ def fcc_lattice(cells: int, side: float) -> np.ndarray:
     return ((corners + basis + 0.25) * (side / cells)).reshape(-1, 3).astype(np.float32)
 
 
-def make_simulation(ensemble: str, side: float, dt: float,
-                    kT: float) -> tuple[Callable, Callable, Callable]:
+def make_simulation(
+    ensemble: str, side: float, dt: float, kT: float
+) -> tuple[Callable, Callable, Callable]:
     """JAX-MD's ``(energy_fn, init_fn, apply_fn)`` for LJ atoms in a periodic cube of `side`."""
     from jax_md import energy, simulate, space
 
@@ -75,15 +77,20 @@ def energies(energy_fn: Callable, state: Any) -> dict[str, jax.Array]:
 
     kinetic = simulate.kinetic_energy(state)
     potential = energy_fn(state.position)
-    return {"kinetic": kinetic, "potential": potential, "total": kinetic + potential,
-            "temperature": simulate.temperature(state)}
+    return {
+        "kinetic": kinetic,
+        "potential": potential,
+        "total": kinetic + potential,
+        "temperature": simulate.temperature(state),
+    }
 
 
 Sinks = tuple[js.ZarrSink, js.CsvSink]
 
 
-def simulate_md(sinks: Sinks, state: Any, *, energy_fn: Callable, apply_fn: Callable, steps: int,
-                dt: float) -> tuple[Any, Sinks]:
+def simulate_md(
+    sinks: Sinks, state: Any, *, energy_fn: Callable, apply_fn: Callable, steps: int, dt: float
+) -> tuple[Any, Sinks]:
     """`steps` steps of JAX-MD's `apply_fn`; frames and energies recorded from step 0 on."""
 
     def record(sinks, state, i):
@@ -114,12 +121,16 @@ def summary(run: js.Run, log: np.ndarray, *, ensemble: str, atoms: int, kT: floa
     if ensemble == "nve":
         total = log["total"] / atoms
         drift = total[-1] - total[0]
-        lines.append(f"NVE: total energy per atom {total[0]:.5f} -> {total[-1]:.5f}, "
-                     f"drift {drift:+.2e}, largest excursion {np.abs(total - total[0]).max():.2e}")
+        lines.append(
+            f"NVE: total energy per atom {total[0]:.5f} -> {total[-1]:.5f}, "
+            f"drift {drift:+.2e}, largest excursion {np.abs(total - total[0]).max():.2e}"
+        )
     else:
-        late = log["temperature"][len(log) // 2:]
-        lines.append(f"NVT: mean temperature over the second half {late.mean():.4f} "
-                     f"(std {late.std():.4f}); thermostat kT = {kT:g}")
+        late = log["temperature"][len(log) // 2 :]
+        lines.append(
+            f"NVT: mean temperature over the second half {late.mean():.4f} "
+            f"(std {late.std():.4f}); thermostat kT = {kT:g}"
+        )
     return lines
 
 
@@ -129,13 +140,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--density", type=float, default=0.8)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--dt", type=float, default=0.005)
-    parser.add_argument("--kT", type=float, default=1.0,
-                        help="initial (NVE) or thermostat (NVT) temperature")
+    parser.add_argument(
+        "--kT", type=float, default=1.0, help="initial (NVE) or thermostat (NVT) temperature"
+    )
     parser.add_argument("--every", type=int, default=50, help="record positions every n steps")
     parser.add_argument("--ensemble", choices=("nve", "nvt"), default="nve")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=pathlib.Path,
-                        default=pathlib.Path("example-output/jax_md_lj"))
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("example-output/jax_md_lj")
+    )
     args = parser.parse_args(argv)
     atoms = 4 * args.cells**3
     side = float((atoms / args.density) ** (1.0 / 3.0))
@@ -152,20 +165,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     example = {"position": state.position, "velocity": state.velocity}
     trajectory = js.ZarrSink.create(
-        args.out / "trajectory.zarr", example, every=args.every, mode="w",
+        args.out / "trajectory.zarr",
+        example,
+        every=args.every,
+        mode="w",
         attrs={"ensemble": args.ensemble, "box": side, "dt": args.dt},
     )
     logged = jax.eval_shape(lambda s: energies(energy_fn, s), state)
     log = js.CsvSink.create(args.out / "energy.csv", logged, mode="w")
     run_md = jax.jit(simulate_md, static_argnames=("energy_fn", "apply_fn", "steps", "dt"))
-    _, sinks = run_md((trajectory, log), state, energy_fn=energy_fn, apply_fn=apply_fn,
-                      steps=args.steps, dt=args.dt)
+    _, sinks = run_md(
+        (trajectory, log),
+        state,
+        energy_fn=energy_fn,
+        apply_fn=apply_fn,
+        steps=args.steps,
+        dt=args.dt,
+    )
     js.close(sinks)
 
     run = js.open(args.out / "trajectory.zarr")
     table = np.genfromtxt(args.out / "energy.csv", delimiter=",", names=True)
-    print(f"{atoms} LJ atoms, density {args.density:g}, box {side:.3f}, {args.ensemble.upper()}, "
-          f"{args.steps} steps of dt = {args.dt:g}")
+    print(
+        f"{atoms} LJ atoms, density {args.density:g}, box {side:.3f}, {args.ensemble.upper()}, "
+        f"{args.steps} steps of dt = {args.dt:g}"
+    )
     for line in summary(run, table, ensemble=args.ensemble, atoms=atoms, kT=args.kT):
         print(line)
     print(f"saved {args.out / 'trajectory.zarr'} and {args.out / 'energy.csv'}")

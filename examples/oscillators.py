@@ -67,13 +67,20 @@ def main() -> None:
     run = jax.jit(simulate, static_argnums=(1, 2))
     trajectory, quiet = run(damping, args.steps, args.every)
     traj, caught = trajectory.read(), quiet.read()
-    print(f"trajectory: {len(traj)} frames of {traj.frames['x'].shape[1:]} "
-          f"(steps {traj.steps[0]}..{traj.steps[-1]}, t = {traj.times[-1]:.2f})")
-    print(f"quiet: {len(caught)} of {args.replicas} oscillators fell below E = 0.01; "
-          f"the first was system {caught.systems[0]} at step {caught.steps[0]}")
+    print(
+        f"trajectory: {len(traj)} frames of {traj.frames['x'].shape[1:]} "
+        f"(steps {traj.steps[0]}..{traj.steps[-1]}, t = {traj.times[-1]:.2f})"
+    )
+    print(
+        f"quiet: {len(caught)} of {args.replicas} oscillators fell below E = 0.01; "
+        f"the first was system {caught.systems[0]} at step {caught.steps[0]}"
+    )
 
     grad = jax.jit(jax.grad(mean_energy), static_argnums=(1, 2))(damping, args.steps, args.every)
-    print(f"d(mean recorded energy)/d(damping): first {float(grad[0]):.3e}, last {float(grad[-1]):.3e}")
+    print(
+        f"d(mean recorded energy)/d(damping): first {float(grad[0]):.3e}, last "
+        f"{float(grad[-1]):.3e}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,16 +40,25 @@ import numpy as np
 import jaxsinks as js
 
 
-def em_step(x: jax.Array, key: jax.Array, *, theta: float, sigma: float,
-            dt: float) -> tuple[jax.Array, jax.Array]:
+def em_step(
+    x: jax.Array, key: jax.Array, *, theta: float, sigma: float, dt: float
+) -> tuple[jax.Array, jax.Array]:
     """One Euler-Maruyama step of one replica: ``(x (D,), key) -> (x, key)``."""
     key, sub = jax.random.split(key)
     dw = math.sqrt(dt) * jax.random.normal(sub, x.shape, x.dtype)
     return x - theta * x * dt + sigma * dw, key
 
 
-def simulate(sink: js.ZarrSink, x0: jax.Array, keys: jax.Array, *, steps: int, theta: float,
-             sigma: float, dt: float) -> js.ZarrSink:
+def simulate(
+    sink: js.ZarrSink,
+    x0: jax.Array,
+    keys: jax.Array,
+    *,
+    steps: int,
+    theta: float,
+    sigma: float,
+    dt: float,
+) -> js.ZarrSink:
     """Integrate the ensemble ``x0 (R, D)`` for `steps` steps, recording into `sink`."""
     step = jax.vmap(lambda x, k: em_step(x, k, theta=theta, sigma=sigma, dt=dt))
     sink = js.record(sink, step=0, time=jnp.zeros((), jnp.float32), frame={"x": x0})
@@ -65,16 +74,18 @@ def simulate(sink: js.ZarrSink, x0: jax.Array, keys: jax.Array, *, steps: int, t
     return sink
 
 
-def analytic(times: np.ndarray, *, x0: float, theta: float,
-             sigma: float) -> tuple[np.ndarray, np.ndarray]:
+def analytic(
+    times: np.ndarray, *, x0: float, theta: float, sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The exact OU mean and variance at `times`, started from the point `x0`."""
     mean = x0 * np.exp(-theta * times)
     var = sigma**2 / (2.0 * theta) * (1.0 - np.exp(-2.0 * theta * times))
     return mean, var
 
 
-def compare(times: np.ndarray, x: np.ndarray, *, x0: float, theta: float,
-            sigma: float) -> dict[str, np.ndarray]:
+def compare(
+    times: np.ndarray, x: np.ndarray, *, x0: float, theta: float, sigma: float
+) -> dict[str, np.ndarray]:
     """Ensemble mean and variance of ``x (frames, R, D)`` against the analytic values.
 
     Every replica and dimension is an independent sample, so with ``n = R * D`` samples the
@@ -90,8 +101,13 @@ def compare(times: np.ndarray, x: np.ndarray, *, x0: float, theta: float,
     se_mean = np.sqrt(exact_var / n) + floor
     se_var = exact_var * np.sqrt(2.0 / (n - 1)) + floor
     return {
-        "t": times, "mean": mean, "exact_mean": exact_mean, "z_mean": (mean - exact_mean) / se_mean,
-        "var": var, "exact_var": exact_var, "z_var": (var - exact_var) / se_var,
+        "t": times,
+        "mean": mean,
+        "exact_mean": exact_mean,
+        "z_mean": (mean - exact_mean) / se_mean,
+        "var": var,
+        "exact_var": exact_var,
+        "z_var": (var - exact_var) / se_var,
     }
 
 
@@ -100,9 +116,11 @@ def print_table(table: dict[str, np.ndarray], rows: int) -> None:
     print(f"{'t':>8} {'mean':>10} {'exact':>10} {'z':>6}   {'var':>10} {'exact':>10} {'z':>6}")
     frames = len(table["t"])
     for k in np.unique(np.linspace(0, frames - 1, min(rows, frames)).round().astype(int)):
-        print(f"{table['t'][k]:8.3f} {table['mean'][k]:10.5f} {table['exact_mean'][k]:10.5f} "
-              f"{table['z_mean'][k]:6.2f}   {table['var'][k]:10.5f} {table['exact_var'][k]:10.5f} "
-              f"{table['z_var'][k]:6.2f}")
+        print(
+            f"{table['t'][k]:8.3f} {table['mean'][k]:10.5f} {table['exact_mean'][k]:10.5f} "
+            f"{table['z_mean'][k]:6.2f}   {table['var'][k]:10.5f} {table['exact_var'][k]:10.5f} "
+            f"{table['z_var'][k]:6.2f}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -116,11 +134,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sigma", type=float, default=1.0)
     parser.add_argument("--x0", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tolerance", type=float, default=5.0,
-                        help="allowed |z| (standard errors)")
+    parser.add_argument(
+        "--tolerance", type=float, default=5.0, help="allowed |z| (standard errors)"
+    )
     parser.add_argument("--rows", type=int, default=9, help="rows of the table to print")
-    parser.add_argument("--out", type=pathlib.Path,
-                        default=pathlib.Path("example-output/ou_ensemble"))
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("example-output/ou_ensemble")
+    )
     args = parser.parse_args(argv)
     if args.replicas * args.dims < 2:
         parser.error("--replicas x --dims must be at least 2 to estimate a variance.")
@@ -130,7 +150,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     keys = jax.random.split(jax.random.key(args.seed), args.replicas)
     dt_record = args.stride * args.dt
     sink = js.ZarrSink.create(
-        args.out / "ou.zarr", {"x": x0}, every=js.Interval(dt_record), chunk=32, mode="w",
+        args.out / "ou.zarr",
+        {"x": x0},
+        every=js.Interval(dt_record),
+        chunk=32,
+        mode="w",
         attrs={"theta": args.theta, "sigma": args.sigma, "dt": args.dt, "x0": args.x0},
     )
     run_sim = jax.jit(simulate, static_argnames=("steps", "theta", "sigma", "dt"))
@@ -140,9 +164,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     run = js.open(args.out / "ou.zarr")
     traj = run.to_numpy()
     np.savez_compressed(args.out / "ou.npz", times=traj.times, x=traj.frames["x"])
-    print(f"recorded {len(run)} frames of {run['x'].shape[1:]} (replicas x dims) every "
-          f"{dt_record:g} time units: steps {run.steps[0]}..{run.steps[-1]}, "
-          f"t = {run.times[-1]:.4g}")
+    print(
+        f"recorded {len(run)} frames of {run['x'].shape[1:]} (replicas x dims) every "
+        f"{dt_record:g} time units: steps {run.steps[0]}..{run.steps[-1]}, "
+        f"t = {run.times[-1]:.4g}"
+    )
     print(f"saved {args.out / 'ou.zarr'} and {args.out / 'ou.npz'}")
 
     table = compare(traj.times, traj.frames["x"], x0=args.x0, theta=args.theta, sigma=args.sigma)

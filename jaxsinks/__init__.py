@@ -4,12 +4,11 @@ from ._campaign import Campaign as Campaign
 from ._close import close as close
 from ._cloud import gcs as gcs
 from ._cloud import s3 as s3
-from ._csv_sink import CsvSink as CsvSink
 from ._codecs import Blosc as Blosc
 from ._codecs import FieldConfig as FieldConfig
 from ._codecs import Zstd as Zstd
+from ._csv_sink import CsvSink as CsvSink
 from ._device_buffer import DeviceBuffer as DeviceBuffer
-from ._host_buffer import HostBuffer as HostBuffer
 from ._errors import ConfigError as ConfigError
 from ._errors import FieldNotFoundError as FieldNotFoundError
 from ._errors import FrameError as FrameError
@@ -31,6 +30,7 @@ from ._export import export_training as export_training
 from ._flags import Flag as Flag
 from ._frame import Field as Field
 from ._frame import FrameSpec as FrameSpec
+from ._host_buffer import HostBuffer as HostBuffer
 from ._layout import Ragged as Ragged
 from ._progress import Progress as Progress
 from ._reader import FieldView as FieldView

@@ -107,23 +107,42 @@ def fields_like(store: Any) -> list[FieldShape]:
     """The fields of the run at `store` (frame shapes, source and stored dtypes), to mimic it."""
     schema = open_run(store).meta["schema"]["fields"]
     return [
-        FieldShape(f["name"], tuple(f["shape"]), np.dtype(f["dtype"]),
-                   np.dtype(f.get("storage_dtype", f["dtype"])))
+        FieldShape(
+            f["name"],
+            tuple(f["shape"]),
+            np.dtype(f["dtype"]),
+            np.dtype(f.get("storage_dtype", f["dtype"])),
+        )
         for f in schema
     ]
 
 
-def run_bench(fields: Sequence[FieldShape], *, frames: int = 2000,
-              codecs: Sequence[str] = DEFAULT_CODECS, chunks: Sequence[int] = DEFAULT_CHUNKS,
-              data: str = "smooth", directory: Any = None) -> list[BenchRow]:
+def run_bench(
+    fields: Sequence[FieldShape],
+    *,
+    frames: int = 2000,
+    codecs: Sequence[str] = DEFAULT_CODECS,
+    chunks: Sequence[int] = DEFAULT_CHUNKS,
+    data: str = "smooth",
+    directory: Any = None,
+) -> list[BenchRow]:
     """Benchmark every codec x chunk on `frames` synthetic frames of `fields`; see `iter_bench`."""
-    return list(iter_bench(fields, frames=frames, codecs=codecs, chunks=chunks, data=data,
-                           directory=directory))
+    return list(
+        iter_bench(
+            fields, frames=frames, codecs=codecs, chunks=chunks, data=data, directory=directory
+        )
+    )
 
 
-def iter_bench(fields: Sequence[FieldShape], *, frames: int = 2000,
-               codecs: Sequence[str] = DEFAULT_CODECS, chunks: Sequence[int] = DEFAULT_CHUNKS,
-               data: str = "smooth", directory: Any = None) -> Iterator[BenchRow]:
+def iter_bench(
+    fields: Sequence[FieldShape],
+    *,
+    frames: int = 2000,
+    codecs: Sequence[str] = DEFAULT_CODECS,
+    chunks: Sequence[int] = DEFAULT_CHUNKS,
+    data: str = "smooth",
+    directory: Any = None,
+) -> Iterator[BenchRow]:
     """Yield one `BenchRow` per codec x chunk, as each finishes.
 
     Args:
@@ -150,8 +169,11 @@ def iter_bench(fields: Sequence[FieldShape], *, frames: int = 2000,
         raise ConfigError(f"`directory` '{directory}' does not exist; create it or leave it out.")
 
     example = _nest({f.name: jax.ShapeDtypeStruct(f.shape, f.dtype) for f in fields})
-    overrides = {f.name: FieldConfig(dtype=f.stored_dtype) for f in fields
-                 if f.stored_dtype is not None and f.stored_dtype != f.dtype}
+    overrides = {
+        f.name: FieldConfig(dtype=f.stored_dtype)
+        for f in fields
+        if f.stored_dtype is not None and f.stored_dtype != f.dtype
+    }
     pool = pool_size(fields, chunks)
     rng = np.random.default_rng(0)
     bases = [jnp.asarray(_smooth_base(f.shape)) for f in fields]
@@ -162,8 +184,11 @@ def iter_bench(fields: Sequence[FieldShape], *, frames: int = 2000,
     try:
         for name, codec in parsed.items():
             for chunk in chunks:
+
                 def create(store: pathlib.Path, codec=codec, chunk=chunk) -> ZarrSink:
-                    return ZarrSink.create(store, example, chunk=chunk, codec=codec, fields=overrides)
+                    return ZarrSink.create(
+                        store, example, chunk=chunk, codec=codec, fields=overrides
+                    )
 
                 warmup = create(tmp / "warmup.zarr")
                 compiled = scan.lower(warmup, bases, noises).compile()  # compile time is not timed
@@ -178,8 +203,14 @@ def iter_bench(fields: Sequence[FieldShape], *, frames: int = 2000,
                 seconds = time.perf_counter() - start
                 described = open_run(store).describe()
                 shutil.rmtree(store)
-                yield BenchRow(name, chunk, frames, described["logical_bytes"],
-                               described["stored_bytes"], seconds)
+                yield BenchRow(
+                    name,
+                    chunk,
+                    frames,
+                    described["logical_bytes"],
+                    described["stored_bytes"],
+                    seconds,
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -203,8 +234,12 @@ def _recorder(fields: Sequence[FieldShape], data: str, frames: int, pool: int):
 
     def run(sink: ZarrSink, bases: list[jax.Array], noises: list[jax.Array]) -> ZarrSink:
         def body(sink, step):
-            return record(sink, step=step, time=step.astype(jnp.float32),
-                          frame=lambda: frame(bases, noises, step)), None
+            return record(
+                sink,
+                step=step,
+                time=step.astype(jnp.float32),
+                frame=lambda: frame(bases, noises, step),
+            ), None
 
         return jax.lax.scan(body, sink, jnp.arange(frames, dtype=jnp.int32))[0]
 

@@ -24,13 +24,28 @@ from typing import Any
 import numpy as np
 
 from . import _tsio as tsio
-from ._errors import ConfigError, SchemaMismatchError, StoreError, StoreExistsError, StoreNotFoundError
+from ._errors import (
+    ConfigError,
+    SchemaMismatchError,
+    StoreError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
 from ._layout import ATTRS_KEY
 from ._location import Location, parse
 from ._reader import Run
 from ._run_config import _OPEN, _OPEN_LOCK, RunConfig
-from ._run_entry import (CAMPAIGN_SCHEMA_VERSION, STATUSES, RunEntry, check_params, check_run_id, check_version,
-                         entry_key, now, write_entry)
+from ._run_entry import (
+    CAMPAIGN_SCHEMA_VERSION,
+    STATUSES,
+    RunEntry,
+    check_params,
+    check_run_id,
+    check_version,
+    entry_key,
+    now,
+    write_entry,
+)
 from ._zarr_sink import ZarrSink
 
 MANIFEST_KEY = "manifest.json"
@@ -53,7 +68,9 @@ class Campaign:
     header: dict[str, Any]
 
     @classmethod
-    def create(cls, root: Any, *, attrs: dict[str, Any] | None = None, exist_ok: bool = False) -> Campaign:
+    def create(
+        cls, root: Any, *, attrs: dict[str, Any] | None = None, exist_ok: bool = False
+    ) -> Campaign:
         """Create an empty campaign at `root` (a path, URL or kvstore spec).
 
         Args:
@@ -69,13 +86,21 @@ class Campaign:
         if tsio.read_bytes(location.kvstore, MANIFEST_KEY) is not None:
             if exist_ok:
                 return cls.open(location)
-            raise StoreExistsError(f"A campaign already exists at {location}. Open it with Campaign.open, "
-                                   "pass exist_ok=True, or choose another root.")
+            raise StoreExistsError(
+                f"A campaign already exists at {location}. Open it with Campaign.open, "
+                "pass exist_ok=True, or choose another root."
+            )
         if tsio.list_keys(location.kvstore):
-            raise StoreExistsError(f"{location} is not empty and holds no campaign manifest. Choose an "
-                                   "empty or new root for the campaign.")
-        header = {"schema_version": CAMPAIGN_SCHEMA_VERSION, "kind": "jaxsinks.campaign",
-                  "created": now(), "attrs": attrs}
+            raise StoreExistsError(
+                f"{location} is not empty and holds no campaign manifest. Choose an "
+                "empty or new root for the campaign."
+            )
+        header = {
+            "schema_version": CAMPAIGN_SCHEMA_VERSION,
+            "kind": "jaxsinks.campaign",
+            "created": now(),
+            "attrs": attrs,
+        }
         campaign = cls(location, header)
         campaign._write_manifest([])
         return campaign
@@ -91,8 +116,10 @@ class Campaign:
         location = parse(root)
         raw = tsio.read_bytes(location.kvstore, MANIFEST_KEY)
         if raw is None:
-            raise StoreNotFoundError(f"There is no campaign at {location} (no {MANIFEST_KEY} there). "
-                                     "Create one with Campaign.create.")
+            raise StoreNotFoundError(
+                f"There is no campaign at {location} (no {MANIFEST_KEY} there). "
+                "Create one with Campaign.create."
+            )
         try:
             doc = json.loads(raw)
         except ValueError:
@@ -109,7 +136,9 @@ class Campaign:
     def from_config(cls, config: dict[str, Any]) -> Campaign:
         """Reopen the campaign that `to_config` described."""
         if not isinstance(config, dict) or "root" not in config:
-            raise ConfigError(f"`config` must be a dict made by Campaign.to_config; got {config!r:.80}.")
+            raise ConfigError(
+                f"`config` must be a dict made by Campaign.to_config; got {config!r:.80}."
+            )
         return cls.open(config["root"])
 
     @property
@@ -122,12 +151,23 @@ class Campaign:
 
     # ------------------------------------------------------------------------- writing
 
-    def run_config(self, run_id: str, *, params: dict[str, Any] | None = None, **options: Any) -> RunConfig:
+    def run_config(
+        self, run_id: str, *, params: dict[str, Any] | None = None, **options: Any
+    ) -> RunConfig:
         """The `RunConfig` of a new run: its id, its parameters and `ZarrSink.create` options."""
-        return RunConfig(root=self.location.kvstore, run_id=run_id, params=params or {}, options=options)
+        return RunConfig(
+            root=self.location.kvstore, run_id=run_id, params=params or {}, options=options
+        )
 
-    def create_run(self, run_id: str, frame: Any, *, params: dict[str, Any] | None = None,
-                   progress: Any = None, **options: Any) -> ZarrSink:
+    def create_run(
+        self,
+        run_id: str,
+        frame: Any,
+        *,
+        params: dict[str, Any] | None = None,
+        progress: Any = None,
+        **options: Any,
+    ) -> ZarrSink:
         """Create the run `run_id` and return its sink; `jaxsinks.close` finishes its entry.
 
         Args:
@@ -169,7 +209,9 @@ class Campaign:
 
     def _write_manifest(self, entries: list[RunEntry]) -> dict[str, Any]:
         doc = dict(self.header, consolidated=now(), runs=[e.to_json() for e in entries])
-        tsio.write_bytes(self.location.kvstore, MANIFEST_KEY, json.dumps(doc, indent=1, allow_nan=False).encode())
+        tsio.write_bytes(
+            self.location.kvstore, MANIFEST_KEY, json.dumps(doc, indent=1, allow_nan=False).encode()
+        )
         return doc
 
     # ------------------------------------------------------------------------- listing
@@ -208,13 +250,17 @@ class Campaign:
         wanted = _statuses(status)
         ids = self.run_ids()
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, max(1, len(ids)))) as pool:
-            raws = list(pool.map(lambda i: tsio.read_bytes(self.location.kvstore, entry_key(i)), ids))
+            raws = list(
+                pool.map(lambda i: tsio.read_bytes(self.location.kvstore, entry_key(i)), ids)
+            )
         entries = [self._parse_entry(raw, i) for i, raw in zip(ids, raws) if raw is not None]
         out = []
         for e in entries:
             if wanted is not None and e.status not in wanted:
                 continue
-            if params is not None and not all(k in e.params and e.params[k] == v for k, v in params.items()):
+            if params is not None and not all(
+                k in e.params and e.params[k] == v for k, v in params.items()
+            ):
                 continue
             if where is not None and not where(e):
                 continue
@@ -244,7 +290,9 @@ class Campaign:
         """The run `run_id`, for reading (`jaxsinks.Run`)."""
         return self.entry(run_id).open()
 
-    def frames(self, fields: Iterable[str] | None = None, **selection: Any) -> Iterator[dict[str, Any]]:
+    def frames(
+        self, fields: Iterable[str] | None = None, **selection: Any
+    ) -> Iterator[dict[str, Any]]:
         """Every frame of the selected runs (run by run, in order) as a dict.
 
         Each frame holds the `fields` (default: all of each run's fields), ``step``, ``time``
@@ -257,13 +305,17 @@ class Campaign:
             chosen = run.fields if names is None else names
             missing = [n for n in chosen if n not in run.fields]
             if missing:
-                raise KeyError(f"Run '{entry.run_id}' has no fields {missing}; its fields are {list(run.fields)}.")
+                raise KeyError(
+                    f"Run '{entry.run_id}' has no fields {missing}; its fields are "
+                    f"{list(run.fields)}."
+                )
             for frame in run.iter_frames(chosen):
                 frame["run"] = entry.run_id
                 yield frame
 
     def to_xarray(self, fields: Iterable[str] | None = None, **selection: Any) -> Any:
-        """The selected runs' frames of `fields` as one `xarray.Dataset`, concatenated along ``frame``.
+        """The selected runs' frames of `fields` as one `xarray.Dataset`, concatenated along
+        ``frame``.
 
         Coordinates along ``frame``: ``run`` (the run id), ``step``, ``time``, and ``param_<key>``
         for each scalar parameter that every selected run has. The fields must have the same shape,
@@ -280,17 +332,24 @@ class Campaign:
 
         entries = self.runs(**selection)
         if not entries:
-            raise ConfigError(f"No run of the campaign at {self.location} matches {selection or 'the selection'}.")
+            raise ConfigError(
+                f"No run of the campaign at {self.location} matches {selection or 'the selection'}."
+            )
         runs = [e.open() for e in entries]
         names = list(runs[0].fields) if fields is None else list(fields)
         _check_agree(entries, runs, names)
         parts = []
         for entry, run in zip(entries, runs):
             data = {name: (run[name].dims, run[name][:]) for name in names}
-            coords = {"run": ("frame", np.full(len(run), entry.run_id, dtype=object)),
-                      "step": ("frame", run.steps), "time": ("frame", run.times)}
+            coords = {
+                "run": ("frame", np.full(len(run), entry.run_id, dtype=object)),
+                "step": ("frame", run.steps),
+                "time": ("frame", run.times),
+            }
             parts.append(xr.Dataset(data, coords=coords))
-        dataset = xr.concat(parts, dim="frame", data_vars="all", coords="different", compat="equals", join="exact")
+        dataset = xr.concat(
+            parts, dim="frame", data_vars="all", coords="different", compat="equals", join="exact"
+        )
         for key in _shared_scalar_params(entries):
             values = np.concatenate([np.full(len(r), e.params[key]) for e, r in zip(entries, runs)])
             dataset = dataset.assign_coords({f"param_{key}": ("frame", values)})
@@ -326,7 +385,7 @@ def _ragged(run: Run) -> set[str]:
 
 
 def _check_agree(entries: list[RunEntry], runs: list[Run], names: list[str]) -> None:
-    first = {}
+    first: dict[str, tuple[str, Any]] = {}
     problems = []
     for entry, run in zip(entries, runs):
         for name in names:
@@ -334,17 +393,22 @@ def _check_agree(entries: list[RunEntry], runs: list[Run], names: list[str]) -> 
                 problems.append(f"run '{entry.run_id}' has no field '{name}'")
                 continue
             if name in _ragged(run):
-                raise ConfigError(f"Field '{name}' of run '{entry.run_id}' is ragged; to_xarray across runs "
-                                  "takes only fields of a fixed shape.")
+                raise ConfigError(
+                    f"Field '{name}' of run '{entry.run_id}' is ragged; to_xarray across runs "
+                    "takes only fields of a fixed shape."
+                )
             view = run[name]
             got = (view.shape[1:], view.dtype.name, view.dims)
             want = first.setdefault(name, (entry.run_id, got))
             if got != want[1]:
-                problems.append(f"field '{name}' is {_describe(got)} in run '{entry.run_id}' but "
-                                f"{_describe(want[1])} in run '{want[0]}'")
+                problems.append(
+                    f"field '{name}' is {_describe(got)} in run '{entry.run_id}' but "
+                    f"{_describe(want[1])} in run '{want[0]}'"
+                )
     if problems:
         raise SchemaMismatchError(
-            "The selected runs' schemas do not agree: " + "; ".join(problems)
+            "The selected runs' schemas do not agree: "
+            + "; ".join(problems)
             + ". Select runs of one schema (status=, params=, where=) or fewer fields."
         )
 

@@ -26,7 +26,9 @@ def close(sinks: PyTree) -> PyTree:
     flat, treedef = jax.tree_util.tree_flatten(sinks, is_leaf=is_sink)
     others = [type(s).__name__ for s in flat if not is_sink(s)]
     if others:
-        raise ConfigError(f"`close` takes a sink or a pytree of sinks; `sinks` also holds {others}.")
+        raise ConfigError(
+            f"`close` takes a sink or a pytree of sinks; `sinks` also holds {others}."
+        )
     out, errors = [], []
     for sink in flat:
         try:

@@ -80,12 +80,16 @@ def s3(
     """
     bucket, prefix = _bucket_and_path("s3", path)
     spec: dict[str, Any] = {"driver": "s3", "bucket": bucket, "path": _dir(prefix)}
-    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = (
+        endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    )
     if endpoint is not None:
         scheme = urlsplit(endpoint).scheme if isinstance(endpoint, str) else type(endpoint).__name__
         if scheme not in ("http", "https"):
-            raise ConfigError("`endpoint` must be an http:// or https:// URL of an S3-compatible "
-                              f"server; got one with the scheme '{scheme}'.")
+            raise ConfigError(
+                "`endpoint` must be an http:// or https:// URL of an S3-compatible "
+                f"server; got one with the scheme '{scheme}'."
+            )
         spec["endpoint"] = endpoint
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
@@ -124,8 +128,10 @@ def gcs(path: str, *, user_project: str | None = None, retries: int = DEFAULT_RE
 
 def _bucket_and_path(scheme: str, path: str) -> tuple[str, str]:
     if not isinstance(path, str) or not path:
-        raise ConfigError(f"`path` must be a string '{scheme}://bucket/prefix' or 'bucket/prefix'; "
-                          f"got {type(path).__name__}.")
+        raise ConfigError(
+            f"`path` must be a string '{scheme}://bucket/prefix' or 'bucket/prefix'; "
+            f"got {type(path).__name__}."
+        )
     if "://" in path:
         given = path.split("://", 1)[0].lower()
         if given != scheme:
@@ -133,34 +139,45 @@ def _bucket_and_path(scheme: str, path: str) -> tuple[str, str]:
             raise ConfigError(f"`path` must be a {scheme}:// URL or 'bucket/prefix'; got {shown}.")
         path = path.split("://", 1)[1]
     if "?" in path or "#" in path:
-        raise ConfigError("`path` has a query string or fragment ('?' or '#'; not shown here). Options and "
-                          "credentials go in their own arguments.")
+        raise ConfigError(
+            "`path` has a query string or fragment ('?' or '#'; not shown here). Options and "
+            "credentials go in their own arguments."
+        )
     return bucket_and_path(scheme, path, "`path`")
 
 
 def _check_retries(retries: int) -> int:
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
-        raise ConfigError(f"`retries` must be an int >= 1 (request attempts after the first); got {retries!r}.")
+        raise ConfigError(
+            f"`retries` must be an int >= 1 (request attempts after the first); got {retries!r}."
+        )
     return retries
 
 
 def _aws_credentials(credentials: str | dict[str, str] | None) -> dict[str, Any] | None:
-    """The TensorStore ``aws_credentials`` member for `credentials` (None: TensorStore's default)."""
+    """The TensorStore ``aws_credentials`` member for `credentials` (None: TensorStore's
+    default)."""
     if credentials is None:
         return {"type": "environment"} if os.environ.get("AWS_ACCESS_KEY_ID") else None
     if isinstance(credentials, str):
         if credentials not in CREDENTIAL_MODES:
-            raise ConfigError(f"`credentials` must be one of {list(CREDENTIAL_MODES)} or a dict of keys; "
-                              f"got the string {credentials!r}.")
+            raise ConfigError(
+                f"`credentials` must be one of {list(CREDENTIAL_MODES)} or a dict of keys; "
+                f"got the string {credentials!r}."
+            )
         return {"type": credentials}
     if not isinstance(credentials, dict):
-        raise ConfigError("`credentials` must be None, a string or a dict with 'access_key_id' and "
-                          f"'secret_access_key'; got {type(credentials).__name__}.")
+        raise ConfigError(
+            "`credentials` must be None, a string or a dict with 'access_key_id' and "
+            f"'secret_access_key'; got {type(credentials).__name__}."
+        )
     unknown = sorted(set(map(str, credentials)) - set(_KEYS))
     missing = [k for k in _KEYS[:2] if not credentials.get(k)]
     if unknown or missing:
-        raise ConfigError(f"`credentials` takes the keys {list(_KEYS)} (session_token optional); "
-                          f"missing {missing}, unknown {unknown}.")
+        raise ConfigError(
+            f"`credentials` takes the keys {list(_KEYS)} (session_token optional); "
+            f"missing {missing}, unknown {unknown}."
+        )
     values = tuple(credentials.get(k) or "" for k in _KEYS)
     if not all(isinstance(v, str) and v.isprintable() for v in values):
         raise ConfigError("`credentials` values must be single-line strings (not shown here).")
@@ -186,15 +203,23 @@ class _CredentialFiles:
     def source(self, keys: tuple[str, ...]) -> dict[str, Any]:
         with self._lock:
             if keys not in self._sources:
-                lines = [f"[{_PROFILE}]", f"aws_access_key_id = {keys[0]}", f"aws_secret_access_key = {keys[1]}"]
+                lines = [
+                    f"[{_PROFILE}]",
+                    f"aws_access_key_id = {keys[0]}",
+                    f"aws_secret_access_key = {keys[1]}",
+                ]
                 if keys[2]:
                     lines.append(f"aws_session_token = {keys[2]}")
                 number = len(self._sources)
                 if self._config is None:
                     self._config = self._private(f"config-{number}", f"[profile {_PROFILE}]\n")
                 creds = self._private(f"credentials-{number}", "\n".join(lines) + "\n")
-                self._sources[keys] = {"type": "profile", "profile": _PROFILE,
-                                       "credentials_file": creds, "config_file": self._config}
+                self._sources[keys] = {
+                    "type": "profile",
+                    "profile": _PROFILE,
+                    "credentials_file": creds,
+                    "config_file": self._config,
+                }
             return dict(self._sources[keys])
 
     def _private(self, name: str, text: str) -> str:
@@ -242,7 +267,7 @@ def remove_leftovers(root: str | None = None) -> list[str]:
     """Remove the credential directories of processes that no longer run (killed before their exit
     handlers ran) from `root` (default: the temporary directory); returns those removed."""
     root = root or tempfile.gettempdir()
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(root)
     except OSError:
@@ -250,7 +275,7 @@ def remove_leftovers(root: str | None = None) -> list[str]:
     for name in names:
         if not name.startswith(_DIR_PREFIX):
             continue
-        pid = name[len(_DIR_PREFIX):].split("-", 1)[0]
+        pid = name[len(_DIR_PREFIX) :].split("-", 1)[0]
         path = os.path.join(root, name)
         try:
             if not pid.isdigit() or os.stat(path).st_uid != os.getuid() or _alive(int(pid)):

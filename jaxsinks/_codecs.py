@@ -21,8 +21,14 @@ class Zstd:
     level: int = 3
 
     def __post_init__(self) -> None:
-        if isinstance(self.level, bool) or not isinstance(self.level, int) or not -131072 <= self.level <= 22:
-            raise ConfigError(f"`Zstd` needs `level` to be an int in [-131072, 22]; got {self.level!r}.")
+        if (
+            isinstance(self.level, bool)
+            or not isinstance(self.level, int)
+            or not -131072 <= self.level <= 22
+        ):
+            raise ConfigError(
+                f"`Zstd` needs `level` to be an int in [-131072, 22]; got {self.level!r}."
+            )
 
     def to_json(self, dtype: np.dtype) -> dict[str, Any]:
         """The zarr v3 codec JSON for data of `dtype`."""
@@ -40,10 +46,18 @@ class Blosc:
     def __post_init__(self) -> None:
         if self.cname not in BLOSC_CNAMES:
             raise ConfigError(f"`Blosc` needs `cname` in {list(BLOSC_CNAMES)}; got {self.cname!r}.")
-        if isinstance(self.clevel, bool) or not isinstance(self.clevel, int) or not 0 <= self.clevel <= 9:
-            raise ConfigError(f"`Blosc` needs `clevel` to be an int in [0, 9]; got {self.clevel!r}.")
+        if (
+            isinstance(self.clevel, bool)
+            or not isinstance(self.clevel, int)
+            or not 0 <= self.clevel <= 9
+        ):
+            raise ConfigError(
+                f"`Blosc` needs `clevel` to be an int in [0, 9]; got {self.clevel!r}."
+            )
         if self.shuffle not in BLOSC_SHUFFLES:
-            raise ConfigError(f"`Blosc` needs `shuffle` in {list(BLOSC_SHUFFLES)}; got {self.shuffle!r}.")
+            raise ConfigError(
+                f"`Blosc` needs `shuffle` in {list(BLOSC_SHUFFLES)}; got {self.shuffle!r}."
+            )
 
     def to_json(self, dtype: np.dtype) -> dict[str, Any]:
         """The zarr v3 codec JSON for data of `dtype` (the shuffle's type size is its item size)."""
@@ -90,22 +104,30 @@ class FieldConfig:
             check_codec(self.codec, "FieldConfig")
         if self.chunk is not None:
             chunk = _sequence(self.chunk, "chunk", "positive ints, one per axis of the field")
-            if not all(isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_)) and c >= 1
-                       for c in chunk):
-                raise ConfigError(f"`FieldConfig` needs `chunk` to be positive ints, one per axis of the field; "
-                                  f"got {_show(self.chunk)}.")
+            if not all(
+                isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_)) and c >= 1
+                for c in chunk
+            ):
+                raise ConfigError(
+                    f"`FieldConfig` needs `chunk` to be positive ints, one per axis of the field; "
+                    f"got {_show(self.chunk)}."
+                )
             object.__setattr__(self, "chunk", tuple(int(c) for c in chunk))
         if self.dims is not None:
             dims = _sequence(self.dims, "dims", "axis names (strings), one per axis of the field")
             if not all(isinstance(d, str) and d for d in dims):
-                raise ConfigError(f"`FieldConfig` needs `dims` to be non-empty strings, one per axis of the "
-                                  f"field; got {_show(self.dims)}.")
+                raise ConfigError(
+                    f"`FieldConfig` needs `dims` to be non-empty strings, one per axis of the "
+                    f"field; got {_show(self.dims)}."
+                )
             object.__setattr__(self, "dims", dims)
 
 
 def _sequence(value: Any, name: str, what: str) -> tuple[Any, ...]:
     if isinstance(value, (str, bytes, dict, set)) or not hasattr(value, "__iter__"):
-        raise ConfigError(f"`FieldConfig` needs `{name}` to be a tuple of {what}; got {_show(value)}.")
+        raise ConfigError(
+            f"`FieldConfig` needs `{name}` to be a tuple of {what}; got {_show(value)}."
+        )
     return tuple(value)
 
 
@@ -122,8 +144,23 @@ def check_codec(codec: Any, owner: str) -> Codec:
 #: The dtypes a field can be stored as: what Zarr v3 (through TensorStore) stores and every
 #: reader of the run can read, with a NaN fill for the float types (bfloat16 needs ml_dtypes to be
 #: read with numpy, which JAX ships). Sub-byte and 8-bit float types (int4, float8_*) are not.
-STORABLE = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-            "float16", "bfloat16", "float32", "float64", "complex64", "complex128")
+STORABLE = (
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+)
 
 
 def storage_dtype(dtype: Any, owner: str) -> np.dtype:
@@ -135,8 +172,8 @@ def storage_dtype(dtype: Any, owner: str) -> np.dtype:
         raise ConfigError(f"`{owner}` got `dtype={_show(dtype)}`, which is not a dtype.") from None
     if not (jax.numpy.issubdtype(np_dtype, jax.numpy.number) or np_dtype == np.bool_):
         raise ConfigError(
-            f"`{owner}` got `dtype={np_dtype}`, which is not a numeric dtype. Store fields as bool, "
-            "integers, floats or complex numbers (e.g. dtype='float16')."
+            f"`{owner}` got `dtype={np_dtype}`, which is not a numeric dtype. Store fields as "
+            "bool, integers, floats or complex numbers (e.g. dtype='float16')."
         )
     check_storable(np_dtype, f"`{owner}` got `dtype={np_dtype}`, which")
     if np.dtype(jax.dtypes.canonicalize_dtype(np_dtype)) != np_dtype:
@@ -151,8 +188,8 @@ def check_storable(dtype: np.dtype, what: str) -> None:
     """A ConfigError (`what` + " cannot be stored ...") unless a run can store `dtype`."""
     if dtype.name not in STORABLE:
         raise ConfigError(
-            f"{what} cannot be stored in a run: fields are stored as one of {list(STORABLE)}. Choose "
-            "one of those (e.g. FieldConfig(dtype='bfloat16') or 'float16' to save space)."
+            f"{what} cannot be stored in a run: fields are stored as one of {list(STORABLE)}. "
+            "Choose one of those (e.g. FieldConfig(dtype='bfloat16') or 'float16' to save space)."
         )
 
 
@@ -166,8 +203,11 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def codec_chain(codec: Codec, dtype: np.dtype, inner_chunk: list[int] | None) -> list[dict[str, Any]]:
-    """The zarr v3 ``codecs`` list: bytes, then `codec`; inside a sharding codec if `inner_chunk`."""
+def codec_chain(
+    codec: Codec, dtype: np.dtype, inner_chunk: list[int] | None
+) -> list[dict[str, Any]]:
+    """The zarr v3 ``codecs`` list: bytes, then `codec`; inside a sharding codec if
+    `inner_chunk`."""
     chain: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": "little"}}]
     if codec is not None:
         chain.append(codec.to_json(dtype))
@@ -233,5 +273,5 @@ def _range(dtype: np.dtype) -> tuple[float, float]:
     if _inexact(dtype):
         info = jax.numpy.finfo(dtype)
         return float(info.min), float(info.max)
-    info = jax.numpy.iinfo(dtype)
-    return int(info.min), int(info.max)
+    iinfo = jax.numpy.iinfo(dtype)
+    return int(iinfo.min), int(iinfo.max)

@@ -53,12 +53,16 @@ class Columns:
         """The index of the trash slot."""
         return self.rows
 
-    def put(self, index: jax.Array, leaves: list[jax.Array], step: jax.Array, time: jax.Array) -> Columns:
+    def put(
+        self, index: jax.Array, leaves: list[jax.Array], step: jax.Array, time: jax.Array
+    ) -> Columns:
         """Write one frame at `index` (the trash slot to skip it)."""
         w = self.write_once
         return replace(
             self,
-            leaves=tuple(_slots.put(b, v, index, write_once=w) for b, v in zip(self.leaves, leaves)),
+            leaves=tuple(
+                _slots.put(b, v, index, write_once=w) for b, v in zip(self.leaves, leaves)
+            ),
             step=_slots.put(self.step, step, index, write_once=False),
             time=_slots.put(self.time, time, index, write_once=w),
         )
@@ -69,9 +73,12 @@ class Columns:
         """Write row ``i`` of every leaf to slot ``dest[i]`` (the trash slot to skip it)."""
         w = self.write_once
         size = dest.shape[0]
+        assert self.system is not None  # rows are scattered in per-system columns only
         return replace(
             self,
-            leaves=tuple(_slots.scatter(b, v, dest, write_once=w) for b, v in zip(self.leaves, leaves)),
+            leaves=tuple(
+                _slots.scatter(b, v, dest, write_once=w) for b, v in zip(self.leaves, leaves)
+            ),
             step=_slots.scatter(self.step, jnp.broadcast_to(step, (size,)), dest, write_once=False),
             time=_slots.scatter(self.time, jnp.broadcast_to(time, (size,)), dest, write_once=w),
             system=_slots.scatter(
@@ -80,7 +87,8 @@ class Columns:
         )
 
     def shift(self, start: int, size: int) -> Columns:
-        """Move rows ``start:start + size`` to the front (static sizes; after a block is flushed)."""
+        """Move rows ``start:start + size`` to the front (static sizes; after a block is
+        flushed)."""
         move = lambda b: lax.dynamic_update_slice_in_dim(b, b[start : start + size], 0, 0)  # noqa: E731
         return replace(
             self,
@@ -90,7 +98,9 @@ class Columns:
             system=None if self.system is None else move(self.system),
         )
 
-    def take(self, order: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray | None]:
+    def take(
+        self, order: np.ndarray
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray | None]:
         """Host side: the rows at `order` as numpy arrays (leaves, step, time, system)."""
         get = lambda a: np.asarray(jax.device_get(a))[order]  # noqa: E731
         system = None if self.system is None else get(self.system)

@@ -20,7 +20,6 @@ import numpy as np
 
 from . import _writer
 from ._errors import ConfigError, SchemaMismatchError, StoreError, StoreExistsError
-from ._frame import FrameSpec
 from ._layout import Layout, make_layout
 from ._progress import Progress
 from ._pytree import pytree_dataclass
@@ -73,10 +72,14 @@ class CsvSink(StreamSink):
         if mode not in MODES:
             raise ConfigError(f"`{owner}` needs `mode` to be one of {list(MODES)}; got {mode!r}.")
         if not isinstance(path, (str, os.PathLike)) or "://" in str(path):
-            raise ConfigError(f"`{owner}` writes a local file: `path` must be a local path; got {path!r}.")
+            raise ConfigError(
+                f"`{owner}` writes a local file: `path` must be a local path; got {path!r}."
+            )
         overflow = check_overflow(owner, overflow)
         if overflow == "ring":
-            raise ConfigError(f"`{owner}` cannot keep a ring in a file; use overflow='error' or 'drop'.")
+            raise ConfigError(
+                f"`{owner}` cannot keep a ring in a file; use overflow='error' or 'drop'."
+            )
         if capacity is not None:
             capacity = check_capacity(owner, "capacity", capacity)
         time_dtype = check_time_dtype(owner, time_dtype)
@@ -86,15 +89,40 @@ class CsvSink(StreamSink):
         once = check_once(owner, once, per_system)
         complex_fields = [f.name for f in spec.fields if np.issubdtype(f.dtype, np.complexfloating)]
         if complex_fields:
-            raise ConfigError(f"`{owner}` cannot write complex fields {complex_fields} as CSV columns.")
+            raise ConfigError(
+                f"`{owner}` cannot write complex fields {complex_fields} as CSV columns."
+            )
         if progress is not None and not isinstance(progress, Progress):
-            raise ConfigError(f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}.")
-        layout = make_layout(spec, chunk=max(chunk, batch_size or 1), chunks_per_shard=None, codec=None,
-                             fields={}, time_dtype=np.dtype(time_dtype), batch_size=batch_size)
-        writer = CsvWriter(pathlib.Path(path), layout, mode=mode, progress=progress,
-                           max_inflight_bytes=max_inflight_bytes)
-        return cls._empty(writer, spec=spec, layout=layout, capacity=capacity, overflow=overflow,
-                          schedule=schedule, batch_size=batch_size, once=once, time_dtype=time_dtype)
+            raise ConfigError(
+                f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}."
+            )
+        layout = make_layout(
+            spec,
+            chunk=max(chunk, batch_size or 1),
+            chunks_per_shard=None,
+            codec=None,
+            fields={},
+            time_dtype=np.dtype(time_dtype),
+            batch_size=batch_size,
+        )
+        writer = CsvWriter(
+            pathlib.Path(path),
+            layout,
+            mode=mode,
+            progress=progress,
+            max_inflight_bytes=max_inflight_bytes,
+        )
+        return cls._empty(
+            writer,
+            spec=spec,
+            layout=layout,
+            capacity=capacity,
+            overflow=overflow,
+            schedule=schedule,
+            batch_size=batch_size,
+            once=once,
+            time_dtype=time_dtype,
+        )
 
 
 def header(layout: Layout) -> list[str]:
@@ -104,8 +132,10 @@ def header(layout: Layout) -> list[str]:
         if not field.shape:
             names.append(field.name)
         else:
-            names += [field.name + "".join(f"[{i}]" for i in idx)
-                      for idx in itertools.product(*(range(d) for d in field.shape))]
+            names += [
+                field.name + "".join(f"[{i}]" for i in idx)
+                for idx in itertools.product(*(range(d) for d in field.shape))
+            ]
     return names
 
 
@@ -128,8 +158,15 @@ class _Fsync:
 class CsvWriter(_writer.HostWriter):
     """Appends blocks of rows to a CSV file; a block is committed once fsynced."""
 
-    def __init__(self, path: pathlib.Path, layout: Layout, *, mode: str, progress: Progress | None,
-                 max_inflight_bytes: int) -> None:
+    def __init__(
+        self,
+        path: pathlib.Path,
+        layout: Layout,
+        *,
+        mode: str,
+        progress: Progress | None,
+        max_inflight_bytes: int,
+    ) -> None:
         self.path = path.resolve()
         self.fd: int | None = None
         self.columns = header(layout)
@@ -148,9 +185,16 @@ class CsvWriter(_writer.HostWriter):
         self._formats = []
         for k in self._order:
             array = layout.arrays[k]
-            self._formats += [_format(array.dtype)] * max(1, int(np.prod(array.shape, dtype=np.int64)))
-        super().__init__(layout, description=str(self.path), committed=rows,
-                         max_inflight_bytes=max_inflight_bytes, progress=progress)
+            self._formats += [_format(array.dtype)] * max(
+                1, int(np.prod(array.shape, dtype=np.int64))
+            )
+        super().__init__(
+            layout,
+            description=str(self.path),
+            committed=rows,
+            max_inflight_bytes=max_inflight_bytes,
+            progress=progress,
+        )
 
     def _prepare(self, mode: str) -> int | None:
         """Check the file for `mode`; the data rows already there (append), or None (new file)."""
@@ -168,8 +212,8 @@ class CsvWriter(_writer.HostWriter):
         first = data.split(b"\n", 1)[0].decode(errors="replace")
         if first.split(",") != self.columns:
             raise SchemaMismatchError(
-                f"Cannot append to the CSV log {self.path}: its columns are {first.split(',')}, but "
-                f"these frames log {self.columns}. Log the same fields, or write a new file."
+                f"Cannot append to the CSV log {self.path}: its columns are {first.split(',')}, "
+                f"but these frames log {self.columns}. Log the same fields, or write a new file."
             )
         if not data.endswith(b"\n"):  # a torn last line from a crash
             cut = data.rfind(b"\n") + 1
@@ -183,7 +227,9 @@ class CsvWriter(_writer.HostWriter):
         # common float64 table would round int64 values beyond 2**53.
         columns = [arrays[k][:n].reshape(n, -1).tolist() for k in self._order]
         line = ",".join(self._formats) + "\n"
-        payload = "".join(line % tuple(itertools.chain.from_iterable(row)) for row in zip(*columns)).encode()
+        payload = "".join(
+            line % tuple(itertools.chain.from_iterable(row)) for row in zip(*columns)
+        ).encode()
         os.write(self.fd, payload)
         return [_Fsync(self.fd)], len(payload), None
 

@@ -237,8 +237,13 @@ class DeviceBuffer(Sink):
             write_once=self.columns.write_once,
         )
         seen = None if self.seen is None else jnp.zeros_like(self.seen)
-        return replace(self, columns=columns, count=jnp.zeros((), jnp.int32),
-                       flags=jnp.zeros((), jnp.int32), seen=seen)
+        return replace(
+            self,
+            columns=columns,
+            count=jnp.zeros((), jnp.int32),
+            flags=jnp.zeros((), jnp.int32),
+            seen=seen,
+        )
 
     def __repr__(self) -> str:
         fields = ", ".join(str(f) for f in self.spec.fields)

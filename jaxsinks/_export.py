@@ -28,19 +28,25 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from . import _tsio as tsio
 from ._campaign import Campaign
-from ._run_entry import RunEntry, check_run_id
 from ._codecs import Blosc, Codec, check_codec, codec_chain, narrowing_range
-from ._errors import (ConfigError, OutOfRangeError, SchemaMismatchError, StoreError, StoreExistsError,
-                      StoreNotFoundError)
+from ._errors import (
+    ConfigError,
+    OutOfRangeError,
+    SchemaMismatchError,
+    StoreError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
 from ._layout import group_metadata
 from ._location import Location, parse
 from ._reader import Run
+from ._run_entry import RunEntry, check_run_id
 
 EXPORT_SCHEMA_VERSION = 1
 EXPORT_KEY = "jaxsinks_export"
@@ -64,8 +70,13 @@ def shuffle_permutation(seed: int, sample_id: str, n: int) -> np.ndarray:
     return rng.permutation(n)
 
 
-def array_metadata(shape: tuple[int, ...], chunk: tuple[int, ...], dtype: np.dtype, codec: Codec,
-                   dims: tuple[str, ...]) -> dict[str, Any]:
+def array_metadata(
+    shape: tuple[int, ...],
+    chunk: tuple[int, ...],
+    dtype: np.dtype,
+    codec: Codec,
+    dims: tuple[str, ...],
+) -> dict[str, Any]:
     """The zarr v3 metadata (TensorStore ``zarr3`` form) of one exported array."""
     if np.issubdtype(dtype, np.floating):
         fill: Any = "NaN"
@@ -96,7 +107,7 @@ def out_of_range_rows(values: np.ndarray, target: np.dtype) -> np.ndarray:
     if np.issubdtype(values.dtype, np.inexact):
         finite = np.isfinite(flat)
         beyond = ~finite | beyond if np.issubdtype(target, np.integer) else finite & beyond
-    return beyond.any(axis=1)
+    return cast(np.ndarray, beyond.any(axis=1))  # 2-d, so an array (numpy types a bool too)
 
 
 # ------------------------------------------------------------------------------ export
@@ -154,7 +165,9 @@ def export_training(
     if by not in BY:
         raise ConfigError(f"`by` must be one of {list(BY)}; got {by!r}.")
     if mode not in ("w-", "w"):
-        raise ConfigError(f"`mode` must be 'w-' (fail if dest exists) or 'w' (replace it); got {mode!r}.")
+        raise ConfigError(
+            f"`mode` must be 'w-' (fail if dest exists) or 'w' (replace it); got {mode!r}."
+        )
     sample_size = _positive_int(sample_size, "sample_size")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"`seed` must be an int >= 0; got {seed!r}.")
@@ -164,23 +177,36 @@ def export_training(
     targets = _targets(sources[0].run, names, dtype)
     location = parse(dest)
     if mode == "w-" and tsio.list_keys(location.kvstore):
-        raise StoreExistsError(f"{location} is not empty. Pass mode='w' to replace it, or choose another dest.")
+        raise StoreExistsError(
+            f"{location} is not empty. Pass mode='w' to replace it, or choose another dest."
+        )
     if mode == "w":
         tsio.delete_all(location.kvstore)
-    manifest = {
-        "schema_version": EXPORT_SCHEMA_VERSION, "by": by, "seed": int(seed), "sample_size": sample_size,
-        "fields": {n: {"shape": list(sources[0].run[n].shape[1 if by == "frames" else 2 :]),
-                       "dtype": targets[n].name,
-                       "source_dtype": sources[0].run[n].dtype.name} for n in names},
+    manifest: dict[str, Any] = {
+        "schema_version": EXPORT_SCHEMA_VERSION,
+        "by": by,
+        "seed": int(seed),
+        "sample_size": sample_size,
+        "fields": {
+            n: {
+                "shape": list(sources[0].run[n].shape[1 if by == "frames" else 2 :]),
+                "dtype": targets[n].name,
+                "source_dtype": sources[0].run[n].dtype.name,
+            }
+            for n in names
+        },
         "samples": [{"id": s.sample_id, "frames": len(s.run), "params": s.params} for s in sources],
     }
     try:
         if by == "frames":
-            manifest["chunk"] = _write_frames(location, sources, names, targets, sample_size, int(seed), codec)
+            manifest["chunk"] = _write_frames(
+                location, sources, names, targets, sample_size, int(seed), codec
+            )
         else:
             for entry, s in zip(manifest["samples"], sources):
-                entry["points"], entry["chunk"] = _write_points(location, s, names, targets, sample_size,
-                                                                int(seed), codec)
+                entry["points"], entry["chunk"] = _write_points(
+                    location, s, names, targets, sample_size, int(seed), codec
+                )
         tsio.write_bytes(location.kvstore, "zarr.json", group_metadata({EXPORT_KEY: manifest}))
     except BaseException:
         _remove(location)
@@ -203,17 +229,21 @@ def _sources(source: Any) -> list[_Source]:
         out = [_Source(check_run_id(k), v, {}) for k, v in source.items()]
         bad = [s.sample_id for s in out if not isinstance(s.run, Run)]
         if bad:
-            raise ConfigError(f"`source` maps sample ids to jaxsinks.Run objects; {bad} are not runs.")
+            raise ConfigError(
+                f"`source` maps sample ids to jaxsinks.Run objects; {bad} are not runs."
+            )
     elif isinstance(source, Iterable) and not isinstance(source, (str, bytes)):
         items = list(source)
         bad = [type(e).__name__ for e in items if not isinstance(e, RunEntry)]
         if bad:
-            raise ConfigError(f"`source` as a list must hold RunEntry objects (from campaign.runs()); got {bad}.")
+            raise ConfigError(
+                f"`source` as a list must hold RunEntry objects (from campaign.runs()); got {bad}."
+            )
         out = [_Source(e.run_id, e.open(), e.params) for e in items]
     else:
         raise ConfigError(
-            "`source` must be a Campaign, a list of RunEntry, a dict of sample id -> Run, or a Run; "
-            f"got {type(source).__name__}."
+            "`source` must be a Campaign, a list of RunEntry, a dict of sample id -> Run, or a "
+            f"Run; got {type(source).__name__}."
         )
     out = [s for s in out if len(s.run)]
     if not out:
@@ -231,13 +261,15 @@ def _fields(sources: list[_Source], by: str, fields: Iterable[str] | None) -> li
             lengths = {first[n].shape[1] for n in names}
             if len(lengths) > 1:
                 raise ConfigError(
-                    f"by='points' needs fields sharing one point axis; the run's fields have point axes of "
-                    f"lengths {sorted(lengths)}. Name the point-cloud fields with `fields`."
+                    "by='points' needs fields sharing one point axis; the run's fields have point "
+                    f"axes of lengths {sorted(lengths)}. Name the point-cloud fields with `fields`."
                 )
     else:
         names = [fields] if isinstance(fields, str) else list(fields)
     if not names:
-        raise ConfigError(f"There is no field to export by {by!r}; the runs' fields are {list(first.fields)}.")
+        raise ConfigError(
+            f"There is no field to export by {by!r}; the runs' fields are {list(first.fields)}."
+        )
     problems = []
     for s in sources:
         run = s.run
@@ -245,17 +277,23 @@ def _fields(sources: list[_Source], by: str, fields: Iterable[str] | None) -> li
             if n not in run.fields:
                 problems.append(f"run '{s.sample_id}' has no field '{n}'")
             elif run.ragged and n in run.ragged["fields"]:
-                raise ConfigError(f"Field '{n}' is ragged; export_training takes fields of a fixed shape.")
+                raise ConfigError(
+                    f"Field '{n}' is ragged; export_training takes fields of a fixed shape."
+                )
             elif by == "points" and len(run[n].shape) < 2:
-                raise ConfigError(f"by='points' needs fields with a point axis; '{n}' has frames of shape "
-                                  f"{list(run[n].shape[1:])}.")
+                raise ConfigError(
+                    f"by='points' needs fields with a point axis; '{n}' has frames of shape "
+                    f"{list(run[n].shape[1:])}."
+                )
             else:
                 shape = run[n].shape[1:] if by == "frames" else run[n].shape[2:]
                 want = first[n].shape[1:] if by == "frames" else first[n].shape[2:]
                 if (shape, run[n].dtype) != (want, first[n].dtype):
-                    problems.append(f"'{n}' is {run[n].dtype.name}{list(run[n].shape[1:])} in run "
-                                    f"'{s.sample_id}' but {first[n].dtype.name}{list(first[n].shape[1:])} in "
-                                    f"'{sources[0].sample_id}'")
+                    problems.append(
+                        f"'{n}' is {run[n].dtype.name}{list(run[n].shape[1:])} in run "
+                        f"'{s.sample_id}' but {first[n].dtype.name}{list(first[n].shape[1:])} in "
+                        f"'{sources[0].sample_id}'"
+                    )
         if by == "points" and not problems:
             lengths = {run[n].shape[1] for n in names}
             if len(lengths) > 1:
@@ -276,7 +314,9 @@ def _targets(run: Run, names: list[str], dtype: Any) -> dict[str, np.dtype]:
     if isinstance(dtype, Mapping):
         unknown = sorted(set(dtype) - set(names))
         if unknown:
-            raise ConfigError(f"`dtype` names fields that are not exported: {unknown}; exported: {names}.")
+            raise ConfigError(
+                f"`dtype` names fields that are not exported: {unknown}; exported: {names}."
+            )
         out.update({n: parse_dtype(d, f"dtype[{n!r}]") for n, d in dtype.items()})
     elif dtype is not None:
         target = parse_dtype(dtype, "dtype")
@@ -294,22 +334,36 @@ def _narrow(values: np.ndarray, target: np.dtype, name: str, where: Any) -> np.n
         worst = float(np.abs(finite).max()) if finite.size else float("nan")
         raise OutOfRangeError(
             f"Field '{name}' has values out of the range of {target.name} at {where(i)} (largest "
-            f"magnitude {worst:.6g}); nothing was stored as inf and the partial export was removed. "
-            f"Export '{name}' with a wider dtype (dtype={{'{name}': 'float32'}}) or rescale it.",
+            f"magnitude {worst:.6g}); nothing was stored as inf and the partial export was "
+            f"removed. Export '{name}' with a wider dtype (dtype={{'{name}': 'float32'}}) or "
+            "rescale it.",
             0,
         )
     return values.astype(target, copy=False)
 
 
-def _write_array(spec: dict[str, Any], metadata: dict[str, Any], start: int, values: np.ndarray, array: Any = None) -> Any:
+def _write_array(
+    spec: dict[str, Any],
+    metadata: dict[str, Any],
+    start: int,
+    values: np.ndarray,
+    array: Any = None,
+) -> Any:
     array = tsio.create_array(spec, metadata) if array is None else array
     with tsio.translated("write to", spec):
         tsio.write_rows(array, start, values).result()
     return array
 
 
-def _write_frames(location: Location, sources: list[_Source], names: list[str], targets: dict[str, np.dtype],
-                  sample_size: int, seed: int, codec: Codec) -> int:
+def _write_frames(
+    location: Location,
+    sources: list[_Source],
+    names: list[str],
+    targets: dict[str, np.dtype],
+    sample_size: int,
+    seed: int,
+    codec: Codec,
+) -> int:
     lengths = [len(s.run) for s in sources]
     total = sum(lengths)
     chunk = min(sample_size, total)
@@ -329,7 +383,9 @@ def _write_frames(location: Location, sources: list[_Source], names: list[str], 
     group = Location(location.child("frames"))
     sizes = {}
     for name in names:
-        values = _narrow(np.concatenate([s.run[name][:] for s in sources]), targets[name], name, where)
+        values = _narrow(
+            np.concatenate([s.run[name][:] for s in sources]), targets[name], name, where
+        )
         dims = ("frame", *sources[0].run[name].dims[1:])
         sizes[name] = _write_shuffled(group, name, values[perm], chunk, dims, codec)
     for name, values in columns.items():
@@ -338,8 +394,9 @@ def _write_frames(location: Location, sources: list[_Source], names: list[str], 
     return chunk
 
 
-def _write_shuffled(group: Location, name: str, values: np.ndarray, chunk: int, dims: tuple[str, ...],
-                    codec: Codec) -> list[int]:
+def _write_shuffled(
+    group: Location, name: str, values: np.ndarray, chunk: int, dims: tuple[str, ...], codec: Codec
+) -> list[int]:
     spec = group.child(name)
     meta = array_metadata(values.shape, (chunk, *values.shape[1:]), values.dtype, codec, dims)
     _write_array(spec, meta, 0, values)
@@ -347,8 +404,15 @@ def _write_shuffled(group: Location, name: str, values: np.ndarray, chunk: int, 
     return grid.tolist()
 
 
-def _write_points(location: Location, source: _Source, names: list[str], targets: dict[str, np.dtype],
-                  sample_size: int, seed: int, codec: Codec) -> tuple[int, int]:
+def _write_points(
+    location: Location,
+    source: _Source,
+    names: list[str],
+    targets: dict[str, np.dtype],
+    sample_size: int,
+    seed: int,
+    codec: Codec,
+) -> tuple[int, int]:
     run = source.run
     frames, points = len(run), run[names[0]].shape[1]
     chunk = min(sample_size, points)
@@ -358,17 +422,26 @@ def _write_points(location: Location, source: _Source, names: list[str], targets
     arrays: dict[str, Any] = {}
     for a in range(0, frames, block):
         b = min(frames, a + block)
-        perms = np.stack([shuffle_permutation(seed, f"{source.sample_id}/{f}", points) for f in range(a, b)])
+        perms = np.stack(
+            [shuffle_permutation(seed, f"{source.sample_id}/{f}", points) for f in range(a, b)]
+        )
         for name in names:
             values = run[name][a:b]
-            values = _narrow(values, targets[name], name, lambda i: f"frame {a + i} of run '{source.sample_id}'")
+            values = _narrow(
+                values,
+                targets[name],
+                name,
+                lambda i: f"frame {a + i} of run '{source.sample_id}'",  # noqa: B023 - called at once
+            )
             index = perms.reshape(perms.shape + (1,) * (values.ndim - 2))
             shuffled = np.take_along_axis(values, index, axis=1)
             shape = (frames, *values.shape[1:])
             dims = ("frame", "point", *run[name].dims[2:])
             meta = array_metadata(shape, (1, chunk, *values.shape[2:]), shuffled.dtype, codec, dims)
             arrays[name] = _write_array(group.child(name), meta, a, shuffled, arrays.get(name))
-    sizes = {n: _chunk_sizes(group.child(n), (frames, math.ceil(points / chunk))).tolist() for n in names}
+    sizes = {
+        n: _chunk_sizes(group.child(n), (frames, math.ceil(points / chunk))).tolist() for n in names
+    }
     for name, values in (("step", run.steps), ("time", run.times)):
         meta = array_metadata(values.shape, (max(1, frames),), values.dtype, codec, ("frame",))
         _write_array(group.child(name), meta, 0, values)
@@ -400,7 +473,9 @@ def _write_groups(location: Location, group: str, names: list[str], attrs: dict[
     for name in names:
         parents = name.split("/")[:-1]
         for i in range(1, len(parents) + 1):
-            tsio.write_bytes(location.child(f"{group}/{'/'.join(parents[:i])}"), "zarr.json", group_metadata({}))
+            tsio.write_bytes(
+                location.child(f"{group}/{'/'.join(parents[:i])}"), "zarr.json", group_metadata({})
+            )
     tsio.write_bytes(location.child(group), "zarr.json", group_metadata(attrs))
 
 
@@ -467,15 +542,21 @@ class TrainingSet:
         location = parse(store)
         raw = tsio.read_bytes(location.kvstore, "zarr.json")
         if raw is None:
-            raise StoreNotFoundError(f"There is no training export at {location} (no zarr.json there).")
+            raise StoreNotFoundError(
+                f"There is no training export at {location} (no zarr.json there)."
+            )
         manifest = json.loads(raw).get("attributes", {}).get(EXPORT_KEY)
         if not isinstance(manifest, dict):
-            raise StoreNotFoundError(f"{location} is not a complete jaxsinks training export (no "
-                                     f"'{EXPORT_KEY}' manifest). Export it again with export_training.")
+            raise StoreNotFoundError(
+                f"{location} is not a complete jaxsinks training export (no "
+                f"'{EXPORT_KEY}' manifest). Export it again with export_training."
+            )
         version = manifest.get("schema_version")
         if not isinstance(version, int) or version > EXPORT_SCHEMA_VERSION:
-            raise StoreError(f"The export at {location} was written with export schema version {version}; "
-                             f"this jaxsinks reads versions up to {EXPORT_SCHEMA_VERSION}. Upgrade jaxsinks.")
+            raise StoreError(
+                f"The export at {location} was written with export schema version {version}; "
+                f"this jaxsinks reads versions up to {EXPORT_SCHEMA_VERSION}. Upgrade jaxsinks."
+            )
         return cls(location, manifest)
 
     @property
@@ -498,7 +579,10 @@ class TrainingSet:
         return sum(int(s["frames"]) for s in self.manifest["samples"])
 
     def __repr__(self) -> str:
-        return f"TrainingSet({self.location}, by={self.by!r}, frames={len(self)}, fields={list(self.fields)})"
+        return (
+            f"TrainingSet({self.location}, by={self.by!r}, frames={len(self)}, "
+            f"fields={list(self.fields)})"
+        )
 
     def chunk_size(self, sample_id: str | None = None) -> int:
         """Items per chunk along the shuffled axis (of run `sample_id`, for a points export)."""
@@ -510,7 +594,10 @@ class TrainingSet:
         for s in self.manifest["samples"]:
             if s["id"] == sample_id:
                 return s
-        raise KeyError(f"The export at {self.location} has no run {sample_id!r}; it has {list(self.sample_ids)}.")
+        raise KeyError(
+            f"The export at {self.location} has no run {sample_id!r}; it has "
+            f"{list(self.sample_ids)}."
+        )
 
     def _array(self, path: str) -> tuple[Any, dict[str, Any]]:
         if path not in self._arrays:
@@ -549,11 +636,13 @@ class TrainingSet:
             return self._sample_frames(n, rng)
         return self._sample_points(n, rng)
 
-    def _pick_chunk(self, n: int, items: int, chunk: int, rng: np.random.Generator, what: str) -> int:
+    def _pick_chunk(
+        self, n: int, items: int, chunk: int, rng: np.random.Generator, what: str
+    ) -> int:
         if n > chunk:
             raise ConfigError(
-                f"`n` = {n} is more than a chunk of this export ({chunk} {what}): one sample is one chunk. "
-                f"Export with sample_size >= {n}, or draw several samples."
+                f"`n` = {n} is more than a chunk of this export ({chunk} {what}): one sample is "
+                f"one chunk. Export with sample_size >= {n}, or draw several samples."
             )
         lengths = np.minimum(chunk, items - chunk * np.arange(math.ceil(items / chunk)))
         return int(rng.choice(np.flatnonzero(lengths >= n)))
@@ -563,7 +652,10 @@ class TrainingSet:
         c = self._pick_chunk(n, total, chunk, rng, "frames")
         rows = (slice(c * chunk, c * chunk + n),)
         sizes = self._chunk_bytes("frames")
-        data = {name: self._read(f"frames/{name}", rows) for name in (*self.fields, "run", "frame", "step", "time")}
+        data = {
+            name: self._read(f"frames/{name}", rows)
+            for name in (*self.fields, "run", "frame", "step", "time")
+        }
         ids = np.asarray(self.sample_ids, dtype=object)
         needed = sum(v.nbytes for v in data.values())
         data["run"] = ids[data["run"]]

@@ -99,6 +99,7 @@ class FrameSpec:
                 "axis of the batch size, or create the sink with `per_system=False`."
             )
         (size,) = sizes
+        assert size is not None  # checked above
         rows = tuple(dataclasses.replace(f, shape=f.shape[1:]) for f in self.fields)
         return FrameSpec(self.treedef, rows), size
 
@@ -137,8 +138,11 @@ class FrameSpec:
                 f"{'; '.join(detail)}. Record frames with the same pytree structure as the "
                 "example the sink was created from."
             )
-        problems = [p for f, (_, leaf) in zip(self.fields, paths_leaves)
-                    if (p := _out_of_canonical_range(f, leaf)) is not None]
+        problems = [
+            p
+            for f, (_, leaf) in zip(self.fields, paths_leaves)
+            if (p := _out_of_canonical_range(f, leaf)) is not None
+        ]
         leaves = [] if problems else [_as_array(leaf) for _, leaf in paths_leaves]
         for field, leaf in zip(self.fields, leaves):
             if tuple(leaf.shape) != field.shape:
@@ -175,8 +179,13 @@ MAX_NODE_NAME = 200
 def check_node_name(name: str, *, reserved: Sequence[str] = ()) -> None:
     """Raise `ConfigError` unless every ``/``-separated part of `name` is a safe store node name."""
     for part in name.split("/"):
-        if part in {".", "..", "zarr.json"} or part.startswith("__") or part.endswith(".__lock") \
-                or not _NODE_NAME.match(part) or len(part) > MAX_NODE_NAME:
+        if (
+            part in {".", "..", "zarr.json"}
+            or part.startswith("__")
+            or part.endswith(".__lock")
+            or not _NODE_NAME.match(part)
+            or len(part) > MAX_NODE_NAME
+        ):
             shown = name if len(name) <= 80 else name[:77] + "..."
             raise ConfigError(
                 f"Field name '{shown}' cannot be used as a store node name: each part between "
@@ -192,9 +201,9 @@ def check_node_name(name: str, *, reserved: Sequence[str] = ()) -> None:
     top = name.split("/", 1)[0]
     if top in reserved:
         raise ConfigError(
-            f"Field '{name}' cannot be stored: its first part '{top}' is the node of the sink's own "
-            f"column '{top}' (an array), which cannot also be the group holding '{name}'. Rename the "
-            f"key '{top}' in the frame pytree (the columns are {list(reserved)})."
+            f"Field '{name}' cannot be stored: its first part '{top}' is the node of the sink's "
+            f"own column '{top}' (an array), which cannot also be the group holding '{name}'. "
+            f"Rename the key '{top}' in the frame pytree (the columns are {list(reserved)})."
         )
 
 
@@ -212,9 +221,9 @@ def check_node_names(names: Sequence[str], *, reserved: Sequence[str] = ()) -> N
     for name in names:
         if name in groups:
             raise ConfigError(
-                f"Fields '{name}' and '{groups[name]}' cannot both be stored: '{name}' would be an array "
-                f"and also the group holding '{groups[name]}'. Rename one of them in the frame pytree "
-                f"(e.g. '{name}' to '{name}_value')."
+                f"Fields '{name}' and '{groups[name]}' cannot both be stored: '{name}' would be an "
+                f"array and also the group holding '{groups[name]}'. Rename one of them in the "
+                f"frame pytree (e.g. '{name}' to '{name}_value')."
             )
 
 
@@ -241,17 +250,19 @@ def _dtype(leaf: Any, path: tuple[Any, ...]) -> np.dtype:
         try:
             dtype = jnp.asarray(leaf).dtype
         except OverflowError as err:
-            raise ConfigError(f"The example frame's leaf '{path_name(path)}' is {leaf!r}: {err}.") from None
+            raise ConfigError(
+                f"The example frame's leaf '{path_name(path)}' is {leaf!r}: {err}."
+            ) from None
     else:
         raise ConfigError(
-            f"The example frame's leaf '{path_name(path)}' is a {type(leaf).__name__}, not an array. "
-            "Frames are pytrees of arrays, scalars or `jax.ShapeDtypeStruct`s."
+            f"The example frame's leaf '{path_name(path)}' is a {type(leaf).__name__}, not an "
+            "array. Frames are pytrees of arrays, scalars or `jax.ShapeDtypeStruct`s."
         )
     if not (jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)):
         raise ConfigError(
-            f"The example frame's leaf '{path_name(path)}' has dtype {np.dtype(dtype)}, which cannot be "
-            "recorded: frames hold bool, integer, float or complex arrays. Convert it to numbers, or "
-            "keep it out of the frame (e.g. in the run's `attrs`)."
+            f"The example frame's leaf '{path_name(path)}' has dtype {np.dtype(dtype)}, which "
+            "cannot be recorded: frames hold bool, integer, float or complex arrays. Convert it "
+            "to numbers, or keep it out of the frame (e.g. in the run's `attrs`)."
         )
     return _canonical(dtype)
 
@@ -279,9 +290,11 @@ def _out_of_canonical_range(field: Field, leaf: Any) -> str | None:
         return None
     if not np.any(bad):
         return None
-    return (f"field '{field.name}' holds {raw.dtype} values out of the range of {field.dtype} (e.g. "
-            f"{raw[bad].flat[0]}), which JAX would not store as given (without jax_enable_x64 it "
-            f"holds {field.dtype})")
+    return (
+        f"field '{field.name}' holds {raw.dtype} values out of the range of {field.dtype} (e.g. "
+        f"{raw[bad].flat[0]}), which JAX would not store as given (without jax_enable_x64 it "
+        f"holds {field.dtype})"
+    )
 
 
 def _canonical(dtype: Any) -> np.dtype:

@@ -30,7 +30,14 @@ from ._layout import Layout, make_layout
 from ._progress import Progress
 from ._pytree import pytree_dataclass, replace
 from ._schedule import Schedule, as_schedule
-from ._sink import check_capacity, check_once, check_overflow, check_time_dtype, host_int, split_spec
+from ._sink import (
+    check_capacity,
+    check_once,
+    check_overflow,
+    check_time_dtype,
+    host_int,
+    split_spec,
+)
 from ._stream import StreamSink, _host_tail
 from ._trajectory import Trajectory
 
@@ -54,14 +61,28 @@ class HostMemory(_writer.HostWriter):
     device never sends more than `capacity` frames, so that is row ``i``).
     """
 
-    def __init__(self, layout: Layout, *, capacity: int, progress: Progress | None,
-                 arrays: list[np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        capacity: int,
+        progress: Progress | None,
+        arrays: list[np.ndarray] | None = None,
+    ) -> None:
         self.capacity = capacity
-        self.arrays = arrays if arrays is not None else [np.empty((capacity, *a.shape), a.dtype)
-                                                         for a in layout.arrays]
+        self.arrays = (
+            arrays
+            if arrays is not None
+            else [np.empty((capacity, *a.shape), a.dtype) for a in layout.arrays]
+        )
         self._stored = threading.Condition()
-        super().__init__(layout, description=f"host memory ({capacity} frames)", committed=0,
-                         max_inflight_bytes=_writer.DEFAULT_MAX_INFLIGHT_BYTES, progress=progress)
+        super().__init__(
+            layout,
+            description=f"host memory ({capacity} frames)",
+            committed=0,
+            max_inflight_bytes=_writer.DEFAULT_MAX_INFLIGHT_BYTES,
+            progress=progress,
+        )
         with _MEMORY_LOCK:
             _MEMORY[self.id] = self
 
@@ -96,7 +117,8 @@ class HostMemory(_writer.HostWriter):
             )
 
     def rows(self, start: int, stop: int) -> list[np.ndarray]:
-        """Copies of frames ``start:stop`` (at most `capacity` of them), one array per layout array."""
+        """Copies of frames ``start:stop`` (at most `capacity` of them), one array per layout
+        array."""
         rows = np.arange(start, stop) % self.capacity
         return [array[rows] for array in self.arrays]
 
@@ -107,7 +129,9 @@ class HostMemory(_writer.HostWriter):
         closes that still name this id are refused with a clear error.
         """
         progress, self.progress = self.progress, None  # the bar carries on with the new pipeline
-        renewed = HostMemory(self.layout, capacity=self.capacity, progress=progress, arrays=self.arrays)
+        renewed = HostMemory(
+            self.layout, capacity=self.capacity, progress=progress, arrays=self.arrays
+        )
         renewed.refused = list(self.refused)  # stale flushes so far are still raised at close
         with _MEMORY_LOCK:
             _MEMORY.pop(self.id, None)
@@ -168,15 +192,34 @@ class HostBuffer(StreamSink):
             raise ConfigError(
                 f"`{owner}` needs the flush block (chunk={chunk}"
                 + (f", and at least one batch of {batch_size} rows" if batch_size else "")
-                + f") to fit in `capacity` ({capacity} frames). Give a smaller `chunk` or a larger `capacity`."
+                + f") to fit in `capacity` ({capacity} frames). Give a smaller `chunk` or a larger "
+                "`capacity`."
             )
         if progress is not None and not isinstance(progress, Progress):
-            raise ConfigError(f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}.")
-        layout = make_layout(spec, chunk=max(chunk, batch_size or 1), chunks_per_shard=None, codec=None,
-                             fields={}, time_dtype=np.dtype(time_dtype), batch_size=batch_size)
+            raise ConfigError(
+                f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}."
+            )
+        layout = make_layout(
+            spec,
+            chunk=max(chunk, batch_size or 1),
+            chunks_per_shard=None,
+            codec=None,
+            fields={},
+            time_dtype=np.dtype(time_dtype),
+            batch_size=batch_size,
+        )
         memory = HostMemory(layout, capacity=capacity, progress=progress)
-        return cls._empty(memory, spec=spec, layout=layout, capacity=capacity, overflow=overflow,
-                          schedule=schedule, batch_size=batch_size, once=once, time_dtype=time_dtype)
+        return cls._empty(
+            memory,
+            spec=spec,
+            layout=layout,
+            capacity=capacity,
+            overflow=overflow,
+            schedule=schedule,
+            batch_size=batch_size,
+            once=once,
+            time_dtype=time_dtype,
+        )
 
     # ------------------------------------------------------------------------------- host side
 
@@ -200,6 +243,7 @@ class HostBuffer(StreamSink):
 
     def __len__(self) -> int:
         total = host_int(self.flushed, "HostBuffer") + host_int(self.count, "HostBuffer")
+        assert self.capacity is not None  # a HostBuffer always has one
         return min(total, self.capacity)
 
     def read(self, *, check: bool = True) -> Trajectory:
@@ -220,6 +264,7 @@ class HostBuffer(StreamSink):
         memory.wait_for(flushed)
         if memory.error is not None:
             raise memory.error
+        assert self.capacity is not None  # a HostBuffer always has one
         start = max(0, flushed + count - self.capacity)
         stored = memory.rows(min(start, flushed), flushed)
         leaves, steps, times, systems = self.columns.take(np.arange(max(0, start - flushed), count))
@@ -235,9 +280,10 @@ class HostBuffer(StreamSink):
         if self.overflow == "error" and int(self.flags) & Flag.OVERFLOW:
             recorded = host_int(self.recorded, "HostBuffer")
             raise SinkOverflowError(
-                f"HostBuffer overflowed: its capacity is {self.capacity} frames but {recorded} were "
-                f"recorded; the first {self.capacity} are kept. Create it with a larger `capacity`, "
-                "or with overflow='drop' or 'ring'; `read(check=False)` returns the kept frames."
+                f"HostBuffer overflowed: its capacity is {self.capacity} frames but {recorded} "
+                f"were recorded; the first {self.capacity} are kept. Create it with a larger "
+                "`capacity`, or with overflow='drop' or 'ring'; `read(check=False)` returns the "
+                "kept frames."
             )
 
     def close(self) -> HostBuffer:
@@ -269,8 +315,16 @@ class HostBuffer(StreamSink):
         renewed = memory.renew()
         seen = None if self.seen is None else jnp.zeros_like(self.seen)
         zero = jnp.zeros((), jnp.int32)
-        return replace(self, count=zero, flushed=zero, recorded=zero, flags=zero, seen=seen,
-                       writer=jnp.asarray(renewed.id, jnp.int32), closed=False)
+        return replace(
+            self,
+            count=zero,
+            flushed=zero,
+            recorded=zero,
+            flags=zero,
+            seen=seen,
+            writer=jnp.asarray(renewed.id, jnp.int32),
+            closed=False,
+        )
 
     def release(self) -> None:
         """Free the host memory (closing the sink first if it is still open)."""
@@ -301,9 +355,17 @@ class HostBuffer(StreamSink):
 
         trajectory = self.read()
         shape = lambda f: (self.batch_size, *f.shape) if self.batch_size else f.shape  # noqa: E731
-        example = self.spec.unflatten([jax.ShapeDtypeStruct(shape(f), f.dtype) for f in self.spec.fields])
-        sink = ZarrSink.create(store, example, every=self.schedule, per_system=self.batch_size is not None,
-                               time_dtype=self.time_dtype, **options)
+        example = self.spec.unflatten(
+            [jax.ShapeDtypeStruct(shape(f), f.dtype) for f in self.spec.fields]
+        )
+        sink = ZarrSink.create(
+            store,
+            example,
+            every=self.schedule,
+            per_system=self.batch_size is not None,
+            time_dtype=self.time_dtype,
+            **options,
+        )
         writer = _writer.lookup(host_int(sink.writer, "ZarrSink"))
         assert writer is not None
         leaves = jax.tree.leaves(trajectory.frames)
@@ -311,13 +373,23 @@ class HostBuffer(StreamSink):
         for i in range(0, total, sink.layout.block):
             rows = slice(i, min(i + sink.layout.block, total))
             systems = None if trajectory.systems is None else trajectory.systems[rows]
-            _host_tail(writer, sink.layout, start + i, rows.stop - rows.start, [v[rows] for v in leaves],
-                       trajectory.steps[rows], trajectory.times[rows], systems)
+            _host_tail(
+                writer,
+                sink.layout,
+                start + i,
+                rows.stop - rows.start,
+                [v[rows] for v in leaves],
+                trajectory.steps[rows],
+                trajectory.times[rows],
+                systems,
+            )
         end = jnp.asarray(start + total, jnp.int32)  # the value that wrote those frames
         replace(sink, flushed=end, recorded=end).close()
         return total
 
     def __repr__(self) -> str:
         fields = ", ".join(str(f) for f in self.spec.fields)
-        return (f"HostBuffer(capacity={self.capacity}, block={self.block}, overflow={self.overflow!r}, "
-                f"schedule={self.schedule}, fields=[{fields}])")
+        return (
+            f"HostBuffer(capacity={self.capacity}, block={self.block}, overflow={self.overflow!r}, "
+            f"schedule={self.schedule}, fields=[{fields}])"
+        )

@@ -82,7 +82,7 @@ class ArrayLayout:
 
     def schema(self) -> dict[str, Any]:
         """What must match for a run to be appended to."""
-        out = {
+        out: dict[str, Any] = {
             "name": self.name,
             "shape": list(self.stored_shape if self.shards > 1 else self.shape),
             "dtype": self.source_dtype.name,
@@ -159,10 +159,14 @@ class Ragged:
 
     def __post_init__(self) -> None:
         if not isinstance(self.count, str) or not self.count:
-            raise ConfigError(f"`Ragged` needs `count` to be the name of a field; got {self.count!r}.")
+            raise ConfigError(
+                f"`Ragged` needs `count` to be the name of a field; got {self.count!r}."
+            )
         fields = (self.fields,) if isinstance(self.fields, str) else tuple(self.fields)
         if not fields or not all(isinstance(f, str) for f in fields):
-            raise ConfigError(f"`Ragged` needs `fields` to name at least one field; got {self.fields!r}.")
+            raise ConfigError(
+                f"`Ragged` needs `fields` to name at least one field; got {self.fields!r}."
+            )
         if self.count in fields:
             raise ConfigError(f"`Ragged` cannot make its count field '{self.count}' ragged itself.")
         object.__setattr__(self, "fields", fields)
@@ -202,15 +206,18 @@ def make_layout(
         cfg = fields.get(f.name, FieldConfig())
         _check_storage_dtype(f.name, f.dtype, cfg.dtype)
         if cfg.dtype is None:
-            check_storable(f.dtype, f"Field '{f.name}' is recorded as {f.dtype.name}, which (without "
-                                    f"fields={{'{f.name}': FieldConfig(dtype=...)}})")
+            check_storable(
+                f.dtype,
+                f"Field '{f.name}' is recorded as {f.dtype.name}, which (without "
+                f"fields={{'{f.name}': FieldConfig(dtype=...)}})",
+            )
         axes = ragged_axes.get(f.name, 0)
         stored = f.shape[axes:]
         own_chunk = _field_chunk(f.name, stored, cfg.chunk)
         if shards > 1 and f.shape[0] % own_chunk[0]:
             raise ConfigError(
-                f"The chunk of field '{f.name}' along its sharded axis ({own_chunk[0]}) must divide "
-                f"one device's part ({f.shape[0]}), so that each device writes whole chunks."
+                f"The chunk of field '{f.name}' along its sharded axis ({own_chunk[0]}) must "
+                f"divide one device's part ({f.shape[0]}), so that each device writes whole chunks."
             )
         if axes:  # chunk the atom axis by the most atoms one flush block can hold
             first = chunk * int(np.prod(f.shape[:axes], dtype=np.int64))
@@ -234,7 +241,11 @@ def make_layout(
                 shards=shards,
             )
         )
-    column_dtypes = {"step": np.dtype(np.int32), "time": np.dtype(time_dtype), "system": np.dtype(np.int32)}
+    column_dtypes = {
+        "step": np.dtype(np.int32),
+        "time": np.dtype(time_dtype),
+        "system": np.dtype(np.int32),
+    }
     names = COLUMNS if batch_size is not None else COLUMNS[:2]
     columns = tuple(
         ArrayLayout(
@@ -257,7 +268,10 @@ def _check_ragged(spec: FrameSpec, ragged: Ragged | None) -> dict[str, int]:
     if ragged is None:
         return {}
     if not isinstance(ragged, Ragged):
-        raise ConfigError(f"`ragged` must be a jaxsinks.Ragged(count=..., fields=...); got {type(ragged).__name__}.")
+        raise ConfigError(
+            "`ragged` must be a jaxsinks.Ragged(count=..., fields=...); got "
+            f"{type(ragged).__name__}."
+        )
     by_name = {f.name: f for f in spec.fields}
     count = by_name.get(ragged.count)
     if count is None:
@@ -266,7 +280,9 @@ def _check_ragged(spec: FrameSpec, ragged: Ragged | None) -> dict[str, int]:
             f"fields are {list(spec.names)}."
         )
     if not np.issubdtype(count.dtype, np.integer):
-        raise ConfigError(f"The ragged count field '{ragged.count}' must hold integers; it is {count.dtype}.")
+        raise ConfigError(
+            f"The ragged count field '{ragged.count}' must hold integers; it is {count.dtype}."
+        )
     axes = {}
     for name in ragged.fields:
         field = by_name.get(name)
@@ -297,8 +313,9 @@ def _check_storage_dtype(name: str, source: np.dtype, target: np.dtype | None) -
     anything but bool to bool. (Out-of-range values of other narrowings are caught per block.)"""
     if target is None or target == source:
         return
-    lossy = (np.issubdtype(source, np.complexfloating) and not np.issubdtype(target, np.complexfloating)) \
-        or (target == np.bool_ and source != np.bool_)
+    lossy = (
+        np.issubdtype(source, np.complexfloating) and not np.issubdtype(target, np.complexfloating)
+    ) or (target == np.bool_ and source != np.bool_)
     if lossy:
         raise ConfigError(
             f"Field '{name}' is recorded as {source.name} and cannot be stored as {target.name}: "
@@ -308,20 +325,23 @@ def _check_storage_dtype(name: str, source: np.dtype, target: np.dtype | None) -
 
 
 def check_user_attributes(attrs: Any) -> dict[str, Any]:
-    """`attrs` if it is a JSON object (str keys, finite numbers), else a ConfigError naming the key."""
+    """`attrs` if it is a JSON object (str keys, finite numbers), else a ConfigError naming the
+    key."""
     if attrs is None:
         return {}
     if not isinstance(attrs, dict):
         raise ConfigError(f"`attrs` must be a dict of JSON values; got {type(attrs).__name__}.")
     if ATTRS_KEY in attrs:
-        raise ConfigError(f"`attrs` may not use the key '{ATTRS_KEY}': jaxsinks keeps its metadata there.")
+        raise ConfigError(
+            f"`attrs` may not use the key '{ATTRS_KEY}': jaxsinks keeps its metadata there."
+        )
     check_json(attrs, "attrs")
     size = len(json.dumps(attrs))
     if size > MAX_ATTRS_BYTES:
         raise ConfigError(
-            f"`attrs` is {size / 2**20:.1f} MiB as JSON; at most {MAX_ATTRS_BYTES // 2**20} MiB are "
-            "allowed, because the run's attributes are rewritten each time frames are committed. "
-            "Record large data as a field, or store it in a file beside the run."
+            f"`attrs` is {size / 2**20:.1f} MiB as JSON; at most {MAX_ATTRS_BYTES // 2**20} MiB "
+            "are allowed, because the run's attributes are rewritten each time frames are "
+            "committed. Record large data as a field, or store it in a file beside the run."
         )
     return json.loads(json.dumps(attrs))
 
@@ -332,7 +352,9 @@ def check_json(value: Any, where: str) -> None:
         return
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"`{where}` is {value}, which JSON cannot hold. Store it as a string.")
+            raise ConfigError(
+                f"`{where}` is {value}, which JSON cannot hold. Store it as a string."
+            )
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
@@ -341,7 +363,9 @@ def check_json(value: Any, where: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ConfigError(f"`{where}` has the key {key!r}; JSON object keys must be strings.")
+                raise ConfigError(
+                    f"`{where}` has the key {key!r}; JSON object keys must be strings."
+                )
             check_json(item, f"{where}[{key!r}]")
         return
     kind = type(value).__qualname__
@@ -353,11 +377,15 @@ def check_json(value: Any, where: str) -> None:
     )
 
 
-def _field_chunk(name: str, shape: tuple[int, ...], chunk: tuple[int, ...] | None) -> tuple[int, ...]:
+def _field_chunk(
+    name: str, shape: tuple[int, ...], chunk: tuple[int, ...] | None
+) -> tuple[int, ...]:
     if chunk is None:
         return tuple(max(1, d) for d in shape)
-    if len(chunk) != len(shape) or any(isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= max(1, d)
-                                       for c, d in zip(chunk, shape)):
+    if len(chunk) != len(shape) or any(
+        isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= max(1, d)
+        for c, d in zip(chunk, shape)
+    ):
         raise ConfigError(
             f"The chunk of field '{name}' must give one positive int per axis of the field "
             f"{list(shape)}, at most the axis's size (the frame axis is chunked by the sink's "

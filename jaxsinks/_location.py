@@ -83,7 +83,11 @@ def parse(store: Any) -> Location:
     given, rest = store.split("://", 1)
     scheme = given.lower()
     if scheme not in SCHEMES:
-        shown = f"the unsupported scheme '{scheme}://'" if _SCHEME.match(scheme) else "no valid URL scheme before '://' (not shown here)"
+        shown = (
+            f"the unsupported scheme '{scheme}://'"
+            if _SCHEME.match(scheme)
+            else "no valid URL scheme before '://' (not shown here)"
+        )
         raise ConfigError(
             f"`store` has {shown}. Use a local path or one of "
             f"{[s + '://' for s in SCHEMES]}, or pass a TensorStore kvstore spec dict."
@@ -91,25 +95,30 @@ def parse(store: Any) -> Location:
     authority = rest.split("/", 1)[0]
     if "@" in rest and (scheme != "file" or authority not in ("", "localhost")):
         raise ConfigError(
-            f"`store` {scheme}://... holds user info before the {'name' if scheme == 'memory' else 'bucket'} "
-            "(not shown here; an '@' in such a URL is taken as user info); jaxsinks takes no credentials in "
-            "URLs. Pass them with jaxsinks.s3(..., credentials=...) or the environment (AWS_ACCESS_KEY_ID, "
+            f"`store` {scheme}://... holds user info before the "
+            f"{'name' if scheme == 'memory' else 'bucket'} (not shown here; an '@' in such a URL "
+            "is taken as user info); jaxsinks takes no credentials in URLs. Pass them with "
+            "jaxsinks.s3(..., credentials=...) or the environment (AWS_ACCESS_KEY_ID, "
             "AWS_SECRET_ACCESS_KEY); for a key that really holds '@', pass a kvstore spec dict."
         )
     if "?" in rest or "#" in rest:
         raise ConfigError(
-            f"`store` {scheme}://... has a query string or fragment ('?' or '#'; not shown here), which "
-            "jaxsinks neither uses nor drops silently. Remove it (credentials go to jaxsinks.s3(..., "
-            "credentials=...) or the environment); for a local path holding '?' or '#', give the plain path."
+            f"`store` {scheme}://... has a query string or fragment ('?' or '#'; not shown here), "
+            "which jaxsinks neither uses nor drops silently. Remove it (credentials go to "
+            "jaxsinks.s3(..., credentials=...) or the environment); for a local path holding '?' "
+            "or '#', give the plain path."
         )
     if scheme == "file":
         if authority not in ("", "localhost"):
-            host = f"the host '{authority}'" if _HOST.match(authority) else "a host (not shown here)"
-            raise ConfigError(
-                f"`store` file://{authority if _HOST.match(authority) else '...'}/... names {host}; a file:// "
-                "URL is local: write file:///absolute/path (three slashes) or a plain path."
+            host = (
+                f"the host '{authority}'" if _HOST.match(authority) else "a host (not shown here)"
             )
-        return Location(_file("/" + rest[len(authority):].lstrip("/")))
+            raise ConfigError(
+                f"`store` file://{authority if _HOST.match(authority) else '...'}/... names "
+                f"{host}; a file:// URL is local: write file:///absolute/path (three slashes) or a "
+                "plain path."
+            )
+        return Location(_file("/" + rest[len(authority) :].lstrip("/")))
     if scheme == "memory":
         return Location({"driver": "memory", "path": _dir(rest)})
     bucket, path = bucket_and_path(scheme, rest, "`store`")
@@ -123,10 +132,10 @@ def bucket_and_path(scheme: str, text: str, what: str) -> tuple[str, str]:
     shows the bucket only if it holds nothing but bucket-name characters."""
     if "@" in text:
         raise ConfigError(
-            f"{what} {scheme}://... holds user info (not shown here; an '@' in a bucket path is taken as "
-            "user info); jaxsinks takes no credentials in URLs or paths. Pass them with "
-            "jaxsinks.s3(..., credentials=...) or the environment; for a key that really holds '@', pass a "
-            "kvstore spec dict."
+            f"{what} {scheme}://... holds user info (not shown here; an '@' in a bucket path is "
+            "taken as user info); jaxsinks takes no credentials in URLs or paths. Pass them with "
+            "jaxsinks.s3(..., credentials=...) or the environment; for a key that really holds "
+            "'@', pass a kvstore spec dict."
         )
     bucket, _, path = text.partition("/")
     check_bucket(scheme, bucket, what)
@@ -142,8 +151,9 @@ def check_bucket(scheme: str, bucket: Any, what: str) -> None:
         shown = f"'{bucket}'" if _HOST.match(bucket) else "(not shown here)"
         raise ConfigError(
             f"{what} names the bucket {shown}, which is not a bucket name: 3 to 222 letters, "
-            f"digits, '.', '-' or '_', starting and ending with a letter or digit ({scheme}://BUCKET/path). "
-            "Credentials and endpoints go in their own arguments (jaxsinks.s3(..., credentials=..., endpoint=...))."
+            "digits, '.', '-' or '_', starting and ending with a letter or digit "
+            f"({scheme}://BUCKET/path). Credentials and endpoints go in their own arguments "
+            "(jaxsinks.s3(..., credentials=..., endpoint=...))."
         )
 
 
@@ -191,16 +201,20 @@ def _from_dict(store: dict[str, Any]) -> dict[str, Any]:
     endpoint = store.get("endpoint")
     if endpoint is not None and (not isinstance(endpoint, str) or "@" in endpoint):
         raise ConfigError(
-            "The kvstore spec's 'endpoint' must be an http(s):// URL without user info (not shown here); "
-            "credentials go in 'aws_credentials' (or jaxsinks.s3(..., credentials=...))."
+            "The kvstore spec's 'endpoint' must be an http(s):// URL without user info (not shown "
+            "here); credentials go in 'aws_credentials' (or jaxsinks.s3(..., credentials=...))."
         )
     if driver == "file" and not store.get("path"):
-        raise ConfigError("A 'file' kvstore spec for `store` needs a non-empty 'path' (the run's directory); "
-                          "without one it would be the root directory '/'.")
+        raise ConfigError(
+            "A 'file' kvstore spec for `store` needs a non-empty 'path' (the run's directory); "
+            "without one it would be the root directory '/'."
+        )
     spec = copy.deepcopy(store)
     if "path" in spec:
         if not isinstance(spec["path"], str):
-            raise ConfigError(f"The kvstore spec's 'path' must be a string; got {type(spec['path']).__name__}.")
+            raise ConfigError(
+                f"The kvstore spec's 'path' must be a string; got {type(spec['path']).__name__}."
+            )
         spec["path"] = _dir(spec["path"]) if spec["path"] else ""
     return spec
 

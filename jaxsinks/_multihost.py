@@ -50,28 +50,34 @@ class Coordinator:
             self.client.wait_at_barrier(f"{self.prefix}/{tag}", BARRIER_TIMEOUT_MS)
         except Exception as err:  # noqa: BLE001 - the runtime raises its own error types
             raise StoreError(
-                f"Process {self.process} of {self.count} timed out or failed waiting for the others "
-                f"at '{tag}' of a multi-process run: {err}. Every process must create and close the "
-                "same sinks in the same order."
+                f"Process {self.process} of {self.count} timed out or failed waiting for the "
+                f"others at '{tag}' of a multi-process run: {err}. Every process must create and "
+                "close the same sinks in the same order."
             ) from None
 
     def publish(self, tag: str, value: dict[str, Any]) -> None:
         """Make `value` this process's current `tag` (replacing an earlier one)."""
-        self.client.key_value_set(f"{self.prefix}/{tag}/{self.process}", json.dumps(value), allow_overwrite=True)
+        self.client.key_value_set(
+            f"{self.prefix}/{tag}/{self.process}", json.dumps(value), allow_overwrite=True
+        )
 
     def peek(self, tag: str) -> list[dict[str, Any] | None]:
         """Every process's current `tag`, None where a process has not published one yet."""
         out = []
         for process in range(self.count):
             try:
-                out.append(json.loads(self.client.key_value_try_get(f"{self.prefix}/{tag}/{process}")))
+                out.append(
+                    json.loads(self.client.key_value_try_get(f"{self.prefix}/{tag}/{process}"))
+                )
             except Exception:  # noqa: BLE001 - NOT_FOUND: not published yet
                 out.append(None)
         return out
 
     def fetch(self, tag: str, process: int) -> dict[str, Any]:
         """Process `process`'s `tag`, waiting until it is published."""
-        return json.loads(self.client.blocking_key_value_get(f"{self.prefix}/{tag}/{process}", BARRIER_TIMEOUT_MS))
+        return json.loads(
+            self.client.blocking_key_value_get(f"{self.prefix}/{tag}/{process}", BARRIER_TIMEOUT_MS)
+        )
 
     def gather(self, tag: str) -> list[dict[str, Any]]:
         """Every process's `tag`, waiting for each."""

@@ -32,18 +32,30 @@ class Owner:
         """A new writer of this process."""
         pid = os.getpid()
         stat = proc_stat(pid)
-        return cls(host=socket.gethostname(), pid=pid, boot_id=this_boot_id(),
-                   pid_start=None if stat is None else stat[1], started=now(), token=uuid.uuid4().hex)
+        return cls(
+            host=socket.gethostname(),
+            pid=pid,
+            boot_id=this_boot_id(),
+            pid_start=None if stat is None else stat[1],
+            started=now(),
+            token=uuid.uuid4().hex,
+        )
 
     @classmethod
     def from_json(cls, doc: Any) -> Owner | None:
-        """The owner recorded in a run's metadata, or None if there is none (or it is unreadable)."""
+        """The owner recorded in a run's metadata, or None if there is none (or it is
+        unreadable)."""
         if not isinstance(doc, dict):
             return None
         try:
-            return cls(host=str(doc["host"]), pid=int(doc["pid"]), boot_id=doc.get("boot_id"),
-                       pid_start=doc.get("pid_start"), started=str(doc.get("started", "?")),
-                       token=str(doc["token"]))
+            return cls(
+                host=str(doc["host"]),
+                pid=int(doc["pid"]),
+                boot_id=doc.get("boot_id"),
+                pid_start=doc.get("pid_start"),
+                started=str(doc.get("started", "?")),
+                token=str(doc["token"]),
+            )
         except (KeyError, TypeError, ValueError):
             return None
 

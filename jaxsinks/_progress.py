@@ -26,10 +26,20 @@ class Progress:
         file: where to draw it (default: standard error).
     """
 
-    def __init__(self, total: int | None = None, *, desc: str = "steps", disable: bool | None = None,
-                 file: IO[str] | None = None) -> None:
-        if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
-            raise ConfigError(f"`Progress` needs `total` to be a non-negative int or None; got {total!r}.")
+    def __init__(
+        self,
+        total: int | None = None,
+        *,
+        desc: str = "steps",
+        disable: bool | None = None,
+        file: IO[str] | None = None,
+    ) -> None:
+        if total is not None and (
+            isinstance(total, bool) or not isinstance(total, int) or total < 0
+        ):
+            raise ConfigError(
+                f"`Progress` needs `total` to be a non-negative int or None; got {total!r}."
+            )
         stream = file if file is not None else sys.stderr
         if disable is None:
             disable = not (hasattr(stream, "isatty") and stream.isatty())

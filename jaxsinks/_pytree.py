@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar, dataclass_transform
+from typing import Any, TypeVar, cast, dataclass_transform
 
 import jax
 
@@ -15,7 +15,9 @@ def static(**kwargs: Any) -> Any:
     return dataclasses.field(metadata={"static": True}, **kwargs)
 
 
-@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(dataclasses.field, static))
+@dataclass_transform(
+    frozen_default=True, kw_only_default=True, field_specifiers=(dataclasses.field, static)
+)
 def pytree_dataclass(cls: type[T]) -> type[T]:
     """Make `cls` a frozen, keyword-only dataclass registered as a JAX pytree.
 
@@ -29,4 +31,4 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
 
 def replace(obj: T, **changes: Any) -> T:
     """A copy of the dataclass `obj` with `changes` applied."""
-    return dataclasses.replace(obj, **changes)
+    return dataclasses.replace(cast(Any, obj), **changes)  # T is any pytree dataclass

@@ -39,7 +39,9 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
         raise StoreError(f"{location}/zarr.json is not valid Zarr JSON metadata.") from None
     meta = attrs.get(ATTRS_KEY)
     if not isinstance(meta, dict):
-        raise StoreError(f"{location} is a Zarr group but not a jaxsinks run (no '{ATTRS_KEY}' attributes).")
+        raise StoreError(
+            f"{location} is a Zarr group but not a jaxsinks run (no '{ATTRS_KEY}' attributes)."
+        )
     version = meta.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise StoreError(
@@ -49,8 +51,12 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
     if meta.get("status") == "creating":
         raise StoreNotFoundError(
             f"There is no jaxsinks run at {location} yet: its creation "
-            + ("is under way." if _writer_alive(meta) else "was interrupted (its process died); "
-               "creating a run there (any mode) replaces the remains.")
+            + (
+                "is under way."
+                if _writer_alive(meta)
+                else "was interrupted (its process died); "
+                "creating a run there (any mode) replaces the remains."
+            )
         )
     if meta.get("status") == "open" and not _writer_alive(meta):
         meta = dict(meta, status="interrupted")
@@ -84,8 +90,14 @@ class Run:
     runs over a subset of frames. ``len(run)``, `steps`, `times` and `systems` describe the frames.
     """
 
-    def __init__(self, location: Location, meta: dict[str, Any], attrs: dict[str, Any], frames: np.ndarray,
-                 cache: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        location: Location,
+        meta: dict[str, Any],
+        attrs: dict[str, Any],
+        frames: np.ndarray,
+        cache: dict[str, Any] | None = None,
+    ) -> None:
         self.location = location
         self.meta = meta
         self.attrs = attrs
@@ -129,7 +141,10 @@ class Run:
         return int(self._frames.shape[0])
 
     def __repr__(self) -> str:
-        return f"Run({self.location}, frames={len(self)}, fields={list(self.fields)}, status={self.status!r})"
+        return (
+            f"Run({self.location}, frames={len(self)}, fields={list(self.fields)}, "
+            f"status={self.status!r})"
+        )
 
     # --------------------------------------------------------------------------------- columns
 
@@ -175,18 +190,20 @@ class Run:
             entries = len(self)
             if self.ragged and name in self.ragged["fields"]:
                 entries = int(self.meta.get("committed_atoms", 0))
-            fields.append({
-                "name": name,
-                "shape": list(shape),
-                "dtype": dtype.name,
-                "source_dtype": schema[name]["dtype"],
-                "chunks": list(chunks),
-                "shards": None if shards is None else list(shards),
-                "codecs": [c["name"] for c in codecs],
-                "dims": list(array.dims),
-                "logical_bytes": entries * int(np.prod(shape, dtype=np.int64)) * dtype.itemsize,
-                "stored_bytes": tsio.stored_bytes(self.location.child(name)),
-            })
+            fields.append(
+                {
+                    "name": name,
+                    "shape": list(shape),
+                    "dtype": dtype.name,
+                    "source_dtype": schema[name]["dtype"],
+                    "chunks": list(chunks),
+                    "shards": None if shards is None else list(shards),
+                    "codecs": [c["name"] for c in codecs],
+                    "dims": list(array.dims),
+                    "logical_bytes": entries * int(np.prod(shape, dtype=np.int64)) * dtype.itemsize,
+                    "stored_bytes": tsio.stored_bytes(self.location.child(name)),
+                }
+            )
         return {
             "store": str(self.location),
             "frames": len(self),
@@ -206,6 +223,7 @@ class Run:
         """
         key = "ragged:pointers"
         if key not in self._cache:
+            assert self.ragged is not None  # only ragged runs have pointers
             count = self.ragged["count"]
             counts = self._array(count).read_physical(slice(0, self.committed))
             per_frame = counts.reshape(counts.shape[0], -1).sum(axis=1, dtype=np.int64)
@@ -228,15 +246,19 @@ class Run:
     def __getitem__(self, key: str | slice | np.ndarray | list[int]) -> Any:
         if isinstance(key, str):
             if key not in self.fields:
-                raise FieldNotFoundError(f"The run at {self.location} has no field '{key}'; its fields are "
-                                         f"{list(self.fields)}.")
+                raise FieldNotFoundError(
+                    f"The run at {self.location} has no field '{key}'; its fields are "
+                    f"{list(self.fields)}."
+                )
             if self.ragged is not None and key in self.ragged["fields"]:
                 return RaggedView(self._array(key), self._frames, self._pointers())
             return FieldView(self._array(key), self._frames)
         selected = _select_frames(key, len(self), "the run's frames")
         if selected.ndim != 1:
-            raise ConfigError("Select frames of a run with a slice or a 1-d array of frame indices (run[i:i + 1] "
-                              f"for frame i; run['field'][i] for its values); got {_show(key)}.")
+            raise ConfigError(
+                "Select frames of a run with a slice or a 1-d array of frame indices (run[i:i + 1] "
+                f"for frame i; run['field'][i] for its values); got {_show(key)}."
+            )
         return Run(self.location, self.meta, self.attrs, self._frames[selected], self._cache)
 
     def __contains__(self, name: object) -> bool:
@@ -252,9 +274,13 @@ class Run:
     def extract_time_range(self, t_start: float | None = None, t_end: float | None = None) -> Run:
         """The frames with ``t_start <= time <= t_end`` (either bound may be None)."""
         for name, bound in (("t_start", t_start), ("t_end", t_end)):
-            number = isinstance(bound, (int, float, np.integer, np.floating)) and not isinstance(bound, bool)
+            number = isinstance(bound, (int, float, np.integer, np.floating)) and not isinstance(
+                bound, bool
+            )
             if bound is not None and (not number or np.isnan(bound)):
-                raise ConfigError(f"`{name}` must be a number (not NaN) or None; got {_show(bound)}.")
+                raise ConfigError(
+                    f"`{name}` must be a number (not NaN) or None; got {_show(bound)}."
+                )
         times = self.times
         keep = np.ones(times.shape, bool)
         if t_start is not None:
@@ -272,12 +298,16 @@ class Run:
         if isinstance(fields, str):
             fields = (fields,)
         elif fields is not None and not isinstance(fields, Iterable):
-            raise ConfigError(f"`fields` must be field names (an iterable of str) or None; got {_show(fields)}.")
+            raise ConfigError(
+                f"`fields` must be field names (an iterable of str) or None; got {_show(fields)}."
+            )
         names = self.fields if fields is None else tuple(fields)
         missing = [n for n in names if n not in self.fields]
         if missing:
-            raise FieldNotFoundError(f"The run at {self.location} has no field {missing[0]!r}; its fields are "
-                                     f"{list(self.fields)}.")
+            raise FieldNotFoundError(
+                f"The run at {self.location} has no field {missing[0]!r}; its fields are "
+                f"{list(self.fields)}."
+            )
         block = int(self.meta["schema"].get("chunk", 64))
         for start in range(0, len(self), block):
             part = self[start : start + block]
@@ -308,14 +338,24 @@ class Run:
         import xarray as xr
 
         ragged = set(self.ragged["fields"]) if self.ragged else set()
-        data_vars = {name: (self._array(name).dims, self[name][:]) for name in self.fields if name not in ragged}
-        coords = {"step": ("frame", self.steps), "time": ("frame", self.times)}
+        data_vars = {
+            name: (self._array(name).dims, self[name][:])
+            for name in self.fields
+            if name not in ragged
+        }
+        coords: dict[str, tuple[str, Any]] = {
+            "step": ("frame", self.steps),
+            "time": ("frame", self.times),
+        }
         if self.per_system:
             coords["system"] = ("frame", self.systems)
         if ragged:  # the selected frames' atoms, concatenated, with the frame each belongs to
             views = {name: self[name] for name in sorted(ragged)}
             first = next(iter(views.values()))
-            coords["atom_frame"] = ("atom", np.repeat(np.arange(len(self)), first.atoms_per_frame()))
+            coords["atom_frame"] = (
+                "atom",
+                np.repeat(np.arange(len(self)), first.atoms_per_frame()),
+            )
             for name, view in views.items():
                 data_vars[name] = (self._array(name).dims, view.concatenated())
         return xr.Dataset(data_vars, coords=coords, attrs=dict(self.attrs))
@@ -398,8 +438,10 @@ class FieldView:
         try:
             return block[tuple(rel)]
         except (IndexError, ValueError, TypeError) as err:  # not expected: the plan checked it
-            raise ReadIndexError(f"Field '{self.name}' of shape {shape} cannot be indexed with {_show(index)}: "
-                                 f"{err}.") from None
+            raise ReadIndexError(
+                f"Field '{self.name}' of shape {shape} cannot be indexed with {_show(index)}: "
+                f"{err}."
+            ) from None
 
     def _read(self, rows: np.ndarray, boxes: tuple[slice, ...]) -> np.ndarray:
         """Stored `rows` (physical frames, in this order) of the box `boxes` of the other axes."""
@@ -423,7 +465,9 @@ class RaggedView:
     run, a list with one such array per system. ``view[a:b]`` is a list of those.
     """
 
-    def __init__(self, stored: _StoredArray, frames: np.ndarray, pointers: tuple[np.ndarray, np.ndarray]) -> None:
+    def __init__(
+        self, stored: _StoredArray, frames: np.ndarray, pointers: tuple[np.ndarray, np.ndarray]
+    ) -> None:
         self._stored = stored
         self._frames = frames
         self._counts, self._ptr = pointers
@@ -454,22 +498,27 @@ class RaggedView:
         return np.split(atoms, np.cumsum(counts)[:-1])
 
     def __getitem__(self, index: Any) -> Any:
-        physical = self._frames[_select_frames(index, len(self), f"ragged field '{self.name}' (by frame only)")]
+        physical = self._frames[
+            _select_frames(index, len(self), f"ragged field '{self.name}' (by frame only)")
+        ]
         if np.ndim(physical) == 0:
             return self._read_frame(int(physical))
         return [self._read_frame(int(p)) for p in physical]
 
     def concatenated(self) -> np.ndarray:
         """The selected frames' atoms, concatenated (what is stored, for these frames)."""
-        parts = [self._stored.read_physical(slice(int(self._ptr[p]), int(self._ptr[p + 1]))) for p in self._frames]
+        parts = [
+            self._stored.read_physical(slice(int(self._ptr[p]), int(self._ptr[p + 1])))
+            for p in self._frames
+        ]
         if parts:
             return np.concatenate(parts)
         return np.zeros((0, *self._stored.array.shape[1:]), self._stored.array.dtype.numpy_dtype)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         raise TypeError(
-            f"Field '{self.name}' is ragged (systems of different sizes): index it (view[i]) to get "
-            "each system's atoms, or use view.concatenated()."
+            f"Field '{self.name}' is ragged (systems of different sizes): index it (view[i]) to "
+            "get each system's atoms, or use view.concatenated()."
         )
 
     def __repr__(self) -> str:
@@ -491,10 +540,14 @@ def _plan(index: Any, shape: tuple[int, ...], name: str) -> tuple[list[tuple[Any
     consumed = sum(k[1] for k in kinds if k[0] != "none" and k[0] != "ellipsis")
     ellipses = sum(1 for k in kinds if k[0] == "ellipsis")
     if ellipses > 1:
-        raise ReadIndexError(f"An index can only have a single ellipsis ('...'); got {_show(index)}.")
+        raise ReadIndexError(
+            f"An index can only have a single ellipsis ('...'); got {_show(index)}."
+        )
     if consumed > len(shape):
-        raise ReadIndexError(f"Too many indices for field '{name}': it has {len(shape)} axes (frames first, "
-                             f"shape {shape}) but {_show(index)} indexes {consumed}.")
+        raise ReadIndexError(
+            f"Too many indices for field '{name}': it has {len(shape)} axes (frames first, "
+            f"shape {shape}) but {_show(index)} indexes {consumed}."
+        )
     plan: list[tuple[Any, Any]] = []
     rel: list[Any] = []
     arrays: list[tuple[int, ...]] = []
@@ -508,8 +561,10 @@ def _plan(index: Any, shape: tuple[int, ...], name: str) -> tuple[list[tuple[Any
         elif tag == "int":
             axis, n = len(plan), shape[len(plan)]
             if not -n <= kind[2] < n:
-                raise ReadIndexError(f"Index {kind[2]} is out of range for axis {axis} of field '{name}', "
-                                     f"of size {n} (shape {shape}).")
+                raise ReadIndexError(
+                    f"Index {kind[2]} is out of range for axis {axis} of field '{name}', "
+                    f"of size {n} (shape {shape})."
+                )
             plan.append((len(rel), ("int", kind[2] % n)))
             rel.append(None)
         elif tag == "slice":
@@ -521,8 +576,10 @@ def _plan(index: Any, shape: tuple[int, ...], name: str) -> tuple[list[tuple[Any
             axis = len(plan)
             if mask.shape != shape[axis : axis + mask.ndim]:
                 raise ReadIndexError(
-                    f"A boolean index of shape {mask.shape} does not match axes {axis}..{axis + mask.ndim - 1} "
-                    f"of field '{name}' (shape {shape}): a mask must have the shape of the axes it selects.")
+                    f"A boolean index of shape {mask.shape} does not match axes "
+                    f"{axis}..{axis + mask.ndim - 1} of field '{name}' (shape {shape}): a mask "
+                    "must have the shape of the axes it selects."
+                )
             for part in mask.nonzero():
                 plan.append((len(rel), ("array", part)))
                 rel.append(None)
@@ -535,8 +592,10 @@ def _plan(index: Any, shape: tuple[int, ...], name: str) -> tuple[list[tuple[Any
     try:
         selected = math.prod(np.broadcast_shapes(*arrays))
     except ValueError:
-        raise ReadIndexError(f"Shape mismatch: the index arrays of {_show(index)} cannot be broadcast together "
-                             f"(shapes {arrays}).") from None
+        raise ReadIndexError(
+            f"Shape mismatch: the index arrays of {_show(index)} cannot be broadcast together "
+            f"(shapes {arrays})."
+        ) from None
     for axis, (where, kind) in enumerate(plan):
         if kind[0] != "array":
             continue
@@ -546,22 +605,30 @@ def _plan(index: Any, shape: tuple[int, ...], name: str) -> tuple[list[tuple[Any
             continue
         if ints.size and (ints.min() < -n or ints.max() >= n):
             bad = ints[(ints < -n) | (ints >= n)].flat[0]
-            raise ReadIndexError(f"Index {bad} is out of range for axis {axis} of field '{name}', of size "
-                                 f"{n} (shape {shape}).")
+            raise ReadIndexError(
+                f"Index {bad} is out of range for axis {axis} of field '{name}', of size "
+                f"{n} (shape {shape})."
+            )
         plan[axis] = (where, ("array", np.where(ints < 0, ints + n, ints)))
     return plan, rel
 
 
 def _kind(item: Any, index: Any, name: str) -> tuple[Any, ...]:
-    """``(tag, axes consumed, value)`` of one index item; a ReadIndexError for what numpy refuses."""
+    """``(tag, axes consumed, value)`` of one index item; a ReadIndexError for what numpy
+    refuses."""
     if item is None:
         return ("none", 0)
     if item is Ellipsis:
         return ("ellipsis", 0)
     if isinstance(item, slice):
         bounds = (item.start, item.stop, item.step)
-        if any(b is not None and (isinstance(b, (bool, np.bool_)) or not hasattr(b, "__index__")) for b in bounds):
-            raise ReadIndexError(f"Slice bounds must be integers or None; got {_show(item)} in {_show(index)}.")
+        if any(
+            b is not None and (isinstance(b, (bool, np.bool_)) or not hasattr(b, "__index__"))
+            for b in bounds
+        ):
+            raise ReadIndexError(
+                f"Slice bounds must be integers or None; got {_show(item)} in {_show(index)}."
+            )
         start, stop, step = (None if b is None else operator.index(b) for b in bounds)
         if step == 0:
             raise ReadIndexError(f"A slice step cannot be zero ({_show(index)}).")
@@ -570,15 +637,19 @@ def _kind(item: Any, index: Any, name: str) -> tuple[Any, ...]:
         raise ReadIndexError(_SCALAR_BOOL.format(item=_show(item), name=name))
     if isinstance(item, (int, np.integer)):
         return ("int", 1, int(item))
-    if isinstance(item, (str, bytes)) or not (isinstance(item, (list, tuple)) or hasattr(item, "__array__")):
+    if isinstance(item, (str, bytes)) or not (
+        isinstance(item, (list, tuple)) or hasattr(item, "__array__")
+    ):
         if hasattr(item, "__index__"):
             return ("int", 1, operator.index(item))
         raise ReadIndexError(_NOT_AN_INDEX.format(item=_show(item), name=name))
     try:
         array = np.asarray(item)
     except (ValueError, TypeError):
-        raise ReadIndexError(f"{_show(item)} is not a valid index for field '{name}': index lists must be "
-                             "rectangular lists of integers or booleans.") from None
+        raise ReadIndexError(
+            f"{_show(item)} is not a valid index for field '{name}': index lists must be "
+            "rectangular lists of integers or booleans."
+        ) from None
     if array.dtype == np.bool_:
         if array.ndim == 0:
             raise ReadIndexError(_SCALAR_BOOL.format(item=_show(item), name=name))
@@ -592,10 +663,14 @@ def _kind(item: Any, index: Any, name: str) -> tuple[Any, ...]:
     return ("array", 1, array.astype(np.int64))
 
 
-_SCALAR_BOOL = ("A scalar boolean index ({item}) is not supported when reading field '{name}'; use None to "
-                "add an axis, or a boolean array over an axis.")
-_NOT_AN_INDEX = ("{item} is not a valid index for field '{name}': only integers, slices (':'), ellipsis ('...'), "
-                 "None and integer or boolean arrays are.")
+_SCALAR_BOOL = (
+    "A scalar boolean index ({item}) is not supported when reading field '{name}'; use None to "
+    "add an axis, or a boolean array over an axis."
+)
+_NOT_AN_INDEX = (
+    "{item} is not a valid index for field '{name}': only integers, slices (':'), ellipsis "
+    "('...'), None and integer or boolean arrays are."
+)
 
 
 def _frame_rows(kind: tuple[Any, ...], frames: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -637,8 +712,15 @@ def _select_frames(key: Any, n: int, what: str) -> np.ndarray:
     ReadIndexError (numpy's IndexError, TypeError or ValueError, said of `what`)."""
     if isinstance(key, tuple) and len(key) == 1 and not isinstance(key[0], tuple):
         key = key[0]
-    if isinstance(key, tuple) or key is None or key is Ellipsis or isinstance(key, (bool, np.bool_)):
-        raise ReadIndexError(f"Index {what} with one int, slice, or integer or boolean array; got {_show(key)}.")
+    if (
+        isinstance(key, tuple)
+        or key is None
+        or key is Ellipsis
+        or isinstance(key, (bool, np.bool_))
+    ):
+        raise ReadIndexError(
+            f"Index {what} with one int, slice, or integer or boolean array; got {_show(key)}."
+        )
     try:
         return np.arange(n)[key]
     except (IndexError, TypeError, ValueError) as err:

@@ -80,14 +80,17 @@ def record(
         frame = _lazy_frame(frame, jnp.any(jnp.stack(writes)))
 
     out = [
-        sink._append(frame, step=step, time=time, mask=mask if sink.per_system else None, enabled=fire)._leave()
+        sink._append(
+            frame, step=step, time=time, mask=mask if sink.per_system else None, enabled=fire
+        )._leave()
         for sink, fire in fired
     ]
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def _lazy_frame(make: Callable[[], PyTree], needed: jax.Array) -> PyTree:
-    """``make()`` when `needed`, else zeros of its shape; the cond keeps the cost off other steps."""
+    """``make()`` when `needed`, else zeros of its shape; the cond keeps the cost off other
+    steps."""
     try:
         shapes = jax.eval_shape(make)
     except TypeError as err:

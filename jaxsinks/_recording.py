@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any
+from typing import Any, Literal
 
 import jax
 
@@ -46,8 +46,12 @@ class Recording:
     def __enter__(self) -> Recording:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 tb: types.TracebackType | None) -> bool:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> Literal[False]:
         self.closed = True
         if error is None:
             self.sinks = close(self.sinks)
@@ -57,8 +61,9 @@ class Recording:
         except Exception as close_error:  # noqa: BLE001 - chained to the user's error, not swallowed
             self.close_error = close_error
             error.add_note(
-                f"jaxsinks.recording: closing the sinks after this {kind.__name__ if kind else 'error'} "
-                f"also failed: {type(close_error).__name__}: {close_error}"
+                "jaxsinks.recording: closing the sinks after this "
+                f"{kind.__name__ if kind else 'error'} also failed: {type(close_error).__name__}: "
+                f"{close_error}"
             )
             if error.__context__ is None:
                 error.__context__ = close_error

@@ -19,19 +19,39 @@ import numpy as np
 from . import _tsio as tsio
 from . import _writer
 from ._codecs import Blosc, FieldConfig, Zstd
-from ._errors import ConfigError, JaxsinksError, StaleSinkError, StoreError, StoreExistsError, WriterConflictError
+from ._errors import (
+    ConfigError,
+    JaxsinksError,
+    StaleSinkError,
+    StoreError,
+    StoreExistsError,
+    WriterConflictError,
+)
 from ._layout import Ragged
 from ._location import Location
-from ._pytree import pytree_dataclass
 from ._owner import now, proc_stat, this_boot_id
+from ._pytree import pytree_dataclass
 from ._run_entry import RunEntry, check_params, check_run_id, entry_key, finish_entry, write_entry
 from ._schedule import Every, Interval, Times, When
 from ._sink import host_int
 from ._zarr_sink import ZarrSink
 
 #: Options of `ZarrSink.create` a campaign run takes (the store and mode are the campaign's).
-RUN_OPTIONS = ("every", "chunk", "chunks_per_shard", "codec", "fields", "per_system", "once", "ragged",
-               "capacity", "overflow", "attrs", "time_dtype", "max_inflight_bytes")
+RUN_OPTIONS = (
+    "every",
+    "chunk",
+    "chunks_per_shard",
+    "codec",
+    "fields",
+    "per_system",
+    "once",
+    "ragged",
+    "capacity",
+    "overflow",
+    "attrs",
+    "time_dtype",
+    "max_inflight_bytes",
+)
 #: The option types `RunConfig.to_config` can write as JSON.
 _CONFIG_TYPES = {t.__name__: t for t in (Blosc, Zstd, FieldConfig, Every, Interval, Times, Ragged)}
 
@@ -62,15 +82,18 @@ class RunConfig:
         unknown = sorted(set(self.options) - set(RUN_OPTIONS))
         if unknown:
             raise ConfigError(
-                f"A campaign run takes the ZarrSink.create options {list(RUN_OPTIONS)}; got {unknown}. The "
-                "store and mode are the campaign's; pass `progress` to RunConfig.create."
+                f"A campaign run takes the ZarrSink.create options {list(RUN_OPTIONS)}; got "
+                f"{unknown}. The store and mode are the campaign's; pass `progress` to "
+                "RunConfig.create."
             )
         options = dict(self.options)
         if options.get("time_dtype") is not None:  # jnp.float32 and friends become numpy dtypes
             try:
                 options["time_dtype"] = np.dtype(options["time_dtype"])
             except TypeError:
-                raise ConfigError(f"`time_dtype` must be a floating dtype; got {options['time_dtype']!r}.") from None
+                raise ConfigError(
+                    f"`time_dtype` must be a floating dtype; got {options['time_dtype']!r}."
+                ) from None
         object.__setattr__(self, "options", options)
 
     @property
@@ -92,18 +115,30 @@ class RunConfig:
         if existing is not None:
             raise StoreExistsError(_duplicate_message(root, self.run_id, existing))
         try:
-            sink = CampaignSink.create(self.store, frame, mode="w-", progress=progress, **self.options)
+            sink = CampaignSink.create(
+                self.store, frame, mode="w-", progress=progress, **self.options
+            )
         except (StoreExistsError, WriterConflictError):
             raise StoreExistsError(
-                f"The campaign at {root} already holds a run store 'runs/{self.run_id}' (without an "
-                "entry yet: another process may be creating it). Choose another run id."
+                f"The campaign at {root} already holds a run store 'runs/{self.run_id}' (without "
+                "an entry yet: another process may be creating it). Choose another run id."
             ) from None
         host, pid = socket.gethostname(), os.getpid()
         stat = proc_stat(pid)
         entry = RunEntry(
-            run_id=self.run_id, status="running", params=self.params, schema=sink.layout.schema(),
-            committed=0, created=now(), closed=None, error=None, host=host, pid=pid, boot_id=this_boot_id(),
-            pid_start=None if stat is None else stat[1], store=self.store,
+            run_id=self.run_id,
+            status="running",
+            params=self.params,
+            schema=sink.layout.schema(),
+            committed=0,
+            created=now(),
+            closed=None,
+            error=None,
+            host=host,
+            pid=pid,
+            boot_id=this_boot_id(),
+            pid_start=None if stat is None else stat[1],
+            store=self.store,
         )
         try:
             write_entry(root, entry)
@@ -116,21 +151,31 @@ class RunConfig:
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-able dict from which `from_config` rebuilds this config (in any process)."""
-        return {"root": self.root, "run_id": self.run_id, "params": self.params,
-                "options": {k: _encode(v, f"options[{k!r}]") for k, v in self.options.items()}}
+        return {
+            "root": self.root,
+            "run_id": self.run_id,
+            "params": self.params,
+            "options": {k: _encode(v, f"options[{k!r}]") for k, v in self.options.items()},
+        }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RunConfig:
         """The config that `to_config` described."""
         try:
-            root, run_id, params, options = (config[k] for k in ("root", "run_id", "params", "options"))
+            root, run_id, params, options = (
+                config[k] for k in ("root", "run_id", "params", "options")
+            )
         except (KeyError, TypeError):
             raise ConfigError(
                 "`config` must be a dict made by RunConfig.to_config, with keys 'root', 'run_id', "
                 f"'params' and 'options'; got {config!r:.80}."
             ) from None
-        return cls(root=dict(root), run_id=run_id, params=params,
-                   options={k: _decode(v) for k, v in options.items()})
+        return cls(
+            root=dict(root),
+            run_id=run_id,
+            params=params,
+            options={k: _decode(v) for k, v in options.items()},
+        )
 
 
 def _duplicate_message(root: Location, run_id: str, existing: bytes) -> str:
@@ -139,8 +184,10 @@ def _duplicate_message(root: Location, run_id: str, existing: bytes) -> str:
         what = f" (status {doc.get('status')!r}, created {doc.get('created')})"
     except ValueError:
         what = ""
-    return (f"The campaign at {root} already has a run '{run_id}'{what}. Run ids are unique in a "
-            "campaign: choose another id, or read the existing run with campaign.open_run.")
+    return (
+        f"The campaign at {root} already has a run '{run_id}'{what}. Run ids are unique in a "
+        "campaign: choose another id, or read the existing run with campaign.open_run."
+    )
 
 
 def _encode(value: Any, where: str) -> Any:
@@ -161,7 +208,9 @@ def _encode(value: Any, where: str) -> Any:
         return {k: _encode(v, f"{where}[{k!r}]") for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise ConfigError(f"`{where}` is a {type(value).__name__}, which a JSON run config cannot hold.")
+    raise ConfigError(
+        f"`{where}` is a {type(value).__name__}, which a JSON run config cannot hold."
+    )
 
 
 def _decode(value: Any) -> Any:
@@ -175,7 +224,10 @@ def _decode(value: Any) -> Any:
     if kind == "dtype":
         return np.dtype(value["name"])
     if kind not in _CONFIG_TYPES:
-        raise ConfigError(f"A run config holds an option of unknown type {kind!r}; it was written by another jaxsinks.")
+        raise ConfigError(
+            f"A run config holds an option of unknown type {kind!r}; it was written by another "
+            "jaxsinks."
+        )
     return _CONFIG_TYPES[kind](**{k: _decode(v) for k, v in value.items() if k != "__jaxsinks__"})
 
 
@@ -195,11 +247,13 @@ class CampaignSink(ZarrSink):
             pending = _OPEN.pop(writer_id, None) if writer is not None else None
         if pending is None:
             return super().close()
+        assert writer is not None  # a run is pending only while its writer is live
         root, entry = pending
         try:
             closed = super().close()
         except StaleSinkError:
-            if _writer.lookup(writer_id) is not None:  # an older value: the run stays open for the newest
+            if _writer.lookup(writer_id) is not None:
+                # an older value: the run stays open for the newest
                 with _OPEN_LOCK:
                     _OPEN[writer_id] = pending
             else:  # closed; flushes from older values were refused, the run itself is complete

@@ -81,7 +81,9 @@ class RunEntry:
     def to_json(self) -> dict[str, Any]:
         """The entry as stored (without the store spec, which follows from the campaign root)."""
         out = {"schema_version": CAMPAIGN_SCHEMA_VERSION}
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "store"})
+        out.update(
+            {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "store"}
+        )
         return out
 
 
@@ -127,6 +129,11 @@ def write_entry(root: Location, entry: RunEntry) -> None:
     tsio.write_bytes(root.kvstore, entry_key(entry.run_id), text.encode())
 
 
-def finish_entry(root: Location, entry: RunEntry, status: str, committed: int, error: str | None) -> None:
+def finish_entry(
+    root: Location, entry: RunEntry, status: str, committed: int, error: str | None
+) -> None:
     """Record the run of `entry` as ``"closed"`` or ``"failed"``, with its committed count."""
-    write_entry(root, dataclasses.replace(entry, status=status, committed=committed, closed=now(), error=error))
+    write_entry(
+        root,
+        dataclasses.replace(entry, status=status, committed=committed, closed=now(), error=error),
+    )

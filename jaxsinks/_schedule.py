@@ -107,7 +107,7 @@ class Times(Schedule):
     times: tuple[float, ...]
     needs_time: ClassVar[bool] = True
 
-    def __init__(self, times: Sequence[float]) -> None:
+    def __init__(self, times: Sequence[float] | np.ndarray) -> None:
         values = np.asarray(times, dtype=np.float64).reshape(-1) if len(times) else np.zeros(0)
         if values.size == 0:
             raise ConfigError("`Times` needs at least one time; got an empty sequence.")
@@ -167,7 +167,8 @@ class When(Schedule):
 
     @property
     def needs_time(self) -> bool:  # type: ignore[override]
-        """Whether `record` must be given ``time=`` (set ``uses_time=False`` for step-only predicates)."""
+        """Whether `record` must be given ``time=`` (set ``uses_time=False`` for step-only
+        predicates)."""
         return self.uses_time
 
     def __call__(self, state, step, time):

@@ -39,11 +39,14 @@ def shard_info(owner: str, mesh: Any, axis: Any) -> ShardInfo | None:
         return None
     if not isinstance(mesh, Mesh) or not isinstance(axis, str):
         raise ConfigError(
-            f"`{owner}` needs both `mesh` (a jax.sharding.Mesh) and `axis` (the name of the mesh axis "
-            f"the frames' leading axis is split over); got mesh={type(mesh).__name__}, axis={axis!r}."
+            f"`{owner}` needs both `mesh` (a jax.sharding.Mesh) and `axis` (the name of the mesh "
+            f"axis the frames' leading axis is split over); got mesh={type(mesh).__name__}, "
+            f"axis={axis!r}."
         )
     if axis not in mesh.shape:
-        raise ConfigError(f"`{owner}` got axis={axis!r}, which is not an axis of the mesh {dict(mesh.shape)}.")
+        raise ConfigError(
+            f"`{owner}` got axis={axis!r}, which is not an axis of the mesh {dict(mesh.shape)}."
+        )
     others = {name: size for name, size in mesh.shape.items() if name != axis and size > 1}
     if others:
         raise ConfigError(
@@ -62,10 +65,13 @@ def local_frame(owner: str, frame: PyTree, shard: ShardInfo) -> PyTree:
             raise ConfigError(
                 f"`{owner}` splits every field of the frame along its leading axis over "
                 f"{shard.count} shards of mesh axis '{shard.axis}', but a field has shape "
-                f"{list(shape)}. Give every field a leading (ensemble) axis divisible by {shard.count}."
+                f"{list(shape)}. Give every field a leading (ensemble) axis divisible by "
+                f"{shard.count}."
             )
-        return jax.ShapeDtypeStruct((shape[0] // shard.count, *shape[1:]), jax.numpy.asarray(leaf).dtype
-                                    if not hasattr(leaf, "dtype") else leaf.dtype)
+        return jax.ShapeDtypeStruct(
+            (shape[0] // shard.count, *shape[1:]),
+            jax.numpy.asarray(leaf).dtype if not hasattr(leaf, "dtype") else leaf.dtype,
+        )
 
     return jax.tree.map(part, frame)
 
@@ -74,7 +80,10 @@ def stack(tree: PyTree, shard: ShardInfo, mesh: Mesh) -> PyTree:
     """`tree` repeated once per shard along a new leading axis, placed with ``P(axis)``."""
     sharding = NamedSharding(mesh, shard.spec())
     return jax.tree.map(
-        lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (shard.count, *np.shape(x))), sharding), tree
+        lambda x: jax.device_put(
+            np.broadcast_to(np.asarray(x), (shard.count, *np.shape(x))), sharding
+        ),
+        tree,
     )
 
 

@@ -65,7 +65,9 @@ class Sink(abc.ABC):
                 to append (all when None); for whole-frame sinks, a scalar bool.
         """
         inner = self._enter()
-        return inner._append(frame, step=step, time=time, mask=mask, enabled=jnp.ones((), bool))._leave()
+        return inner._append(
+            frame, step=step, time=time, mask=mask, enabled=jnp.ones((), bool)
+        )._leave()
 
     def _enter(self) -> Self:
         """The sink as one device sees it (sharded sinks drop their shard axis in shard_map)."""

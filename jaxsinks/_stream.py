@@ -4,14 +4,15 @@ The sink holds one staging block of ``block`` frames (a chunk, or a shard when s
 device. When a write fills it, a `lax.cond` hands the whole block to the host writer through a
 host callback (`jaxsinks._callback`: io_callback without its device_put), which returns
 ``[frames accepted, flags]``, added into the sink's ``flushed`` counter and ``flags``. That data
-dependency is what keeps the flush alive under `grad` (an unused callback result would be dropped). Device memory is one block.
+dependency is what keeps the flush alive under `grad` (an unused callback result would be
+dropped). Device memory is one block.
 Subclasses (`ZarrSink`, `CsvSink`) differ only in how they create their host writer.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Self
 
 import jax
 import jax.numpy as jnp
@@ -71,17 +72,34 @@ class StreamSink(Sink):
     closed: bool = static(default=False)
 
     @classmethod
-    def _empty(cls, writer: _writer.HostWriter, *, spec: FrameSpec, layout: Layout, capacity: int | None,
-               overflow: str, schedule: Schedule, batch_size: int | None, once: bool, time_dtype: Any,
-               shard: _sharding.ShardInfo | None = None, mesh: Any = None):
+    def _empty(
+        cls,
+        writer: _writer.HostWriter,
+        *,
+        spec: FrameSpec,
+        layout: Layout,
+        capacity: int | None,
+        overflow: str,
+        schedule: Schedule,
+        batch_size: int | None,
+        once: bool,
+        time_dtype: Any,
+        shard: _sharding.ShardInfo | None = None,
+        mesh: Any = None,
+    ):
         """An empty sink streaming to `writer`, continuing from its committed count.
 
         A sharded sink (`shard`) holds one such sink per shard, stacked and placed on `mesh`.
         """
         staging = layout.block + (batch_size - 1 if batch_size else 0)
         sink = cls(
-            columns=Columns.allocate(spec, staging, time_dtype=time_dtype,
-                                     per_system=batch_size is not None, write_once=False),
+            columns=Columns.allocate(
+                spec,
+                staging,
+                time_dtype=time_dtype,
+                per_system=batch_size is not None,
+                write_once=False,
+            ),
             count=jnp.zeros((), jnp.int32),
             flushed=jnp.asarray(writer.committed, jnp.int32),
             recorded=jnp.asarray(writer.committed, jnp.int32),
@@ -140,7 +158,7 @@ class StreamSink(Sink):
 
     # --------------------------------------------------------------------------- host side
 
-    def close(self) -> StreamSink:
+    def close(self) -> Self:
         """Flush the staged frames, wait until everything is durable, and finish the run.
 
         Prefer `jaxsinks.close`, which closes every sink of a pytree and raises afterwards.
@@ -160,9 +178,10 @@ class StreamSink(Sink):
             if int(part.flags) & Flag.STALE or not writer.expects(shard, offset):
                 raise StaleSinkError(
                     f"This {kind} is an older value of its sink: its staged frames start at frame "
-                    f"{offset}, but {writer.description} has {writer.next_offset(shard)} frames flushed "
-                    "from a newer value. Nothing was written and the run stays open. Close the sink "
-                    "returned by the last call (thread the returned sink through every call)."
+                    f"{offset}, but {writer.description} has {writer.next_offset(shard)} frames "
+                    "flushed from a newer value. Nothing was written and the run stays open. "
+                    "Close the sink returned by the last call (thread the returned sink through "
+                    "every call)."
                 )
         flags, recorded = 0, 0
         for shard, part in parts.items():
@@ -172,7 +191,9 @@ class StreamSink(Sink):
             if n:
                 leaves, steps, times, systems = part.columns.take(np.arange(n))
                 offset = host_int(part.flushed, kind)
-                ack = _host_tail(writer, self.layout, offset, n, leaves, steps, times, systems, shard)
+                ack = _host_tail(
+                    writer, self.layout, offset, n, leaves, steps, times, systems, shard
+                )
                 flags |= int(ack[1])
         stale = writer.stale_error()
         try:
@@ -186,11 +207,16 @@ class StreamSink(Sink):
         if self.overflow == "error" and flags & Flag.OVERFLOW:
             raise SinkOverflowError(
                 f"{kind} overflowed: its capacity is {self.capacity} frames but {recorded} were "
-                f"recorded; the first {self.capacity} are stored in {writer.description}. Create it "
-                "with a larger `capacity` or with overflow='drop' or 'ring'."
+                f"recorded; the first {self.capacity} are stored in {writer.description}. Create "
+                "it with a larger `capacity` or with overflow='drop' or 'ring'."
             )
-        return replace(self, count=jnp.zeros_like(self.count), flushed=self.flushed + self.count,
-                       flags=jnp.full_like(self.flags, flags), closed=True)
+        return replace(
+            self,
+            count=jnp.zeros_like(self.count),
+            flushed=self.flushed + self.count,
+            flags=jnp.full_like(self.flags, flags),
+            closed=True,
+        )
 
     def _writer_or_raise(self, action: str) -> _writer.HostWriter:
         """The live host writer of this sink, or a clear error if it has ended (host side)."""
@@ -204,8 +230,10 @@ class StreamSink(Sink):
                 return writer
             ended = _writer.ended(writer_id)
             if ended is None:
-                raise StoreError(f"This {kind}'s writer is not open in this process; a sink cannot "
-                                 f"{action} in another process than the one that created it.")
+                raise StoreError(
+                    f"This {kind}'s writer is not open in this process; a sink cannot "
+                    f"{action} in another process than the one that created it."
+                )
         why = "was already closed" if ended == "closed" else ended
         raise StaleSinkError(
             f"Cannot {action} this {kind}: its run {why}. Nothing was written. A sink is a value: "
@@ -215,8 +243,10 @@ class StreamSink(Sink):
 
     def __repr__(self) -> str:
         fields = ", ".join(str(f) for f in self.spec.fields)
-        return (f"{type(self).__name__}(block={self.block}, capacity={self.capacity}, overflow={self.overflow!r}, "
-                f"schedule={self.schedule}, fields=[{fields}])")
+        return (
+            f"{type(self).__name__}(block={self.block}, capacity={self.capacity}, "
+            f"overflow={self.overflow!r}, schedule={self.schedule}, fields=[{fields}])"
+        )
 
 
 def out_of_range(xp: Any, values: Any, layout: ArrayLayout) -> Any:
@@ -243,8 +273,9 @@ def out_of_range(xp: Any, values: Any, layout: ArrayLayout) -> Any:
 
 def _stage(sink: StreamSink, leaves, step, time, wanted) -> StreamSink:
     """Append the wanted frame (or rows) to the staging block, within `capacity`."""
-    bounded = sink.capacity is not None and sink.overflow != "ring"
-    room = sink.capacity - sink.flushed - sink.count if bounded else None
+    room: jax.Array | None = None
+    if sink.capacity is not None and sink.overflow != "ring":  # bounded
+        room = sink.capacity - sink.flushed - sink.count
     if sink.batch_size is None:
         fits = wanted if room is None else wanted & (room > 0)
         slot, count, _ = single_destination(sink.count, fits, sink.columns.rows, ring=False)
@@ -261,7 +292,7 @@ def _stage(sink: StreamSink, leaves, step, time, wanted) -> StreamSink:
     return replace(sink, columns=columns, count=count, flags=flags, recorded=recorded)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _recorder(layout: Layout, batch_size: int | None, shard_axis: str | None = None):
     """Stage a frame and flush a full block, all under a `lax.cond` that skips steps recording
     nothing (a ZarrSink is never vmapped or differentiated, so the cond stays a cond). Wrapped so
@@ -274,8 +305,13 @@ def _recorder(layout: Layout, batch_size: int | None, shard_axis: str | None = N
         shard = jnp.int32(0) if shard_axis is None else lax.axis_index(shard_axis).astype(jnp.int32)
         ack = _device_flush(sink, jnp.int32(block), shard)
         columns = sink.columns.shift(block, leftover) if leftover else sink.columns
-        return replace(sink, columns=columns, count=sink.count - block,
-                       flushed=sink.flushed + ack[0], flags=sink.flags | ack[1])
+        return replace(
+            sink,
+            columns=columns,
+            count=sink.count - block,
+            flushed=sink.flushed + ack[0],
+            flags=sink.flags | ack[1],
+        )
 
     def stage_and_flush(sink, leaves, step, time, wanted):
         sink = _stage(sink, leaves, step, time, wanted)
@@ -283,15 +319,18 @@ def _recorder(layout: Layout, batch_size: int | None, shard_axis: str | None = N
 
     @custom_vmap
     def record(sink, leaves, step, time, wanted):
-        return lax.cond(jnp.any(wanted), stage_and_flush, lambda s, *_: s, sink, leaves, step, time, wanted)
+        return lax.cond(
+            jnp.any(wanted), stage_and_flush, lambda s, *_: s, sink, leaves, step, time, wanted
+        )
 
     @record.def_vmap
     def _no_vmap(axis_size, in_batched, *args):
         raise TransformError(
-            "A ZarrSink (or any streaming sink) cannot be written under jax.vmap (its host writer flushes one store, and "
-            "JAX cannot batch the flush). Vmap the step function instead and record the batched "
-            "state: create the sink from an example frame with a leading replica axis, e.g. "
-            "`frame = jax.vmap(make_frame)(states)`; or use a DeviceBuffer inside vmap."
+            "A ZarrSink (or any streaming sink) cannot be written under jax.vmap (its host writer "
+            "flushes one store, and JAX cannot batch the flush). Vmap the step function instead "
+            "and record the batched state: create the sink from an example frame with a leading "
+            "replica axis, e.g. `frame = jax.vmap(make_frame)(states)`; or use a DeviceBuffer "
+            "inside vmap."
         )
 
     return jax.jit(record)  # one compile per configuration, also for eager writes
@@ -308,13 +347,24 @@ def _device_flush(sink: StreamSink, n: jax.Array, shard: jax.Array) -> jax.Array
             bad.append(jnp.zeros((), bool))
             stored.append(values.astype(array.dtype))  # a widening cast (or none)
         else:
-            bad.append(jnp.any(out_of_range(jnp, values, array) & (jnp.arange(rows, dtype=jnp.int32) < n)))
+            bad.append(
+                jnp.any(out_of_range(jnp, values, array) & (jnp.arange(rows, dtype=jnp.int32) < n))
+            )
             stored.append(values.astype(array.dtype))
     columns = [sink.columns.step, lax.stop_gradient(sink.columns.time)]
     if sink.columns.system is not None:
         columns.append(sink.columns.system)
-    (ack,) = host_call(_host_flush, [jax.ShapeDtypeStruct((2,), jnp.int32)],
-                       sink.writer, shard, sink.flushed, n, jnp.stack(bad), *stored, *columns)
+    (ack,) = host_call(
+        _host_flush,
+        [jax.ShapeDtypeStruct((2,), jnp.int32)],
+        sink.writer,
+        shard,
+        sink.flushed,
+        n,
+        jnp.stack(bad),
+        *stored,
+        *columns,
+    )
     return ack
 
 
@@ -322,8 +372,9 @@ def _host_flush(*args: np.ndarray) -> tuple[np.ndarray]:
     return (_writer.host_flush(*args),)
 
 
-def _host_tail(writer, layout: Layout, offset: int, n: int, leaves, steps, times, systems,
-               shard: int = 0) -> np.ndarray:
+def _host_tail(
+    writer, layout: Layout, offset: int, n: int, leaves, steps, times, systems, shard: int = 0
+) -> np.ndarray:
     """Flush the staged tail from the host at close, with the same checks as a device flush."""
     bad = np.array([bool(np.any(out_of_range(np, v, a))) for v, a in zip(leaves, layout.fields)])
     with np.errstate(over="ignore", invalid="ignore"):  # an out-of-range block is not written

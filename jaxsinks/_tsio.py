@@ -68,7 +68,8 @@ def with_request_defaults(spec: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def translated(action: str, kvstore: dict[str, Any]) -> Iterator[None]:
-    """Re-raise TensorStore errors inside the block as `StoreError`s naming `action` and the store."""
+    """Re-raise TensorStore errors inside the block as `StoreError`s naming `action` and the
+    store."""
     try:
         yield
     except StoreError:
@@ -103,8 +104,9 @@ def read_versioned(spec: dict[str, Any], key: str) -> tuple[bytes | None, bytes]
     return value, bytes(result.stamp.generation)
 
 
-def write_if(spec: dict[str, Any], key: str, value: bytes, generation: bytes,
-             timeout: float | None = None) -> bytes | None:
+def write_if(
+    spec: dict[str, Any], key: str, value: bytes, generation: bytes, timeout: float | None = None
+) -> bytes | None:
     """Write `value` at `key` only if its generation is still `generation` (as read, or as last
     written); wait until durable (at most `timeout` seconds, then a `StoreError`). Returns the new
     generation, or None if the key had changed.
@@ -114,7 +116,9 @@ def write_if(spec: dict[str, Any], key: str, value: bytes, generation: bytes,
         try:
             stamp = future.result(timeout=timeout)
         except TimeoutError:
-            raise StoreError(f"Writing '{key}' of {describe(spec)} did not finish within {timeout:g} s.") from None
+            raise StoreError(
+                f"Writing '{key}' of {describe(spec)} did not finish within {timeout:g} s."
+            ) from None
     return bytes(stamp.generation) or None
 
 
@@ -122,8 +126,10 @@ def delete_all_except(spec: dict[str, Any], key: str) -> None:
     """Delete every key under the kvstore `spec` but `key`."""
     with translated("delete the contents of", spec):
         store = kvstore(spec)
-        futures = [store.delete_range(ts.KvStore.KeyRange(exclusive_max=key)),
-                   store.delete_range(ts.KvStore.KeyRange(inclusive_min=key + "\0"))]
+        futures = [
+            store.delete_range(ts.KvStore.KeyRange(exclusive_max=key)),
+            store.delete_range(ts.KvStore.KeyRange(inclusive_min=key + "\0")),
+        ]
         for future in futures:
             future.result()
 
@@ -194,12 +200,14 @@ def open_array(spec: dict[str, Any], *, write: bool = False) -> ts.TensorStore:
     """Open an existing zarr3 array, for reading or (with `write`) for appending."""
     with translated("open the array", spec):
         context = WRITE_CONTEXT if write else CONTEXT
-        return ts.open({"driver": "zarr3", "kvstore": with_request_defaults(spec)}, open=True,
-                       context=context).result()
+        return ts.open(
+            {"driver": "zarr3", "kvstore": with_request_defaults(spec)}, open=True, context=context
+        ).result()
 
 
-def resize(arrays: list[ts.TensorStore], frames: int, spec: dict[str, Any], *,
-           expand_only: bool = False) -> list[ts.TensorStore]:
+def resize(
+    arrays: list[ts.TensorStore], frames: int, spec: dict[str, Any], *, expand_only: bool = False
+) -> list[ts.TensorStore]:
     """Set the frame-axis length of every array (metadata only), concurrently.
 
     With `expand_only`, an array already at least `frames` long (grown by another process) is
@@ -219,14 +227,19 @@ def resize(arrays: list[ts.TensorStore], frames: int, spec: dict[str, Any], *,
 
     with translated("resize the arrays of", spec):
         futures = [
-            a.resize(exclusive_max=[frames, *([None] * (a.rank - 1))], resize_metadata_only=True,
-                     expand_only=expand_only)
+            a.resize(
+                exclusive_max=[frames, *([None] * (a.rank - 1))],
+                resize_metadata_only=True,
+                expand_only=expand_only,
+            )
             for a in arrays
         ]
         return [resized(a, f) for a, f in zip(arrays, futures)]
 
 
-def write_rows(array: ts.TensorStore, start: int, values: Any, part: slice | None = None) -> ts.WriteFutures:
+def write_rows(
+    array: ts.TensorStore, start: int, values: Any, part: slice | None = None
+) -> ts.WriteFutures:
     """Start writing `values` to frames ``start:start + len(values)`` (and, if given, `part` of
     the second axis: one shard's region); returns the futures.
     """

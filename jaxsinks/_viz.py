@@ -11,7 +11,7 @@ from __future__ import annotations
 import pathlib
 import shutil
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -26,8 +26,9 @@ MOVIE_SUFFIXES = (".gif", ".mp4")
 # ------------------------------------------------------------------------------ series (plot)
 
 
-def series(run: Run, field: str, x: str = "step",
-           systems: Sequence[int] | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def series(
+    run: Run, field: str, x: str = "step", systems: Sequence[int] | None = None
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The lines `plot_series` draws for `field`: ``(label, x values, y values)`` each.
 
     A field of scalar frames is one line (in a per-system run, one line per system); a field of
@@ -41,11 +42,15 @@ def series(run: Run, field: str, x: str = "step",
     if run.per_system:
         if frame_shape:
             raise ConfigError(
-                f"`plot` draws fields of scalar frames in a per-system run; '{field}' has frames of "
-                f"shape {tuple(frame_shape)}. Plot a scalar field, or read it with jaxsinks.open."
+                f"`plot` draws fields of scalar frames in a per-system run; '{field}' has frames "
+                f"of shape {tuple(frame_shape)}. Plot a scalar field, or read it with "
+                "jaxsinks.open."
             )
         ids = run.systems
-        wanted = _check_systems(systems, None, field) if systems is not None else np.unique(ids).tolist()
+        assert ids is not None  # a per-system run has systems
+        wanted = (
+            _check_systems(systems, None, field) if systems is not None else np.unique(ids).tolist()
+        )
         return [(f"system {s}", xs[ids == s], values[ids == s]) for s in wanted]
     if len(frame_shape) == 0:
         if systems is not None:
@@ -55,7 +60,11 @@ def series(run: Run, field: str, x: str = "step",
             )
         return [(field, xs, values)]
     if len(frame_shape) == 1:
-        wanted = range(frame_shape[0]) if systems is None else _check_systems(systems, frame_shape[0], field)
+        wanted = (
+            range(frame_shape[0])
+            if systems is None
+            else _check_systems(systems, frame_shape[0], field)
+        )
         return [(f"{field}[{k}]", xs, values[:, k]) for k in wanted]
     raise ConfigError(
         f"`plot` draws fields whose frames are scalars or 1-d (one line per entry); '{field}' has "
@@ -63,9 +72,14 @@ def series(run: Run, field: str, x: str = "step",
     )
 
 
-def plot_series(run: Run, fields: str | Sequence[str], x: str = "step",
-                systems: Sequence[int] | None = None, out: Any = None,
-                log: Sequence[str] = ()) -> pathlib.Path:
+def plot_series(
+    run: Run,
+    fields: str | Sequence[str],
+    x: str = "step",
+    systems: Sequence[int] | None = None,
+    out: Any = None,
+    log: Sequence[str] = (),
+) -> pathlib.Path:
     """Plot scalar series of `run` against step or time into a PNG; returns its path.
 
     Args:
@@ -80,7 +94,9 @@ def plot_series(run: Run, fields: str | Sequence[str], x: str = "step",
     fields = [fields] if isinstance(fields, str) else list(fields)
     unknown = sorted(set(log) - set(fields))
     if unknown:
-        raise ConfigError(f"`log` names {unknown}, which are not among the plotted fields {fields}.")
+        raise ConfigError(
+            f"`log` names {unknown}, which are not among the plotted fields {fields}."
+        )
     if not fields:
         raise ConfigError("`plot_series` needs at least one field in `fields`; got none.")
     if len(run) == 0:
@@ -113,12 +129,13 @@ def default_plot_path(fields: Sequence[str]) -> pathlib.Path:
 
 
 def fixed_view(run: Run, field: str, command: str) -> FieldView:
-    """``run[field]`` (a KeyError naming the fields if it is missing), if its frames have a fixed shape."""
+    """``run[field]`` (a KeyError naming the fields if it is missing), if its frames have a fixed
+    shape."""
     view = run[field]
     if not isinstance(view, FieldView):
         raise ConfigError(
-            f"`{command}` needs a field whose frames all have one shape; '{field}' is ragged (systems "
-            "of different sizes). Read it with jaxsinks.open(store)[field][i]."
+            f"`{command}` needs a field whose frames all have one shape; '{field}' is ragged "
+            "(systems of different sizes). Read it with jaxsinks.open(store)[field][i]."
         )
     return view
 
@@ -139,7 +156,8 @@ def _check_systems(systems: Sequence[int], size: int | None, field: str) -> list
         bad = [s for s in wanted if not 0 <= s < size]
         if bad:
             raise ConfigError(
-                f"`systems` has indices {bad} outside the {size} entries of '{field}' (0..{size - 1})."
+                f"`systems` has indices {bad} outside the {size} entries of '{field}' "
+                f"(0..{size - 1})."
             )
     return wanted
 
@@ -147,9 +165,17 @@ def _check_systems(systems: Sequence[int], size: int | None, field: str) -> list
 # ---------------------------------------------------------------------------------- movie
 
 
-def movie(run: Run, field: str, out: Any, fps: float = 10, vmin: float | None = None,
-          vmax: float | None = None, every: int = 1, cmap: str = "viridis",
-          index: int | None = None) -> pathlib.Path:
+def movie(
+    run: Run,
+    field: str,
+    out: Any,
+    fps: float = 10,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    every: int = 1,
+    cmap: str = "viridis",
+    index: int | None = None,
+) -> pathlib.Path:
     """Render the 2-d `field` of `run` frame by frame into a GIF or MP4; returns its path.
 
     Args:
@@ -193,11 +219,17 @@ def movie(run: Run, field: str, out: Any, fps: float = 10, vmin: float | None = 
     figure, _ = _figure(5.0, 4.2)
     ax = figure.subplots()
     first = np.asarray(view[(0, *select)], dtype=np.float32)
-    image = ax.imshow(first, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest")
+    image = ax.imshow(
+        first, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest"
+    )
     figure.colorbar(image, ax=ax)
     title = ax.set_title(frame_title(field, steps[0], times[0]))
-    writer = (animation.PillowWriter(fps=fps) if out.suffix.lower() == ".gif"
-              else animation.FFMpegWriter(fps=fps))
+    writer = (
+        # matplotlib's stubs say int; the writers take any positive fps
+        animation.PillowWriter(fps=cast(int, fps))
+        if out.suffix.lower() == ".gif"
+        else animation.FFMpegWriter(fps=cast(int, fps))
+    )
     with writer.saving(figure, str(out), dpi=100):
         k = 0
         for block in blocks(view, select):
@@ -215,7 +247,8 @@ def frame_selector(field: str, frame_shape: Sequence[int], index: int | None) ->
     if len(shape) == 2:
         if index is not None:
             raise ConfigError(
-                f"`index` selects from 3-d frames, but '{field}' has 2-d frames {shape}; leave it out."
+                f"`index` selects from 3-d frames, but '{field}' has 2-d frames {shape}; leave it "
+                "out."
             )
         return ()
     if len(shape) == 3:
@@ -223,8 +256,8 @@ def frame_selector(field: str, frame_shape: Sequence[int], index: int | None) ->
             return (0,)
         if index is None:
             raise ConfigError(
-                f"'{field}' has 3-d frames of shape {shape}; pass `index` (--index I, 0..{shape[0] - 1}) "
-                "to pick one entry of the leading axis."
+                f"'{field}' has 3-d frames of shape {shape}; pass `index` (--index I, "
+                f"0..{shape[0] - 1}) to pick one entry of the leading axis."
             )
         if not -shape[0] <= index < shape[0]:
             raise ConfigError(
@@ -238,14 +271,17 @@ def frame_selector(field: str, frame_shape: Sequence[int], index: int | None) ->
     )
 
 
-def blocks(view: FieldView, select: tuple[Any, ...], size: int = READ_BLOCK) -> Iterator[np.ndarray]:
+def blocks(
+    view: FieldView, select: tuple[Any, ...], size: int = READ_BLOCK
+) -> Iterator[np.ndarray]:
     """The frames of `view` (each indexed by `select`) as float arrays, `size` frames at a time."""
     for start in range(0, len(view), size):
         yield np.asarray(view[(slice(start, start + size), *select)], dtype=np.float32)
 
 
 def value_range(view: FieldView, select: tuple[Any, ...] = ()) -> tuple[float, float]:
-    """The finite minimum and maximum of `view`, read block by block; ``(0, 1)`` if none is finite."""
+    """The finite minimum and maximum of `view`, read block by block; ``(0, 1)`` if none is
+    finite."""
     lo, hi = np.inf, -np.inf
     for block in blocks(view, select):
         finite = block[np.isfinite(block)]
@@ -275,7 +311,9 @@ def _output_path(out: Any, suffixes: Sequence[str], name: str) -> pathlib.Path:
     """`out` as a path with one of `suffixes`, in a directory that exists; else a ConfigError."""
     path = pathlib.Path(out)
     if path.is_dir():
-        raise ConfigError(f"`{name}` '{path}' is a directory; give a file name ending in {suffixes[0]}.")
+        raise ConfigError(
+            f"`{name}` '{path}' is a directory; give a file name ending in {suffixes[0]}."
+        )
     if path.suffix.lower() not in suffixes:
         raise ConfigError(f"`{name}` must end in {' or '.join(suffixes)}; got '{path}'.")
     parent = path.parent

@@ -14,9 +14,10 @@ Three stages, so that the compiled loop waits for as little as possible:
    committed count (`_record_committed`): the count never covers data that is not durable.
 
 The frames in flight are bounded by the pool plus ``max_inflight_bytes`` (host memory is that
-plus a working set of TensorStore and the allocator: docs/reliability.md). A failure is kept with the frame
-it happened at; later blocks are skipped (they would leave a gap), earlier ones still commit, and
-`finish` (called by `jaxsinks.close`) raises it with the count of frames safely committed.
+plus a working set of TensorStore and the allocator: docs/reliability.md). A failure is kept with
+the frame it happened at; later blocks are skipped (they would leave a gap), earlier ones still
+commit, and `finish` (called by `jaxsinks.close`) raises it with the count of frames safely
+committed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import itertools
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -66,8 +68,16 @@ class HostWriter(abc.ABC):
     count durable) and `_finalize` (the last metadata at close).
     """
 
-    def __init__(self, layout: Layout, *, description: str, committed: int,
-                 max_inflight_bytes: int, progress: Any = None, shards: tuple[int, ...] = (0,)) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        description: str,
+        committed: int,
+        max_inflight_bytes: int,
+        progress: Any = None,
+        shards: tuple[int, ...] = (0,),
+    ) -> None:
         self.layout = layout
         self.description = description
         self.committed = committed
@@ -90,19 +100,27 @@ class HostWriter(abc.ABC):
         self._cond = threading.Condition()
         self._free: queue.SimpleQueue[dict[str, np.ndarray]] = queue.SimpleQueue()
         self._allocated = 0
-        self._blocks: queue.SimpleQueue[tuple[int, int, int, dict[str, np.ndarray]] | None] = queue.SimpleQueue()
+        self._blocks: queue.SimpleQueue[tuple[int, int, int, dict[str, np.ndarray]] | None] = (
+            queue.SimpleQueue()
+        )
         with _REGISTRY_LOCK:
             self.id = next(_IDS)
             _REGISTRY[self.id] = self
-        self._writer_thread = threading.Thread(target=self._write_loop, name=f"jaxsinks-write-{self.id}", daemon=True)
-        self._commit_thread = threading.Thread(target=self._commit_loop, name=f"jaxsinks-commit-{self.id}", daemon=True)
+        self._writer_thread = threading.Thread(
+            target=self._write_loop, name=f"jaxsinks-write-{self.id}", daemon=True
+        )
+        self._commit_thread = threading.Thread(
+            target=self._commit_loop, name=f"jaxsinks-commit-{self.id}", daemon=True
+        )
         self._writer_thread.start()
         self._commit_thread.start()
 
     # ------------------------------------------------------------------------- store hooks
 
     @abc.abstractmethod
-    def _issue(self, offset: int, n: int, values: dict[str, np.ndarray], shard: int) -> tuple[list[Any], int, Any]:
+    def _issue(
+        self, offset: int, n: int, values: dict[str, np.ndarray], shard: int
+    ) -> tuple[list[Any], int, Any]:
         """Start writing frames ``offset:offset + n`` (the first `n` rows of `values`) of `shard`.
 
         Return once `values` is no longer read, with ``(waits, nbytes, marker)``: futures whose
@@ -115,7 +133,7 @@ class HostWriter(abc.ABC):
     def _record_committed(self) -> None:
         """Durably record `committed` (called by the committer thread, after the data)."""
 
-    def _on_durable(self, marker: Any) -> None:
+    def _on_durable(self, marker: Any) -> None:  # noqa: B027 - optional hook, no-op by default
         """A block with this marker is durable (before `_record_committed`)."""
 
     def _finalize(self, status: str) -> None:
@@ -127,7 +145,7 @@ class HostWriter(abc.ABC):
 
     # ------------------------------------------------------------------------------ stages
 
-    def submit(self, offset: int, n: int, values: list[np.ndarray], shard: int = 0) -> None:
+    def submit(self, offset: int, n: int, values: Sequence[np.ndarray], shard: int = 0) -> None:
         """Queue frames ``offset:offset + n`` of `shard`: the first `n` rows of each of `values`,
         one array per ``layout.arrays`` entry. Copies them, so `values` may be reused once this
         returns. Thread-safe: each device of a sharded sink flushes from its own thread.
@@ -152,10 +170,16 @@ class HostWriter(abc.ABC):
             if offset == expected:
                 self._next[shard] = offset + n
                 return True
-            self.refused.append(f"frames {offset}..{offset + n} (the run expected frame {expected} next)")
-        log.error("jaxsinks: a flush to %s from an older value of its sink was refused: it starts at "
-                  "frame %d but the run expected frame %d next (raised at close)",
-                  self.description, offset, expected)
+            self.refused.append(
+                f"frames {offset}..{offset + n} (the run expected frame {expected} next)"
+            )
+        log.error(
+            "jaxsinks: a flush to %s from an older value of its sink was refused: it starts at "
+            "frame %d but the run expected frame %d next (raised at close)",
+            self.description,
+            offset,
+            expected,
+        )
         return False
 
     def expects(self, shard: int, offset: int) -> bool:
@@ -176,12 +200,14 @@ class HostWriter(abc.ABC):
         """The error for the stale flushes refused so far, or None."""
         if not self.refused:
             return None
-        shown = "; ".join(self.refused[:3]) + (f"; and {len(self.refused) - 3} more" if len(self.refused) > 3 else "")
+        shown = "; ".join(self.refused[:3]) + (
+            f"; and {len(self.refused) - 3} more" if len(self.refused) > 3 else ""
+        )
         return StaleSinkError(
-            f"{len(self.refused)} flush(es) to {self.description} came from an older value of its sink "
-            f"and were refused: {shown}. Nothing they held was stored, and no stored frame was changed. "
-            "A sink is a value: pass the sink returned by each call to the next call (thread the "
-            "returned sink), and close the last one."
+            f"{len(self.refused)} flush(es) to {self.description} came from an older value of its "
+            f"sink and were refused: {shown}. Nothing they held was stored, and no stored frame "
+            "was changed. A sink is a value: pass the sink returned by each call to the next call "
+            "(thread the returned sink), and close the last one."
         )
 
     def _skips(self, offset: int) -> bool:
@@ -220,14 +246,24 @@ class HostWriter(abc.ABC):
         try:
             waits, nbytes, marker = self._issue(offset, n, values, shard)
         except Exception as err:  # noqa: BLE001 - kept and raised by finish()
-            self.fail(WriteError(f"Writing frames {offset}..{offset + n} to {self.description} "
-                                 f"failed: {_message(err)}", self.committed), at=offset)
+            self.fail(
+                WriteError(
+                    f"Writing frames {offset}..{offset + n} to {self.description} "
+                    f"failed: {_message(err)}",
+                    self.committed,
+                ),
+                at=offset,
+            )
             return
         with self._cond:
             self._pending.append(_Pending(shard, offset, offset + n, waits, nbytes, marker))
             self._inflight += nbytes
             self._cond.notify_all()
-            while self._inflight > self.max_inflight_bytes and self._pending and self.failed_at is None:
+            while (
+                self._inflight > self.max_inflight_bytes
+                and self._pending
+                and self.failed_at is None
+            ):
                 self._cond.wait()
 
     def _commit_loop(self) -> None:
@@ -251,9 +287,14 @@ class HostWriter(abc.ABC):
                     for wait in item.waits:
                         wait.result()
                 except Exception as err:  # noqa: BLE001 - kept and raised by finish()
-                    self.fail(WriteError(f"Committing frames {item.start}..{item.end} to "
-                                         f"{self.description} failed: {_message(err)}", self.committed),
-                              at=item.start)
+                    self.fail(
+                        WriteError(
+                            f"Committing frames {item.start}..{item.end} to "
+                            f"{self.description} failed: {_message(err)}",
+                            self.committed,
+                        ),
+                        at=item.start,
+                    )
                 if self.failed_at is None or item.end <= self.failed_at:
                     self._durable[item.shard] = max(self._durable[item.shard], item.end)
                     self._on_durable(item.marker)
@@ -264,8 +305,14 @@ class HostWriter(abc.ABC):
                     self._record_committed()
                 except Exception as err:  # noqa: BLE001 - kept and raised by finish()
                     self.committed = previous  # the store still says `previous`: never claim more
-                    self.fail(WriteError(f"Recording the committed count of {self.description} "
-                                         f"failed: {_message(err)}", self.committed), at=durable)
+                    self.fail(
+                        WriteError(
+                            f"Recording the committed count of {self.description} "
+                            f"failed: {_message(err)}",
+                            self.committed,
+                        ),
+                        at=durable,
+                    )
             with self._cond:
                 for _ in batch:
                     self._inflight -= self._pending.popleft().nbytes
@@ -324,11 +371,14 @@ class HostWriter(abc.ABC):
             self._finalize("closed" if self.error is None else "failed")
         except Exception as err:  # noqa: BLE001 - reported like any write failure
             if self.error is None:
-                self.error = WriteError(f"Closing {self.description} failed: {_message(err)}", self.committed)
+                self.error = WriteError(
+                    f"Closing {self.description} failed: {_message(err)}", self.committed
+                )
         if self.error is not None and self.lost:
             raise WriteError(
                 f"{self.error} {self.description} was deleted or replaced during the run: the "
-                f"{self.committed} frames it had committed are no longer there, and nothing more was written.",
+                f"{self.committed} frames it had committed are no longer there, and nothing more "
+                "was written.",
                 0,
             ) from None
         if self.error is not None:
@@ -362,7 +412,8 @@ def _stop_unclosed_writers() -> None:
         log.warning(
             "jaxsinks: %s was not closed; %d frames are committed, and frames still staged on the "
             "device were not stored. Call jaxsinks.close(sinks) when recording ends.",
-            writer.description, writer.committed,
+            writer.description,
+            writer.committed,
         )
 
 
@@ -390,7 +441,9 @@ def _retire(writer_id: int, why: str) -> None:
         _CLOSED[writer_id] = why
 
 
-def host_flush(writer_id: Any, shard: Any, offset: Any, n: Any, bad: Any, *values: np.ndarray) -> np.ndarray:
+def host_flush(
+    writer_id: Any, shard: Any, offset: Any, n: Any, bad: Any, *values: np.ndarray
+) -> np.ndarray:
     """The flush callback's target: queue a block of `shard`; return ``[frames accepted, flags]``.
 
     `bad` holds one bool per field: whether it has values out of its storage dtype's range. Such a
@@ -400,19 +453,26 @@ def host_flush(writer_id: Any, shard: Any, offset: Any, n: Any, bad: Any, *value
     n, offset, shard = int(n), int(offset), int(shard)
     if writer is None:  # the sink was closed: this is an older value of it, reused
         why = ended(int(writer_id))
-        log.error("jaxsinks: a sink whose run %s was flushed again; its %d frames were not stored "
-                  "(close raises for it)", "was closed" if why in (None, "closed") else why, n)
+        log.error(
+            "jaxsinks: a sink whose run %s was flushed again; its %d frames were not stored "
+            "(close raises for it)",
+            "was closed" if why in (None, "closed") else why,
+            n,
+        )
         return np.array([0, Flag.WRITE_FAILED | Flag.STALE], np.int32)
     if not writer.accept(shard, offset, n):
         return np.array([0, writer.flags | Flag.STALE], np.int32)
     bad_fields = [a for a, b in zip(writer.layout.fields, np.asarray(bad)) if b]
     if bad_fields and not writer._skips(offset):
         names = ", ".join(f"'{a.name}' ({a.dtype.name})" for a in bad_fields)
-        writer.fail(OutOfRangeError(
-            f"Frames {offset}..{offset + n} hold finite values out of the range of the storage "
-            f"dtype of {names}; they were not stored (not as inf). Store those fields with a "
-            "wider dtype (fields={name: FieldConfig(dtype='float32')}) or rescale them.",
-            writer.committed,
-        ), at=offset)
+        writer.fail(
+            OutOfRangeError(
+                f"Frames {offset}..{offset + n} hold finite values out of the range of the storage "
+                f"dtype of {names}; they were not stored (not as inf). Store those fields with a "
+                "wider dtype (fields={name: FieldConfig(dtype='float32')}) or rescale them.",
+                writer.committed,
+            ),
+            at=offset,
+        )
     writer.submit(offset, n, values, shard)
     return np.array([n, writer.flags], np.int32)

@@ -95,7 +95,9 @@ class ZarrSink(StreamSink):
         """
         owner = "ZarrSink.create"
         if mode not in _zarr_writer.MODES:
-            raise ConfigError(f"`{owner}` needs `mode` to be one of {list(_zarr_writer.MODES)}; got {mode!r}.")
+            raise ConfigError(
+                f"`{owner}` needs `mode` to be one of {list(_zarr_writer.MODES)}; got {mode!r}."
+            )
         overflow = check_overflow(owner, overflow)
         if capacity is not None:
             capacity = check_capacity(owner, "capacity", capacity)
@@ -116,41 +118,75 @@ class ZarrSink(StreamSink):
         if chunks_per_shard is not None:
             check_capacity(owner, "chunks_per_shard", chunks_per_shard)
         if fields is not None and not isinstance(fields, dict):
-            raise ConfigError(f"`{owner}` needs `fields` to be a dict of field name -> jaxsinks.FieldConfig; "
-                              f"got {type(fields).__name__}.")
+            raise ConfigError(
+                f"`{owner}` needs `fields` to be a dict of field name -> jaxsinks.FieldConfig; "
+                f"got {type(fields).__name__}."
+            )
         fields = dict(fields or {})
         for name, cfg in fields.items():
             if not isinstance(cfg, FieldConfig):
-                raise ConfigError(f"`fields['{name}']` must be a jaxsinks.FieldConfig; got {type(cfg).__name__}.")
+                raise ConfigError(
+                    f"`fields['{name}']` must be a jaxsinks.FieldConfig; got {type(cfg).__name__}."
+                )
         if progress is not None and not isinstance(progress, Progress):
-            raise ConfigError(f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}.")
-        layout = make_layout(spec, chunk=chunk, chunks_per_shard=chunks_per_shard, codec=codec,
-                             fields=fields, time_dtype=np.dtype(time_dtype), batch_size=batch_size,
-                             ragged=ragged, shards=1 if shard is None else shard.count)
+            raise ConfigError(
+                f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}."
+            )
+        layout = make_layout(
+            spec,
+            chunk=chunk,
+            chunks_per_shard=chunks_per_shard,
+            codec=codec,
+            fields=fields,
+            time_dtype=np.dtype(time_dtype),
+            batch_size=batch_size,
+            ragged=ragged,
+            shards=1 if shard is None else shard.count,
+        )
         if batch_size is not None and layout.block < batch_size:
             raise ConfigError(
                 f"`{owner}` needs the flush block ({layout.block} frames) to hold at least one "
                 f"batch of {batch_size} systems; pass chunk >= {batch_size}."
             )
         ring = overflow == "ring" and capacity is not None
-        if ring and capacity % layout.block:
+        if ring and capacity is not None and capacity % layout.block:
             raise ConfigError(
                 f"`{owner}` with overflow='ring' needs `capacity` to be a multiple of the flush "
                 f"block ({layout.block} frames); got capacity={capacity}."
             )
         if ring and ragged is not None:
-            raise ConfigError(f"`{owner}` cannot combine a ring (overflow='ring') with ragged fields.")
+            raise ConfigError(
+                f"`{owner}` cannot combine a ring (overflow='ring') with ragged fields."
+            )
         user_attrs = check_user_attributes(attrs)
         location = parse(store)
         meta = {"schedule": schedule.to_json(), "capacity": capacity, "overflow": overflow}
         shards = (0,) if shard is None else _sharding.local_shards(mesh, shard)
         writer = _zarr_writer.create_run(
-            location, layout, mode=mode, meta=meta, user_attrs=user_attrs, capacity=capacity,
-            ring=ring, max_inflight_bytes=max_inflight_bytes, progress=progress, shards=shards,
+            location,
+            layout,
+            mode=mode,
+            meta=meta,
+            user_attrs=user_attrs,
+            capacity=capacity,
+            ring=ring,
+            max_inflight_bytes=max_inflight_bytes,
+            progress=progress,
+            shards=shards,
         )
-        return cls._empty(writer, spec=spec, layout=layout, capacity=capacity, overflow=overflow,
-                          schedule=schedule, batch_size=batch_size, once=once, time_dtype=time_dtype,
-                          shard=shard, mesh=mesh)
+        return cls._empty(
+            writer,
+            spec=spec,
+            layout=layout,
+            capacity=capacity,
+            overflow=overflow,
+            schedule=schedule,
+            batch_size=batch_size,
+            once=once,
+            time_dtype=time_dtype,
+            shard=shard,
+            mesh=mesh,
+        )
 
 
 def default_chunk(owner: str, chunk: int | None, spec: FrameSpec, batch_size: int | None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -35,11 +35,26 @@ log = logging.getLogger("jaxsinks")
 class ZarrWriter(HostWriter):
     """Writes one Zarr run. Created by `create_run`."""
 
-    def __init__(self, location: Location, layout: Layout, arrays: dict[str, Any], *, frames: int,
-                 atoms: int, committed: int, meta: dict[str, Any], user_attrs: dict[str, Any],
-                 capacity: int | None, ring: bool, max_inflight_bytes: int, progress: Any = None,
-                 shards: tuple[int, ...] = (0,), coordinator: Coordinator | None = None,
-                 owner: Owner | None = None, generation: bytes | None = None) -> None:
+    def __init__(
+        self,
+        location: Location,
+        layout: Layout,
+        arrays: dict[str, Any],
+        *,
+        frames: int,
+        atoms: int,
+        committed: int,
+        meta: dict[str, Any],
+        user_attrs: dict[str, Any],
+        capacity: int | None,
+        ring: bool,
+        max_inflight_bytes: int,
+        progress: Any = None,
+        shards: tuple[int, ...] = (0,),
+        coordinator: Coordinator | None = None,
+        owner: Owner | None = None,
+        generation: bytes | None = None,
+    ) -> None:
         self.location = location
         self.owner = owner  # None for the secondary processes of a multi-process run
         self._generation = generation  # of the run's zarr.json as this writer last wrote it
@@ -57,21 +72,33 @@ class ZarrWriter(HostWriter):
         self.valid_from = int(meta.get("valid_from", 0))
         self._meta_lock = threading.Lock()
         self._ragged = {a.name for a in layout.ragged_fields}
-        super().__init__(layout, description=str(location), committed=committed,
-                         max_inflight_bytes=max_inflight_bytes, progress=progress, shards=shards)
+        super().__init__(
+            layout,
+            description=str(location),
+            committed=committed,
+            max_inflight_bytes=max_inflight_bytes,
+            progress=progress,
+            shards=shards,
+        )
 
     def _issue(self, offset, n, values, shard):
         start = self._position(offset, n)
         if start + n > self.frames:
-            self.frames = self._grow([k for k in self.arrays if k not in self._ragged],
-                                     self._grown(start + n, self.frames), expand_only=True)
+            self.frames = self._grow(
+                [k for k in self.arrays if k not in self._ragged],
+                self._grown(start + n, self.frames),
+                expand_only=True,
+            )
         writes, nbytes = [], 0
         if self._ragged:
             count = values[self.layout.ragged.count][:n]
             atoms = int(count.sum())
             if self.atoms + atoms > self.atom_frames:
-                self.atom_frames = self._grow(sorted(self._ragged), self._grown(self.atoms + atoms, self.atom_frames),
-                                              expand_only=True)
+                self.atom_frames = self._grow(
+                    sorted(self._ragged),
+                    self._grown(self.atoms + atoms, self.atom_frames),
+                    expand_only=True,
+                )
             for a in self.layout.ragged_fields:
                 real = np.arange(a.shape[a.ragged_axes - 1]) < count[..., None]
                 compact = values[a.name][:n][real]
@@ -84,7 +111,8 @@ class ZarrWriter(HostWriter):
             if a.shards > 1:  # this shard's region of the sharded axis: whole chunks, its own
                 size = a.shape[0]
                 part = slice(shard * size, (shard + 1) * size)
-            elif shard:  # the step and time columns are the same on every shard: shard 0 writes them
+            elif shard:
+                # the step and time columns are the same on every shard: shard 0 writes them
                 continue
             else:
                 part = None
@@ -108,8 +136,9 @@ class ZarrWriter(HostWriter):
         return min(grown, self.capacity) if self.ring and self.capacity else grown
 
     def _grow(self, names: list[str], length: int, *, expand_only: bool = False) -> int:
-        resized = tsio.resize([self.arrays[k] for k in names], length, self.location.kvstore,
-                              expand_only=expand_only)
+        resized = tsio.resize(
+            [self.arrays[k] for k in names], length, self.location.kvstore, expand_only=expand_only
+        )
         self.arrays.update(zip(names, resized))
         return length
 
@@ -130,7 +159,9 @@ class ZarrWriter(HostWriter):
             return
         self.coordinator.publish("progress", {"committed": self.committed})
         if self.coordinator.primary:
-            counts = [v["committed"] if v else self.start for v in self.coordinator.peek("progress")]
+            counts = [
+                v["committed"] if v else self.start for v in self.coordinator.peek("progress")
+            ]
             self._write_attrs("open", committed=min(counts))
 
     def _finalize(self, status: str) -> None:
@@ -177,13 +208,15 @@ class ZarrWriter(HostWriter):
         timeout = FAILED_STATUS_TIMEOUT if status == "failed" else None
         with self._meta_lock:
             value = group_metadata(self.attributes(status, committed))
-            generation = tsio.write_if(self.location.kvstore, ROOT, value, self._generation or b"", timeout)
+            generation = tsio.write_if(
+                self.location.kvstore, ROOT, value, self._generation or b"", timeout
+            )
             if generation is None:
                 self.lost = True
                 raise StoreError(
-                    f"The metadata of the run at {self.location} is no longer the one this sink wrote: "
-                    "the store was deleted or replaced, or another writer took the run over. Nothing "
-                    "more is written to it."
+                    f"The metadata of the run at {self.location} is no longer the one this sink "
+                    "wrote: the store was deleted or replaced, or another writer took the run "
+                    "over. Nothing more is written to it."
                 )
             self._generation = generation
 
@@ -206,8 +239,14 @@ def create_run(
     `shards` are the shards of a sharded sink that this writer writes (all of them in one process).
     """
     job = coordinator()
-    options = dict(capacity=capacity, ring=ring, max_inflight_bytes=max_inflight_bytes, progress=progress,
-                   shards=shards, coordinator=job)
+    options = dict(
+        capacity=capacity,
+        ring=ring,
+        max_inflight_bytes=max_inflight_bytes,
+        progress=progress,
+        shards=shards,
+        coordinator=job,
+    )
     if job is None:
         return _create_or_reopen(location, layout, mode, meta, user_attrs, options)
     if job.primary:  # the primary creates; the others attach after the barrier, or raise its error
@@ -227,8 +266,14 @@ def create_run(
     return _attach(location, layout, meta, user_attrs, options)
 
 
-def _create_or_reopen(location: Location, layout: Layout, mode: str, meta: dict[str, Any],
-                      user_attrs: dict[str, Any], options: dict[str, Any]) -> ZarrWriter:
+def _create_or_reopen(
+    location: Location,
+    layout: Layout,
+    mode: str,
+    meta: dict[str, Any],
+    user_attrs: dict[str, Any],
+    options: dict[str, Any],
+) -> ZarrWriter:
     """Claim the location for this process, then create the run or reopen it.
 
     Every step leaves the store in a state the next writer recognises: nothing, a run being
@@ -241,12 +286,14 @@ def _create_or_reopen(location: Location, layout: Layout, mode: str, meta: dict[
     if raw is None and tsio.list_keys(kv):  # another writer may have claimed it since the read
         raw, generation = tsio.read_versioned(kv, ROOT)
     stored = _stored_run(location, raw, mode)
-    if stored is not None and _check_writer(location, stored, mode):  # retired: it may have committed
+    if stored is not None and _check_writer(location, stored, mode):
+        # retired: it may have committed
         raw, generation = tsio.read_versioned(kv, ROOT)
         stored = _stored_run(location, raw, mode)
     creating = stored is not None and stored.get("status") == "creating"
     if stored is not None and not creating:
         if mode == "a":
+            assert raw is not None  # a stored run was read from it
             return _reopen(location, layout, raw, generation, meta, user_attrs, **options)
         if mode == "w-":
             raise StoreExistsError(
@@ -261,11 +308,24 @@ def _create_or_reopen(location: Location, layout: Layout, mode: str, meta: dict[
     try:
         if stored is not None:  # an old run (mode="w") or an interrupted create: ours to clear
             tsio.delete_all_except(kv, ROOT)
-        arrays = {a.name: tsio.create_array(location.child(a.name), a.metadata(0)) for a in layout.arrays}
+        arrays = {
+            a.name: tsio.create_array(location.child(a.name), a.metadata(0)) for a in layout.arrays
+        }
         for group in layout.groups:
             tsio.write_bytes(location.child(group), ROOT, group_metadata({}))
-        writer = ZarrWriter(location, layout, arrays, frames=0, atoms=0, committed=0, meta=meta,
-                            user_attrs=user_attrs, owner=owner, generation=generation, **options)
+        writer = ZarrWriter(
+            location,
+            layout,
+            arrays,
+            frames=0,
+            atoms=0,
+            committed=0,
+            meta=meta,
+            user_attrs=user_attrs,
+            owner=owner,
+            generation=generation,
+            **options,
+        )
         writer._write_attrs("open")
     except StoreError:
         if writer is not None:  # its threads and registry entry must not outlive the failure
@@ -293,7 +353,9 @@ def _stored_run(location: Location, raw: bytes | None, mode: str) -> dict[str, A
             return stored
         what = "a Zarr node that is not a jaxsinks run (its zarr.json has no 'jaxsinks' attributes)"
     if mode == "w-":
-        raise StoreExistsError(f"A store already exists at {location}: it holds {what}. Choose another path.")
+        raise StoreExistsError(
+            f"A store already exists at {location}: it holds {what}. Choose another path."
+        )
     action = "overwrite" if mode == "w" else "append to"
     raise StoreError(
         f"{location} holds {what}; jaxsinks does not {action} or delete anything it did not write. "
@@ -320,10 +382,22 @@ def _check_writer(location: Location, stored: dict[str, Any], mode: str) -> bool
             return False  # it ended in this process without recording its end (e.g. a full disk)
         if mode == "w":
             live.discard("was replaced by a new run created at the same store with mode='w'")
-            log.warning("jaxsinks: the open sink writing %s was retired: a new run replaces it", location)
+            log.warning(
+                "jaxsinks: the open sink writing %s was retired: a new run replaces it", location
+            )
             return True
-    where = "in this process (an open sink: close it first with jaxsinks.close)" if owner.in_this_process else (
-        str(owner) + ("; it runs on another host, so jaxsinks cannot tell whether it is alive" if alive is None else ""))
+    where = (
+        "in this process (an open sink: close it first with jaxsinks.close)"
+        if owner.in_this_process
+        else (
+            str(owner)
+            + (
+                "; it runs on another host, so jaxsinks cannot tell whether it is alive"
+                if alive is None
+                else ""
+            )
+        )
+    )
     raise WriterConflictError(
         f"The run at {location} is being written by {where}. A run has one writer at a time: two "
         "would interleave and overwrite each other's frames. Wait until it closes, or record to "
@@ -338,7 +412,9 @@ def _claim(location: Location, value: bytes, generation: bytes) -> bytes:
         return claimed
     raw = tsio.read_bytes(location.kvstore, ROOT)
     try:
-        owner = Owner.from_json(json.loads(raw or b"{}").get("attributes", {}).get(ATTRS_KEY, {}).get("writer"))
+        owner = Owner.from_json(
+            json.loads(raw or b"{}").get("attributes", {}).get(ATTRS_KEY, {}).get("writer")
+        )
     except (ValueError, AttributeError):
         owner = None
     who = f" ({owner})" if owner is not None else ""
@@ -348,20 +424,42 @@ def _claim(location: Location, value: bytes, generation: bytes) -> bytes:
     )
 
 
-def _attach(location: Location, layout: Layout, meta: dict[str, Any], user_attrs: dict[str, Any],
-            options: dict[str, Any]) -> ZarrWriter:
+def _attach(
+    location: Location,
+    layout: Layout,
+    meta: dict[str, Any],
+    user_attrs: dict[str, Any],
+    options: dict[str, Any],
+) -> ZarrWriter:
     """A secondary process's writer for the run the primary created: no metadata is written."""
-    attrs = json.loads(tsio.read_bytes(location.kvstore, "zarr.json")).get("attributes", {})
+    raw = cast(bytes, tsio.read_bytes(location.kvstore, "zarr.json"))  # the primary created it
+    attrs = json.loads(raw).get("attributes", {})
     stored = attrs[ATTRS_KEY]
     arrays = {a.name: tsio.open_array(location.child(a.name), write=True) for a in layout.arrays}
     committed = int(stored.get("committed", 0))
     frames = int(next(iter(arrays.values())).shape[0])
-    return ZarrWriter(location, layout, arrays, frames=frames, atoms=int(stored.get("committed_atoms", 0)),
-                      committed=committed, meta=dict(stored, **meta), user_attrs=user_attrs, **options)
+    return ZarrWriter(
+        location,
+        layout,
+        arrays,
+        frames=frames,
+        atoms=int(stored.get("committed_atoms", 0)),
+        committed=committed,
+        meta=dict(stored, **meta),
+        user_attrs=user_attrs,
+        **options,
+    )
 
 
-def _reopen(location: Location, layout: Layout, existing: bytes, generation: bytes, meta: dict[str, Any],
-            user_attrs: dict[str, Any], **options: Any) -> ZarrWriter:
+def _reopen(
+    location: Location,
+    layout: Layout,
+    existing: bytes,
+    generation: bytes,
+    meta: dict[str, Any],
+    user_attrs: dict[str, Any],
+    **options: Any,
+) -> ZarrWriter:
     attrs = json.loads(existing).get("attributes", {})
     stored = attrs[ATTRS_KEY]
     check_schema(stored.get("schema", {}), layout.schema(), location)
@@ -384,16 +482,31 @@ def _reopen(location: Location, layout: Layout, existing: bytes, generation: byt
     if options["ring"]:  # a ring's arrays keep their length; frames go modulo the capacity
         frames = int(arrays[frame_names[0]].shape[0])
     else:  # drop anything written past the committed count before a crash
-        arrays.update(zip(frame_names, tsio.resize([arrays[k] for k in frame_names], committed, location.kvstore)))
+        arrays.update(
+            zip(
+                frame_names,
+                tsio.resize([arrays[k] for k in frame_names], committed, location.kvstore),
+            )
+        )
         frames = committed
     if ragged:
         names = sorted(ragged)
         arrays.update(zip(names, tsio.resize([arrays[k] for k in names], atoms, location.kvstore)))
     merged = {k: v for k, v in attrs.items() if k != ATTRS_KEY}
     merged.update(user_attrs)
-    writer = ZarrWriter(location, layout, arrays, frames=frames, atoms=atoms, committed=committed,
-                        meta=dict(stored, **meta), user_attrs=merged, owner=owner, generation=generation,
-                        **options)
+    writer = ZarrWriter(
+        location,
+        layout,
+        arrays,
+        frames=frames,
+        atoms=atoms,
+        committed=committed,
+        meta=dict(stored, **meta),
+        user_attrs=merged,
+        owner=owner,
+        generation=generation,
+        **options,
+    )
     writer._write_attrs("open")
     return writer
 
@@ -410,12 +523,17 @@ def check_schema(stored: dict[str, Any], wanted: dict[str, Any], location: Locat
             problems.append(f"field '{name}' is in the frame but not in the stored run")
         elif old[name] != new[name]:
             keys = sorted(set(old[name]) | set(new[name]))
-            diffs = [f"{k} {old[name].get(k)} stored vs {new[name].get(k)} now" for k in keys
-                     if old[name].get(k) != new[name].get(k)]
+            diffs = [
+                f"{k} {old[name].get(k)} stored vs {new[name].get(k)} now"
+                for k in keys
+                if old[name].get(k) != new[name].get(k)
+            ]
             problems.append(f"field '{name}': " + ", ".join(diffs))
     for key in ("time_dtype", "per_system", "chunk", "chunks_per_shard", "ragged"):
         if stored.get(key) != wanted.get(key):
-            problems.append(f"{key} is {stored.get(key)!r} in the stored run but {wanted.get(key)!r} now")
+            problems.append(
+                f"{key} is {stored.get(key)!r} in the stored run but {wanted.get(key)!r} now"
+            )
     if problems:
         raise SchemaMismatchError(
             f"Cannot append to the run at {location}: its frame schema differs: "

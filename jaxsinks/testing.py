@@ -61,7 +61,7 @@ class S3Server:
     region: str = REGION
     access_key_id: str = ACCESS_KEY_ID
     secret_access_key: str = dataclasses.field(default=SECRET_ACCESS_KEY, repr=False)
-    _process: subprocess.Popen = dataclasses.field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    _process: subprocess.Popen | None = dataclasses.field(default=None, repr=False, compare=False)
     _log: IO[bytes] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def url(self, path: str = "") -> str:
@@ -72,20 +72,31 @@ class S3Server:
         """The store `path` in the bucket, with this server's endpoint, region and keys explicit
         (`jaxsinks.s3` `options`, e.g. ``retries``, are passed on).
         """
-        options.setdefault("credentials", {"access_key_id": self.access_key_id,
-                                           "secret_access_key": self.secret_access_key})
+        options.setdefault(
+            "credentials",
+            {"access_key_id": self.access_key_id, "secret_access_key": self.secret_access_key},
+        )
         return s3(self.url(path), endpoint=self.endpoint, region=self.region, **options)
 
     def env(self) -> dict[str, str]:
         """The environment variables that make ``s3://`` URLs (and boto3, s3fs) use this server."""
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": self.region,
-                "AWS_ACCESS_KEY_ID": self.access_key_id, "AWS_SECRET_ACCESS_KEY": self.secret_access_key}
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+        }
 
     @property
     def storage_options(self) -> dict[str, Any]:
-        """fsspec/s3fs options to read the bucket with zarr-python or xarray (``storage_options=``)."""
-        return {"endpoint_url": self.endpoint, "key": self.access_key_id, "secret": self.secret_access_key,
-                "client_kwargs": {"region_name": self.region}}
+        """fsspec/s3fs options to read the bucket with zarr-python or xarray
+        (``storage_options=``)."""
+        return {
+            "endpoint_url": self.endpoint,
+            "key": self.access_key_id,
+            "secret": self.secret_access_key,
+            "client_kwargs": {"region_name": self.region},
+        }
 
     def pause(self) -> None:
         """Stop the server process (SIGSTOP): it keeps its data and connections but answers
@@ -119,7 +130,9 @@ class S3Server:
         self.stop()
 
 
-def local_s3_server(bucket: str = "jaxsinks", *, port: int | None = None, set_env: bool = False) -> S3Server:
+def local_s3_server(
+    bucket: str = "jaxsinks", *, port: int | None = None, set_env: bool = False
+) -> S3Server:
     """Start a local S3 server (``python -m moto.server``) with an empty `bucket`; return it.
 
     Use it as a context manager (``with local_s3_server() as server:``), which stops it at the
@@ -137,16 +150,27 @@ def local_s3_server(bucket: str = "jaxsinks", *, port: int | None = None, set_en
     """
     for module in ("moto", "flask", "boto3"):
         if importlib.util.find_spec(module) is None:
-            raise ConfigError(f"`local_s3_server` needs the '{module}' package, which is not installed. "
-                              f"Install the cloud extras: {_INSTALL}.")
+            raise ConfigError(
+                f"`local_s3_server` needs the '{module}' package, which is not installed. "
+                f"Install the cloud extras: {_INSTALL}."
+            )
     port = _free_port() if port is None else port
-    log = tempfile.TemporaryFile()  # the server logs every request: a file, never a pipe it could fill
+    log = (
+        tempfile.TemporaryFile()
+    )  # the server logs every request: a file, never a pipe it could fill
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
     )
-    server = S3Server(endpoint=f"http://127.0.0.1:{port}", bucket=bucket, pid=process.pid,
-                      _process=process, _log=log)
+    server = S3Server(
+        endpoint=f"http://127.0.0.1:{port}",
+        bucket=bucket,
+        pid=process.pid,
+        _process=process,
+        _log=log,
+    )
     try:
         _wait_until_up(server, process, log)
         _make_bucket(server)
@@ -170,7 +194,10 @@ def _wait_until_up(server: S3Server, process: subprocess.Popen, log: IO[bytes]) 
         if process.poll() is not None:
             log.seek(0)
             tail = log.read().decode(errors="replace")[-2000:]
-            raise StoreError(f"The local S3 server (moto) exited with status {process.returncode} at start:\n{tail}")
+            raise StoreError(
+                f"The local S3 server (moto) exited with status {process.returncode} at "
+                f"start:\n{tail}"
+            )
         try:
             with urllib.request.urlopen(f"{server.endpoint}/moto-api/", timeout=1):
                 return
@@ -178,18 +205,28 @@ def _wait_until_up(server: S3Server, process: subprocess.Popen, log: IO[bytes]) 
             return  # it answers
         except OSError:
             time.sleep(0.05)
-    raise StoreError(f"The local S3 server (moto) at {server.endpoint} did not answer within {START_TIMEOUT:.0f} s.")
+    raise StoreError(
+        f"The local S3 server (moto) at {server.endpoint} did not answer within "
+        f"{START_TIMEOUT:.0f} s."
+    )
 
 
 def _make_bucket(server: S3Server) -> None:
     import boto3
 
-    client = boto3.client("s3", endpoint_url=server.endpoint, region_name=server.region,
-                          aws_access_key_id=server.access_key_id, aws_secret_access_key=server.secret_access_key)
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name=server.region,
+        aws_access_key_id=server.access_key_id,
+        aws_secret_access_key=server.secret_access_key,
+    )
     try:
         client.create_bucket(Bucket=server.bucket)
     except Exception as err:  # botocore's ClientError, ParamValidationError, ...
-        raise StoreError(f"Could not create the bucket '{server.bucket}' on the local S3 server: {err}") from None
+        raise StoreError(
+            f"Could not create the bucket '{server.bucket}' on the local S3 server: {err}"
+        ) from None
 
 
 __all__ = ["S3Server", "local_s3_server"]

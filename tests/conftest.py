@@ -43,7 +43,8 @@ def maybe_jit(request):
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "x64: runs only with JAXSINKS_TEST_X64=1 (test_x64.py runs them in a subprocess otherwise)"
+        "markers",
+        "x64: runs only with JAXSINKS_TEST_X64=1 (test_x64.py runs them in a subprocess otherwise)",
     )
 
 

@@ -141,9 +141,13 @@ def main(argv=None) -> None:
     FIELDS, SALT = args.fields, args.salt
     out = Out(args.markers)
     out.event("start")
-    options = {} if args.max_inflight_bytes is None else {"max_inflight_bytes": args.max_inflight_bytes}
+    options = (
+        {} if args.max_inflight_bytes is None else {"max_inflight_bytes": args.max_inflight_bytes}
+    )
     if args.warmup:
-        warm = js.ZarrSink.create(f"memory://warmup-{os.getpid()}", example(), chunk=args.chunk, **options)
+        warm = js.ZarrSink.create(
+            f"memory://warmup-{os.getpid()}", example(), chunk=args.chunk, **options
+        )
         js.close(run_call(warm, 0, args.per_call, args.loop))
     if args.control is not None:
         rounds(args, options, out)
@@ -156,7 +160,9 @@ def main(argv=None) -> None:
         with js.recording(sink) as rec:
             done = start
             while args.until is None or done < args.until:
-                rec.sinks = run_call(rec.sinks, done, next_stop(done, args.per_call, args.until), args.loop)
+                rec.sinks = run_call(
+                    rec.sinks, done, next_stop(done, args.per_call, args.until), args.loop
+                )
                 done = int(rec.sinks.recorded)
                 out.count(done)
             out.event("closing", done)
@@ -187,7 +193,9 @@ def rounds(args, options, out: Out) -> None:
             return
         total = int(order)
         out.event("creating")
-        sink = js.ZarrSink.create(args.store, example(), chunk=args.chunk, mode=args.mode, **options)
+        sink = js.ZarrSink.create(
+            args.store, example(), chunk=args.chunk, mode=args.mode, **options
+        )
         start = int(sink.flushed)
         out.event("created", start)
         sink = record_to(sink, start, total, args, out)

@@ -13,10 +13,15 @@ import pytest
 
 
 def _mount(target: pathlib.Path, options: str) -> None:
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}); the fault needs a real filesystem")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({proc.stderr.strip()}); the fault needs a real filesystem"
+        )
 
 
 @contextlib.contextmanager

@@ -12,8 +12,12 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import jax  # noqa: E402
 
 process, port, store, steps = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process,
-                           initialization_timeout=120)
+jax.distributed.initialize(
+    coordinator_address=f"127.0.0.1:{port}",
+    num_processes=2,
+    process_id=process,
+    initialization_timeout=120,
+)
 
 import jax.numpy as jnp  # noqa: E402
 from sharded_helpers import example, initial, sharded_runner  # noqa: E402
@@ -36,5 +40,9 @@ mesh = jax.make_mesh((4,), ("r",))
 sink = js.ZarrSink.create(store, example(), chunk=4, mesh=mesh, axis="r")
 x, sink = sharded_runner(mesh, sink)(sink, initial(mesh), jnp.arange(steps, dtype=jnp.int32))
 js.close(sink)
-print(f"process {jax.process_index()}: {jax.local_device_count()} of {jax.device_count()} devices, wrote shards {sorted(written)}, closed", flush=True)
+print(
+    f"process {jax.process_index()}: {jax.local_device_count()} of {jax.device_count()} devices, "
+    f"wrote shards {sorted(written)}, closed",
+    flush=True,
+)
 jax.distributed.shutdown()

@@ -25,7 +25,11 @@ def write_run(path):
     """A closed run of 12 frames at `path`: 2-d, 1-d, scalar and 3-d fields, energy as float16."""
     example = jax.eval_shape(frame_at, jnp.int32(0))
     sink = js.ZarrSink.create(
-        path, example, chunk=4, codec=js.Zstd(3), attrs={"T": 300},
+        path,
+        example,
+        chunk=4,
+        codec=js.Zstd(3),
+        attrs={"T": 300},
         fields={"energy": js.FieldConfig(dtype="float16", codec=js.Blosc("lz4", 5))},
     )
 
@@ -38,7 +42,8 @@ def write_run(path):
 
 
 def write_per_system_run(path):
-    """A per-system run of 3 systems over 6 steps: system k is recorded when mask[k]; e = 10 step + k."""
+    """A per-system run of 3 systems over 6 steps: system k is recorded when mask[k]; e = 10 step +
+    k."""
     sink = js.ZarrSink.create(path, {"e": jnp.zeros(3)}, per_system=True, chunk=4)
 
     def body(sink, step):

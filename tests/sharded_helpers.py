@@ -18,7 +18,11 @@ def example():
 def initial(mesh=None, axis="r"):
     """The replicas' starting state, split over `mesh` (or on one device)."""
     x0 = np.arange(REPLICAS, dtype=np.float32)[:, None] * np.ones((1, DIM), np.float32)
-    return jnp.asarray(x0) if mesh is None else jax.device_put(x0, NamedSharding(mesh, PartitionSpec(axis)))
+    return (
+        jnp.asarray(x0)
+        if mesh is None
+        else jax.device_put(x0, NamedSharding(mesh, PartitionSpec(axis)))
+    )
 
 
 def step_fn(x, i):
@@ -39,13 +43,22 @@ def record_steps(sink, x, steps):
 
 def sharded_runner(mesh, sink, axis="r"):
     spec = PartitionSpec(axis)
-    return jax.jit(jax.shard_map(record_steps, mesh=mesh, in_specs=(sink.partition_spec, spec, PartitionSpec()),
-                                 out_specs=(spec, sink.partition_spec)))
+    return jax.jit(
+        jax.shard_map(
+            record_steps,
+            mesh=mesh,
+            in_specs=(sink.partition_spec, spec, PartitionSpec()),
+            out_specs=(spec, sink.partition_spec),
+        )
+    )
 
 
 def expected(steps):
     """The frames a run recording every one of `steps` (starting from step 0) holds."""
     steps = np.asarray(steps)
-    x = (np.arange(REPLICAS, dtype=np.float32)[None, :, None] + (steps + 1).astype(np.float32)[:, None, None]
-         + np.zeros((1, 1, DIM), np.float32))
+    x = (
+        np.arange(REPLICAS, dtype=np.float32)[None, :, None]
+        + (steps + 1).astype(np.float32)[:, None, None]
+        + np.zeros((1, 1, DIM), np.float32)
+    )
     return {"x": x, "e": x.sum(-1) * steps.astype(np.float32)[:, None]}

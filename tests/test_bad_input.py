@@ -72,8 +72,14 @@ def fresh_dir() -> pathlib.Path:
 # ---------------------------------------------------------------------------------- frames
 
 not_arrays = st.one_of(
-    st.text(max_size=5), st.none(), st.builds(object), st.just(np.array([object()])),
-    st.just(np.array(["a", "b"])), st.just(np.array([b"x"])), st.just({}), st.just([]),
+    st.text(max_size=5),
+    st.none(),
+    st.builds(object),
+    st.just(np.array([object()])),
+    st.just(np.array(["a", "b"])),
+    st.just(np.array([b"x"])),
+    st.just({}),
+    st.just([]),
     st.just(np.datetime64("2020-01-01")),
 )
 
@@ -88,8 +94,10 @@ def test_an_example_frame_without_numeric_arrays_is_a_config_error(leaf):
     assert not path.exists()
 
 
-@given(shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3),
-       dtype=st.sampled_from([np.float32, np.int32, np.bool_, np.complex64, np.uint8, np.float16]))
+@given(
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3),
+    dtype=st.sampled_from([np.float32, np.int32, np.bool_, np.complex64, np.uint8, np.float16]),
+)
 def test_zero_d_and_zero_size_leaves_round_trip(shape, dtype):
     store = memory_store()
     frames = [{"a": np.full(shape, i % 2, dtype)} for i in range(3)]
@@ -99,12 +107,17 @@ def test_zero_d_and_zero_size_leaves_round_trip(shape, dtype):
     np.testing.assert_array_equal(run["a"][:], np.stack([f["a"] for f in frames]))
 
 
-@given(shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
-       other=hnp.array_shapes(min_dims=0, max_dims=3, max_side=4))
+@given(
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
+    other=hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
+)
 def test_a_frame_of_another_shape_is_a_frame_error_naming_both_shapes(shape, other):
     assume(shape != other)
     sink = js.DeviceBuffer.create({"x": jnp.zeros(shape)}, capacity=4)
-    for write in (lambda s, f: js.record(s, step=0, frame=f), jax.jit(lambda s, f: js.record(s, step=0, frame=f))):
+    for write in (
+        lambda s, f: js.record(s, step=0, frame=f),
+        jax.jit(lambda s, f: js.record(s, step=0, frame=f)),
+    ):
         with pytest.raises(js.FrameError) as info:
             write(sink, {"x": jnp.zeros(other)})
         assert_clear(info.value, "'x'", str(tuple(other)), str(tuple(shape)))
@@ -130,11 +143,22 @@ def test_a_non_array_frame_leaf_at_write_is_a_frame_error():
 # ---------------------------------------------------------------------------------- dtypes
 
 
-@given(values=hnp.arrays(np.float32, 4, elements=st.floats(width=32, allow_nan=True, allow_infinity=True)))
+@given(
+    values=hnp.arrays(
+        np.float32, 4, elements=st.floats(width=32, allow_nan=True, allow_infinity=True)
+    )
+)
 def test_float16_storage_keeps_nan_and_inf_and_refuses_finite_out_of_range(values):
     store = memory_store()
-    sink = create(store, {"a": jnp.zeros(4, jnp.float32)}, chunk=1, fields={"a": js.FieldConfig(dtype="float16")})
-    sink = js.record(sink, step=0, frame={"a": jnp.zeros(4, jnp.float32)})  # a first frame that fits
+    sink = create(
+        store,
+        {"a": jnp.zeros(4, jnp.float32)},
+        chunk=1,
+        fields={"a": js.FieldConfig(dtype="float16")},
+    )
+    sink = js.record(
+        sink, step=0, frame={"a": jnp.zeros(4, jnp.float32)}
+    )  # a first frame that fits
     sink = js.record(sink, step=1, frame={"a": jnp.asarray(values)})
     finite = np.isfinite(values)
     out_of_range = bool(np.any(np.abs(values[finite]) > np.finfo(np.float16).max))
@@ -156,14 +180,18 @@ def test_float16_storage_keeps_nan_and_inf_and_refuses_finite_out_of_range(value
 def test_storage_dtypes_round_trip(dtype):
     store = memory_store()
     values = np.array([0, 1, 1, 0], np.float32)
-    sink = create(store, {"a": jnp.zeros(4, jnp.float32)}, chunk=2, fields={"a": js.FieldConfig(dtype=dtype)})
+    sink = create(
+        store, {"a": jnp.zeros(4, jnp.float32)}, chunk=2, fields={"a": js.FieldConfig(dtype=dtype)}
+    )
     js.close(record_all(sink, [{"a": jnp.asarray(values)}] * 3))
     got = js.open(store)["a"][:]
     assert got.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(got, np.broadcast_to(values.astype(dtype), (3, 4)))
 
 
-@pytest.mark.parametrize("source, target", [("float32", "bool"), ("complex64", "float32"), ("int32", "bool")])
+@pytest.mark.parametrize(
+    "source, target", [("float32", "bool"), ("complex64", "float32"), ("int32", "bool")]
+)
 def test_a_lossy_storage_dtype_is_a_config_error_naming_the_field(source, target):
     path = fresh_dir() / "run.zarr"
     with pytest.raises(js.ConfigError) as info:
@@ -172,8 +200,17 @@ def test_a_lossy_storage_dtype_is_a_config_error_naming_the_field(source, target
     assert not path.exists()
 
 
-@pytest.mark.parametrize("dtype", ["object", "U3", "datetime64[s]", pytest.param("int64", marks=x32_only),
-                                   pytest.param("float64", marks=x32_only), "not-a-dtype"])
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        "object",
+        "U3",
+        "datetime64[s]",
+        pytest.param("int64", marks=x32_only),
+        pytest.param("float64", marks=x32_only),
+        "not-a-dtype",
+    ],
+)
 def test_a_storage_dtype_that_cannot_be_stored_is_a_config_error(dtype):
     with pytest.raises(js.ConfigError) as info:
         js.FieldConfig(dtype=dtype)
@@ -214,18 +251,39 @@ def test_float64_frames_without_x64_never_become_inf(value):
     np.testing.assert_array_equal(js.open(store)["a"][0], np.float32(value))
 
 
-@pytest.mark.parametrize("value", [1e300 + 0j, 1 + 1e300j, -1e300 - 1e300j, complex(1, -4e38), 3e38 + 3e38j,
-                                   complex(math.inf, 1), complex(1, -math.inf), complex(math.nan, 0), 1 + 2j])
+@pytest.mark.parametrize(
+    "value",
+    [
+        1e300 + 0j,
+        1 + 1e300j,
+        -1e300 - 1e300j,
+        complex(1, -4e38),
+        3e38 + 3e38j,
+        complex(math.inf, 1),
+        complex(1, -math.inf),
+        complex(math.nan, 0),
+        1 + 2j,
+    ],
+)
 def test_complex128_stored_as_complex64_is_checked_like_float_narrowing(value):
     """Either part beyond complex64's range fails the write (nothing stored as inf); NaN, inf and
     values that fit are stored as given."""
     with jax.enable_x64(True):
         store = memory_store()
-        sink = create(store, {"z": jnp.zeros(2, jnp.complex128)}, chunk=1,
-                      fields={"z": js.FieldConfig(dtype="complex64")})
-        sink = js.record(sink, step=0, frame={"z": jnp.zeros(2, jnp.complex128)})  # a first frame that fits
+        sink = create(
+            store,
+            {"z": jnp.zeros(2, jnp.complex128)},
+            chunk=1,
+            fields={"z": js.FieldConfig(dtype="complex64")},
+        )
+        sink = js.record(
+            sink, step=0, frame={"z": jnp.zeros(2, jnp.complex128)}
+        )  # a first frame that fits
         sink = js.record(sink, step=1, frame={"z": jnp.asarray([value, 0], jnp.complex128)})
-        big = any(math.isfinite(p) and abs(p) > float(np.finfo(np.float32).max) for p in (value.real, value.imag))
+        big = any(
+            math.isfinite(p) and abs(p) > float(np.finfo(np.float32).max)
+            for p in (value.real, value.imag)
+        )
         if big:
             with pytest.raises(js.OutOfRangeError) as info:
                 js.close(sink)
@@ -253,12 +311,19 @@ def test_a_float32_field_stored_as_bfloat16_round_trips():
     """Was a raw ValueError from inside TensorStore ("Invalid integer data type 'V'")."""
     store = memory_store()
     values = np.asarray([1.5, -3.0e38, np.nan, np.inf], np.float32)
-    sink = create(store, {"a": jnp.zeros(4, jnp.float32)}, chunk=1, fields={"a": js.FieldConfig(dtype="bfloat16")})
+    sink = create(
+        store,
+        {"a": jnp.zeros(4, jnp.float32)},
+        chunk=1,
+        fields={"a": js.FieldConfig(dtype="bfloat16")},
+    )
     js.close(js.record(sink, step=0, frame={"a": jnp.asarray(values)}))
     run = js.open(store)
     stored = run["a"][0]
     assert stored.dtype == jnp.bfloat16 and run.describe()["fields"][0]["dtype"] == "bfloat16"
-    np.testing.assert_array_equal(stored.astype(np.float32), values.astype(jnp.bfloat16).astype(np.float32))
+    np.testing.assert_array_equal(
+        stored.astype(np.float32), values.astype(jnp.bfloat16).astype(np.float32)
+    )
 
 
 @pytest.mark.parametrize("chunk", [1, 4], ids=["flushed on the device", "flushed at close"])
@@ -266,20 +331,38 @@ def test_bfloat16_frames_stored_as_float16_keep_inf_and_nan(chunk):
     """inf and NaN are not out of range, also for bfloat16 frames (numpy alone does not see
     bfloat16 as a float type: the tail flushed at close refused the inf)."""
     store = memory_store()
-    sink = create(store, {"a": jnp.zeros(3, jnp.bfloat16)}, chunk=chunk, fields={"a": js.FieldConfig(dtype="float16")})
-    js.close(js.record(sink, step=0, frame={"a": jnp.asarray([jnp.inf, jnp.nan, -2.0], jnp.bfloat16)}))
-    np.testing.assert_array_equal(js.open(store)["a"][0], np.asarray([np.inf, np.nan, -2.0], np.float16))
+    sink = create(
+        store,
+        {"a": jnp.zeros(3, jnp.bfloat16)},
+        chunk=chunk,
+        fields={"a": js.FieldConfig(dtype="float16")},
+    )
+    js.close(
+        js.record(sink, step=0, frame={"a": jnp.asarray([jnp.inf, jnp.nan, -2.0], jnp.bfloat16)})
+    )
+    np.testing.assert_array_equal(
+        js.open(store)["a"][0], np.asarray([np.inf, np.nan, -2.0], np.float16)
+    )
 
 
-@pytest.mark.parametrize("source, target, value, fits", [
-    ("int32", "uint32", -1, False), ("int32", "uint32", 2**31 - 1, True),  # was an OverflowError at record
-    ("float32", "int32", 2.0**31, False), ("float32", "int32", 2147483520.0, True),  # 2**31 overflowed int32
-    ("float32", "int32", -(2.0**31), True), ("float32", "uint16", -0.5, False),
-    ("float32", "bfloat16", 3.39e38, False), ("float32", "bfloat16", -3.38e38, True),
-])
+@pytest.mark.parametrize(
+    "source, target, value, fits",
+    [
+        ("int32", "uint32", -1, False),
+        ("int32", "uint32", 2**31 - 1, True),  # was an OverflowError at record
+        ("float32", "int32", 2.0**31, False),
+        ("float32", "int32", 2147483520.0, True),  # 2**31 overflowed int32
+        ("float32", "int32", -(2.0**31), True),
+        ("float32", "uint16", -0.5, False),
+        ("float32", "bfloat16", 3.39e38, False),
+        ("float32", "bfloat16", -3.38e38, True),
+    ],
+)
 def test_narrowing_at_the_edges_of_the_storage_range(source, target, value, fits):
     store = memory_store()
-    sink = create(store, {"a": jnp.zeros((), source)}, chunk=1, fields={"a": js.FieldConfig(dtype=target)})
+    sink = create(
+        store, {"a": jnp.zeros((), source)}, chunk=1, fields={"a": js.FieldConfig(dtype=target)}
+    )
     sink = js.record(sink, step=0, frame={"a": jnp.asarray(value, source)})
     if not fits:
         with pytest.raises(js.OutOfRangeError):
@@ -292,12 +375,36 @@ def test_narrowing_at_the_edges_of_the_storage_range(source, target, value, fits
 # ----------------------------------------------------------------- storage dtypes (property)
 
 #: Every dtype a field may be stored as, some it may not, and what each is recorded from.
-TARGETS = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
-           "bfloat16", "float32", "float64", "complex64", "complex128",
-           "float8_e4m3fn", "float8_e5m2", "int4", "uint4", "float4_e2m1fn", "object", "U3", "V2", "f4,f4"]
+TARGETS = [
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+    "float8_e4m3fn",
+    "float8_e5m2",
+    "int4",
+    "uint4",
+    "float4_e2m1fn",
+    "object",
+    "U3",
+    "V2",
+    "f4,f4",
+]
 _SOURCES = {
     "float32": st.floats(width=32, allow_nan=True, allow_infinity=True),
-    "int32": st.integers(-(2**31), 2**31 - 1) | st.sampled_from([0, 1, -1, 127, 128, 255, 256, 65504, 65536]),
+    "int32": st.integers(-(2**31), 2**31 - 1)
+    | st.sampled_from([0, 1, -1, 127, 128, 255, 256, 65504, 65536]),
     "bool": st.booleans(),
     "complex64": st.complex_numbers(width=64, allow_nan=True, allow_infinity=True),
     "bfloat16": st.floats(-1e3, 1e3, width=16),
@@ -322,7 +429,9 @@ def test_every_storage_dtype_round_trips_or_is_refused_clearly(data, source, tar
     """A field stored as any dtype: refused at once with a ConfigError (a dtype no run stores, a
     lossy one, or a 64-bit one without x64), refused at close with an OutOfRangeError (a value
     out of range), or stored exactly as numpy casts it (bfloat16 included)."""
-    values = np.asarray(data.draw(st.lists(_SOURCES[source], min_size=3, max_size=3)), dtype=np.dtype(source))
+    values = np.asarray(
+        data.draw(st.lists(_SOURCES[source], min_size=3, max_size=3)), dtype=np.dtype(source)
+    )
     store = memory_store()
     try:
         config = js.FieldConfig(dtype=target)
@@ -344,33 +453,54 @@ def test_every_storage_dtype_round_trips_or_is_refused_clearly(data, source, tar
     assert stored.dtype == dtype and stored.shape == (1, 3)
     with np.errstate(invalid="ignore", over="ignore"):
         want = values.astype(dtype)
-    if dtype == jnp.bfloat16:  # numpy's testing does not see bfloat16 NaNs as equal; float32 holds them
+    if dtype == jnp.bfloat16:
+        # numpy's testing does not see bfloat16 NaNs as equal; float32 holds them
         stored, want = stored.astype(np.float32), want.astype(np.float32)
     np.testing.assert_array_equal(stored[0], want)
 
 
 @settings(max_examples=10)  # each shape compiles its own recorder
-@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=3).filter(lambda s: 0 in s),
-       dtype=st.sampled_from(["float32", "bfloat16", "int8", "bool", "complex64"]), data=st.data())
+@given(
+    shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=3).filter(lambda s: 0 in s),
+    dtype=st.sampled_from(["float32", "bfloat16", "int8", "bool", "complex64"]),
+    data=st.data(),
+)
 def test_zero_size_fields_store_and_read_any_slice_like_numpy(shape, dtype, data):
     store = memory_store()
-    sink = create(store, {"a": jnp.zeros(shape, dtype), "n": jnp.zeros((), jnp.float32)}, chunk=2,
-                  fields={"a": js.FieldConfig(chunk=tuple(max(1, d) for d in shape))})
+    sink = create(
+        store,
+        {"a": jnp.zeros(shape, dtype), "n": jnp.zeros((), jnp.float32)},
+        chunk=2,
+        fields={"a": js.FieldConfig(chunk=tuple(max(1, d) for d in shape))},
+    )
     for i in range(3):
         sink = js.record(sink, step=i, frame={"a": jnp.zeros(shape, dtype), "n": jnp.float32(i)})
     js.close(sink)
     view = js.open(store)["a"]
     full = np.zeros((3, *shape), dtype)
-    index = data.draw(hnp.basic_indices((3, *shape), allow_newaxis=True, allow_ellipsis=True)
-                      | st.lists(st.integers(-3, 2), max_size=3))
+    index = data.draw(
+        hnp.basic_indices((3, *shape), allow_newaxis=True, allow_ellipsis=True)
+        | st.lists(st.integers(-3, 2), max_size=3)
+    )
     got, want = view[index], full[index]
     assert got.shape == want.shape and got.dtype == want.dtype
     np.testing.assert_array_equal(js.open(store)["n"][::-1], [2, 1, 0])
 
 
-@given(index=st.one_of(st.integers(-10, 10), st.slices(10), st.lists(st.integers(-10, 10), max_size=4),
-                       st.tuples(st.integers(-10, 10), st.integers(-10, 10)), st.floats(), st.text(max_size=2),
-                       st.none(), st.just(Ellipsis), st.booleans(), hnp.arrays(np.bool_, st.integers(0, 8))))
+@given(
+    index=st.one_of(
+        st.integers(-10, 10),
+        st.slices(10),
+        st.lists(st.integers(-10, 10), max_size=4),
+        st.tuples(st.integers(-10, 10), st.integers(-10, 10)),
+        st.floats(),
+        st.text(max_size=2),
+        st.none(),
+        st.just(Ellipsis),
+        st.booleans(),
+        hnp.arrays(np.bool_, st.integers(0, 8)),
+    )
+)
 def test_read_slices_of_a_run_are_numpy_answers_or_index_errors(index):
     """Any key on a run's frames (`run[key]`) or a field (`run["a"][key]`): numpy's answer, or a
     jaxsinks error that is an IndexError where numpy raises one."""
@@ -413,8 +543,29 @@ def _small_run():
     return _SMALL[0]
 
 
-@given(names=st.lists(st.sampled_from(["a", "a/b", "a/b/c", "b", "step", "time", "system", "step/v", "x/step",
-                                       "time/t", "b/system", "c"]), min_size=1, max_size=4, unique=True))
+@given(
+    names=st.lists(
+        st.sampled_from(
+            [
+                "a",
+                "a/b",
+                "a/b/c",
+                "b",
+                "step",
+                "time",
+                "system",
+                "step/v",
+                "x/step",
+                "time/t",
+                "b/system",
+                "c",
+            ]
+        ),
+        min_size=1,
+        max_size=4,
+        unique=True,
+    )
+)
 def test_nested_field_names_are_stored_and_read_back_or_refused_naming_both(names):
     """Frames whose names nest (flat keys with '/', or nested dicts): either every field reads
     back, or a ConfigError at create names the colliding fields and nothing is stored."""
@@ -446,9 +597,13 @@ def test_nested_field_names_are_stored_and_read_back_or_refused_naming_both(name
         np.testing.assert_array_equal(node, [[i, i]])
 
 
-@given(name=st.one_of(st.text(min_size=150, max_size=400), st.text(alphabet=string.ascii_letters, min_size=190,
-                                                                   max_size=260),
-                      st.text(alphabet=st.characters(min_codepoint=128), min_size=1, max_size=12)))
+@given(
+    name=st.one_of(
+        st.text(min_size=150, max_size=400),
+        st.text(alphabet=string.ascii_letters, min_size=190, max_size=260),
+        st.text(alphabet=st.characters(min_codepoint=128), min_size=1, max_size=12),
+    )
+)
 def test_long_and_unicode_field_names_are_stored_or_refused_up_front(name):
     path = fresh_dir() / "run.zarr"
     try:
@@ -462,9 +617,21 @@ def test_long_and_unicode_field_names_are_stored_or_refused_up_front(name):
     assert js.open(path).fields == (name,)
 
 
-@pytest.mark.parametrize("config", [{"chunk": 5}, {"dims": 5}, {"dims": ("a", 1)}, {"chunk": (True, 1)},
-                                    {"chunk": (2**40, 1)}, {"chunk": "ab"}, {"dims": "ab"}, {"dtype": "float8_e4m3fn"},
-                                    {"dtype": [("a", "f4")]}, {"codec": "zstd"}])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"chunk": 5},
+        {"dims": 5},
+        {"dims": ("a", 1)},
+        {"chunk": (True, 1)},
+        {"chunk": (2**40, 1)},
+        {"chunk": "ab"},
+        {"dims": "ab"},
+        {"dtype": "float8_e4m3fn"},
+        {"dtype": [("a", "f4")]},
+        {"codec": "zstd"},
+    ],
+)
 def test_bad_field_configs_are_config_errors(config):
     path = fresh_dir() / "run.zarr"
     with pytest.raises(js.ConfigError) as info:
@@ -476,7 +643,11 @@ def test_bad_field_configs_are_config_errors(config):
 # ------------------------------------------------------------------------------- schedules
 
 
-@given(n=st.one_of(st.integers(max_value=0), st.floats(allow_nan=True), st.text(max_size=2), st.booleans()))
+@given(
+    n=st.one_of(
+        st.integers(max_value=0), st.floats(allow_nan=True), st.text(max_size=2), st.booleans()
+    )
+)
 def test_bad_every_is_a_config_error(n):
     with pytest.raises(js.ConfigError) as info:
         js.DeviceBuffer.create({"a": jnp.zeros(2)}, capacity=3, every=n)
@@ -492,8 +663,11 @@ def test_bad_intervals_are_config_errors(dt):
 
 @given(times=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=6))
 def test_times_must_be_finite_and_strictly_increasing(times):
-    ok = (len(times) > 0 and all(math.isfinite(t) for t in times)
-          and all(a < b for a, b in zip(times, times[1:])))
+    ok = (
+        len(times) > 0
+        and all(math.isfinite(t) for t in times)
+        and all(a < b for a, b in zip(times, times[1:]))
+    )
     if ok:
         js.Times(times)
         return
@@ -505,8 +679,10 @@ def test_times_must_be_finite_and_strictly_increasing(times):
 # ----------------------------------------------------------------------------------- masks
 
 
-@given(shape=hnp.array_shapes(min_dims=0, max_dims=2, max_side=5),
-       dtype=st.sampled_from([np.bool_, np.int32, np.float32]))
+@given(
+    shape=hnp.array_shapes(min_dims=0, max_dims=2, max_side=5),
+    dtype=st.sampled_from([np.bool_, np.int32, np.float32]),
+)
 def test_a_mask_of_the_wrong_shape_or_dtype_is_a_frame_error(shape, dtype):
     sink = js.DeviceBuffer.create({"a": jnp.zeros((4, 2))}, capacity=8, per_system=True)
     mask = jnp.ones(shape, dtype)
@@ -543,18 +719,25 @@ def test_dotdot_paths_resolve_to_a_run_that_opens(parts, monkeypatch):
     deep.mkdir(parents=True)
     monkeypatch.chdir(deep)
     path = "/".join(parts) + "/run.zarr"
-    js.close(js.record(create(path, {"a": jnp.zeros(2)}, chunk=1, mode="w"), step=0, frame={"a": jnp.ones(2)}))
+    js.close(
+        js.record(
+            create(path, {"a": jnp.zeros(2)}, chunk=1, mode="w"), step=0, frame={"a": jnp.ones(2)}
+        )
+    )
     run = js.open(path)
     where = (deep / path).resolve()
     assert len(run) == 1 and where.exists() and str(where).startswith(str(base))
     np.testing.assert_array_equal(run["a"][:], [[1.0, 1.0]])
 
 
-@pytest.mark.parametrize("store", [
-    f"s3://AKIAEXAMPLE:{SECRET}@bucket/run.zarr",
-    f"gs://token:{SECRET}@bucket/run.zarr",
-    f"s3://bucket/run.zarr?X-Amz-Credential={SECRET}",
-])
+@pytest.mark.parametrize(
+    "store",
+    [
+        f"s3://AKIAEXAMPLE:{SECRET}@bucket/run.zarr",
+        f"gs://token:{SECRET}@bucket/run.zarr",
+        f"s3://bucket/run.zarr?X-Amz-Credential={SECRET}",
+    ],
+)
 def test_credentials_in_a_cloud_url_never_appear_in_errors(store, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: fails fast
     with pytest.raises(js.JaxsinksError) as info:
@@ -572,10 +755,15 @@ def test_credentials_in_any_url_are_refused_without_showing_them(scheme):
 #: Secrets in URLs: every part carries the marker, with '/', '@' and ':' between parts (about half
 #: of AWS secret keys hold a '/', which urllib's urlsplit reads as the end of the user info).
 MARK = "Qz7"
-url_secrets = st.lists(st.text(alphabet=string.ascii_letters + string.digits + "+=-_", max_size=6),
-                       min_size=1, max_size=4).flatmap(
-    lambda parts: st.lists(st.sampled_from("/@:"), min_size=len(parts) - 1, max_size=len(parts) - 1).map(
-        lambda seps: MARK + "".join(p + sep + MARK for p, sep in zip(parts, seps)) + parts[-1]))
+url_secrets = st.lists(
+    st.text(alphabet=string.ascii_letters + string.digits + "+=-_", max_size=6),
+    min_size=1,
+    max_size=4,
+).flatmap(
+    lambda parts: st.lists(
+        st.sampled_from("/@:"), min_size=len(parts) - 1, max_size=len(parts) - 1
+    ).map(lambda seps: MARK + "".join(p + sep + MARK for p, sep in zip(parts, seps)) + parts[-1])
+)
 
 
 def _every_store_entry(store, tmp):
@@ -591,16 +779,31 @@ def _every_store_entry(store, tmp):
         "Campaign.open": lambda: js.Campaign.open(store),
         "export_training": lambda: js.export_training(js.open(source), store),
         "TrainingSet.open": lambda: js.TrainingSet.open(store),
-        "HostBuffer.to_zarr": lambda: js.close(js.HostBuffer.create(frame, capacity=2)).to_zarr(store),
+        "HostBuffer.to_zarr": lambda: js.close(js.HostBuffer.create(frame, capacity=2)).to_zarr(
+            store
+        ),
     }
 
 
-@given(scheme=st.sampled_from(["s3", "gs", "memory", "file"]), key=st.from_regex(r"\AAKIA[A-Z0-9]{4}\Z"),
-       secret=url_secrets, form=st.sampled_from(["{key}:{secret}@bkt/run.zarr", "{secret}@bkt/run.zarr",
-                                                   "{key}:{secret}@bkt", "{key}:{secret}@bkt/a@b/run"]))
-def test_user_info_in_a_url_is_refused_by_every_entry_point_without_a_trace(scheme, key, secret, form, monkeypatch,
-                                                                            capsys, caplog):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: a request fails fast
+@given(
+    scheme=st.sampled_from(["s3", "gs", "memory", "file"]),
+    key=st.from_regex(r"\AAKIA[A-Z0-9]{4}\Z"),
+    secret=url_secrets,
+    form=st.sampled_from(
+        [
+            "{key}:{secret}@bkt/run.zarr",
+            "{secret}@bkt/run.zarr",
+            "{key}:{secret}@bkt",
+            "{key}:{secret}@bkt/a@b/run",
+        ]
+    ),
+)
+def test_user_info_in_a_url_is_refused_by_every_entry_point_without_a_trace(
+    scheme, key, secret, form, monkeypatch, capsys, caplog
+):
+    monkeypatch.setenv(
+        "AWS_ENDPOINT_URL", "http://127.0.0.1:9"
+    )  # nothing listens: a request fails fast
     url = f"{scheme}://" + form.format(key=key + MARK, secret=secret)
     assume(not url.startswith("file:///"))  # file:///a@b/run is a local path
     for name, call in _every_store_entry(url, fresh_dir()).items():
@@ -613,13 +816,20 @@ def test_user_info_in_a_url_is_refused_by_every_entry_point_without_a_trace(sche
 
 
 def test_a_file_url_with_a_host_is_refused():
-    with pytest.raises(js.ConfigError, match=r"file://otherhost/\.\.\. names the host 'otherhost'.*three slashes"):
+    with pytest.raises(
+        js.ConfigError, match=r"file://otherhost/\.\.\. names the host 'otherhost'.*three slashes"
+    ):
         create("file://otherhost/p.zarr", {"a": jnp.zeros(2)})
 
 
-@given(extra=st.dictionaries(st.sampled_from(["secret", "aws_credentials", "token", "password"]),
-                             st.just(SECRET), max_size=3),
-       driver=st.sampled_from(["memory", "nope", 3, None]))
+@given(
+    extra=st.dictionaries(
+        st.sampled_from(["secret", "aws_credentials", "token", "password"]),
+        st.just(SECRET),
+        max_size=3,
+    ),
+    driver=st.sampled_from(["memory", "nope", 3, None]),
+)
 def test_bad_kvstore_specs_are_jaxsinks_errors_without_the_secrets(extra, driver):
     spec = dict(extra, path=f"spec-{next(_SPECS)}")
     if driver is not None:
@@ -645,9 +855,14 @@ def test_stored_attributes_never_hold_the_store_url(tmp_path):
 # ------------------------------------------------------------------------------ attributes
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
@@ -660,8 +875,10 @@ def test_json_attributes_round_trip(attrs):
     assert js.open(store).attrs == json.loads(json.dumps(attrs))
 
 
-@given(bad=st.sampled_from([math.nan, math.inf, -math.inf, object(), np.float32(1.0), b"x", {1, 2}]),
-       nested=st.booleans())
+@given(
+    bad=st.sampled_from([math.nan, math.inf, -math.inf, object(), np.float32(1.0), b"x", {1, 2}]),
+    nested=st.booleans(),
+)
 def test_non_json_attributes_are_config_errors_naming_the_key(bad, nested):
     attrs = {"outer": {"inner": [bad]}} if nested else {"k": bad}
     path = fresh_dir() / "run.zarr"
@@ -680,11 +897,33 @@ def test_huge_attributes_are_a_config_error():
 # ----------------------------------------------------------------------------- field names
 
 
-@given(name=st.one_of(
-    st.text(max_size=8),
-    st.sampled_from(["../x", "a/b", "", ".", "..", "é", "x.zarr", "zarr.json", "a/zarr.json", "__x",
-                     "a//b", "/a", "a/", "step", "time", "run.zarr/x", "a b", "ü/x"]),
-))
+@given(
+    name=st.one_of(
+        st.text(max_size=8),
+        st.sampled_from(
+            [
+                "../x",
+                "a/b",
+                "",
+                ".",
+                "..",
+                "é",
+                "x.zarr",
+                "zarr.json",
+                "a/zarr.json",
+                "__x",
+                "a//b",
+                "/a",
+                "a/",
+                "step",
+                "time",
+                "run.zarr/x",
+                "a b",
+                "ü/x",
+            ]
+        ),
+    )
+)
 def test_field_names_are_stored_as_named_or_refused(name):
     path = fresh_dir() / "run.zarr"
     try:

@@ -29,7 +29,11 @@ def test_every_package_module_is_in_a_py_library():
     modules = {str(p.relative_to(ROOT)) for p in (ROOT / "jaxsinks").rglob("*.py")}
     assert modules, "no modules found under jaxsinks/"
     assert sorted(modules - listed) == [], "modules missing from BUILD py_library srcs"
-    helpers = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("*.py") if not p.name.startswith("test_")}
+    helpers = {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").glob("*.py")
+        if not p.name.startswith("test_")
+    }
     assert sorted(listed - modules - helpers) == [], "BUILD lists files that do not exist"
 
 
@@ -54,7 +58,8 @@ def test_jax_is_not_capped():
         assert name in specs, f"pyproject.toml does not depend on {name}"
         assert "<" not in specs[name] and "==" not in specs[name], (
             f"{specs[name]!r} caps {name}: declare only a floor, and test the newest release "
-            "in .ci/run.")
+            "in .ci/run."
+        )
 
 
 def test_the_demo_extra_has_what_the_demo_imports():

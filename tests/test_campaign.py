@@ -48,7 +48,10 @@ def spawn(config: js.RunConfig, frames: int, log: pathlib.Path) -> subprocess.Po
     with log.open("w") as err:
         return subprocess.Popen(
             [sys.executable, "-c", CHILD, json.dumps(config.to_config()), str(frames)],
-            stdout=subprocess.DEVNULL, stderr=err, cwd=HERE, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=HERE,
+            env=dict(os.environ, JAX_PLATFORMS="cpu"),
         )
 
 
@@ -79,7 +82,10 @@ def test_a_run_records_its_entry_from_running_to_closed(tmp_path):
     np.testing.assert_array_equal(run["x"][:], expected(range(10))["x"])
 
     stored = json.loads((tmp_path / "c" / "entries" / "t300.json").read_text())
-    assert stored["schema_version"] == _run_entry.CAMPAIGN_SCHEMA_VERSION and stored["status"] == "closed"
+    assert (
+        stored["schema_version"] == _run_entry.CAMPAIGN_SCHEMA_VERSION
+        and stored["status"] == "closed"
+    )
     reopened = js.Campaign.open(str(tmp_path / "c"))
     assert reopened.attrs == {"sweep": "temperature"} and reopened.run_ids() == ["t300"]
 
@@ -93,7 +99,10 @@ def test_consolidate_writes_every_entry_into_the_manifest(tmp_path):
     assert on_disk == manifest
     assert on_disk["schema_version"] == _run_entry.CAMPAIGN_SCHEMA_VERSION
     assert [(r["run_id"], r["status"], r["committed"], r["params"]) for r in on_disk["runs"]] == [
-        ("r0", "closed", 5, {"i": 0}), ("r1", "closed", 6, {"i": 1}), ("r2", "closed", 7, {"i": 2})]
+        ("r0", "closed", 5, {"i": 0}),
+        ("r1", "closed", 6, {"i": 1}),
+        ("r2", "closed", 7, {"i": 2}),
+    ]
 
 
 def test_listing_filters_by_status_params_and_predicate():
@@ -103,7 +112,10 @@ def test_listing_filters_by_status_params_and_predicate():
     open_sink = campaign.create_run("live", EXAMPLE, params={"T": 200.0}, chunk=4)
     try:
         assert [e.run_id for e in campaign.runs()] == ["live", "r0", "r1", "r2"]
-        assert [e.run_id for e in campaign.runs(status="closed", params={"T": 200.0})] == ["r1", "r2"]
+        assert [e.run_id for e in campaign.runs(status="closed", params={"T": 200.0})] == [
+            "r1",
+            "r2",
+        ]
         assert [e.run_id for e in campaign.runs(status=["running"])] == ["live"]
         assert [e.run_id for e in campaign.runs(params={"method": "fire", "T": 100.0})] == ["r0"]
         assert [e.run_id for e in campaign.runs(where=lambda e: e.committed > 6)] == ["r1", "r2"]
@@ -120,9 +132,13 @@ def test_frames_iterate_across_runs_with_the_run_id():
     record_run(campaign, "a", 6)
     record_run(campaign, "b", 3)
     frames = list(campaign.frames(fields=["e"]))
-    assert [(f["run"], int(f["step"])) for f in frames] == [("a", s) for s in range(6)] + [("b", s) for s in range(3)]
+    assert [(f["run"], int(f["step"])) for f in frames] == [("a", s) for s in range(6)] + [
+        ("b", s) for s in range(3)
+    ]
     assert set(frames[0]) == {"e", "step", "time", "run"}
-    np.testing.assert_array_equal([f["e"] for f in frames], np.r_[expected(range(6))["e"], expected(range(3))["e"]])
+    np.testing.assert_array_equal(
+        [f["e"] for f in frames], np.r_[expected(range(6))["e"], expected(range(3))["e"]]
+    )
     assert [f["run"] for f in campaign.frames(where=lambda e: e.run_id == "b")] == ["b"] * 3
     with pytest.raises(KeyError, match=r"Run 'a' has no fields \['nope'\]"):
         list(campaign.frames(fields=["nope"]))
@@ -138,7 +154,9 @@ def test_to_xarray_concatenates_runs_with_run_and_param_coordinates():
     assert ds["param_T"].values.tolist() == [1.0] * 5 + [2.0] * 3
     assert ds["param_label"].values.tolist() == ["x"] * 5 + ["y"] * 3
     assert "param_tags" not in ds.coords  # not a scalar, and not in every run
-    np.testing.assert_array_equal(ds["x"].values, np.r_[expected(range(5))["x"], expected(range(3))["x"]])
+    np.testing.assert_array_equal(
+        ds["x"].values, np.r_[expected(range(5))["x"], expected(range(3))["x"]]
+    )
     assert ds["step"].values.tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
 
 
@@ -147,8 +165,10 @@ def test_to_xarray_names_every_run_whose_schema_differs():
     record_run(campaign, "a", 4)
     other = {"x": jnp.zeros(5), "e": jnp.zeros(())}
     js.close(campaign.create_run("b", other, chunk=4))
-    with pytest.raises(js.SchemaMismatchError,
-                       match=r"field 'x' is float32\[5\] .* in run 'b' but float32\[3\] .* in run 'a'"):
+    with pytest.raises(
+        js.SchemaMismatchError,
+        match=r"field 'x' is float32\[5\] .* in run 'b' but float32\[3\] .* in run 'a'",
+    ):
         campaign.to_xarray()
     assert campaign.to_xarray(fields=["e"]).sizes["frame"] == 4  # the agreeing field alone works
     with pytest.raises(js.ConfigError, match="No run of the campaign"):
@@ -157,9 +177,16 @@ def test_to_xarray_names_every_run_whose_schema_differs():
 
 def test_a_failed_close_marks_the_run_failed_with_the_error():
     campaign = js.Campaign.create(memory_store())
-    sink = campaign.create_run("hot", EXAMPLE, chunk=4, fields={"e": js.FieldConfig(dtype="float16")})
+    sink = campaign.create_run(
+        "hot", EXAMPLE, chunk=4, fields={"e": js.FieldConfig(dtype="float16")}
+    )
     sink = run_steps(sink, steps(0, 4))  # e = 0..1.5: fits float16
-    big = js.record(sink, step=jnp.int32(4), time=jnp.float32(0), frame={"x": jnp.zeros(3), "e": jnp.float32(1e6)})
+    big = js.record(
+        sink,
+        step=jnp.int32(4),
+        time=jnp.float32(0),
+        frame={"x": jnp.zeros(3), "e": jnp.float32(1e6)},
+    )
     with pytest.raises(js.OutOfRangeError):
         js.close(big)
     entry = campaign.entry("hot")
@@ -182,7 +209,8 @@ def test_threads_write_runs_concurrently_into_one_campaign(tmp_path):
         list(pool.map(work, counts))
     entries = campaign.runs()
     assert {e.run_id: (e.status, e.committed, e.params["n"]) for e in entries} == {
-        k: ("closed", n, n) for k, n in counts.items()}
+        k: ("closed", n, n) for k, n in counts.items()
+    }
     for run_id, n in counts.items():
         run = campaign.open_run(run_id)
         assert len(run) == n and run.steps.tolist() == list(range(n))
@@ -201,7 +229,8 @@ def test_processes_write_runs_concurrently_from_json_configs(tmp_path):
         assert child.wait(timeout=120) == 0, (tmp_path / f"{run_id}.log").read_text()
     entries = {e.run_id: e for e in campaign.runs()}
     assert {k: (e.status, e.committed, e.params) for k, e in entries.items()} == {
-        k: ("closed", n, {"n": n}) for k, n in counts.items()}
+        k: ("closed", n, {"n": n}) for k, n in counts.items()
+    }
     assert len({e.pid for e in entries.values()} | {os.getpid()}) == 4  # three other processes
     assert all(e.alive is False and not e.stale for e in entries.values())
     run = campaign.open_run("p2")
@@ -238,7 +267,11 @@ def test_a_killed_run_stays_running_is_stale_and_listing_works(tmp_path):
     assert len(campaign.consolidate()["runs"]) == 2
 
     failed = campaign.mark_failed("crash", "killed")
-    assert (failed.status, failed.error, failed.committed) == ("failed", "killed", crashed.committed)
+    assert (failed.status, failed.error, failed.committed) == (
+        "failed",
+        "killed",
+        crashed.committed,
+    )
     assert campaign.entry("crash").status == "failed" and not campaign.entry("crash").stale
 
 
@@ -248,17 +281,30 @@ def test_a_killed_run_stays_running_is_stale_and_listing_works(tmp_path):
 def test_run_config_round_trips_through_json_and_pickle():
     campaign = js.Campaign.create(memory_store())
     config = campaign.run_config(
-        "r", params={"T": 1.5, "grid": [1, 2]}, every=js.Every(2), chunk=4, codec=js.Blosc("zstd", 3, "bitshuffle"),
-        fields={"x": js.FieldConfig(dtype="float16", chunk=(2,), dims=("xyz",))}, time_dtype=jnp.float32, attrs={"note": "n"},
+        "r",
+        params={"T": 1.5, "grid": [1, 2]},
+        every=js.Every(2),
+        chunk=4,
+        codec=js.Blosc("zstd", 3, "bitshuffle"),
+        fields={"x": js.FieldConfig(dtype="float16", chunk=(2,), dims=("xyz",))},
+        time_dtype=jnp.float32,
+        attrs={"note": "n"},
     )
     text = json.dumps(config.to_config())
     assert js.RunConfig.from_config(json.loads(text)) == config
     assert pickle.loads(pickle.dumps(config)) == config
-    assert js.Campaign.from_config(json.loads(json.dumps(campaign.to_config()))).location == campaign.location
+    assert (
+        js.Campaign.from_config(json.loads(json.dumps(campaign.to_config()))).location
+        == campaign.location
+    )
     sink = js.RunConfig.from_config(json.loads(text)).create(EXAMPLE)
     js.close(run_steps(sink, steps(0, 6)))
     run = campaign.open_run("r")
-    assert run.steps.tolist() == [0, 2, 4] and run["x"].dtype == np.float16 and run.attrs == {"note": "n"}
+    assert (
+        run.steps.tolist() == [0, 2, 4]
+        and run["x"].dtype == np.float16
+        and run.attrs == {"note": "n"}
+    )
     assert run["x"].dims == ("frame", "xyz")
 
 
@@ -292,13 +338,16 @@ def test_a_run_store_without_entry_is_not_overwritten(tmp_path):
     assert campaign.run_ids() == []
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"T": np.float32(1.0)}, r"`params\['T'\]` is a numpy.float32, which is not JSON"),
-    ({"T": float("nan")}, r"`params\['T'\]` is nan, which JSON cannot hold"),
-    ({1: 2}, "has the key 1; JSON object keys must be strings"),
-    ({"a": [1, {2, 3}]}, r"`params\['a'\]\[1\]` is a set"),
-    ([1, 2], "`params` must be a dict of JSON values; got list"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"T": np.float32(1.0)}, r"`params\['T'\]` is a numpy.float32, which is not JSON"),
+        ({"T": float("nan")}, r"`params\['T'\]` is nan, which JSON cannot hold"),
+        ({1: 2}, "has the key 1; JSON object keys must be strings"),
+        ({"a": [1, {2, 3}]}, r"`params\['a'\]\[1\]` is a set"),
+        ([1, 2], "`params` must be a dict of JSON values; got list"),
+    ],
+)
 def test_params_must_be_json(params, match):
     campaign = js.Campaign.create(memory_store())
     with pytest.raises(js.ConfigError, match=match):
@@ -318,13 +367,18 @@ def test_a_manifest_or_entry_from_a_newer_schema_is_a_clear_error(tmp_path):
     record_run(campaign, "r", 4)
     manifest = json.loads((root / "manifest.json").read_text())
     (root / "manifest.json").write_text(json.dumps(dict(manifest, schema_version=99)))
-    with pytest.raises(js.StoreError, match="written with campaign schema version 99; this jaxsinks "
-                                            "reads versions up to 1. Upgrade jaxsinks"):
+    with pytest.raises(
+        js.StoreError,
+        match="written with campaign schema version 99; this jaxsinks "
+        "reads versions up to 1. Upgrade jaxsinks",
+    ):
         js.Campaign.open(root)
     (root / "manifest.json").write_text(json.dumps(manifest))
     entry = json.loads((root / "entries" / "r.json").read_text())
     (root / "entries" / "r.json").write_text(json.dumps(dict(entry, schema_version=2)))
-    with pytest.raises(js.StoreError, match=r"entry .*r.json was written with campaign schema version 2"):
+    with pytest.raises(
+        js.StoreError, match=r"entry .*r.json was written with campaign schema version 2"
+    ):
         js.Campaign.open(root).runs()
 
 

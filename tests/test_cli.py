@@ -6,16 +6,15 @@ import subprocess
 import sys
 import types
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from run_helpers import PNG_SIGNATURE, STEPS, write_run
 
 import jaxsinks as js
 from jaxsinks import _bench as bench
 from jaxsinks._cli import format_info, human_bytes, main
-from run_helpers import PNG_SIGNATURE, STEPS, write_run
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
@@ -45,8 +44,11 @@ def test_info_summarizes_fields_layout_and_compression(store, capsys):
     assert code == 0 and err == ""
     assert f"{STEPS} committed" in out and "closed" in out and "every(n=1, start=0)" in out
     assert '{"T": 300}' in out
-    rows = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] in
-            (["grid"], ["energy"], ["e"], ["cube"])}
+    rows = {
+        line.split()[0]: line
+        for line in out.splitlines()
+        if line.split()[:1] in (["grid"], ["energy"], ["e"], ["cube"])
+    }
     assert set(rows) == {"grid", "energy", "e", "cube"}
     assert "(6, 5)" in rows["grid"] and "4x6x5" in rows["grid"] and "bytes,zstd" in rows["grid"]
     assert "float16 (from float32)" in rows["energy"] and "bytes,blosc" in rows["energy"]
@@ -62,8 +64,17 @@ def test_info_json_is_describe(store, capsys):
 
 
 def test_format_info_marks_per_system_runs_and_readable_sizes():
-    description = {"store": "s", "frames": 3, "committed": 5, "status": "open", "schedule": {},
-                   "attrs": {}, "logical_bytes": 3 * 2**30, "stored_bytes": 2**30, "fields": []}
+    description = {
+        "store": "s",
+        "frames": 3,
+        "committed": 5,
+        "status": "open",
+        "schedule": {},
+        "attrs": {},
+        "logical_bytes": 3 * 2**30,
+        "stored_bytes": 2**30,
+        "fields": [],
+    }
     text = format_info(description, per_system=True)
     assert "5 committed (3 readable)" in text and "per-system rows" in text
     assert "3.0 GiB logical, 1.0 GiB stored" in text and text.endswith("compression ratio 3.00")
@@ -71,10 +82,17 @@ def test_format_info_marks_per_system_runs_and_readable_sizes():
 
 
 def test_python_dash_m_jaxsinks_info(store):
-    proc = subprocess.run([sys.executable, "-m", "jaxsinks", "info", store],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxsinks", "info", store],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert f"{STEPS} committed" in proc.stdout and "grid" in proc.stdout and "float16" in proc.stdout
+    assert (
+        f"{STEPS} committed" in proc.stdout and "grid" in proc.stdout and "float16" in proc.stdout
+    )
 
 
 def test_help_for_every_command(capsys):
@@ -106,8 +124,24 @@ def test_plot_defaults_to_field_png_and_selects_systems(store, tmp_path, capsys,
 
 def test_movie_writes_a_gif_with_fps_and_every(store, tmp_path, capsys):
     out = tmp_path / "grid.gif"
-    code, stdout, _ = run_cli(capsys, "movie", store, "grid", "--out", out, "--fps", "5", "--every", "4",
-                              "--vmin", "0", "--vmax", "12", "--cmap", "magma")
+    code, stdout, _ = run_cli(
+        capsys,
+        "movie",
+        store,
+        "grid",
+        "--out",
+        out,
+        "--fps",
+        "5",
+        "--every",
+        "4",
+        "--vmin",
+        "0",
+        "--vmax",
+        "12",
+        "--cmap",
+        "magma",
+    )
     assert code == 0 and stdout.strip() == f"wrote {out} (3 frames)"
     with Image.open(out) as im:
         assert im.n_frames == 3 and im.info["duration"] == 200
@@ -131,26 +165,39 @@ def test_a_missing_store_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_a_missing_field_is_named_with_the_fields_there_are(store, tmp_path, capsys):
-    for argv in (["plot", store, "e", "nope"], ["movie", store, "nope", "--out", tmp_path / "n.gif"]):
+    for argv in (
+        ["plot", store, "e", "nope"],
+        ["movie", store, "nope", "--out", tmp_path / "n.gif"],
+    ):
         err = assert_usage_error(capsys, argv, "no field 'nope'", "'grid'", "'energy'")
         assert not err.startswith("jaxsinks plot: error: '")  # the KeyError's message, not its repr
 
 
 def test_movie_of_a_field_that_is_not_2d_names_its_frame_shape(store, tmp_path, capsys):
-    assert_usage_error(capsys, ["movie", store, "energy", "--out", tmp_path / "e.gif"],
-                       "'energy' has frames of shape (3,)")
+    assert_usage_error(
+        capsys,
+        ["movie", store, "energy", "--out", tmp_path / "e.gif"],
+        "'energy' has frames of shape (3,)",
+    )
     assert not (tmp_path / "e.gif").exists()
 
 
 def test_plot_of_a_field_beyond_1d_names_its_frame_shape(store, tmp_path, capsys):
-    assert_usage_error(capsys, ["plot", store, "grid", "--out", tmp_path / "g.png"],
-                       "'grid' has frames of shape (6, 5)", "jaxsinks movie")
+    assert_usage_error(
+        capsys,
+        ["plot", store, "grid", "--out", tmp_path / "g.png"],
+        "'grid' has frames of shape (6, 5)",
+        "jaxsinks movie",
+    )
 
 
 def test_an_unwritable_output_is_a_one_line_error(store, tmp_path, capsys):
-    assert_usage_error(capsys, ["plot", store, "e", "--out", tmp_path / "no" / "e.png"], "does not exist")
-    assert_usage_error(capsys, ["movie", store, "grid", "--out", tmp_path / "no" / "g.gif"],
-                       "does not exist")
+    assert_usage_error(
+        capsys, ["plot", store, "e", "--out", tmp_path / "no" / "e.png"], "does not exist"
+    )
+    assert_usage_error(
+        capsys, ["movie", store, "grid", "--out", tmp_path / "no" / "g.gif"], "does not exist"
+    )
     assert_usage_error(capsys, ["movie", store, "grid", "--out", tmp_path], "is a directory")
 
 
@@ -176,13 +223,21 @@ def test_parse_codec_names():
 @pytest.mark.parametrize("data", ["smooth", "noise"])
 def test_bench_rows_for_every_codec_and_chunk_in_a_temporary_directory(data, tmp_path):
     fields = bench.fields_from_shape((16, 16), "float32")
-    rows = bench.run_bench(fields, frames=32, codecs=["none", "zstd3"], chunks=[8, 16], data=data,
-                           directory=tmp_path)
-    assert [(r.codec, r.chunk) for r in rows] == [("none", 8), ("none", 16), ("zstd3", 8), ("zstd3", 16)]
+    rows = bench.run_bench(
+        fields, frames=32, codecs=["none", "zstd3"], chunks=[8, 16], data=data, directory=tmp_path
+    )
+    assert [(r.codec, r.chunk) for r in rows] == [
+        ("none", 8),
+        ("none", 16),
+        ("zstd3", 8),
+        ("zstd3", 16),
+    ]
     assert list(tmp_path.iterdir()) == []  # the temporary directory is gone
     for row in rows:
         assert row.frames == 32 and row.logical_bytes == 32 * 16 * 16 * 4
-        assert row.seconds > 0 and row.mb_per_s == pytest.approx(row.logical_bytes / row.seconds / 1e6)
+        assert row.seconds > 0 and row.mb_per_s == pytest.approx(
+            row.logical_bytes / row.seconds / 1e6
+        )
         assert row.stored_mib == pytest.approx(row.stored_bytes / 2**20)
     ratios = {(r.codec, r.chunk): r.ratio for r in rows}
     assert 0.9 < ratios["none", 16] <= 1.0  # raw chunks plus a little metadata
@@ -203,15 +258,33 @@ def test_bench_like_an_existing_run_uses_its_fields_and_dtypes(store, tmp_path):
 
 def test_bench_removes_its_directory_when_it_fails(tmp_path):
     with pytest.raises(js.ConfigError):
-        bench.run_bench(bench.fields_from_shape((4,), "float32"), frames=4, chunks=[0], directory=tmp_path)
+        bench.run_bench(
+            bench.fields_from_shape((4,), "float32"), frames=4, chunks=[0], directory=tmp_path
+        )
     with pytest.raises(js.ConfigError, match="`directory`"):
-        bench.run_bench(bench.fields_from_shape((4,), "float32"), frames=4, directory=tmp_path / "no")
+        bench.run_bench(
+            bench.fields_from_shape((4,), "float32"), frames=4, directory=tmp_path / "no"
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_bench_command_prints_a_markdown_table(tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "bench", "--shape", "32,32", "--frames", "16", "--codecs", "none,zstd1",
-                           "--chunks", "8", "--data", "noise", "--dir", tmp_path)
+    code, out, _ = run_cli(
+        capsys,
+        "bench",
+        "--shape",
+        "32,32",
+        "--frames",
+        "16",
+        "--codecs",
+        "none,zstd1",
+        "--chunks",
+        "8",
+        "--data",
+        "noise",
+        "--dir",
+        tmp_path,
+    )
     assert code == 0 and list(tmp_path.iterdir()) == []
     lines = out.strip().splitlines()
     assert "16 frames of [x (32, 32) float32], noise data" in lines[0]
@@ -225,8 +298,12 @@ def test_bench_command_prints_a_markdown_table(tmp_path, capsys):
 
 
 def test_demo_without_the_demo_module_is_a_clear_error(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "jaxsinks.demo.relax", None)  # import fails as if it were absent
-    assert_usage_error(capsys, ["demo", "--steps", "3"], "the demo is not available", "jaxsinks.demo.relax")
+    monkeypatch.setitem(
+        sys.modules, "jaxsinks.demo.relax", None
+    )  # import fails as if it were absent
+    assert_usage_error(
+        capsys, ["demo", "--steps", "3"], "the demo is not available", "jaxsinks.demo.relax"
+    )
 
 
 def test_demo_forwards_its_arguments(capsys, monkeypatch):

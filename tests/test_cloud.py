@@ -75,13 +75,30 @@ def record(store, start, *, mode="w-"):
 
 
 def test_s3_builds_a_kvstore_spec_with_explicit_options(monkeypatch):
-    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID"):
+    for var in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+    ):
         monkeypatch.delenv(var, raising=False)
-    loc = js.s3("s3://bkt/runs/a.zarr", endpoint="http://127.0.0.1:9000", region="eu-west-1",
-                credentials="anonymous", requester_pays=True, retries=2)
+    loc = js.s3(
+        "s3://bkt/runs/a.zarr",
+        endpoint="http://127.0.0.1:9000",
+        region="eu-west-1",
+        credentials="anonymous",
+        requester_pays=True,
+        retries=2,
+    )
     assert loc.kvstore == {
-        "driver": "s3", "bucket": "bkt", "path": "runs/a.zarr/", "endpoint": "http://127.0.0.1:9000",
-        "aws_region": "eu-west-1", "aws_credentials": {"type": "anonymous"}, "requester_pays": True,
+        "driver": "s3",
+        "bucket": "bkt",
+        "path": "runs/a.zarr/",
+        "endpoint": "http://127.0.0.1:9000",
+        "aws_region": "eu-west-1",
+        "aws_credentials": {"type": "anonymous"},
+        "requester_pays": True,
         "s3_request_retries": {"max_retries": 2, "initial_delay": "0.25s", "max_delay": "4s"},
     }
     assert parse(loc) is loc and str(loc) == "s3://bkt/runs/a.zarr"
@@ -89,9 +106,14 @@ def test_s3_builds_a_kvstore_spec_with_explicit_options(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://env-host:1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
     env = js.s3("bkt/x").kvstore
-    assert env["endpoint"] == "http://env-host:1" and env["aws_credentials"] == {"type": "environment"}
+    assert env["endpoint"] == "http://env-host:1" and env["aws_credentials"] == {
+        "type": "environment"
+    }
     assert js.gcs("gs://gbkt/r", user_project="proj").kvstore == {
-        "driver": "gcs", "bucket": "gbkt", "path": "r/", "gcs_user_project": {"project_id": "proj"},
+        "driver": "gcs",
+        "bucket": "gbkt",
+        "path": "r/",
+        "gcs_user_project": {"project_id": "proj"},
         "gcs_request_retries": {"max_retries": 4, "initial_delay": "0.25s", "max_delay": "4s"},
     }
 
@@ -101,16 +123,28 @@ def test_s3_builds_a_kvstore_spec_with_explicit_options(monkeypatch):
     [
         (lambda: js.s3("gs://bkt/x"), "must be a s3:// URL"),
         (lambda: js.s3("s3://key:" + SECRET + "@bkt/x"), "holds user info"),
-        (lambda: js.s3(f"{KEY_ID}:{SECRET}/with/slashes@bkt/x"), "holds user info"),  # urlsplit misreads it
+        (
+            lambda: js.s3(f"{KEY_ID}:{SECRET}/with/slashes@bkt/x"),
+            "holds user info",
+        ),  # urlsplit misreads it
         (lambda: js.gcs(f"gs://{SECRET}/tail@bkt/x"), "holds user info"),
         (lambda: js.s3(f"{KEY_ID}:{SECRET}/bkt"), "not a bucket name"),
         (lambda: js.s3(f"s3://bkt/x?token={SECRET}"), "query string"),
         (lambda: js.s3(f"{SECRET}:x@s3://bkt/x"), "got another URL"),
-        (lambda: js.s3("bkt/x", endpoint="ftp://host"), "must be an http:// or https:// URL.*scheme .ftp."),
+        (
+            lambda: js.s3("bkt/x", endpoint="ftp://host"),
+            "must be an http:// or https:// URL.*scheme .ftp.",
+        ),
         (lambda: js.s3("bkt/x", credentials="root"), "must be one of"),
-        (lambda: js.s3("bkt/x", credentials={"access_key_id": KEY_ID}), r"missing \['secret_access_key'\]"),
+        (
+            lambda: js.s3("bkt/x", credentials={"access_key_id": KEY_ID}),
+            r"missing \['secret_access_key'\]",
+        ),
         (lambda: js.s3("bkt/x", credentials={**KEYS, "secret": SECRET}), r"unknown \['secret'\]"),
-        (lambda: js.s3("bkt/x", credentials={**KEYS, "session_token": SECRET + "\n"}), "single-line strings"),
+        (
+            lambda: js.s3("bkt/x", credentials={**KEYS, "session_token": SECRET + "\n"}),
+            "single-line strings",
+        ),
         (lambda: js.s3("bkt/x", retries=0), "`retries` must be an int >= 1"),
         (lambda: js.gcs(""), "`path` must be a string"),
         (lambda: js.open(f"s3://{KEY_ID}:{SECRET}@bkt/run.zarr"), "takes no credentials in URLs"),
@@ -138,7 +172,9 @@ def test_explicit_keys_stay_out_of_the_spec_and_repr():
     assert again == source  # one file per distinct set of keys
 
 
-def test_without_in_memory_files_keys_go_to_a_private_directory_removed_at_exit(monkeypatch, tmp_path):
+def test_without_in_memory_files_keys_go_to_a_private_directory_removed_at_exit(
+    monkeypatch, tmp_path
+):
     monkeypatch.setattr(_cloud, "USE_MEMFD", False)
     monkeypatch.setattr(_cloud, "_FILES", _cloud._CredentialFiles())
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -168,12 +204,20 @@ def test_explicit_keys_sign_the_requests(tmp_path):
                     conn, _ = listener.accept()
                     with conn:
                         seen.append(conn.recv(65536).decode(errors="replace"))
-                        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        conn.sendall(
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: "
+                            b"close\r\n\r\n"
+                        )
 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
-        store = js.s3("s3://bkt/run.zarr", endpoint=f"http://127.0.0.1:{port}", region="us-east-1",
-                      credentials=KEYS, retries=1)
+        store = js.s3(
+            "s3://bkt/run.zarr",
+            endpoint=f"http://127.0.0.1:{port}",
+            region="us-east-1",
+            credentials=KEYS,
+            retries=1,
+        )
         with pytest.raises(js.StoreNotFoundError):
             js.open(store)
     assert seen and all(f"Credential={KEY_ID}/" in request for request in seen)
@@ -189,7 +233,8 @@ _cloud.USE_MEMFD = sys.argv[1] == "memfd"
 endpoint, bucket, key, secret, name = sys.argv[2:7]
 store = js.s3(f"s3://{bucket}/{name}", endpoint=endpoint, region="us-east-1", retries=1,
               credentials={"access_key_id": key, "secret_access_key": secret})
-js.ZarrSink.create(store, {"x": jax.ShapeDtypeStruct((4,), "float32")}, chunk=8, mode="w")  # signed requests
+# signed requests
+js.ZarrSink.create(store, {"x": jax.ShapeDtypeStruct((4,), "float32")}, chunk=8, mode="w")
 print(json.dumps(store.kvstore["aws_credentials"]), flush=True)
 if sys.argv[7] == "wait":
     time.sleep(600)
@@ -201,8 +246,23 @@ def _recorder(server, tmp, how, name, wait=True):
     and the credentials source its spec names."""
     env = dict(os.environ, TMPDIR=str(tmp))
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, how, server.endpoint, server.bucket, KEY_ID, SECRET, name,
-         "wait" if wait else "exit"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            how,
+            server.endpoint,
+            server.bucket,
+            KEY_ID,
+            SECRET,
+            name,
+            "wait" if wait else "exit",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = child.stdout.readline()
     assert line, child.communicate()[1][-3000:]
     return child, json.loads(line)
@@ -261,7 +321,9 @@ def test_s3_write_resume_and_read_back_with_jaxsinks_and_zarr_python(server):
     np.testing.assert_array_equal(run.steps, np.arange(32))
     np.testing.assert_array_equal(run["x"][:], expected(range(32)))
 
-    group = zarr.open_group(server.url("resume.zarr"), mode="r", storage_options=server.storage_options)
+    group = zarr.open_group(
+        server.url("resume.zarr"), mode="r", storage_options=server.storage_options
+    )
     np.testing.assert_array_equal(group["x"][:], expected(range(32)))
     np.testing.assert_array_equal(group["step"][:], np.arange(32))
     attributes = json.dumps(group.attrs.asdict())
@@ -274,8 +336,14 @@ def test_s3_urls_from_the_environment_and_raw_kvstore_specs(server, monkeypatch)
     for name, value in server.env().items():
         monkeypatch.setenv(name, value)
     record("s3://jaxsinks-test/from-env.zarr", 100)
-    raw = {"driver": "s3", "bucket": server.bucket, "path": "from-env.zarr", "endpoint": server.endpoint,
-           "aws_region": server.region, "aws_credentials": {"type": "environment"}}
+    raw = {
+        "driver": "s3",
+        "bucket": server.bucket,
+        "path": "from-env.zarr",
+        "endpoint": server.endpoint,
+        "aws_region": server.region,
+        "aws_credentials": {"type": "environment"},
+    }
     run = js.open(raw)
     np.testing.assert_array_equal(run.steps, np.arange(100, 116))
     np.testing.assert_array_equal(run["x"][:], expected(range(100, 116)))
@@ -294,14 +362,30 @@ def test_info_and_error_messages_never_show_credentials(server, monkeypatch, cap
     out = capsys.readouterr().out
     assert "s3://jaxsinks-test/info.zarr" in out
 
-    # errors: a missing bucket, an endpoint URL carrying a password, credentials where they do not go
+    # errors: a missing bucket, an endpoint URL carrying a password, credentials where they do not
+    # go
     port = server.endpoint.rsplit(":", 1)[1]
     failing = [
-        js.s3("s3://no-such-bucket/run.zarr", endpoint=server.endpoint, credentials=KEYS, retries=1),
-        {"driver": "s3", "bucket": "jaxsinks-test", "path": "info.zarr",
-         "endpoint": f"http://{KEY_ID}:{SECRET}@127.0.0.1:{port}", "s3_request_retries": {"max_retries": 1}},
-        {"driver": "s3", "bucket": "jaxsinks-test", "endpoint": server.endpoint,
-         "aws_credentials": {"type": "default", "access_key_id": KEY_ID, "secret_access_key": SECRET}},
+        js.s3(
+            "s3://no-such-bucket/run.zarr", endpoint=server.endpoint, credentials=KEYS, retries=1
+        ),
+        {
+            "driver": "s3",
+            "bucket": "jaxsinks-test",
+            "path": "info.zarr",
+            "endpoint": f"http://{KEY_ID}:{SECRET}@127.0.0.1:{port}",
+            "s3_request_retries": {"max_retries": 1},
+        },
+        {
+            "driver": "s3",
+            "bucket": "jaxsinks-test",
+            "endpoint": server.endpoint,
+            "aws_credentials": {
+                "type": "default",
+                "access_key_id": KEY_ID,
+                "secret_access_key": SECRET,
+            },
+        },
     ]
     messages = []
     for store in failing:
@@ -341,7 +425,9 @@ def test_a_paused_server_fails_the_run_in_seconds_and_keeps_the_committed_prefix
         elapsed = time.monotonic() - started
     finally:
         server.resume()
-    assert flagged < 15 and elapsed < 30, f"the failure took {flagged:.1f} s / {elapsed:.1f} s to surface"
+    assert flagged < 15 and elapsed < 30, (
+        f"the failure took {flagged:.1f} s / {elapsed:.1f} s to surface"
+    )
     err = info.value
     assert err.committed == 16
     assert "s3://jaxsinks-test/paused.zarr" in str(err)
@@ -384,7 +470,9 @@ def test_local_s3_server_stops_by_pid_and_reports_missing_packages(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "boto3" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "boto3" else real(name, *a)
+    )
     with pytest.raises(js.ConfigError, match=r"pip install 'jaxsinks\[cloud\]'"):
         local_s3_server()
 
@@ -398,14 +486,28 @@ def gcs_emulator(tmp_path_factory):
     reaches it through ``TENSORSTORE_GCS_HTTP_URL``.
     """
     exe = shutil.which("gcp-storage-emulator", path=os.path.dirname(sys.executable))
-    assert exe is not None, "gcp-storage-emulator is not installed (pip install gcp-storage-emulator)"
+    assert exe is not None, (
+        "gcp-storage-emulator is not installed (pip install gcp-storage-emulator)"
+    )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
-        [exe, "start", "-H", "127.0.0.1", "--port", str(port), "--in-memory", "--default-bucket",
-         "jaxsinks-gcs", "-q"],
-        cwd=tmp_path_factory.mktemp("gcs"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            exe,
+            "start",
+            "-H",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "--default-bucket",
+            "jaxsinks-gcs",
+            "-q",
+        ],
+        cwd=tmp_path_factory.mktemp("gcs"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -415,7 +517,9 @@ def gcs_emulator(tmp_path_factory):
                 urllib.request.urlopen(f"{url}/storage/v1/b/jaxsinks-gcs", timeout=1).close()
                 break
             except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "the GCS emulator did not start"
+                assert process.poll() is None and time.monotonic() < deadline, (
+                    "the GCS emulator did not start"
+                )
                 time.sleep(0.05)
         previous = os.environ.get("TENSORSTORE_GCS_HTTP_URL")
         os.environ["TENSORSTORE_GCS_HTTP_URL"] = url
@@ -439,7 +543,8 @@ def test_gcs_write_and_read_back(gcs_emulator):
 
 
 @pytest.mark.xfail(
-    raises=js.StoreError, strict=True,
+    raises=js.StoreError,
+    strict=True,
     reason="gcp-storage-emulator answers object downloads without the x-goog-generation header, so "
     "TensorStore cannot do the conditional metadata rewrite that reopening a run for append needs "
     "('Malformed StorageGeneration'); real GCS sends it.",
@@ -455,7 +560,11 @@ def test_gcs_resume(gcs_emulator):
 def test_error_texts_lose_user_info_whatever_the_secret_holds(secret):
     from jaxsinks._tsio import clean_message
 
-    text = clean_message(RuntimeError(f'Error connecting to "http://{KEY_ID}:{secret}@127.0.0.1:9000/b/x": '
-                                      f"refused [tensorstore_spec='{{\"secret\": \"{secret}\"}}']"))
+    text = clean_message(
+        RuntimeError(
+            f'Error connecting to "http://{KEY_ID}:{secret}@127.0.0.1:9000/b/x": '
+            f'refused [tensorstore_spec=\'{{"secret": "{secret}"}}\']'
+        )
+    )
     assert SECRET not in text and KEY_ID not in text
     assert text.startswith('Error connecting to "http://***@127.0.0.1:9000/b/x": refused')

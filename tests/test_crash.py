@@ -24,12 +24,16 @@ def committed(store: pathlib.Path) -> int:
     return doc["attributes"]["jaxsinks"]["committed"]
 
 
-def kill_mid_run(store: pathlib.Path, *, chunk: int, per_call: int, min_committed: int, seed: int) -> None:
+def kill_mid_run(
+    store: pathlib.Path, *, chunk: int, per_call: int, min_committed: int, seed: int
+) -> None:
     log = store.parent / f"{store.name}.stderr"
     with log.open("w") as err:
         child = subprocess.Popen(
             [sys.executable, str(HERE / "crash_child.py"), str(store), str(chunk), str(per_call)],
-            stdout=subprocess.DEVNULL, stderr=err, cwd=HERE,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=HERE,
         )
     try:
         deadline = time.monotonic() + 120
@@ -47,7 +51,9 @@ def kill_mid_run(store: pathlib.Path, *, chunk: int, per_call: int, min_committe
 def check_prefix_and_resume(store: pathlib.Path, chunk: int) -> int:
     run = js.open(store)
     n = len(run)
-    assert n == run.committed and n >= chunk and run.status == "interrupted"  # its writer was killed
+    assert (
+        n == run.committed and n >= chunk and run.status == "interrupted"
+    )  # its writer was killed
     assert run.steps.tolist() == list(range(n))  # exactly the committed prefix, no holes
     exp = expected(range(n))
     np.testing.assert_array_equal(run["x"][:], exp["x"])

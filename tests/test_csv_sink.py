@@ -7,14 +7,22 @@ import pytest
 
 import jaxsinks as js
 
-EXAMPLE = {"energy": jnp.zeros(3, jnp.float32), "fmax": jnp.zeros((), jnp.float32), "n": jnp.int32(0)}
+EXAMPLE = {
+    "energy": jnp.zeros(3, jnp.float32),
+    "fmax": jnp.zeros((), jnp.float32),
+    "n": jnp.int32(0),
+}
 
 
 @jax.jit
 def log_steps(log, steps):
     def body(log, i):
         f = i.astype(jnp.float32)
-        frame = {"energy": jnp.arange(3, dtype=jnp.float32) * f, "fmax": 1.0 / (f + 1.0), "n": 2 * i.astype(jnp.int32)}
+        frame = {
+            "energy": jnp.arange(3, dtype=jnp.float32) * f,
+            "fmax": 1.0 / (f + 1.0),
+            "n": 2 * i.astype(jnp.int32),
+        }
         return js.record(log, step=i, time=0.5 * f, frame=frame), None
 
     return jax.lax.scan(body, log, steps)[0]
@@ -35,7 +43,9 @@ def test_logs_every_recorded_step_with_one_column_per_entry(tmp_path):
     assert rows[:, 0].tolist() == [0, 2, 4, 6, 8, 10]
     np.testing.assert_allclose(rows[:, 1], 0.5 * rows[:, 0])
     np.testing.assert_allclose(rows[:, 3], rows[:, 0])
-    np.testing.assert_allclose(rows[:, 5], np.float32(1) / (rows[:, 0].astype(np.float32) + 1), rtol=1e-7)
+    np.testing.assert_allclose(
+        rows[:, 5], np.float32(1) / (rows[:, 0].astype(np.float32) + 1), rtol=1e-7
+    )
     assert rows[:, 6].tolist() == (2 * rows[:, 0]).tolist()
 
 
@@ -99,5 +109,9 @@ def test_bad_arguments_are_named(tmp_path, kwargs, match):
 
 def test_capacity_drop_keeps_the_first_rows(tmp_path):
     path = tmp_path / "log.csv"
-    js.close(log_steps(js.CsvSink.create(path, EXAMPLE, capacity=4, overflow="drop", chunk=3), jnp.arange(9)))
+    js.close(
+        log_steps(
+            js.CsvSink.create(path, EXAMPLE, capacity=4, overflow="drop", chunk=3), jnp.arange(9)
+        )
+    )
     assert read_csv(path)[1][:, 0].tolist() == [0, 1, 2, 3]

@@ -11,7 +11,10 @@ from jaxsinks.demo import relax
 
 def test_the_demo_records_everything_and_summarises(tmp_path, capsys):
     out = tmp_path / "run"
-    assert relax.main(["--out", str(out), "--clusters", "5", "--max-steps", "2000", "--no-progress"]) == 0
+    assert (
+        relax.main(["--out", str(out), "--clusters", "5", "--max-steps", "2000", "--no-progress"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "converged (fmax < 0.001): 5/5" in text
     steps = int(text.split(" steps in ")[0].split()[-1])

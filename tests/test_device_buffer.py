@@ -12,7 +12,10 @@ FRAME = {"x": jnp.zeros((3,), jnp.float32), "n": jnp.zeros((), jnp.int32)}
 
 
 def frame_at(i):
-    return {"x": jnp.full((3,), i, jnp.float32) + jnp.arange(3, dtype=jnp.float32), "n": jnp.int32(i)}
+    return {
+        "x": jnp.full((3,), i, jnp.float32) + jnp.arange(3, dtype=jnp.float32),
+        "n": jnp.int32(i),
+    }
 
 
 def run_writes(buf, steps, maybe_jit=jax.jit):
@@ -63,7 +66,9 @@ def test_drain_returns_frames_and_an_empty_buffer_zero_clears():
     assert out.steps.tolist() == [0, 1, 2] and len(empty) == 0 and int(empty.count) == 0
     again = run_writes(empty, [7])
     assert again.read().steps.tolist() == [7]
-    assert len(buf.zero()) == 0 and len(buf) == 3  # immutable: the old buffer still holds its frames
+    assert (
+        len(buf.zero()) == 0 and len(buf) == 3
+    )  # immutable: the old buffer still holds its frames
 
 
 def test_masked_scalar_write_skips_the_frame():
@@ -77,8 +82,10 @@ def test_per_system_rows_are_appended_with_their_system_index(maybe_jit):
     example = {"pos": jnp.zeros((4, 2), jnp.float32), "e": jnp.zeros(4, jnp.float32)}
     buf = js.DeviceBuffer.create(example, 10, per_system=True)
     write = maybe_jit(lambda b, f, m, s: b.write(f, step=s, time=0.1 * jnp.float32(s), mask=m))
-    f = lambda s: {"pos": jnp.arange(8, dtype=jnp.float32).reshape(4, 2) + 100 * s,
-                   "e": jnp.arange(4, dtype=jnp.float32) + 100 * s}
+    f = lambda s: {  # noqa: E731
+        "pos": jnp.arange(8, dtype=jnp.float32).reshape(4, 2) + 100 * s,
+        "e": jnp.arange(4, dtype=jnp.float32) + 100 * s,
+    }
     buf = write(buf, f(1), jnp.array([False, True, False, True]), 1)
     buf = write(buf, f(2), jnp.array([True, False, False, False]), 2)
     out = buf.read()
@@ -158,10 +165,16 @@ def test_bad_frames_fail_at_trace_time_naming_the_field():
     "kwargs, match",
     [
         (dict(step=0, mask=jnp.ones(3, bool)), "`mask` must be a scalar bool; got bool\\[3\\]"),
-        (dict(step=0.5), f"`step` must be an integer scalar; got {'float64' if X64 else 'float32'}"),
+        (
+            dict(step=0.5),
+            f"`step` must be an integer scalar; got {'float64' if X64 else 'float32'}",
+        ),
         (dict(step=jnp.arange(2)), "`step` must be an integer scalar"),
         (dict(step=0, time=jnp.zeros(2)), "`time` must be a scalar"),
-        (dict(step=0, time=jnp.int32(1)), "`time` has dtype int32, but the sink stores times as float32"),
+        (
+            dict(step=0, time=jnp.int32(1)),
+            "`time` has dtype int32, but the sink stores times as float32",
+        ),
     ],
 )
 def test_bad_write_arguments_are_named(kwargs, match):
@@ -173,7 +186,9 @@ def test_bad_write_arguments_are_named(kwargs, match):
 
 def test_per_system_mask_of_the_wrong_shape_is_named():
     buf = js.DeviceBuffer.create({"e": jnp.zeros(4)}, 8, per_system=True)
-    with pytest.raises(js.FrameError, match=r"bool array of shape \(4,\) \(one per system\); got bool\[3\]"):
+    with pytest.raises(
+        js.FrameError, match=r"bool array of shape \(4,\) \(one per system\); got bool\[3\]"
+    ):
         buf.write({"e": jnp.zeros(4)}, step=0, mask=jnp.ones(3, bool))
     with pytest.raises(js.FrameError, match=r"got int32\[4\]"):
         buf.write({"e": jnp.zeros(4)}, step=0, mask=jnp.ones(4, jnp.int32))
@@ -185,7 +200,10 @@ def test_per_system_mask_of_the_wrong_shape_is_named():
         (dict(capacity=0), "`capacity` to be a positive int .*got 0"),
         (dict(capacity=-3), "got -3"),
         (dict(capacity=2.0), "got 2.0"),
-        (dict(capacity=4, overflow="wrap"), r"`overflow` to be one of \['error', 'drop', 'ring'\]; got 'wrap'"),
+        (
+            dict(capacity=4, overflow="wrap"),
+            r"`overflow` to be one of \['error', 'drop', 'ring'\]; got 'wrap'",
+        ),
         (dict(capacity=4, every=0), "`Every` needs `n` to be an int >= 1; got 0"),
         (dict(capacity=4, every="10"), "`every` must be an int or a schedule"),
         (dict(capacity=4, time_dtype=jnp.int32), "`time_dtype` to be a floating dtype"),
@@ -222,8 +240,11 @@ def test_once_records_each_system_the_first_time_it_is_selected():
     def go(buf):
         def body(buf, xs):
             step, mask = xs
-            return buf.write({"e": jnp.arange(3, dtype=jnp.float32) + 10 * step.astype(jnp.float32)}, step=step,
-                             mask=mask), None
+            return buf.write(
+                {"e": jnp.arange(3, dtype=jnp.float32) + 10 * step.astype(jnp.float32)},
+                step=step,
+                mask=mask,
+            ), None
 
         return jax.lax.scan(body, buf, (jnp.arange(4), jnp.array(masks)))[0]
 

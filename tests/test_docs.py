@@ -28,8 +28,12 @@ API_PAGE = DOCS / "api.md"
 #: The pages whose Python blocks must run; concepts and guides added later are picked up too.
 RUNNABLE_PAGES = sorted(
     str(p.relative_to(DOCS))
-    for p in [DOCS / "index.md", DOCS / "getting-started.md",
-              *DOCS.glob("concepts/*.md"), *DOCS.glob("guides/*.md")]
+    for p in [
+        DOCS / "index.md",
+        DOCS / "getting-started.md",
+        *DOCS.glob("concepts/*.md"),
+        *DOCS.glob("guides/*.md"),
+    ]
 )
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>`{3,})(?P<info>.*)$")
@@ -66,7 +70,7 @@ def code_blocks(text: str) -> list[CodeBlock]:
         body, j = [], i + 1
         while j < len(lines) and lines[j].strip() != ticks:
             line = lines[j]
-            body.append(line[len(indent):] if line.startswith(indent) else line.lstrip())
+            body.append(line[len(indent) :] if line.startswith(indent) else line.lstrip())
             j += 1
         if j == len(lines):
             raise AssertionError(f"The code fence opened on line {i + 1} is never closed.")
@@ -125,10 +129,15 @@ def test_every_public_name_has_a_docstring():
 
 def test_the_promised_pages_exist_and_run():
     promised = [
-        "index.md", "getting-started.md",
-        "concepts/sinks.md", "concepts/schedules.md", "concepts/flushing.md",
+        "index.md",
+        "getting-started.md",
+        "concepts/sinks.md",
+        "concepts/schedules.md",
+        "concepts/flushing.md",
         "concepts/transformations.md",
-        "guides/differentiable.md", "guides/ensembles.md", "guides/storage.md",
+        "guides/differentiable.md",
+        "guides/ensembles.md",
+        "guides/storage.md",
     ]
     missing = [page for page in promised if page not in RUNNABLE_PAGES]
     assert not missing, f"These documentation pages are missing: {missing}."
@@ -163,12 +172,23 @@ def test_mkdocs_builds_strict(tmp_path):
     needed = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
     missing = [name for name in needed if _find_spec(name) is None]
     if missing:
-        pytest.skip(f"The docs extra is not installed (no {missing}): `make docs` (run by .ci/run) "
-                    "installs it and builds the site.")
+        pytest.skip(
+            f"The docs extra is not installed (no {missing}): `make docs` (run by .ci/run) "
+            "installs it and builds the site."
+        )
     site = tmp_path / "site"
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")  # mkdocs-material's notice about MkDocs 2.0
-    command = [sys.executable, "-m", "mkdocs", "build", "--strict",
-               "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(site)]
+    command = [
+        sys.executable,
+        "-m",
+        "mkdocs",
+        "build",
+        "--strict",
+        "--config-file",
+        str(ROOT / "mkdocs.yml"),
+        "--site-dir",
+        str(site),
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     api = (site / "api" / "index.html").read_text()

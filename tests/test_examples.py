@@ -6,7 +6,6 @@ import pathlib
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
@@ -18,7 +17,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def run_example(name: str, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / name), *args],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -31,8 +33,19 @@ def test_oscillators_example():
 
 
 def test_ou_ensemble_example(tmp_path):
-    out = run_example("ou_ensemble.py", "--replicas", "16", "--dims", "8", "--steps", "64",
-                      "--stride", "8", "--out", str(tmp_path))
+    out = run_example(
+        "ou_ensemble.py",
+        "--replicas",
+        "16",
+        "--dims",
+        "8",
+        "--steps",
+        "64",
+        "--stride",
+        "8",
+        "--out",
+        str(tmp_path),
+    )
     assert "recorded 9 frames of (16, 8) (replicas x dims)" in out
     assert "ensemble mean and variance agree with the analytic OU process" in out
     rows = [line.split() for line in out.splitlines()]
@@ -51,9 +64,26 @@ def test_ou_ensemble_example(tmp_path):
 def test_ou_ensemble_example_fails_when_the_moments_disagree(tmp_path):
     # Euler-Maruyama at theta * dt = 0.5 decays too fast and overshoots the stationary variance.
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "ou_ensemble.py"), "--replicas", "64",
-         "--dims", "16", "--steps", "16", "--dt", "0.5", "--stride", "1", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "ou_ensemble.py"),
+            "--replicas",
+            "64",
+            "--dims",
+            "16",
+            "--steps",
+            "16",
+            "--dt",
+            "0.5",
+            "--stride",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert proc.returncode != 0
     assert "disagrees with the analytic OU moments" in proc.stderr
@@ -63,8 +93,21 @@ def test_allen_cahn_example(tmp_path):
     pytest.importorskip("matplotlib")
     image = pytest.importorskip("PIL.Image")
     steps, dt, first, frames = 200, 0.1, 0.05, 12
-    out = run_example("allen_cahn.py", "--size", "32", "--steps", str(steps), "--dt", str(dt),
-                      "--first", str(first), "--frames", str(frames), "--out", str(tmp_path))
+    out = run_example(
+        "allen_cahn.py",
+        "--size",
+        "32",
+        "--steps",
+        str(steps),
+        "--dt",
+        str(dt),
+        "--first",
+        str(first),
+        "--frames",
+        str(frames),
+        "--out",
+        str(tmp_path),
+    )
     assert "coarsening: interface length ~ t^" in out
 
     # Each frame is the first step whose (float32) time reaches a requested time; a step that
@@ -83,13 +126,16 @@ def test_allen_cahn_example(tmp_path):
         assert gif.n_frames == len(expected)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax_md") is None,
-                    reason="jax-md is optional (pip install jaxsinks[md]); make test installs it")
+@pytest.mark.skipif(
+    importlib.util.find_spec("jax_md") is None,
+    reason="jax-md is optional (pip install jaxsinks[md]); make test installs it",
+)
 def test_jax_md_lj_example(tmp_path):
     # The example runs in a subprocess: jax_md builds arrays at import with implicit promotion,
     # which this suite's strict mode rejects.
-    out = run_example("jax_md_lj.py", "--cells", "3", "--steps", "100", "--every", "20",
-                      "--out", str(tmp_path))
+    out = run_example(
+        "jax_md_lj.py", "--cells", "3", "--steps", "100", "--every", "20", "--out", str(tmp_path)
+    )
     assert "108 LJ atoms" in out
     run = js.open(tmp_path / "trajectory.zarr")
     assert len(run) == 6
@@ -110,12 +156,17 @@ def test_jax_md_lj_example(tmp_path):
 
 
 def test_differentiable_relaxation_example(tmp_path):
-    out = run_example("differentiable_relaxation.py", "--epochs", "6", "--steps", "150",
-                      "--out", str(tmp_path))
+    out = run_example(
+        "differentiable_relaxation.py", "--epochs", "6", "--steps", "150", "--out", str(tmp_path)
+    )
     first = out.split("autodiff ")[1].splitlines()[0]
     grad, fd = (float(v) for v in first.split(", finite differences "))
     assert abs(grad - fd) < 2e-2 * abs(fd)
-    losses = [float(line.split("loss ")[1].split()[0]) for line in out.splitlines() if line.startswith("epoch")]
+    losses = [
+        float(line.split("loss ")[1].split()[0])
+        for line in out.splitlines()
+        if line.startswith("epoch")
+    ]
     assert len(losses) == 6 and losses[-1] < 0.01 * losses[0]
     run = js.open(tmp_path / "relaxations.zarr")
     assert np.bincount(run["epoch"][:]).tolist() == [15] * 6  # every 10th of 150 steps, each epoch
@@ -132,18 +183,35 @@ def test_lj_fire_example(tmp_path):
 
 
 def test_multihost_example(tmp_path):
-    out = run_example("multihost.py", "--processes", "2", "--devices", "2", "--replicas", "16", "--steps", "50",
-                      "--out", str(tmp_path / "run"))
+    out = run_example(
+        "multihost.py",
+        "--processes",
+        "2",
+        "--devices",
+        "2",
+        "--replicas",
+        "16",
+        "--steps",
+        "50",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert "process 0 of 2: recorded the replicas of its 2 devices" in out
     assert "process 1 of 2: recorded the replicas of its 2 devices" in out
-    assert "5 frames of 16 replicas, status closed, written by 2 processes; values match the reference" in out
+    assert (
+        "5 frames of 16 replicas, status closed, written by 2 processes; values match the reference"
+        in out
+    )
 
 
 def test_cloud_s3_example():
     out = run_example("cloud_s3.py", "--walkers", "32", "--steps", "64", "--every", "4")
     assert "segment 0 ('w-'): 16 frames committed" in out
     assert "segment 1 ('a'): 32 frames committed" in out
-    assert "read back 32 frames of (32,) from s3://jaxsinks-example/walk.zarr: jaxsinks.open and zarr-python agree" in out
+    assert (
+        "read back 32 frames of (32,) from s3://jaxsinks-example/walk.zarr: jaxsinks.open and "
+        "zarr-python agree" in out
+    )
     pid = int(out.rsplit("(pid ", 1)[1].split(")")[0])
     with pytest.raises(ProcessLookupError):  # the example stopped its server
         os.kill(pid, 0)

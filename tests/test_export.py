@@ -1,4 +1,5 @@
-"""export_training: frames (or each frame's points) shuffled once; a chunk is a uniform random subset."""
+"""export_training: frames (or each frame's points) shuffled once; a chunk is a uniform random
+subset."""
 
 import json
 import pathlib
@@ -24,7 +25,8 @@ def campaign_with(lengths: dict[str, int], **kwargs) -> js.Campaign:
 
 
 def cloud_at(step):
-    """Point p of frame `step`: pos = (step, p, -p), q = p; any shuffle shared by both keeps q == pos[:, 1]."""
+    """Point p of frame `step`: pos = (step, p, -p), q = p; any shuffle shared by both keeps q ==
+    pos[:, 1]."""
     p = jnp.arange(POINTS, dtype=jnp.float32)
     s = jnp.full((POINTS,), step.astype(jnp.float32))
     return {"pos": jnp.stack([s, p, -p], axis=1), "q": p}
@@ -33,7 +35,9 @@ def cloud_at(step):
 @jax.jit
 def record_clouds(sink, steps):
     def body(sink, step):
-        return js.record(sink, step=step, time=step.astype(jnp.float32), frame=lambda: cloud_at(step)), None
+        return js.record(
+            sink, step=step, time=step.astype(jnp.float32), frame=lambda: cloud_at(step)
+        ), None
 
     return jax.lax.scan(body, sink, steps)[0]
 
@@ -49,11 +53,14 @@ def cloud_runs(frames: dict[str, int]) -> dict[str, js.Run]:
 
 
 def files(root: pathlib.Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def ks_uniform(values: np.ndarray, n: int) -> float:
-    """The Kolmogorov-Smirnov distance between `values` (distinct ints in [0, n)) and uniform on [0, n)."""
+    """The Kolmogorov-Smirnov distance between `values` (distinct ints in [0, n)) and uniform on [0,
+    n)."""
     x = np.sort(values) + 1
     k = np.arange(1, len(x) + 1)
     return float(max(np.max(k / len(x) - x / n), np.max(x / n - (k - 1) / len(x))))
@@ -65,12 +72,19 @@ def ks_uniform(values: np.ndarray, n: int) -> float:
 def test_frames_export_holds_every_frame_once_in_chunks_of_the_sample_size():
     campaign = campaign_with({"a": 30, "b": 20})
     export = js.export_training(campaign, memory_store(), sample_size=8, seed=3)
-    assert (export.by, len(export), export.fields, export.sample_ids) == ("frames", 50, ("e", "x"), ("a", "b"))
+    assert (export.by, len(export), export.fields, export.sample_ids) == (
+        "frames",
+        50,
+        ("e", "x"),
+        ("a", "b"),
+    )
     assert export.chunk_size() == 8
     assert [s["params"] for s in export.manifest["samples"]] == [{"i": 0}, {"i": 1}]
     rows = [export._read(f"frames/{name}", (slice(None),)) for name in ("run", "frame", "x")]
     origin, frame, x = rows
-    assert sorted(zip(origin.tolist(), frame.tolist())) == [(0, f) for f in range(30)] + [(1, f) for f in range(20)]
+    assert sorted(zip(origin.tolist(), frame.tolist())) == [(0, f) for f in range(30)] + [
+        (1, f) for f in range(20)
+    ]
     np.testing.assert_array_equal(x, expected(frame)["x"])  # each frame's values travel with it
     perm = _export.shuffle_permutation(3, "frames", 50)
     np.testing.assert_array_equal(np.r_[np.arange(30), np.arange(20)][perm], frame)
@@ -81,7 +95,9 @@ def test_the_same_seed_gives_the_same_bytes(tmp_path):
     campaign = campaign_with({"a": 40, "b": 24})
     one = js.export_training(campaign, tmp_path / "one", sample_size=16, seed=7, dtype="float16")
     two = js.export_training(campaign, tmp_path / "two", sample_size=16, seed=7, dtype="float16")
-    other = js.export_training(campaign, tmp_path / "other", sample_size=16, seed=8, dtype="float16")
+    other = js.export_training(
+        campaign, tmp_path / "other", sample_size=16, seed=8, dtype="float16"
+    )
     a, b, c = files(tmp_path / "one"), files(tmp_path / "two"), files(tmp_path / "other")
     chunks = [k for k in a if "/c/" in k]
     assert len(chunks) == 6 * 4  # e, x, run, frame, step, time: 64 frames in 4 chunks of 16
@@ -123,22 +139,37 @@ def test_a_sample_reads_one_chunk_and_reports_its_read_amplification(tmp_path):
     campaign = campaign_with({"a": 50})
     export = js.export_training(campaign, tmp_path / "x", sample_size=16, seed=1)
     sample = export.sample(16, rng=np.random.default_rng(5))
-    assert sample.sample_id is None and 0 <= sample.chunk < 3  # the last chunk (2 frames) is too short
+    assert (
+        sample.sample_id is None and 0 <= sample.chunk < 3
+    )  # the last chunk (2 frames) is too short
     assert set(sample.data) == {"e", "x", "run", "frame", "step", "time"}
-    assert sample.data["run"].tolist() == ["a"] * 16 and len(set(sample.data["frame"].tolist())) == 16
+    assert (
+        sample.data["run"].tolist() == ["a"] * 16 and len(set(sample.data["frame"].tolist())) == 16
+    )
     np.testing.assert_array_equal(sample.data["x"], expected(sample.data["frame"])["x"])
     arrays = [p for p in (tmp_path / "x" / "frames").iterdir() if p.is_dir()]
-    chunk_files = [f for a in arrays for f in (a / "c").rglob("*") if f.is_file()
-                   and f.relative_to(a / "c").parts[0] == str(sample.chunk)]
+    chunk_files = [
+        f
+        for a in arrays
+        for f in (a / "c").rglob("*")
+        if f.is_file() and f.relative_to(a / "c").parts[0] == str(sample.chunk)
+    ]
     # One run: its `run` column is all 0, the fill value, so Zarr stores no chunk for it (0 bytes).
     assert sorted(f.relative_to(tmp_path / "x" / "frames").parts[0] for f in chunk_files) == [
-        "e", "frame", "step", "time", "x"]
+        "e",
+        "frame",
+        "step",
+        "time",
+        "x",
+    ]
     assert sample.bytes_read == sum(p.stat().st_size for p in chunk_files)
     assert sample.bytes_needed == 16 * (4 + 12 + 4 + 4 + 4 + 4)  # e, x, run, frame, step, time
     assert sample.amplification == sample.bytes_read / sample.bytes_needed
     half = export.sample(8, rng=5)
     assert half.bytes_read == export.sample(8, rng=5).bytes_read and half.bytes_needed == 8 * 32
-    with pytest.raises(js.ConfigError, match=r"`n` = 17 is more than a chunk of this export \(16 frames\)"):
+    with pytest.raises(
+        js.ConfigError, match=r"`n` = 17 is more than a chunk of this export \(16 frames\)"
+    ):
         export.sample(17)
 
 
@@ -155,7 +186,9 @@ def test_points_export_shuffles_each_frame_by_its_own_permutation_shared_by_fiel
     for f in range(3):
         perm = _export.shuffle_permutation(2, f"c1/{f}", POINTS)
         np.testing.assert_array_equal(q[f], perm.astype(np.float32))
-        np.testing.assert_array_equal(pos[f], np.stack([np.full(POINTS, f), perm, -perm], 1).astype(np.float32))
+        np.testing.assert_array_equal(
+            pos[f], np.stack([np.full(POINTS, f), perm, -perm], 1).astype(np.float32)
+        )
     assert not np.array_equal(q[0], q[1])
 
     sample = export.sample(16, rng=0)
@@ -181,7 +214,11 @@ def test_points_export_needs_fields_with_one_point_axis():
 def test_float16_export_stores_values_in_range_and_rejects_overflow(tmp_path):
     campaign = campaign_with({"a": 20})
     export = js.export_training(campaign, memory_store(), sample_size=8, dtype="float16")
-    assert export.manifest["fields"]["x"] == {"shape": [3], "dtype": "float16", "source_dtype": "float32"}
+    assert export.manifest["fields"]["x"] == {
+        "shape": [3],
+        "dtype": "float16",
+        "source_dtype": "float32",
+    }
     frame = export._read("frames/frame", (slice(None),))
     x = export._read("frames/x", (slice(None),))
     assert x.dtype == np.float16
@@ -190,15 +227,28 @@ def test_float16_export_stores_values_in_range_and_rejects_overflow(tmp_path):
     hot = js.Campaign.create(memory_store())
     sink = hot.create_run("hot", EXAMPLE, chunk=4)
     sink = run_steps(sink, steps(0, 6))
-    sink = js.record(sink, step=jnp.int32(6), time=jnp.float32(0), frame={"x": jnp.full(3, 1e5), "e": jnp.float32(0)})
+    sink = js.record(
+        sink,
+        step=jnp.int32(6),
+        time=jnp.float32(0),
+        frame={"x": jnp.full(3, 1e5), "e": jnp.float32(0)},
+    )
     js.close(sink)
     dest = tmp_path / "hot"
-    with pytest.raises(js.OutOfRangeError, match=r"Field 'x' has values out of the range of float16 at frame 6 "
-                                                 r"of run 'hot' \(largest magnitude 100000\)"):
+    with pytest.raises(
+        js.OutOfRangeError,
+        match=r"Field 'x' has values out of the range of float16 at frame 6 "
+        r"of run 'hot' \(largest magnitude 100000\)",
+    ):
         js.export_training(hot, dest, dtype="float16")
-    assert not dest.exists() or not any(p.is_file() for p in dest.rglob("*"))  # the partial export is gone
+    assert not dest.exists() or not any(
+        p.is_file() for p in dest.rglob("*")
+    )  # the partial export is gone
     kept = js.export_training(hot, dest, dtype={"e": "float16"})  # x stays float32
-    assert kept.manifest["fields"]["x"]["dtype"] == "float32" and kept.manifest["fields"]["e"]["dtype"] == "float16"
+    assert (
+        kept.manifest["fields"]["x"]["dtype"] == "float32"
+        and kept.manifest["fields"]["e"]["dtype"] == "float16"
+    )
 
 
 # ------------------------------------------------------------------------- bad input
@@ -233,7 +283,9 @@ def test_open_refuses_incomplete_and_newer_exports(tmp_path):
     doc = json.loads((dest / "zarr.json").read_text())
     doc["attributes"]["jaxsinks_export"]["schema_version"] = 5
     (dest / "zarr.json").write_text(json.dumps(doc))
-    with pytest.raises(js.StoreError, match="export schema version 5; this jaxsinks reads versions up to 1"):
+    with pytest.raises(
+        js.StoreError, match="export schema version 5; this jaxsinks reads versions up to 1"
+    ):
         js.TrainingSet.open(dest)
     (dest / "zarr.json").unlink()
     with pytest.raises(js.StoreNotFoundError, match="There is no training export"):

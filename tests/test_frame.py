@@ -9,7 +9,11 @@ from jaxsinks._frame import check_node_name, check_node_names
 
 
 def test_spec_from_arrays_and_shape_dtype_structs_agree():
-    frame = {"x": jnp.zeros((4, 3), jnp.float32), "e": jnp.zeros((), jnp.float32), "n": np.zeros(2, np.int32)}
+    frame = {
+        "x": jnp.zeros((4, 3), jnp.float32),
+        "e": jnp.zeros((), jnp.float32),
+        "n": np.zeros(2, np.int32),
+    }
     sds = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), frame)
     a, b = js.FrameSpec.from_example(frame), js.FrameSpec.from_example(sds)
     assert a == b and hash(a) == hash(b)
@@ -28,7 +32,9 @@ def test_nested_paths_and_bare_arrays_are_named():
 def test_python_scalars_take_jax_default_dtypes():
     spec = js.FrameSpec.from_example({"f": 1.0, "i": 2, "b": True})
     assert {f.name: f.dtype for f in spec.fields} == {
-        "b": np.dtype(bool), "f": np.dtype(np.float32), "i": np.dtype(np.int32)
+        "b": np.dtype(bool),
+        "f": np.dtype(np.float32),
+        "i": np.dtype(np.int32),
     }
 
 
@@ -40,7 +46,9 @@ def test_empty_and_non_array_examples_are_rejected():
 
 
 def test_check_lists_every_mismatch_with_field_names():
-    spec = js.FrameSpec.from_example({"x": jnp.zeros((4, 3), jnp.float32), "e": jnp.zeros((), jnp.float32)})
+    spec = js.FrameSpec.from_example(
+        {"x": jnp.zeros((4, 3), jnp.float32), "e": jnp.zeros((), jnp.float32)}
+    )
     with pytest.raises(js.FrameError) as err:
         spec.check({"x": jnp.zeros((4, 2), jnp.float32), "e": jnp.zeros((), jnp.int32)})
     msg = str(err.value)
@@ -88,12 +96,15 @@ def test_joined_paths_must_be_unique():
         js.FrameSpec.from_example({"a/b": jnp.zeros(1), "a": {"b": jnp.zeros(1)}})
 
 
-@pytest.mark.parametrize("names, both", [
-    (("a", "a/b"), ("'a'", "'a/b'")),
-    (("x/y/z", "x/y"), ("'x/y'", "'x/y/z'")),
-    (("step/v",), ("'step/v'", "column 'step'")),
-    (("p", "time/t"), ("'time/t'", "column 'time'")),
-])
+@pytest.mark.parametrize(
+    "names, both",
+    [
+        (("a", "a/b"), ("'a'", "'a/b'")),
+        (("x/y/z", "x/y"), ("'x/y'", "'x/y/z'")),
+        (("step/v",), ("'step/v'", "column 'step'")),
+        (("p", "time/t"), ("'time/t'", "column 'time'")),
+    ],
+)
 def test_names_whose_nodes_collide_are_refused_naming_both(names, both):
     with pytest.raises(js.ConfigError) as info:
         check_node_names(names, reserved=("step", "time", "system"))
@@ -102,7 +113,9 @@ def test_names_whose_nodes_collide_are_refused_naming_both(names, both):
 
 
 def test_names_that_only_share_a_prefix_or_nest_columns_deeper_are_fine():
-    check_node_names(("a", "ab/c", "a_b", "x/step", "x/time/y", "stepper"), reserved=("step", "time", "system"))
+    check_node_names(
+        ("a", "ab/c", "a_b", "x/step", "x/time/y", "stepper"), reserved=("step", "time", "system")
+    )
 
 
 @pytest.mark.parametrize("name", ["x" * 201, "a/" + "y" * 300, "zarr.json.__lock", "a/b.__lock"])

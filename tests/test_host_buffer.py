@@ -94,7 +94,9 @@ def test_per_system_masked_rows_keep_their_system_index(make):
         def body(sink, i):
             x = jnp.full((3, 2), i.astype(jnp.float32)) + jnp.arange(3, dtype=jnp.float32)[:, None]
             converged = i >= jnp.array([2, 5, 3], jnp.int32)  # system j converges at step 2, 5, 3
-            return js.record(sink, step=i, time=i.astype(jnp.float32), frame={"x": x}, mask=converged), None
+            return js.record(
+                sink, step=i, time=i.astype(jnp.float32), frame={"x": x}, mask=converged
+            ), None
 
         return jax.lax.scan(body, sink, jnp.arange(8, dtype=jnp.int32))[0]
 
@@ -112,7 +114,6 @@ def test_drain_returns_the_frames_and_an_empty_buffer_that_carries_on(make):
     assert len(sink) == 0 and sink.read().steps.tolist() == []
     sink = js.close(run_steps(sink, steps(10, 16)))
     assert_frames(sink.read(), range(10, 16))
-
 
 
 def test_a_value_older_than_zero_is_a_clear_error_never_a_hang(make):
@@ -145,7 +146,9 @@ def test_a_read_waiting_for_frames_the_stopped_pipeline_never_stored_raises(make
     closed = js.close(run_steps(make(EXAMPLE, capacity=16, chunk=4), steps(0, 6)))
     # A value counting frames its pipeline never received (as a flush refused after close did).
     ahead = replace(closed, flushed=closed.flushed + 4)
-    with pytest.raises(js.StoreError, match=r"pipeline has stopped with 6 stored: frames 6..10 never"):
+    with pytest.raises(
+        js.StoreError, match=r"pipeline has stopped with 6 stored: frames 6..10 never"
+    ):
         bounded(ahead.read)
     with pytest.raises(js.StoreError, match="never reached host memory"):
         bounded(ahead.zero)
@@ -157,8 +160,9 @@ def test_release_while_a_read_waits_ends_the_wait(make):
     ahead = replace(sink, flushed=sink.flushed + 4)  # frames that will never come
     memory = sink._memory()
     errors = []
-    waiting = threading.Thread(target=lambda: errors.append(pytest.raises(js.StoreError, memory.wait_for, 8)),
-                               daemon=True)
+    waiting = threading.Thread(
+        target=lambda: errors.append(pytest.raises(js.StoreError, memory.wait_for, 8)), daemon=True
+    )
     waiting.start()
     sink.release()
     waiting.join(60)
@@ -201,7 +205,10 @@ def test_released_memory_is_a_clear_error(make):
     [
         ({"capacity": 0}, r"`capacity` to be a positive int.*got 0"),
         ({"capacity": 4, "chunk": 8}, r"flush block \(chunk=8\) to fit in `capacity` \(4 frames\)"),
-        ({"capacity": 8, "overflow": "wrap"}, r"`overflow` to be one of \['error', 'drop', 'ring'\]; got 'wrap'"),
+        (
+            {"capacity": 8, "overflow": "wrap"},
+            r"`overflow` to be one of \['error', 'drop', 'ring'\]; got 'wrap'",
+        ),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, message):

@@ -10,12 +10,24 @@ import jaxsinks as js
 from jaxsinks._codecs import codec_chain, narrowing_range
 from jaxsinks._layout import check_user_attributes, make_layout
 
-SPEC = js.FrameSpec.from_example({"pos": jnp.zeros((5, 3), jnp.float32), "e": jnp.zeros((), jnp.float32),
-                                  "meta": {"id": jnp.zeros(2, jnp.int32)}})
+SPEC = js.FrameSpec.from_example(
+    {
+        "pos": jnp.zeros((5, 3), jnp.float32),
+        "e": jnp.zeros((), jnp.float32),
+        "meta": {"id": jnp.zeros(2, jnp.int32)},
+    }
+)
 
 
 def layout(**kw):
-    args = dict(chunk=16, chunks_per_shard=None, codec=js.Zstd(3), fields={}, time_dtype=np.dtype("float32"), batch_size=None)
+    args = dict(
+        chunk=16,
+        chunks_per_shard=None,
+        codec=js.Zstd(3),
+        fields={},
+        time_dtype=np.dtype("float32"),
+        batch_size=None,
+    )
     args.update(kw)
     return make_layout(SPEC, **args)
 
@@ -48,7 +60,14 @@ def test_sharding_makes_the_flush_block_a_whole_shard():
 
 def test_per_field_overrides_and_per_system_columns():
     lay = layout(
-        fields={"pos": js.FieldConfig(dtype="float16", codec=js.Blosc("lz4", 5, "bitshuffle"), chunk=(1, 3), dims=("atom", "xyz"))},
+        fields={
+            "pos": js.FieldConfig(
+                dtype="float16",
+                codec=js.Blosc("lz4", 5, "bitshuffle"),
+                chunk=(1, 3),
+                dims=("atom", "xyz"),
+            )
+        },
         batch_size=4,
     )
     pos = lay.fields[2]
@@ -56,22 +75,39 @@ def test_per_field_overrides_and_per_system_columns():
     assert meta["data_type"] == "float16" and pos.source_dtype == np.float32
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [16, 1, 3]
     assert meta["dimension_names"] == ["frame", "atom", "xyz"]
-    assert meta["codecs"][1] == {"name": "blosc", "configuration": {"cname": "lz4", "clevel": 5, "shuffle": "bitshuffle", "typesize": 2, "blocksize": 0}}
+    assert meta["codecs"][1] == {
+        "name": "blosc",
+        "configuration": {
+            "cname": "lz4",
+            "clevel": 5,
+            "shuffle": "bitshuffle",
+            "typesize": 2,
+            "blocksize": 0,
+        },
+    }
     assert pos.narrowing == (-65504.0, 65504.0)
     assert [c.name for c in lay.columns] == ["step", "time", "system"]
     assert lay.schema()["per_system"] == 4
 
 
 def test_no_compression_is_just_bytes():
-    assert codec_chain(None, np.dtype("int32"), None) == [{"name": "bytes", "configuration": {"endian": "little"}}]
+    assert codec_chain(None, np.dtype("int32"), None) == [
+        {"name": "bytes", "configuration": {"endian": "little"}}
+    ]
 
 
 @pytest.mark.parametrize(
     "kw, match",
     [
-        (dict(fields={"nope": js.FieldConfig()}), r"configures \['nope'\], which the frame does not have"),
+        (
+            dict(fields={"nope": js.FieldConfig()}),
+            r"configures \['nope'\], which the frame does not have",
+        ),
         (dict(fields={"pos": js.FieldConfig(chunk=(5,))}), "one positive int per axis"),
-        (dict(fields={"pos": js.FieldConfig(dims=("a", "a"))}), "must name each of its 2 axes once"),
+        (
+            dict(fields={"pos": js.FieldConfig(dims=("a", "a"))}),
+            "must name each of its 2 axes once",
+        ),
         (dict(fields={"pos": js.FieldConfig(dims=("frame", "b"))}), "not 'frame'"),
     ],
 )
@@ -84,7 +120,15 @@ def test_bad_layout_options_are_named(kw, match):
 def test_field_names_that_are_not_safe_node_names_are_rejected(name):
     spec = js.FrameSpec.from_example({name: jnp.zeros(2)})
     with pytest.raises(js.ConfigError, match=name.replace(".", r"\.")):
-        make_layout(spec, chunk=4, chunks_per_shard=None, codec=None, fields={}, time_dtype=np.dtype("float32"), batch_size=None)
+        make_layout(
+            spec,
+            chunk=4,
+            chunks_per_shard=None,
+            codec=None,
+            fields={},
+            time_dtype=np.dtype("float32"),
+            batch_size=None,
+        )
 
 
 @pytest.mark.parametrize(
@@ -130,52 +174,90 @@ def test_non_json_attributes_are_rejected_with_their_key(attrs, match):
 
 def test_json_attributes_pass_through():
     assert check_user_attributes({"a": [1, 2.5, "x", None, True], "b": {"c": (1, 2)}}) == {
-        "a": [1, 2.5, "x", None, True], "b": {"c": [1, 2]}
+        "a": [1, 2.5, "x", None, True],
+        "b": {"c": [1, 2]},
     }
     assert jax.tree.leaves(check_user_attributes(None)) == []
 
 
-@pytest.mark.parametrize("frame, both", [
-    ({"a": jnp.zeros(2), "a/b": jnp.zeros(2)}, ("'a'", "'a/b'")),
-    ({"a": {"b": jnp.zeros(2)}, "a/b/c": jnp.zeros(())}, ("'a/b'", "'a/b/c'")),
-    ({"step": {"v": jnp.zeros(2)}}, ("'step/v'", "column 'step'")),
-    ({"time": {"x": {"y": jnp.zeros(2)}}}, ("'time/x/y'", "column 'time'")),
-    ({"system": [jnp.zeros(2)]}, ("'system/0'", "column 'system'")),
-])
+@pytest.mark.parametrize(
+    "frame, both",
+    [
+        ({"a": jnp.zeros(2), "a/b": jnp.zeros(2)}, ("'a'", "'a/b'")),
+        ({"a": {"b": jnp.zeros(2)}, "a/b/c": jnp.zeros(())}, ("'a/b'", "'a/b/c'")),
+        ({"step": {"v": jnp.zeros(2)}}, ("'step/v'", "column 'step'")),
+        ({"time": {"x": {"y": jnp.zeros(2)}}}, ("'time/x/y'", "column 'time'")),
+        ({"system": [jnp.zeros(2)]}, ("'system/0'", "column 'system'")),
+    ],
+)
 def test_nested_names_that_collide_with_a_stored_node_are_refused_naming_both(frame, both):
     with pytest.raises(js.ConfigError) as info:
-        make_layout(js.FrameSpec.from_example(frame), chunk=4, chunks_per_shard=None, codec=None, fields={},
-                    time_dtype=np.dtype("float32"), batch_size=None)
+        make_layout(
+            js.FrameSpec.from_example(frame),
+            chunk=4,
+            chunks_per_shard=None,
+            codec=None,
+            fields={},
+            time_dtype=np.dtype("float32"),
+            batch_size=None,
+        )
     for name in both:
         assert name in str(info.value)
 
 
 def test_columns_deeper_in_the_tree_do_not_collide():
-    spec = js.FrameSpec.from_example({"a": {"step": jnp.zeros(2), "time": jnp.zeros(())}, "b": {"c": jnp.zeros(1)}})
+    spec = js.FrameSpec.from_example(
+        {"a": {"step": jnp.zeros(2), "time": jnp.zeros(())}, "b": {"c": jnp.zeros(1)}}
+    )
     lay = layout_of(spec)
     assert [a.name for a in lay.fields] == ["a/step", "a/time", "b/c"] and lay.groups == ("a", "b")
 
 
 def layout_of(spec):
-    return make_layout(spec, chunk=4, chunks_per_shard=None, codec=None, fields={},
-                       time_dtype=np.dtype("float32"), batch_size=None)
+    return make_layout(
+        spec,
+        chunk=4,
+        chunks_per_shard=None,
+        codec=None,
+        fields={},
+        time_dtype=np.dtype("float32"),
+        batch_size=None,
+    )
 
 
-@pytest.mark.parametrize("source, target, bounds", [
-    ("int32", "uint32", (0, 2**31 - 1)),  # inside the source's range: was (0, 2**32 - 1), no int32
-    ("float32", "int32", (-(2**31), 2**31 - 128)),  # the largest float32 below 2**31: 2**31 itself overflows
-    ("float32", "uint8", (0, 255)),
-    ("float32", "bfloat16", (-float(jnp.finfo(jnp.bfloat16).max), float(jnp.finfo(jnp.bfloat16).max))),
-    ("float32", "float16", (-65504, 65504)),
-    ("complex64", "complex64", None),
-    ("int8", "float16", None),
-])
+@pytest.mark.parametrize(
+    "source, target, bounds",
+    [
+        (
+            "int32",
+            "uint32",
+            (0, 2**31 - 1),
+        ),  # inside the source's range: was (0, 2**32 - 1), no int32
+        (
+            "float32",
+            "int32",
+            (-(2**31), 2**31 - 128),
+        ),  # the largest float32 below 2**31: 2**31 itself overflows
+        ("float32", "uint8", (0, 255)),
+        (
+            "float32",
+            "bfloat16",
+            (-float(jnp.finfo(jnp.bfloat16).max), float(jnp.finfo(jnp.bfloat16).max)),
+        ),
+        ("float32", "float16", (-65504, 65504)),
+        ("complex64", "complex64", None),
+        ("int8", "float16", None),
+    ],
+)
 def test_narrowing_bounds_are_values_the_source_holds(source, target, bounds):
     assert narrowing_range(np.dtype(source), np.dtype(target)) == bounds
 
 
 def test_complex128_stored_as_complex64_narrows_each_part():
     assert narrowing_range(np.dtype("complex128"), np.dtype("complex64")) == (
-        float(np.finfo(np.float32).min), float(np.finfo(np.float32).max))
+        float(np.finfo(np.float32).min),
+        float(np.finfo(np.float32).max),
+    )
     assert narrowing_range(np.dtype("float64"), np.dtype("complex64")) == narrowing_range(
-        np.dtype("float64"), np.dtype("float32"))
+        np.dtype("float64"), np.dtype("float32")
+    )

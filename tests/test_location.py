@@ -17,24 +17,41 @@ def test_local_paths_are_the_default_and_become_absolute_directories(tmp_path, m
 
 
 def test_memory_s3_and_gs_urls(monkeypatch):
-    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID"):
+    for var in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+    ):
         monkeypatch.delenv(var, raising=False)
     assert parse("memory://runs/a").kvstore == {"driver": "memory", "path": "runs/a/"}
-    assert parse("s3://bucket/some/run.zarr").kvstore == {"driver": "s3", "bucket": "bucket", "path": "some/run.zarr/"}
+    assert parse("s3://bucket/some/run.zarr").kvstore == {
+        "driver": "s3",
+        "bucket": "bucket",
+        "path": "some/run.zarr/",
+    }
     assert parse("gs://bkt/r").kvstore == {"driver": "gcs", "bucket": "bkt", "path": "r/"}
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-TEST")
     assert parse("s3://bkt/r").kvstore == {
-        "driver": "s3", "bucket": "bkt", "path": "r/", "endpoint": "http://127.0.0.1:9000",
-        "aws_region": "eu-west-1", "aws_credentials": {"type": "environment"},
+        "driver": "s3",
+        "bucket": "bkt",
+        "path": "r/",
+        "endpoint": "http://127.0.0.1:9000",
+        "aws_region": "eu-west-1",
+        "aws_credentials": {"type": "environment"},
     }
 
 
 def test_kvstore_dicts_are_copied_and_get_a_directory_path():
     spec = {"driver": "memory", "path": "x"}
     loc = parse(spec)
-    assert loc.kvstore == {"driver": "memory", "path": "x/"} and spec == {"driver": "memory", "path": "x"}
+    assert loc.kvstore == {"driver": "memory", "path": "x/"} and spec == {
+        "driver": "memory",
+        "path": "x",
+    }
 
 
 @pytest.mark.parametrize(
@@ -54,8 +71,17 @@ def test_bad_stores_are_named(store, match):
 
 
 def test_descriptions_hold_no_credentials():
-    spec = {"driver": "s3", "bucket": "b", "path": "p/", "endpoint": "http://h",
-            "aws_credentials": {"type": "default", "access_key_id": "AKIASECRET", "secret_access_key": "SECRET"}}
+    spec = {
+        "driver": "s3",
+        "bucket": "b",
+        "path": "p/",
+        "endpoint": "http://h",
+        "aws_credentials": {
+            "type": "default",
+            "access_key_id": "AKIASECRET",
+            "secret_access_key": "SECRET",
+        },
+    }
     text = describe(spec)
     assert text == "s3://b/p" and "SECRET" not in text
 
@@ -64,39 +90,62 @@ def test_descriptions_hold_no_credentials():
 
 #: Every part of these secrets holds the marker, so that no fragment of one can hide in a message.
 MARK = "Qz7"
-SECRETS = [f"{MARK}a/{MARK}b", f"{MARK}a@{MARK}b", f"{MARK}a:{MARK}b", f"{MARK}x/{MARK}y@{MARK}z:{MARK}w",
-           f"{MARK}/", f"/{MARK}", f"{MARK}a//{MARK}b"]
+SECRETS = [
+    f"{MARK}a/{MARK}b",
+    f"{MARK}a@{MARK}b",
+    f"{MARK}a:{MARK}b",
+    f"{MARK}x/{MARK}y@{MARK}z:{MARK}w",
+    f"{MARK}/",
+    f"/{MARK}",
+    f"{MARK}a//{MARK}b",
+]
 
 
 @pytest.mark.parametrize("scheme", ["s3", "gs", "memory", "file"])
 @pytest.mark.parametrize("secret", SECRETS)
-@pytest.mark.parametrize("form", ["{key}:{secret}@bucket/run.zarr", "{secret}@bucket/run.zarr",
-                                  "{key}:{secret}@bucket", "{key}@bucket/{secret}"])
+@pytest.mark.parametrize(
+    "form",
+    [
+        "{key}:{secret}@bucket/run.zarr",
+        "{secret}@bucket/run.zarr",
+        "{key}:{secret}@bucket",
+        "{key}@bucket/{secret}",
+    ],
+)
 def test_user_info_is_refused_however_the_secret_is_spelled(scheme, secret, form):
     """A secret with '/', '@' or ':' (about half of AWS secrets hold '/') is refused, unshown."""
     url = f"{scheme}://" + form.format(key=f"AKIA{MARK}KEY", secret=secret)
     if scheme == "file" and url.startswith("file:///"):
-        return  # file:///a@b/run (a secret starting with '/') is the local path /a@b/run: not user info
+        # file:///a@b/run (a secret starting with '/') is the local path /a@b/run: not user info
+        return
     with pytest.raises(js.ConfigError, match="user info") as info:
         parse(url)
     assert MARK not in str(info.value) and "AKIA" not in str(info.value)
 
 
-@pytest.mark.parametrize("url", [
-    f"s3://bucket/run.zarr?X-Amz-Credential={MARK}", f"gs://bucket/run#{MARK}", f"memory://run?token={MARK}",
-    f"file:///tmp/run.zarr?{MARK}",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"s3://bucket/run.zarr?X-Amz-Credential={MARK}",
+        f"gs://bucket/run#{MARK}",
+        f"memory://run?token={MARK}",
+        f"file:///tmp/run.zarr?{MARK}",
+    ],
+)
 def test_query_strings_and_fragments_are_refused_not_dropped(url):
     with pytest.raises(js.ConfigError, match="query string or fragment") as info:
         parse(url)
     assert MARK not in str(info.value)
 
 
-@pytest.mark.parametrize("url, match", [
-    (f"s3://AKIA{MARK}:x/bucket", "not a bucket name"),
-    (f"AKIA:{MARK}@s3://bucket/x", "no valid URL scheme"),
-    (f"file://{MARK}:x/run", "names a host"),
-])
+@pytest.mark.parametrize(
+    "url, match",
+    [
+        (f"s3://AKIA{MARK}:x/bucket", "not a bucket name"),
+        (f"AKIA:{MARK}@s3://bucket/x", "no valid URL scheme"),
+        (f"file://{MARK}:x/run", "names a host"),
+    ],
+)
 def test_what_could_be_a_secret_is_never_echoed(url, match):
     with pytest.raises(js.ConfigError, match=match) as info:
         parse(url)
@@ -104,16 +153,21 @@ def test_what_could_be_a_secret_is_never_echoed(url, match):
 
 
 def test_buckets_keep_their_case_and_local_paths_may_hold_at_signs(tmp_path):
-    assert parse("s3://LegacyBucket/x").kvstore["bucket"] == "LegacyBucket"  # urlsplit lowercased it
+    assert (
+        parse("s3://LegacyBucket/x").kvstore["bucket"] == "LegacyBucket"
+    )  # urlsplit lowercased it
     assert parse(f"file://{tmp_path}/me@host/run").local_path == tmp_path / "me@host" / "run"
     assert parse(str(tmp_path / "a@b?#")).local_path == tmp_path / "a@b?#"
 
 
-@pytest.mark.parametrize("spec", [
-    {"driver": "s3", "bucket": f"AKIA:{MARK}", "path": "x"},
-    {"driver": "gcs", "bucket": f"{MARK}@bucket"},
-    {"driver": "s3", "bucket": "bucket", "endpoint": f"http://AKIA:{MARK}/x@127.0.0.1:9000"},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"driver": "s3", "bucket": f"AKIA:{MARK}", "path": "x"},
+        {"driver": "gcs", "bucket": f"{MARK}@bucket"},
+        {"driver": "s3", "bucket": "bucket", "endpoint": f"http://AKIA:{MARK}/x@127.0.0.1:9000"},
+    ],
+)
 def test_kvstore_dicts_with_user_info_in_bucket_or_endpoint_are_refused_unshown(spec):
     with pytest.raises(js.ConfigError) as info:
         parse(spec)

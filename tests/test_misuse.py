@@ -14,7 +14,9 @@ import jaxsinks as js
 
 def stored_bytes(path):
     """Every file under a local run, by relative path: what 'nothing changed' is checked against."""
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 def test_reusing_an_old_sink_in_a_second_call_is_refused_and_changes_nothing(tmp_path, caplog):
@@ -28,11 +30,15 @@ def test_reusing_an_old_sink_in_a_second_call_is_refused_and_changes_nothing(tmp
         jax.block_until_ready(s2)
     assert int(s2.flags) & js.Flag.STALE and int(s2.flushed) == 0
     assert "older value" in caplog.text
-    with pytest.raises(js.StaleSinkError, match=r"staged frames start at frame 0, but .* has 8 frames"):
+    with pytest.raises(
+        js.StaleSinkError, match=r"staged frames start at frame 0, but .* has 8 frames"
+    ):
         js.close(s2)
     assert js.open(store).status == "open"  # the stale close wrote nothing; the run is still open
     # Closing the newest value keeps every frame of it, then reports the refused flushes.
-    with pytest.raises(js.StaleSinkError, match=r"2 flush\(es\) .* frames 0\.\.4 \(the run expected frame 8"):
+    with pytest.raises(
+        js.StaleSinkError, match=r"2 flush\(es\) .* frames 0\.\.4 \(the run expected frame 8"
+    ):
         js.close(s1)
     run = js.open(store)
     assert run.status == "closed" and run.steps.tolist() == list(range(10))
@@ -49,7 +55,10 @@ def test_an_optimisation_loop_reusing_the_first_sink_is_refused(tmp_path):
             x, sink = carry
             x = x * theta
             return (x, js.record(sink, step=i, frame=lambda: {"x": x})), None
-        (x, sink), _ = jax.lax.scan(body, (jnp.ones(3, jnp.float32), sink), jnp.arange(8, dtype=jnp.int32))
+
+        (x, sink), _ = jax.lax.scan(
+            body, (jnp.ones(3, jnp.float32), sink), jnp.arange(8, dtype=jnp.int32)
+        )
         return jnp.sum(x), sink
 
     grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
@@ -58,12 +67,14 @@ def test_an_optimisation_loop_reusing_the_first_sink_is_refused(tmp_path):
     (_, second), _ = grad(jnp.float32(0.5), sink0)  # the same initial sink passed again
     jax.block_until_ready(second)
     assert int(second.flags) & js.Flag.STALE
-    assert {k: v for k, v in stored_bytes(store).items() if "zarr.json" not in k} == \
-        {k: v for k, v in on_disk.items() if "zarr.json" not in k}
+    assert {k: v for k, v in stored_bytes(store).items() if "zarr.json" not in k} == {
+        k: v for k, v in on_disk.items() if "zarr.json" not in k
+    }
     with pytest.raises(js.StaleSinkError, match="older value"):
         js.close(first)
-    np.testing.assert_allclose(js.open(store)["x"][:], np.stack([0.9 ** (i + 1) * np.ones(3) for i in range(8)]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        js.open(store)["x"][:], np.stack([0.9 ** (i + 1) * np.ones(3) for i in range(8)]), rtol=1e-6
+    )
 
 
 def test_closing_an_older_value_is_refused_and_the_newest_still_closes(tmp_path):

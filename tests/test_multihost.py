@@ -25,8 +25,20 @@ def free_port() -> int:
 def run_processes(store: pathlib.Path) -> list[str]:
     port = free_port()
     procs = [
-        subprocess.Popen([sys.executable, str(HERE / "multihost_child.py"), str(i), str(port), str(store), str(STEPS)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=HERE)
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "multihost_child.py"),
+                str(i),
+                str(port),
+                str(store),
+                str(STEPS),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=HERE,
+        )
         for i in range(2)
     ]
     outputs = []
@@ -41,7 +53,9 @@ def run_processes(store: pathlib.Path) -> list[str]:
 
 
 def store_files(root: pathlib.Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_two_processes_write_the_same_run_as_one_process(tmp_path):

@@ -16,11 +16,17 @@ def test_the_bar_moves_at_flush_boundaries_only(tmp_path):
     out = Terminal()
     progress = js.Progress(total=20, file=out)
     assert progress.enabled
-    log = js.CsvSink.create(tmp_path / "log.csv", {"e": jnp.zeros((), jnp.float32)}, chunk=8, progress=progress)
+    log = js.CsvSink.create(
+        tmp_path / "log.csv", {"e": jnp.zeros((), jnp.float32)}, chunk=8, progress=progress
+    )
 
     @jax.jit
     def go(log):
-        return jax.lax.scan(lambda s, i: (s.write({"e": i.astype(jnp.float32)}, step=i), None), log, jnp.arange(20, dtype=jnp.int32))[0]
+        return jax.lax.scan(
+            lambda s, i: (s.write({"e": i.astype(jnp.float32)}, step=i), None),
+            log,
+            jnp.arange(20, dtype=jnp.int32),
+        )[0]
 
     log = go(log)
     assert progress.position == 16  # two flushes of 8: steps 0..15 done; the tail is staged

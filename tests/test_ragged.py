@@ -15,7 +15,11 @@ A = 5
 
 def padded(step):
     pos = np.arange(3 * A * 3, dtype=np.float32).reshape(3, A, 3) + 100 * step
-    return {"positions": jnp.asarray(pos), "natoms": jnp.asarray(NATOMS), "energy": jnp.arange(3, dtype=jnp.float32) + step}
+    return {
+        "positions": jnp.asarray(pos),
+        "natoms": jnp.asarray(NATOMS),
+        "energy": jnp.arange(3, dtype=jnp.float32) + step,
+    }
 
 
 def true_atoms(step, system):
@@ -64,7 +68,9 @@ def test_masked_converged_snapshots_of_ragged_systems(tmp_path):
     converged = [[False, True, False], [False, True, True], [True, True, True]]
     for step, mask in enumerate(converged):
         f = padded(step)
-        sink = sink.write({"positions": f["positions"], "natoms": f["natoms"]}, step=step, mask=jnp.array(mask))
+        sink = sink.write(
+            {"positions": f["positions"], "natoms": f["natoms"]}, step=step, mask=jnp.array(mask)
+        )
     js.close(sink)
     run = js.open(store)
     assert list(zip(run.steps.tolist(), run.systems.tolist())) == [(0, 1), (1, 2), (2, 0)]
@@ -76,7 +82,11 @@ def test_masked_converged_snapshots_of_ragged_systems(tmp_path):
 def test_append_resumes_the_atom_count_and_xarray_and_describe_see_atoms(tmp_path):
     store = tmp_path / "run.zarr"
     js.close(run_steps(js.ZarrSink.create(store, padded(0), chunk=2, ragged=RAGGED), jnp.arange(3)))
-    js.close(run_steps(js.ZarrSink.create(store, padded(0), chunk=2, ragged=RAGGED, mode="a"), jnp.arange(3, 5)))
+    js.close(
+        run_steps(
+            js.ZarrSink.create(store, padded(0), chunk=2, ragged=RAGGED, mode="a"), jnp.arange(3, 5)
+        )
+    )
     run = js.open(store)
     assert run.steps.tolist() == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(run["positions"][4][1], true_atoms(4, 1))
@@ -110,10 +120,16 @@ def _bytes_read() -> int:
 @pytest.mark.parametrize(
     "ragged, match",
     [
-        (js.Ragged(count="nope", fields=("positions",)), "count field 'nope', which the frame does not have"),
+        (
+            js.Ragged(count="nope", fields=("positions",)),
+            "count field 'nope', which the frame does not have",
+        ),
         (js.Ragged(count="energy", fields=("positions",)), "must hold integers"),
         (js.Ragged(count="natoms", fields=("energy",)), r"must be \[3\] \+ \[max_atoms, ...\]"),
-        (js.Ragged(count="natoms", fields=("ghost",)), "field 'ghost', which the frame does not have"),
+        (
+            js.Ragged(count="natoms", fields=("ghost",)),
+            "field 'ghost', which the frame does not have",
+        ),
     ],
 )
 def test_bad_ragged_configurations_are_named(ragged, match):
@@ -128,4 +144,6 @@ def test_ragged_config_validates_itself():
         js.Ragged(count="n", fields=())
     assert js.Ragged(count="n", fields="x").fields == ("x",)
     with pytest.raises(js.ConfigError, match="cannot combine a ring"):
-        js.ZarrSink.create("memory://ragged-ring", padded(0), chunk=2, capacity=4, overflow="ring", ragged=RAGGED)
+        js.ZarrSink.create(
+            "memory://ragged-ring", padded(0), chunk=2, capacity=4, overflow="ring", ragged=RAGGED
+        )

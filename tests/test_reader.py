@@ -16,7 +16,9 @@ from jaxsinks._errors import FieldNotFoundError, ReadIndexError
 @pytest.fixture(scope="module")
 def store():
     s = memory_store()
-    js.close(run_steps(js.ZarrSink.create(s, EXAMPLE, chunk=4, every=2, attrs={"T": 300}), steps(0, 40)))
+    js.close(
+        run_steps(js.ZarrSink.create(s, EXAMPLE, chunk=4, every=2, attrs={"T": 300}), steps(0, 40))
+    )
     return s  # 20 frames: steps 0, 2, ..., 38; times = step / 4
 
 
@@ -31,7 +33,12 @@ def test_describes_the_run(store):
 def test_lazy_field_views_slice_like_numpy(store):
     run = js.open(store)
     x = run["x"]
-    assert isinstance(x, js.FieldView) and x.shape == (20, 3) and x.dtype == np.float32 and len(x) == 20
+    assert (
+        isinstance(x, js.FieldView)
+        and x.shape == (20, 3)
+        and x.dtype == np.float32
+        and len(x) == 20
+    )
     full = expected(range(0, 40, 2))["x"]
     np.testing.assert_array_equal(x[5:9], full[5:9])
     np.testing.assert_array_equal(x[3], full[3])
@@ -70,13 +77,19 @@ def test_iteration_yields_frames_in_order(store):
 
 def test_to_numpy_nests_fields_like_the_frame():
     s = memory_store()
-    sink = js.ZarrSink.create(s, {"a": {"b": jnp.zeros(2, jnp.float32)}, "c": jnp.zeros((), jnp.float32)}, chunk=2)
+    sink = js.ZarrSink.create(
+        s, {"a": {"b": jnp.zeros(2, jnp.float32)}, "c": jnp.zeros((), jnp.float32)}, chunk=2
+    )
     sink = sink.write({"a": {"b": jnp.ones(2, jnp.float32)}, "c": jnp.float32(3)}, step=5, time=1.5)
     js.close(sink)
     out = js.open(s).to_numpy()
     assert isinstance(out, js.Trajectory) and len(out) == 1
     np.testing.assert_array_equal(out.frames["a"]["b"], [[1, 1]])
-    assert out.frames["c"].tolist() == [3.0] and out.steps.tolist() == [5] and out.times.tolist() == [1.5]
+    assert (
+        out.frames["c"].tolist() == [3.0]
+        and out.steps.tolist() == [5]
+        and out.times.tolist() == [1.5]
+    )
 
 
 def test_to_xarray_labels_axes_and_coordinates(store):
@@ -106,7 +119,9 @@ def test_a_run_from_a_newer_schema_version_is_refused(tmp_path):
     doc = json.loads((store / "zarr.json").read_text())
     doc["attributes"]["jaxsinks"]["schema_version"] = 99
     (store / "zarr.json").write_text(json.dumps(doc))
-    with pytest.raises(js.StoreError, match="schema version 99; this jaxsinks reads versions up to 1"):
+    with pytest.raises(
+        js.StoreError, match="schema version 99; this jaxsinks reads versions up to 1"
+    ):
         js.open(store)
 
 
@@ -130,7 +145,9 @@ def grid():
         sink = sink.write({"x": jnp.asarray(_stored_data(i))}, step=i)
     js.close(sink)
     ring = memory_store()
-    sink = js.ZarrSink.create(ring, {"x": jnp.zeros(SHAPE, jnp.float32)}, chunk=1, capacity=N, overflow="ring")
+    sink = js.ZarrSink.create(
+        ring, {"x": jnp.zeros(SHAPE, jnp.float32)}, chunk=1, capacity=N, overflow="ring"
+    )
     for i in range(N + 5):
         sink = sink.write({"x": jnp.asarray(_stored_data(i))}, step=i)
     js.close(sink)
@@ -165,14 +182,18 @@ def test_ellipsis_and_new_axes_index_like_numpy(grid):
     assert x[..., None, None, :].shape == (N, 3, 1, 1, 4)  # was (N, 1, 1, 3, 4)
     np.testing.assert_array_equal(x[None], data[None])
     np.testing.assert_array_equal(x[1, ..., -1], data[1, ..., -1])
-    np.testing.assert_array_equal(x[:, 0, -1], data[:, 0, -1])  # negative ints on the field's own axes
+    np.testing.assert_array_equal(
+        x[:, 0, -1], data[:, 0, -1]
+    )  # negative ints on the field's own axes
     np.testing.assert_array_equal(x[::-2, ::-1], data[::-2, ::-1])
     np.testing.assert_array_equal(x[:, [0, 1], ..., [0, 3]], data[:, [0, 1], ..., [0, 3]])
     np.testing.assert_array_equal(x[data[:, 0, 0] > 250], data[data[:, 0, 0] > 250])
     np.testing.assert_array_equal(x[:, data[0] > 5], data[:, data[0] > 5])
 
 
-@pytest.mark.parametrize("index", [N, -N - 1, (0, 3), (0, 0, -5), [0, N], (slice(None), [4]), (0, 0, 0, 0)])
+@pytest.mark.parametrize(
+    "index", [N, -N - 1, (0, 3), (0, 0, -5), [0, N], (slice(None), [4]), (0, 0, 0, 0)]
+)
 def test_out_of_range_reads_are_index_errors(grid, index):
     run, data, _, _ = grid
     with pytest.raises(ReadIndexError) as info:
@@ -182,7 +203,9 @@ def test_out_of_range_reads_are_index_errors(grid, index):
         data[index]
 
 
-@pytest.mark.parametrize("index", [1.5, "a", (slice(0.5),), [1.0], (..., ...), np.array([[True]]), [[0, 1], [0]]])
+@pytest.mark.parametrize(
+    "index", [1.5, "a", (slice(0.5),), [1.0], (..., ...), np.array([[True]]), [[0, 1], [0]]]
+)
 def test_indices_numpy_refuses_are_jaxsinks_errors(grid, index):
     with pytest.raises(ReadIndexError):
         grid[0]["x"][index]
@@ -205,8 +228,12 @@ def test_frame_selections_and_missing_fields_are_jaxsinks_errors(grid):
 
 
 _item = st.one_of(
-    st.integers(-9, 9), st.slices(9), st.none(), st.just(Ellipsis),
-    st.lists(st.integers(-9, 9), max_size=3), hnp.arrays(np.intp, st.integers(0, 3), elements=st.integers(-9, 9)),
+    st.integers(-9, 9),
+    st.slices(9),
+    st.none(),
+    st.just(Ellipsis),
+    st.lists(st.integers(-9, 9), max_size=3),
+    hnp.arrays(np.intp, st.integers(0, 3), elements=st.integers(-9, 9)),
     hnp.arrays(np.bool_, st.sampled_from([(N,), (3,), (4,), (3, 4), (N, 3), (2,)])),
 )
 indices = st.one_of(
@@ -236,7 +263,9 @@ def test_field_views_index_exactly_like_numpy(grid, index, which):
 def test_ragged_views_index_frames_like_numpy_or_refuse_clearly():
     s = memory_store()
     example = {"natoms": jnp.zeros((2,), jnp.int32), "positions": jnp.zeros((2, 3, 3))}
-    sink = js.ZarrSink.create(s, example, chunk=2, ragged=js.Ragged(count="natoms", fields=("positions",)))
+    sink = js.ZarrSink.create(
+        s, example, chunk=2, ragged=js.Ragged(count="natoms", fields=("positions",))
+    )
     for i in range(3):
         natoms = jnp.asarray([1 + i % 3, 3], jnp.int32)
         sink = sink.write({"natoms": natoms, "positions": jnp.full((2, 3, 3), float(i))}, step=i)

@@ -46,7 +46,11 @@ def test_a_frame_function_is_only_evaluated_on_steps_where_some_sink_records():
     sinks = (js.DeviceBuffer.create(FRAME, 10, every=4), js.DeviceBuffer.create(FRAME, 10, every=6))
     out = scan_record(sinks, 13, expensive)
     assert sorted(calls) == [0, 4, 6, 8, 12]
-    assert out[0].read().steps.tolist() == [0, 4, 8, 12] and out[1].read().steps.tolist() == [0, 6, 12]
+    assert out[0].read().steps.tolist() == [0, 4, 8, 12] and out[1].read().steps.tolist() == [
+        0,
+        6,
+        12,
+    ]
 
 
 def test_a_frame_function_is_skipped_when_the_mask_selects_nothing():
@@ -62,7 +66,11 @@ def test_a_frame_function_is_skipped_when_the_mask_selects_nothing():
     buf = js.DeviceBuffer.create({"e": jnp.zeros(3, jnp.float32)}, 10, per_system=True)
     out = scan_record(buf, 6, frame_fn, mask_fn=lambda s: jnp.stack([s == 2, s == 2, s == 4]))
     assert sorted(calls) == [2, 4]
-    assert list(zip(out.read().steps.tolist(), out.read().systems.tolist())) == [(2, 0), (2, 1), (4, 2)]
+    assert list(zip(out.read().steps.tolist(), out.read().systems.tolist())) == [
+        (2, 0),
+        (2, 1),
+        (4, 2),
+    ]
 
 
 def test_whole_frame_and_per_system_sinks_record_together():
@@ -72,7 +80,9 @@ def test_whole_frame_and_per_system_sinks_record_together():
         "converged": js.DeviceBuffer.create(example, 10, per_system=True),
     }
     out = scan_record(
-        sinks, 5, lambda s: {"e": jnp.arange(3, dtype=jnp.float32) + jnp.float32(s)},
+        sinks,
+        5,
+        lambda s: {"e": jnp.arange(3, dtype=jnp.float32) + jnp.float32(s)},
         mask_fn=lambda s: jnp.arange(3, dtype=jnp.int32) == s,
     )
     assert out["traj"].read().steps.tolist() == [0, 2, 4]  # the mask does not apply
@@ -83,7 +93,9 @@ def test_whole_frame_and_per_system_sinks_record_together():
 
 def test_per_system_times_are_stored_per_row():
     buf = js.DeviceBuffer.create({"e": jnp.zeros(2, jnp.float32)}, 4, per_system=True)
-    out = js.record(buf, step=3, time=jnp.array([1.5, 2.5], jnp.float32), frame={"e": jnp.ones(2, jnp.float32)})
+    out = js.record(
+        buf, step=3, time=jnp.array([1.5, 2.5], jnp.float32), frame={"e": jnp.ones(2, jnp.float32)}
+    )
     np.testing.assert_allclose(out.read().times, [1.5, 2.5])
 
 
@@ -92,7 +104,11 @@ def test_record_validates_its_arguments():
     with pytest.raises(js.ConfigError, match="none of the sinks given is per-system"):
         js.record(buf, step=0, frame={"x": jnp.zeros(2)}, mask=jnp.ones(2, bool))
     with pytest.raises(js.ConfigError, match="needs the simulation time"):
-        js.record(js.DeviceBuffer.create(FRAME, 4, every=js.Interval(1.0)), step=0, frame={"x": jnp.zeros(2)})
+        js.record(
+            js.DeviceBuffer.create(FRAME, 4, every=js.Interval(1.0)),
+            step=0,
+            frame={"x": jnp.zeros(2)},
+        )
     with pytest.raises(js.ConfigError, match=r"also holds \['ndarray'\]"):
         js.record((buf, np.zeros(2)), step=0, frame={"x": jnp.zeros(2)})
     with pytest.raises(js.ConfigError, match="no sinks"):

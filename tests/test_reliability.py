@@ -50,16 +50,21 @@ def launcher():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("phase, seed, sig", [
-    ("create", 21, "KILL"),
-    ("run", 22, "KILL"),  # lax.scan
-    ("run", 23, "TERM"),  # lax.while_loop
-    ("close", 24, "KILL"),
-    ("resume", 25, "KILL"),  # from a run left by a killed writer, killed twice
-    ("twowriter", 28, "KILL"),  # an empty location
-    ("twowriter", 29, "TERM"),  # a run left by a writer killed with SIGTERM
-])
-def test_a_kill_in_every_phase_keeps_the_committed_prefix_and_resumes(tmp_path, launcher, phase, seed, sig):
+@pytest.mark.parametrize(
+    "phase, seed, sig",
+    [
+        ("create", 21, "KILL"),
+        ("run", 22, "KILL"),  # lax.scan
+        ("run", 23, "TERM"),  # lax.while_loop
+        ("close", 24, "KILL"),
+        ("resume", 25, "KILL"),  # from a run left by a killed writer, killed twice
+        ("twowriter", 28, "KILL"),  # an empty location
+        ("twowriter", 29, "TERM"),  # a run left by a writer killed with SIGTERM
+    ],
+)
+def test_a_kill_in_every_phase_keeps_the_committed_prefix_and_resumes(
+    tmp_path, launcher, phase, seed, sig
+):
     """One fault_kill trial: kill (or race), check every frame, resume twice, check again.
 
     `run_trial` raises, naming the phase and seed, on any check that fails: a run that does not
@@ -67,7 +72,9 @@ def test_a_kill_in_every_phase_keeps_the_committed_prefix_and_resumes(tmp_path, 
     lost than the documented bound, a resume that fails or leaves a gap or a duplicate, two
     writers both recording or the loser not told with WriterConflictError.
     """
-    trial = fault_kill.run_trial(tmp_path, seed, phase, launcher=launcher, sig=fault_kill.SIGNALS[sig])
+    trial = fault_kill.run_trial(
+        tmp_path, seed, phase, launcher=launcher, sig=fault_kill.SIGNALS[sig]
+    )
     settings = fault_kill.PHASE_SETTINGS[phase]
     assert trial.ok and trial.signal == sig
     assert len(trial.kills) == {"resume": 2, "twowriter": 0}.get(phase, 1)
@@ -75,13 +82,21 @@ def test_a_kill_in_every_phase_keeps_the_committed_prefix_and_resumes(tmp_path, 
         assert kill.committed >= kill.committed_before
         assert kill.lost <= settings.loss_bound()
     if phase == "run":
-        assert trial.committed >= settings.chunk and trial.committed % settings.chunk == 0  # whole blocks
+        assert (
+            trial.committed >= settings.chunk and trial.committed % settings.chunk == 0
+        )  # whole blocks
     if phase == "twowriter":
-        assert trial.conflict in ("lease", "claim") and trial.base == ("closed", "empty", "interrupted")[seed % 3]
+        assert (
+            trial.conflict in ("lease", "claim")
+            and trial.base == ("closed", "empty", "interrupted")[seed % 3]
+        )
     if phase != "twowriter":  # each resume records from the committed count to a fixed total
         assert trial.resumed[0] == trial.kills[0].committed + settings.resume_to_extra
-    assert trial.resumed[1] == (trial.kills[1].committed + settings.resume_to_extra if phase == "resume"
-                                else trial.resumed[0] + settings.per_call)
+    assert trial.resumed[1] == (
+        trial.kills[1].committed + settings.resume_to_extra
+        if phase == "resume"
+        else trial.resumed[0] + settings.per_call
+    )
     assert not list(tmp_path.iterdir())  # the trial cleans up after itself
 
 
@@ -98,8 +113,13 @@ def test_a_failed_trial_names_its_phase_and_seed(tmp_path, monkeypatch):
         raise AssertionError("the prefix differs")
 
     monkeypatch.setitem(fault_kill.TRIALS, "close", broken)
-    with fault_kill.Launcher(spawn=True) as spawned, pytest.raises(
-            AssertionError, match=r"phase close, seed 5, signal KILL\): AssertionError: the prefix differs"):
+    with (
+        fault_kill.Launcher(spawn=True) as spawned,
+        pytest.raises(
+            AssertionError,
+            match=r"phase close, seed 5, signal KILL\): AssertionError: the prefix differs",
+        ),
+    ):
         fault_kill.run_trial(tmp_path, 5, "close", launcher=spawned)
 
 
@@ -124,8 +144,12 @@ def test_recording_closes_the_sinks_when_the_block_ends(tmp_path):
 def test_an_exception_in_the_block_flushes_what_the_device_holds_and_is_re_raised(tmp_path):
     store = tmp_path / "run.zarr"
     with pytest.raises(KeyboardInterrupt):
-        with js.recording((js.ZarrSink.create(store, EXAMPLE, chunk=8),
-                           js.DeviceBuffer.create(EXAMPLE, capacity=64))) as rec:
+        with js.recording(
+            (
+                js.ZarrSink.create(store, EXAMPLE, chunk=8),
+                js.DeviceBuffer.create(EXAMPLE, capacity=64),
+            )
+        ) as rec:
             rec.sinks = run_steps(rec.sinks, steps(0, 13))  # 8 flushed, 5 staged on the device
             raise KeyboardInterrupt
     run = js.open(store)
@@ -162,8 +186,18 @@ def test_recording_needs_sinks():
 def test_sigint_mid_run_flushes_every_completed_call_and_closes_the_store(tmp_path):
     store, per_call = tmp_path / "run.zarr", 40
     child = subprocess.Popen(
-        [sys.executable, str(HERE / "crash_child.py"), str(store), "16", str(per_call), "--recording"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
+        [
+            sys.executable,
+            str(HERE / "crash_child.py"),
+            str(store),
+            "16",
+            str(per_call),
+            "--recording",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=HERE,
     )
     printed = []
     try:
@@ -203,14 +237,19 @@ def _fill(store, *, frames=640, floats=1024, chunk=8, fault=None):
     def run(sink, start):
         def body(sink, i):
             step = start + i
-            return js.record(sink, step=step, frame={"x": jnp.full(floats, step.astype(jnp.float32))}), None
+            return js.record(
+                sink, step=step, frame={"x": jnp.full(floats, step.astype(jnp.float32))}
+            ), None
 
         return jax.lax.scan(body, sink, jnp.arange(64, dtype=jnp.int32))[0]
 
     for start in range(0, frames, 64):
         sink = run(sink, jnp.int32(start))
         if fault is not None and start == 0:
-            while json.loads((store / "zarr.json").read_text())["attributes"]["jaxsinks"]["committed"] < 64:
+            while (
+                json.loads((store / "zarr.json").read_text())["attributes"]["jaxsinks"]["committed"]
+                < 64
+            ):
                 time.sleep(0.01)
             fault()
     flags = int(sink.flags)
@@ -266,7 +305,9 @@ def _full_disk_by_rlimit(tmp_path):
     # A chunk is 16 frames of 16 KiB = 256 KiB. Once the first 64 frames are committed the
     # limit is set to one byte less than a chunk: metadata is still written, every chunk fails.
     code = _RLIMIT_CHILD.format(tests=str(HERE), limit=256 * 1024 - 1, store=str(store))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
     assert int(lines["FLAGS"]) & js.Flag.WRITE_FAILED

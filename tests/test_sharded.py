@@ -19,7 +19,9 @@ STEPS = jnp.arange(10, dtype=jnp.int32)
 
 
 def store_files(root: pathlib.Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_sharded_run_equals_the_single_device_run_byte_for_byte(tmp_path, monkeypatch):
@@ -35,12 +37,19 @@ def test_sharded_run_equals_the_single_device_run_byte_for_byte(tmp_path, monkey
     sink = js.ZarrSink.create(tmp_path / "sharded", example(), chunk=4, mesh=mesh, axis="r")
     assert sink.count.shape == (4,) and sink.partition_spec == PartitionSpec("r")
     x, sink = sharded_runner(mesh, sink)(sink, initial(mesh), STEPS)
-    np.testing.assert_array_equal(np.asarray(sink.flushed), [8, 8, 8, 8])  # two blocks each, never gathered
+    np.testing.assert_array_equal(
+        np.asarray(sink.flushed), [8, 8, 8, 8]
+    )  # two blocks each, never gathered
     js.close(sink)
     # 4 devices x (2 full blocks + the tail at close), each block submitted by its own shard
-    assert sorted(blocks) == sorted((s, o, n) for s in range(4) for o, n in ((0, 4), (4, 4), (8, 2)))
+    assert sorted(blocks) == sorted(
+        (s, o, n) for s in range(4) for o, n in ((0, 4), (4, 4), (8, 2))
+    )
 
-    fields = {"x": js.FieldConfig(chunk=(REPLICAS // 4, DIM)), "e": js.FieldConfig(chunk=(REPLICAS // 4,))}
+    fields = {
+        "x": js.FieldConfig(chunk=(REPLICAS // 4, DIM)),
+        "e": js.FieldConfig(chunk=(REPLICAS // 4,)),
+    }
     single = js.ZarrSink.create(tmp_path / "single", example(), chunk=4, fields=fields)
     _, single = jax.jit(record_steps)(single, initial(), STEPS)
     js.close(single)
@@ -72,7 +81,9 @@ def test_recording_a_sharded_sink_outside_shard_map_is_a_clear_error():
     mesh = jax.make_mesh((4,), ("r",))
     sink = js.ZarrSink.create("memory://sharded-outside", example(), chunk=4, mesh=mesh, axis="r")
     with pytest.raises(js.TransformError, match=r"inside shard_map.*P\('r'\)"):
-        js.record(sink, step=0, time=0.0, frame={"x": jnp.ones((REPLICAS, DIM)), "e": jnp.ones(REPLICAS)})
+        js.record(
+            sink, step=0, time=0.0, frame={"x": jnp.ones((REPLICAS, DIM)), "e": jnp.ones(REPLICAS)}
+        )
     js.close(sink)
 
 
@@ -95,7 +106,9 @@ def test_bad_sharding_arguments_name_the_problem(kwargs, message):
 def test_a_field_not_divisible_over_the_shards_is_a_config_error():
     mesh = jax.make_mesh((4,), ("r",))
     with pytest.raises(js.ConfigError, match=r"shape \[6, 3\].*divisible by 4"):
-        js.ZarrSink.create("memory://bad-split", {"x": jnp.zeros((6, 3))}, chunk=4, mesh=mesh, axis="r")
+        js.ZarrSink.create(
+            "memory://bad-split", {"x": jnp.zeros((6, 3))}, chunk=4, mesh=mesh, axis="r"
+        )
 
 
 def test_a_two_axis_mesh_is_refused():
@@ -128,14 +141,22 @@ x0 = jax.device_put(np.zeros((64, 16384), np.float32), NamedSharding(mesh, P("r"
 x, sink = f(sink, x0, jnp.arange(12))
 js.close(sink)
 stored = js.open("memory://large")["x"][:]
-assert stored.shape == (12, 64, 16384) and np.array_equal(stored[:, :, 0], np.arange(1, 13)[:, None] * np.ones(64))
+assert stored.shape == (12, 64, 16384) and np.array_equal(
+    stored[:, :, 0], np.arange(1, 13)[:, None] * np.ones(64)
+)
 print("ok", len(js.open("memory://large")))
 """
 
 
 def test_four_devices_flush_4_mib_blocks_on_two_cores_without_deadlock():
-    """io_callback's device_put onto a busy CPU device deadlocked this (see jaxsinks/_callback.py)."""
-    proc = subprocess.run([sys.executable, "-c", LARGE_BLOCKS], capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    """io_callback's device_put onto a busy CPU device deadlocked this (see
+    jaxsinks/_callback.py)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LARGE_BLOCKS],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok 12"

@@ -167,7 +167,9 @@ def test_fori_loop_records_like_scan():
         sink = js.DeviceBuffer.create({"x": X0, "e": E0}, N, every=3)
         return jax.lax.fori_loop(0, N, body, (X0, sink))[1]
 
-    np.testing.assert_allclose(jax.jit(run)(P).read().frames["x"], stacked_trajectory(P)["x"][::3], rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.jit(run)(P).read().frames["x"], stacked_trajectory(P)["x"][::3], rtol=1e-6
+    )
     assert jax.grad(lambda p: jnp.sum(run(p).frames["e"]))(P) == pytest.approx(
         float(jax.grad(lambda p: jnp.sum(stacked_trajectory(p)["e"][::3]))(P)), rel=1e-5
     )
@@ -224,13 +226,17 @@ def test_ensemble_recommended_way_vmaps_the_step_and_records_the_batch():
     out = jax.jit(run)(ps).read()
     assert out.frames["x"].shape == (6, 3, D)
     for r, p in enumerate(ps):
-        np.testing.assert_allclose(out.frames["x"][:, r], stacked_trajectory(p)["x"][::5], rtol=1e-6)
+        np.testing.assert_allclose(
+            out.frames["x"][:, r], stacked_trajectory(p)["x"][::5], rtol=1e-6
+        )
 
 
 def test_vmapped_sinks_record_per_replica_and_must_be_indexed_to_read():
     ps = jnp.array([0.5, 0.9], F)
     sinks = jax.vmap(lambda p: recorded_trajectory(p, None, every=10))(ps)
-    with pytest.raises(js.TransformError, match=r"stack of \(2,\) sinks .* Index one replica first"):
+    with pytest.raises(
+        js.TransformError, match=r"stack of \(2,\) sinks .* Index one replica first"
+    ):
         sinks.read()
     with pytest.raises(js.TransformError):
         len(sinks)

@@ -2,15 +2,15 @@
 
 import io
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from run_helpers import PNG_SIGNATURE, STEPS, frame_at, write_per_system_run, write_run  # noqa: F401
 
 import jaxsinks as js
 from jaxsinks import _viz as viz
-from run_helpers import PNG_SIGNATURE, STEPS, frame_at, write_per_system_run, write_run  # noqa: F401
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -85,10 +85,14 @@ def test_plot_series_writes_a_png_with_a_subplot_per_field(run, tmp_path):
         assert a.size == (700, 360) and b.size == (700, 620)  # 1 + 2.6 inches per field, at 100 dpi
 
 
-def test_plot_series_writes_field_png_in_the_current_directory_by_default(run, tmp_path, monkeypatch):
+def test_plot_series_writes_field_png_in_the_current_directory_by_default(
+    run, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     out = viz.plot_series(run, ["energy", "e"])
-    assert str(out) == "energy_e.png" and (tmp_path / "energy_e.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert (
+        str(out) == "energy_e.png" and (tmp_path / "energy_e.png").read_bytes()[:8] == PNG_SIGNATURE
+    )
 
 
 def test_plot_series_refuses_an_unwritable_output(run, tmp_path):
@@ -112,7 +116,9 @@ def test_movie_writes_one_gif_frame_per_recorded_frame_at_the_given_fps(run, tmp
 
 
 def test_movie_every_k_shows_every_kth_frame(run, tmp_path):
-    assert len(gif_frames(viz.movie(run, "grid", tmp_path / "g.gif", every=5, fps=20))) == 3  # 0, 5, 10
+    assert (
+        len(gif_frames(viz.movie(run, "grid", tmp_path / "g.gif", every=5, fps=20))) == 3
+    )  # 0, 5, 10
 
 
 def color_share(image, rgb, tol=6):
@@ -125,8 +131,11 @@ def test_movie_respects_vmin_and_vmax(run, tmp_path):
     lowest = np.round(255 * np.asarray(matplotlib.colormaps["viridis"](0.0)[:3])).astype(int)
     highest = np.round(255 * np.asarray(matplotlib.colormaps["viridis"](1.0)[:3])).astype(int)
     below = gif_frames(viz.movie(run, "grid", tmp_path / "below.gif", vmin=100.0, vmax=200.0))[5][0]
-    above = gif_frames(viz.movie(run, "grid", tmp_path / "above.gif", vmin=-200.0, vmax=-100.0))[5][0]
-    # every value is below vmin (above vmax): the whole image has the colormap's lowest (highest) color
+    above = gif_frames(viz.movie(run, "grid", tmp_path / "above.gif", vmin=-200.0, vmax=-100.0))[5][
+        0
+    ]
+    # every value is below vmin (above vmax): the whole image has the colormap's lowest (highest)
+    # color
     assert color_share(below, lowest) > 0.3 and color_share(below, highest) < 0.05
     assert color_share(above, highest) > 0.3 and color_share(above, lowest) < 0.05
 
@@ -146,7 +155,9 @@ def test_movie_title_shows_field_step_and_time():
 def test_3d_frames_need_index_unless_the_leading_axis_has_size_one(run, tmp_path):
     assert len(gif_frames(viz.movie(run, "one", tmp_path / "one.gif", every=4))) == 3
     assert len(gif_frames(viz.movie(run, "cube", tmp_path / "cube.gif", index=1, every=4))) == 3
-    with pytest.raises(js.ConfigError, match=r"'cube' has 3-d frames of shape \(2, 4, 5\); pass `index`"):
+    with pytest.raises(
+        js.ConfigError, match=r"'cube' has 3-d frames of shape \(2, 4, 5\); pass `index`"
+    ):
         viz.movie(run, "cube", tmp_path / "c.gif")
     with pytest.raises(js.ConfigError, match="outside the leading axis"):
         viz.movie(run, "cube", tmp_path / "c.gif", index=2)
@@ -185,7 +196,7 @@ def test_log_axes_are_asked_for_by_field(tmp_path):
     store = tmp_path / "log.zarr"
     sink = js.ZarrSink.create(store, {"fmax": jnp.zeros(()), "energy": jnp.zeros(())}, chunk=4)
     for i in range(6):
-        sink = sink.write({"fmax": jnp.float32(10.0 ** -i), "energy": jnp.float32(-i)}, step=i)
+        sink = sink.write({"fmax": jnp.float32(10.0**-i), "energy": jnp.float32(-i)}, step=i)
     js.close(sink)
     run = js.open(store)
     out = viz.plot_series(run, ["energy", "fmax"], out=tmp_path / "p.png", log=["fmax"])

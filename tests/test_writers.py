@@ -29,7 +29,9 @@ WRITER = textwrap.dedent("""
     import jaxsinks as js
     from zarr_helpers import EXAMPLE, run_steps, steps
     store, mode, start, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode), steps(start, start + n))
+    sink = run_steps(
+        js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode), steps(start, start + n)
+    )
     print("ready", flush=True)
     sys.stdin.readline()
     js.close(sink)
@@ -40,9 +42,15 @@ WRITER = textwrap.dedent("""
 @contextlib.contextmanager
 def writer_process(store, mode, start, n):
     """A live writer in a child process (killed, if still running, on exit)."""
-    with subprocess.Popen([sys.executable, "-c", WRITER, str(store), mode, str(start), str(n)],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          cwd=HERE, env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE))) as child:
+    with subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(store), mode, str(start), str(n)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=HERE,
+        env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE)),
+    ) as child:
         try:
             line = child.stdout.readline()
             assert line.strip() == "ready", child.stderr.read()
@@ -59,7 +67,9 @@ def close_writer(child):
 
 
 def stored_bytes(path):
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 def assert_frames(store, n):
@@ -73,7 +83,9 @@ def test_a_second_writer_in_another_process_is_refused_naming_the_live_one(tmp_p
     store = tmp_path / "run.zarr"
     js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8)))
     with writer_process(store, "a", 8, 9) as first:  # 8 more frames flushed, 1 staged
-        with pytest.raises(js.WriterConflictError, match=rf"being written by process {first.pid} on host"):
+        with pytest.raises(
+            js.WriterConflictError, match=rf"being written by process {first.pid} on host"
+        ):
             js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode)
         close_writer(first)
     run = js.open(store)
@@ -85,9 +97,15 @@ def test_two_processes_appending_at_once_never_interleave(tmp_path):
     store = tmp_path / "run.zarr"
     js.close(js.ZarrSink.create(store, EXAMPLE, chunk=4))
     with writer_process(store, "a", 0, 12) as first:
-        second = subprocess.run([sys.executable, "-c", WRITER, str(store), "a", "100", "12"], input="\n",
-                                capture_output=True, text=True, cwd=HERE, timeout=120,
-                                env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE)))
+        second = subprocess.run(
+            [sys.executable, "-c", WRITER, str(store), "a", "100", "12"],
+            input="\n",
+            capture_output=True,
+            text=True,
+            cwd=HERE,
+            timeout=120,
+            env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE)),
+        )
         assert second.returncode != 0 and "WriterConflictError" in second.stderr
         assert f"process {first.pid}" in second.stderr
         close_writer(first)
@@ -124,7 +142,9 @@ def test_a_second_sink_on_an_open_run_in_this_process_is_refused(tmp_path):
 def test_re_running_a_cell_with_mode_w_retires_the_old_sink(tmp_path):
     store = tmp_path / "run.zarr"
     old = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="w"), steps(0, 6))
-    new = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="w"), steps(0, 9))  # the cell again
+    new = run_steps(
+        js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="w"), steps(0, 9)
+    )  # the cell again
     with pytest.raises(js.StaleSinkError, match="replaced by a new run"):
         js.close(old)
     late = run_steps(old, steps(6, 14))  # its flushes are refused, not written into the new run
@@ -166,12 +186,27 @@ def test_an_interrupted_create_is_no_run_and_any_mode_creates_over_it(tmp_path):
     store = tmp_path / "run.zarr"
     # What a process killed during create leaves: the claim ("creating", naming a dead writer)
     # and some of the arrays.
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = {"host": os.uname().nodename, "pid": int(child.stdout), "boot_id": None, "pid_start": None,
-            "started": "then", "token": "t"}
-    meta = {"zarr_format": 3, "node_type": "group",
-            "attributes": {"jaxsinks": {"schema_version": 1, "status": "creating", "committed": 0, "writer": dead}}}
-    _tsio.write_bytes({"driver": "file", "path": str(store) + "/"}, "zarr.json", json.dumps(meta).encode())
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = {
+        "host": os.uname().nodename,
+        "pid": int(child.stdout),
+        "boot_id": None,
+        "pid_start": None,
+        "started": "then",
+        "token": "t",
+    }
+    meta = {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {
+            "jaxsinks": {"schema_version": 1, "status": "creating", "committed": 0, "writer": dead}
+        },
+    }
+    _tsio.write_bytes(
+        {"driver": "file", "path": str(store) + "/"}, "zarr.json", json.dumps(meta).encode()
+    )
     (store / "x").mkdir()
     (store / "x" / "zarr.json").write_text("{}")
     with pytest.raises(js.StoreNotFoundError, match="creation was interrupted"):
@@ -180,7 +215,9 @@ def test_an_interrupted_create_is_no_run_and_any_mode_creates_over_it(tmp_path):
         js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode), steps(0, 5)))
         assert_frames(store, 5)
         if mode != "w":
-            _tsio.write_bytes({"driver": "file", "path": str(store) + "/"}, "zarr.json", json.dumps(meta).encode())
+            _tsio.write_bytes(
+                {"driver": "file", "path": str(store) + "/"}, "zarr.json", json.dumps(meta).encode()
+            )
 
 
 def test_lock_files_left_by_a_killed_writer_never_tear_a_later_write(tmp_path):
@@ -223,14 +260,31 @@ def test_a_store_deleted_mid_run_is_a_write_error_not_a_committed_count(tmp_path
 def _claim_of(pid, host=None, token="winner"):
     """The zarr.json a writer `pid` (on `host`) leaves when it claims a location."""
     stat = _owner.proc_stat(pid) if host is None else None
-    writer = dict(_owner.Owner.me().to_json(), pid=pid, pid_start=None if stat is None else stat[1], token=token)
+    writer = dict(
+        _owner.Owner.me().to_json(),
+        pid=pid,
+        pid_start=None if stat is None else stat[1],
+        token=token,
+    )
     if host is not None:
         writer.update(host=host, boot_id=None)
-    return {"zarr_format": 3, "node_type": "group", "attributes": {"jaxsinks": {
-        "schema_version": 1, "status": "creating", "committed": 0, "writer": writer}}}
+    return {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {
+            "jaxsinks": {
+                "schema_version": 1,
+                "status": "creating",
+                "committed": 0,
+                "writer": writer,
+            }
+        },
+    }
 
 
-def test_a_claim_landing_between_the_read_and_the_listing_is_a_writer_conflict(tmp_path, monkeypatch):
+def test_a_claim_landing_between_the_read_and_the_listing_is_a_writer_conflict(
+    tmp_path, monkeypatch
+):
     """Two writers creating one empty run at the same instant: the loser read no zarr.json, then
     the winner's claim landed. The loser must name the winner, not call the run foreign."""
     store = tmp_path / "run.zarr"
@@ -265,7 +319,9 @@ def test_a_lost_claim_names_the_writer_that_won(tmp_path, monkeypatch):
                 return original(spec, key, value, generation, timeout)
 
             monkeypatch.setattr(_tsio, "write_if", the_winner_writes_first)
-            with pytest.raises(js.WriterConflictError, match=rf"Another writer \(process {winner.pid} on host"):
+            with pytest.raises(
+                js.WriterConflictError, match=rf"Another writer \(process {winner.pid} on host"
+            ):
                 js.ZarrSink.create(store, EXAMPLE, chunk=4)
         finally:
             winner.kill()
@@ -275,12 +331,17 @@ def test_a_writer_on_another_host_is_treated_as_alive(tmp_path):
     store = tmp_path / "run.zarr"
     js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 4)))
     claim = _claim_of(1, host="another-host")
-    claim["attributes"]["jaxsinks"] = dict(json.loads((store / "zarr.json").read_text())["attributes"]["jaxsinks"],
-                                           status="open", writer=claim["attributes"]["jaxsinks"]["writer"])
+    claim["attributes"]["jaxsinks"] = dict(
+        json.loads((store / "zarr.json").read_text())["attributes"]["jaxsinks"],
+        status="open",
+        writer=claim["attributes"]["jaxsinks"]["writer"],
+    )
     (store / "zarr.json").write_text(json.dumps(claim))
     before = stored_bytes(store)
     for mode in ("a", "w", "w-"):
-        with pytest.raises(js.WriterConflictError, match="another-host.*cannot tell whether it is alive"):
+        with pytest.raises(
+            js.WriterConflictError, match="another-host.*cannot tell whether it is alive"
+        ):
             js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode)
     assert stored_bytes(store) == before
     assert js.open(store).status == "open"  # a reader cannot tell either: it may be recording

@@ -28,7 +28,10 @@ STEPS = np.arange(10, 10 + N, dtype=np.int32)
 #: Times no float32 can hold: they differ by far less than a float32 ulp at 1e9.
 TIMES = 1e9 + np.arange(N) / 3.0
 #: Values float32 rounds or overflows (1/3, 1e300, 1 + 2**-40), and -0.0.
-X = np.stack([np.arange(N) / 3.0, np.full(N, 1e300) * (np.arange(N) + 1), 1.0 + np.arange(N) * 2.0**-40], axis=1)
+X = np.stack(
+    [np.arange(N) / 3.0, np.full(N, 1e300) * (np.arange(N) + 1), 1.0 + np.arange(N) * 2.0**-40],
+    axis=1,
+)
 X[3, 1] = -0.0
 #: int64 values no float64 (nor int32) can hold.
 N64 = (2**62 + 2**53 + 1 + np.arange(N, dtype=np.int64)) * np.where(np.arange(N) % 2, -1, 1)
@@ -40,11 +43,17 @@ HOW = ["write", "scan", "while_loop"]
 
 def make(kind, tmp_path, **kwargs):
     if kind == "ZarrSink":
-        return js.ZarrSink.create(tmp_path / "run.zarr", EXAMPLE, chunk=CHUNK, time_dtype=jnp.float64, **kwargs)
+        return js.ZarrSink.create(
+            tmp_path / "run.zarr", EXAMPLE, chunk=CHUNK, time_dtype=jnp.float64, **kwargs
+        )
     if kind == "CsvSink":
-        return js.CsvSink.create(tmp_path / "log.csv", EXAMPLE, chunk=CHUNK, time_dtype=jnp.float64, **kwargs)
+        return js.CsvSink.create(
+            tmp_path / "log.csv", EXAMPLE, chunk=CHUNK, time_dtype=jnp.float64, **kwargs
+        )
     if kind == "HostBuffer":
-        return js.HostBuffer.create(EXAMPLE, capacity=16, chunk=CHUNK, time_dtype=jnp.float64, **kwargs)
+        return js.HostBuffer.create(
+            EXAMPLE, capacity=16, chunk=CHUNK, time_dtype=jnp.float64, **kwargs
+        )
     return js.DeviceBuffer.create(EXAMPLE, 16, time_dtype=jnp.float64, **kwargs)
 
 
@@ -68,7 +77,9 @@ def record_all(sink, how, wrap):
         i, s = carry
         return i + 1, put(s, *(a[i] for a in xs))
 
-    return wrap(lambda s, xs: jax.lax.while_loop(lambda c: c[0] < N, body, (jnp.int32(0), s))[1])(sink, xs)
+    return wrap(lambda s, xs: jax.lax.while_loop(lambda c: c[0] < N, body, (jnp.int32(0), s))[1])(
+        sink, xs
+    )
 
 
 def read_back(kind, sink, tmp_path, n=N):
@@ -81,9 +92,14 @@ def read_back(kind, sink, tmp_path, n=N):
         with open(tmp_path / "log.csv", newline="") as f:
             head, *rows = list(csv.reader(f))
         assert head == ["step", "time", "n", "x[0]", "x[1]", "x[2]"]  # fields in name order
-        # Parsed as Python float / int: the text must be exact (17 significant digits, all int digits).
-        return (np.array([int(r[0]) for r in rows], np.int32), np.array([float(r[1]) for r in rows]),
-                np.array([[float(v) for v in r[3:6]] for r in rows]), np.array([int(r[2]) for r in rows], np.int64))
+        # Parsed as Python float / int: the text must be exact (17 significant digits, all int
+        # digits).
+        return (
+            np.array([int(r[0]) for r in rows], np.int32),
+            np.array([float(r[1]) for r in rows]),
+            np.array([[float(v) for v in r[3:6]] for r in rows]),
+            np.array([int(r[2]) for r in rows], np.int64),
+        )
     out = sink.read()
     return out.steps, out.times, out.frames["x"], out.frames["n"]
 
@@ -98,7 +114,9 @@ def assert_bitwise_equal(got, want):
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("wrap", ["eager", "jit"])
 @pytest.mark.parametrize("kind", SINKS)
-def test_float64_frames_int64_fields_and_float64_times_are_stored_bit_for_bit(kind, wrap, how, tmp_path):
+def test_float64_frames_int64_fields_and_float64_times_are_stored_bit_for_bit(
+    kind, wrap, how, tmp_path
+):
     sink = make(kind, tmp_path)
     assert sink.time_dtype == jnp.float64
     sink = record_all(sink, how, jax.jit if wrap == "jit" else (lambda f: f))
@@ -117,24 +135,36 @@ def test_float64_frames_int64_fields_and_float64_times_are_stored_bit_for_bit(ki
 def test_per_system_float64_rows_keep_their_own_times(kind, tmp_path):
     example = {"e": jax.ShapeDtypeStruct((3,), jnp.float64)}
     if kind == "ZarrSink":
-        sink = js.ZarrSink.create(tmp_path / "run.zarr", example, chunk=4, per_system=True, time_dtype=jnp.float64)
+        sink = js.ZarrSink.create(
+            tmp_path / "run.zarr", example, chunk=4, per_system=True, time_dtype=jnp.float64
+        )
     elif kind == "CsvSink":
-        sink = js.CsvSink.create(tmp_path / "log.csv", example, chunk=4, per_system=True, time_dtype=jnp.float64)
+        sink = js.CsvSink.create(
+            tmp_path / "log.csv", example, chunk=4, per_system=True, time_dtype=jnp.float64
+        )
     elif kind == "HostBuffer":
-        sink = js.HostBuffer.create(example, capacity=8, chunk=4, per_system=True, time_dtype=jnp.float64)
+        sink = js.HostBuffer.create(
+            example, capacity=8, chunk=4, per_system=True, time_dtype=jnp.float64
+        )
     else:
         sink = js.DeviceBuffer.create(example, 8, per_system=True, time_dtype=jnp.float64)
     t = 1e9 + np.array([1, 2, 3]) / 3.0
     e = np.array([1, 2, 3]) / 7.0
     mask = jnp.array([True, False, True])
-    sink = js.close(jax.jit(lambda s: js.record(s, step=4, time=t, frame={"e": e}, mask=mask))(sink))
+    sink = js.close(
+        jax.jit(lambda s: js.record(s, step=4, time=t, frame={"e": e}, mask=mask))(sink)
+    )
     if kind == "ZarrSink":
         run = js.open(tmp_path / "run.zarr")
         got = run.systems, run.times, run["e"][:]
     elif kind == "CsvSink":
         with open(tmp_path / "log.csv", newline="") as f:
             rows = list(csv.reader(f))[1:]
-        got = [int(r[2]) for r in rows], np.array([float(r[1]) for r in rows]), np.array([float(r[3]) for r in rows])
+        got = (
+            [int(r[2]) for r in rows],
+            np.array([float(r[1]) for r in rows]),
+            np.array([float(r[3]) for r in rows]),
+        )
     else:
         out = sink.read()
         got = out.systems, out.times, out.frames["e"]
@@ -199,9 +229,26 @@ def test_this_module_passes_under_x64():
     env = {**os.environ, "JAXSINKS_TEST_X64": "1"}
     env.pop("PYTEST_XDIST_WORKER", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", str(pathlib.Path(__file__))],
-        cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            str(pathlib.Path(__file__)),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     summary = proc.stdout.strip().splitlines()[-1]
-    assert "failed" not in summary and "error" not in summary and " passed" in summary, proc.stdout[-2000:]
+    assert "failed" not in summary and "error" not in summary and " passed" in summary, proc.stdout[
+        -2000:
+    ]

@@ -1,5 +1,4 @@
 import json
-import os
 import pathlib
 import time
 
@@ -39,15 +38,23 @@ def test_records_every_frame_through_flushes_and_the_tail(tmp_path, where):
 
 def test_zarr_python_and_xarray_read_the_same_values(tmp_path):
     store = tmp_path / "run.zarr"
-    sink = js.ZarrSink.create(store, {"pos": jnp.zeros((2, 3), jnp.float32), "meta": {"id": jnp.zeros((), jnp.int32)}},
-                              chunk=5, attrs={"temperature": 300.0, "tags": ["a", "b"]})
+    sink = js.ZarrSink.create(
+        store,
+        {"pos": jnp.zeros((2, 3), jnp.float32), "meta": {"id": jnp.zeros((), jnp.int32)}},
+        chunk=5,
+        attrs={"temperature": 300.0, "tags": ["a", "b"]},
+    )
 
     @jax.jit
     def go(sink):
         def body(sink, step):
-            f = {"pos": jnp.full((2, 3), step, jnp.float32) + jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
-                 "meta": {"id": step * 10}}
+            f = {
+                "pos": jnp.full((2, 3), step, jnp.float32)
+                + jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
+                "meta": {"id": step * 10},
+            }
             return sink.write(f, step=step, time=step.astype(jnp.float32)), None
+
         return jax.lax.scan(body, sink, steps(0, 12))[0]
 
     js.close(go(sink))
@@ -77,7 +84,10 @@ def test_zarr_python_and_xarray_read_the_same_values(tmp_path):
         dict(codec=js.Zstd(1)),
         dict(codec=js.Blosc("zstd", 5, "shuffle")),
         dict(codec=js.Blosc("lz4", 1, "bitshuffle"), chunk=2, chunks_per_shard=3),
-        dict(codec=js.Zstd(3), fields={"x": js.FieldConfig(dtype="float16", codec=None, chunk=(1,), dims=("dof",))}),
+        dict(
+            codec=js.Zstd(3),
+            fields={"x": js.FieldConfig(dtype="float16", codec=None, chunk=(1,), dims=("dof",))},
+        ),
     ],
     ids=["none", "zstd", "blosc", "sharded", "overrides"],
 )
@@ -189,7 +199,9 @@ def test_a_vmapped_ensemble_records_with_a_leading_replica_axis():
     js.close(go(sink))
     x = js.open(store)["x"][:]
     assert x.shape == (7, replicas, 2)
-    np.testing.assert_array_equal(x[:, :, 0], np.arange(1, 8)[:, None] * np.arange(replicas)[None, :])
+    np.testing.assert_array_equal(
+        x[:, :, 0], np.arange(1, 8)[:, None] * np.arange(replicas)[None, :]
+    )
 
 
 def test_vmapping_the_sink_itself_is_a_clear_error():
@@ -207,7 +219,9 @@ def test_a_while_loop_that_stops_early_loses_no_frame():
     def go(sink):
         def body(c):
             step, sink = c
-            return step + 1, js.record(sink, step=step, time=0.25 * step.astype(jnp.float32), frame=frame_at(step))
+            return step + 1, js.record(
+                sink, step=step, time=0.25 * step.astype(jnp.float32), frame=frame_at(step)
+            )
 
         return jax.lax.while_loop(lambda c: c[0] < 13, body, (jnp.int32(0), sink))[1]
 
@@ -243,10 +257,14 @@ def test_per_system_chunk_must_hold_a_batch():
 @pytest.mark.parametrize("overflow", ["error", "drop"])
 def test_capacity_keeps_the_first_frames(overflow):
     store = memory_store()
-    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, capacity=10, overflow=overflow), steps(0, 17))
+    sink = run_steps(
+        js.ZarrSink.create(store, EXAMPLE, chunk=4, capacity=10, overflow=overflow), steps(0, 17)
+    )
     assert int(sink.flags) & js.Flag.OVERFLOW
     if overflow == "error":
-        with pytest.raises(js.SinkOverflowError, match="capacity is 10 frames but 17 were recorded"):
+        with pytest.raises(
+            js.SinkOverflowError, match="capacity is 10 frames but 17 were recorded"
+        ):
             js.close(sink)
     else:
         js.close(sink)
@@ -255,7 +273,9 @@ def test_capacity_keeps_the_first_frames(overflow):
 
 def test_ring_capacity_keeps_the_newest_frames_in_order():
     store = memory_store()
-    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, capacity=8, overflow="ring"), steps(0, 22))
+    sink = run_steps(
+        js.ZarrSink.create(store, EXAMPLE, chunk=4, capacity=8, overflow="ring"), steps(0, 22)
+    )
     js.close(sink)
     run = js.open(store)
     assert_run(run, range(14, 22))
@@ -265,7 +285,9 @@ def test_ring_capacity_keeps_the_newest_frames_in_order():
 
 def test_float16_storage_rejects_out_of_range_values_instead_of_storing_inf():
     store = memory_store()
-    sink = js.ZarrSink.create(store, EXAMPLE, chunk=4, fields={"e": js.FieldConfig(dtype="float16")})
+    sink = js.ZarrSink.create(
+        store, EXAMPLE, chunk=4, fields={"e": js.FieldConfig(dtype="float16")}
+    )
 
     @jax.jit
     def go(sink):
@@ -278,21 +300,35 @@ def test_float16_storage_rejects_out_of_range_values_instead_of_storing_inf():
 
     sink = go(sink)
     assert int(sink.flags) & js.Flag.OUT_OF_RANGE and int(sink.flags) & js.Flag.WRITE_FAILED
-    with pytest.raises(js.OutOfRangeError, match=r"'e' \(float16\).*8 frames of .* are committed") as err:
+    with pytest.raises(
+        js.OutOfRangeError, match=r"'e' \(float16\).*8 frames of .* are committed"
+    ) as err:
         js.close(sink)
     assert err.value.committed == 8
     run = js.open(store)
     assert len(run) == 8 and run.status == "failed"
     assert np.all(np.isfinite(run["e"][:]))
     # NaN and inf are values, not overflow
-    sink = js.ZarrSink.create(memory_store(), {"e": jnp.zeros((), jnp.float32)}, chunk=2, fields={"e": js.FieldConfig(dtype="float16")})
-    sink = sink.write({"e": jnp.float32(jnp.nan)}, step=0).write({"e": jnp.float32(jnp.inf)}, step=1)
+    sink = js.ZarrSink.create(
+        memory_store(),
+        {"e": jnp.zeros((), jnp.float32)},
+        chunk=2,
+        fields={"e": js.FieldConfig(dtype="float16")},
+    )
+    sink = sink.write({"e": jnp.float32(jnp.nan)}, step=0).write(
+        {"e": jnp.float32(jnp.inf)}, step=1
+    )
     js.close(sink)
 
 
 def test_out_of_range_in_the_tail_is_caught_at_close():
     store = memory_store()
-    sink = js.ZarrSink.create(store, {"e": jnp.zeros((), jnp.float32)}, chunk=4, fields={"e": js.FieldConfig(dtype="float16")})
+    sink = js.ZarrSink.create(
+        store,
+        {"e": jnp.zeros((), jnp.float32)},
+        chunk=4,
+        fields={"e": js.FieldConfig(dtype="float16")},
+    )
     sink = sink.write({"e": jnp.float32(1.0)}, step=0).write({"e": jnp.float32(-7e4)}, step=1)
     with pytest.raises(js.OutOfRangeError):
         js.close(sink)
@@ -331,8 +367,15 @@ def test_append_with_another_schema_is_a_clear_error_and_changes_nothing(tmp_pat
     store = tmp_path / "run.zarr"
     js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 6)))
     with pytest.raises(js.SchemaMismatchError, match=r"field 'x': shape \[3\] stored vs \[4\] now"):
-        js.ZarrSink.create(store, {"x": jnp.zeros(4, jnp.float32), "e": jnp.zeros((), jnp.float32)}, chunk=4, mode="a")
-    with pytest.raises(js.SchemaMismatchError, match="field 'y' is in the frame but not in the stored run"):
+        js.ZarrSink.create(
+            store,
+            {"x": jnp.zeros(4, jnp.float32), "e": jnp.zeros((), jnp.float32)},
+            chunk=4,
+            mode="a",
+        )
+    with pytest.raises(
+        js.SchemaMismatchError, match="field 'y' is in the frame but not in the stored run"
+    ):
         js.ZarrSink.create(store, {**EXAMPLE, "y": jnp.zeros(())}, chunk=4, mode="a")
     with pytest.raises(js.SchemaMismatchError, match="chunk is 4 in the stored run but 8 now"):
         js.ZarrSink.create(store, EXAMPLE, chunk=8, mode="a")

@@ -9,9 +9,6 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -303,11 +300,12 @@ def relax_fixed_steps(
 ) -> jax.Array:
     """The positions ``(B, A, 3)`` after `n_steps` damped gradient-descent steps, differentiable.
 
-    `descent_step` in a `lax.scan` of static length `n_steps`. Not FIRE: FIRE's uphill resets and time-step changes are discrete decisions, which
-    make the relaxed positions jump when `sigma` or `epsilon` cross a switching value, so finite
-    differences and gradients disagree. Every operation here is smooth in `positions`, `sigma`
-    and `epsilon` (the step limit is a smooth function too), so `jax.grad` of any smooth function
-    of the result is the derivative of what is computed. Padded atoms never move.
+    `descent_step` in a `lax.scan` of static length `n_steps`. Not FIRE: FIRE's uphill resets and
+    time-step changes are discrete decisions, which make the relaxed positions jump when `sigma` or
+    `epsilon` cross a switching value, so finite differences and gradients disagree. Every operation
+    here is smooth in `positions`, `sigma` and `epsilon` (the step limit is a smooth function too),
+    so `jax.grad` of any smooth function of the result is the derivative of what is computed. Padded
+    atoms never move.
     """
     _check_batch(positions, mask)
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:

@@ -27,8 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from .._pytree import pytree_dataclass, static
-
+from .._pytree import pytree_dataclass
 
 #: Distance of the minimum of the pair potential, in units of sigma.
 R_MIN = 2.0 ** (1.0 / 6.0)
@@ -122,11 +121,11 @@ def icosahedron(radius: float = 1.1) -> np.ndarray:
     distance is about 1.09 sigma.
     """
     phi = (1.0 + math.sqrt(5.0)) / 2.0
-    vertices = []
+    corners: list[tuple[float, float, float]] = []
     for a in (-1.0, 1.0):
         for b in (-phi, phi):
-            vertices += [(0.0, a, b), (a, b, 0.0), (b, 0.0, a)]
-    vertices = np.asarray(vertices) * (radius / math.hypot(1.0, phi))
+            corners += [(0.0, a, b), (a, b, 0.0), (b, 0.0, a)]
+    vertices = np.asarray(corners) * (radius / math.hypot(1.0, phi))
     return np.concatenate([np.zeros((1, 3)), vertices]).astype(np.float32)
 
 

@@ -46,34 +46,55 @@ def frames(state: fire.FireState, batch: lj.Batch) -> dict[str, Any]:
     """What each sink records from a FIRE state."""
     fmax = lj.fmax(state.forces, batch.mask)
     return {
-        "trajectory": {"positions": state.positions, "natoms": batch.natoms, "energy": state.energy},
+        "trajectory": {
+            "positions": state.positions,
+            "natoms": batch.natoms,
+            "energy": state.energy,
+        },
         "converged": {"positions": state.positions, "natoms": batch.natoms, "energy": state.energy},
-        "log": {"energy": state.energy, "fmax": fmax,
-                "converged": jnp.sum(fmax < FMAX).astype(jnp.int32)},
+        "log": {
+            "energy": state.energy,
+            "fmax": fmax,
+            "converged": jnp.sum(fmax < FMAX).astype(jnp.int32),
+        },
     }
 
 
-def create_sinks(out: pathlib.Path, batch: lj.Batch, *, every: int, max_steps: int,
-                 progress: js.Progress, mode: str = "w-") -> dict[str, Any]:
+def create_sinks(
+    out: pathlib.Path,
+    batch: lj.Batch,
+    *,
+    every: int,
+    max_steps: int,
+    progress: js.Progress,
+    mode: str = "w-",
+) -> dict[str, Any]:
     """The demo's sinks, created on the host (`mode` as for `ZarrSink.create`)."""
     example = frames(fire.fire_init(batch), batch)
     return {
         "trajectory": js.ZarrSink.create(
-            out / "trajectory.zarr", example["trajectory"], every=every, chunk=16, mode=mode,
+            out / "trajectory.zarr",
+            example["trajectory"],
+            every=every,
+            chunk=16,
+            mode=mode,
             ragged=js.Ragged(count="natoms", fields=("positions",)),
             attrs={"sizes": [int(n) for n in batch.natoms], "fmax_threshold": FMAX, "every": every},
         ),
-        "converged": js.DeviceBuffer.create(example["converged"], capacity=batch.natoms.shape[0],
-                                            per_system=True, once=True),
-        "log_csv": js.CsvSink.create(out / "log.csv", example["log"], chunk=100, progress=progress,
-                                     mode=mode),
+        "converged": js.DeviceBuffer.create(
+            example["converged"], capacity=batch.natoms.shape[0], per_system=True, once=True
+        ),
+        "log_csv": js.CsvSink.create(
+            out / "log.csv", example["log"], chunk=100, progress=progress, mode=mode
+        ),
         "log": js.ZarrSink.create(out / "log.zarr", example["log"], chunk=256, mode=mode),
     }
 
 
 @jax.jit
-def relax_and_record(state: fire.FireState, batch: lj.Batch, sinks: dict[str, Any],
-                     max_steps: jax.Array) -> tuple[fire.FireState, dict[str, Any], jax.Array]:
+def relax_and_record(
+    state: fire.FireState, batch: lj.Batch, sinks: dict[str, Any], max_steps: jax.Array
+) -> tuple[fire.FireState, dict[str, Any], jax.Array]:
     """FIRE until every cluster has converged (or `max_steps`), recording into `sinks`."""
     params = fire.FireParams(fmax_threshold=FMAX)
 
@@ -86,9 +107,15 @@ def relax_and_record(state: fire.FireState, batch: lj.Batch, sinks: dict[str, An
         state = fire.fire_step(state, batch.mask, params=params)
         record = frames(state, batch)
         sinks = {
-            "trajectory": js.record(sinks["trajectory"], step=step, frame=lambda: record["trajectory"]),
-            "converged": js.record(sinks["converged"], step=step, frame=record["converged"],
-                                   mask=lj.converged(state.forces, batch.mask, FMAX)),
+            "trajectory": js.record(
+                sinks["trajectory"], step=step, frame=lambda: record["trajectory"]
+            ),
+            "converged": js.record(
+                sinks["converged"],
+                step=step,
+                frame=record["converged"],
+                mask=lj.converged(state.forces, batch.mask, FMAX),
+            ),
             "log_csv": js.record(sinks["log_csv"], step=step, frame=record["log"]),
             "log": js.record(sinks["log"], step=step, frame=record["log"]),
         }
@@ -107,21 +134,32 @@ def output_dir(out: str | None, overwrite: bool) -> tuple[pathlib.Path, str]:
                 f"{path} already holds a demo run. Pass --overwrite to replace it, or leave out "
                 "--out to write a new run directory under demo-output/."
             )
-        return path, f"writing to {path}" + (" (overwriting)" if path.exists() and overwrite else "")
+        return path, f"writing to {path}" + (
+            " (overwriting)" if path.exists() and overwrite else ""
+        )
     root = pathlib.Path("demo-output")
     index = 1
     while (root / f"run-{index:03d}").exists():
         index += 1
     path = root / f"run-{index:03d}"
-    note = "" if index == 1 else f" (runs 1-{index - 1} exist; each run gets a new directory, --out DIR --overwrite reuses one)"
+    note = (
+        ""
+        if index == 1
+        else f" (runs 1-{index - 1} exist; each run gets a new directory, --out DIR --overwrite "
+        "reuses one)"
+    )
     return path, f"writing to a new run directory {path}{note}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jaxsinks demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None, help="output directory (default: a new demo-output/run-NNN)")
+    parser.add_argument(
+        "--out", default=None, help="output directory (default: a new demo-output/run-NNN)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace what --out holds")
-    parser.add_argument("--clusters", type=int, default=64, help="clusters in the batch (13 to 55 atoms)")
+    parser.add_argument(
+        "--clusters", type=int, default=64, help="clusters in the batch (13 to 55 atoms)"
+    )
     parser.add_argument("--max-steps", type=int, default=3000)
     parser.add_argument("--every", type=int, default=10, help="trajectory frame every N steps")
     parser.add_argument("--seed", type=int, default=0)
@@ -140,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     batch = lj.make_batch(cluster_sizes(args.clusters), seed=args.seed)
     state = fire.fire_init(batch)
-    progress = js.Progress(total=args.max_steps, desc="FIRE", disable=True if args.no_progress else None)
+    progress = js.Progress(
+        total=args.max_steps, desc="FIRE", disable=True if args.no_progress else None
+    )
     sinks = create_sinks(out, batch, every=args.every, max_steps=args.max_steps, progress=progress)
 
     start = time.perf_counter()
@@ -154,38 +194,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     total_s = time.perf_counter() - start
 
     converged = sinks["converged"].read()
-    plot = _viz.plot_series(js.open(out / "log.zarr"), ["energy", "fmax"], out=out / "energy_fmax.png",
-                             log=["fmax"])
+    plot = _viz.plot_series(
+        js.open(out / "log.zarr"), ["energy", "fmax"], out=out / "energy_fmax.png", log=["fmax"]
+    )
     print(summary(out, batch, state, steps, converged, compile_s, run_s, total_s, plot))
     return 0
 
 
-def summary(out: pathlib.Path, batch: lj.Batch, state: fire.FireState, steps: int,
-            converged: js.Trajectory, compile_s: float, run_s: float, total_s: float,
-            plot: pathlib.Path) -> str:
+def summary(
+    out: pathlib.Path,
+    batch: lj.Batch,
+    state: fire.FireState,
+    steps: int,
+    converged: js.Trajectory,
+    compile_s: float,
+    run_s: float,
+    total_s: float,
+    plot: pathlib.Path,
+) -> str:
     """The text printed at the end of the demo."""
     sizes = np.asarray(batch.natoms)
     energies = np.asarray(state.energy)
     fmax = np.asarray(lj.fmax(state.forces, batch.mask))
     lines = [
         "",
-        f"Relaxed {len(sizes)} Lennard-Jones clusters ({sizes.min()}-{sizes.max()} atoms) with FIRE: "
-        f"{steps} steps in {run_s:.2f} s ({1e3 * run_s / max(steps, 1):.2f} ms/step; compile "
+        f"Relaxed {len(sizes)} Lennard-Jones clusters ({sizes.min()}-{sizes.max()} atoms) with "
+        f"FIRE: {steps} steps in {run_s:.2f} s ({1e3 * run_s / max(steps, 1):.2f} ms/step; compile "
         f"{compile_s:.1f} s; close {total_s - run_s:.2f} s).",
-        f"  converged (fmax < {FMAX:g}): {int(np.sum(fmax < FMAX))}/{len(sizes)}; lowest energy per size: "
+        f"  converged (fmax < {FMAX:g}): {int(np.sum(fmax < FMAX))}/{len(sizes)}; lowest energy "
+        "per size: "
         + ", ".join(f"{n}: {energies[sizes == n].min():.4f}" for n in sorted(set(sizes.tolist()))),
         "",
         "Recorded:",
     ]
     for name, path in (("trajectory", out / "trajectory.zarr"), ("scalar log", out / "log.zarr")):
         info = js.open(path).describe()
-        lines.append(f"  {name:<11} {path}  {info['frames']} frames, logical "
-                     f"{human_bytes(info['logical_bytes'])}, stored {human_bytes(info['stored_bytes'])}, "
-                     f"compression {ratio(info['logical_bytes'], info['stored_bytes'])}x")
+        lines.append(
+            f"  {name:<11} {path}  {info['frames']} frames, logical "
+            f"{human_bytes(info['logical_bytes'])}, stored {human_bytes(info['stored_bytes'])}, "
+            f"compression {ratio(info['logical_bytes'], info['stored_bytes'])}x"
+        )
     rows = len((out / "log.csv").read_text().splitlines()) - 1
     lines.append(f"  {'scalar log':<11} {out / 'log.csv'}  {rows} rows")
-    lines.append(f"  {'converged':<11} DeviceBuffer on the device: {len(converged)} structures, each "
-                 f"recorded once, at the step it converged (first at step {converged.steps.min() if len(converged) else '-'})")
+    lines.append(
+        f"  {'converged':<11} DeviceBuffer on the device: {len(converged)} structures, each "
+        "recorded once, at the step it converged (first at step "
+        f"{converged.steps.min() if len(converged) else '-'})"
+    )
     lines.append(f"  {'plot':<11} {plot}")
     lines.append(f"\nInspect: jaxsinks info {out / 'trajectory.zarr'}")
     return "\n".join(lines)
