@@ -2,7 +2,7 @@
 
 The sink holds one staging block of ``block`` frames (a chunk, or a shard when sharded) on the
 device. When a write fills it, a `lax.cond` hands the whole block to the host writer through a
-host callback (`jaxsinks._callback`: io_callback without its device_put), which returns
+host call (`jaxsinks._callback`: XLA's buffer handed over without a copy), which returns
 ``[frames accepted, flags]``, added into the sink's ``flushed`` counter and ``flags``. That data
 dependency is what keeps the flush alive under `grad` (an unused callback result would be
 dropped). Device memory is one block.
