@@ -11,11 +11,10 @@ from typing import Any
 import numpy as np
 
 from . import _tsio as tsio
-from . import _writer
+from . import _zarr_writer
 from ._errors import ConfigError, FieldNotFoundError, ReadIndexError, StoreError, StoreNotFoundError
 from ._layout import ATTRS_KEY, SCHEMA_VERSION
 from ._location import Location, parse
-from ._owner import Owner
 from ._trajectory import Trajectory
 
 
@@ -53,25 +52,15 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
             f"There is no jaxsinks run at {location} yet: its creation "
             + (
                 "is under way."
-                if _writer_alive(meta)
+                if _zarr_writer.holder(meta) is not None
                 else "was interrupted (its process died); "
                 "creating a run there (any mode) replaces the remains."
             )
         )
-    if meta.get("status") == "open" and not _writer_alive(meta):
+    if meta.get("status") == "open" and _zarr_writer.holder(meta) is None:
         meta = dict(meta, status="interrupted")
     user = {k: v for k, v in attrs.items() if k != ATTRS_KEY}
     return Run(location, meta, user, _physical_frames(meta))
-
-
-def _writer_alive(meta: dict[str, Any]) -> bool:
-    """Whether the writer named in a run's metadata may still be writing it."""
-    owner = Owner.from_json(meta.get("writer"))
-    if owner is None or owner.alive is False:
-        return False
-    if owner.in_this_process:  # ended here without recording its end (e.g. a full disk)
-        return _writer.find(lambda w: getattr(w, "owner", None) == owner) is not None
-    return True
 
 
 def _physical_frames(meta: dict[str, Any]) -> np.ndarray:

@@ -363,6 +363,24 @@ def _stored_run(location: Location, raw: bytes | None, mode: str) -> dict[str, A
     )
 
 
+def holder(stored: dict[str, Any]) -> Owner | None:
+    """The writer named in a run's metadata if it may still be writing the run, else None.
+
+    Dead: its process is gone (`Owner.alive`), or, in this process, its writer has ended
+    without recording its end (e.g. a full disk at close).
+    """
+    owner = Owner.from_json(stored.get("writer"))
+    if owner is None or stored.get("status") not in ("open", "creating") or owner.alive is False:
+        return None
+    if owner.in_this_process and _live_writer(owner) is None:
+        return None
+    return owner
+
+
+def _live_writer(owner: Owner) -> HostWriter | None:
+    return _writer.find(lambda w: getattr(w, "owner", None) == owner)
+
+
 def _check_writer(location: Location, stored: dict[str, Any], mode: str) -> bool:
     """Raise `WriterConflictError` if a live writer holds the run.
 
@@ -370,17 +388,12 @@ def _check_writer(location: Location, stored: dict[str, Any], mode: str) -> bool
     (re-running a notebook cell); its later flushes and its close are refused. Returns whether
     a writer was retired.
     """
-    owner = Owner.from_json(stored.get("writer"))
-    if owner is None or stored.get("status") not in ("open", "creating"):
-        return False
-    alive = owner.alive
-    if alive is False:
-        return False  # killed: its run is taken over as it stands
-    if owner.in_this_process:
-        live = _writer.find(lambda w: getattr(w, "owner", None) == owner)
-        if live is None:
-            return False  # it ended in this process without recording its end (e.g. a full disk)
-        if mode == "w":
+    owner = holder(stored)
+    if owner is None:
+        return False  # killed, or ended: its run is taken over as it stands
+    if owner.in_this_process and mode == "w":
+        live = _live_writer(owner)
+        if live is not None:
             live.discard("was replaced by a new run created at the same store with mode='w'")
             log.warning(
                 "jaxsinks: the open sink writing %s was retired: a new run replaces it", location
@@ -393,7 +406,7 @@ def _check_writer(location: Location, stored: dict[str, Any], mode: str) -> bool
             str(owner)
             + (
                 "; it runs on another host, so jaxsinks cannot tell whether it is alive"
-                if alive is None
+                if owner.alive is None
                 else ""
             )
         )
