@@ -26,7 +26,8 @@ scaled to the full run.
 
 Each configuration runs in its own subprocess, because XLA's threading is fixed at import:
 ``all-cores`` (XLA's default on this 2-core machine: the simulation itself uses both cores) and
-``one-core`` (XLA limited to one thread: like an accelerator, it leaves a host core to the writer).
+``one-core`` (XLA limited to one thread: like an accelerator, it leaves a host core to the writer),
+and ``accelerator`` (JAX's default device, a GPU where there is one: ``--configs accelerator``).
 
 Bars (issue 3): jaxsinks end to end <= 1.25 x max(bare, floor); its recording overhead (end to end
 minus bare) >= 5x smaller than naive's; peak host memory of a 10x longer run <= 1.1x; device
@@ -109,11 +110,11 @@ def measure(
     codec_name: str,
     naive: bool = True,
     routes: tuple[str, ...] = (),
+    probes: bool = False,
 ) -> dict:
     """Time every variant in interleaved rounds; runs inside the configuration's subprocess."""
     import numpy as np
     import tensorstore as ts
-    import zarr
     from jax.experimental import io_callback
 
     import jaxsinks as js
@@ -202,8 +203,8 @@ def measure(
         batch_size=None,
     )
 
-    def floor_run(path, period=0.0):
-        arr = ts.open(
+    def floor_arr(path):
+        return ts.open(
             {
                 "driver": "zarr3",
                 "kvstore": {"driver": "file", "path": path + "/x/"},
@@ -211,6 +212,9 @@ def measure(
             },
             create=True,
         ).result()
+
+    def floor_run(path, period=0.0):
+        arr = floor_arr(path)
         writes, start = [], time.perf_counter()
         for k, a in enumerate(range(0, frames, CHUNK)):
             if period:  # pace the blocks like a recorder's flushes
@@ -230,6 +234,8 @@ def measure(
         return jax.lax.scan(body, state, None, length=CHUNK)
 
     def naive_run(path):
+        import zarr
+
         arr = zarr.create_array(
             path,
             shape=(0, R, D),
@@ -313,6 +319,8 @@ def measure(
         "staged overlap": lambda path: overlap_run(path, staged),
     }
     variants.update({f"jaxsinks[{route}]": jaxsinks_on(route) for route in routes})
+    if probes:
+        variants.update(probe_variants(jax, jnp, step, state0, frames, floor_arr))
     pace = [0.0]
     for fn in variants.values():  # warm up: compile and touch everything once
         timed(fn)
@@ -331,6 +339,70 @@ def measure(
     result["device_bytes"] = sum(x.nbytes for x in jax.tree.leaves(sink))
     js.close(sink)
     return result
+
+
+def probe_variants(jax, jnp, step, state0, frames: int, open_array) -> dict:
+    """Two loops that isolate the cost of a block flush's shape (``--probes``):
+
+    * probe[cond]: the staged loop plus, once per block, a `lax.cond` whose taken branch hands the
+      block to a host callback that does nothing: the conditional host call alone, no writing;
+    * probe[blocked]: a scan over blocks whose body scans one block's steps, stacks its frames and
+      hands them to a host callback unconditionally, which writes them with TensorStore: the flush
+      with no conditional at all (what a loop driver that knows the block size can do).
+    """
+    import numpy as np
+    from jax.experimental import io_callback
+
+    block_steps = CHUNK * EVERY
+    steps = frames * EVERY
+    ack = jax.ShapeDtypeStruct((), jnp.int32)
+
+    @jax.jit
+    def cond_loop(state):
+        block = jnp.zeros((CHUNK, *state[1].shape), state[1].dtype)
+
+        def body(carry, i):
+            state, block, acc = carry
+            state = step(state)
+            slot = (i // EVERY) % CHUNK
+            block = jax.lax.dynamic_update_index_in_dim(block, state[1], slot, 0)
+            acc = jax.lax.cond(
+                i % block_steps == block_steps - 1,
+                lambda b: acc + io_callback(lambda b: np.int32(0), ack, b),
+                lambda b: acc,
+                block,
+            )
+            return (state, block, acc), None
+
+        return jax.lax.scan(body, (state, block, jnp.int32(0)), jnp.arange(steps))[0]
+
+    def blocked_run(path):
+        arr, writes = open_array(path), []
+
+        def write(k, xs):
+            writes.append(arr[int(k) * CHUNK : (int(k) + 1) * CHUNK].write(np.array(xs)))
+            return np.int32(0)
+
+        @jax.jit
+        def run(state):
+            def one_block(state, k):
+                def two_steps(c, _):
+                    c = step(step(c))
+                    return c, c[1]
+
+                state, xs = jax.lax.scan(two_steps, state, None, length=CHUNK)
+                return state, io_callback(write, ack, k, xs)
+
+            return jax.lax.scan(one_block, state, jnp.arange(frames // CHUNK))
+
+        jax.block_until_ready(run(state0))
+        for w in writes:
+            w.commit.result()
+
+    return {
+        "probe[cond]": lambda path: jax.block_until_ready(cond_loop(state0)),
+        "probe[blocked]": blocked_run,
+    }
 
 
 def peak_rss(config: str, frames: int, workdir: str, codec_name: str) -> dict:
@@ -371,7 +443,9 @@ def child_memory(frames: int, workdir: str, codec_name: str) -> dict:
 
 
 def _subprocess(config: str, args: list[str]) -> str:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env = dict(os.environ)
+    if config != "accelerator":
+        env["JAX_PLATFORMS"] = "cpu"
     if config == "one-core":
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + ONE_CORE_FLAGS).strip()
     proc = subprocess.run(
@@ -411,6 +485,11 @@ def main() -> None:
         "in the same rounds",
     )
     parser.add_argument(
+        "--probes",
+        action="store_true",
+        help="also time probe[cond] and probe[blocked] (see probe_variants), in the same rounds",
+    )
+    parser.add_argument(
         "--codec",
         default="none",
         choices=sorted(CODECS),
@@ -435,6 +514,7 @@ def main() -> None:
                     args.codec,
                     naive=not args.no_naive,
                     routes=tuple(r for r in args.routes.split(",") if r),
+                    probes=args.probes,
                 )
             )
         )
@@ -470,7 +550,8 @@ def main() -> None:
                         args.codec,
                     ]
                     + (["--no-naive"] if args.no_naive else [])
-                    + (["--routes", args.routes] if args.routes else []),
+                    + (["--routes", args.routes] if args.routes else [])
+                    + (["--probes"] if args.probes else []),
                 )
             )
             ceiling = max(res["bare"], res["floor"])
@@ -509,7 +590,7 @@ def main() -> None:
                     res[name] / res["staged overlap"],
                 ]
                 for name in res
-                if name.startswith("jaxsinks[")
+                if name.startswith(("jaxsinks[", "probe["))
             ]
             for gib in () if args.no_memory else mem_gib:
                 frames = int(gib * 2**30 / FRAME_BYTES) // CHUNK * CHUNK
