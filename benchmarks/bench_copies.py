@@ -1,4 +1,4 @@
-"""Host copies per flushed block, on each route of the host call (`jaxsinks._callback`).
+"""Host copies per flushed block, on each route of the host call (`jaxsinks._io.callback`).
 
     python benchmarks/bench_copies.py [--mib 16] [--repeats 30]
 
@@ -49,7 +49,9 @@ def measure(route: str, mib: float, repeats: int) -> list[object]:
     import numpy as np
 
     import jaxsinks as js
-    from jaxsinks import _callback, _stream, _writer
+    from jaxsinks._io import callback as _callback
+    from jaxsinks._io import writer as _writer
+    from jaxsinks._sinks import stream as _stream
 
     _callback.ROUTE = route
     _stream._recorder.cache_clear()
@@ -122,7 +124,7 @@ def main() -> None:
     import jax
     from common import table
 
-    from jaxsinks import _callback
+    from jaxsinks._io import callback as _callback
 
     routes = (["buffer_callback"] if _callback._buffer_callback is not None else []) + [
         "private",

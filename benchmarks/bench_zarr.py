@@ -118,7 +118,7 @@ def measure(
     from jax.experimental import io_callback
 
     import jaxsinks as js
-    from jaxsinks._layout import make_layout
+    from jaxsinks._io.layout import make_layout
 
     jax, jnp, step, state0 = simulation()
     steps = frames * EVERY
@@ -155,9 +155,10 @@ def measure(
         js.close(sink)
 
     def jaxsinks_on(route):
-        """jaxsinks with the flush forced onto a host-call route (see jaxsinks/_callback.py),
+        """jaxsinks with the flush forced onto a host-call route (see jaxsinks/_io/callback.py),
         compiled now so that the other variants keep the default route."""
-        from jaxsinks import _callback, _stream
+        from jaxsinks._io import callback as _callback
+        from jaxsinks._sinks import stream as _stream
 
         saved, _callback.ROUTE = _callback.ROUTE, route
         _stream._recorder.cache_clear()
@@ -481,7 +482,7 @@ def main() -> None:
         "--routes",
         default="",
         help="also time jaxsinks with its flush forced onto these host-call routes "
-        "(comma-separated: private, io_callback, buffer_callback; see jaxsinks/_callback.py), "
+        "(comma-separated: private, io_callback, buffer_callback; see jaxsinks/_io/callback.py), "
         "in the same rounds",
     )
     parser.add_argument(

@@ -7,7 +7,7 @@ connections and never answers) either right before `js.close` (`close`) or befor
 are flushed (`run`), and the time until `js.close` raises is printed. The stall detection
 (`TENSORSTORE_CURL_LOW_SPEED_*`, 256 B/s for 5 s unless set) and the retries (`retries`, default 4,
 0.25 s to 4 s apart) bound each request; the final "failed" status write after a failure gets at
-most `jaxsinks._zarr_writer.FAILED_STATUS_TIMEOUT` seconds. Results: docs/reliability.md.
+most `jaxsinks._io.zarr_writer.FAILED_STATUS_TIMEOUT` seconds. Results: docs/reliability.md.
 """
 
 from __future__ import annotations

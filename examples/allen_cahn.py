@@ -14,7 +14,7 @@ evenly spaced times use ``jaxsinks.Interval(dt_record)`` instead; nothing else c
 
 After `jaxsinks.close` the run is read back with `jaxsinks.open`: the script prints the
 coarsening (the interface length and the fraction of the grid with |phi| > 0.9 over time) and
-renders the frames into ``allen_cahn.gif`` with `jaxsinks._viz.movie` (needs matplotlib and
+renders the frames into ``allen_cahn.gif`` with `jaxsinks._tools.viz.movie` (needs matplotlib and
 pillow: ``pip install jaxsinks[extras]``).
 
     python examples/allen_cahn.py [--size 128] [--steps 2000] [--frames 40]
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxsinks as js
-from jaxsinks import _viz
+from jaxsinks._tools import viz as _viz
 
 
 def laplacian(phi: jax.Array) -> jax.Array:

@@ -29,9 +29,9 @@ import urllib.error
 import urllib.request
 from typing import IO, Any
 
-from ._cloud import s3
-from ._errors import ConfigError, StoreError
-from ._location import Location
+from ._core.errors import ConfigError, StoreError
+from ._io.cloud import s3
+from ._io.location import Location
 
 #: The keys the local server is given (moto accepts any).
 ACCESS_KEY_ID = "jaxsinks-test"

@@ -23,7 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 from sharded_helpers import example, initial, sharded_runner  # noqa: E402
 
 import jaxsinks as js  # noqa: E402
-from jaxsinks import _writer  # noqa: E402
+from jaxsinks._io import writer as _writer  # noqa: E402
 
 written = set()  # the shards whose blocks this process wrote
 _submit = _writer.HostWriter.submit

@@ -23,7 +23,7 @@ from hypothesis.extra import numpy as hnp
 from zarr_helpers import memory_store
 
 import jaxsinks as js
-from jaxsinks import _cli
+from jaxsinks._tools import cli as _cli
 
 SECRET = "S3CR3T-do-not-print"
 _SPECS = itertools.count()

@@ -1,4 +1,4 @@
-"""The host call (`jaxsinks._callback`) on each of its routes.
+"""The host call (`jaxsinks._io.callback`) on each of its routes.
 
 Every behaviour a sink relies on is checked on every route: ``auto`` (the default: the public,
 zero-copy `jax.experimental.buffer_callback` on CPU), ``buffer_callback`` forced, and the
@@ -24,7 +24,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxsinks as js
-from jaxsinks import _callback, _stream, _writer
+from jaxsinks._io import callback as _callback
+from jaxsinks._io import writer as _writer
+from jaxsinks._sinks import stream as _stream
 
 HAS_BUFFER_CALLBACK = _callback._buffer_callback is not None
 ROUTES = (["auto", "buffer_callback"] if HAS_BUFFER_CALLBACK else []) + ["private", "io_callback"]
@@ -168,7 +170,7 @@ def test_a_program_partitioned_over_devices_calls_once_with_the_gathered_operand
     kind, monkeypatch
 ):
     """Outside shard_map, jit with sharded inputs: one call, on device 0 (as io_callback). XLA
-    refuses a forced buffer_callback there (documented in jaxsinks/_callback.py)."""
+    refuses a forced buffer_callback there (documented in jaxsinks/_io/callback.py)."""
     monkeypatch.setattr(_callback, "ROUTE", kind)
     spy = Spy()
     mesh = Mesh(np.array(jax.devices()[:4]), ("d",))
@@ -265,9 +267,10 @@ def test_a_result_of_the_wrong_shape_fails_the_call(route):
 
 
 def test_jax_internals_are_imported_only_by_the_private_route():
-    """No jaxsinks module imports jax._src at import time; in _callback.py only the private
-    route's functions do, so a program on the public route never touches them."""
-    for path in PACKAGE.glob("*.py"):
+    """No jaxsinks module imports jax._src at import time; in the host-call module only the
+    private route's functions (and the multi-host client's accessor) do, so a program on the
+    public route never touches them."""
+    for path in PACKAGE.rglob("*.py"):
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = (
@@ -276,7 +279,7 @@ def test_jax_internals_are_imported_only_by_the_private_route():
                     else [a.name for a in node.names]
                 )
                 assert not any(n.startswith("jax._src") for n in names), path.name
-    tree = ast.parse((PACKAGE / "_callback.py").read_text())
+    tree = ast.parse((PACKAGE / "_io" / "callback.py").read_text())
     users = {
         f.name
         for f in ast.walk(tree)
@@ -286,7 +289,7 @@ def test_jax_internals_are_imported_only_by_the_private_route():
             for n in ast.walk(f)
         )
     }
-    assert users == {"_private_lowering", "_private_available"}
+    assert users == {"_private_lowering", "_private_available", "distributed_client"}
 
 
 @pytest.mark.skipif(not HAS_BUFFER_CALLBACK, reason="this JAX has no buffer_callback")
@@ -316,7 +319,7 @@ def test_the_default_route_does_not_touch_the_private_route(monkeypatch):
 def _route_in_subprocess(value: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, JAXSINKS_HOST_CALL=value, JAX_PLATFORMS="cpu")
     return subprocess.run(
-        [sys.executable, "-c", "import jaxsinks._callback as c; print(c.ROUTE)"],
+        [sys.executable, "-c", "import jaxsinks._io.callback as c; print(c.ROUTE)"],
         check=False,
         env=env,
         capture_output=True,

@@ -19,7 +19,7 @@ import pytest
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
-from jaxsinks import _run_entry
+from jaxsinks.campaign import _entry as _run_entry
 
 HERE = pathlib.Path(__file__).resolve().parent
 

@@ -12,8 +12,8 @@ from PIL import Image
 from run_helpers import PNG_SIGNATURE, STEPS, write_run
 
 import jaxsinks as js
-from jaxsinks import _bench as bench
-from jaxsinks._cli import format_info, human_bytes, main
+from jaxsinks._tools import bench
+from jaxsinks._tools.cli import format_info, human_bytes, main
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,9 @@ import pytest  # noqa: E402
 import zarr  # noqa: E402
 
 import jaxsinks as js  # noqa: E402
-from jaxsinks import _cli, _cloud  # noqa: E402
-from jaxsinks._location import parse  # noqa: E402
+from jaxsinks._io import cloud as _cloud  # noqa: E402
+from jaxsinks._io.location import parse  # noqa: E402
+from jaxsinks._tools import cli as _cli  # noqa: E402
 from jaxsinks.testing import S3Server, local_s3_server  # noqa: E402
 
 SECRET = "s3cr3t-VALUE-never-shown"
@@ -228,7 +229,7 @@ _CHILD = """
 import json, sys, time
 import jax
 import jaxsinks as js
-from jaxsinks import _cloud
+from jaxsinks._io import cloud as _cloud
 _cloud.USE_MEMFD = sys.argv[1] == "memfd"
 endpoint, bucket, key, secret, name = sys.argv[2:7]
 store = js.s3(f"s3://{bucket}/{name}", endpoint=endpoint, region="us-east-1", retries=1,
@@ -558,7 +559,7 @@ def test_gcs_resume(gcs_emulator):
 
 @pytest.mark.parametrize("secret", [SECRET, f"{SECRET}/tail", f"{SECRET}@more", f"a/{SECRET}:b@c"])
 def test_error_texts_lose_user_info_whatever_the_secret_holds(secret):
-    from jaxsinks._tsio import clean_message
+    from jaxsinks._io.tsio import clean_message
 
     text = clean_message(
         RuntimeError(

@@ -19,7 +19,7 @@ import sys
 import pytest
 
 import jaxsinks
-from jaxsinks import _writer
+from jaxsinks._io import writer as _writer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -11,7 +11,9 @@ import pytest
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
-from jaxsinks import _export, _location, _tsio
+from jaxsinks._io import location as _location
+from jaxsinks._io import tsio as _tsio
+from jaxsinks.training import _export
 
 POINTS = 64
 

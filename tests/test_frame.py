@@ -5,7 +5,7 @@ import pytest
 from conftest import x32_only
 
 import jaxsinks as js
-from jaxsinks._frame import check_node_name, check_node_names
+from jaxsinks._core.frame import check_node_name, check_node_names
 
 
 def test_spec_from_arrays_and_shape_dtype_structs_agree():

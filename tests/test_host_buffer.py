@@ -9,7 +9,7 @@ import pytest
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
-from jaxsinks._pytree import replace
+from jaxsinks._core.pytree import replace
 
 
 @pytest.fixture

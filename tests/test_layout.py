@@ -7,8 +7,8 @@ import pytest
 from conftest import x32_only
 
 import jaxsinks as js
-from jaxsinks._codecs import codec_chain, narrowing_range
-from jaxsinks._layout import check_user_attributes, make_layout
+from jaxsinks._io.codecs import codec_chain, narrowing_range
+from jaxsinks._io.layout import check_user_attributes, make_layout
 
 SPEC = js.FrameSpec.from_example(
     {

@@ -3,7 +3,7 @@ import pathlib
 import pytest
 
 import jaxsinks as js
-from jaxsinks._location import describe, parse
+from jaxsinks._io.location import describe, parse
 
 
 def test_local_paths_are_the_default_and_become_absolute_directories(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import socket
 import subprocess
 import sys
 
-from jaxsinks import _owner
+from jaxsinks._io import owner as _owner
 
 
 def test_process_alive_tells_dead_and_reused_pids():

@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
-from jaxsinks._errors import FieldNotFoundError, ReadIndexError
+from jaxsinks._core.errors import FieldNotFoundError, ReadIndexError
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec
 from sharded_helpers import DIM, REPLICAS, example, expected, initial, record_steps, sharded_runner
 
 import jaxsinks as js
-from jaxsinks import _writer
+from jaxsinks._io import writer as _writer
 
 STEPS = jnp.arange(10, dtype=jnp.int32)
 
@@ -150,7 +150,7 @@ print("ok", len(js.open("memory://large")))
 
 def test_four_devices_flush_4_mib_blocks_on_two_cores_without_deadlock():
     """io_callback's device_put onto a busy CPU device deadlocked this (see
-    jaxsinks/_callback.py)."""
+    jaxsinks/_io/callback.py)."""
     proc = subprocess.run(
         [sys.executable, "-c", LARGE_BLOCKS],
         capture_output=True,

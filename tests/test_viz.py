@@ -1,4 +1,4 @@
-"""Plots and movies of recorded runs (jaxsinks._viz): the lines drawn, PNGs and GIFs written."""
+"""Plots and movies of recorded runs (jaxsinks._tools.viz): lines drawn, PNGs and GIFs written."""
 
 import io
 
@@ -9,7 +9,7 @@ from PIL import Image
 from run_helpers import PNG_SIGNATURE, STEPS, frame_at, write_per_system_run, write_run  # noqa: F401
 
 import jaxsinks as js
-from jaxsinks import _viz as viz
+from jaxsinks._tools import viz
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import pytest
 from zarr_helpers import EXAMPLE, expected, run_steps, steps
 
 import jaxsinks as js
-from jaxsinks import _owner, _tsio
+from jaxsinks._io import owner as _owner
+from jaxsinks._io import tsio as _tsio
 
 HERE = pathlib.Path(__file__).parent
 

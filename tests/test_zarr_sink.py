@@ -12,7 +12,7 @@ from fs_helpers import readonly_directory
 from zarr_helpers import EXAMPLE, expected, frame_at, memory_store, run_steps, steps
 
 import jaxsinks as js
-from jaxsinks import _writer
+from jaxsinks._io import writer as _writer
 
 
 def assert_run(run, step_list):

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from .._pytree import pytree_dataclass, static
+from .._core.pytree import pytree_dataclass, static
 from .lj import Batch, _check_batch, _check_positive, converged, energy_and_forces, forces
 
 _Carry = tuple[jax.Array, jax.Array]

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from .._pytree import pytree_dataclass
+from .._core.pytree import pytree_dataclass
 
 #: Distance of the minimum of the pair potential, in units of sigma.
 R_MIN = 2.0 ** (1.0 / 6.0)

@@ -29,8 +29,8 @@ import numpy as np
 
 import jaxsinks as js
 
-from .. import _viz
-from .._cli import human_bytes, ratio
+from .._tools import viz as _viz
+from .._tools.cli import human_bytes, ratio
 from . import fire, lj
 
 SIZES = (13, 19, 26, 38, 55)

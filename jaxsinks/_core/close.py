@@ -1,0 +1,44 @@
+"""close: the host-side end of a recording, for any pytree of sinks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from .errors import ConfigError, JaxsinksError
+from .record import is_sink
+
+PyTree = Any
+
+
+def close(sinks: PyTree) -> PyTree:
+    """Finish every sink in `sinks` on the host, then raise the first error if any failed.
+
+    For a `ZarrSink`: flush the staged frames, wait until everything is durable, record the
+    committed frame count, and raise any error deferred from a flush. For a `DeviceBuffer`:
+    raise if it overflowed under ``overflow="error"``. Every sink is closed before anything is
+    raised, so no sink loses frames because another failed.
+
+    Returns:
+        The closed sinks, in the same structure.
+    """
+    flat, treedef = jax.tree_util.tree_flatten(sinks, is_leaf=is_sink)
+    others = [type(s).__name__ for s in flat if not is_sink(s)]
+    if others:
+        raise ConfigError(
+            f"`close` takes a sink or a pytree of sinks; `sinks` also holds {others}."
+        )
+    out, errors = [], []
+    for sink in flat:
+        try:
+            out.append(sink.close())
+        except JaxsinksError as err:
+            errors.append(err)
+            out.append(sink)
+    if errors:
+        first = errors[0]
+        for other in errors[1:]:
+            first.add_note(f"Another sink also failed: {type(other).__name__}: {other}")
+        raise first
+    return jax.tree_util.tree_unflatten(treedef, out)

@@ -1,0 +1,145 @@
+"""What every sink has in common: a schedule, and a pure append that `record` drives."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Self
+
+import jax
+import jax.numpy as jnp
+
+from .errors import ConfigError, TransformError
+from .frame import FrameSpec
+from .schedule import Schedule
+
+PyTree = Any
+
+OVERFLOW_POLICIES = ("error", "drop", "ring")
+
+
+class Sink(abc.ABC):
+    """Base class of sinks. Subclasses are frozen dataclass pytrees.
+
+    A sink records either whole frames, or, when *per-system*, the rows of a frame whose leaves
+    share a leading system axis (``batch_size`` rows per frame, selected by a mask).
+    """
+
+    schedule: Schedule
+    schedule_state: PyTree
+    spec: FrameSpec
+    batch_size: int | None
+
+    @property
+    def per_system(self) -> bool:
+        """Whether each record stores the selected rows of a batch rather than a whole frame."""
+        return self.batch_size is not None
+
+    @property
+    @abc.abstractmethod
+    def time_dtype(self) -> Any:
+        """The dtype of the sink's time column."""
+
+    @property
+    def frame_spec(self) -> FrameSpec:
+        """The spec of the frames `write` and `record` take (with the system axis if any)."""
+        return self.spec if self.batch_size is None else self.spec.batched(self.batch_size)
+
+    @abc.abstractmethod
+    def _append(
+        self, frame: PyTree, *, step: Any, time: Any, mask: Any, enabled: jax.Array
+    ) -> Self:
+        """Append `frame` (its rows selected by `mask`) if `enabled`; pure."""
+
+    @abc.abstractmethod
+    def close(self) -> Self:
+        """Host side: finish the sink (flush, wait, check) and return it."""
+
+    def write(self, frame: PyTree, *, step: Any, time: Any = None, mask: Any = None) -> Self:
+        """Append `frame` now, whatever the schedule says. Pure: returns the new sink.
+
+        Args:
+            frame: a pytree matching the sink's frame spec.
+            step: the integer step of this frame.
+            time: the simulation time (a scalar; or, for per-system sinks, one per system).
+            mask: for per-system sinks, a bool array with one entry per system selecting the rows
+                to append (all when None); for whole-frame sinks, a scalar bool.
+        """
+        inner = self._enter()
+        return inner._append(
+            frame, step=step, time=time, mask=mask, enabled=jnp.ones((), bool)
+        )._leave()
+
+    def _enter(self) -> Self:
+        """The sink as one device sees it (sharded sinks drop their shard axis in shard_map)."""
+        return self
+
+    def _leave(self) -> Self:
+        """The inverse of `_enter`."""
+        return self
+
+
+def first_time(wanted: jax.Array, seen: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """For ``once=True`` sinks: keep only systems never recorded before; mark them as seen."""
+    wanted = wanted & ~seen
+    return wanted, seen | wanted
+
+
+def check_once(owner: str, once: Any, per_system: bool) -> bool:
+    """`once` as a bool, or a ConfigError if it is asked of a whole-frame sink."""
+    if not isinstance(once, bool):
+        raise ConfigError(f"`{owner}` needs `once` to be a bool; got {once!r}.")
+    if once and not per_system:
+        raise ConfigError(
+            f"`{owner}` got once=True without per_system=True: `once` records each system once "
+            "(e.g. when it first converges), so it needs per-system rows."
+        )
+    return once
+
+
+def split_spec(frame: PyTree, per_system: bool) -> tuple[FrameSpec, int | None]:
+    """The row spec of a sink created from the example `frame`, and its batch size."""
+    spec = FrameSpec.from_example(frame)
+    if not per_system:
+        return spec, None
+    return spec.unbatched()
+
+
+def check_capacity(owner: str, name: str, value: Any) -> int:
+    """`value` as a positive int, or a ConfigError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(
+            f"`{owner}` needs `{name}` to be a positive int (a number of frames); got {value!r}."
+        )
+    return value
+
+
+def check_overflow(owner: str, overflow: Any) -> str:
+    """`overflow` if it names a policy, else a ConfigError listing them."""
+    if overflow not in OVERFLOW_POLICIES:
+        raise ConfigError(
+            f"`{owner}` needs `overflow` to be one of {list(OVERFLOW_POLICIES)}; got {overflow!r}."
+        )
+    return overflow
+
+
+def check_time_dtype(owner: str, dtype: Any) -> Any:
+    """`dtype` if it is a floating dtype JAX can hold, else a ConfigError."""
+    try:
+        canonical = jax.dtypes.canonicalize_dtype(dtype)
+    except TypeError:
+        canonical = None
+    if canonical is None or not jnp.issubdtype(canonical, jnp.floating):
+        raise ConfigError(f"`{owner}` needs `time_dtype` to be a floating dtype; got {dtype!r}.")
+    return canonical
+
+
+def host_int(value: jax.Array, what: str) -> int:
+    """A sink counter as a Python int, or a TransformError if the sink is a vmapped stack."""
+    if getattr(value, "ndim", 0) != 0:
+        raise TransformError(
+            f"This {what} is a stack of {value.shape} sinks (it was created or written under "
+            "`jax.vmap`), so it has no single count. Index one replica first, e.g. "
+            "`jax.tree.map(lambda x: x[i], sink)`, or record the whole ensemble into one sink "
+            "(see the ensembles guide)."
+        )
+    return int(value)

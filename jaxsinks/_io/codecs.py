@@ -1,0 +1,277 @@
+"""Compression codecs and per-field storage options, as zarr v3 codec JSON (pure functions)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from .._core.errors import ConfigError
+
+BLOSC_CNAMES = ("blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd")
+BLOSC_SHUFFLES = ("noshuffle", "shuffle", "bitshuffle")
+
+
+@dataclasses.dataclass(frozen=True)
+class Zstd:
+    """Zstandard compression at `level` (1 fast ... 22 small; negative levels are faster still)."""
+
+    level: int = 3
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.level, bool)
+            or not isinstance(self.level, int)
+            or not -131072 <= self.level <= 22
+        ):
+            raise ConfigError(
+                f"`Zstd` needs `level` to be an int in [-131072, 22]; got {self.level!r}."
+            )
+
+    def to_json(self, dtype: np.dtype) -> dict[str, Any]:
+        """The zarr v3 codec JSON for data of `dtype`."""
+        return {"name": "zstd", "configuration": {"level": self.level, "checksum": False}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Blosc:
+    """Blosc with compressor `cname`, level `clevel` (0-9) and byte `shuffle`."""
+
+    cname: str = "zstd"
+    clevel: int = 5
+    shuffle: str = "shuffle"
+
+    def __post_init__(self) -> None:
+        if self.cname not in BLOSC_CNAMES:
+            raise ConfigError(f"`Blosc` needs `cname` in {list(BLOSC_CNAMES)}; got {self.cname!r}.")
+        if (
+            isinstance(self.clevel, bool)
+            or not isinstance(self.clevel, int)
+            or not 0 <= self.clevel <= 9
+        ):
+            raise ConfigError(
+                f"`Blosc` needs `clevel` to be an int in [0, 9]; got {self.clevel!r}."
+            )
+        if self.shuffle not in BLOSC_SHUFFLES:
+            raise ConfigError(
+                f"`Blosc` needs `shuffle` in {list(BLOSC_SHUFFLES)}; got {self.shuffle!r}."
+            )
+
+    def to_json(self, dtype: np.dtype) -> dict[str, Any]:
+        """The zarr v3 codec JSON for data of `dtype` (the shuffle's type size is its item size)."""
+        return {
+            "name": "blosc",
+            "configuration": {
+                "cname": self.cname,
+                "clevel": self.clevel,
+                "shuffle": self.shuffle,
+                "typesize": dtype.itemsize,
+                "blocksize": 0,
+            },
+        }
+
+
+Codec = Zstd | Blosc | None
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldConfig:
+    """Storage overrides for one field.
+
+    Attributes:
+        dtype: the dtype stored on disk (e.g. ``"float16"`` or ``"bfloat16"``; bool, (u)int8-64,
+            float16, bfloat16, float32, float64, complex64 or complex128).
+            Narrowing is checked when each block is flushed: a finite value (either part of a
+            complex one) out of the storage dtype's range fails the write instead of being stored
+            as inf.
+        codec: the compression codec for this field (`Zstd`, `Blosc`, or None for none).
+        chunk: the chunk shape of the field's own axes (the frame axis is shared by all fields),
+            each at most its axis's size.
+        dims: names of the field's own axes (used by xarray).
+    """
+
+    dtype: Any = None
+    codec: Any = dataclasses.field(default="inherit")
+    chunk: tuple[int, ...] | None = None
+    dims: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None:
+            object.__setattr__(self, "dtype", storage_dtype(self.dtype, "FieldConfig"))
+        if self.codec != "inherit":
+            check_codec(self.codec, "FieldConfig")
+        if self.chunk is not None:
+            chunk = _sequence(self.chunk, "chunk", "positive ints, one per axis of the field")
+            if not all(
+                isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_)) and c >= 1
+                for c in chunk
+            ):
+                raise ConfigError(
+                    f"`FieldConfig` needs `chunk` to be positive ints, one per axis of the field; "
+                    f"got {_show(self.chunk)}."
+                )
+            object.__setattr__(self, "chunk", tuple(int(c) for c in chunk))
+        if self.dims is not None:
+            dims = _sequence(self.dims, "dims", "axis names (strings), one per axis of the field")
+            if not all(isinstance(d, str) and d for d in dims):
+                raise ConfigError(
+                    f"`FieldConfig` needs `dims` to be non-empty strings, one per axis of the "
+                    f"field; got {_show(self.dims)}."
+                )
+            object.__setattr__(self, "dims", dims)
+
+
+def _sequence(value: Any, name: str, what: str) -> tuple[Any, ...]:
+    if isinstance(value, (str, bytes, dict, set)) or not hasattr(value, "__iter__"):
+        raise ConfigError(
+            f"`FieldConfig` needs `{name}` to be a tuple of {what}; got {_show(value)}."
+        )
+    return tuple(value)
+
+
+def check_codec(codec: Any, owner: str) -> Codec:
+    """`codec` if it is a codec or None, else a ConfigError."""
+    if codec is not None and not isinstance(codec, (Zstd, Blosc)):
+        raise ConfigError(
+            f"`{owner}` needs `codec` to be jaxsinks.Zstd(...), jaxsinks.Blosc(...) or None (no "
+            f"compression); got {codec!r}."
+        )
+    return codec
+
+
+#: The dtypes a field can be stored as: what Zarr v3 (through TensorStore) stores and every
+#: reader of the run can read, with a NaN fill for the float types (bfloat16 needs ml_dtypes to be
+#: read with numpy, which JAX ships). Sub-byte and 8-bit float types (int4, float8_*) are not.
+STORABLE = (
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+)
+
+
+def storage_dtype(dtype: Any, owner: str) -> np.dtype:
+    """`dtype` as a numpy dtype that JAX can hold (it is cast on the device) and a run can store,
+    or a ConfigError."""
+    try:
+        np_dtype = np.dtype(dtype)
+    except (TypeError, ValueError):  # numpy raises TypeError for most names, ValueError for some
+        raise ConfigError(f"`{owner}` got `dtype={_show(dtype)}`, which is not a dtype.") from None
+    if not (jax.numpy.issubdtype(np_dtype, jax.numpy.number) or np_dtype == np.bool_):
+        raise ConfigError(
+            f"`{owner}` got `dtype={np_dtype}`, which is not a numeric dtype. Store fields as "
+            "bool, integers, floats or complex numbers (e.g. dtype='float16')."
+        )
+    check_storable(np_dtype, f"`{owner}` got `dtype={np_dtype}`, which")
+    if np.dtype(jax.dtypes.canonicalize_dtype(np_dtype)) != np_dtype:
+        raise ConfigError(
+            f"`{owner}` got `dtype={np_dtype}`, which JAX cannot hold with the current settings "
+            "(enable jax_enable_x64 for 64-bit types)."
+        )
+    return np_dtype
+
+
+def check_storable(dtype: np.dtype, what: str) -> None:
+    """A ConfigError (`what` + " cannot be stored ...") unless a run can store `dtype`."""
+    if dtype.name not in STORABLE:
+        raise ConfigError(
+            f"{what} cannot be stored in a run: fields are stored as one of {list(STORABLE)}. "
+            "Choose one of those (e.g. FieldConfig(dtype='bfloat16') or 'float16' to save space)."
+        )
+
+
+def is_float(dtype: np.dtype) -> bool:
+    """Whether `dtype` is a real floating type (bfloat16 included, which numpy does not know)."""
+    return bool(jax.numpy.issubdtype(dtype, jax.numpy.floating))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def codec_chain(
+    codec: Codec, dtype: np.dtype, inner_chunk: list[int] | None
+) -> list[dict[str, Any]]:
+    """The zarr v3 ``codecs`` list: bytes, then `codec`; inside a sharding codec if
+    `inner_chunk`."""
+    chain: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": "little"}}]
+    if codec is not None:
+        chain.append(codec.to_json(dtype))
+    if inner_chunk is None:
+        return chain
+    return [
+        {
+            "name": "sharding_indexed",
+            "configuration": {
+                "chunk_shape": inner_chunk,
+                "codecs": chain,
+                "index_codecs": [
+                    {"name": "bytes", "configuration": {"endian": "little"}},
+                    {"name": "crc32c"},
+                ],
+                "index_location": "end",
+            },
+        }
+    ]
+
+
+def narrowing_range(source: np.dtype, target: np.dtype) -> tuple[float, float] | None:
+    """``(lowest, highest)`` values of `source` that fit `target`, if casting `source` to it can
+    go out of range; None when every value of `source` fits (after rounding) into `target`.
+
+    The bounds are values `source` holds exactly (so that comparing in `source`'s own dtype is
+    exact: float32 stored as int32 fits up to 2147483520, the largest float32 below 2**31) and
+    lie inside `source`'s range (int32 stored as uint32: 0 to 2**31 - 1). For complex types they
+    bound each part (real and imaginary): complex128 stored as complex64 narrows like float64
+    stored as float32. bfloat16 is a float type here (numpy alone does not know it).
+    """
+    if source == target or source == np.bool_ or target == np.bool_:
+        return None
+    lo, hi = _range(target)
+    low, high = _range(source)
+    if (_inexact(target) or not _inexact(source)) and low >= lo and high <= hi:
+        return None
+    lo, hi = max(lo, low), min(hi, high)
+    if _inexact(source):
+        lo, hi = _held(lo, source, up=True), _held(hi, source, up=False)
+    return lo, hi  # ints for an integer source: exact in its own dtype
+
+
+def _held(bound: float, dtype: np.dtype, *, up: bool) -> float:
+    """The value of `dtype` (of its parts, if complex) nearest `bound` on its inner side."""
+    part = jax.numpy.finfo(dtype).dtype
+    with np.errstate(over="ignore"):
+        value = np.asarray(bound, part)
+    if up and float(value) < bound:
+        value = np.nextafter(value, np.asarray(np.inf, part))
+    elif not up and float(value) > bound:
+        value = np.nextafter(value, np.asarray(-np.inf, part))
+    return float(value)
+
+
+def _inexact(dtype: np.dtype) -> bool:
+    return bool(jax.numpy.issubdtype(dtype, jax.numpy.inexact))
+
+
+def _range(dtype: np.dtype) -> tuple[float, float]:
+    """The lowest and highest finite values of `dtype` (of each part, for complex types); exact
+    Python ints for integer types (2**64 - 1 is no float)."""
+    if _inexact(dtype):
+        info = jax.numpy.finfo(dtype)
+        return float(info.min), float(info.max)
+    iinfo = jax.numpy.iinfo(dtype)
+    return int(iinfo.min), int(iinfo.max)

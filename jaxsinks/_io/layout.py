@@ -1,0 +1,406 @@
+"""The Zarr v3 layout of a run, built by pure functions: frame spec + options -> JSON.
+
+One group per run. One array per frame leaf (its pytree path is its node path) with a leading
+``frame`` axis, plus the ``step`` and ``time`` columns (and ``system`` for per-system sinks). The
+frame axis is chunked by the flush block (``chunk`` frames, or ``chunk * chunks_per_shard`` when
+sharded) so that every flush writes whole chunks or shards. Group attributes hold the run's
+metadata under the ``jaxsinks`` key and the user's attributes beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from .._core.errors import ConfigError
+from .._core.frame import FrameSpec, check_node_names
+from .codecs import Codec, FieldConfig, check_storable, codec_chain, is_float, narrowing_range
+
+SCHEMA_VERSION = 1
+ATTRS_KEY = "jaxsinks"
+#: User attributes are rewritten with every committed count: keep them small.
+MAX_ATTRS_BYTES = 2**20
+COLUMNS = ("step", "time", "system")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayLayout:
+    """One stored array: its node name, dtypes, per-frame shape, chunking, codec and axis names."""
+
+    name: str
+    dtype: np.dtype  # as stored
+    source_dtype: np.dtype  # as recorded on the device
+    shape: tuple[int, ...]  # of one frame
+    chunk: tuple[int, ...]  # zarr chunk, frame axis first (the inner chunk when sharded)
+    shard_frames: int | None  # frames per shard when sharded
+    codec: Codec
+    dims: tuple[str, ...]  # frame axis first (the atom axis, for ragged fields)
+    ragged_axes: int = 0  # ragged fields: how many leading per-frame axes fold into the atom axis
+    shards: int = 1  # sharded fields: each device records shape[0] of the stored shards * shape[0]
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """The shape of one stored entry: a frame (all shards), or for ragged fields one atom."""
+        if self.shards > 1:
+            return (self.shards * self.shape[0], *self.shape[1:])
+        return self.shape[self.ragged_axes :]
+
+    @property
+    def fill_value(self) -> Any:
+        if np.issubdtype(self.dtype, np.complexfloating):
+            return ["NaN", "NaN"]
+        if is_float(self.dtype):  # bfloat16 too
+            return "NaN"
+        if self.dtype == np.bool_:
+            return False
+        return -1 if self.name in COLUMNS else 0
+
+    @property
+    def narrowing(self) -> tuple[float, float] | None:
+        """The storage dtype's range, if recording into it can go out of range."""
+        return narrowing_range(self.source_dtype, self.dtype)
+
+    def metadata(self, frames: int) -> dict[str, Any]:
+        """The zarr v3 array metadata (TensorStore ``zarr3`` driver form) for `frames` frames."""
+        if self.shard_frames is None:
+            grid, inner = list(self.chunk), None
+        else:
+            grid, inner = [self.shard_frames, *self.chunk[1:]], list(self.chunk)
+        return {
+            "shape": [frames, *self.stored_shape],
+            "data_type": self.dtype.name,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
+            "chunk_key_encoding": {"name": "default"},
+            "fill_value": self.fill_value,
+            "codecs": codec_chain(self.codec, self.dtype, inner),
+            "dimension_names": list(self.dims),
+        }
+
+    def schema(self) -> dict[str, Any]:
+        """What must match for a run to be appended to."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "shape": list(self.stored_shape if self.shards > 1 else self.shape),
+            "dtype": self.source_dtype.name,
+            "storage_dtype": self.dtype.name,
+        }
+        if self.ragged_axes:
+            out["ragged"] = True
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """All arrays of a run and the flush block size."""
+
+    fields: tuple[ArrayLayout, ...]
+    columns: tuple[ArrayLayout, ...]
+    chunk: int
+    chunks_per_shard: int | None
+    batch_size: int | None
+    ragged: Ragged | None = None
+
+    @property
+    def block(self) -> int:
+        """Frames per flush: one chunk, or one shard when sharded."""
+        return self.chunk * (self.chunks_per_shard or 1)
+
+    @property
+    def arrays(self) -> tuple[ArrayLayout, ...]:
+        return self.fields + self.columns
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """Intermediate groups needed by nested field names (``a`` for ``a/b``), parents first."""
+        out: list[str] = []
+        for f in self.fields:
+            parts = f.name.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                name = "/".join(parts[:i])
+                if name not in out:
+                    out.append(name)
+        return tuple(out)
+
+    @property
+    def ragged_fields(self) -> tuple[ArrayLayout, ...]:
+        return tuple(a for a in self.fields if a.ragged_axes)
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "fields": [a.schema() for a in self.fields],
+            "time_dtype": self.columns[1].dtype.name,
+            "per_system": self.batch_size,
+            "chunk": self.chunk,
+            "chunks_per_shard": self.chunks_per_shard,
+            "ragged": None if self.ragged is None else self.ragged.to_json(),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Ragged:
+    """Store fields of a padded batch CSR-style: each system's atoms at their true count.
+
+    A batch of systems of different sizes is padded on the device: a field like ``positions`` has
+    shape ``(systems, max_atoms, 3)`` (per frame), and the integer field `count` (shape
+    ``(systems,)``) says how many atoms each system really has. With ``Ragged(count="natoms",
+    fields=("positions", "forces"))`` those fields are stored with the padding removed: the real
+    atoms of every recorded frame concatenated along an ``atom`` axis, and `count` stored as an
+    ordinary field, from which readers rebuild each system's arrays. For per-system sinks each
+    recorded row is one system (``positions`` is ``(max_atoms, 3)`` per row, `count` a scalar).
+    Appending never rereads what is stored: the writer keeps the running atom count.
+    """
+
+    count: str
+    fields: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.count, str) or not self.count:
+            raise ConfigError(
+                f"`Ragged` needs `count` to be the name of a field; got {self.count!r}."
+            )
+        fields = (self.fields,) if isinstance(self.fields, str) else tuple(self.fields)
+        if not fields or not all(isinstance(f, str) for f in fields):
+            raise ConfigError(
+                f"`Ragged` needs `fields` to name at least one field; got {self.fields!r}."
+            )
+        if self.count in fields:
+            raise ConfigError(f"`Ragged` cannot make its count field '{self.count}' ragged itself.")
+        object.__setattr__(self, "fields", fields)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON description, stored with the run's schema."""
+        return {"count": self.count, "fields": list(self.fields)}
+
+
+def make_layout(
+    spec: FrameSpec,
+    *,
+    chunk: int,
+    chunks_per_shard: int | None,
+    codec: Codec,
+    fields: dict[str, FieldConfig],
+    time_dtype: np.dtype,
+    batch_size: int | None,
+    ragged: Ragged | None = None,
+    shards: int = 1,
+) -> Layout:
+    """The layout of a run recording frames of `spec` (rows of it, for per-system sinks).
+
+    With `shards` > 1, `spec` is one device's part of a frame split along its leading axis: the
+    stored arrays hold all `shards` parts, chunked so that each device writes whole chunks.
+    """
+    unknown = sorted(set(fields) - set(spec.names))
+    if unknown:
+        raise ConfigError(
+            f"`fields` configures {unknown}, which the frame does not have; its fields are "
+            f"{list(spec.names)}."
+        )
+    check_node_names(spec.names, reserved=COLUMNS)
+    ragged_axes = _check_ragged(spec, ragged)
+    arrays = []
+    for f in spec.fields:
+        cfg = fields.get(f.name, FieldConfig())
+        _check_storage_dtype(f.name, f.dtype, cfg.dtype)
+        if cfg.dtype is None:
+            check_storable(
+                f.dtype,
+                f"Field '{f.name}' is recorded as {f.dtype.name}, which (without "
+                f"fields={{'{f.name}': FieldConfig(dtype=...)}})",
+            )
+        axes = ragged_axes.get(f.name, 0)
+        stored = f.shape[axes:]
+        own_chunk = _field_chunk(f.name, stored, cfg.chunk)
+        if shards > 1 and f.shape[0] % own_chunk[0]:
+            raise ConfigError(
+                f"The chunk of field '{f.name}' along its sharded axis ({own_chunk[0]}) must "
+                f"divide one device's part ({f.shape[0]}), so that each device writes whole chunks."
+            )
+        if axes:  # chunk the atom axis by the most atoms one flush block can hold
+            first = chunk * int(np.prod(f.shape[:axes], dtype=np.int64))
+            dims = ("atom", *_dims(f.name, len(stored), cfg.dims)[1:])
+            shard = None
+        else:
+            first = chunk
+            dims = _dims(f.name, len(stored), cfg.dims)
+            shard = None if chunks_per_shard is None else chunk * chunks_per_shard
+        arrays.append(
+            ArrayLayout(
+                name=f.name,
+                dtype=cfg.dtype if cfg.dtype is not None else f.dtype,
+                source_dtype=f.dtype,
+                shape=f.shape,
+                chunk=(first, *own_chunk),
+                shard_frames=shard,
+                codec=codec if cfg.codec == "inherit" else cfg.codec,
+                dims=dims,
+                ragged_axes=axes,
+                shards=shards,
+            )
+        )
+    column_dtypes = {
+        "step": np.dtype(np.int32),
+        "time": np.dtype(time_dtype),
+        "system": np.dtype(np.int32),
+    }
+    names = COLUMNS if batch_size is not None else COLUMNS[:2]
+    columns = tuple(
+        ArrayLayout(
+            name=n,
+            dtype=column_dtypes[n],
+            source_dtype=column_dtypes[n],
+            shape=(),
+            chunk=(chunk,),
+            shard_frames=None if chunks_per_shard is None else chunk * chunks_per_shard,
+            codec=codec,
+            dims=("frame",),
+        )
+        for n in names
+    )
+    return Layout(tuple(arrays), columns, chunk, chunks_per_shard, batch_size, ragged)
+
+
+def _check_ragged(spec: FrameSpec, ragged: Ragged | None) -> dict[str, int]:
+    """For each ragged field, how many leading axes fold into the atom axis; or a ConfigError."""
+    if ragged is None:
+        return {}
+    if not isinstance(ragged, Ragged):
+        raise ConfigError(
+            "`ragged` must be a jaxsinks.Ragged(count=..., fields=...); got "
+            f"{type(ragged).__name__}."
+        )
+    by_name = {f.name: f for f in spec.fields}
+    count = by_name.get(ragged.count)
+    if count is None:
+        raise ConfigError(
+            f"`Ragged` names the count field '{ragged.count}', which the frame does not have; its "
+            f"fields are {list(spec.names)}."
+        )
+    if not np.issubdtype(count.dtype, np.integer):
+        raise ConfigError(
+            f"The ragged count field '{ragged.count}' must hold integers; it is {count.dtype}."
+        )
+    axes = {}
+    for name in ragged.fields:
+        field = by_name.get(name)
+        if field is None:
+            raise ConfigError(
+                f"`Ragged` names the field '{name}', which the frame does not have; its fields are "
+                f"{list(spec.names)}."
+            )
+        k = len(count.shape)
+        if field.shape[:k] != count.shape or len(field.shape) <= k:
+            raise ConfigError(
+                f"Ragged field '{name}' has shape {list(field.shape)}, but with count field "
+                f"'{ragged.count}' of shape {list(count.shape)} it must be {list(count.shape)} + "
+                "[max_atoms, ...]: one padded atom axis after the count's axes."
+            )
+        axes[name] = k + 1
+    return axes
+
+
+def group_metadata(attributes: dict[str, Any]) -> bytes:
+    """The ``zarr.json`` of a group with `attributes`."""
+    doc = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+    return json.dumps(doc, indent=1, allow_nan=False).encode()
+
+
+def _check_storage_dtype(name: str, source: np.dtype, target: np.dtype | None) -> None:
+    """Refuse storage dtypes that would silently drop information: complex to real, or
+    anything but bool to bool. (Out-of-range values of other narrowings are caught per block.)"""
+    if target is None or target == source:
+        return
+    lossy = (
+        np.issubdtype(source, np.complexfloating) and not np.issubdtype(target, np.complexfloating)
+    ) or (target == np.bool_ and source != np.bool_)
+    if lossy:
+        raise ConfigError(
+            f"Field '{name}' is recorded as {source.name} and cannot be stored as {target.name}: "
+            "that would silently drop information. Choose a storage dtype that holds its values, "
+            f"or convert the field in the frame (fields={{'{name}': FieldConfig(dtype=...)}})."
+        )
+
+
+def check_user_attributes(attrs: Any) -> dict[str, Any]:
+    """`attrs` if it is a JSON object (str keys, finite numbers), else a ConfigError naming the
+    key."""
+    if attrs is None:
+        return {}
+    if not isinstance(attrs, dict):
+        raise ConfigError(f"`attrs` must be a dict of JSON values; got {type(attrs).__name__}.")
+    if ATTRS_KEY in attrs:
+        raise ConfigError(
+            f"`attrs` may not use the key '{ATTRS_KEY}': jaxsinks keeps its metadata there."
+        )
+    check_json(attrs, "attrs")
+    size = len(json.dumps(attrs))
+    if size > MAX_ATTRS_BYTES:
+        raise ConfigError(
+            f"`attrs` is {size / 2**20:.1f} MiB as JSON; at most {MAX_ATTRS_BYTES // 2**20} MiB "
+            "are allowed, because the run's attributes are rewritten each time frames are "
+            "committed. Record large data as a field, or store it in a file beside the run."
+        )
+    return json.loads(json.dumps(attrs))
+
+
+def check_json(value: Any, where: str) -> None:
+    """Raise `ConfigError` naming the first part of `value` (at `where`) that JSON cannot hold."""
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"`{where}` is {value}, which JSON cannot hold. Store it as a string."
+            )
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_json(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(
+                    f"`{where}` has the key {key!r}; JSON object keys must be strings."
+                )
+            check_json(item, f"{where}[{key!r}]")
+        return
+    kind = type(value).__qualname__
+    if type(value).__module__ != "builtins":
+        kind = f"{type(value).__module__}.{kind}"
+    raise ConfigError(
+        f"`{where}` is a {kind}, which is not JSON. Use str, "
+        "int, float, bool, None, lists and dicts (convert numpy values with .item() or .tolist())."
+    )
+
+
+def _field_chunk(
+    name: str, shape: tuple[int, ...], chunk: tuple[int, ...] | None
+) -> tuple[int, ...]:
+    if chunk is None:
+        return tuple(max(1, d) for d in shape)
+    if len(chunk) != len(shape) or any(
+        isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= max(1, d)
+        for c, d in zip(chunk, shape)
+    ):
+        raise ConfigError(
+            f"The chunk of field '{name}' must give one positive int per axis of the field "
+            f"{list(shape)}, at most the axis's size (the frame axis is chunked by the sink's "
+            f"`chunk`); got {list(chunk)}."
+        )
+    return chunk
+
+
+def _dims(name: str, ndim: int, dims: tuple[str, ...] | None) -> tuple[str, ...]:
+    if dims is None:
+        flat = name.replace("/", ".")
+        return ("frame", *(f"{flat}_{i}" for i in range(ndim)))
+    if len(dims) != ndim or len(set(dims)) != ndim or "frame" in dims:
+        raise ConfigError(
+            f"`dims` of field '{name}' must name each of its {ndim} axes once (not 'frame', which "
+            f"is the leading axis); got {list(dims)}."
+        )
+    return ("frame", *dims)

@@ -1,0 +1,228 @@
+"""Where a run is stored: a path, a URL or a TensorStore kvstore spec, as kvstore JSON (pure).
+
+Accepted forms:
+
+* a local path (``"runs/lj.zarr"`` or a `pathlib.Path`): the default, TensorStore's ``file`` driver;
+* ``file:///abs/path``, ``memory://name``, ``s3://bucket/prefix``, ``gs://bucket/prefix``;
+* a TensorStore kvstore spec dict, e.g. ``{"driver": "s3", "bucket": ..., "path": ...}``.
+
+Descriptions used in messages never include credentials or endpoints' query strings.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import pathlib
+import re
+from typing import Any
+
+from .._core.errors import ConfigError
+
+SCHEMES = ("file", "memory", "s3", "gs")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*$")
+#: What may be shown of a host or bucket name in a message: nothing that could be user info.
+_HOST = re.compile(r"^[A-Za-z0-9._\-]+$")
+#: S3 (3-63; legacy buckets with capitals) and GCS (3-222, with dots) bucket names.
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,220}[A-Za-z0-9]$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """A parsed store location: a TensorStore kvstore spec whose path is a directory (ends in /)."""
+
+    kvstore: dict[str, Any]
+
+    def child(self, name: str) -> dict[str, Any]:
+        """The kvstore spec of the node `name` (a ``/``-separated relative path) under this one."""
+        spec = copy.deepcopy(self.kvstore)
+        spec["path"] = spec.get("path", "") + name.strip("/") + "/"
+        return spec
+
+    @property
+    def driver(self) -> str:
+        return str(self.kvstore.get("driver"))
+
+    @property
+    def local_path(self) -> pathlib.Path | None:
+        """The directory on local disk, for the file driver; else None."""
+        if self.driver != "file":
+            return None
+        return pathlib.Path(self.kvstore["path"])
+
+    def __str__(self) -> str:
+        return describe(self.kvstore)
+
+    def __repr__(self) -> str:  # the spec can name credentials sources and endpoints: not shown
+        return f"Location({describe(self.kvstore)!r})"
+
+
+def parse(store: Any) -> Location:
+    """Parse `store` (a path, a URL or a kvstore spec dict) into a `Location`.
+
+    URLs are read literally (no percent-decoding): ``scheme://`` then, for ``s3://`` and
+    ``gs://``, a bucket and a path. User info (``key:secret@``) is refused wherever it is and
+    however the secret is spelled (with ``/``, ``@`` or ``:`` in it), and never shown: any ``@``
+    in a ``memory://``, ``s3://`` or ``gs://`` URL, or in a ``file://`` URL that names a host, is
+    taken as user info. Query strings and fragments are refused (never dropped), unshown.
+    """
+    if isinstance(store, Location):
+        return store
+    if isinstance(store, dict):
+        return Location(_from_dict(store))
+    if isinstance(store, os.PathLike):
+        return Location(_file(os.fspath(store)))
+    if not isinstance(store, str) or not store:
+        raise ConfigError(
+            "`store` must be a path, a URL (file://, memory://, s3://, gs://) or a TensorStore "
+            f"kvstore spec dict; got {type(store).__name__} {_short(store)}."
+        )
+    if "://" not in store:
+        return Location(_file(store))
+    given, rest = store.split("://", 1)
+    scheme = given.lower()
+    if scheme not in SCHEMES:
+        shown = (
+            f"the unsupported scheme '{scheme}://'"
+            if _SCHEME.match(scheme)
+            else "no valid URL scheme before '://' (not shown here)"
+        )
+        raise ConfigError(
+            f"`store` has {shown}. Use a local path or one of "
+            f"{[s + '://' for s in SCHEMES]}, or pass a TensorStore kvstore spec dict."
+        )
+    authority = rest.split("/", 1)[0]
+    if "@" in rest and (scheme != "file" or authority not in ("", "localhost")):
+        raise ConfigError(
+            f"`store` {scheme}://... holds user info before the "
+            f"{'name' if scheme == 'memory' else 'bucket'} (not shown here; an '@' in such a URL "
+            "is taken as user info); jaxsinks takes no credentials in URLs. Pass them with "
+            "jaxsinks.s3(..., credentials=...) or the environment (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY); for a key that really holds '@', pass a kvstore spec dict."
+        )
+    if "?" in rest or "#" in rest:
+        raise ConfigError(
+            f"`store` {scheme}://... has a query string or fragment ('?' or '#'; not shown here), "
+            "which jaxsinks neither uses nor drops silently. Remove it (credentials go to "
+            "jaxsinks.s3(..., credentials=...) or the environment); for a local path holding '?' "
+            "or '#', give the plain path."
+        )
+    if scheme == "file":
+        if authority not in ("", "localhost"):
+            host = (
+                f"the host '{authority}'" if _HOST.match(authority) else "a host (not shown here)"
+            )
+            raise ConfigError(
+                f"`store` file://{authority if _HOST.match(authority) else '...'}/... names "
+                f"{host}; a file:// URL is local: write file:///absolute/path (three slashes) or a "
+                "plain path."
+            )
+        return Location(_file("/" + rest[len(authority) :].lstrip("/")))
+    if scheme == "memory":
+        return Location({"driver": "memory", "path": _dir(rest)})
+    bucket, path = bucket_and_path(scheme, rest, "`store`")
+    if scheme == "s3":
+        return Location(_s3(bucket, path))
+    return Location({"driver": "gcs", "bucket": bucket, "path": _dir(path)})
+
+
+def bucket_and_path(scheme: str, text: str, what: str) -> tuple[str, str]:
+    """``(bucket, path)`` of `text` (``bucket/path``, after ``scheme://``), or a ConfigError that
+    shows the bucket only if it holds nothing but bucket-name characters."""
+    if "@" in text:
+        raise ConfigError(
+            f"{what} {scheme}://... holds user info (not shown here; an '@' in a bucket path is "
+            "taken as user info); jaxsinks takes no credentials in URLs or paths. Pass them with "
+            "jaxsinks.s3(..., credentials=...) or the environment; for a key that really holds "
+            "'@', pass a kvstore spec dict."
+        )
+    bucket, _, path = text.partition("/")
+    check_bucket(scheme, bucket, what)
+    return bucket, path.strip("/")
+
+
+def check_bucket(scheme: str, bucket: Any, what: str) -> None:
+    """A ConfigError unless `bucket` is a plausible bucket name (never echoed if it could hold a
+    secret: only names of letters, digits, '.', '-' and '_' are shown)."""
+    if not isinstance(bucket, str) or not bucket:
+        raise ConfigError(f"{what} {scheme}://... needs a bucket name: {scheme}://BUCKET/path.")
+    if not _BUCKET.match(bucket):
+        shown = f"'{bucket}'" if _HOST.match(bucket) else "(not shown here)"
+        raise ConfigError(
+            f"{what} names the bucket {shown}, which is not a bucket name: 3 to 222 letters, "
+            "digits, '.', '-' or '_', starting and ending with a letter or digit "
+            f"({scheme}://BUCKET/path). Credentials and endpoints go in their own arguments "
+            "(jaxsinks.s3(..., credentials=..., endpoint=...))."
+        )
+
+
+def describe(kvstore: dict[str, Any]) -> str:
+    """A short, credential-free description of a kvstore spec, for messages."""
+    driver = kvstore.get("driver", "?")
+    path = kvstore.get("path", "")
+    if driver == "file":
+        return path.rstrip("/") or "/"
+    if driver == "memory":
+        return f"memory://{path.rstrip('/')}"
+    if driver == "s3":
+        return f"s3://{kvstore.get('bucket', '?')}/{path.rstrip('/')}"
+    if driver == "gcs":
+        return f"gs://{kvstore.get('bucket', '?')}/{path.rstrip('/')}"
+    return f"{driver} kvstore at '{path.rstrip('/')}'"
+
+
+def _file(path: str) -> dict[str, Any]:
+    return {"driver": "file", "path": _dir(os.path.abspath(os.path.expanduser(path)))}
+
+
+def _s3(bucket: str, path: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {"driver": "s3", "bucket": bucket, "path": _dir(path)}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if endpoint:
+        spec["endpoint"] = endpoint
+    if region:
+        spec["aws_region"] = region
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        spec["aws_credentials"] = {"type": "environment"}
+    return spec
+
+
+def _from_dict(store: dict[str, Any]) -> dict[str, Any]:
+    driver = store.get("driver")
+    if not isinstance(driver, str):
+        raise ConfigError(
+            "A kvstore spec dict for `store` needs a string 'driver' key (e.g. 'file', 'memory', "
+            f"'s3', 'gcs'); got keys {sorted(map(str, store))}."
+        )
+    if driver in ("s3", "gcs"):
+        check_bucket("s3" if driver == "s3" else "gs", store.get("bucket"), "The kvstore spec")
+    endpoint = store.get("endpoint")
+    if endpoint is not None and (not isinstance(endpoint, str) or "@" in endpoint):
+        raise ConfigError(
+            "The kvstore spec's 'endpoint' must be an http(s):// URL without user info (not shown "
+            "here); credentials go in 'aws_credentials' (or jaxsinks.s3(..., credentials=...))."
+        )
+    if driver == "file" and not store.get("path"):
+        raise ConfigError(
+            "A 'file' kvstore spec for `store` needs a non-empty 'path' (the run's directory); "
+            "without one it would be the root directory '/'."
+        )
+    spec = copy.deepcopy(store)
+    if "path" in spec:
+        if not isinstance(spec["path"], str):
+            raise ConfigError(
+                f"The kvstore spec's 'path' must be a string; got {type(spec['path']).__name__}."
+            )
+        spec["path"] = _dir(spec["path"]) if spec["path"] else ""
+    return spec
+
+
+def _dir(path: str) -> str:
+    return path if path.endswith("/") or not path else path + "/"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 60 else text[:57] + "..."

@@ -1,0 +1,81 @@
+"""Progress: a progress bar over simulation steps, advanced when a sink flushes.
+
+A sink given ``progress=`` reports the step of the last frame of every block it flushes, from the
+flush callback: the bar costs nothing inside the compiled loop (no per-step host sync) and moves
+at flush boundaries. It uses tqdm (an optional dependency), and is off when standard error is not
+a terminal, unless asked for.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import IO, Any
+
+from .._core.errors import ConfigError
+
+
+class Progress:
+    """A progress bar over `total` steps, advanced by the sinks it is given to.
+
+    Args:
+        total: the number of steps of the run (None: unknown).
+        desc: the bar's label.
+        disable: True to turn it off, False to force it on; None (default) shows it only when the
+            output is a terminal.
+        file: where to draw it (default: standard error).
+    """
+
+    def __init__(
+        self,
+        total: int | None = None,
+        *,
+        desc: str = "steps",
+        disable: bool | None = None,
+        file: IO[str] | None = None,
+    ) -> None:
+        if total is not None and (
+            isinstance(total, bool) or not isinstance(total, int) or total < 0
+        ):
+            raise ConfigError(
+                f"`Progress` needs `total` to be a non-negative int or None; got {total!r}."
+            )
+        stream = file if file is not None else sys.stderr
+        if disable is None:
+            disable = not (hasattr(stream, "isatty") and stream.isatty())
+        self.total = total
+        self.position = 0
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        if not disable:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                raise ConfigError(
+                    "`Progress` draws with tqdm, which is not installed: pip install tqdm (or the "
+                    "jaxsinks[extras] extra), or pass disable=True."
+                ) from None
+            self._bar = tqdm(total=total, desc=desc, unit="step", file=stream, dynamic_ncols=True)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the bar is drawn."""
+        return self._bar is not None
+
+    def update_to(self, step: int) -> None:
+        """Advance the bar to `step` steps done (it never moves back)."""
+        with self._lock:
+            if step > self.position:
+                if self._bar is not None:
+                    self._bar.update(step - self.position)
+                self.position = step
+
+    def close(self) -> None:
+        """Finish the bar (sinks do this when they are closed)."""
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
+    def __repr__(self) -> str:
+        return f"Progress(total={self.total}, position={self.position}, enabled={self.enabled})"

@@ -1,0 +1,268 @@
+"""Every TensorStore call jaxsinks makes: kvstores, JSON documents and zarr3 arrays.
+
+All TensorStore errors leave this module as `StoreError`s whose messages name the store by a
+credential-free description and drop TensorStore's embedded spec (which can hold credentials).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import tensorstore as ts
+
+from .._core.errors import StoreError
+from .cloud import DEFAULT_RETRIES, request_retries
+from .location import describe
+
+#: One TensorStore context for the process, so that ``memory://`` stores written by a sink are
+#: visible to `jaxsinks.open` in the same process, and caches are shared.
+CONTEXT = ts.Context()
+
+#: Writers encode and copy on at most half of the host's cores, leaving the rest to the
+#: simulation (on this project's 2-core machines the writer gets one). A child context, so it
+#: shares the parent's memory:// stores and caches.
+WRITE_CONTEXT = ts.Context(
+    ts.Context.Spec({"data_copy_concurrency": {"limit": max(1, (os.cpu_count() or 2) // 2)}}),
+    parent=CONTEXT,
+)
+
+#: A stalled request (a server that accepts connections but never answers) is dropped after
+#: moving less than `STALL_BYTES_PER_SECOND` for `STALL_SECONDS`, and retried; without these
+#: TensorStore waits for ever. TensorStore reads them from the environment once, at its first HTTP
+#: request, so `with_request_defaults` sets them when jaxsinks first opens an object store, unless
+#: the user has set them (JAX sets 60 s and 256 B/s on TPU hosts). Importing jaxsinks, or using
+#: only local stores, leaves the environment alone.
+STALL_SECONDS = 5
+STALL_BYTES_PER_SECOND = 256
+_HTTP_DRIVERS = frozenset({"s3", "gcs", "http"})
+
+_SPEC_IN_MESSAGE = re.compile(r"\s*\[(tensorstore_spec|source locations)=.*$", re.DOTALL)
+#: From ``://`` to the last ``@`` of the same word: user info, even when a secret in it holds
+#: '/', '@' or ':' (a path with an '@' in it is masked too: better too much than a secret).
+_USERINFO = re.compile(r"(?<=://)[^\s'\"]*@")
+_RETRIES = {"s3": "s3_request_retries", "gcs": "gcs_request_retries"}
+
+
+def clean_message(err: BaseException) -> str:
+    """A TensorStore error message without the embedded spec, source locations, or the user
+    info (``user:password@``) of any URL in it.
+    """
+    return _USERINFO.sub("***@", _SPEC_IN_MESSAGE.sub("", str(err))).strip()
+
+
+def with_request_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` with jaxsinks' request retries for object stores, unless it names its own (and, for
+    an object store, the stall timeouts above set in the environment unless already set).
+
+    TensorStore's default (32 attempts, delays up to 32 s) turns a dead server into minutes of
+    silence; jaxsinks' (`jaxsinks._io.cloud.DEFAULT_RETRIES`) surfaces it in seconds.
+    """
+    if spec.get("driver") in _HTTP_DRIVERS:
+        os.environ.setdefault("TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS", str(STALL_SECONDS))
+        os.environ.setdefault("TENSORSTORE_CURL_LOW_SPEED_LIMIT_BYTES", str(STALL_BYTES_PER_SECOND))
+    key = _RETRIES.get(spec.get("driver", ""))
+    if key is None or key in spec:
+        return spec
+    return {**spec, key: request_retries(DEFAULT_RETRIES)}
+
+
+@contextlib.contextmanager
+def translated(action: str, kvstore: dict[str, Any]) -> Iterator[None]:
+    """Re-raise TensorStore errors inside the block as `StoreError`s naming `action` and the
+    store."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as err:  # TensorStore raises ValueError, OSError, RuntimeError, ...
+        raise StoreError(f"Could not {action} {describe(kvstore)}: {clean_message(err)}") from None
+
+
+def kvstore(spec: dict[str, Any]) -> ts.KvStore:
+    with translated("open the store", spec):
+        return ts.KvStore.open(with_request_defaults(spec), context=CONTEXT).result()
+
+
+def read_bytes(spec: dict[str, Any], key: str) -> bytes | None:
+    """The value at `key` under the kvstore `spec`, or None if there is none."""
+    with translated(f"read '{key}' of", spec):
+        result = kvstore(spec).read(key).result()
+    return bytes(result.value) if result.state == "value" else None
+
+
+def write_bytes(spec: dict[str, Any], key: str, value: bytes) -> None:
+    """Write `value` at `key` and wait until it is durable."""
+    with translated(f"write '{key}' of", spec):
+        kvstore(spec).write(key, value).result()
+
+
+def read_versioned(spec: dict[str, Any], key: str) -> tuple[bytes | None, bytes]:
+    """The value at `key` (None if there is none) and its storage generation, for `write_if`."""
+    with translated(f"read '{key}' of", spec):
+        result = kvstore(spec).read(key).result()
+    value = bytes(result.value) if result.state == "value" else None
+    return value, bytes(result.stamp.generation)
+
+
+def write_if(
+    spec: dict[str, Any], key: str, value: bytes, generation: bytes, timeout: float | None = None
+) -> bytes | None:
+    """Write `value` at `key` only if its generation is still `generation` (as read, or as last
+    written); wait until durable (at most `timeout` seconds, then a `StoreError`). Returns the new
+    generation, or None if the key had changed.
+    """
+    with translated(f"write '{key}' of", spec):
+        future = kvstore(spec).write(key, value, if_equal=generation)
+        try:
+            stamp = future.result(timeout=timeout)
+        except TimeoutError:
+            raise StoreError(
+                f"Writing '{key}' of {describe(spec)} did not finish within {timeout:g} s."
+            ) from None
+    return bytes(stamp.generation) or None
+
+
+def delete_all_except(spec: dict[str, Any], key: str) -> None:
+    """Delete every key under the kvstore `spec` but `key`."""
+    with translated("delete the contents of", spec):
+        store = kvstore(spec)
+        futures = [
+            store.delete_range(ts.KvStore.KeyRange(exclusive_max=key)),
+            store.delete_range(ts.KvStore.KeyRange(inclusive_min=key + "\0")),
+        ]
+        for future in futures:
+            future.result()
+
+
+def remove_dead_locks(spec: dict[str, Any]) -> int:
+    """Delete the ``*.__lock`` files that killed writers left in a local store; returns how many.
+
+    TensorStore's file kvstore writes each key through ``<key>.__lock`` (locked with an
+    open-file-description lock), renamed over the key when complete. A writer killed mid-write
+    leaves it behind, and a later write reuses it without truncating it, so a shorter value keeps
+    the old tail (a torn ``zarr.json`` or chunk). A lock file nobody holds is such a leftover:
+    it is removed while holding its lock, after checking it is still the file at that path, which
+    is TensorStore's own protocol, so a live writer is never disturbed.
+    """
+    if spec.get("driver") != "file":
+        return 0
+    removed = 0
+    for folder, _, names in os.walk(spec["path"]):
+        for name in names:
+            if name.endswith(".__lock"):
+                removed += _remove_if_unheld(os.path.join(folder, name))
+    return removed
+
+
+def _remove_if_unheld(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False  # renamed by its writer meanwhile, or not ours to touch
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live writer holds it
+        held, now = os.fstat(fd), os.stat(path)
+        if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino):
+            return False
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def list_keys(spec: dict[str, Any]) -> list[str]:
+    with translated("list", spec):
+        return [k.decode() for k in kvstore(spec).list().result()]
+
+
+def delete_all(spec: dict[str, Any]) -> None:
+    """Delete every key under the kvstore `spec`."""
+    with translated("delete the contents of", spec):
+        kvstore(spec).delete_range(ts.KvStore.KeyRange()).result()
+
+
+def create_array(spec: dict[str, Any], metadata: dict[str, Any]) -> ts.TensorStore:
+    """Create a zarr3 array for writing (in `WRITE_CONTEXT`)."""
+    with translated("create an array in", spec):
+        return ts.open(
+            {"driver": "zarr3", "kvstore": with_request_defaults(spec), "metadata": metadata},
+            create=True,
+            context=WRITE_CONTEXT,
+        ).result()
+
+
+def open_array(spec: dict[str, Any], *, write: bool = False) -> ts.TensorStore:
+    """Open an existing zarr3 array, for reading or (with `write`) for appending."""
+    with translated("open the array", spec):
+        context = WRITE_CONTEXT if write else CONTEXT
+        return ts.open(
+            {"driver": "zarr3", "kvstore": with_request_defaults(spec)}, open=True, context=context
+        ).result()
+
+
+def resize(
+    arrays: list[ts.TensorStore], frames: int, spec: dict[str, Any], *, expand_only: bool = False
+) -> list[ts.TensorStore]:
+    """Set the frame-axis length of every array (metadata only), concurrently.
+
+    With `expand_only`, an array already at least `frames` long (grown by another process) is
+    left as it is: its handle is refreshed instead.
+    """
+
+    def resized(array: ts.TensorStore, future: Any) -> ts.TensorStore:
+        try:
+            return future.result()
+        except ValueError:
+            if not expand_only:
+                raise
+            fresh = array.resolve().result()
+            if fresh.shape[0] < frames:
+                raise
+            return fresh
+
+    with translated("resize the arrays of", spec):
+        futures = [
+            a.resize(
+                exclusive_max=[frames, *([None] * (a.rank - 1))],
+                resize_metadata_only=True,
+                expand_only=expand_only,
+            )
+            for a in arrays
+        ]
+        return [resized(a, f) for a, f in zip(arrays, futures)]
+
+
+def write_rows(
+    array: ts.TensorStore, start: int, values: Any, part: slice | None = None
+) -> ts.WriteFutures:
+    """Start writing `values` to frames ``start:start + len(values)`` (and, if given, `part` of
+    the second axis: one shard's region); returns the futures.
+    """
+    rows = slice(start, start + values.shape[0])
+    return (array[rows] if part is None else array[rows, part]).write(values)
+
+
+def read_rows(array: ts.TensorStore, index: Any, spec: dict[str, Any]) -> Any:
+    with translated("read from", spec):
+        return array[index].read().result()
+
+
+def stored_bytes(spec: dict[str, Any]) -> int:
+    """Total size of the values under the kvstore `spec` (file sizes on disk for local stores)."""
+    with translated("measure", spec):
+        store = kvstore(spec)
+        keys = store.list().result()
+        if spec.get("driver") == "file":
+            root = spec["path"]
+            return sum(os.path.getsize(os.path.join(root, k.decode())) for k in keys)
+        return sum(len(store.read(k).result().value) for k in keys)

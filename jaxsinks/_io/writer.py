@@ -1,0 +1,478 @@
+"""The host side of a streaming sink: a pipeline from the flush callback to durable storage.
+
+Three stages, so that the compiled loop waits for as little as possible:
+
+1. A flush (the device's host callback, `jaxsinks._io.callback`) copies the block into a
+   preallocated, pre-touched host buffer from a small pool (one memcpy, no page faults) and
+   returns. When every buffer is busy it waits: back-pressure when the storage is slower than
+   the loop.
+2. A writer thread hands each block, in order, to the store-specific `_issue` (TensorStore writes
+   for a Zarr run, formatted rows for a CSV log), which returns once the buffer is no longer
+   needed, and the buffer goes back to the pool. It waits while more than ``max_inflight_bytes``
+   are not yet durable.
+3. A committer thread waits for each block to be durable, in order, and only then records the new
+   committed count (`_record_committed`): the count never covers data that is not durable.
+
+The frames in flight are bounded by the pool plus ``max_inflight_bytes`` (host memory is that
+plus a working set of TensorStore and the allocator: docs/reliability.md). A failure is kept with
+the frame it happened at; later blocks are skipped (they would leave a gap), earlier ones still
+commit, and `finish` (called by `jaxsinks.close`) raises it with the count of frames safely
+committed.
+"""
+
+from __future__ import annotations
+
+import abc
+import atexit
+import collections
+import dataclasses
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._core.errors import OutOfRangeError, StaleSinkError, WriteError
+from .._core.flags import Flag
+from .layout import Layout
+
+log = logging.getLogger("jaxsinks")
+
+DEFAULT_MAX_INFLIGHT_BYTES = 256 * 2**20
+#: Host buffers per writer, each one flush block: enough to double-buffer and absorb jitter.
+POOL_BLOCKS = 3
+
+_REGISTRY: dict[int, HostWriter] = {}
+_CLOSED: dict[int, str] = {}  # writer id -> how it ended ("closed", or why it was retired)
+_IDS = itertools.count(1)
+_REGISTRY_LOCK = threading.Lock()
+
+
+@dataclasses.dataclass
+class _Pending:
+    shard: int  # which shard of a sharded sink wrote it (0 otherwise)
+    start: int  # the block's first frame
+    end: int  # the frame count once this block is durable
+    waits: list[Any]  # futures: .result() returns once that part of the block is durable
+    nbytes: int
+    marker: Any  # store-specific state reached once the block is durable (e.g. atoms written)
+
+
+class HostWriter(abc.ABC):
+    """The pipeline shared by every streaming sink's host writer.
+
+    Subclasses implement `_issue` (start writing a block), `_record_committed` (make the committed
+    count durable) and `_finalize` (the last metadata at close).
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        description: str,
+        committed: int,
+        max_inflight_bytes: int,
+        progress: Any = None,
+        shards: tuple[int, ...] = (0,),
+    ) -> None:
+        self.layout = layout
+        self.description = description
+        self.committed = committed
+        self.max_inflight_bytes = max_inflight_bytes
+        self.progress = progress
+        self.error: BaseException | None = None
+        self.failed_at: int | None = None  # the first frame that could not be stored
+        self.blocks_written = 0
+        self._step_index = len(layout.fields)  # where the step column is in layout.arrays
+        # Frames durable per shard this writer writes; the committed count is their minimum.
+        self._durable = {shard: committed for shard in shards}
+        # The offset each shard's next block must start at: a block from any other offset comes
+        # from an older value of the sink (reused after later values were flushed) and is refused.
+        self._next = {shard: committed for shard in shards}
+        self.refused: list[str] = []  # what stale flushes were refused, for the error at close
+        self._lock = threading.Lock()  # submit may run on several devices' callback threads
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._inflight = 0
+        self._stopping = False
+        self._cond = threading.Condition()
+        self._free: queue.SimpleQueue[dict[str, np.ndarray]] = queue.SimpleQueue()
+        self._allocated = 0
+        self._blocks: queue.SimpleQueue[tuple[int, int, int, dict[str, np.ndarray]] | None] = (
+            queue.SimpleQueue()
+        )
+        with _REGISTRY_LOCK:
+            self.id = next(_IDS)
+            _REGISTRY[self.id] = self
+        self._writer_thread = threading.Thread(
+            target=self._write_loop, name=f"jaxsinks-write-{self.id}", daemon=True
+        )
+        self._commit_thread = threading.Thread(
+            target=self._commit_loop, name=f"jaxsinks-commit-{self.id}", daemon=True
+        )
+        self._writer_thread.start()
+        self._commit_thread.start()
+
+    # ------------------------------------------------------------------------- store hooks
+
+    @abc.abstractmethod
+    def _issue(
+        self, offset: int, n: int, values: dict[str, np.ndarray], shard: int
+    ) -> tuple[list[Any], int, Any]:
+        """Start writing frames ``offset:offset + n`` (the first `n` rows of `values`) of `shard`.
+
+        Return once `values` is no longer read, with ``(waits, nbytes, marker)``: futures whose
+        ``result()`` returns once their part is durable (``done()``, if they have it, says so
+        without waiting), the bytes in flight, and a marker passed to `_on_durable`. Raise to fail
+        the block.
+        """
+
+    @abc.abstractmethod
+    def _record_committed(self) -> None:
+        """Durably record `committed` (called by the committer thread, after the data)."""
+
+    def _on_durable(self, marker: Any) -> None:  # noqa: B027 - optional hook, no-op by default
+        """A block with this marker is durable (before `_record_committed`)."""
+
+    def _finalize(self, status: str) -> None:
+        """The last metadata, with status ``"closed"`` or ``"failed"``."""
+        self._record_committed()
+
+    #: Set when the store no longer holds what this writer committed (deleted or replaced).
+    lost: bool = False
+
+    # ------------------------------------------------------------------------------ stages
+
+    def submit(self, offset: int, n: int, values: Sequence[np.ndarray], shard: int = 0) -> None:
+        """Queue frames ``offset:offset + n`` of `shard`: the first `n` rows of each of `values`,
+        one array per ``layout.arrays`` entry. Copies them, so `values` may be reused once this
+        returns. Thread-safe: each device of a sharded sink flushes from its own thread.
+        """
+        if n <= 0 or self._skips(offset):
+            return
+        buffers = self._buffer()
+        for buf, value in zip(buffers.values(), values):
+            np.copyto(buf[:n], value[:n], casting="no")
+        with self._lock:
+            self.blocks_written += 1
+        if self.progress is not None:
+            self.progress.update_to(int(values[self._step_index][:n].max()) + 1)
+        self._blocks.put((shard, offset, n, buffers))
+
+    def accept(self, shard: int, offset: int, n: int) -> bool:
+        """Claim frames ``offset:offset + n`` of `shard` if they are the next ones; else refuse
+        them (a stale sink value) and remember why, for `stale_error`. Thread-safe.
+        """
+        with self._lock:
+            expected = self._next[shard]
+            if offset == expected:
+                self._next[shard] = offset + n
+                return True
+            self.refused.append(
+                f"frames {offset}..{offset + n} (the run expected frame {expected} next)"
+            )
+        log.error(
+            "jaxsinks: a flush to %s from an older value of its sink was refused: it starts at "
+            "frame %d but the run expected frame %d next (raised at close)",
+            self.description,
+            offset,
+            expected,
+        )
+        return False
+
+    def expects(self, shard: int, offset: int) -> bool:
+        """Whether a block of `shard` starting at `offset` would be accepted."""
+        with self._lock:
+            return self._next[shard] == offset
+
+    def next_offset(self, shard: int = 0) -> int:
+        with self._lock:
+            return self._next[shard]
+
+    def rewind(self, offset: int = 0) -> None:
+        """Expect every shard's next block at `offset` again (a buffer that forgot its frames)."""
+        with self._lock:
+            self._next = dict.fromkeys(self._next, offset)
+
+    def stale_error(self) -> StaleSinkError | None:
+        """The error for the stale flushes refused so far, or None."""
+        if not self.refused:
+            return None
+        shown = "; ".join(self.refused[:3]) + (
+            f"; and {len(self.refused) - 3} more" if len(self.refused) > 3 else ""
+        )
+        return StaleSinkError(
+            f"{len(self.refused)} flush(es) to {self.description} came from an older value of its "
+            f"sink and were refused: {shown}. Nothing they held was stored, and no stored frame "
+            "was changed. A sink is a value: pass the sink returned by each call to the next call "
+            "(thread the returned sink), and close the last one."
+        )
+
+    def _skips(self, offset: int) -> bool:
+        """Whether a block at `offset` comes after a failure (so it would leave a gap)."""
+        return self.failed_at is not None and offset >= self.failed_at
+
+    def _buffer(self) -> dict[str, np.ndarray]:
+        """A free host buffer set; a new one while the pool is not full, else wait for one."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            allocate = self._allocated < POOL_BLOCKS * len(self._durable)
+            self._allocated += allocate
+        if allocate:
+            buffers = {}
+            for a in self.layout.arrays:
+                buf = np.empty((self.layout.block, *a.shape), a.dtype)
+                buf.fill(0)  # touch every page now, not during a flush
+                buffers[a.name] = buf
+            return buffers
+        return self._free.get()
+
+    def _write_loop(self) -> None:
+        while (item := self._blocks.get()) is not None:
+            shard, offset, n, buffers = item
+            try:
+                self._write(shard, offset, n, buffers)
+            finally:
+                self._free.put(buffers)
+
+    def _write(self, shard: int, offset: int, n: int, values: dict[str, np.ndarray]) -> None:
+        if self._skips(offset):
+            return
+        try:
+            waits, nbytes, marker = self._issue(offset, n, values, shard)
+        except Exception as err:  # noqa: BLE001 - kept and raised by finish()
+            self.fail(
+                WriteError(
+                    f"Writing frames {offset}..{offset + n} to {self.description} "
+                    f"failed: {_message(err)}",
+                    self.committed,
+                ),
+                at=offset,
+            )
+            return
+        with self._cond:
+            self._pending.append(_Pending(shard, offset, offset + n, waits, nbytes, marker))
+            self._inflight += nbytes
+            self._cond.notify_all()
+            while (
+                self._inflight > self.max_inflight_bytes
+                and self._pending
+                and self.failed_at is None
+            ):
+                self._cond.wait()
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                # The oldest block, and the blocks behind it that are already durable: they
+                # share one metadata write.
+                batch = [self._pending[0]]
+                for item in itertools.islice(self._pending, 1, None):
+                    if not all(_done(w) for w in item.waits):
+                        break
+                    batch.append(item)
+            for item in batch:
+                if self._skips(item.start):
+                    continue  # past a failure it can never commit: do not wait for it
+                try:
+                    for wait in item.waits:
+                        wait.result()
+                except Exception as err:  # noqa: BLE001 - kept and raised by finish()
+                    self.fail(
+                        WriteError(
+                            f"Committing frames {item.start}..{item.end} to "
+                            f"{self.description} failed: {_message(err)}",
+                            self.committed,
+                        ),
+                        at=item.start,
+                    )
+                if self.failed_at is None or item.end <= self.failed_at:
+                    self._durable[item.shard] = max(self._durable[item.shard], item.end)
+                    self._on_durable(item.marker)
+            durable = min(self._durable.values())
+            if durable > self.committed:
+                previous, self.committed = self.committed, durable
+                try:
+                    self._record_committed()
+                except Exception as err:  # noqa: BLE001 - kept and raised by finish()
+                    self.committed = previous  # the store still says `previous`: never claim more
+                    self.fail(
+                        WriteError(
+                            f"Recording the committed count of {self.description} "
+                            f"failed: {_message(err)}",
+                            self.committed,
+                        ),
+                        at=durable,
+                    )
+            with self._cond:
+                for _ in batch:
+                    self._inflight -= self._pending.popleft().nbytes
+                self._cond.notify_all()
+
+    def fail(self, err: BaseException, *, at: int) -> None:
+        """Keep the first failure, at frame `at`; later blocks are skipped, earlier ones commit."""
+        with self._cond:
+            if self.error is None:
+                self.error = err
+                log.error("jaxsinks: %s (raised at close)", err)
+            self.failed_at = at if self.failed_at is None else min(self.failed_at, at)
+            self._cond.notify_all()
+
+    @property
+    def flags(self) -> int:
+        """The flags a flush reports back to the device."""
+        flags = 0
+        if self.error is not None:
+            flags |= Flag.WRITE_FAILED
+            if isinstance(self.error, OutOfRangeError):
+                flags |= Flag.OUT_OF_RANGE
+        return flags
+
+    # ------------------------------------------------------------------------------- ending
+
+    def stop(self) -> None:
+        """Wait for the queued and in-flight writes and stop both threads (no final metadata)."""
+        self._blocks.put(None)
+        self._writer_thread.join()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._commit_thread.join()
+        if self.progress is not None:
+            self.progress.close()
+
+    def discard(self, why: str = "closed") -> None:
+        """Stop the writer without final metadata (its run could not be created, or it was
+        replaced); later flushes to it are refused.
+        """
+        self.stop()
+        _retire(self.id, why)
+
+    def finish(self) -> int:
+        """Wait until every write is durable, record the final count, and raise any kept failure.
+
+        Returns:
+            The number of frames committed.
+        Raises:
+            WriteError: naming the store and the count of frames safely committed.
+        """
+        self.stop()
+        _retire(self.id, "closed")
+        try:
+            self._finalize("closed" if self.error is None else "failed")
+        except Exception as err:  # noqa: BLE001 - reported like any write failure
+            if self.error is None:
+                self.error = WriteError(
+                    f"Closing {self.description} failed: {_message(err)}", self.committed
+                )
+        if self.error is not None and self.lost:
+            raise WriteError(
+                f"{self.error} {self.description} was deleted or replaced during the run: the "
+                f"{self.committed} frames it had committed are no longer there, and nothing more "
+                "was written.",
+                0,
+            ) from None
+        if self.error is not None:
+            kind = OutOfRangeError if isinstance(self.error, OutOfRangeError) else WriteError
+            raise kind(
+                f"{self.error} {self.committed} frames of {self.description} are committed and "
+                "readable; later frames were not stored.",
+                self.committed,
+            ) from None
+        return self.committed
+
+
+def _done(wait: Any) -> bool:
+    done = getattr(wait, "done", None)
+    return bool(done()) if callable(done) else False
+
+
+def _message(err: BaseException) -> str:
+    from .tsio import clean_message
+
+    return clean_message(err)
+
+
+@atexit.register
+def _stop_unclosed_writers() -> None:
+    """At interpreter exit, commit what is in flight for sinks that were never closed."""
+    with _REGISTRY_LOCK:
+        writers = list(_REGISTRY.values())
+    for writer in writers:
+        writer.stop()
+        log.warning(
+            "jaxsinks: %s was not closed; %d frames are committed, and frames still staged on the "
+            "device were not stored. Call jaxsinks.close(sinks) when recording ends.",
+            writer.description,
+            writer.committed,
+        )
+
+
+def lookup(writer_id: int) -> HostWriter | None:
+    """The live writer with this id, or None if it was closed or never existed."""
+    with _REGISTRY_LOCK:
+        return _REGISTRY.get(writer_id)
+
+
+def find(predicate: Any) -> HostWriter | None:
+    """A live writer for which `predicate(writer)` holds, or None."""
+    with _REGISTRY_LOCK:
+        return next((w for w in _REGISTRY.values() if predicate(w)), None)
+
+
+def ended(writer_id: int) -> str | None:
+    """How the writer with this id ended ("closed", or why it was retired), or None."""
+    with _REGISTRY_LOCK:
+        return _CLOSED.get(writer_id)
+
+
+def _retire(writer_id: int, why: str) -> None:
+    with _REGISTRY_LOCK:
+        _REGISTRY.pop(writer_id, None)
+        _CLOSED[writer_id] = why
+
+
+def host_flush(
+    writer_id: Any, shard: Any, offset: Any, n: Any, bad: Any, *values: np.ndarray
+) -> np.ndarray:
+    """The flush callback's target: queue a block of `shard`; return ``[frames accepted, flags]``.
+
+    `bad` holds one bool per field: whether it has values out of its storage dtype's range. Such a
+    block is not written (nothing is stored as inf); the failure is raised at close.
+    """
+    writer = lookup(int(writer_id))
+    n, offset, shard = int(n), int(offset), int(shard)
+    if writer is None:  # the sink was closed: this is an older value of it, reused
+        why = ended(int(writer_id))
+        log.error(
+            "jaxsinks: a sink whose run %s was flushed again; its %d frames were not stored "
+            "(close raises for it)",
+            "was closed" if why in (None, "closed") else why,
+            n,
+        )
+        return np.array([0, Flag.WRITE_FAILED | Flag.STALE], np.int32)
+    if not writer.accept(shard, offset, n):
+        return np.array([0, writer.flags | Flag.STALE], np.int32)
+    bad_fields = [a for a, b in zip(writer.layout.fields, np.asarray(bad)) if b]
+    if bad_fields and not writer._skips(offset):
+        names = ", ".join(f"'{a.name}' ({a.dtype.name})" for a in bad_fields)
+        writer.fail(
+            OutOfRangeError(
+                f"Frames {offset}..{offset + n} hold finite values out of the range of the storage "
+                f"dtype of {names}; they were not stored (not as inf). Store those fields with a "
+                "wider dtype (fields={name: FieldConfig(dtype='float32')}) or rescale them.",
+                writer.committed,
+            ),
+            at=offset,
+        )
+    writer.submit(offset, n, values, shard)
+    return np.array([n, writer.flags], np.int32)

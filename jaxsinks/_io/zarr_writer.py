@@ -1,0 +1,562 @@
+"""The host writer of a Zarr run: create or reopen it, write blocks with TensorStore, commit.
+
+Blocks are written by `HostWriter`'s pipeline (see `jaxsinks._io.writer`); this module adds what is
+specific to Zarr v3 through TensorStore: arrays that grow by doubling (a resize rewrites every
+array's metadata) and are trimmed to the committed count at close, rings that retire the frames
+they will overwrite before overwriting them, ragged fields compacted CSR-style with a running atom
+count (nothing stored is ever reread), and the group attributes that hold the committed count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any, cast
+
+import numpy as np
+
+from .._core.errors import SchemaMismatchError, StoreError, StoreExistsError, WriterConflictError
+from . import tsio
+from . import writer as _writer
+from .layout import ATTRS_KEY, SCHEMA_VERSION, Layout, group_metadata
+from .location import Location
+from .multihost import Coordinator, coordinator
+from .owner import Owner
+from .writer import DEFAULT_MAX_INFLIGHT_BYTES, HostWriter
+
+MODES = ("w-", "w", "a")
+ROOT = "zarr.json"
+#: Seconds the final "failed" status write may take after a write failure (see `_write_attrs`).
+FAILED_STATUS_TIMEOUT = 5.0
+log = logging.getLogger("jaxsinks")
+
+
+class ZarrWriter(HostWriter):
+    """Writes one Zarr run. Created by `create_run`."""
+
+    def __init__(
+        self,
+        location: Location,
+        layout: Layout,
+        arrays: dict[str, Any],
+        *,
+        frames: int,
+        atoms: int,
+        committed: int,
+        meta: dict[str, Any],
+        user_attrs: dict[str, Any],
+        capacity: int | None,
+        ring: bool,
+        max_inflight_bytes: int,
+        progress: Any = None,
+        shards: tuple[int, ...] = (0,),
+        coordinator: Coordinator | None = None,
+        owner: Owner | None = None,
+        generation: bytes | None = None,
+    ) -> None:
+        self.location = location
+        self.owner = owner  # None for the secondary processes of a multi-process run
+        self._generation = generation  # of the run's zarr.json as this writer last wrote it
+        self.coordinator = coordinator
+        self.start = committed  # every process's count when this writer started
+        self.arrays = arrays
+        self.frames = frames  # the frame arrays' length
+        self.atom_frames = atoms  # the ragged arrays' length along the atom axis
+        self.atoms = atoms  # atoms written so far (ragged fields)
+        self.committed_atoms = atoms
+        self.meta = meta
+        self.user_attrs = user_attrs
+        self.capacity = capacity
+        self.ring = ring
+        self.valid_from = int(meta.get("valid_from", 0))
+        self._meta_lock = threading.Lock()
+        self._ragged = {a.name for a in layout.ragged_fields}
+        super().__init__(
+            layout,
+            description=str(location),
+            committed=committed,
+            max_inflight_bytes=max_inflight_bytes,
+            progress=progress,
+            shards=shards,
+        )
+
+    def _issue(self, offset, n, values, shard):
+        start = self._position(offset, n)
+        if start + n > self.frames:
+            self.frames = self._grow(
+                [k for k in self.arrays if k not in self._ragged],
+                self._grown(start + n, self.frames),
+                expand_only=True,
+            )
+        writes, nbytes = [], 0
+        if self._ragged:
+            count = values[self.layout.ragged.count][:n]
+            atoms = int(count.sum())
+            if self.atoms + atoms > self.atom_frames:
+                self.atom_frames = self._grow(
+                    sorted(self._ragged),
+                    self._grown(self.atoms + atoms, self.atom_frames),
+                    expand_only=True,
+                )
+            for a in self.layout.ragged_fields:
+                real = np.arange(a.shape[a.ragged_axes - 1]) < count[..., None]
+                compact = values[a.name][:n][real]
+                writes.append(tsio.write_rows(self.arrays[a.name], self.atoms, compact))
+                nbytes += compact.nbytes
+            self.atoms += atoms
+        for a in self.layout.arrays:
+            if a.name in self._ragged:
+                continue
+            if a.shards > 1:  # this shard's region of the sharded axis: whole chunks, its own
+                size = a.shape[0]
+                part = slice(shard * size, (shard + 1) * size)
+            elif shard:
+                # the step and time columns are the same on every shard: shard 0 writes them
+                continue
+            else:
+                part = None
+            value = values[a.name][:n]
+            writes.append(tsio.write_rows(self.arrays[a.name], start, value, part))
+            nbytes += value.nbytes
+        for w in writes:
+            w.copy.result()
+        return [w.commit for w in writes], nbytes, self.atoms
+
+    def _on_durable(self, marker: Any) -> None:
+        self.committed_atoms = marker
+
+    def _grown(self, needed: int, current: int) -> int:
+        """The next array length: at least `needed`, doubling so that resizes are rare.
+
+        Arrays may be longer than the committed frames while a run is open (the extra entries read
+        as the fill value); `_finalize` trims them.
+        """
+        grown = max(needed, 2 * current)
+        return min(grown, self.capacity) if self.ring and self.capacity else grown
+
+    def _grow(self, names: list[str], length: int, *, expand_only: bool = False) -> int:
+        resized = tsio.resize(
+            [self.arrays[k] for k in names], length, self.location.kvstore, expand_only=expand_only
+        )
+        self.arrays.update(zip(names, resized))
+        return length
+
+    def _position(self, offset: int, n: int) -> int:
+        """Where frame `offset` goes; for a ring, first retire the frames it will overwrite."""
+        if not self.ring:
+            return offset
+        assert self.capacity is not None
+        if offset + n > self.capacity and offset + n - self.capacity > self.valid_from:
+            self.valid_from = offset + n - self.capacity
+            self._write_attrs("open")  # durable before the old frames are overwritten
+        return offset % self.capacity
+
+    def _record_committed(self) -> None:
+        """The run's committed count: this writer's, or with several processes their minimum."""
+        if self.coordinator is None:
+            self._write_attrs("open")
+            return
+        self.coordinator.publish("progress", {"committed": self.committed})
+        if self.coordinator.primary:
+            counts = [
+                v["committed"] if v else self.start for v in self.coordinator.peek("progress")
+            ]
+            self._write_attrs("open", committed=min(counts))
+
+    def _finalize(self, status: str) -> None:
+        committed = self.committed
+        if self.coordinator is not None:  # every process durable, then the primary decides
+            self.coordinator.publish("final", {"committed": self.committed, "status": status})
+            self.coordinator.barrier("closing")
+            if self.coordinator.primary:
+                finals = self.coordinator.gather("final")
+                committed = min(f["committed"] for f in finals)
+                if any(f["status"] != "closed" for f in finals):
+                    status = "failed"
+        if self.coordinator is None or self.coordinator.primary:
+            if status == "closed":
+                frames = [k for k in self.arrays if k not in self._ragged]
+                if not self.ring and self.frames != committed:
+                    self.frames = self._grow(frames, committed)
+                if self._ragged and self.atom_frames != self.committed_atoms:
+                    self.atom_frames = self._grow(sorted(self._ragged), self.committed_atoms)
+            self._write_attrs(status, committed=committed)
+        if self.coordinator is not None:
+            self.coordinator.barrier("closed")
+
+    def attributes(self, status: str, committed: int | None = None) -> dict[str, Any]:
+        committed = self.committed if committed is None else committed
+        meta = dict(self.meta, committed=committed, status=status)
+        meta.pop("writer", None)
+        if status == "open" and self.owner is not None:
+            meta["writer"] = self.owner.to_json()
+        if self.ring:
+            meta["valid_from"] = self.valid_from
+        if self._ragged:
+            meta["committed_atoms"] = self.committed_atoms
+        return {ATTRS_KEY: meta, **self.user_attrs}
+
+    def _write_attrs(self, status: str, committed: int | None = None) -> None:
+        """Write the run's metadata, only if it is still what this writer last wrote: a run
+        deleted, replaced or taken over by another writer is never written into again.
+
+        After a failure the final ``"failed"`` status gets `FAILED_STATUS_TIMEOUT` seconds: a store
+        that stopped answering has already cost its retries, and readers see the run as
+        ``"interrupted"`` without it.
+        """
+        timeout = FAILED_STATUS_TIMEOUT if status == "failed" else None
+        with self._meta_lock:
+            value = group_metadata(self.attributes(status, committed))
+            generation = tsio.write_if(
+                self.location.kvstore, ROOT, value, self._generation or b"", timeout
+            )
+            if generation is None:
+                self.lost = True
+                raise StoreError(
+                    f"The metadata of the run at {self.location} is no longer the one this sink "
+                    "wrote: the store was deleted or replaced, or another writer took the run "
+                    "over. Nothing more is written to it."
+                )
+            self._generation = generation
+
+
+def create_run(
+    location: Location,
+    layout: Layout,
+    *,
+    mode: str,
+    meta: dict[str, Any],
+    user_attrs: dict[str, Any],
+    capacity: int | None,
+    ring: bool,
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+    progress: Any = None,
+    shards: tuple[int, ...] = (0,),
+) -> ZarrWriter:
+    """Create (``"w-"``, ``"w"``) or reopen (``"a"``) the run at `location` and return its writer.
+
+    `shards` are the shards of a sharded sink that this writer writes (all of them in one process).
+    """
+    job = coordinator()
+    options = dict(
+        capacity=capacity,
+        ring=ring,
+        max_inflight_bytes=max_inflight_bytes,
+        progress=progress,
+        shards=shards,
+        coordinator=job,
+    )
+    if job is None:
+        return _create_or_reopen(location, layout, mode, meta, user_attrs, options)
+    if job.primary:  # the primary creates; the others attach after the barrier, or raise its error
+        try:
+            writer = _create_or_reopen(location, layout, mode, meta, user_attrs, options)
+        except Exception as err:
+            job.publish("created", {"error": f"{type(err).__name__}: {err}"})
+            job.barrier("created")
+            raise
+        job.publish("created", {"error": None})
+        job.barrier("created")
+        return writer
+    job.barrier("created")
+    error = job.fetch("created", 0)["error"]
+    if error is not None:
+        raise StoreError(f"The primary process could not create the run at {location}: {error}")
+    return _attach(location, layout, meta, user_attrs, options)
+
+
+def _create_or_reopen(
+    location: Location,
+    layout: Layout,
+    mode: str,
+    meta: dict[str, Any],
+    user_attrs: dict[str, Any],
+    options: dict[str, Any],
+) -> ZarrWriter:
+    """Claim the location for this process, then create the run or reopen it.
+
+    Every step leaves the store in a state the next writer recognises: nothing, a run being
+    created (its ``zarr.json`` says ``"creating"``: taken for nothing once its writer is dead), or
+    a run whose ``zarr.json`` names its live writer (refused) or a dead one (taken over).
+    """
+    kv = location.kvstore
+    tsio.remove_dead_locks(kv)
+    raw, generation = tsio.read_versioned(kv, ROOT)
+    if raw is None and tsio.list_keys(kv):  # another writer may have claimed it since the read
+        raw, generation = tsio.read_versioned(kv, ROOT)
+    stored = _stored_run(location, raw, mode)
+    if stored is not None and _check_writer(location, stored, mode):
+        # retired: it may have committed
+        raw, generation = tsio.read_versioned(kv, ROOT)
+        stored = _stored_run(location, raw, mode)
+    creating = stored is not None and stored.get("status") == "creating"
+    if stored is not None and not creating:
+        if mode == "a":
+            assert raw is not None  # a stored run was read from it
+            return _reopen(location, layout, raw, generation, meta, user_attrs, **options)
+        if mode == "w-":
+            raise StoreExistsError(
+                f"A run already exists at {location}. Pass mode='w' to overwrite it, mode='a' to "
+                "append to it, or choose another path."
+            )
+    owner = Owner.me()
+    meta = dict(meta, schema_version=SCHEMA_VERSION, schema=layout.schema())
+    claim = {ATTRS_KEY: dict(meta, status="creating", committed=0, writer=owner.to_json())}
+    generation = _claim(location, group_metadata(claim), generation)
+    writer = None
+    try:
+        if stored is not None:  # an old run (mode="w") or an interrupted create: ours to clear
+            tsio.delete_all_except(kv, ROOT)
+        arrays = {
+            a.name: tsio.create_array(location.child(a.name), a.metadata(0)) for a in layout.arrays
+        }
+        for group in layout.groups:
+            tsio.write_bytes(location.child(group), ROOT, group_metadata({}))
+        writer = ZarrWriter(
+            location,
+            layout,
+            arrays,
+            frames=0,
+            atoms=0,
+            committed=0,
+            meta=meta,
+            user_attrs=user_attrs,
+            owner=owner,
+            generation=generation,
+            **options,
+        )
+        writer._write_attrs("open")
+    except StoreError:
+        if writer is not None:  # its threads and registry entry must not outlive the failure
+            writer.discard()
+        _remove_partial(kv)
+        raise
+    return writer
+
+
+def _stored_run(location: Location, raw: bytes | None, mode: str) -> dict[str, Any] | None:
+    """The jaxsinks metadata of the run at `location`, None if the location is empty; a clear
+    error if it holds anything else, which jaxsinks never overwrites, appends to or deletes.
+    """
+    if raw is None:
+        if not tsio.list_keys(location.kvstore):
+            return None
+        what = "files that are not a jaxsinks run (there is no zarr.json at its top)"
+    else:
+        try:
+            attrs = json.loads(raw).get("attributes", {})
+            stored = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
+        except (ValueError, AttributeError):
+            stored = None
+        if isinstance(stored, dict):
+            return stored
+        what = "a Zarr node that is not a jaxsinks run (its zarr.json has no 'jaxsinks' attributes)"
+    if mode == "w-":
+        raise StoreExistsError(
+            f"A store already exists at {location}: it holds {what}. Choose another path."
+        )
+    action = "overwrite" if mode == "w" else "append to"
+    raise StoreError(
+        f"{location} holds {what}; jaxsinks does not {action} or delete anything it did not write. "
+        "Choose another path, or remove those files yourself first."
+    )
+
+
+def holder(stored: dict[str, Any]) -> Owner | None:
+    """The writer named in a run's metadata if it may still be writing the run, else None.
+
+    Dead: its process is gone (`Owner.alive`), or, in this process, its writer has ended
+    without recording its end (e.g. a full disk at close).
+    """
+    owner = Owner.from_json(stored.get("writer"))
+    if owner is None or stored.get("status") not in ("open", "creating") or owner.alive is False:
+        return None
+    if owner.in_this_process and _live_writer(owner) is None:
+        return None
+    return owner
+
+
+def _live_writer(owner: Owner) -> HostWriter | None:
+    return _writer.find(lambda w: getattr(w, "owner", None) == owner)
+
+
+def _check_writer(location: Location, stored: dict[str, Any], mode: str) -> bool:
+    """Raise `WriterConflictError` if a live writer holds the run.
+
+    A writer of this process that is still open is retired when ``mode="w"`` replaces its run
+    (re-running a notebook cell); its later flushes and its close are refused. Returns whether
+    a writer was retired.
+    """
+    owner = holder(stored)
+    if owner is None:
+        return False  # killed, or ended: its run is taken over as it stands
+    if owner.in_this_process and mode == "w":
+        live = _live_writer(owner)
+        if live is not None:
+            live.discard("was replaced by a new run created at the same store with mode='w'")
+            log.warning(
+                "jaxsinks: the open sink writing %s was retired: a new run replaces it", location
+            )
+            return True
+    where = (
+        "in this process (an open sink: close it first with jaxsinks.close)"
+        if owner.in_this_process
+        else (
+            str(owner)
+            + (
+                "; it runs on another host, so jaxsinks cannot tell whether it is alive"
+                if owner.alive is None
+                else ""
+            )
+        )
+    )
+    raise WriterConflictError(
+        f"The run at {location} is being written by {where}. A run has one writer at a time: two "
+        "would interleave and overwrite each other's frames. Wait until it closes, or record to "
+        "another path; a writer that was killed is detected and its run taken over."
+    )
+
+
+def _claim(location: Location, value: bytes, generation: bytes) -> bytes:
+    """Write the run's zarr.json if nobody changed it since it was read; the new generation."""
+    claimed = tsio.write_if(location.kvstore, ROOT, value, generation)
+    if claimed is not None:
+        return claimed
+    raw = tsio.read_bytes(location.kvstore, ROOT)
+    try:
+        owner = Owner.from_json(
+            json.loads(raw or b"{}").get("attributes", {}).get(ATTRS_KEY, {}).get("writer")
+        )
+    except (ValueError, AttributeError):
+        owner = None
+    who = f" ({owner})" if owner is not None else ""
+    raise WriterConflictError(
+        f"Another writer{who} claimed the run at {location} at the same moment. A run has one "
+        "writer at a time: record to another path, or retry once that writer has closed."
+    )
+
+
+def _attach(
+    location: Location,
+    layout: Layout,
+    meta: dict[str, Any],
+    user_attrs: dict[str, Any],
+    options: dict[str, Any],
+) -> ZarrWriter:
+    """A secondary process's writer for the run the primary created: no metadata is written."""
+    raw = cast(bytes, tsio.read_bytes(location.kvstore, "zarr.json"))  # the primary created it
+    attrs = json.loads(raw).get("attributes", {})
+    stored = attrs[ATTRS_KEY]
+    arrays = {a.name: tsio.open_array(location.child(a.name), write=True) for a in layout.arrays}
+    committed = int(stored.get("committed", 0))
+    frames = int(next(iter(arrays.values())).shape[0])
+    return ZarrWriter(
+        location,
+        layout,
+        arrays,
+        frames=frames,
+        atoms=int(stored.get("committed_atoms", 0)),
+        committed=committed,
+        meta=dict(stored, **meta),
+        user_attrs=user_attrs,
+        **options,
+    )
+
+
+def _reopen(
+    location: Location,
+    layout: Layout,
+    existing: bytes,
+    generation: bytes,
+    meta: dict[str, Any],
+    user_attrs: dict[str, Any],
+    **options: Any,
+) -> ZarrWriter:
+    attrs = json.loads(existing).get("attributes", {})
+    stored = attrs[ATTRS_KEY]
+    check_schema(stored.get("schema", {}), layout.schema(), location)
+    before = (stored.get("capacity"), stored.get("overflow"))
+    now = (meta.get("capacity"), meta.get("overflow"))
+    if "ring" in (before[1], now[1]) and before != now:
+        raise SchemaMismatchError(
+            f"The run at {location} was recorded with capacity={before[0]} and overflow="
+            f"{before[1]!r}; a ring run can only be appended to with the same settings (got "
+            f"capacity={now[0]}, overflow={now[1]!r})."
+        )
+    owner = Owner.me()
+    claimed = dict(attrs, **{ATTRS_KEY: dict(stored, status="open", writer=owner.to_json())})
+    generation = _claim(location, group_metadata(claimed), generation)
+    committed = int(stored.get("committed", 0))
+    atoms = int(stored.get("committed_atoms", 0))
+    arrays = {a.name: tsio.open_array(location.child(a.name), write=True) for a in layout.arrays}
+    ragged = {a.name for a in layout.ragged_fields}
+    frame_names = [k for k in arrays if k not in ragged]
+    if options["ring"]:  # a ring's arrays keep their length; frames go modulo the capacity
+        frames = int(arrays[frame_names[0]].shape[0])
+    else:  # drop anything written past the committed count before a crash
+        arrays.update(
+            zip(
+                frame_names,
+                tsio.resize([arrays[k] for k in frame_names], committed, location.kvstore),
+            )
+        )
+        frames = committed
+    if ragged:
+        names = sorted(ragged)
+        arrays.update(zip(names, tsio.resize([arrays[k] for k in names], atoms, location.kvstore)))
+    merged = {k: v for k, v in attrs.items() if k != ATTRS_KEY}
+    merged.update(user_attrs)
+    writer = ZarrWriter(
+        location,
+        layout,
+        arrays,
+        frames=frames,
+        atoms=atoms,
+        committed=committed,
+        meta=dict(stored, **meta),
+        user_attrs=merged,
+        owner=owner,
+        generation=generation,
+        **options,
+    )
+    writer._write_attrs("open")
+    return writer
+
+
+def check_schema(stored: dict[str, Any], wanted: dict[str, Any], location: Location) -> None:
+    """Raise `SchemaMismatchError` listing every difference between two run schemas."""
+    problems = []
+    old = {f["name"]: f for f in stored.get("fields", [])}
+    new = {f["name"]: f for f in wanted["fields"]}
+    for name in sorted(set(old) | set(new)):
+        if name not in new:
+            problems.append(f"field '{name}' is stored but missing from the frame")
+        elif name not in old:
+            problems.append(f"field '{name}' is in the frame but not in the stored run")
+        elif old[name] != new[name]:
+            keys = sorted(set(old[name]) | set(new[name]))
+            diffs = [
+                f"{k} {old[name].get(k)} stored vs {new[name].get(k)} now"
+                for k in keys
+                if old[name].get(k) != new[name].get(k)
+            ]
+            problems.append(f"field '{name}': " + ", ".join(diffs))
+    for key in ("time_dtype", "per_system", "chunk", "chunks_per_shard", "ragged"):
+        if stored.get(key) != wanted.get(key):
+            problems.append(
+                f"{key} is {stored.get(key)!r} in the stored run but {wanted.get(key)!r} now"
+            )
+    if problems:
+        raise SchemaMismatchError(
+            f"Cannot append to the run at {location}: its frame schema differs: "
+            + "; ".join(problems)
+            + ". Record the same frame structure with the same options, or write a new run."
+        )
+
+
+def _remove_partial(kv: dict[str, Any]) -> None:
+    try:
+        tsio.delete_all(kv)
+    except StoreError:
+        pass

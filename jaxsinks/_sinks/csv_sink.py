@@ -1,0 +1,243 @@
+"""CsvSink: scalar logs (step, energies, fmax, user scalars) streamed to a CSV file.
+
+The seeds' LoggingHook, inside the compiled loop: frames of scalars (or small arrays, one column
+per entry) are staged on the device like any streaming sink and written by the host writer a
+block at a time, asynchronously. There is no per-step host sync.
+
+The file has a header ``step,time[,system],<columns>``, one column per entry of each field:
+``energy`` for a scalar, ``energy[0]``, ``energy[1]``, ... for a vector, ``f[i][j]`` for a matrix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pathlib
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from .._core.errors import ConfigError, SchemaMismatchError, StoreError, StoreExistsError
+from .._core.pytree import pytree_dataclass
+from .._core.schedule import Schedule, as_schedule
+from .._core.sink import check_capacity, check_once, check_overflow, check_time_dtype, split_spec
+from .._io import writer as _writer
+from .._io.layout import Layout, make_layout
+from .._io.progress import Progress
+from .stream import StreamSink
+
+MODES = ("w-", "w", "a")
+DEFAULT_CHUNK = 256
+
+
+@pytree_dataclass
+class CsvSink(StreamSink):
+    """Logs frames of scalars to a CSV file from inside compiled loops (see `CsvSink.create`)."""
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        frame: Any,
+        *,
+        every: int | Schedule | None = None,
+        chunk: int = DEFAULT_CHUNK,
+        per_system: bool = False,
+        once: bool = False,
+        capacity: int | None = None,
+        overflow: str = "error",
+        mode: str = "w-",
+        time_dtype: Any = jnp.float32,
+        progress: Progress | None = None,
+        max_inflight_bytes: int = _writer.DEFAULT_MAX_INFLIGHT_BYTES,
+    ) -> CsvSink:
+        """Create the CSV file at `path` (host side) and return an empty sink that logs to it.
+
+        Args:
+            path: a local file path.
+            frame: an example frame: scalars or small arrays (each entry becomes a column).
+            every: the schedule `jaxsinks.record` follows (default: every step).
+            chunk: rows per flush (the device staging block).
+            per_system: one row per selected system, with a ``system`` column.
+            once: with `per_system`, log each system at most once.
+            capacity: the most rows the file holds (None: unbounded), as for `ZarrSink`.
+            overflow: ``"error"`` or ``"drop"``, as for `ZarrSink` (a file cannot be a ring).
+            mode: ``"w-"`` create and fail if the file exists (default); ``"w"`` overwrite;
+                ``"a"`` append (the header must match; a torn last line from a crash is removed).
+            time_dtype: the dtype of the time column.
+            progress: a `Progress` bar advanced at every flushed block.
+        """
+        owner = "CsvSink.create"
+        if mode not in MODES:
+            raise ConfigError(f"`{owner}` needs `mode` to be one of {list(MODES)}; got {mode!r}.")
+        if not isinstance(path, (str, os.PathLike)) or "://" in str(path):
+            raise ConfigError(
+                f"`{owner}` writes a local file: `path` must be a local path; got {path!r}."
+            )
+        overflow = check_overflow(owner, overflow)
+        if overflow == "ring":
+            raise ConfigError(
+                f"`{owner}` cannot keep a ring in a file; use overflow='error' or 'drop'."
+            )
+        if capacity is not None:
+            capacity = check_capacity(owner, "capacity", capacity)
+        time_dtype = check_time_dtype(owner, time_dtype)
+        chunk = check_capacity(owner, "chunk", chunk)
+        schedule = as_schedule(every)
+        spec, batch_size = split_spec(frame, per_system)
+        once = check_once(owner, once, per_system)
+        complex_fields = [f.name for f in spec.fields if np.issubdtype(f.dtype, np.complexfloating)]
+        if complex_fields:
+            raise ConfigError(
+                f"`{owner}` cannot write complex fields {complex_fields} as CSV columns."
+            )
+        if progress is not None and not isinstance(progress, Progress):
+            raise ConfigError(
+                f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}."
+            )
+        layout = make_layout(
+            spec,
+            chunk=max(chunk, batch_size or 1),
+            chunks_per_shard=None,
+            codec=None,
+            fields={},
+            time_dtype=np.dtype(time_dtype),
+            batch_size=batch_size,
+        )
+        writer = CsvWriter(
+            pathlib.Path(path),
+            layout,
+            mode=mode,
+            progress=progress,
+            max_inflight_bytes=max_inflight_bytes,
+        )
+        return cls._empty(
+            writer,
+            spec=spec,
+            layout=layout,
+            capacity=capacity,
+            overflow=overflow,
+            schedule=schedule,
+            batch_size=batch_size,
+            once=once,
+            time_dtype=time_dtype,
+        )
+
+
+def header(layout: Layout) -> list[str]:
+    """The CSV column names: ``step``, ``time`` (``system``), then one per field entry."""
+    names = [c.name for c in layout.columns]
+    for field in layout.fields:
+        if not field.shape:
+            names.append(field.name)
+        else:
+            names += [
+                field.name + "".join(f"[{i}]" for i in idx)
+                for idx in itertools.product(*(range(d) for d in field.shape))
+            ]
+    return names
+
+
+def _format(dtype: np.dtype) -> str:
+    if np.issubdtype(dtype, np.floating):
+        return "%.17g" if dtype.itemsize > 4 else "%.9g"
+    return "%d"
+
+
+class _Fsync:
+    """A future whose `result` makes the file durable."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def result(self) -> None:
+        os.fsync(self.fd)
+
+
+class CsvWriter(_writer.HostWriter):
+    """Appends blocks of rows to a CSV file; a block is committed once fsynced."""
+
+    def __init__(
+        self,
+        path: pathlib.Path,
+        layout: Layout,
+        *,
+        mode: str,
+        progress: Progress | None,
+        max_inflight_bytes: int,
+    ) -> None:
+        self.path = path.resolve()
+        self.fd: int | None = None
+        self.columns = header(layout)
+        rows = self._prepare(mode)
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if rows is None:
+                os.write(self.fd, (",".join(self.columns) + "\n").encode())
+                os.fsync(self.fd)
+                rows = 0
+        except OSError as err:
+            raise StoreError(f"Could not write the CSV log {self.path}: {err.strerror}.") from None
+        # Columns first in the file, fields after; layout.arrays has fields first.
+        n_fields = len(layout.fields)
+        self._order = list(range(n_fields, len(layout.arrays))) + list(range(n_fields))
+        self._formats = []
+        for k in self._order:
+            array = layout.arrays[k]
+            self._formats += [_format(array.dtype)] * max(
+                1, int(np.prod(array.shape, dtype=np.int64))
+            )
+        super().__init__(
+            layout,
+            description=str(self.path),
+            committed=rows,
+            max_inflight_bytes=max_inflight_bytes,
+            progress=progress,
+        )
+
+    def _prepare(self, mode: str) -> int | None:
+        """Check the file for `mode`; the data rows already there (append), or None (new file)."""
+        if not self.path.exists():
+            return None
+        if mode == "w-":
+            raise StoreExistsError(
+                f"The CSV log {self.path} already exists. Pass mode='w' to overwrite it, mode='a' "
+                "to append to it, or choose another path."
+            )
+        if mode == "w":
+            self.path.unlink()
+            return None
+        data = self.path.read_bytes()
+        first = data.split(b"\n", 1)[0].decode(errors="replace")
+        if first.split(",") != self.columns:
+            raise SchemaMismatchError(
+                f"Cannot append to the CSV log {self.path}: its columns are {first.split(',')}, "
+                f"but these frames log {self.columns}. Log the same fields, or write a new file."
+            )
+        if not data.endswith(b"\n"):  # a torn last line from a crash
+            cut = data.rfind(b"\n") + 1
+            os.truncate(self.path, cut)
+            data = data[:cut]
+        return max(0, data.count(b"\n") - 1)
+
+    def _issue(self, offset, n, values, shard):
+        arrays = list(values.values())
+        # Row by row from Python scalars (as np.savetxt does), each column in its own dtype: a
+        # common float64 table would round int64 values beyond 2**53.
+        columns = [arrays[k][:n].reshape(n, -1).tolist() for k in self._order]
+        line = ",".join(self._formats) + "\n"
+        payload = "".join(
+            line % tuple(itertools.chain.from_iterable(row)) for row in zip(*columns)
+        ).encode()
+        os.write(self.fd, payload)
+        return [_Fsync(self.fd)], len(payload), None
+
+    def _record_committed(self) -> None:
+        """The rows are the record: once fsynced they are committed; nothing else to write."""
+
+    def _finalize(self, status: str) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.fsync(fd)
+            os.close(fd)

@@ -1,0 +1,254 @@
+"""DeviceBuffer: frames recorded into preallocated device memory (the seeds' GPUBuffer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._core.columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
+from .._core.errors import SinkOverflowError
+from .._core.flags import Flag
+from .._core.frame import FrameSpec
+from .._core.pytree import pytree_dataclass, replace, static
+from .._core.schedule import Schedule, as_schedule
+from .._core.sink import (
+    Sink,
+    check_capacity,
+    check_once,
+    check_overflow,
+    check_time_dtype,
+    first_time,
+    host_int,
+    split_spec,
+)
+from .._core.trajectory import Trajectory
+
+PyTree = Any
+
+
+@pytree_dataclass
+class DeviceBuffer(Sink):
+    """A fixed-capacity recording in device memory: an immutable pytree updated by pure writes.
+
+    Create it with `DeviceBuffer.create`, carry it through `lax.scan`, `fori_loop` or `while_loop`,
+    write with `write` or `jaxsinks.record`, and read it on the host with `read`. Writes compile to
+    one in-place slot update, and reverse-mode gradients through the recorded frames cost the same
+    as through stacked scan outputs (see docs/design.md).
+
+    Attributes:
+        columns: the preallocated frame rows and their step, time and system columns.
+        count: how many frames (rows) were recorded so far, including any that did not fit.
+        flags: status bits (`jaxsinks.Flag`), e.g. OVERFLOW.
+        seen: for per-system buffers with ``once=True``, which systems were recorded already.
+        schedule_state: the state of `schedule`.
+        capacity: how many frames the buffer holds.
+        overflow: what happens past capacity: ``"error"``, ``"drop"`` or ``"ring"``.
+    """
+
+    columns: Columns
+    count: jax.Array
+    flags: jax.Array
+    seen: jax.Array | None
+    schedule_state: PyTree
+    spec: FrameSpec = static()
+    capacity: int = static()
+    overflow: str = static()
+    schedule: Schedule = static()
+    batch_size: int | None = static(default=None)
+    once: bool = static(default=False)
+
+    @classmethod
+    def create(
+        cls,
+        frame: PyTree,
+        capacity: int,
+        *,
+        overflow: str = "error",
+        every: int | Schedule | None = None,
+        per_system: bool = False,
+        once: bool = False,
+        time_dtype: Any = jnp.float32,
+    ) -> DeviceBuffer:
+        """An empty buffer for frames like `frame`.
+
+        Args:
+            frame: an example frame: a pytree of arrays or `jax.ShapeDtypeStruct`s. Only shapes
+                and dtypes are used.
+            capacity: how many frames (for per-system buffers: rows) the buffer holds.
+            overflow: past capacity, ``"error"`` keeps the first `capacity` frames and makes
+                `read` raise; ``"drop"`` keeps the first `capacity` silently (the OVERFLOW flag is
+                still set); ``"ring"`` keeps the newest `capacity`.
+            every: the schedule `jaxsinks.record` follows: an int n (every n-th step) or a
+                `Schedule`. Defaults to every step. `write` ignores it.
+            per_system: if true, every leaf of `frame` has a leading system axis, and each record
+                appends the rows selected by a mask (e.g. the converged systems) as separate
+                entries, with their system index.
+            once: with `per_system`, record each system at most once: the first time the mask
+                selects it (e.g. when it first converges). No host sync: a per-system ``seen``
+                array is part of the state.
+            time_dtype: the dtype of the time column.
+        """
+        capacity = check_capacity("DeviceBuffer.create", "capacity", capacity)
+        once = check_once("DeviceBuffer.create", once, per_system)
+        overflow = check_overflow("DeviceBuffer.create", overflow)
+        time_dtype = check_time_dtype("DeviceBuffer.create", time_dtype)
+        schedule = as_schedule(every)
+        spec, batch_size = split_spec(frame, per_system)
+        columns = Columns.allocate(
+            spec,
+            capacity,
+            time_dtype=time_dtype,
+            per_system=per_system,
+            write_once=overflow != "ring",
+        )
+        return cls(
+            columns=columns,
+            count=jnp.zeros((), jnp.int32),
+            flags=jnp.zeros((), jnp.int32),
+            seen=jnp.zeros((batch_size,), bool) if once else None,
+            schedule_state=schedule.init(),
+            spec=spec,
+            capacity=capacity,
+            overflow=overflow,
+            schedule=schedule,
+            batch_size=batch_size,
+            once=once,
+        )
+
+    # ---------------------------------------------------------------- device side (pure, jittable)
+
+    def _append(self, frame, *, step, time, mask, enabled):
+        leaves = self.frame_spec.check(frame)
+        ring = self.overflow == "ring"
+        dtype = self.time_dtype
+        seen = self.seen
+        if self.batch_size is None:
+            enabled = as_mask(mask, ()) & enabled
+            slot, count, dropped = single_destination(self.count, enabled, self.capacity, ring=ring)
+            columns = self.columns.put(slot, leaves, as_step(step), as_time(time, dtype))
+        else:
+            shape = (self.batch_size,)
+            selected = as_mask(mask, shape) & enabled
+            if self.once:
+                selected, seen = first_time(selected, seen)
+            dest, count, dropped = row_destinations(self.count, selected, self.capacity, ring=ring)
+            columns = self.columns.scatter(
+                dest, leaves, as_step(step, shape=shape), as_time(time, dtype, shape=shape)
+            )
+        flags = self.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
+        return replace(self, columns=columns, count=count, flags=flags, seen=seen)
+
+    @property
+    def time_dtype(self) -> Any:
+        """The dtype of the time column."""
+        return self.columns.time.dtype
+
+    @property
+    def size(self) -> jax.Array:
+        """How many frames the buffer holds now (at most `capacity`); usable inside jit."""
+        return jnp.minimum(self.count, self.capacity)
+
+    @property
+    def is_full(self) -> jax.Array:
+        """Whether the buffer holds `capacity` frames (a bool array; usable inside jit)."""
+        return self.count >= self.capacity
+
+    @property
+    def frames(self) -> PyTree:
+        """The frame slots in slot order, each leaf of leading size `capacity` (see `valid`).
+
+        On a stack of buffers (vmapped outside `vmap`), the stack axes come first.
+        """
+        return self.spec.unflatten([self._slots(leaf) for leaf in self.columns.leaves])
+
+    @property
+    def steps(self) -> jax.Array:
+        """The step column in slot order."""
+        return self._slots(self.columns.step)
+
+    @property
+    def times(self) -> jax.Array:
+        """The time column in slot order."""
+        return self._slots(self.columns.time)
+
+    @property
+    def valid(self) -> jax.Array:
+        """A bool array over the slots: which ones hold a recorded frame (usable inside jit)."""
+        return jnp.arange(self.capacity, dtype=self.count.dtype) < self.size[..., None]
+
+    def _slots(self, column: jax.Array) -> jax.Array:
+        """`column` without the trash slot; the slot axis follows any stack axes."""
+        stack = (slice(None),) * self.count.ndim
+        return column[(*stack, slice(0, self.capacity))]
+
+    # ------------------------------------------------------------------------------- host side
+
+    def __len__(self) -> int:
+        return min(host_int(self.count, "DeviceBuffer"), self.capacity)
+
+    def read(self, *, check: bool = True) -> Trajectory:
+        """The recorded frames as numpy arrays, oldest first.
+
+        Raises:
+            SinkOverflowError: if ``overflow="error"`` and more frames were recorded than fit (the
+                kept frames are still in the buffer: ``read(check=False)`` returns them).
+        """
+        count = host_int(self.count, "DeviceBuffer")
+        if check:
+            self.check()
+        n = min(count, self.capacity)
+        if self.overflow == "ring" and count > self.capacity:
+            order = (count + np.arange(self.capacity)) % self.capacity
+        else:
+            order = np.arange(n)
+        leaves, steps, times, systems = self.columns.take(order)
+        return Trajectory(self.spec.unflatten(leaves), steps, times, systems)
+
+    def check(self) -> None:
+        """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``."""
+        count = host_int(self.count, "DeviceBuffer")
+        if self.overflow == "error" and int(self.flags) & Flag.OVERFLOW:
+            raise SinkOverflowError(
+                f"DeviceBuffer overflowed: its capacity is {self.capacity} frames but {count} were "
+                f"recorded; the first {self.capacity} are kept. Create it with a larger "
+                "`capacity`, or with overflow='drop' or 'ring'; `read(check=False)` returns the "
+                "kept frames."
+            )
+
+    def close(self) -> DeviceBuffer:
+        """Host side: check the buffer (see `check`) and return it; used by `jaxsinks.close`."""
+        self.check()
+        return self
+
+    def drain(self) -> tuple[Trajectory, DeviceBuffer]:
+        """``(read(), zero())``: the recorded frames, and an empty buffer to carry on with."""
+        return self.read(), self.zero()
+
+    def zero(self) -> DeviceBuffer:
+        """An empty buffer with the same configuration and schedule state."""
+        columns = Columns.allocate(
+            self.spec,
+            self.capacity,
+            time_dtype=self.time_dtype,
+            per_system=self.per_system,
+            write_once=self.columns.write_once,
+        )
+        seen = None if self.seen is None else jnp.zeros_like(self.seen)
+        return replace(
+            self,
+            columns=columns,
+            count=jnp.zeros((), jnp.int32),
+            flags=jnp.zeros((), jnp.int32),
+            seen=seen,
+        )
+
+    def __repr__(self) -> str:
+        fields = ", ".join(str(f) for f in self.spec.fields)
+        kind = f", per_system={self.batch_size}" if self.per_system else ""
+        return (
+            f"DeviceBuffer(capacity={self.capacity}, overflow={self.overflow!r}, "
+            f"schedule={self.schedule}{kind}, fields=[{fields}])"
+        )

@@ -1,0 +1,395 @@
+"""HostBuffer: frames offloaded from inside the compiled loop into a preallocated host-memory ring.
+
+The seeds' HostMemory: for trajectories larger than device memory, without disk I/O during the
+run. The device stages one block of frames (like every streaming sink); a full block is handed to
+the host by the flush callback, which copies it into a pooled buffer, and the writer thread copies
+it into preallocated host arrays of `capacity` frames. Device memory is one block; host memory is
+`capacity` frames plus the pool. After (or during) the run the frames are read, drained, saved as
+``.npz`` or written to a Zarr run.
+
+The host arrays live in this process until `HostBuffer.release` (or the process ends): a sink
+carries only the id of its host memory, so that buffers of one configuration share one compiled
+program. `HostBuffer.zero` hands the same arrays to a new pipeline under a new id: older values of
+the buffer then name a retired id, so reading, recording or closing them is a clear error rather
+than a wait for frames that will never come (or a write over the new value's frames).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._core.errors import ConfigError, SinkOverflowError, StaleSinkError, StoreError
+from .._core.flags import Flag
+from .._core.pytree import pytree_dataclass, replace
+from .._core.schedule import Schedule, as_schedule
+from .._core.sink import (
+    check_capacity,
+    check_once,
+    check_overflow,
+    check_time_dtype,
+    host_int,
+    split_spec,
+)
+from .._core.trajectory import Trajectory
+from .._io import writer as _writer
+from .._io.layout import Layout, make_layout
+from .._io.progress import Progress
+from .stream import StreamSink, _host_tail
+
+#: Default flush block: about this many bytes of frames.
+TARGET_BLOCK_BYTES = 4 * 2**20
+
+_MEMORY: dict[int, HostMemory] = {}  # writer id -> host memory, kept after close until released
+_ZEROED: set[int] = set()  # ids whose memory was handed to a new id by HostBuffer.zero
+_MEMORY_LOCK = threading.Lock()
+
+#: How often a wait for frames checks that the pipeline that should deliver them is still running.
+_POLL_S = 0.05
+#: Why a memory's old id was retired by `HostBuffer.zero` (shown by errors about older values).
+_ZEROED_WHY = "was emptied by HostBuffer.zero() (or drain()), which forgot its frames"
+
+
+class HostMemory(_writer.HostWriter):
+    """Preallocated host arrays of `capacity` frames, filled a block at a time by the pipeline.
+
+    Frame ``i`` of the run is at row ``i % capacity`` (for ``"error"`` and ``"drop"`` buffers the
+    device never sends more than `capacity` frames, so that is row ``i``).
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        capacity: int,
+        progress: Progress | None,
+        arrays: list[np.ndarray] | None = None,
+    ) -> None:
+        self.capacity = capacity
+        self.arrays = (
+            arrays
+            if arrays is not None
+            else [np.empty((capacity, *a.shape), a.dtype) for a in layout.arrays]
+        )
+        self._stored = threading.Condition()
+        super().__init__(
+            layout,
+            description=f"host memory ({capacity} frames)",
+            committed=0,
+            max_inflight_bytes=_writer.DEFAULT_MAX_INFLIGHT_BYTES,
+            progress=progress,
+        )
+        with _MEMORY_LOCK:
+            _MEMORY[self.id] = self
+
+    def _issue(self, offset, n, values, shard):
+        rows = (offset + np.arange(n)) % self.capacity
+        for array, value in zip(self.arrays, values.values()):
+            array[rows] = value[:n]
+        return [], sum(v[:n].nbytes for v in values.values()), None
+
+    def _record_committed(self) -> None:
+        with self._stored:
+            self._stored.notify_all()
+
+    def wait_for(self, frames: int) -> None:
+        """Block until the first `frames` frames sent by the device are in the host arrays.
+
+        Returns early if a write failed (`error` says which). Never waits for frames that cannot
+        come: once the pipeline has stopped (the buffer was closed or released), frames it has
+        not stored are a `StoreError`.
+        """
+        with self._stored:
+            while self.committed < frames and self.failed_at is None:
+                if not self._commit_thread.is_alive():
+                    break  # stopped: `committed` is final
+                self._stored.wait(timeout=_POLL_S)
+            committed, failed = self.committed, self.failed_at is not None
+        if committed < frames and not failed:
+            raise StoreError(
+                f"This HostBuffer value counts {frames} frames sent to {self.description}, but its "
+                f"pipeline has stopped with {committed} stored: frames {committed}..{frames} never "
+                "reached host memory. Read the buffer the last call returned, before releasing it."
+            )
+
+    def rows(self, start: int, stop: int) -> list[np.ndarray]:
+        """Copies of frames ``start:stop`` (at most `capacity` of them), one array per layout
+        array."""
+        rows = np.arange(start, stop) % self.capacity
+        return [array[rows] for array in self.arrays]
+
+    def renew(self) -> HostMemory:
+        """The same host arrays under a new id with an empty pipeline; this id is retired.
+
+        The pipeline must be idle (every frame sent by the device stored). Flushes, reads and
+        closes that still name this id are refused with a clear error.
+        """
+        progress, self.progress = self.progress, None  # the bar carries on with the new pipeline
+        renewed = HostMemory(
+            self.layout, capacity=self.capacity, progress=progress, arrays=self.arrays
+        )
+        renewed.refused = list(self.refused)  # stale flushes so far are still raised at close
+        with _MEMORY_LOCK:
+            _MEMORY.pop(self.id, None)
+            _ZEROED.add(self.id)
+        if _writer.lookup(self.id) is not None:
+            self.discard(_ZEROED_WHY)
+        return renewed
+
+
+@pytree_dataclass
+class HostBuffer(StreamSink):
+    """Records frames into host memory from inside compiled loops (see `HostBuffer.create`).
+
+    Carry it through the loop like any sink; on the host, `read`, `drain`, `save_npz` or
+    `to_zarr` it, before or after `jaxsinks.close`, and `release` its memory when done.
+    """
+
+    @classmethod
+    def create(
+        cls,
+        frame: Any,
+        *,
+        capacity: int,
+        every: int | Schedule | None = None,
+        chunk: int | None = None,
+        per_system: bool = False,
+        once: bool = False,
+        overflow: str = "error",
+        time_dtype: Any = jnp.float32,
+        progress: Progress | None = None,
+    ) -> HostBuffer:
+        """Preallocate host memory for `capacity` frames and return an empty sink that fills it.
+
+        Args:
+            frame: an example frame (arrays or `jax.ShapeDtypeStruct`s).
+            capacity: the frames the host memory holds (rows, for per-system buffers).
+            every: the schedule `jaxsinks.record` follows (an int n, or a `Schedule`).
+            chunk: frames per flush (the device staging block); by default about 4 MiB of frames,
+                at most `capacity`.
+            per_system: record the rows of a batch selected by a mask (see `DeviceBuffer`).
+            once: with `per_system`, record each system at most once.
+            overflow: ``"error"`` (default; `read` and `close` raise), ``"drop"`` (keep the first
+                `capacity`) or ``"ring"`` (keep the newest `capacity`).
+            time_dtype: the dtype of the time column.
+            progress: a `Progress` bar advanced at every flushed block.
+        """
+        owner = "HostBuffer.create"
+        capacity = check_capacity(owner, "capacity", capacity)
+        overflow = check_overflow(owner, overflow)
+        time_dtype = check_time_dtype(owner, time_dtype)
+        schedule = as_schedule(every)
+        spec, batch_size = split_spec(frame, per_system)
+        once = check_once(owner, once, per_system)
+        if chunk is None:
+            chunk = max(1, min(capacity, TARGET_BLOCK_BYTES // max(1, spec.nbytes)))
+        chunk = check_capacity(owner, "chunk", chunk)
+        if chunk > capacity or (batch_size is not None and max(chunk, batch_size) > capacity):
+            raise ConfigError(
+                f"`{owner}` needs the flush block (chunk={chunk}"
+                + (f", and at least one batch of {batch_size} rows" if batch_size else "")
+                + f") to fit in `capacity` ({capacity} frames). Give a smaller `chunk` or a larger "
+                "`capacity`."
+            )
+        if progress is not None and not isinstance(progress, Progress):
+            raise ConfigError(
+                f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}."
+            )
+        layout = make_layout(
+            spec,
+            chunk=max(chunk, batch_size or 1),
+            chunks_per_shard=None,
+            codec=None,
+            fields={},
+            time_dtype=np.dtype(time_dtype),
+            batch_size=batch_size,
+        )
+        memory = HostMemory(layout, capacity=capacity, progress=progress)
+        return cls._empty(
+            memory,
+            spec=spec,
+            layout=layout,
+            capacity=capacity,
+            overflow=overflow,
+            schedule=schedule,
+            batch_size=batch_size,
+            once=once,
+            time_dtype=time_dtype,
+        )
+
+    # ------------------------------------------------------------------------------- host side
+
+    def _memory(self) -> HostMemory:
+        writer_id = host_int(self.writer, "HostBuffer")
+        with _MEMORY_LOCK:
+            memory = _MEMORY.get(writer_id)
+            zeroed = writer_id in _ZEROED
+        if zeroed:
+            raise StaleSinkError(
+                f"This HostBuffer value {_ZEROED_WHY}. Read or drain a buffer before zeroing it, "
+                "and carry on with the buffer zero() returned (a sink is a value: thread the "
+                "returned one)."
+            )
+        if memory is None:
+            raise StoreError(
+                "This HostBuffer's host memory was released (HostBuffer.release); its frames are "
+                "gone. Read, save or drain it before releasing it."
+            )
+        return memory
+
+    def __len__(self) -> int:
+        total = host_int(self.flushed, "HostBuffer") + host_int(self.count, "HostBuffer")
+        assert self.capacity is not None  # a HostBuffer always has one
+        return min(total, self.capacity)
+
+    def read(self, *, check: bool = True) -> Trajectory:
+        """The recorded frames as numpy arrays, oldest first: those in host memory and those
+        still staged on the device. Works during the run (with the sink the last jitted call
+        returned) and after `jaxsinks.close`.
+
+        Raises:
+            SinkOverflowError: if ``overflow="error"`` and more frames were recorded than fit
+                (``read(check=False)`` returns the kept frames).
+            WriteError: if copying a block into host memory failed.
+        """
+        memory = self._memory()
+        flushed = host_int(self.flushed, "HostBuffer")
+        count = host_int(self.count, "HostBuffer")
+        if check:
+            self.check()
+        memory.wait_for(flushed)
+        if memory.error is not None:
+            raise memory.error
+        assert self.capacity is not None  # a HostBuffer always has one
+        start = max(0, flushed + count - self.capacity)
+        stored = memory.rows(min(start, flushed), flushed)
+        leaves, steps, times, systems = self.columns.take(np.arange(max(0, start - flushed), count))
+        staged = [*leaves, steps, times] + ([systems] if systems is not None else [])
+        columns = [np.concatenate([a, b]) for a, b in zip(stored, staged)]
+        n_fields = len(self.spec.fields)
+        frames = self.spec.unflatten(columns[:n_fields])
+        system = columns[n_fields + 2] if self.batch_size is not None else None
+        return Trajectory(frames, columns[n_fields], columns[n_fields + 1], system)
+
+    def check(self) -> None:
+        """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``."""
+        if self.overflow == "error" and int(self.flags) & Flag.OVERFLOW:
+            recorded = host_int(self.recorded, "HostBuffer")
+            raise SinkOverflowError(
+                f"HostBuffer overflowed: its capacity is {self.capacity} frames but {recorded} "
+                f"were recorded; the first {self.capacity} are kept. Create it with a larger "
+                "`capacity`, or with overflow='drop' or 'ring'; `read(check=False)` returns the "
+                "kept frames."
+            )
+
+    def close(self) -> HostBuffer:
+        """Move the staged frames to host memory and stop the pipeline; the frames stay readable.
+
+        Prefer `jaxsinks.close`, which closes every sink of a pytree.
+        """
+        self._memory()
+        return super().close()
+
+    def drain(self) -> tuple[Trajectory, HostBuffer]:
+        """``(read(), zero())``: the recorded frames, and an empty buffer to carry on with."""
+        return self.read(), self.zero()
+
+    def zero(self) -> HostBuffer:
+        """An empty buffer on the same host memory, its frames forgotten (not freed).
+
+        This value and any older one can no longer be read, recorded into or closed (a
+        `StaleSinkError` says so): read them first, or use `drain`. The empty buffer records
+        again, also when this one was closed.
+
+        Raises:
+            WriteError: if copying a block into host memory failed (frames were lost).
+        """
+        memory = self._memory()
+        memory.wait_for(host_int(self.flushed, "HostBuffer"))
+        if memory.error is not None:
+            raise memory.error
+        renewed = memory.renew()
+        seen = None if self.seen is None else jnp.zeros_like(self.seen)
+        zero = jnp.zeros((), jnp.int32)
+        return replace(
+            self,
+            count=zero,
+            flushed=zero,
+            recorded=zero,
+            flags=zero,
+            seen=seen,
+            writer=jnp.asarray(renewed.id, jnp.int32),
+            closed=False,
+        )
+
+    def release(self) -> None:
+        """Free the host memory (closing the sink first if it is still open)."""
+        writer_id = host_int(self.writer, "HostBuffer")
+        with _MEMORY_LOCK:
+            memory = _MEMORY.pop(writer_id, None)
+        if memory is not None and _writer.lookup(writer_id) is not None:
+            memory.finish()
+
+    def save_npz(self, path: Any, *, compressed: bool = False) -> None:
+        """Save the frames as a ``.npz`` file (PySDE's NumpyStorage): one array per field, by its
+        pytree path, plus ``step``, ``time`` and, for per-system buffers, ``system``.
+        """
+        trajectory = self.read()
+        arrays = dict(zip(self.spec.names, jax.tree.leaves(trajectory.frames)))
+        arrays.update(step=trajectory.steps, time=trajectory.times)
+        if trajectory.systems is not None:
+            arrays["system"] = trajectory.systems
+        (np.savez_compressed if compressed else np.savez)(path, **arrays)
+
+    def to_zarr(self, store: Any, **options: Any) -> int:
+        """Write the frames to a new Zarr run at `store` after the run; returns the frames written.
+
+        `options` are those of `ZarrSink.create` (codec, chunk, fields, mode, attrs, ...); the
+        schedule, time dtype and per-system layout are this buffer's.
+        """
+        from .zarr_sink import ZarrSink
+
+        trajectory = self.read()
+        shape = lambda f: (self.batch_size, *f.shape) if self.batch_size else f.shape  # noqa: E731
+        example = self.spec.unflatten(
+            [jax.ShapeDtypeStruct(shape(f), f.dtype) for f in self.spec.fields]
+        )
+        sink = ZarrSink.create(
+            store,
+            example,
+            every=self.schedule,
+            per_system=self.batch_size is not None,
+            time_dtype=self.time_dtype,
+            **options,
+        )
+        writer = _writer.lookup(host_int(sink.writer, "ZarrSink"))
+        assert writer is not None
+        leaves = jax.tree.leaves(trajectory.frames)
+        start, total = writer.committed, len(trajectory)
+        for i in range(0, total, sink.layout.block):
+            rows = slice(i, min(i + sink.layout.block, total))
+            systems = None if trajectory.systems is None else trajectory.systems[rows]
+            _host_tail(
+                writer,
+                sink.layout,
+                start + i,
+                rows.stop - rows.start,
+                [v[rows] for v in leaves],
+                trajectory.steps[rows],
+                trajectory.times[rows],
+                systems,
+            )
+        end = jnp.asarray(start + total, jnp.int32)  # the value that wrote those frames
+        replace(sink, flushed=end, recorded=end).close()
+        return total
+
+    def __repr__(self) -> str:
+        fields = ", ".join(str(f) for f in self.spec.fields)
+        return (
+            f"HostBuffer(capacity={self.capacity}, block={self.block}, overflow={self.overflow!r}, "
+            f"schedule={self.schedule}, fields=[{fields}])"
+        )

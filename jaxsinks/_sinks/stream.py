@@ -1,0 +1,390 @@
+"""StreamSink: frames staged in a device block and streamed to a host writer (Zarr, CSV).
+
+The sink holds one staging block of ``block`` frames (a chunk, or a shard when sharded) on the
+device. When a write fills it, a `lax.cond` hands the whole block to the host writer through a
+host call (`jaxsinks._io.callback`: XLA's buffer handed over without a copy), which returns
+``[frames accepted, flags]``, added into the sink's ``flushed`` counter and ``flags``. That data
+dependency is what keeps the flush alive under `grad` (an unused callback result would be
+dropped). Device memory is one block.
+Subclasses (`ZarrSink`, `CsvSink`) differ only in how they create their host writer.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Self
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.custom_batching import custom_vmap
+
+from .._core import sharding as _sharding
+from .._core.columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
+from .._core.errors import (
+    JaxsinksError,
+    SinkOverflowError,
+    StaleSinkError,
+    StoreError,
+    TransformError,
+)
+from .._core.flags import Flag
+from .._core.frame import FrameSpec
+from .._core.pytree import pytree_dataclass, replace, static
+from .._core.schedule import Schedule
+from .._core.sink import Sink, first_time, host_int
+from .._io import writer as _writer
+from .._io.callback import host_call
+from .._io.layout import ArrayLayout, Layout
+
+PyTree = Any
+
+#: Default staging block size: about this many bytes of frames per flush.
+TARGET_BLOCK_BYTES = 8 * 2**20
+MAX_DEFAULT_CHUNK = 1024
+
+
+@pytree_dataclass
+class StreamSink(Sink):
+    """Base class of sinks that stage frames on the device and stream them to a host writer.
+
+    Attributes:
+        columns: the staging block (frames plus step, time and system columns).
+        count: frames staged in the block.
+        flushed: frames handed to the writer so far: the stored offset of the block's first frame.
+        recorded: frames recorded in total, including any past `capacity`.
+        flags: status bits (`jaxsinks.Flag`): OVERFLOW, OUT_OF_RANGE, WRITE_FAILED.
+        writer: the id of the host writer (an array, so sinks of one configuration share one
+            compiled program).
+        seen: for per-system sinks with ``once=True``, which systems were recorded already.
+    """
+
+    columns: Columns
+    count: jax.Array
+    flushed: jax.Array
+    recorded: jax.Array
+    flags: jax.Array
+    writer: jax.Array
+    seen: jax.Array | None
+    schedule_state: PyTree
+    spec: FrameSpec = static()
+    layout: Layout = static()
+    capacity: int | None = static()
+    overflow: str = static()
+    schedule: Schedule = static()
+    batch_size: int | None = static(default=None)
+    once: bool = static(default=False)
+    shard: _sharding.ShardInfo | None = static(default=None)
+    closed: bool = static(default=False)
+
+    @classmethod
+    def _empty(
+        cls,
+        writer: _writer.HostWriter,
+        *,
+        spec: FrameSpec,
+        layout: Layout,
+        capacity: int | None,
+        overflow: str,
+        schedule: Schedule,
+        batch_size: int | None,
+        once: bool,
+        time_dtype: Any,
+        shard: _sharding.ShardInfo | None = None,
+        mesh: Any = None,
+    ):
+        """An empty sink streaming to `writer`, continuing from its committed count.
+
+        A sharded sink (`shard`) holds one such sink per shard, stacked and placed on `mesh`.
+        """
+        staging = layout.block + (batch_size - 1 if batch_size else 0)
+        sink = cls(
+            columns=Columns.allocate(
+                spec,
+                staging,
+                time_dtype=time_dtype,
+                per_system=batch_size is not None,
+                write_once=False,
+            ),
+            count=jnp.zeros((), jnp.int32),
+            flushed=jnp.asarray(writer.committed, jnp.int32),
+            recorded=jnp.asarray(writer.committed, jnp.int32),
+            flags=jnp.zeros((), jnp.int32),
+            writer=jnp.asarray(writer.id, jnp.int32),
+            seen=jnp.zeros((batch_size,), bool) if once else None,
+            schedule_state=schedule.init(),
+            spec=spec,
+            layout=layout,
+            capacity=capacity,
+            overflow=overflow,
+            schedule=schedule,
+            batch_size=batch_size,
+            once=once,
+            shard=shard,
+        )
+        return sink if shard is None else _sharding.stack(sink, shard, mesh)
+
+    @property
+    def partition_spec(self) -> Any:
+        """For a sharded sink, its `shard_map` in/out spec (``P(axis)``); None otherwise."""
+        return None if self.shard is None else self.shard.spec()
+
+    def _enter(self) -> StreamSink:
+        return self if self.shard is None else _sharding.enter(self, self.shard)
+
+    def _leave(self) -> StreamSink:
+        return self if self.shard is None else _sharding.leave(self)
+
+    @property
+    def time_dtype(self) -> Any:
+        """The dtype of the time column."""
+        return self.columns.time.dtype
+
+    @property
+    def block(self) -> int:
+        """Frames per flush."""
+        return self.layout.block
+
+    # ------------------------------------------------------------------------- device side
+
+    def _append(self, frame, *, step, time, mask, enabled):
+        if self.closed or not isinstance(self.writer, jax.core.Tracer):
+            self._writer_or_raise("record")  # caught at trace time, or now for eager writes
+        leaves = [lax.stop_gradient(x) for x in self.frame_spec.check(frame)]
+        shape = () if self.batch_size is None else (self.batch_size,)
+        step = as_step(step, shape=shape)
+        time = lax.stop_gradient(as_time(time, self.time_dtype, shape=shape))
+        wanted = as_mask(mask, shape) & enabled
+        sink = self
+        if self.once:
+            wanted, seen = first_time(wanted, self.seen)
+            sink = replace(self, seen=seen)
+        axis = None if self.shard is None else self.shard.axis
+        return _recorder(self.layout, self.batch_size, axis)(sink, leaves, step, time, wanted)
+
+    # --------------------------------------------------------------------------- host side
+
+    def close(self) -> Self:
+        """Flush the staged frames, wait until everything is durable, and finish the run.
+
+        Prefer `jaxsinks.close`, which closes every sink of a pytree and raises afterwards.
+
+        Raises:
+            StaleSinkError: if this is not the newest value of the sink (nothing is written and
+                the run stays open for the newest one), or if flushes from older values were
+                refused during the run (raised after the run is closed).
+            WriteError: if a write failed (naming the frames safely committed).
+            SinkOverflowError: if ``overflow="error"`` and frames did not fit `capacity`.
+        """
+        kind = type(self).__name__
+        parts = {0: self} if self.shard is None else _sharding.host_parts(self)
+        writer = self._writer_or_raise("close")
+        for shard, part in parts.items():
+            offset = host_int(part.flushed, kind)
+            if int(part.flags) & Flag.STALE or not writer.expects(shard, offset):
+                raise StaleSinkError(
+                    f"This {kind} is an older value of its sink: its staged frames start at frame "
+                    f"{offset}, but {writer.description} has {writer.next_offset(shard)} frames "
+                    "flushed from a newer value. Nothing was written and the run stays open. "
+                    "Close the sink returned by the last call (thread the returned sink through "
+                    "every call)."
+                )
+        flags, recorded = 0, 0
+        for shard, part in parts.items():
+            n = host_int(part.count, kind)
+            flags |= int(part.flags)
+            recorded = max(recorded, host_int(part.recorded, kind))
+            if n:
+                leaves, steps, times, systems = part.columns.take(np.arange(n))
+                offset = host_int(part.flushed, kind)
+                ack = _host_tail(
+                    writer, self.layout, offset, n, leaves, steps, times, systems, shard
+                )
+                flags |= int(ack[1])
+        stale = writer.stale_error()
+        try:
+            writer.finish()
+        except JaxsinksError as err:
+            if stale is not None:
+                err.add_note(str(stale))
+            raise
+        if stale is not None:
+            raise stale
+        if self.overflow == "error" and flags & Flag.OVERFLOW:
+            raise SinkOverflowError(
+                f"{kind} overflowed: its capacity is {self.capacity} frames but {recorded} were "
+                f"recorded; the first {self.capacity} are stored in {writer.description}. Create "
+                "it with a larger `capacity` or with overflow='drop' or 'ring'."
+            )
+        return replace(
+            self,
+            count=jnp.zeros_like(self.count),
+            flushed=self.flushed + self.count,
+            flags=jnp.full_like(self.flags, flags),
+            closed=True,
+        )
+
+    def _writer_or_raise(self, action: str) -> _writer.HostWriter:
+        """The live host writer of this sink, or a clear error if it has ended (host side)."""
+        kind = type(self).__name__
+        ended = "closed" if self.closed else None
+        if ended is None:
+            part = self if self.shard is None else next(iter(_sharding.host_parts(self).values()))
+            writer_id = host_int(part.writer, kind)
+            writer = _writer.lookup(writer_id)
+            if writer is not None:
+                return writer
+            ended = _writer.ended(writer_id)
+            if ended is None:
+                raise StoreError(
+                    f"This {kind}'s writer is not open in this process; a sink cannot "
+                    f"{action} in another process than the one that created it."
+                )
+        why = "was already closed" if ended == "closed" else ended
+        raise StaleSinkError(
+            f"Cannot {action} this {kind}: its run {why}. Nothing was written. A sink is a value: "
+            "after `jaxsinks.close(sink)` record into a new sink (ZarrSink.create(..., mode='a') "
+            "continues the run), and close each sink once, with the value the last call returned."
+        )
+
+    def __repr__(self) -> str:
+        fields = ", ".join(str(f) for f in self.spec.fields)
+        return (
+            f"{type(self).__name__}(block={self.block}, capacity={self.capacity}, "
+            f"overflow={self.overflow!r}, schedule={self.schedule}, fields=[{fields}])"
+        )
+
+
+def out_of_range(xp: Any, values: Any, layout: ArrayLayout) -> Any:
+    """Per row of `values` (numpy or jax.numpy, as `xp`), whether it does not fit `layout.dtype`.
+
+    A finite value beyond the storage dtype's range is out of range; so is a NaN or inf bound for
+    an integer dtype. Values that fit (after rounding) are not.
+    """
+    rng = layout.narrowing
+    rows = values.shape[0]
+    if rng is None:
+        return xp.zeros((rows,), bool)
+    flat = values.reshape(rows, -1)
+    if xp.iscomplexobj(flat):  # complex: each part must fit (real and imaginary side by side)
+        flat = xp.concatenate([xp.real(flat), xp.imag(flat)], axis=1)
+    lo, hi = (xp.asarray(bound, dtype=flat.dtype) for bound in rng)
+    with np.errstate(invalid="ignore"):  # NaN compares quietly (ml_dtypes' bfloat16 warns)
+        beyond = (flat < lo) | (flat > hi)
+    if jnp.issubdtype(layout.source_dtype, jnp.inexact):  # jnp: bfloat16 too (numpy: not inexact)
+        finite = xp.isfinite(flat)
+        beyond = ~finite | beyond if jnp.issubdtype(layout.dtype, jnp.integer) else finite & beyond
+    return xp.any(beyond, axis=1)
+
+
+def _stage(sink: StreamSink, leaves, step, time, wanted) -> StreamSink:
+    """Append the wanted frame (or rows) to the staging block, within `capacity`."""
+    room: jax.Array | None = None
+    if sink.capacity is not None and sink.overflow != "ring":  # bounded
+        room = sink.capacity - sink.flushed - sink.count
+    if sink.batch_size is None:
+        fits = wanted if room is None else wanted & (room > 0)
+        slot, count, _ = single_destination(sink.count, fits, sink.columns.rows, ring=False)
+        columns = sink.columns.put(slot, leaves, step, time)
+    else:
+        fits = wanted
+        if room is not None:
+            fits = wanted & (jnp.cumsum(wanted, dtype=jnp.int32) <= room)
+        dest, count, _ = row_destinations(sink.count, fits, sink.columns.rows, ring=False)
+        columns = sink.columns.scatter(dest, leaves, step, time)
+    dropped = jnp.any(wanted & ~fits)
+    flags = sink.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
+    recorded = sink.recorded + jnp.sum(wanted, dtype=jnp.int32)
+    return replace(sink, columns=columns, count=count, flags=flags, recorded=recorded)
+
+
+@functools.cache
+def _recorder(layout: Layout, batch_size: int | None, shard_axis: str | None = None):
+    """Stage a frame and flush a full block, all under a `lax.cond` that skips steps recording
+    nothing (a ZarrSink is never vmapped or differentiated, so the cond stays a cond). Wrapped so
+    that `vmap` gives a clear error instead of JAX's message about effects in a vmapped cond.
+    """
+    block = layout.block
+    leftover = (batch_size - 1) if batch_size else 0
+
+    def flush(sink: StreamSink) -> StreamSink:
+        shard = jnp.int32(0) if shard_axis is None else lax.axis_index(shard_axis).astype(jnp.int32)
+        ack = _device_flush(sink, jnp.int32(block), shard)
+        columns = sink.columns.shift(block, leftover) if leftover else sink.columns
+        return replace(
+            sink,
+            columns=columns,
+            count=sink.count - block,
+            flushed=sink.flushed + ack[0],
+            flags=sink.flags | ack[1],
+        )
+
+    def stage_and_flush(sink, leaves, step, time, wanted):
+        sink = _stage(sink, leaves, step, time, wanted)
+        return lax.cond(sink.count >= block, flush, lambda s: s, sink)
+
+    @custom_vmap
+    def record(sink, leaves, step, time, wanted):
+        return lax.cond(
+            jnp.any(wanted), stage_and_flush, lambda s, *_: s, sink, leaves, step, time, wanted
+        )
+
+    @record.def_vmap
+    def _no_vmap(axis_size, in_batched, *args):
+        raise TransformError(
+            "A ZarrSink (or any streaming sink) cannot be written under jax.vmap (its host writer "
+            "flushes one store, and JAX cannot batch the flush). Vmap the step function instead "
+            "and record the batched state: create the sink from an example frame with a leading "
+            "replica axis, e.g. `frame = jax.vmap(make_frame)(states)`; or use a DeviceBuffer "
+            "inside vmap."
+        )
+
+    return jax.jit(record)  # one compile per configuration, also for eager writes
+
+
+def _device_flush(sink: StreamSink, n: jax.Array, shard: jax.Array) -> jax.Array:
+    """Hand the first `n` staged frames to the host writer; returns ``[accepted, flags]``."""
+    # Whole staging buffers go to the host, which takes the first `n` rows: no device-side copy.
+    stored, bad = [], []
+    rows = sink.columns.rows + 1
+    for leaf, array in zip(sink.columns.leaves, sink.layout.fields):
+        values = lax.stop_gradient(leaf)
+        if array.narrowing is None:
+            bad.append(jnp.zeros((), bool))
+            stored.append(values.astype(array.dtype))  # a widening cast (or none)
+        else:
+            bad.append(
+                jnp.any(out_of_range(jnp, values, array) & (jnp.arange(rows, dtype=jnp.int32) < n))
+            )
+            stored.append(values.astype(array.dtype))
+    columns = [sink.columns.step, lax.stop_gradient(sink.columns.time)]
+    if sink.columns.system is not None:
+        columns.append(sink.columns.system)
+    (ack,) = host_call(
+        _host_flush,
+        [jax.ShapeDtypeStruct((2,), jnp.int32)],
+        sink.writer,
+        shard,
+        sink.flushed,
+        n,
+        jnp.stack(bad),
+        *stored,
+        *columns,
+    )
+    return ack
+
+
+def _host_flush(*args: np.ndarray) -> tuple[np.ndarray]:
+    return (_writer.host_flush(*args),)
+
+
+def _host_tail(
+    writer, layout: Layout, offset: int, n: int, leaves, steps, times, systems, shard: int = 0
+) -> np.ndarray:
+    """Flush the staged tail from the host at close, with the same checks as a device flush."""
+    bad = np.array([bool(np.any(out_of_range(np, v, a))) for v, a in zip(leaves, layout.fields)])
+    with np.errstate(over="ignore", invalid="ignore"):  # an out-of-range block is not written
+        stored = [v.astype(a.dtype) for v, a in zip(leaves, layout.fields)]
+    columns = [steps, times] + ([systems] if systems is not None else [])
+    return _writer.host_flush(writer.id, shard, offset, n, bad, *stored, *columns)

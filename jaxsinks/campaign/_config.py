@@ -1,0 +1,266 @@
+"""RunConfig: everything needed to create one run of a campaign, in this process or a worker.
+
+A config is picklable and JSON-able (`to_config` / `from_config`), so a worker process can
+rebuild it; `RunConfig.create` makes the run and its ``"running"`` entry, and returns a
+`CampaignSink`, a `ZarrSink` whose close also records the entry as closed or failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import threading
+from typing import Any
+
+import numpy as np
+
+from .._core.errors import (
+    ConfigError,
+    JaxsinksError,
+    StaleSinkError,
+    StoreError,
+    StoreExistsError,
+    WriterConflictError,
+)
+from .._core.pytree import pytree_dataclass
+from .._core.schedule import Every, Interval, Times, When
+from .._core.sink import host_int
+from .._io import tsio
+from .._io import writer as _writer
+from .._io.codecs import Blosc, FieldConfig, Zstd
+from .._io.layout import Ragged
+from .._io.location import Location
+from .._io.owner import now, proc_stat, this_boot_id
+from .._sinks.zarr_sink import ZarrSink
+from ._entry import RunEntry, check_params, check_run_id, entry_key, finish_entry, write_entry
+
+#: Options of `ZarrSink.create` a campaign run takes (the store and mode are the campaign's).
+RUN_OPTIONS = (
+    "every",
+    "chunk",
+    "chunks_per_shard",
+    "codec",
+    "fields",
+    "per_system",
+    "once",
+    "ragged",
+    "capacity",
+    "overflow",
+    "attrs",
+    "time_dtype",
+    "max_inflight_bytes",
+)
+#: The option types `RunConfig.to_config` can write as JSON.
+_CONFIG_TYPES = {t.__name__: t for t in (Blosc, Zstd, FieldConfig, Every, Interval, Times, Ragged)}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to create one run of a campaign, in this process or in a worker.
+
+    Picklable, and JSON-able with `to_config` / `from_config` (unless the schedule is a `When`,
+    whose predicate is a Python function: pickle the config then). Build it with
+    `Campaign.run_config`; a worker calls `create` with an example frame.
+
+    Attributes:
+        root: the campaign root's kvstore spec.
+        run_id: the run's id.
+        params: the run's parameters (JSON).
+        options: keyword arguments for `ZarrSink.create` (``every``, ``chunk``, ``codec``, ...).
+    """
+
+    root: dict[str, Any]
+    run_id: str
+    params: dict[str, Any]
+    options: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        check_run_id(self.run_id)
+        object.__setattr__(self, "params", check_params(self.params))
+        unknown = sorted(set(self.options) - set(RUN_OPTIONS))
+        if unknown:
+            raise ConfigError(
+                f"A campaign run takes the ZarrSink.create options {list(RUN_OPTIONS)}; got "
+                f"{unknown}. The store and mode are the campaign's; pass `progress` to "
+                "RunConfig.create."
+            )
+        options = dict(self.options)
+        if options.get("time_dtype") is not None:  # jnp.float32 and friends become numpy dtypes
+            try:
+                options["time_dtype"] = np.dtype(options["time_dtype"])
+            except TypeError:
+                raise ConfigError(
+                    f"`time_dtype` must be a floating dtype; got {options['time_dtype']!r}."
+                ) from None
+        object.__setattr__(self, "options", options)
+
+    @property
+    def store(self) -> dict[str, Any]:
+        """The run's kvstore spec: ``runs/<run_id>/`` under the campaign root."""
+        return Location(self.root).child(f"runs/{self.run_id}")
+
+    def create(self, frame: Any, *, progress: Any = None) -> ZarrSink:
+        """Create the run and its ``"running"`` entry; return its sink.
+
+        The sink is a `ZarrSink` whose close (by `jaxsinks.close`) records the entry as
+        ``"closed"`` with the committed count, or as ``"failed"`` with the error.
+
+        Raises:
+            StoreExistsError: if the campaign already has a run with this id.
+        """
+        root = Location(self.root)
+        existing = tsio.read_bytes(root.kvstore, entry_key(self.run_id))
+        if existing is not None:
+            raise StoreExistsError(_duplicate_message(root, self.run_id, existing))
+        try:
+            sink = CampaignSink.create(
+                self.store, frame, mode="w-", progress=progress, **self.options
+            )
+        except (StoreExistsError, WriterConflictError):
+            raise StoreExistsError(
+                f"The campaign at {root} already holds a run store 'runs/{self.run_id}' (without "
+                "an entry yet: another process may be creating it). Choose another run id."
+            ) from None
+        host, pid = socket.gethostname(), os.getpid()
+        stat = proc_stat(pid)
+        entry = RunEntry(
+            run_id=self.run_id,
+            status="running",
+            params=self.params,
+            schema=sink.layout.schema(),
+            committed=0,
+            created=now(),
+            closed=None,
+            error=None,
+            host=host,
+            pid=pid,
+            boot_id=this_boot_id(),
+            pid_start=None if stat is None else stat[1],
+            store=self.store,
+        )
+        try:
+            write_entry(root, entry)
+        except StoreError:
+            sink.close()
+            raise
+        with _OPEN_LOCK:
+            _OPEN[host_int(sink.writer, "ZarrSink")] = (root, entry)
+        return sink
+
+    def to_config(self) -> dict[str, Any]:
+        """A JSON-able dict from which `from_config` rebuilds this config (in any process)."""
+        return {
+            "root": self.root,
+            "run_id": self.run_id,
+            "params": self.params,
+            "options": {k: _encode(v, f"options[{k!r}]") for k, v in self.options.items()},
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RunConfig:
+        """The config that `to_config` described."""
+        try:
+            root, run_id, params, options = (
+                config[k] for k in ("root", "run_id", "params", "options")
+            )
+        except (KeyError, TypeError):
+            raise ConfigError(
+                "`config` must be a dict made by RunConfig.to_config, with keys 'root', 'run_id', "
+                f"'params' and 'options'; got {config!r:.80}."
+            ) from None
+        return cls(
+            root=dict(root),
+            run_id=run_id,
+            params=params,
+            options={k: _decode(v) for k, v in options.items()},
+        )
+
+
+def _duplicate_message(root: Location, run_id: str, existing: bytes) -> str:
+    try:
+        doc = json.loads(existing)
+        what = f" (status {doc.get('status')!r}, created {doc.get('created')})"
+    except ValueError:
+        what = ""
+    return (
+        f"The campaign at {root} already has a run '{run_id}'{what}. Run ids are unique in a "
+        "campaign: choose another id, or read the existing run with campaign.open_run."
+    )
+
+
+def _encode(value: Any, where: str) -> Any:
+    if isinstance(value, When):
+        raise ConfigError(
+            f"`{where}` is a When schedule, whose predicate is a Python function that JSON cannot "
+            "hold. Pickle the RunConfig instead (with a module-level predicate), or use Every, "
+            "Interval or Times."
+        )
+    if type(value).__name__ in _CONFIG_TYPES and dataclasses.is_dataclass(value):
+        fields = {f.name: _encode(getattr(value, f.name), where) for f in dataclasses.fields(value)}
+        return {"__jaxsinks__": type(value).__name__, **fields}
+    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+        return {"__jaxsinks__": "dtype", "name": np.dtype(value).name}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ConfigError(
+        f"`{where}` is a {type(value).__name__}, which a JSON run config cannot hold."
+    )
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    kind = value.get("__jaxsinks__")
+    if kind is None:
+        return {k: _decode(v) for k, v in value.items()}
+    if kind == "dtype":
+        return np.dtype(value["name"])
+    if kind not in _CONFIG_TYPES:
+        raise ConfigError(
+            f"A run config holds an option of unknown type {kind!r}; it was written by another "
+            "jaxsinks."
+        )
+    return _CONFIG_TYPES[kind](**{k: _decode(v) for k, v in value.items() if k != "__jaxsinks__"})
+
+
+_OPEN: dict[int, tuple[Location, RunEntry]] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+@pytree_dataclass
+class CampaignSink(ZarrSink):
+    """A `ZarrSink` recording one run of a campaign: closing it also finishes the run's entry."""
+
+    def close(self) -> CampaignSink:
+        """Close the run (see `StreamSink.close`), then record its entry as closed or failed."""
+        writer_id = host_int(self.writer, type(self).__name__)
+        writer = _writer.lookup(writer_id)
+        with _OPEN_LOCK:
+            pending = _OPEN.pop(writer_id, None) if writer is not None else None
+        if pending is None:
+            return super().close()
+        assert writer is not None  # a run is pending only while its writer is live
+        root, entry = pending
+        try:
+            closed = super().close()
+        except StaleSinkError:
+            if _writer.lookup(writer_id) is not None:
+                # an older value: the run stays open for the newest
+                with _OPEN_LOCK:
+                    _OPEN[writer_id] = pending
+            else:  # closed; flushes from older values were refused, the run itself is complete
+                finish_entry(root, entry, "closed", writer.committed, None)
+            raise
+        except JaxsinksError as err:
+            finish_entry(root, entry, "failed", writer.committed, f"{type(err).__name__}: {err}")
+            raise
+        finish_entry(root, entry, "closed", writer.committed, None)
+        return closed

@@ -1,0 +1,139 @@
+"""A campaign's run entries: one JSON object per run, written only by the process recording it.
+
+An entry says what a run is (id, parameters, frame schema), where its store is, and how it stands
+(``"running"``, ``"closed"`` or ``"failed"``, with the committed count, the times and the error),
+plus the recording process (host, pid, boot id, pid start time) so that a run whose process was
+killed can be told from one still recording (`RunEntry.alive`). Entries are the source of truth
+of a campaign; see `jaxsinks.campaign._campaign`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+from .._core.errors import ConfigError, StoreError
+from .._io import tsio
+from .._io.layout import check_json
+from .._io.location import Location
+from .._io.owner import now, process_alive
+from .._read.reader import Run
+from .._read.reader import open as open_run
+
+#: The version of the manifest and entry JSON this jaxsinks writes (and the newest it reads).
+CAMPAIGN_SCHEMA_VERSION = 1
+STATUSES = ("running", "closed", "failed")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunEntry:
+    """One run of a campaign, as listed by `Campaign.runs`.
+
+    Attributes:
+        run_id: the run's id, unique in its campaign.
+        status: ``"running"``, ``"closed"`` or ``"failed"``. A process killed while recording
+            leaves its run ``"running"``: see `alive` and `stale`.
+        params: the run's parameters (JSON).
+        schema: the run's frame schema (fields with shapes and dtypes, chunking).
+        committed: the frames committed (for a running run, read live from the run itself).
+        created: when the run was created (ISO 8601, UTC).
+        closed: when it was closed or failed (None while running).
+        error: why it failed (None otherwise).
+        host, pid, boot_id, pid_start: the recording process, used by `alive`.
+        store: the run's kvstore spec (open it with `open`).
+    """
+
+    run_id: str
+    status: str
+    params: dict[str, Any]
+    schema: dict[str, Any]
+    committed: int
+    created: str
+    closed: str | None
+    error: str | None
+    host: str
+    pid: int
+    boot_id: str | None
+    pid_start: int | None
+    store: dict[str, Any] = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def alive(self) -> bool | None:
+        """Whether the recording process is still alive: None if it ran on another host.
+
+        On this host a process is dead if its pid is gone, is a zombie, or now belongs to a process
+        started at another time (pid reuse), or if the machine rebooted since (Linux boot id).
+        """
+        return process_alive(self.host, self.pid, self.boot_id, self.pid_start)
+
+    @property
+    def stale(self) -> bool:
+        """A ``"running"`` entry whose process is known to be dead (it crashed or was killed)."""
+        return self.status == "running" and self.alive is False
+
+    def open(self) -> Run:
+        """The run, for reading (its committed frames)."""
+        return open_run(Location(self.store))
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as stored (without the store spec, which follows from the campaign root)."""
+        out = {"schema_version": CAMPAIGN_SCHEMA_VERSION}
+        out.update(
+            {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "store"}
+        )
+        return out
+
+
+def check_version(doc: Any, what: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise StoreError(f"{what} is not a JSON object; it was not written by jaxsinks.")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or version > CAMPAIGN_SCHEMA_VERSION:
+        raise StoreError(
+            f"{what} was written with campaign schema version {version}; this jaxsinks reads "
+            f"versions up to {CAMPAIGN_SCHEMA_VERSION}. Upgrade jaxsinks to read it."
+        )
+    return doc
+
+
+def entry_key(run_id: str) -> str:
+    return f"entries/{run_id}.json"
+
+
+def check_run_id(run_id: Any) -> str:
+    """`run_id` if it is a valid run id (it names a directory and an object), else a ConfigError."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise ConfigError(
+            f"`run_id` must be 1 to 128 letters, digits and '._=+-', starting with a letter or a "
+            f"digit; got {run_id!r}. Put other information in `params`."
+        )
+    return run_id
+
+
+def check_params(params: Any, where: str = "params") -> dict[str, Any]:
+    """`params` as a JSON object (str keys; str, int, finite float, bool, None, lists, dicts)."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"`{where}` must be a dict of JSON values; got {type(params).__name__}.")
+    check_json(params, where)
+    return json.loads(json.dumps(params))
+
+
+def write_entry(root: Location, entry: RunEntry) -> None:
+    """Write `entry` as ``entries/<run_id>.json`` under the campaign `root` (one atomic put)."""
+    text = json.dumps(entry.to_json(), indent=1, allow_nan=False)
+    tsio.write_bytes(root.kvstore, entry_key(entry.run_id), text.encode())
+
+
+def finish_entry(
+    root: Location, entry: RunEntry, status: str, committed: int, error: str | None
+) -> None:
+    """Record the run of `entry` as ``"closed"`` or ``"failed"``, with its committed count."""
+    write_entry(
+        root,
+        dataclasses.replace(entry, status=status, committed=committed, closed=now(), error=error),
+    )
