@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 
 from .errors import ConfigError, JaxsinksError
 from .record import is_sink
-
-PyTree = Any
+from .types import PyTree
 
 
 def close(sinks: PyTree) -> PyTree:

@@ -19,8 +19,6 @@ from .errors import FrameError
 from .frame import FrameSpec
 from .pytree import pytree_dataclass, replace, static
 
-PyTree = Any
-
 
 @pytree_dataclass
 class Columns:

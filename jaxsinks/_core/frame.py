@@ -18,8 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import ConfigError, FrameError
-
-PyTree = Any
+from .types import PyTree
 
 #: The name given to a frame that is a single array rather than a container of arrays.
 BARE_FIELD_NAME = "data"

@@ -13,8 +13,7 @@ from .columns import as_step, as_time
 from .errors import ConfigError, FrameError
 from .pytree import replace
 from .sink import Sink
-
-PyTree = Any
+from .types import PyTree
 
 
 def is_sink(x: Any) -> bool:

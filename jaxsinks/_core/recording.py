@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any, Literal
+from typing import Literal
 
 import jax
 
 from .close import close
 from .errors import ConfigError
 from .record import is_sink
-
-PyTree = Any
+from .types import PyTree
 
 
 @dataclasses.dataclass

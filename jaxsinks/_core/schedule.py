@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import ConfigError
-
-PyTree = Any
+from .types import PyTree
 
 
 class Schedule(abc.ABC):

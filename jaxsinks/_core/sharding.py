@@ -17,8 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .errors import ConfigError, TransformError
-
-PyTree = Any
+from .types import PyTree
 
 
 @dataclasses.dataclass(frozen=True)

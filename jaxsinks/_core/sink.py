@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Self
+from typing import Any, Self, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +11,9 @@ import jax.numpy as jnp
 from .errors import ConfigError, TransformError
 from .frame import FrameSpec
 from .schedule import Schedule
+from .types import MODES, OVERFLOW_POLICIES, Mode, Overflow, PyTree
 
-PyTree = Any
-
-OVERFLOW_POLICIES = ("error", "drop", "ring")
+T = TypeVar("T")
 
 
 class Sink(abc.ABC):
@@ -113,13 +112,20 @@ def check_capacity(owner: str, name: str, value: Any) -> int:
     return value
 
 
-def check_overflow(owner: str, overflow: Any) -> str:
+def check_overflow(owner: str, overflow: Any) -> Overflow:
     """`overflow` if it names a policy, else a ConfigError listing them."""
-    if overflow not in OVERFLOW_POLICIES:
-        raise ConfigError(
-            f"`{owner}` needs `overflow` to be one of {list(OVERFLOW_POLICIES)}; got {overflow!r}."
-        )
-    return overflow
+    return _one_of(owner, "overflow", overflow, OVERFLOW_POLICIES)
+
+
+def check_mode(owner: str, mode: Any) -> Mode:
+    """`mode` if it names a mode, else a ConfigError listing them."""
+    return _one_of(owner, "mode", mode, MODES)
+
+
+def _one_of(owner: str, name: str, value: Any, choices: tuple[T, ...]) -> T:
+    if value not in choices:
+        raise ConfigError(f"`{owner}` needs `{name}` to be one of {list(choices)}; got {value!r}.")
+    return cast(T, value)
 
 
 def check_time_dtype(owner: str, dtype: Any) -> Any:

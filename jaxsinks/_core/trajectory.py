@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
-PyTree = Any
+from .types import PyTree
 
 
 @dataclasses.dataclass(frozen=True)

@@ -305,4 +305,3 @@ def distributed_client() -> Any | None:
     except ImportError:  # pragma: no cover - a JAX that moved it
         return None
     return getattr(global_state, "client", None)
-

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._core.errors import ConfigError
+from .._core.types import CREDENTIAL_SOURCES, CredentialSource
 from .location import Location, _dir, bucket_and_path
 
 #: Request attempts after the first: a dead server surfaces in seconds, not TensorStore's minutes
@@ -37,7 +38,6 @@ DEFAULT_RETRIES = 4
 INITIAL_DELAY = "0.25s"
 MAX_DELAY = "4s"
 
-CREDENTIAL_MODES = ("default", "environment", "anonymous")
 _KEYS = ("access_key_id", "secret_access_key", "session_token")
 _PROFILE = "jaxsinks"
 
@@ -52,7 +52,7 @@ def s3(
     *,
     endpoint: str | None = None,
     region: str | None = None,
-    credentials: str | dict[str, str] | None = None,
+    credentials: CredentialSource | dict[str, str] | None = None,
     requester_pays: bool = False,
     retries: int = DEFAULT_RETRIES,
 ) -> Location:
@@ -154,15 +154,17 @@ def _check_retries(retries: int) -> int:
     return retries
 
 
-def _aws_credentials(credentials: str | dict[str, str] | None) -> dict[str, Any] | None:
+def _aws_credentials(
+    credentials: CredentialSource | dict[str, str] | None,
+) -> dict[str, Any] | None:
     """The TensorStore ``aws_credentials`` member for `credentials` (None: TensorStore's
     default)."""
     if credentials is None:
         return {"type": "environment"} if os.environ.get("AWS_ACCESS_KEY_ID") else None
     if isinstance(credentials, str):
-        if credentials not in CREDENTIAL_MODES:
+        if credentials not in CREDENTIAL_SOURCES:
             raise ConfigError(
-                f"`credentials` must be one of {list(CREDENTIAL_MODES)} or a dict of keys; "
+                f"`credentials` must be one of {list(CREDENTIAL_SOURCES)} or a dict of keys; "
                 f"got the string {credentials!r}."
             )
         return {"type": credentials}

@@ -9,9 +9,7 @@ import jax
 import numpy as np
 
 from .._core.errors import ConfigError
-
-BLOSC_CNAMES = ("blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd")
-BLOSC_SHUFFLES = ("noshuffle", "shuffle", "bitshuffle")
+from .._core.types import BLOSC_CNAMES, BLOSC_SHUFFLES, BloscName, BloscShuffle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +37,9 @@ class Zstd:
 class Blosc:
     """Blosc with compressor `cname`, level `clevel` (0-9) and byte `shuffle`."""
 
-    cname: str = "zstd"
+    cname: BloscName = "zstd"
     clevel: int = 5
-    shuffle: str = "shuffle"
+    shuffle: BloscShuffle = "shuffle"
 
     def __post_init__(self) -> None:
         if self.cname not in BLOSC_CNAMES:

@@ -25,7 +25,6 @@ from .multihost import Coordinator, coordinator
 from .owner import Owner
 from .writer import DEFAULT_MAX_INFLIGHT_BYTES, HostWriter
 
-MODES = ("w-", "w", "a")
 ROOT = "zarr.json"
 #: Seconds the final "failed" status write may take after a write failure (see `_write_attrs`).
 FAILED_STATUS_TIMEOUT = 5.0

@@ -21,13 +21,20 @@ import numpy as np
 from .._core.errors import ConfigError, SchemaMismatchError, StoreError, StoreExistsError
 from .._core.pytree import pytree_dataclass
 from .._core.schedule import Schedule, as_schedule
-from .._core.sink import check_capacity, check_once, check_overflow, check_time_dtype, split_spec
+from .._core.sink import (
+    check_capacity,
+    check_mode,
+    check_once,
+    check_overflow,
+    check_time_dtype,
+    split_spec,
+)
+from .._core.types import Mode, Overflow
 from .._io import writer as _writer
 from .._io.layout import Layout, make_layout
 from .._io.progress import Progress
 from .stream import StreamSink
 
-MODES = ("w-", "w", "a")
 DEFAULT_CHUNK = 256
 
 
@@ -46,8 +53,8 @@ class CsvSink(StreamSink):
         per_system: bool = False,
         once: bool = False,
         capacity: int | None = None,
-        overflow: str = "error",
-        mode: str = "w-",
+        overflow: Overflow = "error",
+        mode: Mode = "w-",
         time_dtype: Any = jnp.float32,
         progress: Progress | None = None,
         max_inflight_bytes: int = _writer.DEFAULT_MAX_INFLIGHT_BYTES,
@@ -69,8 +76,7 @@ class CsvSink(StreamSink):
             progress: a `Progress` bar advanced at every flushed block.
         """
         owner = "CsvSink.create"
-        if mode not in MODES:
-            raise ConfigError(f"`{owner}` needs `mode` to be one of {list(MODES)}; got {mode!r}.")
+        mode = check_mode(owner, mode)
         if not isinstance(path, (str, os.PathLike)) or "://" in str(path):
             raise ConfigError(
                 f"`{owner}` writes a local file: `path` must be a local path; got {path!r}."

@@ -25,8 +25,7 @@ from .._core.sink import (
     split_spec,
 )
 from .._core.trajectory import Trajectory
-
-PyTree = Any
+from .._core.types import Overflow, PyTree
 
 
 @pytree_dataclass
@@ -55,7 +54,7 @@ class DeviceBuffer(Sink):
     schedule_state: PyTree
     spec: FrameSpec = static()
     capacity: int = static()
-    overflow: str = static()
+    overflow: Overflow = static()
     schedule: Schedule = static()
     batch_size: int | None = static(default=None)
     once: bool = static(default=False)
@@ -66,7 +65,7 @@ class DeviceBuffer(Sink):
         frame: PyTree,
         capacity: int,
         *,
-        overflow: str = "error",
+        overflow: Overflow = "error",
         every: int | Schedule | None = None,
         per_system: bool = False,
         once: bool = False,

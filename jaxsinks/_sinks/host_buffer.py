@@ -36,6 +36,7 @@ from .._core.sink import (
     split_spec,
 )
 from .._core.trajectory import Trajectory
+from .._core.types import Overflow
 from .._io import writer as _writer
 from .._io.layout import Layout, make_layout
 from .._io.progress import Progress
@@ -159,7 +160,7 @@ class HostBuffer(StreamSink):
         chunk: int | None = None,
         per_system: bool = False,
         once: bool = False,
-        overflow: str = "error",
+        overflow: Overflow = "error",
         time_dtype: Any = jnp.float32,
         progress: Progress | None = None,
     ) -> HostBuffer:

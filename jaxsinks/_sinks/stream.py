@@ -34,11 +34,10 @@ from .._core.frame import FrameSpec
 from .._core.pytree import pytree_dataclass, replace, static
 from .._core.schedule import Schedule
 from .._core.sink import Sink, first_time, host_int
+from .._core.types import Overflow, PyTree
 from .._io import writer as _writer
 from .._io.callback import host_call
 from .._io.layout import ArrayLayout, Layout
-
-PyTree = Any
 
 #: Default staging block size: about this many bytes of frames per flush.
 TARGET_BLOCK_BYTES = 8 * 2**20
@@ -71,7 +70,7 @@ class StreamSink(Sink):
     spec: FrameSpec = static()
     layout: Layout = static()
     capacity: int | None = static()
-    overflow: str = static()
+    overflow: Overflow = static()
     schedule: Schedule = static()
     batch_size: int | None = static(default=None)
     once: bool = static(default=False)
@@ -86,7 +85,7 @@ class StreamSink(Sink):
         spec: FrameSpec,
         layout: Layout,
         capacity: int | None,
-        overflow: str,
+        overflow: Overflow,
         schedule: Schedule,
         batch_size: int | None,
         once: bool,

@@ -12,7 +12,15 @@ from .._core.errors import ConfigError
 from .._core.frame import FrameSpec
 from .._core.pytree import pytree_dataclass
 from .._core.schedule import Schedule, as_schedule
-from .._core.sink import check_capacity, check_once, check_overflow, check_time_dtype, split_spec
+from .._core.sink import (
+    check_capacity,
+    check_mode,
+    check_once,
+    check_overflow,
+    check_time_dtype,
+    split_spec,
+)
+from .._core.types import Mode, Overflow
 from .._io import writer as _writer
 from .._io import zarr_writer as _zarr_writer
 from .._io.codecs import Blosc, Codec, FieldConfig, check_codec
@@ -50,8 +58,8 @@ class ZarrSink(StreamSink):
         once: bool = False,
         ragged: Ragged | None = None,
         capacity: int | None = None,
-        overflow: str = "error",
-        mode: str = "w-",
+        overflow: Overflow = "error",
+        mode: Mode = "w-",
         attrs: dict[str, Any] | None = None,
         time_dtype: Any = jnp.float32,
         progress: Progress | None = None,
@@ -96,10 +104,7 @@ class ZarrSink(StreamSink):
             axis: the name of the mesh axis the frames' leading axis is split over.
         """
         owner = "ZarrSink.create"
-        if mode not in _zarr_writer.MODES:
-            raise ConfigError(
-                f"`{owner}` needs `mode` to be one of {list(_zarr_writer.MODES)}; got {mode!r}."
-            )
+        mode = check_mode(owner, mode)
         overflow = check_overflow(owner, overflow)
         if capacity is not None:
             capacity = check_capacity(owner, "capacity", capacity)

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ import numpy as np
 from .. import Blosc, FieldConfig, ZarrSink, Zstd, close, record
 from .. import open as open_run
 from .._core.errors import ConfigError
+from .._core.types import BloscName
 
 Codec = Zstd | Blosc | None
 
@@ -84,7 +85,7 @@ def parse_codec(name: str) -> Codec:
     if match := re.fullmatch(r"zstd(-?\d+)?", name):
         return Zstd(int(match.group(1)) if match.group(1) else 3)
     if match := re.fullmatch(r"blosc-([a-z0-9]+?)(?:-(\d))?", name):
-        return Blosc(match.group(1), int(match.group(2) or 5), "shuffle")
+        return Blosc(cast(BloscName, match.group(1)), int(match.group(2) or 5), "shuffle")
     raise ConfigError(
         f"Unknown codec name {name!r}; use 'none', 'zstdN' (e.g. 'zstd3') or 'blosc-CNAME[-LEVEL]' "
         "(e.g. 'blosc-lz4', 'blosc-zstd-5')."

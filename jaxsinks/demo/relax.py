@@ -29,6 +29,7 @@ import numpy as np
 
 import jaxsinks as js
 
+from .._core.types import Mode
 from .._tools import viz as _viz
 from .._tools.cli import human_bytes, ratio
 from . import fire, lj
@@ -67,7 +68,7 @@ def create_sinks(
     every: int,
     max_steps: int,
     progress: js.Progress,
-    mode: str = "w-",
+    mode: Mode = "w-",
 ) -> dict[str, Any]:
     """The demo's sinks, created on the host (`mode` as for `ZarrSink.create`)."""
     example = frames(fire.fire_init(batch), batch)

@@ -40,6 +40,7 @@ from .._core.errors import (
     StoreExistsError,
     StoreNotFoundError,
 )
+from .._core.types import EXPORT_BY, ExportBy, Mode
 from .._io import tsio
 from .._io.codecs import Blosc, Codec, check_codec, codec_chain, narrowing_range
 from .._io.layout import group_metadata
@@ -53,7 +54,6 @@ EXPORT_KEY = "jaxsinks_export"
 DEFAULT_CODEC = Blosc("zstd", 5, "shuffle")
 #: Frames read and written at once by the points export (about this many bytes of a field).
 BLOCK_BYTES = 32 * 2**20
-BY = ("frames", "points")
 
 
 # ------------------------------------------------------------------------- pure functions
@@ -124,13 +124,13 @@ def export_training(
     source: Any,
     dest: Any,
     *,
-    by: str = "frames",
+    by: ExportBy = "frames",
     fields: Iterable[str] | None = None,
     sample_size: int = 4096,
     seed: int = 0,
     dtype: Any = None,
     codec: Codec = DEFAULT_CODEC,
-    mode: str = "w-",
+    mode: Mode = "w-",
 ) -> TrainingSet:
     """Write a shuffled training export of `source` at `dest` and return it, opened.
 
@@ -162,8 +162,8 @@ def export_training(
             the partial export is removed.
         SchemaMismatchError: the runs' fields differ in shape or dtype.
     """
-    if by not in BY:
-        raise ConfigError(f"`by` must be one of {list(BY)}; got {by!r}.")
+    if by not in EXPORT_BY:
+        raise ConfigError(f"`by` must be one of {list(EXPORT_BY)}; got {by!r}.")
     if mode not in ("w-", "w"):
         raise ConfigError(
             f"`mode` must be 'w-' (fail if dest exists) or 'w' (replace it); got {mode!r}."

@@ -1,0 +1,29 @@
+"""The type aliases every layer shares: the pytree alias, and one `Literal` per closed set of
+options (with its values as a tuple, for validation and error messages)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeAlias, get_args
+
+#: Any JAX pytree: a frame, a simulation state, a tuple of sinks.
+PyTree: TypeAlias = Any
+
+#: How `create` treats an existing store: ``"w-"`` refuses it, ``"w"`` replaces a jaxsinks run,
+#: ``"a"`` appends to it.
+Mode: TypeAlias = Literal["w-", "w", "a"]
+#: What a sink does past its capacity: raise at read/close, keep the first frames, or the newest.
+Overflow: TypeAlias = Literal["error", "drop", "ring"]
+#: Where `jaxsinks.s3` takes keys from (besides a dict of keys).
+CredentialSource: TypeAlias = Literal["default", "environment", "anonymous"]
+#: Blosc's compressors and byte shuffles.
+BloscName: TypeAlias = Literal["blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd"]
+BloscShuffle: TypeAlias = Literal["noshuffle", "shuffle", "bitshuffle"]
+#: What a training export shuffles: whole frames, or each frame's points.
+ExportBy: TypeAlias = Literal["frames", "points"]
+
+MODES: tuple[Mode, ...] = get_args(Mode)
+OVERFLOW_POLICIES: tuple[Overflow, ...] = get_args(Overflow)
+CREDENTIAL_SOURCES: tuple[CredentialSource, ...] = get_args(CredentialSource)
+BLOSC_CNAMES: tuple[BloscName, ...] = get_args(BloscName)
+BLOSC_SHUFFLES: tuple[BloscShuffle, ...] = get_args(BloscShuffle)
+EXPORT_BY: tuple[ExportBy, ...] = get_args(ExportBy)
