@@ -154,7 +154,7 @@ def test_sinks_of_one_configuration_share_one_compiled_program():
 def test_value_and_grad_writes_each_frame_exactly_once():
     store = memory_store()
     sink = js.ZarrSink.create(store, EXAMPLE, chunk=4, every=2)
-    writer = _writer.lookup(int(sink.writer))
+    writer = _writer.REGISTRY.get(int(sink.writer))
 
     def loss(p, sink):
         def body(carry, step):

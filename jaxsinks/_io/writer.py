@@ -30,7 +30,7 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,17 +38,13 @@ import numpy as np
 from .._core.errors import OutOfRangeError, StaleSinkError, WriteError
 from .._core.flags import Flag
 from .layout import Layout
+from .registry import Registry
 
 log = logging.getLogger("jaxsinks")
 
 DEFAULT_MAX_INFLIGHT_BYTES = 256 * 2**20
 #: Host buffers per writer, each one flush block: enough to double-buffer and absorb jitter.
 POOL_BLOCKS = 3
-
-_REGISTRY: dict[int, HostWriter] = {}
-_CLOSED: dict[int, str] = {}  # writer id -> how it ended ("closed", or why it was retired)
-_IDS = itertools.count(1)
-_REGISTRY_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass
@@ -103,9 +99,7 @@ class HostWriter(abc.ABC):
         self._blocks: queue.SimpleQueue[tuple[int, int, int, dict[str, np.ndarray]] | None] = (
             queue.SimpleQueue()
         )
-        with _REGISTRY_LOCK:
-            self.id = next(_IDS)
-            _REGISTRY[self.id] = self
+        self.id = REGISTRY.add(self)
         self._writer_thread = threading.Thread(
             target=self._write_loop, name=f"jaxsinks-write-{self.id}", daemon=True
         )
@@ -350,12 +344,28 @@ class HostWriter(abc.ABC):
         if self.progress is not None:
             self.progress.close()
 
+    def on_close(self, hook: Callable[[int, BaseException | None], None]) -> None:
+        """Call ``hook(committed, error)`` once, when a sink's close has ended this writer: `error`
+        is None, or the `JaxsinksError` that close raises (a campaign records its run's entry
+        this way). A close refused because it came from an older sink value leaves it pending.
+        """
+        REGISTRY.attach(self.id, ON_CLOSE, hook)
+
+    def closed_by_sink(self, error: BaseException | None) -> None:
+        """A sink's close of this writer returned (`error` None) or raised `error`: run the
+        `on_close` hook if the writer has ended."""
+        if REGISTRY.get(self.id) is not None:
+            return  # still live: the close came from an older value, the run stays open
+        hook = REGISTRY.detach(self.id, ON_CLOSE)
+        if hook is not None:
+            hook(self.committed, error)
+
     def discard(self, why: str = "closed") -> None:
         """Stop the writer without final metadata (its run could not be created, or it was
         replaced); later flushes to it are refused.
         """
         self.stop()
-        _retire(self.id, why)
+        REGISTRY.retire(self.id, why)
 
     def finish(self) -> int:
         """Wait until every write is durable, record the final count, and raise any kept failure.
@@ -366,7 +376,7 @@ class HostWriter(abc.ABC):
             WriteError: naming the store and the count of frames safely committed.
         """
         self.stop()
-        _retire(self.id, "closed")
+        REGISTRY.retire(self.id, "closed")
         try:
             self._finalize("closed" if self.error is None else "failed")
         except Exception as err:  # noqa: BLE001 - reported like any write failure
@@ -402,12 +412,16 @@ def _message(err: BaseException) -> str:
     return clean_message(err)
 
 
+#: Every host writer of this process (streaming sinks carry their writer's id).
+REGISTRY: Registry[HostWriter] = Registry()
+#: The key of a writer's `HostWriter.on_close` hook in the registry.
+ON_CLOSE = "on close"
+
+
 @atexit.register
 def _stop_unclosed_writers() -> None:
     """At interpreter exit, commit what is in flight for sinks that were never closed."""
-    with _REGISTRY_LOCK:
-        writers = list(_REGISTRY.values())
-    for writer in writers:
+    for writer in REGISTRY.live():
         writer.stop()
         log.warning(
             "jaxsinks: %s was not closed; %d frames are committed, and frames still staged on the "
@@ -415,30 +429,6 @@ def _stop_unclosed_writers() -> None:
             writer.description,
             writer.committed,
         )
-
-
-def lookup(writer_id: int) -> HostWriter | None:
-    """The live writer with this id, or None if it was closed or never existed."""
-    with _REGISTRY_LOCK:
-        return _REGISTRY.get(writer_id)
-
-
-def find(predicate: Any) -> HostWriter | None:
-    """A live writer for which `predicate(writer)` holds, or None."""
-    with _REGISTRY_LOCK:
-        return next((w for w in _REGISTRY.values() if predicate(w)), None)
-
-
-def ended(writer_id: int) -> str | None:
-    """How the writer with this id ended ("closed", or why it was retired), or None."""
-    with _REGISTRY_LOCK:
-        return _CLOSED.get(writer_id)
-
-
-def _retire(writer_id: int, why: str) -> None:
-    with _REGISTRY_LOCK:
-        _REGISTRY.pop(writer_id, None)
-        _CLOSED[writer_id] = why
 
 
 def host_flush(
@@ -449,10 +439,10 @@ def host_flush(
     `bad` holds one bool per field: whether it has values out of its storage dtype's range. Such a
     block is not written (nothing is stored as inf); the failure is raised at close.
     """
-    writer = lookup(int(writer_id))
+    writer = REGISTRY.get(int(writer_id))
     n, offset, shard = int(n), int(offset), int(shard)
     if writer is None:  # the sink was closed: this is an older value of it, reused
-        why = ended(int(writer_id))
+        why = REGISTRY.ended(int(writer_id))
         log.error(
             "jaxsinks: a sink whose run %s was flushed again; its %d frames were not stored "
             "(close raises for it)",

@@ -377,7 +377,7 @@ def holder(stored: dict[str, Any]) -> Owner | None:
 
 
 def _live_writer(owner: Owner) -> HostWriter | None:
-    return _writer.find(lambda w: getattr(w, "owner", None) == owner)
+    return _writer.REGISTRY.find(lambda w: getattr(w, "owner", None) == owner)
 
 
 def _check_writer(location: Location, stored: dict[str, Any], mode: str) -> bool:

@@ -45,9 +45,10 @@ from .stream import StreamSink, _host_tail
 #: Default flush block: about this many bytes of frames.
 TARGET_BLOCK_BYTES = 4 * 2**20
 
-_MEMORY: dict[int, HostMemory] = {}  # writer id -> host memory, kept after close until released
-_ZEROED: set[int] = set()  # ids whose memory was handed to a new id by HostBuffer.zero
-_MEMORY_LOCK = threading.Lock()
+#: Under these keys a writer id holds its host memory (kept after close until released) and,
+#: once `HostBuffer.zero` handed the memory to a new id, a mark (`jaxsinks._io.registry`).
+_MEMORY = "host memory"
+_ZEROED = "zeroed"
 
 #: How often a wait for frames checks that the pipeline that should deliver them is still running.
 _POLL_S = 0.05
@@ -84,8 +85,7 @@ class HostMemory(_writer.HostWriter):
             max_inflight_bytes=_writer.DEFAULT_MAX_INFLIGHT_BYTES,
             progress=progress,
         )
-        with _MEMORY_LOCK:
-            _MEMORY[self.id] = self
+        _writer.REGISTRY.attach(self.id, _MEMORY, self)
 
     def _issue(self, offset, n, values, shard):
         rows = (offset + np.arange(n)) % self.capacity
@@ -134,10 +134,9 @@ class HostMemory(_writer.HostWriter):
             self.layout, capacity=self.capacity, progress=progress, arrays=self.arrays
         )
         renewed.refused = list(self.refused)  # stale flushes so far are still raised at close
-        with _MEMORY_LOCK:
-            _MEMORY.pop(self.id, None)
-            _ZEROED.add(self.id)
-        if _writer.lookup(self.id) is not None:
+        _writer.REGISTRY.attach(self.id, _ZEROED, True)  # first: `_memory` reads in reverse
+        _writer.REGISTRY.detach(self.id, _MEMORY)
+        if _writer.REGISTRY.get(self.id) is not None:
             self.discard(_ZEROED_WHY)
         return renewed
 
@@ -226,10 +225,8 @@ class HostBuffer(StreamSink):
 
     def _memory(self) -> HostMemory:
         writer_id = host_int(self.writer, "HostBuffer")
-        with _MEMORY_LOCK:
-            memory = _MEMORY.get(writer_id)
-            zeroed = writer_id in _ZEROED
-        if zeroed:
+        memory = _writer.REGISTRY.attached(writer_id, _MEMORY)
+        if _writer.REGISTRY.attached(writer_id, _ZEROED):  # after: `zero` marks, then detaches
             raise StaleSinkError(
                 f"This HostBuffer value {_ZEROED_WHY}. Read or drain a buffer before zeroing it, "
                 "and carry on with the buffer zero() returned (a sink is a value: thread the "
@@ -330,9 +327,8 @@ class HostBuffer(StreamSink):
     def release(self) -> None:
         """Free the host memory (closing the sink first if it is still open)."""
         writer_id = host_int(self.writer, "HostBuffer")
-        with _MEMORY_LOCK:
-            memory = _MEMORY.pop(writer_id, None)
-        if memory is not None and _writer.lookup(writer_id) is not None:
+        memory = _writer.REGISTRY.detach(writer_id, _MEMORY)
+        if memory is not None and _writer.REGISTRY.get(writer_id) is not None:
             memory.finish()
 
     def save_npz(self, path: Any, *, compressed: bool = False) -> None:
@@ -367,7 +363,7 @@ class HostBuffer(StreamSink):
             time_dtype=self.time_dtype,
             **options,
         )
-        writer = _writer.lookup(host_int(sink.writer, "ZarrSink"))
+        writer = _writer.REGISTRY.get(host_int(sink.writer, "ZarrSink"))
         assert writer is not None
         leaves = jax.tree.leaves(trajectory.frames)
         start, total = writer.committed, len(trajectory)

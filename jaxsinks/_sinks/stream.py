@@ -12,6 +12,7 @@ Subclasses (`ZarrSink`, `CsvSink`) differ only in how they create their host wri
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any, Self
 
 import jax
@@ -189,6 +190,17 @@ class StreamSink(Sink):
                     "Close the sink returned by the last call (thread the returned sink through "
                     "every call)."
                 )
+        try:
+            closed = self._finish(writer, parts)
+        except JaxsinksError as err:
+            writer.closed_by_sink(err)
+            raise
+        writer.closed_by_sink(None)
+        return closed
+
+    def _finish(self, writer: _writer.HostWriter, parts: Mapping[int, StreamSink]) -> Self:
+        """Flush the staged tail of each part, finish the writer, and raise what it kept."""
+        kind = type(self).__name__
         flags, recorded = 0, 0
         for shard, part in parts.items():
             n = host_int(part.count, kind)
@@ -231,10 +243,10 @@ class StreamSink(Sink):
         if ended is None:
             part = self if self.shard is None else next(iter(_sharding.host_parts(self).values()))
             writer_id = host_int(part.writer, kind)
-            writer = _writer.lookup(writer_id)
+            writer = _writer.REGISTRY.get(writer_id)
             if writer is not None:
                 return writer
-            ended = _writer.ended(writer_id)
+            ended = _writer.REGISTRY.ended(writer_id)
             if ended is None:
                 raise StoreError(
                     f"This {kind}'s writer is not open in this process; a sink cannot "

@@ -8,8 +8,7 @@ recording its own entry, listed and opened as one collection.
 """
 
 from ._campaign import Campaign as Campaign
-from ._config import CampaignSink as CampaignSink
 from ._config import RunConfig as RunConfig
 from ._entry import RunEntry as RunEntry
 
-__all__ = ["Campaign", "CampaignSink", "RunConfig", "RunEntry"]
+__all__ = ["Campaign", "RunConfig", "RunEntry"]

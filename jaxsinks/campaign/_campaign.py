@@ -31,11 +31,12 @@ from .._core.errors import (
     StoreNotFoundError,
 )
 from .._io import tsio
+from .._io import writer as _writer
 from .._io.layout import ATTRS_KEY
 from .._io.location import Location, parse
 from .._read.reader import Run
 from .._sinks.zarr_sink import ZarrSink
-from ._config import _OPEN, _OPEN_LOCK, RunConfig
+from ._config import FinishEntry, RunConfig
 from ._entry import (
     CAMPAIGN_SCHEMA_VERSION,
     STATUSES,
@@ -191,10 +192,13 @@ class Campaign:
         the entry failed.
         """
         entry = self.entry(run_id)
-        with _OPEN_LOCK:
-            for key, (_, open_entry) in list(_OPEN.items()):
-                if open_entry.run_id == run_id and open_entry.store == entry.store:
-                    del _OPEN[key]
+        _writer.REGISTRY.detach_where(
+            _writer.ON_CLOSE,
+            lambda hook: (
+                isinstance(hook, FinishEntry)
+                and (hook.entry.run_id, hook.entry.store) == (run_id, entry.store)
+            ),
+        )
         failed = dataclasses.replace(entry, status="failed", closed=now(), error=str(reason))
         write_entry(self.location, failed)
         return failed

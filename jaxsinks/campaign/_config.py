@@ -1,8 +1,9 @@
 """RunConfig: everything needed to create one run of a campaign, in this process or a worker.
 
 A config is picklable and JSON-able (`to_config` / `from_config`), so a worker process can
-rebuild it; `RunConfig.create` makes the run and its ``"running"`` entry, and returns a
-`CampaignSink`, a `ZarrSink` whose close also records the entry as closed or failed.
+rebuild it; `RunConfig.create` makes the run and its ``"running"`` entry, and returns its
+`ZarrSink`, whose writer records the entry as closed or failed when the sink is closed
+(`FinishEntry`, the writer's `on_close` hook).
 """
 
 from __future__ import annotations
@@ -11,20 +12,17 @@ import dataclasses
 import json
 import os
 import socket
-import threading
 from typing import Any
 
 import numpy as np
 
 from .._core.errors import (
     ConfigError,
-    JaxsinksError,
     StaleSinkError,
     StoreError,
     StoreExistsError,
     WriterConflictError,
 )
-from .._core.pytree import pytree_dataclass
 from .._core.schedule import Every, Interval, Times, When
 from .._core.sink import host_int
 from .._io import tsio
@@ -115,9 +113,7 @@ class RunConfig:
         if existing is not None:
             raise StoreExistsError(_duplicate_message(root, self.run_id, existing))
         try:
-            sink = CampaignSink.create(
-                self.store, frame, mode="w-", progress=progress, **self.options
-            )
+            sink = ZarrSink.create(self.store, frame, mode="w-", progress=progress, **self.options)
         except (StoreExistsError, WriterConflictError):
             raise StoreExistsError(
                 f"The campaign at {root} already holds a run store 'runs/{self.run_id}' (without "
@@ -145,8 +141,9 @@ class RunConfig:
         except StoreError:
             sink.close()
             raise
-        with _OPEN_LOCK:
-            _OPEN[host_int(sink.writer, "ZarrSink")] = (root, entry)
+        writer = _writer.REGISTRY.get(host_int(sink.writer, "ZarrSink"))
+        assert writer is not None  # just created
+        writer.on_close(FinishEntry(root, entry))
         return sink
 
     def to_config(self) -> dict[str, Any]:
@@ -231,36 +228,20 @@ def _decode(value: Any) -> Any:
     return _CONFIG_TYPES[kind](**{k: _decode(v) for k, v in value.items() if k != "__jaxsinks__"})
 
 
-_OPEN: dict[int, tuple[Location, RunEntry]] = {}
-_OPEN_LOCK = threading.Lock()
+@dataclasses.dataclass(frozen=True)
+class FinishEntry:
+    """The close hook of a campaign run's writer (`HostWriter.on_close`): records the run's entry
+    as closed, or as failed with the error close raised. Flushes from older sink values refused
+    during the run (a `StaleSinkError` raised after the run closed) leave the run complete.
+    """
 
+    root: Location
+    entry: RunEntry
 
-@pytree_dataclass
-class CampaignSink(ZarrSink):
-    """A `ZarrSink` recording one run of a campaign: closing it also finishes the run's entry."""
-
-    def close(self) -> CampaignSink:
-        """Close the run (see `StreamSink.close`), then record its entry as closed or failed."""
-        writer_id = host_int(self.writer, type(self).__name__)
-        writer = _writer.lookup(writer_id)
-        with _OPEN_LOCK:
-            pending = _OPEN.pop(writer_id, None) if writer is not None else None
-        if pending is None:
-            return super().close()
-        assert writer is not None  # a run is pending only while its writer is live
-        root, entry = pending
-        try:
-            closed = super().close()
-        except StaleSinkError:
-            if _writer.lookup(writer_id) is not None:
-                # an older value: the run stays open for the newest
-                with _OPEN_LOCK:
-                    _OPEN[writer_id] = pending
-            else:  # closed; flushes from older values were refused, the run itself is complete
-                finish_entry(root, entry, "closed", writer.committed, None)
-            raise
-        except JaxsinksError as err:
-            finish_entry(root, entry, "failed", writer.committed, f"{type(err).__name__}: {err}")
-            raise
-        finish_entry(root, entry, "closed", writer.committed, None)
-        return closed
+    def __call__(self, committed: int, error: BaseException | None) -> None:
+        if error is None or isinstance(error, StaleSinkError):
+            finish_entry(self.root, self.entry, "closed", committed, None)
+        else:
+            finish_entry(
+                self.root, self.entry, "failed", committed, f"{type(error).__name__}: {error}"
+            )
