@@ -3,30 +3,112 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any, Self, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
 
+from .columns import Columns
 from .errors import ConfigError, TransformError
 from .frame import FrameSpec
-from .schedule import Schedule
+from .schedule import Schedule, as_schedule
 from .types import MODES, OVERFLOW_POLICIES, Mode, Overflow, PyTree
 
 T = TypeVar("T")
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordOptions:
+    """How a sink records, validated once by `RecordOptions.check` for every sink's `create`.
+
+    A static field of the sink (hashable: sinks of one configuration share one compiled program).
+    """
+
+    spec: FrameSpec  #: one frame's (or, per system, one row's) spec
+    batch_size: int | None  #: systems per frame for per-system sinks, else None
+    capacity: int | None  #: frames (rows) kept; None: unbounded (streaming sinks only)
+    overflow: Overflow
+    schedule: Schedule
+    once: bool  #: per-system: record each system at most once
+    time_dtype: Any
+
+    @classmethod
+    def check(
+        cls,
+        owner: str,
+        frame: PyTree,
+        *,
+        capacity: Any,
+        overflow: Any,
+        every: Any,
+        per_system: Any,
+        once: Any,
+        time_dtype: Any,
+    ) -> RecordOptions:
+        """The options of `owner` (e.g. ``"ZarrSink.create"``), or a ConfigError naming the
+        argument that is wrong, what was expected and what was got."""
+        if capacity is not None:
+            capacity = check_capacity(owner, "capacity", capacity)
+        spec, batch_size = split_spec(frame, per_system)
+        return cls(
+            spec=spec,
+            batch_size=batch_size,
+            capacity=capacity,
+            overflow=check_overflow(owner, overflow),
+            schedule=as_schedule(every),
+            once=check_once(owner, once, per_system),
+            time_dtype=check_time_dtype(owner, time_dtype),
+        )
+
+
 class Sink(abc.ABC):
-    """Base class of sinks. Subclasses are frozen dataclass pytrees.
+    """Base class of sinks: frozen dataclass pytrees whose arrays are leaves and whose
+    configuration is the static `options`.
 
     A sink records either whole frames, or, when *per-system*, the rows of a frame whose leaves
     share a leading system axis (``batch_size`` rows per frame, selected by a mask).
+
+    Fields every sink has (declared by the concrete classes, which are dataclasses):
+        columns: the rows (frames plus step, time and system columns).
+        count: rows in `columns` (a DeviceBuffer: every frame recorded, including any past its
+            capacity; a streaming sink: frames staged in the block not yet flushed).
+        flags: status bits (`jaxsinks.Flag`).
+        seen: for per-system sinks with ``once=True``, which systems were recorded already.
+        schedule_state: the state of the schedule.
+        options: the static `RecordOptions`.
     """
 
-    schedule: Schedule
+    columns: Columns
+    count: jax.Array
+    flags: jax.Array
+    seen: jax.Array | None
     schedule_state: PyTree
-    spec: FrameSpec
-    batch_size: int | None
+    options: RecordOptions
+
+    @property
+    def spec(self) -> FrameSpec:
+        return self.options.spec
+
+    @property
+    def batch_size(self) -> int | None:
+        return self.options.batch_size
+
+    @property
+    def capacity(self) -> int | None:
+        return self.options.capacity
+
+    @property
+    def overflow(self) -> Overflow:
+        return self.options.overflow
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.options.schedule
+
+    @property
+    def once(self) -> bool:
+        return self.options.once
 
     @property
     def per_system(self) -> bool:
@@ -34,9 +116,9 @@ class Sink(abc.ABC):
         return self.batch_size is not None
 
     @property
-    @abc.abstractmethod
     def time_dtype(self) -> Any:
         """The dtype of the sink's time column."""
+        return self.columns.time.dtype
 
     @property
     def frame_spec(self) -> FrameSpec:

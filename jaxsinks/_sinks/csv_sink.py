@@ -13,31 +13,25 @@ from __future__ import annotations
 import itertools
 import os
 import pathlib
-from typing import Any
+from typing import Any, final
 
 import jax.numpy as jnp
 import numpy as np
 
 from .._core.errors import ConfigError, SchemaMismatchError, StoreError, StoreExistsError
 from .._core.pytree import pytree_dataclass
-from .._core.schedule import Schedule, as_schedule
-from .._core.sink import (
-    check_capacity,
-    check_mode,
-    check_once,
-    check_overflow,
-    check_time_dtype,
-    split_spec,
-)
+from .._core.schedule import Schedule
+from .._core.sink import RecordOptions, check_capacity, check_mode
 from .._core.types import Mode, Overflow
 from .._io import writer as _writer
-from .._io.layout import Layout, make_layout
+from .._io.layout import Layout
 from .._io.progress import Progress
-from .stream import StreamSink
+from .stream import StreamSink, check_progress, row_layout
 
 DEFAULT_CHUNK = 256
 
 
+@final
 @pytree_dataclass
 class CsvSink(StreamSink):
     """Logs frames of scalars to a CSV file from inside compiled loops (see `CsvSink.create`)."""
@@ -81,54 +75,37 @@ class CsvSink(StreamSink):
             raise ConfigError(
                 f"`{owner}` writes a local file: `path` must be a local path; got {path!r}."
             )
-        overflow = check_overflow(owner, overflow)
         if overflow == "ring":
             raise ConfigError(
                 f"`{owner}` cannot keep a ring in a file; use overflow='error' or 'drop'."
             )
-        if capacity is not None:
-            capacity = check_capacity(owner, "capacity", capacity)
-        time_dtype = check_time_dtype(owner, time_dtype)
+        options = RecordOptions.check(
+            owner,
+            frame,
+            capacity=capacity,
+            overflow=overflow,
+            every=every,
+            per_system=per_system,
+            once=once,
+            time_dtype=time_dtype,
+        )
         chunk = check_capacity(owner, "chunk", chunk)
-        schedule = as_schedule(every)
-        spec, batch_size = split_spec(frame, per_system)
-        once = check_once(owner, once, per_system)
-        complex_fields = [f.name for f in spec.fields if np.issubdtype(f.dtype, np.complexfloating)]
+        complex_fields = [
+            f.name for f in options.spec.fields if np.issubdtype(f.dtype, np.complexfloating)
+        ]
         if complex_fields:
             raise ConfigError(
                 f"`{owner}` cannot write complex fields {complex_fields} as CSV columns."
             )
-        if progress is not None and not isinstance(progress, Progress):
-            raise ConfigError(
-                f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}."
-            )
-        layout = make_layout(
-            spec,
-            chunk=max(chunk, batch_size or 1),
-            chunks_per_shard=None,
-            codec=None,
-            fields={},
-            time_dtype=np.dtype(time_dtype),
-            batch_size=batch_size,
-        )
+        layout = row_layout(options, chunk)
         writer = CsvWriter(
             pathlib.Path(path),
             layout,
             mode=mode,
-            progress=progress,
+            progress=check_progress(progress),
             max_inflight_bytes=max_inflight_bytes,
         )
-        return cls._empty(
-            writer,
-            spec=spec,
-            layout=layout,
-            capacity=capacity,
-            overflow=overflow,
-            schedule=schedule,
-            batch_size=batch_size,
-            once=once,
-            time_dtype=time_dtype,
-        )
+        return cls._empty(writer, options, layout)
 
 
 def header(layout: Layout) -> list[str]:

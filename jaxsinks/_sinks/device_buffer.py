@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast, final
 
 import jax
 import jax.numpy as jnp
@@ -11,23 +11,20 @@ import numpy as np
 from .._core.columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
 from .._core.errors import SinkOverflowError
 from .._core.flags import Flag
-from .._core.frame import FrameSpec
 from .._core.pytree import pytree_dataclass, replace, static
-from .._core.schedule import Schedule, as_schedule
+from .._core.schedule import Schedule
 from .._core.sink import (
+    RecordOptions,
     Sink,
     check_capacity,
-    check_once,
-    check_overflow,
-    check_time_dtype,
     first_time,
     host_int,
-    split_spec,
 )
 from .._core.trajectory import Trajectory
 from .._core.types import Overflow, PyTree
 
 
+@final
 @pytree_dataclass
 class DeviceBuffer(Sink):
     """A fixed-capacity recording in device memory: an immutable pytree updated by pure writes.
@@ -52,12 +49,7 @@ class DeviceBuffer(Sink):
     flags: jax.Array
     seen: jax.Array | None
     schedule_state: PyTree
-    spec: FrameSpec = static()
-    capacity: int = static()
-    overflow: Overflow = static()
-    schedule: Schedule = static()
-    batch_size: int | None = static(default=None)
-    once: bool = static(default=False)
+    options: RecordOptions = static()
 
     @classmethod
     def create(
@@ -91,30 +83,30 @@ class DeviceBuffer(Sink):
             time_dtype: the dtype of the time column.
         """
         capacity = check_capacity("DeviceBuffer.create", "capacity", capacity)
-        once = check_once("DeviceBuffer.create", once, per_system)
-        overflow = check_overflow("DeviceBuffer.create", overflow)
-        time_dtype = check_time_dtype("DeviceBuffer.create", time_dtype)
-        schedule = as_schedule(every)
-        spec, batch_size = split_spec(frame, per_system)
-        columns = Columns.allocate(
-            spec,
-            capacity,
-            time_dtype=time_dtype,
+        options = RecordOptions.check(
+            "DeviceBuffer.create",
+            frame,
+            capacity=capacity,
+            overflow=overflow,
+            every=every,
             per_system=per_system,
-            write_once=overflow != "ring",
+            once=once,
+            time_dtype=time_dtype,
+        )
+        columns = Columns.allocate(
+            options.spec,
+            capacity,
+            time_dtype=options.time_dtype,
+            per_system=per_system,
+            write_once=options.overflow != "ring",
         )
         return cls(
             columns=columns,
             count=jnp.zeros((), jnp.int32),
             flags=jnp.zeros((), jnp.int32),
-            seen=jnp.zeros((batch_size,), bool) if once else None,
-            schedule_state=schedule.init(),
-            spec=spec,
-            capacity=capacity,
-            overflow=overflow,
-            schedule=schedule,
-            batch_size=batch_size,
-            once=once,
+            seen=jnp.zeros((options.batch_size,), bool) if options.once else None,
+            schedule_state=options.schedule.init(),
+            options=options,
         )
 
     # ---------------------------------------------------------------- device side (pure, jittable)
@@ -141,9 +133,9 @@ class DeviceBuffer(Sink):
         return replace(self, columns=columns, count=count, flags=flags, seen=seen)
 
     @property
-    def time_dtype(self) -> Any:
-        """The dtype of the time column."""
-        return self.columns.time.dtype
+    def capacity(self) -> int:
+        """How many frames (rows) the buffer holds."""
+        return cast(int, self.options.capacity)  # RecordOptions.check was given an int
 
     @property
     def size(self) -> jax.Array:

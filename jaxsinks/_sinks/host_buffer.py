@@ -17,7 +17,7 @@ than a wait for frames that will never come (or a write over the new value's fra
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, final
 
 import jax
 import jax.numpy as jnp
@@ -26,21 +26,14 @@ import numpy as np
 from .._core.errors import ConfigError, SinkOverflowError, StaleSinkError, StoreError
 from .._core.flags import Flag
 from .._core.pytree import pytree_dataclass, replace
-from .._core.schedule import Schedule, as_schedule
-from .._core.sink import (
-    check_capacity,
-    check_once,
-    check_overflow,
-    check_time_dtype,
-    host_int,
-    split_spec,
-)
+from .._core.schedule import Schedule
+from .._core.sink import RecordOptions, check_capacity, host_int
 from .._core.trajectory import Trajectory
 from .._core.types import Overflow
 from .._io import writer as _writer
-from .._io.layout import Layout, make_layout
+from .._io.layout import Layout
 from .._io.progress import Progress
-from .stream import StreamSink, _host_tail
+from .stream import StreamSink, _host_tail, check_progress, row_layout
 
 #: Default flush block: about this many bytes of frames.
 TARGET_BLOCK_BYTES = 4 * 2**20
@@ -141,6 +134,7 @@ class HostMemory(_writer.HostWriter):
         return renewed
 
 
+@final
 @pytree_dataclass
 class HostBuffer(StreamSink):
     """Records frames into host memory from inside compiled loops (see `HostBuffer.create`).
@@ -180,13 +174,19 @@ class HostBuffer(StreamSink):
         """
         owner = "HostBuffer.create"
         capacity = check_capacity(owner, "capacity", capacity)
-        overflow = check_overflow(owner, overflow)
-        time_dtype = check_time_dtype(owner, time_dtype)
-        schedule = as_schedule(every)
-        spec, batch_size = split_spec(frame, per_system)
-        once = check_once(owner, once, per_system)
+        options = RecordOptions.check(
+            owner,
+            frame,
+            capacity=capacity,
+            overflow=overflow,
+            every=every,
+            per_system=per_system,
+            once=once,
+            time_dtype=time_dtype,
+        )
+        batch_size = options.batch_size
         if chunk is None:
-            chunk = max(1, min(capacity, TARGET_BLOCK_BYTES // max(1, spec.nbytes)))
+            chunk = max(1, min(capacity, TARGET_BLOCK_BYTES // max(1, options.spec.nbytes)))
         chunk = check_capacity(owner, "chunk", chunk)
         if chunk > capacity or (batch_size is not None and max(chunk, batch_size) > capacity):
             raise ConfigError(
@@ -195,31 +195,9 @@ class HostBuffer(StreamSink):
                 + f") to fit in `capacity` ({capacity} frames). Give a smaller `chunk` or a larger "
                 "`capacity`."
             )
-        if progress is not None and not isinstance(progress, Progress):
-            raise ConfigError(
-                f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}."
-            )
-        layout = make_layout(
-            spec,
-            chunk=max(chunk, batch_size or 1),
-            chunks_per_shard=None,
-            codec=None,
-            fields={},
-            time_dtype=np.dtype(time_dtype),
-            batch_size=batch_size,
-        )
-        memory = HostMemory(layout, capacity=capacity, progress=progress)
-        return cls._empty(
-            memory,
-            spec=spec,
-            layout=layout,
-            capacity=capacity,
-            overflow=overflow,
-            schedule=schedule,
-            batch_size=batch_size,
-            once=once,
-            time_dtype=time_dtype,
-        )
+        layout = row_layout(options, chunk)
+        memory = HostMemory(layout, capacity=capacity, progress=check_progress(progress))
+        return cls._empty(memory, options, layout)
 
     # ------------------------------------------------------------------------------- host side
 

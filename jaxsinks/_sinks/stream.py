@@ -24,6 +24,7 @@ from jax.custom_batching import custom_vmap
 from .._core import sharding as _sharding
 from .._core.columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
 from .._core.errors import (
+    ConfigError,
     JaxsinksError,
     SinkOverflowError,
     StaleSinkError,
@@ -31,14 +32,13 @@ from .._core.errors import (
     TransformError,
 )
 from .._core.flags import Flag
-from .._core.frame import FrameSpec
 from .._core.pytree import pytree_dataclass, replace, static
-from .._core.schedule import Schedule
-from .._core.sink import Sink, first_time, host_int
-from .._core.types import Overflow, PyTree
+from .._core.sink import RecordOptions, Sink, first_time, host_int
+from .._core.types import PyTree
 from .._io import writer as _writer
 from .._io.callback import host_call
-from .._io.layout import ArrayLayout, Layout
+from .._io.layout import ArrayLayout, Layout, make_layout
+from .._io.progress import Progress
 
 #: Default staging block size: about this many bytes of frames per flush.
 TARGET_BLOCK_BYTES = 8 * 2**20
@@ -68,13 +68,8 @@ class StreamSink(Sink):
     writer: jax.Array
     seen: jax.Array | None
     schedule_state: PyTree
-    spec: FrameSpec = static()
+    options: RecordOptions = static()
     layout: Layout = static()
-    capacity: int | None = static()
-    overflow: Overflow = static()
-    schedule: Schedule = static()
-    batch_size: int | None = static(default=None)
-    once: bool = static(default=False)
     shard: _sharding.ShardInfo | None = static(default=None)
     closed: bool = static(default=False)
 
@@ -82,15 +77,9 @@ class StreamSink(Sink):
     def _empty(
         cls,
         writer: _writer.HostWriter,
-        *,
-        spec: FrameSpec,
+        options: RecordOptions,
         layout: Layout,
-        capacity: int | None,
-        overflow: Overflow,
-        schedule: Schedule,
-        batch_size: int | None,
-        once: bool,
-        time_dtype: Any,
+        *,
         shard: _sharding.ShardInfo | None = None,
         mesh: Any = None,
     ):
@@ -98,12 +87,13 @@ class StreamSink(Sink):
 
         A sharded sink (`shard`) holds one such sink per shard, stacked and placed on `mesh`.
         """
+        batch_size = options.batch_size
         staging = layout.block + (batch_size - 1 if batch_size else 0)
         sink = cls(
             columns=Columns.allocate(
-                spec,
+                options.spec,
                 staging,
-                time_dtype=time_dtype,
+                time_dtype=options.time_dtype,
                 per_system=batch_size is not None,
                 write_once=False,
             ),
@@ -112,15 +102,10 @@ class StreamSink(Sink):
             recorded=jnp.asarray(writer.committed, jnp.int32),
             flags=jnp.zeros((), jnp.int32),
             writer=jnp.asarray(writer.id, jnp.int32),
-            seen=jnp.zeros((batch_size,), bool) if once else None,
-            schedule_state=schedule.init(),
-            spec=spec,
+            seen=jnp.zeros((batch_size,), bool) if options.once else None,
+            schedule_state=options.schedule.init(),
+            options=options,
             layout=layout,
-            capacity=capacity,
-            overflow=overflow,
-            schedule=schedule,
-            batch_size=batch_size,
-            once=once,
             shard=shard,
         )
         return sink if shard is None else _sharding.stack(sink, shard, mesh)
@@ -135,11 +120,6 @@ class StreamSink(Sink):
 
     def _leave(self) -> StreamSink:
         return self if self.shard is None else _sharding.leave(self)
-
-    @property
-    def time_dtype(self) -> Any:
-        """The dtype of the time column."""
-        return self.columns.time.dtype
 
     @property
     def block(self) -> int:
@@ -265,6 +245,27 @@ class StreamSink(Sink):
             f"{type(self).__name__}(block={self.block}, capacity={self.capacity}, "
             f"overflow={self.overflow!r}, schedule={self.schedule}, fields=[{fields}])"
         )
+
+
+def check_progress(progress: Any) -> Progress | None:
+    """`progress` if it is a `jaxsinks.Progress` or None, else a ConfigError."""
+    if progress is not None and not isinstance(progress, Progress):
+        raise ConfigError(f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}.")
+    return progress
+
+
+def row_layout(options: RecordOptions, chunk: int) -> Layout:
+    """The layout of a sink that writes plain rows (CSV, host memory): `chunk` frames a flush
+    (at least one batch of a per-system sink), no codec, no per-field options."""
+    return make_layout(
+        options.spec,
+        chunk=max(chunk, options.batch_size or 1),
+        chunks_per_shard=None,
+        codec=None,
+        fields={},
+        time_dtype=np.dtype(options.time_dtype),
+        batch_size=options.batch_size,
+    )
 
 
 def out_of_range(xp: Any, values: Any, layout: ArrayLayout) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, final
 
 import jax.numpy as jnp
 import numpy as np
@@ -11,15 +11,8 @@ from .._core import sharding as _sharding
 from .._core.errors import ConfigError
 from .._core.frame import FrameSpec
 from .._core.pytree import pytree_dataclass
-from .._core.schedule import Schedule, as_schedule
-from .._core.sink import (
-    check_capacity,
-    check_mode,
-    check_once,
-    check_overflow,
-    check_time_dtype,
-    split_spec,
-)
+from .._core.schedule import Schedule
+from .._core.sink import RecordOptions, check_capacity, check_mode
 from .._core.types import Mode, Overflow
 from .._io import writer as _writer
 from .._io import zarr_writer as _zarr_writer
@@ -27,13 +20,14 @@ from .._io.codecs import Blosc, Codec, FieldConfig, check_codec
 from .._io.layout import Ragged, check_user_attributes, make_layout
 from .._io.location import parse
 from .._io.progress import Progress
-from .stream import StreamSink
+from .stream import StreamSink, check_progress
 
 #: Default flush block: about this many bytes of frames.
 TARGET_BLOCK_BYTES = 8 * 2**20
 MAX_DEFAULT_CHUNK = 1024
 
 
+@final
 @pytree_dataclass
 class ZarrSink(StreamSink):
     """Records frames to a Zarr v3 run (local disk, memory, S3, GCS) from inside compiled loops.
@@ -105,12 +99,7 @@ class ZarrSink(StreamSink):
         """
         owner = "ZarrSink.create"
         mode = check_mode(owner, mode)
-        overflow = check_overflow(owner, overflow)
-        if capacity is not None:
-            capacity = check_capacity(owner, "capacity", capacity)
-        time_dtype = check_time_dtype(owner, time_dtype)
         codec = check_codec(codec, owner)
-        schedule = as_schedule(every)
         shard = _sharding.shard_info(owner, mesh, axis)
         if shard is not None:
             if per_system or ragged is not None or overflow == "ring":
@@ -119,8 +108,17 @@ class ZarrSink(StreamSink):
                     "overflow='ring' are not available with `mesh`."
                 )
             frame = _sharding.local_frame(owner, frame, shard)
-        spec, batch_size = split_spec(frame, per_system)
-        once = check_once(owner, once, per_system)
+        options = RecordOptions.check(
+            owner,
+            frame,
+            capacity=capacity,
+            overflow=overflow,
+            every=every,
+            per_system=per_system,
+            once=once,
+            time_dtype=time_dtype,
+        )
+        spec, batch_size, capacity = options.spec, options.batch_size, options.capacity
         chunk = default_chunk(owner, chunk, spec, batch_size)
         if chunks_per_shard is not None:
             check_capacity(owner, "chunks_per_shard", chunks_per_shard)
@@ -135,17 +133,14 @@ class ZarrSink(StreamSink):
                 raise ConfigError(
                     f"`fields['{name}']` must be a jaxsinks.FieldConfig; got {type(cfg).__name__}."
                 )
-        if progress is not None and not isinstance(progress, Progress):
-            raise ConfigError(
-                f"`progress` must be a jaxsinks.Progress; got {type(progress).__name__}."
-            )
+        progress = check_progress(progress)
         layout = make_layout(
             spec,
             chunk=chunk,
             chunks_per_shard=chunks_per_shard,
             codec=codec,
             fields=fields,
-            time_dtype=np.dtype(time_dtype),
+            time_dtype=np.dtype(options.time_dtype),
             batch_size=batch_size,
             ragged=ragged,
             shards=1 if shard is None else shard.count,
@@ -167,7 +162,7 @@ class ZarrSink(StreamSink):
             )
         user_attrs = check_user_attributes(attrs)
         location = parse(store)
-        meta = {"schedule": schedule.to_json(), "capacity": capacity, "overflow": overflow}
+        meta = {"schedule": options.schedule.to_json(), "capacity": capacity, "overflow": overflow}
         shards = (0,) if shard is None else _sharding.local_shards(mesh, shard)
         writer = _zarr_writer.create_run(
             location,
@@ -181,19 +176,7 @@ class ZarrSink(StreamSink):
             progress=progress,
             shards=shards,
         )
-        return cls._empty(
-            writer,
-            spec=spec,
-            layout=layout,
-            capacity=capacity,
-            overflow=overflow,
-            schedule=schedule,
-            batch_size=batch_size,
-            once=once,
-            time_dtype=time_dtype,
-            shard=shard,
-            mesh=mesh,
-        )
+        return cls._empty(writer, options, layout, shard=shard, mesh=mesh)
 
 
 def default_chunk(owner: str, chunk: int | None, spec: FrameSpec, batch_size: int | None) -> int:
