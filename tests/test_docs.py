@@ -81,8 +81,7 @@ def code_blocks(text: str) -> list[CodeBlock]:
 
 def open_writers() -> set[int]:
     """The ids of the host writers (streaming sinks) open in this process."""
-    with _writer._REGISTRY_LOCK:
-        return set(_writer._REGISTRY)
+    return {writer.id for writer in _writer.REGISTRY.live()}
 
 
 def test_code_blocks_are_found_with_their_lines():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax
 
-from .errors import ConfigError, JaxsinksError
-from .record import is_sink
+from .errors import JaxsinksError
+from .record import flatten_sinks
 from .types import PyTree
 
 
@@ -20,12 +20,7 @@ def close(sinks: PyTree) -> PyTree:
     Returns:
         The closed sinks, in the same structure.
     """
-    flat, treedef = jax.tree_util.tree_flatten(sinks, is_leaf=is_sink)
-    others = [type(s).__name__ for s in flat if not is_sink(s)]
-    if others:
-        raise ConfigError(
-            f"`close` takes a sink or a pytree of sinks; `sinks` also holds {others}."
-        )
+    flat, treedef = flatten_sinks("close", sinks, empty_ok=True)
     out, errors = [], []
     for sink in flat:
         try:

@@ -16,8 +16,3 @@ class Flag(enum.IntFlag):
     WRITE_FAILED = 4
     #: A flush came from an older value of the sink (or one already closed) and was refused.
     STALE = 8
-
-
-def describe(flags: int) -> list[str]:
-    """The names of the flags set in `flags`."""
-    return [f.name for f in Flag if flags & f and f.name is not None]

@@ -21,6 +21,24 @@ def is_sink(x: Any) -> bool:
     return isinstance(x, Sink)
 
 
+def flatten_sinks(what: str, sinks: PyTree, *, empty_ok: bool = False) -> tuple[list[Sink], Any]:
+    """The sinks of the pytree `sinks` and its treedef, or a ConfigError from `what` (e.g.
+    ``"record"``) naming whatever else it holds, or (unless `empty_ok`) saying it holds no sink."""
+    flat, treedef = jax.tree_util.tree_flatten(sinks, is_leaf=is_sink)
+    others = sorted({type(s).__name__ for s in flat if not is_sink(s)})
+    if others:
+        raise ConfigError(
+            f"`{what}` takes a sink or a pytree of sinks, but `sinks` also holds {others}. Pass "
+            "only jaxsinks sinks (DeviceBuffer, ZarrSink, CsvSink, HostBuffer)."
+        )
+    if not flat and not empty_ok:
+        raise ConfigError(
+            f"`{what}` was given no sinks (got no sink in {type(sinks).__name__}). Pass a sink "
+            "or a pytree of sinks, e.g. the ones ZarrSink.create returned."
+        )
+    return flat, treedef
+
+
 def record(
     sinks: PyTree,
     *,
@@ -45,15 +63,7 @@ def record(
     Returns:
         The sinks, with the same structure, after recording.
     """
-    flat, treedef = jax.tree_util.tree_flatten(sinks, is_leaf=is_sink)
-    others = [type(s).__name__ for s in flat if not is_sink(s)]
-    if others:
-        raise ConfigError(
-            f"`record` takes a sink or a pytree of sinks, but `sinks` also holds {others}. Pass "
-            "only DeviceBuffer, ZarrSink and other jaxsinks sinks."
-        )
-    if not flat:
-        raise ConfigError("`record` was given no sinks. Pass a sink or a pytree of sinks.")
+    flat, treedef = flatten_sinks("record", sinks)
     if mask is not None and not any(s.per_system for s in flat):
         raise ConfigError(
             "`mask` selects rows for per-system sinks, but none of the sinks given is per-system. "
@@ -69,7 +79,7 @@ def record(
                 f"The schedule {sink.schedule} needs the simulation time, but `record` was called "
                 "without `time=`. Pass the current time."
             )
-        shape = (sink.batch_size,) if sink.per_system else ()
+        shape = () if sink.batch_size is None else (sink.batch_size,)
         sink_time = as_time(time, sink.time_dtype, shape=shape)
         fire, state = sink.schedule(sink.schedule_state, step, _scalar_time(sink_time))
         fired.append((replace(sink, schedule_state=state), jnp.asarray(fire, jnp.bool_)))

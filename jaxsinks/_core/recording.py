@@ -17,11 +17,8 @@ import dataclasses
 import types
 from typing import Literal
 
-import jax
-
 from .close import close
-from .errors import ConfigError
-from .record import is_sink
+from .record import flatten_sinks
 from .types import PyTree
 
 
@@ -92,12 +89,5 @@ def recording(sinks: PyTree) -> Recording:
     Returns:
         A `Recording` whose ``sinks`` attribute the block updates.
     """
-    flat = jax.tree_util.tree_leaves(sinks, is_leaf=is_sink)
-    others = sorted({type(s).__name__ for s in flat if not is_sink(s)})
-    if not flat or others:
-        got = f"a pytree that also holds {others}" if others else "no sink"
-        raise ConfigError(
-            f"`jaxsinks.recording` takes a sink or a pytree of sinks to close when the block ends; "
-            f"got {got}. Pass the sinks created with e.g. ZarrSink.create."
-        )
+    flatten_sinks("jaxsinks.recording", sinks)
     return Recording(sinks)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from .columns import Columns
-from .errors import ConfigError, TransformError
+from .errors import ConfigError, SinkOverflowError, TransformError
 from .frame import FrameSpec
 from .schedule import Schedule, as_schedule
 from .types import MODES, OVERFLOW_POLICIES, Mode, Overflow, PyTree
@@ -231,3 +231,13 @@ def host_int(value: jax.Array, what: str) -> int:
             "(see the ensembles guide)."
         )
     return int(value)
+
+
+def overflow_error(kind: str, capacity: int | None, recorded: int, kept: str) -> SinkOverflowError:
+    """The error of a sink with ``overflow="error"`` that was given more frames than it holds;
+    `kept` says where the first `capacity` frames are (e.g. ``"are kept"``)."""
+    return SinkOverflowError(
+        f"{kind} overflowed: its capacity is {capacity} frames but {recorded} were recorded; the "
+        f"first {capacity} {kept}. Create it with a larger `capacity`, or with overflow='drop' "
+        "or 'ring'."
+    )

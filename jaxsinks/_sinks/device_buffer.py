@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core.columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
-from .._core.errors import SinkOverflowError
 from .._core.flags import Flag
 from .._core.pytree import pytree_dataclass, replace, static
 from .._core.schedule import Schedule
@@ -19,6 +18,7 @@ from .._core.sink import (
     check_capacity,
     first_time,
     host_int,
+    overflow_error,
 )
 from .._core.trajectory import Trajectory
 from .._core.types import Overflow, PyTree
@@ -202,11 +202,8 @@ class DeviceBuffer(Sink):
         """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``."""
         count = host_int(self.count, "DeviceBuffer")
         if self.overflow == "error" and int(self.flags) & Flag.OVERFLOW:
-            raise SinkOverflowError(
-                f"DeviceBuffer overflowed: its capacity is {self.capacity} frames but {count} were "
-                f"recorded; the first {self.capacity} are kept. Create it with a larger "
-                "`capacity`, or with overflow='drop' or 'ring'; `read(check=False)` returns the "
-                "kept frames."
+            raise overflow_error(
+                "DeviceBuffer", self.capacity, count, "are kept (`read(check=False)` returns them)"
             )
 
     def close(self) -> DeviceBuffer:

@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._core.errors import ConfigError, SinkOverflowError, StaleSinkError, StoreError
+from .._core.errors import ConfigError, StaleSinkError, StoreError
 from .._core.flags import Flag
 from .._core.pytree import pytree_dataclass, replace
 from .._core.schedule import Schedule
-from .._core.sink import RecordOptions, check_capacity, host_int
+from .._core.sink import RecordOptions, check_capacity, host_int, overflow_error
 from .._core.trajectory import Trajectory
 from .._core.types import Overflow
 from .._io import writer as _writer
@@ -35,7 +35,8 @@ from .._io.layout import Layout
 from .._io.progress import Progress
 from .stream import StreamSink, _host_tail, check_progress, row_layout
 
-#: Default flush block: about this many bytes of frames.
+#: Default flush block: about this many bytes of frames (a HostBuffer has no Zarr chunks; the
+#: block is only what each flush hands over, so it is smaller than ZarrSink's chunk target).
 TARGET_BLOCK_BYTES = 4 * 2**20
 
 #: Under these keys a writer id holds its host memory (kept after close until released) and,
@@ -255,11 +256,8 @@ class HostBuffer(StreamSink):
         """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``."""
         if self.overflow == "error" and int(self.flags) & Flag.OVERFLOW:
             recorded = host_int(self.recorded, "HostBuffer")
-            raise SinkOverflowError(
-                f"HostBuffer overflowed: its capacity is {self.capacity} frames but {recorded} "
-                f"were recorded; the first {self.capacity} are kept. Create it with a larger "
-                "`capacity`, or with overflow='drop' or 'ring'; `read(check=False)` returns the "
-                "kept frames."
+            raise overflow_error(
+                "HostBuffer", self.capacity, recorded, "are kept (`read(check=False)` returns them)"
             )
 
     def close(self) -> HostBuffer:

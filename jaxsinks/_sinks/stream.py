@@ -26,23 +26,18 @@ from .._core.columns import Columns, as_mask, as_step, as_time, row_destinations
 from .._core.errors import (
     ConfigError,
     JaxsinksError,
-    SinkOverflowError,
     StaleSinkError,
     StoreError,
     TransformError,
 )
 from .._core.flags import Flag
 from .._core.pytree import pytree_dataclass, replace, static
-from .._core.sink import RecordOptions, Sink, first_time, host_int
+from .._core.sink import RecordOptions, Sink, first_time, host_int, overflow_error
 from .._core.types import PyTree
 from .._io import writer as _writer
 from .._io.callback import host_call
 from .._io.layout import ArrayLayout, Layout, make_layout
 from .._io.progress import Progress
-
-#: Default staging block size: about this many bytes of frames per flush.
-TARGET_BLOCK_BYTES = 8 * 2**20
-MAX_DEFAULT_CHUNK = 1024
 
 
 @pytree_dataclass
@@ -203,11 +198,7 @@ class StreamSink(Sink):
         if stale is not None:
             raise stale
         if self.overflow == "error" and flags & Flag.OVERFLOW:
-            raise SinkOverflowError(
-                f"{kind} overflowed: its capacity is {self.capacity} frames but {recorded} were "
-                f"recorded; the first {self.capacity} are stored in {writer.description}. Create "
-                "it with a larger `capacity` or with overflow='drop' or 'ring'."
-            )
+            raise overflow_error(kind, self.capacity, recorded, f"are in {writer.description}")
         return replace(
             self,
             count=jnp.zeros_like(self.count),
@@ -311,7 +302,12 @@ def _stage(sink: StreamSink, leaves, step, time, wanted) -> StreamSink:
     return replace(sink, columns=columns, count=count, flags=flags, recorded=recorded)
 
 
-@functools.cache
+#: Compiled recorders kept, one per sink configuration (layout, batch size, shard axis): bounded,
+#: so that a long session creating many differently shaped sinks does not keep them all.
+RECORDER_CACHE_SIZE = 64
+
+
+@functools.lru_cache(maxsize=RECORDER_CACHE_SIZE)
 def _recorder(layout: Layout, batch_size: int | None, shard_axis: str | None = None):
     """Stage a frame and flush a full block, all under a `lax.cond` that skips steps recording
     nothing (a ZarrSink is never vmapped or differentiated, so the cond stays a cond). Wrapped so
