@@ -253,6 +253,28 @@ def test_float16_export_stores_values_in_range_and_rejects_overflow(tmp_path):
     )
 
 
+def test_exported_arrays_are_described_like_a_runs_arrays(tmp_path):
+    """One zarr metadata builder: an exported field has a run's codec chain and fill value (NaN
+    for every float type, bfloat16 included); its integer columns fill with 0 (a run's, -1)."""
+    run_store = tmp_path / "run.zarr"
+    sink = js.ZarrSink.create(
+        run_store, EXAMPLE, chunk=4, codec=js.Zstd(3), fields={"x": js.FieldConfig("bfloat16")}
+    )
+    js.close(run_steps(sink, steps(0, 8)))
+    js.export_training(js.open(run_store), tmp_path / "d", dtype="bfloat16", codec=js.Zstd(3))
+
+    def meta(path):
+        return json.loads((path / "zarr.json").read_text())
+
+    stored, exported = meta(run_store / "x"), meta(tmp_path / "d" / "frames" / "x")
+    assert exported["data_type"] == stored["data_type"] == "bfloat16"
+    assert exported["fill_value"] == stored["fill_value"] == "NaN"
+    assert exported["codecs"] == stored["codecs"]
+    assert exported["dimension_names"] == stored["dimension_names"]
+    assert meta(tmp_path / "d" / "frames" / "run")["fill_value"] == 0
+    assert meta(run_store / "step")["fill_value"] == -1
+
+
 # ------------------------------------------------------------------------- bad input
 
 

@@ -172,3 +172,48 @@ def test_kvstore_dicts_with_user_info_in_bucket_or_endpoint_are_refused_unshown(
     with pytest.raises(js.ConfigError) as info:
         parse(spec)
     assert MARK not in str(info.value)
+
+
+# ---------------------------------------------------- one S3 parser for URLs and jaxsinks.s3
+
+
+@pytest.mark.parametrize(
+    "url, match",
+    [
+        (f"s3://AKIA{MARK}:{MARK}@bucket/run.zarr", "holds user info"),
+        (f"s3://bucket/run.zarr?X-Amz-Credential={MARK}", "query string or fragment"),
+        (f"s3://AKIA{MARK}:x/bucket", "not a bucket name"),
+        ("s3:///path-only", "needs a bucket name"),
+    ],
+)
+def test_s3_urls_and_jaxsinks_s3_refuse_the_same_urls_alike(url, match):
+    """`parse` and `jaxsinks.s3` read a bucket URL with the same parser: same refusal, unshown."""
+    texts = []
+    for call in (lambda: parse(url), lambda: js.s3(url)):
+        with pytest.raises(js.ConfigError, match=match) as info:
+            call()
+        assert MARK not in str(info.value)
+        texts.append(str(info.value).split(" ", 1)[1])  # without the argument's name
+    assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize("var", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"])
+def test_an_endpoint_from_the_environment_is_checked_for_s3_urls_too(var, monkeypatch):
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(var, "ftp://host:21")
+    with pytest.raises(js.ConfigError, match=f"The endpoint {var} must be an http:// or https://"):
+        parse("s3://bucket/run.zarr")
+    monkeypatch.setenv(var, f"http://AKIA:{MARK}@127.0.0.1:9000")
+    for call in (lambda: parse("s3://bucket/run.zarr"), lambda: js.s3("bucket/run.zarr")):
+        with pytest.raises(js.ConfigError, match="without user info") as info:
+            call()
+        assert MARK not in str(info.value)
+
+
+def test_an_explicit_endpoint_with_user_info_is_refused_unshown():
+    with pytest.raises(js.ConfigError, match="`endpoint` must be .* without user info") as info:
+        js.s3("bucket/run.zarr", endpoint=f"https://AKIA:{MARK}@s3.example.com")
+    assert MARK not in str(info.value)
+    with pytest.raises(js.ConfigError, match="`endpoint` must be an http.*got int"):
+        js.s3("bucket/run.zarr", endpoint=9000)

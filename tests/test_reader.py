@@ -7,10 +7,12 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from run_helpers import write_per_system_run
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
 from jaxsinks._core.errors import FieldNotFoundError, ReadIndexError
+from jaxsinks._io.layout import check_schema_version
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +100,79 @@ def test_to_xarray_labels_axes_and_coordinates(store):
     np.testing.assert_array_equal(ds["step"].values, np.arange(0, 40, 2))
     np.testing.assert_array_equal(ds["x"].sel(frame=3).values, expected([6])["x"][0])
     assert ds.attrs == {"T": 300}
+
+
+def test_items_pairs_each_frame_with_its_time_like_py_pde(store):
+    run = js.open(store)
+    pairs = list(run.items())
+    want = expected(range(0, 40, 2))
+    assert [t for t, _ in pairs] == [0.25 * s for s in range(0, 40, 2)]
+    assert all(type(t) is float for t, _ in pairs)
+    for i, (_, frame) in enumerate(pairs):
+        assert set(frame) == {"e", "x"}
+        np.testing.assert_array_equal(frame["x"], want["x"][i])
+        assert frame["e"] == want["e"][i]
+    part = list(run[5:8].items(fields="e"))  # a selection, one field
+    assert [t for t, _ in part] == [2.5, 3.0, 3.5]
+    assert [f["e"] for _, f in part] == want["e"][5:8].tolist()
+    with pytest.raises(KeyError, match="no field 'y'"):
+        run.items(fields=["y"])  # checked when called, not when first iterated
+
+
+def test_items_of_a_run_without_times_says_so_and_points_to_iter_frames(grid):
+    run = grid[0]  # written without time=
+    with pytest.raises(js.ConfigError, match=r"no time for 7 of its 7 .*run.iter_frames\(\)"):
+        run.items()
+    assert [f["step"] for f in run.iter_frames()] == list(range(N))
+
+
+def test_to_xarray_selects_frames_by_time(store):
+    ds = js.open(store).to_xarray()  # times 0, 0.5, ..., 9.5
+    assert "time" in ds.xindexes and ds["x"].dims == ("frame", "x_0")
+    near = ds.sel(time=3.6, method="nearest")
+    assert float(near["time"]) == 3.5 and int(near["step"]) == 14
+    np.testing.assert_array_equal(near["x"].values, expected([14])["x"][0])
+    exact = ds["e"].sel(time=2.0)
+    assert float(exact) == expected([8])["e"][0]
+    window = ds.sel(time=slice(1.0, 2.0))
+    assert window["step"].values.tolist() == [4, 6, 8]
+    late = js.open(store)[10:].to_xarray().sel(time=9.2, method="nearest")  # a selection
+    assert int(late["step"]) == 36
+
+
+def test_to_xarray_of_a_per_system_run_selects_all_systems_at_a_time(tmp_path):
+    ds = js.open(write_per_system_run(tmp_path / "ps.zarr")).to_xarray()
+    at4 = ds.sel(time=4.0)  # step 4 records every system (1 on even steps, 2 from step 3)
+    assert at4["system"].values.tolist() == [0, 1, 2]
+    assert at4["e"].values.tolist() == [40.0, 41.0, 42.0]
+    one = ds.isel(frame=ds.system == 1).sel(time=2.6, method="nearest")  # as the docstring says
+    assert int(one["step"]) == 2 and float(one["e"]) == 21.0
+
+
+def test_to_xarray_of_a_run_without_times_has_no_time_index(grid):
+    ds = grid[0].to_xarray()
+    assert "time" not in ds.xindexes and np.isnan(ds["time"].values).all()
+    np.testing.assert_array_equal(ds["x"].isel(frame=2).values, grid[1][2])
+
+
+@pytest.mark.parametrize(
+    "doc, match",
+    [
+        ([1], "is not a JSON object"),
+        ({}, "schema version None"),
+        ({"schema_version": "1"}, "schema version 1;"),
+        ({"schema_version": True}, "schema version True"),
+        ({"schema_version": 3}, "schema version 3; this jaxsinks reads versions up to 2"),
+    ],
+)
+def test_one_schema_version_gate_names_what_was_read_and_the_remedy(doc, match):
+    with pytest.raises(js.StoreError, match=match) as info:
+        check_schema_version(doc, "The thing at memory://x", "test", 2)
+    text = str(info.value)
+    assert text.startswith("The thing at memory://x") and (
+        "Upgrade jaxsinks to read it." in text or "not written by jaxsinks" in text
+    )
+    assert check_schema_version({"schema_version": 2}, "x", "test", 2) == {"schema_version": 2}
 
 
 def test_missing_store_and_wrong_field_are_clear_errors(tmp_path, store):

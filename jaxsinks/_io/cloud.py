@@ -24,11 +24,10 @@ import shutil
 import tempfile
 import threading
 from typing import Any
-from urllib.parse import urlsplit
 
 from .._core.errors import ConfigError
 from .._core.types import CREDENTIAL_SOURCES, CredentialSource
-from .location import Location, _dir, bucket_and_path
+from .location import Location, bucket_url, gcs_spec, s3_spec
 
 #: Request attempts after the first: a dead server surfaces in seconds, not TensorStore's minutes
 #: (32 retries with delays up to 32 s). More than the AWS SDKs' standard mode (2). Raise it for
@@ -78,25 +77,10 @@ def s3(
     Returns:
         A `Location` to pass as ``store=``.
     """
-    bucket, prefix = _bucket_and_path("s3", path)
-    spec: dict[str, Any] = {"driver": "s3", "bucket": bucket, "path": _dir(prefix)}
-    endpoint = (
-        endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    bucket, prefix = bucket_url("s3", path, "`path`")
+    spec = s3_spec(
+        bucket, prefix, endpoint=endpoint, region=region, credentials=_aws_credentials(credentials)
     )
-    if endpoint is not None:
-        scheme = urlsplit(endpoint).scheme if isinstance(endpoint, str) else type(endpoint).__name__
-        if scheme not in ("http", "https"):
-            raise ConfigError(
-                "`endpoint` must be an http:// or https:// URL of an S3-compatible "
-                f"server; got one with the scheme '{scheme}'."
-            )
-        spec["endpoint"] = endpoint
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        spec["aws_region"] = str(region)
-    source = _aws_credentials(credentials)
-    if source is not None:
-        spec["aws_credentials"] = source
     if requester_pays:
         spec["requester_pays"] = True
     spec["s3_request_retries"] = request_retries(_check_retries(retries))
@@ -118,32 +102,12 @@ def gcs(path: str, *, user_project: str | None = None, retries: int = DEFAULT_RE
     Returns:
         A `Location` to pass as ``store=``.
     """
-    bucket, prefix = _bucket_and_path("gs", path)
-    spec: dict[str, Any] = {"driver": "gcs", "bucket": bucket, "path": _dir(prefix)}
+    bucket, prefix = bucket_url("gs", path, "`path`")
+    spec = gcs_spec(bucket, prefix)
     if user_project:
         spec["gcs_user_project"] = {"project_id": str(user_project)}
     spec["gcs_request_retries"] = request_retries(_check_retries(retries))
     return Location(spec)
-
-
-def _bucket_and_path(scheme: str, path: str) -> tuple[str, str]:
-    if not isinstance(path, str) or not path:
-        raise ConfigError(
-            f"`path` must be a string '{scheme}://bucket/prefix' or 'bucket/prefix'; "
-            f"got {type(path).__name__}."
-        )
-    if "://" in path:
-        given = path.split("://", 1)[0].lower()
-        if given != scheme:
-            shown = f"a {given}:// URL" if given.isalnum() else "another URL (not shown here)"
-            raise ConfigError(f"`path` must be a {scheme}:// URL or 'bucket/prefix'; got {shown}.")
-        path = path.split("://", 1)[1]
-    if "?" in path or "#" in path:
-        raise ConfigError(
-            "`path` has a query string or fragment ('?' or '#'; not shown here). Options and "
-            "credentials go in their own arguments."
-        )
-    return bucket_and_path(scheme, path, "`path`")
 
 
 def _check_retries(retries: int) -> int:
@@ -157,10 +121,10 @@ def _check_retries(retries: int) -> int:
 def _aws_credentials(
     credentials: CredentialSource | dict[str, str] | None,
 ) -> dict[str, Any] | None:
-    """The TensorStore ``aws_credentials`` member for `credentials` (None: TensorStore's
-    default)."""
+    """The TensorStore ``aws_credentials`` member for `credentials` (None: `s3_spec`'s default,
+    from the environment)."""
     if credentials is None:
-        return {"type": "environment"} if os.environ.get("AWS_ACCESS_KEY_ID") else None
+        return None
     if isinstance(credentials, str):
         if credentials not in CREDENTIAL_SOURCES:
             raise ConfigError(

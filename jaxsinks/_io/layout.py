@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, StoreError
 from .._core.frame import FrameSpec, check_node_names
 from .codecs import Codec, FieldConfig, check_storable, codec_chain, is_float, narrowing_range
 
@@ -25,6 +25,55 @@ ATTRS_KEY = "jaxsinks"
 #: User attributes are rewritten with every committed count: keep them small.
 MAX_ATTRS_BYTES = 2**20
 COLUMNS = ("step", "time", "system")
+
+
+def check_schema_version(doc: Any, what: str, schema: str, supported: int) -> dict[str, Any]:
+    """`doc` if it is a JSON object whose ``schema_version`` is an int at most `supported` (the
+    newest version of the `schema` JSON that this jaxsinks reads); else a StoreError naming
+    `what`, the version read and the remedy (upgrading jaxsinks)."""
+    if not isinstance(doc, dict):
+        raise StoreError(f"{what} is not a JSON object; it was not written by jaxsinks.")
+    version = doc.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version > supported:
+        raise StoreError(
+            f"{what} was written with {schema} schema version {version}; this jaxsinks reads "
+            f"versions up to {supported}. Upgrade jaxsinks to read it."
+        )
+    return doc
+
+
+def fill_value(dtype: np.dtype) -> Any:
+    """The zarr fill value of `dtype` (what an unwritten chunk reads as): NaN for floats
+    (bfloat16 too; both parts of a complex), False for bool, 0 otherwise."""
+    if np.issubdtype(dtype, np.complexfloating):
+        return ["NaN", "NaN"]
+    if is_float(dtype):
+        return "NaN"
+    return False if dtype == np.bool_ else 0
+
+
+def array_metadata(
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    chunk: tuple[int, ...],
+    codec: Codec,
+    dims: tuple[str, ...],
+    *,
+    fill: Any = None,
+    inner_chunk: tuple[int, ...] | None = None,
+) -> dict[str, Any]:
+    """The zarr v3 metadata (TensorStore ``zarr3`` driver form) of an array of `shape` and
+    `dtype`, chunked by `chunk` (the shards, with `inner_chunk` chunks inside each), compressed
+    with `codec`, with axes named `dims` and unwritten values `fill` (default: `fill_value`)."""
+    return {
+        "shape": list(shape),
+        "data_type": dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunk)}},
+        "chunk_key_encoding": {"name": "default"},
+        "fill_value": fill_value(dtype) if fill is None else fill,
+        "codecs": codec_chain(codec, dtype, None if inner_chunk is None else list(inner_chunk)),
+        "dimension_names": list(dims),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +100,10 @@ class ArrayLayout:
 
     @property
     def fill_value(self) -> Any:
-        if np.issubdtype(self.dtype, np.complexfloating):
-            return ["NaN", "NaN"]
-        if is_float(self.dtype):  # bfloat16 too
-            return "NaN"
-        if self.dtype == np.bool_:
-            return False
-        return -1 if self.name in COLUMNS else 0
+        """The dtype's fill value (`fill_value`), except -1 for the integer columns."""
+        if self.name in COLUMNS and np.issubdtype(self.dtype, np.integer):
+            return -1
+        return fill_value(self.dtype)
 
     @property
     def narrowing(self) -> tuple[float, float] | None:
@@ -67,18 +113,18 @@ class ArrayLayout:
     def metadata(self, frames: int) -> dict[str, Any]:
         """The zarr v3 array metadata (TensorStore ``zarr3`` driver form) for `frames` frames."""
         if self.shard_frames is None:
-            grid, inner = list(self.chunk), None
+            grid, inner = self.chunk, None
         else:
-            grid, inner = [self.shard_frames, *self.chunk[1:]], list(self.chunk)
-        return {
-            "shape": [frames, *self.stored_shape],
-            "data_type": self.dtype.name,
-            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
-            "chunk_key_encoding": {"name": "default"},
-            "fill_value": self.fill_value,
-            "codecs": codec_chain(self.codec, self.dtype, inner),
-            "dimension_names": list(self.dims),
-        }
+            grid, inner = (self.shard_frames, *self.chunk[1:]), self.chunk
+        return array_metadata(
+            (frames, *self.stored_shape),
+            self.dtype,
+            grid,
+            self.codec,
+            self.dims,
+            fill=self.fill_value,
+            inner_chunk=inner,
+        )
 
     def schema(self) -> dict[str, Any]:
         """What must match for a run to be appended to."""

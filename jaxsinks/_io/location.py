@@ -17,6 +17,7 @@ import os
 import pathlib
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._core.errors import ConfigError
 
@@ -92,22 +93,12 @@ def parse(store: Any) -> Location:
             f"`store` has {shown}. Use a local path or one of "
             f"{[s + '://' for s in SCHEMES]}, or pass a TensorStore kvstore spec dict."
         )
+    if scheme in ("s3", "gs"):
+        bucket, path = bucket_url(scheme, store, "`store`")
+        return Location(s3_spec(bucket, path) if scheme == "s3" else gcs_spec(bucket, path))
     authority = rest.split("/", 1)[0]
-    if "@" in rest and (scheme != "file" or authority not in ("", "localhost")):
-        raise ConfigError(
-            f"`store` {scheme}://... holds user info before the "
-            f"{'name' if scheme == 'memory' else 'bucket'} (not shown here; an '@' in such a URL "
-            "is taken as user info); jaxsinks takes no credentials in URLs. Pass them with "
-            "jaxsinks.s3(..., credentials=...) or the environment (AWS_ACCESS_KEY_ID, "
-            "AWS_SECRET_ACCESS_KEY); for a key that really holds '@', pass a kvstore spec dict."
-        )
-    if "?" in rest or "#" in rest:
-        raise ConfigError(
-            f"`store` {scheme}://... has a query string or fragment ('?' or '#'; not shown here), "
-            "which jaxsinks neither uses nor drops silently. Remove it (credentials go to "
-            "jaxsinks.s3(..., credentials=...) or the environment); for a local path holding '?' "
-            "or '#', give the plain path."
-        )
+    user_info = "@" in rest and (scheme != "file" or authority not in ("", "localhost"))
+    check_url_text(scheme, rest, "`store`", user_info=user_info)
     if scheme == "file":
         if authority not in ("", "localhost"):
             host = (
@@ -119,27 +110,49 @@ def parse(store: Any) -> Location:
                 "plain path."
             )
         return Location(_file("/" + rest[len(authority) :].lstrip("/")))
-    if scheme == "memory":
-        return Location({"driver": "memory", "path": _dir(rest)})
-    bucket, path = bucket_and_path(scheme, rest, "`store`")
-    if scheme == "s3":
-        return Location(_s3(bucket, path))
-    return Location({"driver": "gcs", "bucket": bucket, "path": _dir(path)})
+    return Location({"driver": "memory", "path": _dir(rest)})
 
 
-def bucket_and_path(scheme: str, text: str, what: str) -> tuple[str, str]:
-    """``(bucket, path)`` of `text` (``bucket/path``, after ``scheme://``), or a ConfigError that
-    shows the bucket only if it holds nothing but bucket-name characters."""
-    if "@" in text:
+def bucket_url(scheme: str, url: Any, what: str) -> tuple[str, str]:
+    """``(bucket, path)`` of `url`: ``scheme://bucket/path`` or ``bucket/path``; a ConfigError
+    (naming `what`, the argument) for anything else: another scheme, user info, a query string
+    or fragment, or an implausible bucket name, none of them shown."""
+    if not isinstance(url, str) or not url:
         raise ConfigError(
-            f"{what} {scheme}://... holds user info (not shown here; an '@' in a bucket path is "
-            "taken as user info); jaxsinks takes no credentials in URLs or paths. Pass them with "
-            "jaxsinks.s3(..., credentials=...) or the environment; for a key that really holds "
-            "'@', pass a kvstore spec dict."
+            f"{what} must be a string '{scheme}://bucket/prefix' or 'bucket/prefix'; "
+            f"got {type(url).__name__}."
         )
-    bucket, _, path = text.partition("/")
+    rest = url
+    if "://" in url:
+        given, rest = url.split("://", 1)
+        if given.lower() != scheme:
+            shown = (
+                f"a {given.lower()}:// URL" if given.isalnum() else "another URL (not shown here)"
+            )
+            raise ConfigError(f"{what} must be a {scheme}:// URL or 'bucket/prefix'; got {shown}.")
+    check_url_text(scheme, rest, what, user_info="@" in rest)
+    bucket, _, path = rest.partition("/")
     check_bucket(scheme, bucket, what)
     return bucket, path.strip("/")
+
+
+def check_url_text(scheme: str, rest: str, what: str, *, user_info: bool) -> None:
+    """A ConfigError, showing nothing of `rest` (a URL after ``scheme://``), if it holds
+    `user_info` or a query string or fragment."""
+    if user_info:
+        raise ConfigError(
+            f"{what} {scheme}://... holds user info (not shown here; an '@' in such a URL is taken "
+            "as user info); jaxsinks takes no credentials in URLs. Pass them with "
+            "jaxsinks.s3(..., credentials=...) or the environment (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY); for a key that really holds '@', pass a kvstore spec dict."
+        )
+    if "?" in rest or "#" in rest:
+        raise ConfigError(
+            f"{what} {scheme}://... has a query string or fragment ('?' or '#'; not shown here), "
+            "which jaxsinks neither uses nor drops silently. Remove it (options and credentials "
+            "go in their own arguments: jaxsinks.s3(..., credentials=...) or the environment); "
+            "for a local path holding '?' or '#', give the plain path."
+        )
 
 
 def check_bucket(scheme: str, bucket: Any, what: str) -> None:
@@ -155,6 +168,64 @@ def check_bucket(scheme: str, bucket: Any, what: str) -> None:
             f"({scheme}://BUCKET/path). Credentials and endpoints go in their own arguments "
             "(jaxsinks.s3(..., credentials=..., endpoint=...))."
         )
+
+
+def check_endpoint(endpoint: Any, what: str) -> str:
+    """`endpoint` if it is an ``http(s)://`` URL without user info, else a ConfigError naming
+    `what` (where it came from) that shows none of it but a plain scheme."""
+    if not isinstance(endpoint, str):
+        raise ConfigError(
+            f"{what} must be an http(s):// URL of an S3-compatible server; got "
+            f"{type(endpoint).__name__}."
+        )
+    if "@" in endpoint:
+        raise ConfigError(
+            f"{what} must be an http(s):// URL without user info (not shown here); credentials "
+            "go in 'aws_credentials' of a kvstore spec, or jaxsinks.s3(..., credentials=...)."
+        )
+    scheme = urlsplit(endpoint).scheme
+    if scheme not in ("http", "https"):
+        shown = f"the scheme '{scheme}'" if _SCHEME.match(scheme) else "no valid scheme"
+        raise ConfigError(
+            f"{what} must be an http:// or https:// URL of an S3-compatible server; got one "
+            f"with {shown}."
+        )
+    return endpoint
+
+
+def s3_spec(
+    bucket: str,
+    path: str,
+    *,
+    endpoint: str | None = None,
+    region: str | None = None,
+    credentials: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The kvstore spec of the S3 directory `path` in `bucket`. Unless given, the endpoint is
+    ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, the region ``AWS_REGION`` or
+    ``AWS_DEFAULT_REGION``, and the credentials source the environment's keys if
+    ``AWS_ACCESS_KEY_ID`` is set (else TensorStore's default chain)."""
+    spec: dict[str, Any] = {"driver": "s3", "bucket": bucket, "path": _dir(path)}
+    if endpoint:
+        spec["endpoint"] = check_endpoint(endpoint, "`endpoint`")
+    else:
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+            if os.environ.get(name):
+                spec["endpoint"] = check_endpoint(os.environ[name], f"The endpoint {name}")
+                break
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        spec["aws_region"] = str(region)
+    if credentials is None and os.environ.get("AWS_ACCESS_KEY_ID"):
+        credentials = {"type": "environment"}
+    if credentials is not None:
+        spec["aws_credentials"] = credentials
+    return spec
+
+
+def gcs_spec(bucket: str, path: str) -> dict[str, Any]:
+    """The kvstore spec of the Google Cloud Storage directory `path` in `bucket`."""
+    return {"driver": "gcs", "bucket": bucket, "path": _dir(path)}
 
 
 def describe(kvstore: dict[str, Any]) -> str:
@@ -176,19 +247,6 @@ def _file(path: str) -> dict[str, Any]:
     return {"driver": "file", "path": _dir(os.path.abspath(os.path.expanduser(path)))}
 
 
-def _s3(bucket: str, path: str) -> dict[str, Any]:
-    spec: dict[str, Any] = {"driver": "s3", "bucket": bucket, "path": _dir(path)}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if endpoint:
-        spec["endpoint"] = endpoint
-    if region:
-        spec["aws_region"] = region
-    if os.environ.get("AWS_ACCESS_KEY_ID"):
-        spec["aws_credentials"] = {"type": "environment"}
-    return spec
-
-
 def _from_dict(store: dict[str, Any]) -> dict[str, Any]:
     driver = store.get("driver")
     if not isinstance(driver, str):
@@ -198,12 +256,8 @@ def _from_dict(store: dict[str, Any]) -> dict[str, Any]:
         )
     if driver in ("s3", "gcs"):
         check_bucket("s3" if driver == "s3" else "gs", store.get("bucket"), "The kvstore spec")
-    endpoint = store.get("endpoint")
-    if endpoint is not None and (not isinstance(endpoint, str) or "@" in endpoint):
-        raise ConfigError(
-            "The kvstore spec's 'endpoint' must be an http(s):// URL without user info (not shown "
-            "here); credentials go in 'aws_credentials' (or jaxsinks.s3(..., credentials=...))."
-        )
+    if store.get("endpoint") is not None:
+        check_endpoint(store["endpoint"], "The kvstore spec's 'endpoint'")
     if driver == "file" and not store.get("path"):
         raise ConfigError(
             "A 'file' kvstore spec for `store` needs a non-empty 'path' (the run's directory); "

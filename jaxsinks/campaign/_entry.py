@@ -14,9 +14,9 @@ import json
 import re
 from typing import Any
 
-from .._core.errors import ConfigError, StoreError
+from .._core.errors import ConfigError
 from .._io import tsio
-from .._io.layout import check_json
+from .._io.layout import check_json, check_schema_version
 from .._io.location import Location
 from .._io.owner import now, process_alive
 from .._read.reader import Run
@@ -88,15 +88,9 @@ class RunEntry:
 
 
 def check_version(doc: Any, what: str) -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        raise StoreError(f"{what} is not a JSON object; it was not written by jaxsinks.")
-    version = doc.get("schema_version")
-    if not isinstance(version, int) or version > CAMPAIGN_SCHEMA_VERSION:
-        raise StoreError(
-            f"{what} was written with campaign schema version {version}; this jaxsinks reads "
-            f"versions up to {CAMPAIGN_SCHEMA_VERSION}. Upgrade jaxsinks to read it."
-        )
-    return doc
+    """`doc` (a manifest or an entry, described by `what`) if this jaxsinks reads its campaign
+    schema version, else a StoreError."""
+    return check_schema_version(doc, what, "campaign", CAMPAIGN_SCHEMA_VERSION)
 
 
 def entry_key(run_id: str) -> str:

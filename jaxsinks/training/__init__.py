@@ -7,8 +7,8 @@ Zarr store, so that drawing N random items reads one random chunk.
 `export_training`, `TrainingSet` and `Sample` are also importable from `jaxsinks` itself.
 """
 
-from ._export import Sample as Sample
-from ._export import TrainingSet as TrainingSet
 from ._export import export_training as export_training
+from ._set import Sample as Sample
+from ._set import TrainingSet as TrainingSet
 
 __all__ = ["Sample", "TrainingSet", "export_training"]
