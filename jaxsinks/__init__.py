@@ -30,6 +30,8 @@ from ._core.schedule import Times as Times
 from ._core.schedule import When as When
 from ._core.sink import Sink as Sink
 from ._core.trajectory import Trajectory as Trajectory
+from ._drive.loops import scan as scan
+from ._drive.loops import while_loop as while_loop
 from ._io.cloud import gcs as gcs
 from ._io.cloud import s3 as s3
 from ._io.codecs import Blosc as Blosc
@@ -40,16 +42,74 @@ from ._io.progress import Progress as Progress
 from ._read.reader import FieldView as FieldView
 from ._read.reader import Run as Run
 from ._read.reader import open as open  # noqa: A004
+from ._read.views import RaggedView as RaggedView
 from ._sinks.csv_sink import CsvSink as CsvSink
 from ._sinks.device_buffer import DeviceBuffer as DeviceBuffer
 from ._sinks.host_buffer import HostBuffer as HostBuffer
 from ._sinks.stream import StreamSink as StreamSink
 from ._sinks.zarr_sink import ZarrSink as ZarrSink
-from .campaign._campaign import Campaign as Campaign
-from .campaign._config import RunConfig as RunConfig
-from .campaign._entry import RunEntry as RunEntry
-from .training._export import Sample as Sample
-from .training._export import TrainingSet as TrainingSet
-from .training._export import export_training as export_training
+from .campaign import Campaign as Campaign
+from .campaign import RunConfig as RunConfig
+from .campaign import RunEntry as RunEntry
+from .training import Sample as Sample
+from .training import TrainingSet as TrainingSet
+from .training import export_training as export_training
 
 __version__ = "0.1.0"
+
+#: The public API: what users create, call and receive. `StreamSink` (the streaming sinks' base),
+#: `FrameSpec` and `Field` (how a sink describes its frames) stay importable from here for one
+#: release, but are internals (jaxsinks._sinks.stream, jaxsinks._core.frame), not API.
+__all__ = [
+    "Blosc",
+    "Campaign",
+    "ConfigError",
+    "CsvSink",
+    "DeviceBuffer",
+    "Every",
+    "FieldConfig",
+    "FieldNotFoundError",
+    "FieldView",
+    "Flag",
+    "FrameError",
+    "HostBuffer",
+    "Interval",
+    "JaxsinksError",
+    "OutOfRangeError",
+    "Progress",
+    "Ragged",
+    "RaggedView",
+    "ReadIndexError",
+    "Recording",
+    "Run",
+    "RunConfig",
+    "RunEntry",
+    "Sample",
+    "Schedule",
+    "SchemaMismatchError",
+    "Sink",
+    "SinkOverflowError",
+    "StaleSinkError",
+    "StoreError",
+    "StoreExistsError",
+    "StoreNotFoundError",
+    "Times",
+    "TrainingSet",
+    "Trajectory",
+    "TransformError",
+    "When",
+    "WriteError",
+    "WriterConflictError",
+    "ZarrSink",
+    "Zstd",
+    "close",
+    "export_training",
+    "gcs",
+    "is_sink",
+    "open",
+    "record",
+    "recording",
+    "s3",
+    "scan",
+    "while_loop",
+]

@@ -48,14 +48,22 @@ class CodeBlock:
 
 
 def public_names() -> list[str]:
-    """What ``import jaxsinks`` exports: public names that are not modules or __future__ flags."""
-    return sorted(
+    """The public API: ``jaxsinks.__all__``."""
+    return sorted(jaxsinks.__all__)
+
+
+def test_all_names_what_import_jaxsinks_exports():
+    """``__all__`` lists every public attribute but the internals kept for one release, and
+    each entry exists."""
+    exported = {
         name
         for name in dir(jaxsinks)
         if not name.startswith("_")
         and name != "annotations"
         and not inspect.ismodule(getattr(jaxsinks, name))
-    )
+    }
+    assert exported - set(jaxsinks.__all__) == {"StreamSink", "FrameSpec", "Field"}
+    assert set(jaxsinks.__all__) <= exported
 
 
 def code_blocks(text: str) -> list[CodeBlock]:
