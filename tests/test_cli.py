@@ -312,3 +312,114 @@ def test_demo_forwards_its_arguments(capsys, monkeypatch):
     fake.main = lambda argv: seen.append(argv) or 3
     monkeypatch.setitem(sys.modules, "jaxsinks.demo.relax", fake)
     assert main(["demo", "--steps", "3", "--help"]) == 3 and seen == [["--steps", "3", "--help"]]
+
+
+# ------------------------------------------------------- time, CSV logs, titles, broken pipes
+
+
+@pytest.fixture(scope="module")
+def timeless_store(tmp_path_factory):
+    """A run recorded without `time=`."""
+    import jax.numpy as jnp
+
+    path = tmp_path_factory.mktemp("cli") / "timeless.zarr"
+    sink = js.ZarrSink.create(path, {"e": jnp.float32(0)}, chunk=4)
+    for i in range(5):
+        sink = sink.write({"e": jnp.float32(i)}, step=i)
+    js.close(sink)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def csv_log(tmp_path_factory):
+    import jax.numpy as jnp
+
+    path = tmp_path_factory.mktemp("cli") / "log.csv"
+    sink = js.CsvSink.create(path, {"energy": jnp.float32(0), "fmax": jnp.float32(0)}, chunk=4)
+    for i in range(10):
+        frame = {"energy": jnp.float32(-i), "fmax": jnp.float32(10.0**-i)}
+        sink = sink.write(frame, step=i, time=0.1 * i)
+    js.close(sink)
+    return str(path)
+
+
+def test_plot_against_time_without_times_is_an_error_not_an_empty_plot(
+    timeless_store, tmp_path, capsys
+):
+    out = tmp_path / "e.png"
+    assert_usage_error(
+        capsys,
+        ["plot", timeless_store, "e", "--x", "time", "--out", out],
+        "has no times",
+        "--x step",
+    )
+    assert not out.exists()
+    code, stdout, _ = run_cli(capsys, "plot", timeless_store, "e", "--out", out)
+    assert code == 0 and out.exists()
+
+
+def test_plot_titles_the_figure_with_the_runs_name(store, tmp_path, capsys, monkeypatch):
+    from jaxsinks._tools import cli, viz
+
+    titles = []
+
+    def spy(*args, **kwargs):
+        figure = viz.plot(*args, **kwargs)
+        titles.append(figure.axes[0].get_title())
+        return figure
+
+    monkeypatch.setattr(cli, "plot", spy)
+    assert run_cli(capsys, "plot", store, "e", "--out", tmp_path / "a.png")[0] == 0
+    assert (
+        run_cli(capsys, "plot", store, "e", "--out", tmp_path / "b.png", "--title", "T=300")[0] == 0
+    )
+    assert titles == ["run.zarr", "T=300"]
+
+
+def test_plot_reads_a_csv_log(csv_log, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "log.png"
+    code, stdout, err = run_cli(
+        capsys, "plot", csv_log, "energy", "fmax", "--log", "fmax", "--x", "time", "--out", out
+    )
+    assert code == 0 and stdout.strip() == f"wrote {out}" and err == ""
+    with Image.open(out) as im:
+        assert im.size == (700, 620)  # two subplots
+    monkeypatch.chdir(tmp_path)
+    code, stdout, _ = run_cli(capsys, "plot", csv_log)  # every column, into log.png
+    assert code == 0 and stdout.strip() == "wrote log.png"
+    assert_usage_error(capsys, ["plot", csv_log, "nope"], "no field 'nope'", "'energy'")
+    assert_usage_error(capsys, ["movie", csv_log, "energy"], "not of a CSV log")
+
+
+def test_movie_time_range_selects_the_frames_shown(store, tmp_path, capsys):
+    out = tmp_path / "grid.gif"
+    code, stdout, _ = run_cli(
+        capsys, "movie", store, "grid", "--out", out, "--t-start", "1", "--t-end", "3"
+    )
+    assert code == 0 and stdout.strip() == f"wrote {out} (5 frames)"  # t = step / 2
+    with Image.open(out) as im:
+        assert im.n_frames == 5
+    code, stdout, _ = run_cli(
+        capsys, "movie", store, "grid", "--out", out, "--t-start", "4", "--every", "2"
+    )
+    assert code == 0 and stdout.strip() == f"wrote {out} (2 frames)"  # steps 8 and 10
+    assert_usage_error(
+        capsys,
+        ["movie", store, "grid", "--out", out, "--t-start", "50"],
+        "no frames with time >= 50.0",
+        "its times span [0, 5.5]",
+    )
+
+
+def test_info_into_a_closed_pipe_exits_quietly(store):
+    """``jaxsinks info --json STORE | head -0``: no traceback, the SIGPIPE status."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxsinks", "info", "--json", store],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader goes away before anything is written
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == ""

@@ -203,3 +203,144 @@ def test_log_axes_are_asked_for_by_field(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(js.ConfigError, match=r"`log` names \['x'\]"):
         viz.plot_series(run, ["energy"], out=tmp_path / "q.png", log=["x"])
+
+
+# ------------------------------------------------------- the public plot and movie, CSV logs
+
+
+def write_timeless_run(path):
+    """A run of 6 frames recorded without `time=`: a 2-d field with dims (y, x), and a scalar."""
+    example = {"phi": jnp.zeros((4, 6)), "e": jnp.float32(0)}
+    sink = js.ZarrSink.create(
+        path, example, chunk=4, fields={"phi": js.FieldConfig(dims=("y", "x"))}
+    )
+    for i in range(6):
+        frame = {"phi": jnp.full((4, 6), float(i)), "e": jnp.float32(i)}
+        sink = sink.write(frame, step=i)
+    js.close(sink)
+    return path
+
+
+def write_csv_log(path, per_system=False):
+    """A CsvSink log of 8 rows: e = 2 step, v = (step, -step), time = step / 4."""
+    if per_system:
+        sink = js.CsvSink.create(path, {"e": jnp.zeros(2)}, chunk=4, per_system=True)
+        for i in range(4):
+            mask = jnp.asarray([True, i % 2 == 1])
+            frame = {"e": jnp.asarray([i, 10 + i], jnp.float32)}
+            sink = js.record(sink, step=i, time=jnp.float32(i), frame=frame, mask=mask)
+    else:
+        sink = js.CsvSink.create(path, {"e": jnp.float32(0), "v": jnp.zeros(2)}, chunk=4)
+        for i in range(8):
+            frame = {"e": jnp.float32(2 * i), "v": jnp.asarray([i, -i], jnp.float32)}
+            sink = sink.write(frame, step=i, time=i / 4)
+    js.close(sink)
+    return path
+
+
+@pytest.fixture(scope="module")
+def timeless(tmp_path_factory):
+    return js.open(write_timeless_run(tmp_path_factory.mktemp("viz") / "timeless.zarr"))
+
+
+def lines_of(ax):
+    return {
+        line.get_label(): (line.get_xdata().tolist(), line.get_ydata().tolist())
+        for line in ax.get_lines()
+    }
+
+
+def test_plot_returns_a_figure_titled_with_the_runs_name_not_its_path(run, tmp_path):
+    figure = viz.plot(run, ["energy", "e"], x="time", out=tmp_path / "p.png")
+    top, bottom = figure.axes
+    assert top.get_title() == "run.zarr"  # not /tmp/.../run.zarr
+    assert [top.get_ylabel(), bottom.get_ylabel(), bottom.get_xlabel()] == ["energy", "e", "time"]
+    assert lines_of(bottom)["e"] == (
+        [0.5 * s for s in range(STEPS)],
+        [2.0 * s for s in range(STEPS)],
+    )
+    assert (tmp_path / "p.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert viz.plot(run, "e", title="relaxation").axes[0].get_title() == "relaxation"
+
+
+def test_plot_opens_a_store_and_draws_every_plottable_field_by_default(run):
+    figure = viz.plot(str(run.location.local_path))
+    assert [ax.get_ylabel() for ax in figure.axes] == ["e", "energy"]  # not grid, cube, one
+    assert figure.axes[0].get_title() == "run.zarr"
+
+
+def test_plot_against_time_of_a_run_without_times_is_an_error(timeless, tmp_path):
+    with pytest.raises(js.ConfigError, match=r"`x='time'`.*timeless.zarr has no times.*x='step'"):
+        viz.plot(timeless, "e", x="time", out=tmp_path / "t.png")
+    assert not (tmp_path / "t.png").exists()
+    assert lines_of(viz.plot(timeless, "e").axes[0])["e"][1] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_plot_reads_the_csv_log_a_csv_sink_writes(tmp_path):
+    log = write_csv_log(tmp_path / "log.csv")
+    figure = viz.plot(log, x="time", out=tmp_path / "log.png")
+    e_ax, v_ax = figure.axes
+    assert e_ax.get_title() == "log.csv" and v_ax.get_xlabel() == "time"
+    assert lines_of(e_ax) == {"e": ([i / 4 for i in range(8)], [2.0 * i for i in range(8)])}
+    assert set(lines_of(v_ax)) == {"v[0]", "v[1]"}
+    assert lines_of(v_ax)["v[1]"][1] == [-float(i) for i in range(8)]
+    assert list(lines_of(viz.plot(log, "v[0]").axes[0])) == ["v[0]"]  # one column by name
+    assert list(lines_of(viz.plot(log, "v", systems=[1]).axes[0])) == ["v[1]"]
+    with pytest.raises(KeyError, match=r"no field 'w'; its fields are \['e', 'v'\]"):
+        viz.plot(log, "w")
+
+
+def test_a_torn_last_csv_line_is_left_out_and_a_foreign_csv_is_refused(tmp_path):
+    log = write_csv_log(tmp_path / "log.csv")
+    with open(log, "a") as f:
+        f.write("8,2,16,8")  # a crash mid-line
+    assert len(viz.read_csv_log(log)) == 8
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    with pytest.raises(js.StoreError, match="not a CsvSink log"):
+        viz.plot(other)
+
+
+def test_a_per_system_csv_log_is_one_line_per_system(tmp_path):
+    log = write_csv_log(tmp_path / "ps.csv", per_system=True)
+    assert lines_of(viz.plot(log, "e").axes[0]) == {
+        "system 0": ([0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0]),
+        "system 1": ([1.0, 3.0], [11.0, 13.0]),
+    }
+
+
+def test_movie_labels_its_axes_with_the_fields_dims(run, timeless, tmp_path, monkeypatch):
+    made = []
+    original = viz.movie_figure
+
+    def spy(*args, **kwargs):
+        made.append(original(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(viz, "movie_figure", spy)
+    viz.movie(timeless, "phi", tmp_path / "phi.gif")
+    viz.movie(run, "cube", tmp_path / "cube.gif", index=1)
+    (phi, _, phi_title), (cube, _, _) = made
+    assert (phi.axes[0].get_xlabel(), phi.axes[0].get_ylabel()) == ("x", "y")
+    assert phi_title.get_text() == "phi   step 5"  # the last frame; no time recorded, none shown
+    assert (cube.axes[0].get_xlabel(), cube.axes[0].get_ylabel()) == ("cube_2", "cube_1")
+
+
+def test_movie_shows_only_the_frames_in_the_time_range(run, tmp_path):
+    # times are step / 2: [1, 3] holds steps 2..6
+    assert len(gif_frames(viz.movie(run, "grid", tmp_path / "a.gif", t_start=1.0, t_end=3.0))) == 5
+    assert len(gif_frames(viz.movie(run, "grid", tmp_path / "b.gif", t_start=4.0))) == 4
+    assert len(gif_frames(viz.movie(run, "grid", tmp_path / "c.gif", t_end=1.0, every=2))) == 2
+    assert len(viz.movie_frames(run, every=2, t_start=1.0, t_end=3.0)) == 3
+    with pytest.raises(js.ConfigError, match=r"no frames with time >= 100.0; its times span"):
+        viz.movie(run, "grid", tmp_path / "d.gif", t_start=100.0)
+
+
+def test_movie_refuses_a_csv_log(tmp_path):
+    log = write_csv_log(tmp_path / "log.csv")
+    with pytest.raises(js.ConfigError, match="not of a CSV log"):
+        viz.movie(log, "e", tmp_path / "e.gif")
+
+
+def test_frame_title_leaves_out_a_missing_time():
+    assert viz.frame_title("phi", np.int32(3), np.float32("nan")) == "phi   step 3"

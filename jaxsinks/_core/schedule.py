@@ -10,6 +10,13 @@ Every schedule is a frozen, hashable dataclass (it is static metadata of the sin
 Simulation-time schedules follow py-pde's trackers: they record at the first step whose time
 reaches each requested time, store the step's actual time, and, when one step jumps past several
 requested times, record once and move past all of them.
+
+"Reaches" allows for rounding: a time accumulated step by step (``t += dt``) in float32 drifts
+below the exact multiple it stands for (0.099999994 for ten steps of 0.01), and an exact
+comparison would record one step late, or miss the last time of a run. A time ``t`` reaches a
+requested time ``T`` when ``t >= T - tol``, where by default ``tol`` is the most rounding that
+adding up steps of size ``h`` (the time since the previous call) in the time's dtype can make,
+``eps * T**2 / h``, and never more than half a step, ``h / 2`` (see `auto_tolerance`).
 """
 
 from __future__ import annotations
@@ -69,44 +76,70 @@ class Every(Schedule):
 
 @dataclasses.dataclass(frozen=True)
 class Interval(Schedule):
-    """Record whenever the simulation time reaches ``start + k * dt`` (k = 0, 1, 2, ...)."""
+    """Record whenever the simulation time reaches ``start + k * dt`` (k = 0, 1, 2, ...).
+
+    A time ``t`` reaches a requested time ``T`` when ``t >= T - tol``. With ``tol=None`` (the
+    default) the tolerance is the rounding that accumulating the time step by step can make,
+    ``eps * T**2 / h`` for steps of size ``h`` in a dtype with machine epsilon ``eps``, and never
+    more than half a step: float32 times built with ``t += dt`` record at the intended steps,
+    while exact (and float64) times record exactly as without a tolerance. Pass a number
+    (``0 <= tol < dt``) for a fixed absolute tolerance; ``tol=0`` compares exactly.
+    """
 
     dt: float
     start: float = 0.0
+    tol: float | None = None
     needs_time: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _check_float("Interval", "dt", self.dt)
         _check_float("Interval", "start", self.start, positive=False)
+        _check_tol("Interval", self.tol, below=self.dt, what=f"the interval dt={self.dt}")
 
     def init(self):
-        """The index ``k`` of the next requested time ``start + k * dt``."""
-        return jnp.zeros((), jnp.int32)
+        """The index ``k`` of the next requested time ``start + k * dt``, and the previous
+        time (``-inf`` before the first call)."""
+        return jnp.zeros((), jnp.int32), _no_previous_time()
 
     def __call__(self, state, step, time):
-        k = state
-        fire = time >= self._time(k, time.dtype)
-        passed = jnp.floor((time - self.start) / self.dt).astype(jnp.int32) + 1
+        k, previous = state
+        tol = self._tolerance(self._time(k, time.dtype), time, previous)
+        fire = time >= self._time(k, time.dtype) - tol
+        passed = jnp.floor((time + tol - self.start) / self.dt).astype(jnp.int32) + 1
         nxt = jnp.maximum(k + 1, passed)
-        nxt = jnp.where(self._time(nxt, time.dtype) <= time, nxt + 1, nxt)  # guard rounding
-        return fire, jnp.where(fire, nxt, k)
+        nxt = jnp.where(self._time(nxt, time.dtype) - tol <= time, nxt + 1, nxt)  # rounding
+        return fire, (jnp.where(fire, nxt, k), time.astype(previous.dtype))
 
     def _time(self, k: jax.Array, dtype: Any) -> jax.Array:
         return self.start + k.astype(dtype) * self.dt
 
+    def _tolerance(self, target: jax.Array, time: jax.Array, previous: jax.Array) -> jax.Array:
+        if self.tol is not None:
+            return jnp.asarray(self.tol, time.dtype)
+        return auto_tolerance(target, time, previous.astype(time.dtype))
+
     def to_json(self):
-        """A JSON description, stored with recordings."""
-        return {"type": "interval", "dt": self.dt, "start": self.start}
+        """A JSON description, stored with recordings (``tol`` only when one was given)."""
+        out = {"type": "interval", "dt": self.dt, "start": self.start}
+        return out if self.tol is None else {**out, "tol": self.tol}
 
 
 @dataclasses.dataclass(frozen=True)
 class Times(Schedule):
-    """Record at the first step whose time reaches each of the strictly increasing `times`."""
+    """Record at the first step whose time reaches each of the strictly increasing `times`.
+
+    A time ``t`` reaches a requested time ``T`` when ``t >= T - tol``, with the same default
+    tolerance as `Interval`: the rounding that accumulating the time step by step can make,
+    ``eps * T**2 / h`` for steps of size ``h``, and never more than half a step. Pass a number
+    (``0 <= tol`` and smaller than the smallest gap between the times) for a fixed absolute
+    tolerance; ``tol=0`` compares exactly.
+    """
 
     times: tuple[float, ...]
+    tol: float | None = None
     needs_time: ClassVar[bool] = True
 
-    def __init__(self, times: Sequence[float] | np.ndarray) -> None:
+    def __init__(self, times: Sequence[float] | np.ndarray, tol: float | None = None) -> None:
         values = np.asarray(times, dtype=np.float64).reshape(-1) if len(times) else np.zeros(0)
         if values.size == 0:
             raise ConfigError("`Times` needs at least one time; got an empty sequence.")
@@ -119,7 +152,11 @@ class Times(Schedule):
                 f"times[{bad}] = {values[bad]} followed by times[{bad + 1}] = {values[bad + 1]}. "
                 "Sort the times and remove duplicates."
             )
+        gaps = np.diff(values)
+        below = float(gaps.min()) if gaps.size else math.inf
+        _check_tol("Times", tol, below=below, what=f"the smallest gap between the times, {below}")
         object.__setattr__(self, "times", tuple(float(t) for t in values))
+        object.__setattr__(self, "tol", None if tol is None else float(tol))
 
     @classmethod
     def geometric(cls, first: float, last: float, num: int) -> Times:
@@ -134,20 +171,28 @@ class Times(Schedule):
         return cls(np.geomspace(first, last, num))
 
     def init(self):
-        """The index of the next requested time."""
-        return jnp.zeros((), jnp.int32)
+        """The index of the next requested time, and the previous time (``-inf`` before the
+        first call)."""
+        return jnp.zeros((), jnp.int32), _no_previous_time()
 
     def __call__(self, state, step, time):
+        i, previous = state
         times = jnp.asarray(self.times, dtype=time.dtype)
-        i = state
-        n = len(self.times)
-        fire = (i < n) & (time >= times[jnp.minimum(i, n - 1)])
-        passed = jnp.searchsorted(times, time, side="right").astype(jnp.int32)
-        return fire, jnp.where(fire, passed, i)
+        if self.tol is not None:
+            tol = jnp.asarray(self.tol, time.dtype)
+        else:
+            tol = auto_tolerance(times, time, previous.astype(time.dtype))
+        reached = time >= times - tol
+        index = jnp.arange(len(self.times), dtype=jnp.int32)
+        fire = jnp.any(reached & (index == i))
+        # The next requested time: the first one after `i` not reached (n when none is left).
+        unreached = jnp.where((index > i) & ~reached, index, len(self.times))
+        return fire, (jnp.where(fire, jnp.min(unreached), i), time.astype(previous.dtype))
 
     def to_json(self):
-        """A JSON description, stored with recordings."""
-        return {"type": "times", "times": list(self.times)}
+        """A JSON description, stored with recordings (``tol`` only when one was given)."""
+        out = {"type": "times", "times": list(self.times)}
+        return out if self.tol is None else {**out, "tol": self.tol}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +242,36 @@ def as_schedule(every: int | Schedule | None) -> Schedule:
         f"`every` must be an int or a schedule (Every, Interval, Times, When); got "
         f"{type(every).__name__}."
     )
+
+
+def auto_tolerance(target: jax.Array, time: jax.Array, previous: jax.Array) -> jax.Array:
+    """The default tolerance for reaching `target` at `time`, after a call at `previous`.
+
+    Adding up ``N = |target| / h`` steps of size ``h = time - previous`` rounds each sum by at
+    most ``eps * |target| / 2``; the tolerance is twice that bound, ``eps * target**2 / h``, and
+    never more than half a step. It is 0 on the first call (``previous = -inf``) and whenever
+    the time did not advance.
+    """
+    h = time - previous
+    h = jnp.where((h > 0) & jnp.isfinite(h), h, jnp.inf)
+    eps = jnp.finfo(time.dtype).eps
+    return jnp.minimum(h / 2, eps * jnp.square(target) / h)
+
+
+def _no_previous_time() -> jax.Array:
+    return jnp.full((), -jnp.inf, dtype=jnp.result_type(float))
+
+
+def _check_tol(owner: str, tol: Any, *, below: float, what: str) -> None:
+    if tol is None:
+        return
+    ok = isinstance(tol, (int, float, np.integer, np.floating)) and not isinstance(tol, bool)
+    if not (ok and math.isfinite(tol) and 0 <= tol < below):
+        raise ConfigError(
+            f"`{owner}` needs `tol` to be None (the default tolerance for accumulated time "
+            f"steps) or a number >= 0 and smaller than {what}; got {tol!r}. Pass tol=None, or "
+            "tol=0 for exact comparisons."
+        )
 
 
 def _check_int(owner: str, name: str, value: Any, *, minimum: int) -> None:

@@ -1,7 +1,9 @@
 """The ``jaxsinks`` command line: ``info``, ``plot``, ``movie``, ``bench`` and ``demo``.
 
 Every command returns an exit status; errors the user can fix (a missing store or field, a field
-of the wrong shape, an output that cannot be written) print one line on stderr and return 2.
+of the wrong shape, an output that cannot be written) print one line on stderr and return 2. When
+the reader of the output goes away (``jaxsinks info --json | head -1``), the command stops quietly
+with the status of a process ended by SIGPIPE, 141, as other command-line tools do.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -18,6 +21,7 @@ import numpy as np
 
 from .. import open as open_run
 from .._core.errors import ConfigError, JaxsinksError
+from .._read.reader import Run
 from .bench import (
     DATA_KINDS,
     DEFAULT_CHUNKS,
@@ -26,9 +30,11 @@ from .bench import (
     fields_like,
     iter_bench,
 )
-from .viz import movie, plot_series
+from .viz import default_movie_path, load, movie, movie_frames, plot, source_name
 
 EXIT_USAGE = 2
+#: The status of a process ended by SIGPIPE (128 + 13): the output's reader went away.
+EXIT_BROKEN_PIPE = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,10 +48,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help (0) or a usage error (2), already printed by argparse
         return int(exit_.code or 0)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (JaxsinksError, KeyError, OSError) as err:
         print(f"jaxsinks {args.command}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null after its reader went away, so that Python's final flush at exit
+    does not print a second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):  # not a real file (captured in tests)
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,16 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser(
         "plot",
-        help="plot scalar series against step or time (PNG)",
+        help="plot scalar series of a run or a CSV log against step or time (PNG)",
         description="Plot fields of scalar frames (one line) or 1-d frames "
-        "(one line per entry) against step or time, one subplot per field.",
+        "(one line per entry) against step or time, one subplot per field, from a run or from "
+        "the CSV log a CsvSink writes.",
     )
-    plot.add_argument("store", help="the run")
-    plot.add_argument("fields", nargs="+", metavar="FIELD", help="one or more fields")
+    plot.add_argument("store", help="the run, or a CSV log (a path ending in .csv)")
+    plot.add_argument(
+        "fields",
+        nargs="*",
+        metavar="FIELD",
+        help="fields to plot (default: every field of scalar or 1-d frames)",
+    )
     plot.add_argument(
         "--x", choices=("step", "time"), default="step", help="the x axis (default: step)"
     )
-    plot.add_argument("--out", type=pathlib.Path, help="the PNG to write (default: FIELD.png)")
+    plot.add_argument(
+        "--out", type=pathlib.Path, help="the PNG to write (default: FIELD.png, or RUN.png)"
+    )
+    plot.add_argument("--title", help="the plot's title (default: the run's name)")
     plot.add_argument("--systems", type=int_list, help="entries to draw, e.g. 0,3,5 (default: all)")
     plot.add_argument(
         "--log",
@@ -104,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     movie.add_argument("--every", type=int, default=1, help="show every K-th frame (default: 1)")
     movie.add_argument("--cmap", default="viridis", help="matplotlib colormap (default: viridis)")
     movie.add_argument("--index", type=int, help="for 3-d frames: the entry of the leading axis")
+    movie.add_argument(
+        "--t-start", type=float, help="show the frames from this time on (default: the first)"
+    )
+    movie.add_argument(
+        "--t-end", type=float, help="show the frames up to this time (default: the last)"
+    )
     movie.set_defaults(handler=cmd_movie)
 
     bench = commands.add_parser(
@@ -167,15 +204,24 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    run = open_run(args.store)
-    out = plot_series(run, args.fields, x=args.x, systems=args.systems, out=args.out, log=args.log)
+    data = load(args.store)
+    fields = args.fields or None
+    out = args.out if args.out is not None else default_plot_out(fields, source_name(data))
+    plot(data, fields, x=args.x, systems=args.systems, log=args.log, out=out, title=args.title)
     print(f"wrote {out}")
     return 0
 
 
+def default_plot_out(fields: Sequence[str] | None, name: str) -> pathlib.Path:
+    """``FIELD.png`` (fields joined by ``_``), or ``<run name>.png`` when no field is named."""
+    if fields:
+        return pathlib.Path("_".join(f.replace("/", "_") for f in fields) + ".png")
+    return pathlib.Path(pathlib.Path(name).stem + ".png")
+
+
 def cmd_movie(args: argparse.Namespace) -> int:
-    run = open_run(args.store)
-    out = args.out if args.out is not None else pathlib.Path(args.field.replace("/", "_") + ".gif")
+    run = load(args.store)
+    out = args.out if args.out is not None else default_movie_path(args.field)
     out = movie(
         run,
         args.field,
@@ -186,8 +232,11 @@ def cmd_movie(args: argparse.Namespace) -> int:
         every=args.every,
         cmap=args.cmap,
         index=args.index,
+        t_start=args.t_start,
+        t_end=args.t_end,
     )
-    frames = len(range(0, len(run), max(1, args.every)))
+    assert isinstance(run, Run)  # movie refused a CSV log
+    frames = len(movie_frames(run, every=args.every, t_start=args.t_start, t_end=args.t_end))
     print(f"wrote {out} ({frames} frames)")
     return 0
 

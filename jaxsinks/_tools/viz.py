@@ -1,13 +1,19 @@
 """Plots and movies of a recorded run (matplotlib, imported only when a function is called).
 
-`plot_series` draws scalar series (one line per frame entry or per system) against step or time;
-`movie` renders a 2-d field frame by frame into a GIF or MP4, reading the frames in blocks so
-that a long run never has to fit in memory. Figures are drawn on matplotlib's Agg canvas, without
-pyplot, so nothing is displayed and no global figure state is touched.
+`plot` draws scalar series (one line per frame entry or per system) of a run, or of the CSV log
+a `CsvSink` writes, against step or time, and returns the figure; `movie` renders a 2-d field
+frame by frame into a GIF or MP4, reading the frames in blocks so that a long run never has to
+fit in memory. Both take a run from `jaxsinks.open` or a store (a path, URL or kvstore spec; a
+``.csv`` path for a log) and are what ``jaxsinks plot`` and ``jaxsinks movie`` call. Figures are
+drawn on matplotlib's Agg canvas, without pyplot, so nothing is displayed and no global figure
+state is touched.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 import pathlib
 import shutil
 from collections.abc import Iterator, Sequence
@@ -15,12 +21,185 @@ from typing import Any, cast
 
 import numpy as np
 
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, FieldNotFoundError, StoreError, StoreNotFoundError
 from .._read.reader import FieldView, Run
+from .._read.reader import open as open_run
 
 #: Frames read from the store at a time, by default (a movie never holds more than this).
 READ_BLOCK = 64
 MOVIE_SUFFIXES = (".gif", ".mp4")
+
+
+# -------------------------------------------------------------------------------- sources
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvLog:
+    """The CSV log a `CsvSink` wrote: its columns (``step``, ``time``[, ``system``], then one per
+    field entry) and its rows as float64."""
+
+    path: pathlib.Path
+    columns: tuple[str, ...]
+    rows: np.ndarray  # (n, len(columns))
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def column(self, name: str) -> np.ndarray:
+        return self.rows[:, self.columns.index(name)]
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self.column("step").astype(np.int64)
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.column("time")
+
+    @property
+    def per_system(self) -> bool:
+        return "system" in self.columns
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The logged fields, in order: ``v`` for the columns ``v[0]``, ``v[1]``, ..."""
+        names = [c.split("[", 1)[0] for c in self.columns if c not in _CSV_COLUMNS]
+        return tuple(dict.fromkeys(names))
+
+    def field_columns(self, field: str) -> list[str]:
+        """The columns of `field`: the column of that name, or those of the vector `field`."""
+        if field in self.columns and field not in _CSV_COLUMNS:
+            return [field]
+        found = [c for c in self.columns if c.startswith(field + "[")]
+        if not found:
+            raise FieldNotFoundError(
+                f"The CSV log {self.path} has no field '{field}'; its fields are "
+                f"{list(self.fields)} (columns {list(self.columns)})."
+            )
+        return found
+
+
+_CSV_COLUMNS = ("step", "time", "system")
+
+
+def read_csv_log(path: Any) -> CsvLog:
+    """Read the CSV log at `path` (written by a `CsvSink`); a torn last line is left out."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise StoreNotFoundError(f"There is no CSV log at {path}.") from None
+    lines = text.split("\n")
+    columns = tuple(lines[0].strip().split(","))
+    if columns[:2] != ("step", "time"):
+        raise StoreError(
+            f"{path} is not a CsvSink log: its header {lines[0][:200]!r} does not start with "
+            "'step,time'. Plot a run (a Zarr store) or a log written by jaxsinks.CsvSink."
+        )
+    body = [line for line in lines[1:-1] if line.strip()]  # the last piece is '' or torn
+    rows = np.zeros((len(body), len(columns)))
+    for i, line in enumerate(body):
+        cells = line.split(",")
+        if len(cells) != len(columns):
+            raise StoreError(
+                f"Line {i + 2} of the CSV log {path} has {len(cells)} values for "
+                f"{len(columns)} columns; the file is not a CsvSink log, or was edited."
+            )
+        rows[i] = [float(c) for c in cells]
+    return CsvLog(path, columns, rows)
+
+
+def load(source: Any) -> Run | CsvLog:
+    """`source` as a run or a CSV log: a `Run` as it is, a path ending in ``.csv`` as the log
+    there, anything else (a path, URL or kvstore spec) as the run `jaxsinks.open` opens."""
+    if isinstance(source, (Run, CsvLog)):
+        return source
+    if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".csv"):
+        return read_csv_log(source)
+    return open_run(source)
+
+
+def _as_run(source: Any, command: str) -> Run:
+    data = load(source)
+    if isinstance(data, CsvLog):
+        raise ConfigError(
+            f"`{command}` renders fields of a run, not of a CSV log ({data.path}); a log holds "
+            "scalars only. Plot it with `plot` instead."
+        )
+    return data
+
+
+def source_name(data: Run | CsvLog) -> str:
+    """A short name for titles: the last component of the store's path (or the log's file
+    name); the store's description if it has no path."""
+    if isinstance(data, CsvLog):
+        return data.path.name
+    path = str(data.location.kvstore.get("path", "")).rstrip("/")
+    return path.rsplit("/", 1)[-1] or str(data.location)
+
+
+def describe_source(data: Run | CsvLog) -> str:
+    """``the run at <store>`` or ``the CSV log <path>``, for messages."""
+    if isinstance(data, CsvLog):
+        return f"the CSV log {data.path}"
+    return f"the run at {data.location}"
+
+
+def plottable_fields(data: Run | CsvLog) -> list[str]:
+    """The fields `plot` draws when none are named: those whose frames are scalars or 1-d (in a
+    per-system run, scalars)."""
+    if isinstance(data, CsvLog):
+        return list(data.fields)
+    ragged = set((data.ragged or {}).get("fields", ()))
+    most = 0 if data.per_system else 1
+    names = [
+        name for name in data.fields if name not in ragged and len(data[name].shape) - 1 <= most
+    ]
+    if not names:
+        raise ConfigError(
+            f"{describe_source(data).capitalize()} has no field of scalar or 1-d frames to plot; "
+            f"its fields are {list(data.fields)}. Use `movie` for 2-d fields."
+        )
+    return names
+
+
+def _series(
+    data: Run | CsvLog, field: str, x: str, systems: Sequence[int] | None
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    if isinstance(data, Run):
+        return series(data, field, x, systems)
+    return csv_series(data, field, x, systems)
+
+
+def csv_series(
+    log: CsvLog, field: str, x: str = "step", systems: Sequence[int] | None = None
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The lines `plot` draws for `field` of a CSV log, as `series` does for a run."""
+    columns = log.field_columns(field)
+    xs = _x_values(log, x)
+    if log.per_system:
+        if len(columns) != 1:
+            raise ConfigError(
+                f"`plot` draws fields of scalar frames in a per-system log; '{field}' has the "
+                f"columns {columns}. Plot one of them by its column name."
+            )
+        ids = log.column("system").astype(np.int64)
+        values = log.column(columns[0])
+        wanted = (
+            _check_systems(systems, None, field) if systems is not None else np.unique(ids).tolist()
+        )
+        return [(f"system {s}", xs[ids == s], values[ids == s]) for s in wanted]
+    if len(columns) == 1:
+        if systems is not None:
+            raise ConfigError(
+                f"`systems` selects entries of 1-d frames, but '{field}' has scalar frames; leave "
+                "`systems` out."
+            )
+        return [(columns[0], xs, log.column(columns[0]))]
+    wanted = (
+        range(len(columns)) if systems is None else _check_systems(systems, len(columns), field)
+    )
+    return [(columns[k], xs, log.column(columns[k])) for k in wanted]
 
 
 # ------------------------------------------------------------------------------ series (plot)
@@ -72,42 +251,54 @@ def series(
     )
 
 
-def plot_series(
-    run: Run,
-    fields: str | Sequence[str],
+def plot(
+    source: Any,
+    fields: str | Sequence[str] | None = None,
+    *,
     x: str = "step",
     systems: Sequence[int] | None = None,
-    out: Any = None,
     log: Sequence[str] = (),
-) -> pathlib.Path:
-    """Plot scalar series of `run` against step or time into a PNG; returns its path.
+    out: Any = None,
+    title: str | None = None,
+) -> Any:
+    """Plot scalar series of a run or a CSV log against step or time; returns the figure.
 
     Args:
-        run: a run from `jaxsinks.open` (or a selection of one).
-        fields: a field name, or several: one subplot per field, sharing the x axis.
-        x: ``"step"`` or ``"time"``.
+        source: a run from `jaxsinks.open` (or a selection of one), a store to open (a path, URL
+            or kvstore spec), or the path of a CSV log written by a `CsvSink` (ending in .csv).
+        fields: a field name, or several: one subplot per field, sharing the x axis. By default
+            every field that can be drawn (scalar or 1-d frames). In a CSV log a field is a
+            column (``energy``), or the columns of one vector field (``v`` for ``v[0]``,
+            ``v[1]``, ...).
+        x: ``"step"`` or ``"time"`` (an error if the run has no times).
         systems: indices of the entries of 1-d frames (or the systems of a per-system run) to
             draw; all by default.
-        out: the PNG to write; by default ``<field>.png`` in the current directory.
         log: the fields drawn on a logarithmic y axis (e.g. a force norm falling by decades).
+        out: if given, the PNG to write the figure to.
+        title: the figure's title; by default the run's name (the last component of its path).
+
+    Returns:
+        The `matplotlib.figure.Figure` (on an Agg canvas; ``figure.savefig`` writes it).
     """
+    data = load(source)
+    fields = plottable_fields(data) if fields is None else fields
     fields = [fields] if isinstance(fields, str) else list(fields)
+    if not fields:
+        raise ConfigError("`plot` needs at least one field in `fields`; got none.")
     unknown = sorted(set(log) - set(fields))
     if unknown:
         raise ConfigError(
             f"`log` names {unknown}, which are not among the plotted fields {fields}."
         )
-    if not fields:
-        raise ConfigError("`plot_series` needs at least one field in `fields`; got none.")
-    if len(run) == 0:
-        raise ConfigError(f"The run at {run.location} has no frames to plot.")
-    out = _output_path(out if out is not None else default_plot_path(fields), (".png",), "out")
-    lines = {field: series(run, field, x, systems) for field in fields}
+    if len(data) == 0:
+        raise ConfigError(f"{describe_source(data).capitalize()} has no frames to plot.")
+    path = None if out is None else _output_path(out, (".png",), "out")
+    lines = {field: _series(data, field, x, systems) for field in fields}
 
     figure, canvas = _figure(7.0, 1.0 + 2.6 * len(fields))
     axes = figure.subplots(len(fields), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (field, field_lines) in zip(axes, lines.items()):
-        marker = "." if run.per_system else None
+        marker = "." if data.per_system else None
         for label, xs, ys in field_lines:
             ax.plot(xs, ys, marker=marker, label=label, linewidth=1.0)
         ax.set_ylabel(field)
@@ -117,10 +308,27 @@ def plot_series(
         if 1 < len(field_lines) <= 12:
             ax.legend(fontsize="small", loc="best")
     axes[-1].set_xlabel(x)
-    axes[0].set_title(str(run.location))
+    axes[0].set_title(source_name(data) if title is None else title)
     figure.tight_layout()
-    canvas.print_png(str(out))
-    return out
+    if path is not None:
+        canvas.print_png(str(path))
+    return figure
+
+
+def plot_series(
+    run: Any,
+    fields: str | Sequence[str],
+    x: str = "step",
+    systems: Sequence[int] | None = None,
+    out: Any = None,
+    log: Sequence[str] = (),
+) -> pathlib.Path:
+    """`plot` into a PNG (by default ``<field>.png`` in the current directory); returns its
+    path."""
+    names = [fields] if isinstance(fields, str) else list(fields)
+    path = pathlib.Path(out) if out is not None else default_plot_path(names)
+    plot(run, names, x=x, systems=systems, log=log, out=path)
+    return path
 
 
 def default_plot_path(fields: Sequence[str]) -> pathlib.Path:
@@ -140,12 +348,19 @@ def fixed_view(run: Run, field: str, command: str) -> FieldView:
     return view
 
 
-def _x_values(run: Run, x: str) -> np.ndarray:
+def _x_values(source: Run | CsvLog, x: str) -> np.ndarray:
     if x == "step":
-        return run.steps
-    if x == "time":
-        return run.times
-    raise ConfigError(f"`x` must be 'step' or 'time'; got {x!r}.")
+        return source.steps
+    if x != "time":
+        raise ConfigError(f"`x` must be 'step' or 'time'; got {x!r}.")
+    times = source.times
+    if times.size and np.all(np.isnan(times)):
+        raise ConfigError(
+            f"`x='time'` plots against the simulation time, but {describe_source(source)} has no "
+            "times: it was recorded without `time=` (every time is NaN). Plot against the step "
+            "instead (x='step'; --x step on the command line), or pass `time=` to record."
+        )
+    return times
 
 
 def _check_systems(systems: Sequence[int], size: int | None, field: str) -> list[int]:
@@ -166,32 +381,41 @@ def _check_systems(systems: Sequence[int], size: int | None, field: str) -> list
 
 
 def movie(
-    run: Run,
+    source: Any,
     field: str,
-    out: Any,
+    out: Any = None,
+    *,
     fps: float = 10,
     vmin: float | None = None,
     vmax: float | None = None,
     every: int = 1,
     cmap: str = "viridis",
     index: int | None = None,
+    t_start: float | None = None,
+    t_end: float | None = None,
 ) -> pathlib.Path:
-    """Render the 2-d `field` of `run` frame by frame into a GIF or MP4; returns its path.
+    """Render the 2-d `field` of a run frame by frame into a GIF or MP4; returns its path.
+
+    The axes are labelled with the field's dimension names (`FieldView.dims`, set with
+    ``FieldConfig(dims=...)``), and each frame's title shows its step and time.
 
     Args:
-        run: a run from `jaxsinks.open` (or a selection of one).
+        source: a run from `jaxsinks.open` (or a selection of one), or a store to open.
         field: a field whose frames are 2-d, or 3-d with a leading axis that `index` selects
             from (a leading axis of size 1 is selected without it).
-        out: a ``.gif`` (written with Pillow) or ``.mp4`` (needs ffmpeg on PATH).
+        out: a ``.gif`` (written with Pillow) or ``.mp4`` (needs ffmpeg on PATH); by default
+            ``<field>.gif`` in the current directory.
         fps: frames per second.
         vmin, vmax: the color range; by default the minimum and maximum over the frames shown.
-        every: show every `every`-th frame.
+        every: show every `every`-th frame (of those in the time range).
         cmap: a matplotlib colormap name.
         index: the entry of a 3-d frame's leading axis to show.
+        t_start, t_end: show only the frames with ``t_start <= time <= t_end`` (either may be
+            None), as `Run.extract_time_range`.
     """
     from matplotlib import animation, colormaps
 
-    out = _output_path(out, MOVIE_SUFFIXES, "out")
+    out = _output_path(out if out is not None else default_movie_path(field), MOVIE_SUFFIXES, "out")
     if not fps > 0:
         raise ConfigError(f"`fps` must be positive; got {fps!r}.")
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -205,7 +429,8 @@ def movie(
             f"Writing {out.name} needs ffmpeg on PATH, which was not found. Install ffmpeg, or "
             "write a GIF instead (an output ending in .gif)."
         )
-    selected = run[::every]
+    run = _as_run(source, "movie")
+    selected = movie_frames(run, every=every, t_start=t_start, t_end=t_end)
     view = fixed_view(selected, field, "movie")
     select = frame_selector(field, view.shape[1:], index)
     if len(view) == 0:
@@ -216,14 +441,15 @@ def movie(
         vmax = hi if vmax is None else vmax
 
     steps, times = selected.steps, selected.times
-    figure, _ = _figure(5.0, 4.2)
-    ax = figure.subplots()
     first = np.asarray(view[(0, *select)], dtype=np.float32)
-    image = ax.imshow(
-        first, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest"
+    figure, image, title = movie_figure(
+        first,
+        view.dims[-2:],
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        title=frame_title(field, steps[0], times[0]),
     )
-    figure.colorbar(image, ax=ax)
-    title = ax.set_title(frame_title(field, steps[0], times[0]))
     writer = (
         # matplotlib's stubs say int; the writers take any positive fps
         animation.PillowWriter(fps=cast(int, fps))
@@ -239,6 +465,67 @@ def movie(
                 writer.grab_frame()
                 k += 1
     return out
+
+
+def movie_frames(
+    run: Run, *, every: int = 1, t_start: float | None = None, t_end: float | None = None
+) -> Run:
+    """The frames `movie` shows: those in ``[t_start, t_end]``, then every `every`-th."""
+    if t_start is not None or t_end is not None:
+        in_range = run.extract_time_range(t_start, t_end)
+        if len(in_range) == 0:
+            raise ConfigError(
+                f"The run at {run.location} has no frames with {_range_text(t_start, t_end)}; "
+                f"{_time_span(run)}. Choose a time range inside it."
+            )
+        run = in_range
+    return run[::every]
+
+
+def movie_figure(
+    first: np.ndarray,
+    dims: Sequence[str],
+    *,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    title: str = "",
+) -> tuple[Any, Any, Any]:
+    """The figure of a movie, showing `first`: ``(figure, image, title)``; the x axis is the
+    image's last axis (``dims[-1]``), the y axis its first (``dims[-2]``), origin at the bottom."""
+    figure, _ = _figure(5.0, 4.2)
+    ax = figure.subplots()
+    image = ax.imshow(
+        first, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest"
+    )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(dims[-1])
+    ax.set_ylabel(dims[-2])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # ticks at whole indices
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    rows, cols = first.shape
+    figure.colorbar(image, ax=ax, fraction=0.046 * min(1.0, rows / cols), pad=0.04)
+    return figure, image, ax.set_title(title)
+
+
+def default_movie_path(field: str) -> pathlib.Path:
+    """``<field>.gif`` in the current directory."""
+    return pathlib.Path(field.replace("/", "_") + ".gif")
+
+
+def _range_text(t_start: float | None, t_end: float | None) -> str:
+    if t_start is not None and t_end is not None:
+        return f"{t_start} <= time <= {t_end}"
+    return f"time >= {t_start}" if t_start is not None else f"time <= {t_end}"
+
+
+def _time_span(run: Run) -> str:
+    times = run.times
+    finite = times[np.isfinite(times)]
+    if finite.size == 0:
+        return "it has no times (it was recorded without `time=`), so select frames by step"
+    return f"its times span [{float(finite.min()):.6g}, {float(finite.max()):.6g}]"
 
 
 def frame_selector(field: str, frame_shape: Sequence[int], index: int | None) -> tuple[Any, ...]:
@@ -291,7 +578,9 @@ def value_range(view: FieldView, select: tuple[Any, ...] = ()) -> tuple[float, f
 
 
 def frame_title(field: str, step: Any, time: Any) -> str:
-    """A movie frame's title: the field, its step and its time."""
+    """A movie frame's title: the field, its step and its time (left out when there is none)."""
+    if math.isnan(float(time)):
+        return f"{field}   step {int(step)}"
     return f"{field}   step {int(step)}   t = {float(time):.6g}"
 
 
