@@ -4,6 +4,10 @@ A sink given ``progress=`` reports the step of the last frame of every block it 
 flush callback: the bar costs nothing inside the compiled loop (no per-step host sync) and moves
 at flush boundaries. It uses tqdm (an optional dependency), and is off when standard error is not
 a terminal, unless asked for.
+
+The drivers (`jaxsinks.scan`, `jaxsinks.while_loop`) also advance a bar from a host callback a
+hundred times per run, and end it with `finish`: complete at the step the loop stopped, with the
+reason (e.g. "converged at step 1117").
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Progress:
             disable = not (hasattr(stream, "isatty") and stream.isatty())
         self.total = total
         self.position = 0
+        self.reason: str | None = None
         self._lock = threading.Lock()
         self._bar: Any = None
         if not disable:
@@ -70,6 +75,31 @@ class Progress:
                     self._bar.update(step - self.position)
                 self.position = step
 
+    def finish(self, reason: str, *, position: int | None = None, complete: bool = True) -> None:
+        """End the bar with `reason` shown after it (e.g. "converged at step 1117").
+
+        Args:
+            reason: why the run ended, shown after the bar.
+            position: the steps done (default: the bar's position).
+            complete: end the bar full at `position`: a loop that stopped before `total` steps
+                sets `total` to it, so the bar is not left part-way. Without it (an interrupted
+                run), the bar stays where it was.
+        """
+        with self._lock:
+            self.reason = reason
+            if position is not None:
+                self.position = position
+            if complete:
+                self.total = self.position
+            if self._bar is not None:
+                if complete:
+                    self._bar.total = self.position
+                    self._bar.n = self.position
+                self._bar.set_postfix_str(reason, refresh=False)
+                self._bar.refresh()
+                self._bar.close()
+                self._bar = None
+
     def close(self) -> None:
         """Finish the bar (sinks do this when they are closed)."""
         with self._lock:
@@ -78,4 +108,8 @@ class Progress:
                 self._bar = None
 
     def __repr__(self) -> str:
-        return f"Progress(total={self.total}, position={self.position}, enabled={self.enabled})"
+        reason = "" if self.reason is None else f", reason={self.reason!r}"
+        return (
+            f"Progress(total={self.total}, position={self.position}, enabled={self.enabled}"
+            f"{reason})"
+        )

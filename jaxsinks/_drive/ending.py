@@ -1,0 +1,195 @@
+"""ending: run a compiled loop on the host, then close its sinks; end them when anything raises.
+
+The newest sink values exist only once the loop has returned. If it raises (a failing host
+callback, a ``KeyboardInterrupt``, an error while tracing), the driver holds the values it was
+given: each streaming sink is closed from that value when it is still the newest (nothing was
+flushed since), and otherwise its writer is ended as it stands: the blocks already flushed commit,
+the frames staged on the device are lost with the loop, and the run reads as ``"interrupted"``
+(readable, resumable with ``mode="a"``). What happened to each run is added to the error's notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import jax
+
+from .._core.close import close
+from .._core.errors import JaxsinksError, TransformError
+from .._core.sink import Sink
+from .._io.progress import Progress
+from .._sinks.stream import StreamSink
+from . import programs
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What a driven loop returned: the host's view of the compiled program's outputs."""
+
+    state: Any
+    sinks: list[Sink]
+    taken: Any  # steps taken (an int; an array when traced)
+    still_going: Any  # while_loop: whether `cond` still held (max_steps stopped it)
+    traced: bool  # called inside a JAX transformation: nothing was run, nothing can be closed
+
+
+def drive(
+    owner: str,
+    launch: Callable[[int], tuple[Any, ...]],
+    sinks: list[Sink],
+    treedef: Any,
+    bar: Progress | None,
+    reason: Callable[[Outcome], str],
+    *,
+    own_bar: bool = False,
+) -> tuple[Outcome, Any]:
+    """``launch(bar_id)`` (the compiled loop), wait for it, finish `bar`, close the sinks.
+
+    An error found while the loop is traced (a step or frame that does not fit) is raised before
+    anything runs, with the sinks untouched (fix the call and pass them again). Once the loop
+    runs, any error ends the sinks (`end_after_error`). Returns the outcome and the closed
+    sinks (in the structure of `treedef`). Inside a JAX transformation the sinks are returned as
+    they are, and streaming sinks are refused (they can only be closed on the host, after it).
+    `own_bar`: the driver made `bar`, so it closes it also when tracing fails.
+    """
+    bar_id = programs.register_bar(bar)
+    try:
+        return _run(owner, launch, bar_id, sinks, treedef, bar, reason, own_bar)
+    finally:
+        programs.release_bar(bar_id)
+
+
+def _run(
+    owner: str,
+    launch: Callable[[int], tuple[Any, ...]],
+    bar_id: int,
+    sinks: list[Sink],
+    treedef: Any,
+    bar: Progress | None,
+    reason: Callable[[Outcome], str],
+    own_bar: bool,
+) -> tuple[Outcome, Any]:
+    try:
+        out = launch(bar_id)
+    except BaseException as err:
+        if _ran(err):
+            _fail(owner, err, sinks, bar)
+        if own_bar and bar is not None:
+            bar.close()
+        raise  # found while tracing or compiling: nothing ran, the sinks are as they were
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(out)):
+        _refuse_streaming(owner, sinks)  # traced into the caller's program: nothing ran yet
+        state, traced, taken, *rest = out
+        outcome = Outcome(state, traced, taken, rest[0] if rest else None, traced=True)
+        return outcome, jax.tree_util.tree_unflatten(treedef, outcome.sinks)
+    latest = sinks
+    try:
+        outcome = _outcome(out)
+        latest = outcome.sinks
+        if bar is not None:
+            bar.finish(reason(outcome), position=outcome.taken)
+        return outcome, close(jax.tree_util.tree_unflatten(treedef, latest))
+    except BaseException as err:
+        _fail(owner, err, latest, bar)
+
+
+def _fail(owner: str, err: BaseException, latest: list[Sink], bar: Progress | None) -> NoReturn:
+    """End the sinks after `err`, note how each run ended, and raise it (a Ctrl-C that reached
+    us wrapped in a host callback's runtime error as a KeyboardInterrupt)."""
+    interrupted = _is_interrupt(err)
+    if bar is not None:
+        why = "interrupted" if interrupted else f"stopped by {type(err).__name__}"
+        bar.finish(why, complete=False)
+    notes = end_after_error(owner, latest, "KeyboardInterrupt" if interrupted else err)
+    if interrupted and not isinstance(err, KeyboardInterrupt):
+        stop = KeyboardInterrupt()
+        for note in notes:
+            stop.add_note(note)
+        raise stop from err
+    for note in notes:
+        err.add_note(note)
+    raise err
+
+
+def end_after_error(owner: str, sinks: Sequence[Sink], cause: Any) -> list[str]:
+    """End every streaming sink of `sinks` still open; one note per run saying how it ended."""
+    why = type(cause).__name__ if isinstance(cause, BaseException) else str(cause)
+    notes = []
+    for sink in sinks:
+        if not isinstance(sink, StreamSink) or sink.closed or _is_traced(sink):
+            continue
+        try:
+            writer = sink._writer_or_raise("close")
+        except JaxsinksError:
+            continue  # already closed (e.g. by `close` before it raised)
+        failure: BaseException | None = None
+        try:
+            sink.close()  # the newest value: flush its staged frames and finish the run
+        except BaseException as err:  # noqa: BLE001 - a stale value (refused before anything
+            failure = err  # was done), a write error, a second Ctrl-C: the writer is ended below
+        if not _is_live(sink):
+            extra = "" if failure is None else f" (closing raised {type(failure).__name__})"
+            notes.append(
+                f"{owner} closed {writer.description} after the {why}: {writer.committed} "
+                f"frames are committed{extra}."
+            )
+            continue
+        writer.discard(f"was ended by {owner} when its loop raised {why}")
+        lost = "" if writer.error is None else f" It had failed before: {writer.error}"
+        notes.append(
+            f"{owner} ended {writer.description} after the {why}: its {writer.committed} committed "
+            "frames are readable (the run reads as interrupted; frames still staged on the "
+            f"device were lost with the loop).{lost}"
+        )
+    return notes
+
+
+def _outcome(out: tuple[Any, ...]) -> Outcome:
+    """The outputs of a loop that ran, once they are ready (its errors are raised here)."""
+    state, sinks, taken, *rest = out
+    still = rest[0] if rest else None
+    state, sinks, taken, still = jax.block_until_ready((state, sinks, taken, still))
+    return Outcome(state, sinks, int(taken), None if still is None else bool(still), traced=False)
+
+
+def _refuse_streaming(owner: str, sinks: Sequence[Sink]) -> None:
+    streaming = sorted({type(s).__name__ for s in sinks if isinstance(s, StreamSink)})
+    if streaming:
+        raise TransformError(
+            f"`{owner}` was called inside a JAX transformation (jit, grad, vmap), where it cannot "
+            f"close the streaming sinks {streaming}: closing waits for the host writer. Call "
+            f"`{owner}` outside the transformation, or record with jaxsinks.record in your own "
+            "loop and call jaxsinks.close afterwards. DeviceBuffers work inside (returned open)."
+        )
+
+
+def _is_live(sink: StreamSink) -> bool:
+    """Whether the sink's host writer is still open."""
+    try:
+        sink._writer_or_raise("close")
+    except JaxsinksError:
+        return False
+    return True
+
+
+def _is_traced(sink: Sink) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(sink))
+
+
+def _ran(err: BaseException) -> bool:
+    """Whether `err`, raised by calling the compiled loop, comes from running it: a runtime error
+    (a host callback that raised, wrapped by XLA) or a Ctrl-C. Errors of tracing are raised as
+    themselves (ConfigError, FrameError, TypeError, ...) before anything runs."""
+    runtime = getattr(jax.errors, "JaxRuntimeError", None)
+    return isinstance(err, KeyboardInterrupt) or (runtime is not None and isinstance(err, runtime))
+
+
+def _is_interrupt(err: BaseException) -> bool:
+    """A KeyboardInterrupt, or a runtime error of a host callback that got one (Ctrl-C lands in
+    whatever Python code runs, often a callback of the compiled loop)."""
+    if isinstance(err, KeyboardInterrupt):
+        return True
+    runtime = getattr(jax.errors, "JaxRuntimeError", None)
+    return runtime is not None and isinstance(err, runtime) and "KeyboardInterrupt" in str(err)

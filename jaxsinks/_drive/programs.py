@@ -1,0 +1,205 @@
+"""programs: the compiled loops the drivers run. Pure JAX: step, record, thread the sinks.
+
+Step ``n`` is the state after ``n - step0`` steps (the initial state is step `step0`), at time
+``t0 + (n - step0) * dt`` or ``time(state)``. After each step every `Group` of sinks gets one
+`jaxsinks.record` call with a lazy frame: ``frame(state)`` is evaluated (under `lax.cond`) only on
+steps where one of the group's sinks records.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .._core.errors import ConfigError
+from .._core.record import record
+from .._core.sink import Sink
+from .._io.progress import Progress
+from .plan import Group, Plan
+
+_BARS: dict[int, Progress] = {}  # id -> the progress bar a running program advances
+_BAR_IDS = itertools.count(1)
+_BARS_LOCK = threading.Lock()
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def scan_program(
+    plan: Plan,
+    state: Any,
+    sinks: list[Sink],
+    step0: jax.Array,
+    t0: jax.Array,
+    dt: jax.Array,
+    bar: jax.Array,
+) -> tuple[Any, list[Sink], jax.Array]:
+    """`plan.length` steps of `plan.step` with recording; ``(state, sinks, steps taken)``."""
+    _check_step(plan, state)
+    if plan.record_initial:
+        sinks = record_all(plan, sinks, step0, state, step0, t0, dt)
+
+    def body(carry: tuple[jax.Array, Any, list[Sink]], _: None):
+        n, state, sinks = carry
+        state = plan.step(state)
+        n = n + 1
+        sinks = record_all(plan, sinks, n, state, step0, t0, dt)
+        _tick(plan, bar, n - step0)
+        return (n, state, sinks), None
+
+    (n, state, sinks), _ = lax.scan(body, (step0, state, sinks), None, length=plan.length)
+    return state, sinks, n - step0
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def while_program(
+    plan: Plan,
+    state: Any,
+    sinks: list[Sink],
+    step0: jax.Array,
+    t0: jax.Array,
+    dt: jax.Array,
+    bar: jax.Array,
+    max_steps: jax.Array,
+) -> tuple[Any, list[Sink], jax.Array, jax.Array]:
+    """`plan.step` while `plan.cond` holds (and, if bounded, for at most `max_steps` steps) with
+    recording; ``(state, sinks, steps taken, whether cond still holds)``."""
+    assert plan.cond is not None
+    _check_step(plan, state)
+    if plan.record_initial:
+        sinks = record_all(plan, sinks, step0, state, step0, t0, dt)
+
+    def going(carry: tuple[jax.Array, Any, list[Sink]]) -> jax.Array:
+        n, state, _ = carry
+        go = _cond(plan, state)
+        return go & (n - step0 < max_steps) if plan.bounded else go
+
+    def body(carry: tuple[jax.Array, Any, list[Sink]]):
+        n, state, sinks = carry
+        state = plan.step(state)
+        n = n + 1
+        sinks = record_all(plan, sinks, n, state, step0, t0, dt)
+        _tick(plan, bar, n - step0)
+        return n, state, sinks
+
+    n, state, sinks = lax.while_loop(going, body, (step0, state, sinks))
+    return state, sinks, n - step0, _cond(plan, state)
+
+
+def record_all(
+    plan: Plan,
+    sinks: list[Sink],
+    n: jax.Array,
+    state: Any,
+    step0: jax.Array,
+    t0: jax.Array,
+    dt: jax.Array,
+) -> list[Sink]:
+    """Offer `state`, as step `n`, to every group of sinks; returns the sinks in the same order."""
+    out = list(sinks)
+    for group in plan.groups:
+        part = record(
+            [out[i] for i in group.sinks],
+            step=n,
+            time=_time(plan, group, n, state, step0, t0, dt),
+            frame=_frame(group, state),
+            mask=None if group.mask is None else group.mask(state),
+        )
+        for i, sink in zip(group.sinks, part):
+            out[i] = sink
+    return out
+
+
+def _frame(group: Group, state: Any) -> Any:
+    """The group's frame: the state itself (passed as it is: nothing to compute), or a function
+    of no arguments that `record` calls only on steps where a sink of the group records."""
+    if group.frame is None:
+        return (lambda: state) if callable(state) else state
+    make = group.frame
+    return lambda: make(state)
+
+
+def _time(
+    plan: Plan,
+    group: Group,
+    n: jax.Array,
+    state: Any,
+    step0: jax.Array,
+    t0: jax.Array,
+    dt: jax.Array,
+) -> Any:
+    if plan.time is not None:
+        return plan.time(state)
+    if not plan.uses_dt:
+        return None
+    dtype = group.time_dtype
+    return t0.astype(dtype) + (n - step0).astype(dtype) * dt.astype(dtype)
+
+
+def _cond(plan: Plan, state: Any) -> jax.Array:
+    assert plan.cond is not None
+    go = jnp.asarray(plan.cond(state))
+    if go.shape != () or go.dtype != jnp.bool_:
+        raise ConfigError(
+            "`jaxsinks.while_loop` needs `cond` to return a scalar bool (whether to take another "
+            f"step); it returned {go.dtype}{list(go.shape)}. Reduce it, e.g. with jnp.any or "
+            "jnp.all."
+        )
+    return go
+
+
+def _check_step(plan: Plan, state: Any) -> None:
+    """A ConfigError at trace time if `step` changes the state's structure, shapes or dtypes."""
+    owner = "jaxsinks.scan" if plan.cond is None else "jaxsinks.while_loop"
+    out = jax.eval_shape(plan.step, state)
+    before, after = jax.tree.structure(state), jax.tree.structure(out)
+    if str(before) != str(after):
+        raise ConfigError(
+            f"`{owner}` needs `step` to return a state like the one it takes; it takes {before} "
+            f"but returns {after}."
+        )
+    paths = jax.tree_util.tree_flatten_with_path(state)[0]
+    for (path, x), y in zip(paths, jax.tree.leaves(out)):
+        x = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+        if (x.shape, x.dtype) != (y.shape, y.dtype):
+            raise ConfigError(
+                f"`{owner}` needs `step` to return a state like the one it takes; the leaf "
+                f"state{jax.tree_util.keystr(path)} goes in as {x.dtype}{list(x.shape)} and "
+                f"comes out as {y.dtype}{list(y.shape)}."
+            )
+
+
+def _tick(plan: Plan, bar: jax.Array, done: jax.Array) -> None:
+    """Every `plan.tick` steps, advance the progress bar from a host callback."""
+    if plan.tick:
+        lax.cond(
+            done % plan.tick == 0,
+            lambda: jax.debug.callback(_advance, bar, done),
+            lambda: None,
+        )
+
+
+def _advance(bar: Any, done: Any) -> None:
+    with _BARS_LOCK:
+        progress = _BARS.get(int(bar))
+    if progress is not None:
+        progress.update_to(int(done))
+
+
+def register_bar(bar: Progress | None) -> int:
+    """An id the compiled program advances `bar` by (0 for no bar)."""
+    if bar is None:
+        return 0
+    with _BARS_LOCK:
+        bar_id = next(_BAR_IDS)
+        _BARS[bar_id] = bar
+    return bar_id
+
+
+def release_bar(bar_id: int) -> None:
+    with _BARS_LOCK:
+        _BARS.pop(bar_id, None)

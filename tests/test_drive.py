@@ -1,0 +1,451 @@
+"""The drivers `js.scan` and `js.while_loop`: the same frames as a hand-written loop, bit for bit;
+sinks closed on return and ended on errors (committed frames readable); the frame computed only
+on recording steps; progress; gradients through a DeviceBuffer; clear errors for bad input."""
+
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import io_callback
+
+import jaxsinks as js
+
+DT = 0.05
+STEPS = 60
+
+
+def step(state):
+    """Velocity Verlet in a harmonic well (8 particles in 3-d)."""
+    x, v = state
+    v = v - 0.5 * DT * x
+    x = x + DT * v
+    v = v - 0.5 * DT * x
+    return x, v
+
+
+def energy(state):
+    x, v = state
+    return 0.5 * jnp.sum(x**2 + v**2)
+
+
+def positions(state):
+    return {"x": state[0]}
+
+
+def scalars(state):
+    return {"energy": energy(state), "x0": state[0][0, 0]}
+
+
+def far(state):
+    """while_loop's condition: particle 0 has not yet crossed x = 0.2 (about 30 steps)."""
+    return state[0][0, 0] < 0.2
+
+
+STATE0 = (jnp.linspace(-1.0, 1.0, 24, dtype=jnp.float32).reshape(8, 3), jnp.zeros((8, 3)))
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def make_sink(kind, tmp_path, name, frame, every):
+    if kind == "zarr":
+        return js.ZarrSink.create(tmp_path / f"{name}.zarr", frame, every=every, chunk=4)
+    if kind == "csv":
+        return js.CsvSink.create(tmp_path / f"{name}.csv", frame, every=every, chunk=4)
+    return js.DeviceBuffer.create(frame, capacity=64, every=every)
+
+
+def contents(kind, tmp_path, name, sink):
+    """What a closed sink holds: frames, steps and times (or the CSV file's bytes)."""
+    if kind == "zarr":
+        run = js.open(tmp_path / f"{name}.zarr")
+        assert run.status == "closed"
+        traj = run.to_numpy()
+        return traj.frames, traj.steps, traj.times
+    if kind == "csv":
+        return (tmp_path / f"{name}.csv").read_bytes()
+    traj = sink.read()
+    return traj.frames, traj.steps, traj.times
+
+
+def assert_same(a, b):
+    if isinstance(a, bytes):
+        assert a == b
+        return
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y, strict=True)
+
+
+def hand_scan(sinks, frame, steps=STEPS):
+    """The loop a user writes without the driver: step, record the state after step n as step n
+    at time n * DT, thread the sinks, close."""
+
+    @jax.jit
+    def run(state, sinks):
+        def body(carry, i):
+            state, sinks = carry
+            state = step(state)
+            n = i + 1
+            time = DT * n.astype(jnp.float32)
+            sinks = js.record(sinks, step=n, time=time, frame=lambda: frame(state))
+            return (state, sinks), None
+
+        return jax.lax.scan(body, (state, sinks), jnp.arange(steps, dtype=jnp.int32))[0]
+
+    state, sinks = run(STATE0, sinks)
+    return state, js.close(sinks)
+
+
+def hand_while(sinks, frame, max_steps=1000):
+    @jax.jit
+    def run(state, sinks):
+        def going(carry):
+            n, state, _ = carry
+            return far(state) & (n < max_steps)
+
+        def body(carry):
+            n, state, sinks = carry
+            state = step(state)
+            n = n + 1
+            time = DT * n.astype(jnp.float32)
+            sinks = js.record(sinks, step=n, time=time, frame=lambda: frame(state))
+            return n, state, sinks
+
+        return jax.lax.while_loop(going, body, (jnp.int32(0), state, sinks))
+
+    n, state, sinks = run(STATE0, sinks)
+    return state, js.close(sinks), int(n)
+
+
+@pytest.mark.parametrize("kind", ["zarr", "csv", "device"])
+def test_scan_records_what_the_hand_written_loop_records(kind, tmp_path):
+    frame = scalars if kind == "csv" else positions
+    example = frame(STATE0)
+    mine = make_sink(kind, tmp_path, "driver", example, every=3)
+    theirs = make_sink(kind, tmp_path, "hand", example, every=3)
+
+    state, out = js.scan(step, STATE0, mine, steps=STEPS, dt=DT, frame=frame)
+    ref_state, ref = hand_scan(theirs, frame)
+
+    assert_same(state, ref_state)
+    got, want = contents(kind, tmp_path, "driver", out), contents(kind, tmp_path, "hand", ref)
+    assert_same(got, want)
+    if kind != "csv":
+        assert got[1].tolist() == list(range(3, STEPS + 1, 3))  # step n: the state after n steps
+
+
+@pytest.mark.parametrize("kind", ["zarr", "csv", "device"])
+def test_while_loop_records_what_the_hand_written_loop_records(kind, tmp_path):
+    frame = scalars if kind == "csv" else positions
+    example = frame(STATE0)
+    mine = make_sink(kind, tmp_path, "driver", example, every=2)
+    theirs = make_sink(kind, tmp_path, "hand", example, every=2)
+
+    state, out, taken = js.while_loop(far, step, STATE0, mine, max_steps=1000, dt=DT, frame=frame)
+    ref_state, ref, ref_taken = hand_while(theirs, frame)
+
+    assert 10 < taken == ref_taken < 1000  # stopped by `far`, not by max_steps
+    assert_same(state, ref_state)
+    assert_same(contents(kind, tmp_path, "driver", out), contents(kind, tmp_path, "hand", ref))
+
+
+def test_several_sinks_each_with_its_own_schedule_frame_and_mask(tmp_path):
+    # Per-system: each particle once, the first step its x is above 0.5.
+    def above(state):
+        return state[0][:, 0] > 0.5
+
+    def example():
+        return {
+            "traj": positions(STATE0),
+            "log": scalars(STATE0),
+            "rows": {"x": STATE0[0]},
+        }
+
+    def sinks(name):
+        ex = example()
+        return {
+            "traj": js.ZarrSink.create(tmp_path / f"{name}.zarr", ex["traj"], every=5, chunk=4),
+            "log": js.CsvSink.create(tmp_path / f"{name}.csv", ex["log"], chunk=8),
+            "rows": js.DeviceBuffer.create(ex["rows"], capacity=8, per_system=True, once=True),
+        }
+
+    frames = {"traj": positions, "log": scalars, "rows": lambda s: {"x": s[0]}}
+    masks = {"traj": None, "log": None, "rows": above}
+    _, out = js.scan(step, STATE0, sinks("d"), steps=STEPS, dt=DT, frame=frames, mask=masks)
+
+    @jax.jit
+    def hand(state, sinks):
+        def body(carry, i):
+            state, sinks = carry
+            state = step(state)
+            n, t = i + 1, DT * (i + 1).astype(jnp.float32)
+            sinks = {
+                "traj": js.record(sinks["traj"], step=n, time=t, frame=lambda: positions(state)),
+                "log": js.record(sinks["log"], step=n, time=t, frame=lambda: scalars(state)),
+                "rows": js.record(
+                    sinks["rows"], step=n, time=t, frame=lambda: {"x": state[0]}, mask=above(state)
+                ),
+            }
+            return (state, sinks), None
+
+        return jax.lax.scan(body, (state, sinks), jnp.arange(STEPS, dtype=jnp.int32))[0][1]
+
+    ref = js.close(hand(STATE0, sinks("h")))
+    assert_same(contents("zarr", tmp_path, "d", None), contents("zarr", tmp_path, "h", None))
+    assert_same(contents("csv", tmp_path, "d", None), contents("csv", tmp_path, "h", None))
+    rows, ref_rows = out["rows"].read(), ref["rows"].read()
+    assert_same(
+        (rows.frames, rows.steps, rows.systems), (ref_rows.frames, ref_rows.steps, ref_rows.systems)
+    )
+    assert 0 < len(rows) <= 8
+
+
+def test_record_initial_offers_the_initial_state_as_step0_at_t0():
+    buf = js.DeviceBuffer.create(positions(STATE0), capacity=32, every=4)
+    _, with_initial = js.scan(
+        step, STATE0, buf, steps=12, dt=DT, t0=1.0, frame=positions, record_initial=True
+    )
+    _, without = js.scan(step, STATE0, buf, steps=12, dt=DT, t0=1.0, frame=positions)
+
+    first = with_initial.read()
+    assert first.steps.tolist() == [0, 4, 8, 12]
+    np.testing.assert_allclose(first.times, [1.0, 1.2, 1.4, 1.6], rtol=1e-6)
+    np.testing.assert_array_equal(first.frames["x"][0], STATE0[0])
+    assert without.read().steps.tolist() == [4, 8, 12]
+    assert_same(without.read().frames, jax.tree.map(lambda a: a[1:], first.frames))
+
+    # A time schedule with the time taken from the state, and a continued run (step0).
+    buf = js.DeviceBuffer.create(positions(STATE0), capacity=8, every=js.Interval(0.1))
+    _, out = js.scan(
+        lambda s: (step(s[0]), s[1] + DT),
+        (STATE0, jnp.float32(0.0)),
+        buf,
+        steps=6,
+        time=lambda s: s[1],
+        frame=lambda s: positions(s[0]),
+        step0=100,
+        record_initial=True,
+    )
+    assert out.read().steps.tolist() == [100, 102, 104, 106]
+    # Zero steps: only the initial state.
+    _, only = js.scan(step, STATE0, buf, steps=0, frame=positions, record_initial=True, dt=DT)
+    assert only.read().steps.tolist() == [0]
+
+
+def test_the_frame_is_computed_only_on_recording_steps():
+    calls = []
+
+    def costly(state):
+        jax.debug.callback(lambda: calls.append(1))  # runs once per evaluation of the frame
+        return positions(state)
+
+    buf = js.DeviceBuffer.create(positions(STATE0), capacity=16, every=10)
+    _, out = js.scan(step, STATE0, buf, steps=STEPS, frame=costly)
+    assert len(out.read()) == STEPS // 10
+    assert len(calls) == STEPS // 10  # not STEPS
+
+
+def test_a_second_call_with_the_same_functions_does_not_retrace():
+    traces = []
+
+    def counted(state):
+        traces.append(1)
+        return step(state)
+
+    buf = js.DeviceBuffer.create(positions(STATE0), capacity=16, every=10)
+    js.scan(counted, STATE0, buf, steps=STEPS, frame=positions, dt=DT)
+    n = len(traces)
+    _, out = js.scan(counted, STATE0, buf, steps=STEPS, frame=positions, dt=2 * DT, t0=1.0)
+    assert len(traces) == n  # dt and t0 are arguments of the compiled program
+    np.testing.assert_allclose(out.read().times[0], 1.0 + 10 * 2 * DT, rtol=1e-6)
+
+
+def failing_step(at, error):
+    """`step`, raising `error` from a host callback when the state has taken `at` steps."""
+
+    def check(n):
+        if int(n) == at:
+            raise error
+        return np.int32(0)
+
+    def stepped(state):
+        (x, v), n = state
+        ok = io_callback(check, jax.ShapeDtypeStruct((), jnp.int32), n)
+        return step((x, v)), n + 1 + ok
+
+    return stepped
+
+
+@pytest.mark.parametrize(
+    "error, raised",
+    [
+        (RuntimeError("the force field failed"), jax.errors.JaxRuntimeError),
+        (KeyboardInterrupt(), KeyboardInterrupt),
+    ],
+    ids=["error", "ctrl-c"],
+)
+def test_an_error_in_the_loop_ends_the_sinks_with_their_committed_frames(error, raised, tmp_path):
+    traj = js.ZarrSink.create(tmp_path / "t.zarr", positions(STATE0), chunk=4)
+    log = js.CsvSink.create(tmp_path / "log.csv", scalars(STATE0), chunk=4)
+    bar = js.Progress(STEPS, file=Terminal())
+    with pytest.raises(raised) as info:
+        js.scan(
+            failing_step(25, error),
+            (STATE0, jnp.int32(0)),
+            {"traj": traj, "log": log},
+            steps=STEPS,
+            frame={"traj": lambda s: positions(s[0]), "log": lambda s: scalars(s[0])},
+            progress=bar,
+        )
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "t.zarr" in notes and "log.csv" in notes and "committed" in notes
+
+    run = js.open(tmp_path / "t.zarr")
+    assert run.status == "interrupted"  # not "open": its writer was ended
+    assert len(run) == 24  # the whole blocks flushed before the failing step 26
+    np.testing.assert_array_equal(run.steps, np.arange(1, len(run) + 1))
+    lines = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(lines) == 1 + 24  # the header and 6 blocks of 4 rows
+    if raised is KeyboardInterrupt:
+        assert bar.reason == "interrupted"
+    else:
+        assert bar.reason == "stopped by JaxRuntimeError"
+    # The old sink values are refused clearly, not silently recorded into an ended run.
+    with pytest.raises(js.StaleSinkError, match="ended by jaxsinks.scan"):
+        js.close(traj)
+
+
+def test_an_error_while_tracing_leaves_the_sinks_untouched(tmp_path):
+    traj = js.ZarrSink.create(tmp_path / "t.zarr", positions(STATE0), chunk=4)
+    with pytest.raises(js.FrameError):
+        js.scan(step, STATE0, traj, steps=8, frame=lambda s: {"x": s[0][0]})  # wrong shape
+    assert js.open(tmp_path / "t.zarr").status == "open"
+    _, traj = js.scan(step, STATE0, traj, steps=8, frame=positions)  # fixed: same sink
+    assert len(js.open(tmp_path / "t.zarr")) == 8
+
+
+def test_while_loop_ends_the_bar_full_with_the_reason():
+    out = Terminal()
+    bar = js.Progress(1000, file=out)
+    buf = js.DeviceBuffer.create(positions(STATE0), capacity=64, every=5)
+    _, _, taken = js.while_loop(
+        far,
+        step,
+        STATE0,
+        buf,
+        max_steps=1000,
+        frame=positions,
+        progress=bar,
+        stop_reason="converged",
+    )
+    assert 10 < taken < 1000
+    assert bar.reason == f"converged at step {taken}"
+    assert bar.position == bar.total == taken and not bar.enabled
+    assert f"{taken}/{taken}" in out.getvalue() and f"converged at step {taken}" in out.getvalue()
+
+    bar = js.Progress(10, file=Terminal())
+    _, _, taken = js.while_loop(far, step, STATE0, buf, max_steps=10, frame=positions, progress=bar)
+    assert taken == 10 and bar.reason == "reached max_steps=10"
+
+    bar = js.Progress(STEPS, file=Terminal())
+    js.scan(step, STATE0, buf, steps=STEPS, frame=positions, progress=bar)
+    assert bar.reason == f"done: {STEPS} steps" and bar.position == STEPS
+
+
+def test_gradients_flow_through_a_device_buffer_recorded_by_the_driver():
+    buf = js.DeviceBuffer.create({"e": jnp.float32(0)}, capacity=20, every=3)
+
+    def spring(k):
+        def kicked(state):
+            x, v = state
+            return x + DT * v, v - DT * k * x
+
+        return kicked
+
+    def loss(k):
+        _, out = js.scan(spring(k), STATE0, buf, steps=STEPS, frame=lambda s: {"e": energy(s)})
+        return jnp.sum(jnp.where(out.valid, out.frames["e"], 0.0))
+
+    def hand_loss(k):
+        def body(carry, i):
+            state, sink = carry
+            state = spring(k)(state)
+            sink = js.record(sink, step=i + 1, frame=lambda: {"e": energy(state)})
+            return (state, sink), None
+
+        _, out = jax.lax.scan(body, (STATE0, buf), jnp.arange(STEPS, dtype=jnp.int32))[0]
+        return jnp.sum(jnp.where(out.valid, out.frames["e"], 0.0))
+
+    k = jnp.float32(1.3)
+    value, grad = jax.value_and_grad(loss)(k)
+    ref_value, ref_grad = jax.value_and_grad(hand_loss)(k)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-5)
+    assert float(grad) != 0.0
+
+
+def test_streaming_sinks_are_refused_inside_a_transformation(tmp_path):
+    traj = js.ZarrSink.create(tmp_path / "t.zarr", positions(STATE0), chunk=4)
+    with pytest.raises(js.TransformError, match="cannot close the streaming sinks"):
+        jax.jit(lambda s: js.scan(step, s, traj, steps=8, frame=positions)[0])(STATE0)
+    js.close(traj)
+
+
+def _buf(every=1):
+    return js.DeviceBuffer.create(positions(STATE0), capacity=8, every=every)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: js.scan(3, STATE0, _buf(), steps=2), "`step` to be a function"),
+        (lambda: js.scan(step, STATE0, _buf(), steps=-1), "`steps` to be an int >= 0"),
+        (lambda: js.scan(step, STATE0, _buf(), steps=2.0), "`steps` to be an int >= 0"),
+        (lambda: js.scan(step, STATE0, _buf(), steps=True), "`steps` to be an int >= 0"),
+        (lambda: js.scan(step, STATE0, [_buf(), STATE0[0]], steps=2), "also holds \\['ArrayImpl"),
+        (lambda: js.scan(step, STATE0, {}, steps=2), "was given no sinks"),
+        (
+            lambda: js.scan(step, STATE0, (_buf(), _buf()), steps=2, frame=(positions,)),
+            "shaped like `sinks`",
+        ),
+        (lambda: js.scan(step, STATE0, _buf(), steps=2, frame=[1]), "shaped like `sinks`"),
+        (
+            lambda: js.scan(step, STATE0, _buf(), steps=2, mask=lambda s: s),
+            "none of the sinks is per-system",
+        ),
+        (
+            lambda: js.scan(step, STATE0, _buf(), steps=2, dt=0.1, time=lambda s: 0.0),
+            "both `dt` and `time`",
+        ),
+        (lambda: js.scan(step, STATE0, _buf(js.Interval(0.1)), steps=2), "neither `dt` nor `time`"),
+        (lambda: js.scan(step, STATE0, _buf(), steps=2, dt="0.1"), "`dt` to be a real number"),
+        (lambda: js.scan(step, STATE0, _buf(), steps=2, dt=float("nan")), "`dt` to be finite"),
+        (lambda: js.scan(step, STATE0, _buf(), steps=2, step0=-1), "`step0` to be an int >= 0"),
+        (lambda: js.scan(step, STATE0, _buf(), steps=2, progress="yes"), "`progress` to be True"),
+        (
+            lambda: js.scan(step, STATE0, _buf(), steps=2, record_initial=1),
+            "`record_initial` to be a bool",
+        ),
+        (lambda: js.scan(lambda s: s[0], STATE0, _buf(), steps=2), "`step` to return a state like"),
+        (
+            lambda: js.scan(lambda s: (s[0][0], s[1]), STATE0, _buf(), steps=2),
+            "goes in as float32\\[8, 3\\]",
+        ),
+        (lambda: js.while_loop(None, step, STATE0, _buf()), "`cond` to be a function"),
+        (
+            lambda: js.while_loop(far, step, STATE0, _buf(), max_steps=-5),
+            "`max_steps` to be an int >= 0 or None",
+        ),
+        (
+            lambda: js.while_loop(lambda s: s[0] > 0, step, STATE0, _buf(), max_steps=5),
+            "`cond` to return a scalar bool",
+        ),
+    ],
+)
+def test_bad_input_is_a_clear_error(call, match):
+    with pytest.raises(js.JaxsinksError, match=match):
+        call()
