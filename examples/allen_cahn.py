@@ -14,7 +14,7 @@ evenly spaced times use ``jaxsinks.Interval(dt_record)`` instead; nothing else c
 
 After `jaxsinks.close` the run is read back with `jaxsinks.open`: the script prints the
 coarsening (the interface length and the fraction of the grid with |phi| > 0.9 over time) and
-renders the frames into ``allen_cahn.gif`` with `jaxsinks._tools.viz.movie` (needs matplotlib and
+renders the frames into ``allen_cahn.gif`` with `jaxsinks.movie` (needs matplotlib and
 pillow: ``pip install jaxsinks[extras]``).
 
     python examples/allen_cahn.py [--size 128] [--steps 2000] [--frames 40]
@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxsinks as js
-from jaxsinks._tools import viz as _viz
 
 
 def laplacian(phi: jax.Array) -> jax.Array:
@@ -154,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "over the later half (theory: t^-0.5)"
     )
 
-    gif = _viz.movie(
+    gif = js.movie(
         run, "phi", args.out / "allen_cahn.gif", fps=args.fps, vmin=-1, vmax=1, cmap="RdBu"
     )
     print(f"movie: {gif} ({len(run)} frames)")

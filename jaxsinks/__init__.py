@@ -39,6 +39,8 @@ from ._io.codecs import FieldConfig as FieldConfig
 from ._io.codecs import Zstd as Zstd
 from ._io.layout import Ragged as Ragged
 from ._io.progress import Progress as Progress
+from ._read.pictures import movie as movie
+from ._read.pictures import plot as plot
 from ._read.reader import FieldView as FieldView
 from ._read.reader import Run as Run
 from ._read.reader import open as open  # noqa: A004
@@ -106,7 +108,9 @@ __all__ = [
     "export_training",
     "gcs",
     "is_sink",
+    "movie",
     "open",
+    "plot",
     "record",
     "recording",
     "s3",

@@ -261,25 +261,7 @@ def plot(
     out: Any = None,
     title: str | None = None,
 ) -> Any:
-    """Plot scalar series of a run or a CSV log against step or time; returns the figure.
-
-    Args:
-        source: a run from `jaxsinks.open` (or a selection of one), a store to open (a path, URL
-            or kvstore spec), or the path of a CSV log written by a `CsvSink` (ending in .csv).
-        fields: a field name, or several: one subplot per field, sharing the x axis. By default
-            every field that can be drawn (scalar or 1-d frames). In a CSV log a field is a
-            column (``energy``), or the columns of one vector field (``v`` for ``v[0]``,
-            ``v[1]``, ...).
-        x: ``"step"`` or ``"time"`` (an error if the run has no times).
-        systems: indices of the entries of 1-d frames (or the systems of a per-system run) to
-            draw; all by default.
-        log: the fields drawn on a logarithmic y axis (e.g. a force norm falling by decades).
-        out: if given, the PNG to write the figure to.
-        title: the figure's title; by default the run's name (the last component of its path).
-
-    Returns:
-        The `matplotlib.figure.Figure` (on an Agg canvas; ``figure.savefig`` writes it).
-    """
+    """`jaxsinks.plot` (documented there): draw the series, return the figure."""
     data = load(source)
     fields = plottable_fields(data) if fields is None else fields
     fields = [fields] if isinstance(fields, str) else list(fields)
@@ -394,25 +376,7 @@ def movie(
     t_start: float | None = None,
     t_end: float | None = None,
 ) -> pathlib.Path:
-    """Render the 2-d `field` of a run frame by frame into a GIF or MP4; returns its path.
-
-    The axes are labelled with the field's dimension names (`FieldView.dims`, set with
-    ``FieldConfig(dims=...)``), and each frame's title shows its step and time.
-
-    Args:
-        source: a run from `jaxsinks.open` (or a selection of one), or a store to open.
-        field: a field whose frames are 2-d, or 3-d with a leading axis that `index` selects
-            from (a leading axis of size 1 is selected without it).
-        out: a ``.gif`` (written with Pillow) or ``.mp4`` (needs ffmpeg on PATH); by default
-            ``<field>.gif`` in the current directory.
-        fps: frames per second.
-        vmin, vmax: the color range; by default the minimum and maximum over the frames shown.
-        every: show every `every`-th frame (of those in the time range).
-        cmap: a matplotlib colormap name.
-        index: the entry of a 3-d frame's leading axis to show.
-        t_start, t_end: show only the frames with ``t_start <= time <= t_end`` (either may be
-            None), as `Run.extract_time_range`.
-    """
+    """`jaxsinks.movie` (documented there): render the frames, return the path."""
     from matplotlib import animation, colormaps
 
     out = _output_path(out if out is not None else default_movie_path(field), MOVIE_SUFFIXES, "out")
