@@ -9,7 +9,7 @@ from PIL import Image
 from run_helpers import PNG_SIGNATURE, STEPS, frame_at, write_per_system_run, write_run  # noqa: F401
 
 import jaxsinks as js
-from jaxsinks._tools import viz
+from jaxsinks._tools import sources, viz
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +294,7 @@ def test_a_torn_last_csv_line_is_left_out_and_a_foreign_csv_is_refused(tmp_path)
     log = write_csv_log(tmp_path / "log.csv")
     with open(log, "a") as f:
         f.write("8,2,16,8")  # a crash mid-line
-    assert len(viz.read_csv_log(log)) == 8
+    assert len(sources.read_csv_log(log)) == 8
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
     with pytest.raises(js.StoreError, match="not a CsvSink log"):

@@ -30,7 +30,8 @@ from .bench import (
     fields_like,
     iter_bench,
 )
-from .viz import default_movie_path, load, movie, movie_frames, plot, source_name
+from .sources import load, source_name
+from .viz import default_movie_path, movie, movie_frames, plot
 
 EXIT_USAGE = 2
 #: The status of a process ended by SIGPIPE (128 + 13): the output's reader went away.

@@ -1,0 +1,126 @@
+"""Where pictures come from: a recorded run, or the CSV log a `CsvSink` writes, loaded alike."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from .._core.errors import ConfigError, FieldNotFoundError, StoreError, StoreNotFoundError
+from .._read.reader import Run
+from .._read.reader import open as open_run
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvLog:
+    """The CSV log a `CsvSink` wrote: its columns (``step``, ``time``[, ``system``], then one per
+    field entry) and its rows as float64."""
+
+    path: pathlib.Path
+    columns: tuple[str, ...]
+    rows: np.ndarray  # (n, len(columns))
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def column(self, name: str) -> np.ndarray:
+        return self.rows[:, self.columns.index(name)]
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self.column("step").astype(np.int64)
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.column("time")
+
+    @property
+    def per_system(self) -> bool:
+        return "system" in self.columns
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The logged fields, in order: ``v`` for the columns ``v[0]``, ``v[1]``, ..."""
+        names = [c.split("[", 1)[0] for c in self.columns if c not in _CSV_COLUMNS]
+        return tuple(dict.fromkeys(names))
+
+    def field_columns(self, field: str) -> list[str]:
+        """The columns of `field`: the column of that name, or those of the vector `field`."""
+        if field in self.columns and field not in _CSV_COLUMNS:
+            return [field]
+        found = [c for c in self.columns if c.startswith(field + "[")]
+        if not found:
+            raise FieldNotFoundError(
+                f"The CSV log {self.path} has no field '{field}'; its fields are "
+                f"{list(self.fields)} (columns {list(self.columns)})."
+            )
+        return found
+
+
+_CSV_COLUMNS = ("step", "time", "system")
+
+
+def read_csv_log(path: Any) -> CsvLog:
+    """Read the CSV log at `path` (written by a `CsvSink`); a torn last line is left out."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise StoreNotFoundError(f"There is no CSV log at {path}.") from None
+    lines = text.split("\n")
+    columns = tuple(lines[0].strip().split(","))
+    if columns[:2] != ("step", "time"):
+        raise StoreError(
+            f"{path} is not a CsvSink log: its header {lines[0][:200]!r} does not start with "
+            "'step,time'. Plot a run (a Zarr store) or a log written by jaxsinks.CsvSink."
+        )
+    body = [line for line in lines[1:-1] if line.strip()]  # the last piece is '' or torn
+    rows = np.zeros((len(body), len(columns)))
+    for i, line in enumerate(body):
+        cells = line.split(",")
+        if len(cells) != len(columns):
+            raise StoreError(
+                f"Line {i + 2} of the CSV log {path} has {len(cells)} values for "
+                f"{len(columns)} columns; the file is not a CsvSink log, or was edited."
+            )
+        rows[i] = [float(c) for c in cells]
+    return CsvLog(path, columns, rows)
+
+
+def load(source: Any) -> Run | CsvLog:
+    """`source` as a run or a CSV log: a `Run` as it is, a path ending in ``.csv`` as the log
+    there, anything else (a path, URL or kvstore spec) as the run `jaxsinks.open` opens."""
+    if isinstance(source, (Run, CsvLog)):
+        return source
+    if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".csv"):
+        return read_csv_log(source)
+    return open_run(source)
+
+
+def _as_run(source: Any, command: str) -> Run:
+    data = load(source)
+    if isinstance(data, CsvLog):
+        raise ConfigError(
+            f"`{command}` renders fields of a run, not of a CSV log ({data.path}); a log holds "
+            "scalars only. Plot it with `plot` instead."
+        )
+    return data
+
+
+def source_name(data: Run | CsvLog) -> str:
+    """A short name for titles: the last component of the store's path (or the log's file
+    name); the store's description if it has no path."""
+    if isinstance(data, CsvLog):
+        return data.path.name
+    path = str(data.location.kvstore.get("path", "")).rstrip("/")
+    return path.rsplit("/", 1)[-1] or str(data.location)
+
+
+def describe_source(data: Run | CsvLog) -> str:
+    """``the run at <store>`` or ``the CSV log <path>``, for messages."""
+    if isinstance(data, CsvLog):
+        return f"the CSV log {data.path}"
+    return f"the run at {data.location}"
