@@ -21,7 +21,7 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,extras,md,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[test,extras,md,lint,recipes]'
 	touch $@
 
 $(DOCS_STAMP): pyproject.toml | $(BIN)/python

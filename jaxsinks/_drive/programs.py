@@ -157,7 +157,7 @@ def _check_step(plan: Plan, state: Any) -> None:
     owner = "jaxsinks.scan" if plan.cond is None else "jaxsinks.while_loop"
     out = jax.eval_shape(plan.step, state)
     before, after = jax.tree.structure(state), jax.tree.structure(out)
-    if str(before) != str(after):
+    if before != after:
         raise ConfigError(
             f"`{owner}` needs `step` to return a state like the one it takes; it takes {before} "
             f"but returns {after}."
