@@ -175,7 +175,12 @@ _NODE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 MAX_NODE_NAME = 200
 
 
-def check_node_name(name: str, *, reserved: Sequence[str] = ()) -> None:
+#: Appended to the first part of a field name that is one of the sink's column names (``time`` is
+#: stored as ``time_``, ``time/x`` as ``time_/x``): see `node_names`.
+RESERVED_SUFFIX = "_"
+
+
+def check_node_name(name: str) -> None:
     """Raise `ConfigError` unless every ``/``-separated part of `name` is a safe store node name."""
     for part in name.split("/"):
         if (
@@ -192,38 +197,67 @@ def check_node_name(name: str, *, reserved: Sequence[str] = ()) -> None:
                 f"'.', '..', 'zarr.json', a leading '__' or a trailing '.__lock'; at most "
                 f"{MAX_NODE_NAME} characters). Rename the key in the frame pytree."
             )
-    if name in reserved:
-        raise ConfigError(
-            f"Field name '{name}' is reserved for the sink's own columns {list(reserved)}. "
-            "Rename that key in the frame pytree."
-        )
-    top = name.split("/", 1)[0]
-    if top in reserved:
-        raise ConfigError(
-            f"Field '{name}' cannot be stored: its first part '{top}' is the node of the sink's "
-            f"own column '{top}' (an array), which cannot also be the group holding '{name}'. "
-            f"Rename the key '{top}' in the frame pytree (the columns are {list(reserved)})."
-        )
 
 
-def check_node_names(names: Sequence[str], *, reserved: Sequence[str] = ()) -> None:
+def check_node_names(names: Sequence[str]) -> None:
     """`check_node_name` for each of `names`, and a `ConfigError` naming both fields if one field's
     node would be the group of another's (``a`` and ``a/b``: ``a`` cannot be an array and a group).
     """
-    for name in names:
-        check_node_name(name, reserved=reserved)
-    groups: dict[str, str] = {}  # every group a field needs -> the first such field
-    for name in names:
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            groups.setdefault("/".join(parts[:i]), name)
-    for name in names:
-        if name in groups:
-            raise ConfigError(
-                f"Fields '{name}' and '{groups[name]}' cannot both be stored: '{name}' would be an "
-                f"array and also the group holding '{groups[name]}'. Rename one of them in the "
-                f"frame pytree (e.g. '{name}' to '{name}_value')."
-            )
+    node_names(names)
+
+
+def stored_name(name: str, reserved: Sequence[str]) -> str:
+    """The store node (and CSV column, ``.npz`` key) name of field `name`: `name` itself, unless
+    its first part is one of the sink's column names `reserved`, which gets `RESERVED_SUFFIX`
+    (``time`` -> ``time_``, ``time/x`` -> ``time_/x``; ``a/time`` stays)."""
+    top, sep, rest = name.partition("/")
+    return top + RESERVED_SUFFIX + sep + rest if top in reserved else name
+
+
+def node_names(names: Sequence[str], *, reserved: Sequence[str] = ()) -> tuple[str, ...]:
+    """The store node names of fields `names` (`stored_name`), each checked by `check_node_name`.
+
+    Raises:
+        ConfigError: for an unsafe name, or naming both fields when two would be stored under the
+            same node, or one's node would be the group of another's (``a`` and ``a/b``): e.g.
+            ``time`` (stored as ``time_``) beside a field ``time_``.
+    """
+    stored = tuple(stored_name(n, reserved) for n in names)
+    for name, node in zip(names, stored):
+        check_node_name(name)
+        check_node_name(node)
+    arrays = set(stored)
+    owners: dict[str, str] = {}  # every node a field needs (its array, its groups) -> the field
+    clash = None
+    for name, node in zip(names, stored):
+        parts = node.split("/")
+        for i in range(1, len(parts) + 1):
+            key = "/".join(parts[:i])
+            other = owners.setdefault(key, name)
+            if other != name and (i == len(parts) or key in arrays):
+                clash = (other, name, key)
+                break
+        if clash:
+            break
+    if clash is None:
+        return stored
+    first, second, key = clash
+    renamed = [n for n in (first, second) if stored_name(n, reserved) != n]
+    why = "".join(
+        f" '{n}' is stored as '{stored_name(n, reserved)}' because '{n.split('/')[0]}' is one of "
+        f"the reserved names {list(reserved)} of the sinks' own columns."
+        for n in renamed
+    )
+    if stored_name(first, reserved) == stored_name(second, reserved):
+        what = f"both would be stored as '{key}'."
+    else:
+        held, holder = (first, second) if stored_name(first, reserved) == key else (second, first)
+        what = f"'{key}' would be the array of '{held}' and also the group holding '{holder}'."
+    raise ConfigError(
+        f"Fields '{first}' and '{second}' cannot both be stored: {what}{why} Rename one of them in "
+        f"the frame pytree (e.g. the key '{first.split('/')[0]}' to "
+        f"'{first.split('/')[0]}_value')."
+    )
 
 
 def _key_name(key: Any) -> str:

@@ -153,7 +153,7 @@ class Times(Schedule):
                 "Sort the times and remove duplicates."
             )
         gaps = np.diff(values)
-        below = float(gaps.min()) if gaps.size else math.inf
+        below = float(np.min(gaps)) if gaps.size else math.inf
         _check_tol("Times", tol, below=below, what=f"the smallest gap between the times, {below}")
         object.__setattr__(self, "times", tuple(float(t) for t in values))
         object.__setattr__(self, "tol", None if tol is None else float(tol))

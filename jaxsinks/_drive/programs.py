@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -157,7 +157,7 @@ def _check_step(plan: Plan, state: Any) -> None:
     owner = "jaxsinks.scan" if plan.cond is None else "jaxsinks.while_loop"
     out = jax.eval_shape(plan.step, state)
     before, after = jax.tree.structure(state), jax.tree.structure(out)
-    if before != after:
+    if cast(Any, before) != after:  # what lax.scan checks (the text of a treedef may differ)
         raise ConfigError(
             f"`{owner}` needs `step` to return a state like the one it takes; it takes {before} "
             f"but returns {after}."

@@ -1,7 +1,11 @@
 """The Zarr v3 layout of a run, built by pure functions: frame spec + options -> JSON.
 
 One group per run. One array per frame leaf (its pytree path is its node path) with a leading
-``frame`` axis, plus the ``step`` and ``time`` columns (and ``system`` for per-system sinks). The
+``frame`` axis, plus the ``step`` and ``time`` columns (and ``system`` for per-system sinks). A
+leaf whose path starts with a column's name is stored under that part with ``_`` appended
+(``time`` as ``time_``, ``time/x`` as ``time_/x``); the schema records its field name. Field arrays
+name the columns in their CF ``coordinates`` attribute, so that xarray shows the columns as
+coordinates; a closed run's ``zarr.json`` holds zarr-python's consolidated metadata. The
 frame axis is chunked by the flush block (``chunk`` frames, or ``chunk * chunks_per_shard`` when
 sharded) so that every flush writes whole chunks or shards. Group attributes hold the run's
 metadata under the ``jaxsinks`` key and the user's attributes beside it.
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._core.errors import ConfigError, StoreError
-from .._core.frame import FrameSpec, check_node_names
+from .._core.frame import FrameSpec, node_names
 from .codecs import Codec, FieldConfig, check_storable, codec_chain, is_float, narrowing_range
 
 SCHEMA_VERSION = 1
@@ -90,6 +94,13 @@ class ArrayLayout:
     dims: tuple[str, ...]  # frame axis first (the atom axis, for ragged fields)
     ragged_axes: int = 0  # ragged fields: how many leading per-frame axes fold into the atom axis
     shards: int = 1  # sharded fields: each device records shape[0] of the stored shards * shape[0]
+    field: str | None = None  # the frame's field name, where the node is renamed (`node_names`)
+    coordinates: tuple[str, ...] = ()  # the columns, named in the CF `coordinates` attribute
+
+    @property
+    def field_name(self) -> str:
+        """The name of the field in the frame (its node name unless that was renamed)."""
+        return self.name if self.field is None else self.field
 
     @property
     def stored_shape(self) -> tuple[int, ...]:
@@ -116,7 +127,7 @@ class ArrayLayout:
             grid, inner = self.chunk, None
         else:
             grid, inner = (self.shard_frames, *self.chunk[1:]), self.chunk
-        return array_metadata(
+        meta = array_metadata(
             (frames, *self.stored_shape),
             self.dtype,
             grid,
@@ -125,6 +136,9 @@ class ArrayLayout:
             fill=self.fill_value,
             inner_chunk=inner,
         )
+        if self.coordinates:
+            meta["attributes"] = {"coordinates": " ".join(self.coordinates)}
+        return meta
 
     def schema(self) -> dict[str, Any]:
         """What must match for a run to be appended to."""
@@ -136,6 +150,8 @@ class ArrayLayout:
         }
         if self.ragged_axes:
             out["ragged"] = True
+        if self.field is not None:
+            out["field"] = self.field
         return out
 
 
@@ -245,8 +261,9 @@ def make_layout(
             f"`fields` configures {unknown}, which the frame does not have; its fields are "
             f"{list(spec.names)}."
         )
-    check_node_names(spec.names, reserved=COLUMNS)
+    nodes = dict(zip(spec.names, node_names(spec.names, reserved=COLUMNS)))
     ragged_axes = _check_ragged(spec, ragged)
+    names = COLUMNS if batch_size is not None else COLUMNS[:2]
     arrays = []
     for f in spec.fields:
         cfg = fields.get(f.name, FieldConfig())
@@ -275,7 +292,7 @@ def make_layout(
             shard = None if chunks_per_shard is None else chunk * chunks_per_shard
         arrays.append(
             ArrayLayout(
-                name=f.name,
+                name=nodes[f.name],
                 dtype=cfg.dtype if cfg.dtype is not None else f.dtype,
                 source_dtype=f.dtype,
                 shape=f.shape,
@@ -285,6 +302,8 @@ def make_layout(
                 dims=dims,
                 ragged_axes=axes,
                 shards=shards,
+                field=None if nodes[f.name] == f.name else f.name,
+                coordinates=names,
             )
         )
     column_dtypes = {
@@ -292,7 +311,6 @@ def make_layout(
         "time": np.dtype(time_dtype),
         "system": np.dtype(np.int32),
     }
-    names = COLUMNS if batch_size is not None else COLUMNS[:2]
     columns = tuple(
         ArrayLayout(
             name=n,
@@ -306,6 +324,8 @@ def make_layout(
         )
         for n in names
     )
+    if ragged is not None:  # by node name, as the writer and the stored schema know the fields
+        ragged = Ragged(nodes[ragged.count], tuple(nodes[n] for n in ragged.fields))
     return Layout(tuple(arrays), columns, chunk, chunks_per_shard, batch_size, ragged)
 
 
@@ -348,10 +368,38 @@ def _check_ragged(spec: FrameSpec, ragged: Ragged | None) -> dict[str, int]:
     return axes
 
 
-def group_metadata(attributes: dict[str, Any]) -> bytes:
-    """The ``zarr.json`` of a group with `attributes`."""
-    doc = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+def group_metadata(attributes: dict[str, Any], consolidated: dict[str, Any] | None = None) -> bytes:
+    """The ``zarr.json`` of a group with `attributes` (and the `consolidated` metadata of its
+    nodes, from `consolidated_metadata`)."""
+    doc: dict[str, Any] = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+    if consolidated is not None:
+        doc["consolidated_metadata"] = consolidated
+    if consolidated is not None:  # one compact line: it holds every node's metadata
+        return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
     return json.dumps(doc, indent=1, allow_nan=False).encode()
+
+
+def consolidated_metadata(nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The ``consolidated_metadata`` member of a root group's ``zarr.json``, as zarr-python 3
+    writes and reads it: every node below the root (the ``zarr.json`` documents `nodes`, by path
+    relative to the root) in one place, so that readers need not list the store.
+
+    Groups get an empty consolidated member of their own, as zarr-python writes them (their
+    children are listed by full path at the root). Consolidated metadata is not part of the
+    Zarr v3 specification: other readers ignore it (``must_understand`` is false).
+    """
+    metadata = {}
+    for path in sorted(nodes, key=lambda p: (p.count("/"), p)):
+        doc = dict(nodes[path])
+        if doc.get("node_type") == "group":
+            doc.setdefault("attributes", {})
+            doc["consolidated_metadata"] = _consolidated({})
+        metadata[path] = doc
+    return _consolidated(metadata)
+
+
+def _consolidated(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "inline", "must_understand": False, "metadata": metadata}
 
 
 def _check_storage_dtype(name: str, source: np.dtype, target: np.dtype | None) -> None:

@@ -95,6 +95,16 @@ def read_bytes(spec: dict[str, Any], key: str) -> bytes | None:
     return bytes(result.value) if result.state == "value" else None
 
 
+def read_all(spec: dict[str, Any], keys: list[str]) -> list[bytes | None]:
+    """The values at `keys` under the kvstore `spec` (None where there is none), read
+    concurrently."""
+    with translated("read the metadata of", spec):
+        store = kvstore(spec)
+        futures = [store.read(key) for key in keys]
+        results = [f.result() for f in futures]
+    return [bytes(r.value) if r.state == "value" else None for r in results]
+
+
 def write_bytes(spec: dict[str, Any], key: str, value: bytes) -> None:
     """Write `value` at `key` and wait until it is durable."""
     with translated(f"write '{key}' of", spec):

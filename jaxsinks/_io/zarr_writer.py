@@ -19,7 +19,7 @@ import numpy as np
 from .._core.errors import SchemaMismatchError, StoreError, StoreExistsError, WriterConflictError
 from . import tsio
 from . import writer as _writer
-from .layout import ATTRS_KEY, SCHEMA_VERSION, Layout, group_metadata
+from .layout import ATTRS_KEY, SCHEMA_VERSION, Layout, consolidated_metadata, group_metadata
 from .location import Location
 from .multihost import Coordinator, coordinator
 from .owner import Owner
@@ -181,8 +181,44 @@ class ZarrWriter(HostWriter):
                 if self._ragged and self.atom_frames != self.committed_atoms:
                     self.atom_frames = self._grow(sorted(self._ragged), self.committed_atoms)
             self._write_attrs(status, committed=committed)
+            if status == "closed":
+                self._consolidate(committed)
         if self.coordinator is not None:
             self.coordinator.barrier("closed")
+
+    def _consolidate(self, committed: int) -> None:
+        """Rewrite the closed run's ``zarr.json`` with zarr-python's consolidated metadata (the
+        ``zarr.json`` of every array and group, as stored now), so that `zarr` and `xarray` open
+        it without listing the store, or warning.
+
+        Only a closed run has it: every commit and every reopening for append rewrite
+        ``zarr.json`` without it (`group_metadata`), so a run that is open or was killed never has
+        metadata describing frames that are not committed. A failure here is logged, not raised:
+        the run is complete without it, and zarr reads it (more slowly) as before.
+        """
+        nodes = [*(a.name for a in self.layout.arrays), *self.layout.groups]
+        try:
+            docs = tsio.read_all(self.location.kvstore, [f"{node}/zarr.json" for node in nodes])
+            if any(doc is None for doc in docs):
+                raise StoreError("a node's zarr.json is missing")
+            consolidated = consolidated_metadata(
+                {node: json.loads(cast(bytes, doc)) for node, doc in zip(nodes, docs)}
+            )
+            with self._meta_lock:
+                value = group_metadata(self.attributes("closed", committed), consolidated)
+                generation = tsio.write_if(
+                    self.location.kvstore, ROOT, value, self._generation or b""
+                )
+                if generation is None:
+                    raise StoreError("its zarr.json was changed by someone else")
+                self._generation = generation
+        except (StoreError, ValueError) as err:
+            log.warning(
+                "jaxsinks: the run at %s is closed, but its consolidated metadata could not be "
+                "written (%s); zarr and xarray open it without (slower, and with a warning).",
+                self.location,
+                err,
+            )
 
     def attributes(self, status: str, committed: int | None = None) -> dict[str, Any]:
         committed = self.committed if committed is None else committed

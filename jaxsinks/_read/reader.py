@@ -99,8 +99,15 @@ class Run:
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """The names of the recorded fields (pytree paths joined with ``/``)."""
-        return tuple(f["name"] for f in self.meta["schema"]["fields"])
+        """The names of the recorded fields (pytree paths joined with ``/``), as recorded: a field
+        ``time`` is ``time`` here, though it is stored (and shown by `iter_frames` and
+        `to_xarray`) as ``time_`` beside the run's own ``time`` column (`times`)."""
+        return tuple(self._nodes)
+
+    @property
+    def _nodes(self) -> dict[str, str]:
+        """Each field's name -> the store node it is in (`stored_name`)."""
+        return {f.get("field", f["name"]): f["name"] for f in self.meta["schema"]["fields"]}
 
     @property
     def committed(self) -> int:
@@ -166,9 +173,10 @@ class Run:
         whole run, including frames outside the selection.
         """
         schema = {f["name"]: f for f in self.meta["schema"]["fields"]}
+        ragged = self._ragged_nodes
         fields = []
-        for name in self.fields:
-            array = self._array(name)
+        for name, node in self._nodes.items():
+            array = self._array(node)
             meta = array.array.spec().to_json()["metadata"]
             codecs = meta.get("codecs", [])
             grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
@@ -179,20 +187,20 @@ class Run:
             dtype = np.dtype(meta["data_type"])
             shape = tuple(array.array.shape[1:])
             entries = len(self)
-            if self.ragged and name in self.ragged["fields"]:
+            if node in ragged:
                 entries = int(self.meta.get("committed_atoms", 0))
             fields.append(
                 {
                     "name": name,
                     "shape": list(shape),
                     "dtype": dtype.name,
-                    "source_dtype": schema[name]["dtype"],
+                    "source_dtype": schema[node]["dtype"],
                     "chunks": list(chunks),
                     "shards": None if shards is None else list(shards),
                     "codecs": [c["name"] for c in codecs],
                     "dims": list(array.dims),
                     "logical_bytes": entries * int(np.prod(shape, dtype=np.int64)) * dtype.itemsize,
-                    "stored_bytes": tsio.stored_bytes(self.location.child(name)),
+                    "stored_bytes": tsio.stored_bytes(self.location.child(node)),
                 }
             )
         return {
@@ -214,8 +222,9 @@ class Run:
         """
         key = "ragged:pointers"
         if key not in self._cache:
-            assert self.ragged is not None  # only ragged runs have pointers
-            count = self.ragged["count"]
+            stored = self.meta["schema"]["ragged"]
+            assert stored is not None  # only ragged runs have pointers
+            count = stored["count"]  # its node
             counts = self._array(count).read_physical(slice(0, self.committed))
             per_frame = counts.reshape(counts.shape[0], -1).sum(axis=1, dtype=np.int64)
             self._cache[key] = (counts, np.concatenate([[0], np.cumsum(per_frame)]))
@@ -232,14 +241,25 @@ class Run:
     @property
     def ragged(self) -> dict[str, Any] | None:
         """``{"count": ..., "fields": [...]}`` if some fields are stored CSR-style, else None."""
-        return self.meta["schema"].get("ragged")
+        stored = self.meta["schema"].get("ragged")
+        if stored is None:
+            return None
+        names = {node: name for name, node in self._nodes.items()}
+        return {"count": names[stored["count"]], "fields": [names[n] for n in stored["fields"]]}
+
+    @property
+    def _ragged_nodes(self) -> set[str]:
+        """The nodes of the ragged fields."""
+        stored = self.meta["schema"].get("ragged")
+        return set(stored["fields"]) if stored else set()
 
     def __getitem__(self, key: str | slice | np.ndarray | list[int]) -> Any:
         if isinstance(key, str):
             self._field_names(key)  # a FieldNotFoundError unless the run has it
-            if self.ragged is not None and key in self.ragged["fields"]:
-                return RaggedView(self._array(key), self._frames, self._pointers())
-            return FieldView(self._array(key), self._frames)
+            node = self._nodes[key]
+            if node in self._ragged_nodes:
+                return RaggedView(self._array(node), self._frames, self._pointers())
+            return FieldView(self._array(node), self._frames)
         selected = select_frames(key, len(self), "the run's frames")
         if selected.ndim != 1:
             raise ConfigError(
@@ -252,6 +272,7 @@ class Run:
         return name in self.fields
 
     def _array(self, name: str) -> StoredArray:
+        """The stored array of node `name` (a field's node, or a column)."""
         key = f"array:{name}"
         if key not in self._cache:
             spec = self.location.child(name)
@@ -277,7 +298,11 @@ class Run:
         return self[np.flatnonzero(keep)]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Frames in order, as dicts of field values plus ``step`` and ``time`` (and ``system``)."""
+        """Frames in order, as dicts of field values plus ``step`` and ``time`` (and ``system``).
+
+        A field named like one of those columns is under its stored name (``time_`` for a field
+        ``time``, ``time_/x`` for ``time/x``), beside the column.
+        """
         return self.iter_frames()
 
     def iter_frames(self, fields: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
@@ -326,11 +351,13 @@ class Run:
 
     def _frames_of(self, names: tuple[str, ...], *, columns: bool) -> Iterator[dict[str, Any]]:
         """The selected frames' values of `names` (plus, with `columns`, step, time and
-        system), one dict per frame, reading a chunk of frames at a time."""
+        system, and the fields under their nodes' names), one dict per frame, reading a chunk of
+        frames at a time."""
         block = int(self.meta["schema"].get("chunk", 64))
+        nodes = self._nodes if columns else {name: name for name in names}
         for start in range(0, len(self), block):
             part = self[start : start + block]
-            values = {name: part[name][:] for name in names}  # ragged: a list per frame
+            values = {nodes[name]: part[name][:] for name in names}  # ragged: a list per frame
             if columns:
                 values.update(step=part.steps, time=part.times)
                 if self.per_system:
@@ -363,15 +390,16 @@ class Run:
         ``ds.mean("frame")``), because times need not be unique: a per-system run repeats each
         time once per system (``sel(time=t)`` gives them all; for ``method="nearest"``, select
         one system first, ``ds.isel(frame=ds.system == 0)``). A run recorded without times has a
-        ``time`` coordinate of NaN and no index.
+        ``time`` coordinate of NaN and no index. A field named like a column is the variable of its
+        stored name (``time_`` for a field ``time``).
         """
         import xarray as xr
 
-        ragged = set(self.ragged["fields"]) if self.ragged else set()
+        ragged = self._ragged_nodes
         data_vars = {
-            name: (self._array(name).dims, self[name][:])
-            for name in self.fields
-            if name not in ragged
+            node: (self._array(node).dims, self[name][:])
+            for name, node in self._nodes.items()
+            if node not in ragged
         }
         coords: dict[str, tuple[str, Any]] = {
             "step": ("frame", self.steps),
@@ -380,7 +408,8 @@ class Run:
         if self.per_system:
             coords["system"] = ("frame", self.systems)
         if ragged:  # the selected frames' atoms, concatenated, with the frame each belongs to
-            views = {name: self[name] for name in sorted(ragged)}
+            fields = {node: name for name, node in self._nodes.items()}
+            views = {node: self[fields[node]] for node in sorted(ragged)}
             first = next(iter(views.values()))
             coords["atom_frame"] = (
                 "atom",

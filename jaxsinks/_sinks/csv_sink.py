@@ -6,6 +6,8 @@ block at a time, asynchronously. There is no per-step host sync.
 
 The file has a header ``step,time[,system],<columns>``, one column per entry of each field:
 ``energy`` for a scalar, ``energy[0]``, ``energy[1]``, ... for a vector, ``f[i][j]`` for a matrix.
+A field named like a column is headed by its stored name (``time_`` for a field ``time``,
+``time_/x`` for ``time/x``; see `jaxsinks._core.frame.stored_name`).
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ class CsvSink(StreamSink):
 
 
 def header(layout: Layout) -> list[str]:
-    """The CSV column names: ``step``, ``time`` (``system``), then one per field entry."""
+    """The CSV column names: ``step``, ``time`` (``system``), then one per field entry, by the
+    field's stored name."""
     names = [c.name for c in layout.columns]
     for field in layout.fields:
         if not field.shape:

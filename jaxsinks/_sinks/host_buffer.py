@@ -309,10 +309,12 @@ class HostBuffer(StreamSink):
 
     def save_npz(self, path: Any, *, compressed: bool = False) -> None:
         """Save the frames as a ``.npz`` file (PySDE's NumpyStorage): one array per field, by its
-        pytree path, plus ``step``, ``time`` and, for per-system buffers, ``system``.
+        pytree path, plus ``step``, ``time`` and, for per-system buffers, ``system``. A field named
+        like one of those is saved under its stored name (``time_`` for ``time``, as in a Zarr run).
         """
         trajectory = self.read()
-        arrays = dict(zip(self.spec.names, jax.tree.leaves(trajectory.frames)))
+        names = [a.name for a in self.layout.fields]
+        arrays = dict(zip(names, jax.tree.leaves(trajectory.frames)))
         arrays.update(step=trajectory.steps, time=trajectory.times)
         if trajectory.systems is not None:
             arrays["system"] = trajectory.systems

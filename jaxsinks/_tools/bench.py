@@ -69,7 +69,8 @@ class BenchRow:
 
     @property
     def ratio(self) -> float:
-        """Compression ratio: logical bytes over stored bytes (the whole store)."""
+        """Compression ratio: logical bytes over the stored bytes of the fields' arrays (the
+        run's own metadata and step/time columns are left out: they do not depend on the codec)."""
         return self.logical_bytes / self.stored_bytes if self.stored_bytes else float("nan")
 
     @property
@@ -209,7 +210,7 @@ def iter_bench(
                     chunk,
                     frames,
                     described["logical_bytes"],
-                    described["stored_bytes"],
+                    sum(f["stored_bytes"] for f in described["fields"]),
                     seconds,
                 )
     finally:

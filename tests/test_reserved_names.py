@@ -1,0 +1,269 @@
+"""Fields named like a sink's own columns (``step``, ``time``, ``system``) are stored as ``time_``
+(``time/x`` as ``time_/x``) and read back under their own names, by every sink."""
+
+import csv
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import jaxsinks as js
+from jaxsinks._io.layout import make_layout
+
+STEPS = 6
+
+
+def flat_frame(i):
+    """Leaves named like all three columns, plus an ordinary one."""
+    f = i.astype(jnp.float32)
+    return {
+        "time": 100.0 + f,
+        "step": jnp.stack([i, -i]).astype(jnp.int32),
+        "system": 7.0 * f,
+        "pos": jnp.full((3,), f),
+    }
+
+
+def nested_frame(i):
+    """A top-level key named like a column, with children."""
+    f = i.astype(jnp.float32)
+    return {"time": {"x": jnp.full((2,), -f), "dt": 0.5 + f}, "e": 2.0 * f}
+
+
+FRAMES = {"flat": flat_frame, "nested": nested_frame}
+NODES = {
+    "flat": {"time": "time_", "step": "step_", "system": "system_", "pos": "pos"},
+    "nested": {"time/x": "time_/x", "time/dt": "time_/dt", "e": "e"},
+}
+
+
+def record_steps(sink, frame_at):
+    def body(sink, i):
+        # the run's own time column differs from the field `time`
+        return js.record(sink, step=i, time=0.25 * i.astype(jnp.float32), frame=frame_at(i)), None
+
+    return jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(STEPS, dtype=jnp.int32))[0])(sink)
+
+
+def expected(frame_at):
+    """The recorded frames, stacked (the pytree the user recorded, with a frame axis)."""
+    frames = [frame_at(jnp.int32(i)) for i in range(STEPS)]
+    return jax.tree.map(lambda *v: np.stack([np.asarray(x) for x in v]), *frames)
+
+
+def assert_tree_equal(got, want):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(g, w)
+
+
+def leaves_by_name(tree):
+    return {
+        "/".join(str(k.key) for k in path): np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+@pytest.mark.parametrize("kind", FRAMES)
+def test_zarr_sink_stores_them_renamed_and_reads_them_back_by_their_names(tmp_path, kind):
+    frame_at, store = FRAMES[kind], tmp_path / "run.zarr"
+    js.close(record_steps(js.ZarrSink.create(store, frame_at(jnp.int32(0)), chunk=4), frame_at))
+    want = expected(frame_at)
+    run = js.open(store)
+    assert sorted(run.fields) == sorted(NODES[kind])
+    for name, leaf in leaves_by_name(want).items():
+        np.testing.assert_array_equal(run[name][:], leaf)
+        assert name in run
+    np.testing.assert_array_equal(run.steps, np.arange(STEPS))
+    np.testing.assert_allclose(run.times, 0.25 * np.arange(STEPS))
+    assert_tree_equal(run.to_numpy().frames, want)
+    # items(): the frame holds the fields by name; iter_frames(): fields by node, with columns
+    for t, frame in run.items():
+        assert set(frame) == set(NODES[kind]) and isinstance(t, float)
+    first = next(iter(run))
+    assert set(first) == set(NODES[kind].values()) | {"step", "time"}
+    assert first["time"] == 0 and first["step"] == 0
+    # the nodes in the store, also as zarr and xarray see them
+    group = zarr.open_group(store, mode="r")
+    for name, node in NODES[kind].items():
+        np.testing.assert_array_equal(group[node][:], leaves_by_name(want)[name])
+    ds = run.to_xarray()
+    top = {node.split("/")[0] for node in NODES[kind].values() if "/" not in node}
+    assert top <= set(ds.data_vars) and {"step", "time"} <= set(ds.coords)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opened = xr.open_zarr(store)
+    assert top <= set(opened.data_vars) and {"step", "time"} <= set(opened.coords)
+
+
+def test_append_to_a_run_with_renamed_fields(tmp_path):
+    store = tmp_path / "run.zarr"
+    example = flat_frame(jnp.int32(0))
+    js.close(record_steps(js.ZarrSink.create(store, example, chunk=4), flat_frame))
+    js.close(record_steps(js.ZarrSink.create(store, example, chunk=4, mode="a"), flat_frame))
+    run = js.open(store)
+    assert len(run) == 2 * STEPS
+    np.testing.assert_array_equal(run["time"][:], np.tile(100.0 + np.arange(STEPS), 2))
+
+
+def test_field_options_and_ragged_fields_use_the_recorded_names(tmp_path):
+    store = tmp_path / "run.zarr"
+    natoms = np.array([2, 3], np.int32)
+    example = {"step": jnp.asarray(natoms), "time": jnp.zeros((2, 3, 2)), "system": jnp.zeros(2)}
+
+    def frame_at(i):
+        f = i.astype(jnp.float32)
+        return {
+            "step": jnp.asarray(natoms),
+            "time": jnp.arange(12, dtype=jnp.float32).reshape(2, 3, 2) + 100 * f,
+            "system": jnp.full((2,), f),
+        }
+
+    sink = js.ZarrSink.create(
+        store,
+        example,
+        chunk=2,
+        ragged=js.Ragged(count="step", fields=("time",)),
+        fields={"system": js.FieldConfig(dtype="float16")},
+    )
+    js.close(record_steps(sink, frame_at))
+    run = js.open(store)
+    assert run.ragged == {"count": "step", "fields": ["time"]}
+    assert run["system"].dtype == np.float16
+    for i in (0, 5):
+        systems = run["time"][i]
+        want = np.asarray(frame_at(jnp.int32(i))["time"])
+        assert [s.shape for s in systems] == [(2, 2), (3, 2)]
+        np.testing.assert_array_equal(systems[0], want[0, :2])
+        np.testing.assert_array_equal(systems[1], want[1, :3])
+    assert {f["name"] for f in run.describe()["fields"]} == {"step", "time", "system"}
+    assert "time_" in run.to_xarray().data_vars
+
+
+def test_per_system_runs_keep_their_system_column_beside_the_field(tmp_path):
+    store = tmp_path / "run.zarr"
+    example = {"system": jnp.zeros(3), "e": jnp.zeros(3)}
+
+    def body(sink, i):
+        f = i.astype(jnp.float32)
+        frame = {"system": 10.0 + jnp.arange(3.0) + f, "e": jnp.full((3,), f)}
+        return js.record(sink, step=i, time=f, frame=frame, mask=jnp.ones(3, bool)), None
+
+    sink = js.ZarrSink.create(store, example, per_system=True, chunk=6)
+    js.close(jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(4, dtype=jnp.int32))[0])(sink))
+    run = js.open(store)
+    assert run.systems.tolist() == [0, 1, 2] * 4
+    np.testing.assert_array_equal(run["system"][:3], [10.0, 11.0, 12.0])
+    trajectory = run.to_numpy()
+    np.testing.assert_array_equal(trajectory.frames["system"][3:6], [11.0, 12.0, 13.0])
+    assert set(next(iter(run))) == {"system_", "e", "step", "time", "system"}
+
+
+def test_csv_header_tells_the_fields_from_the_columns(tmp_path):
+    path = tmp_path / "log.csv"
+    sink = js.CsvSink.create(path, flat_frame(jnp.int32(0)), chunk=4)
+    js.close(record_steps(sink, flat_frame))
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    head = rows[0]
+    assert head[:2] == ["step", "time"]
+    # fields in pytree order (dict keys sorted)
+    assert head[2:] == ["pos[0]", "pos[1]", "pos[2]", "step_[0]", "step_[1]", "system_", "time_"]
+    values = np.array(rows[1:], np.float64)
+    np.testing.assert_array_equal(values[:, 0], np.arange(STEPS))
+    np.testing.assert_array_equal(values[:, head.index("time_")], 100.0 + np.arange(STEPS))
+    np.testing.assert_array_equal(values[:, head.index("step_[1]")], -np.arange(STEPS))
+
+
+def test_csv_nested_field_under_a_column_name(tmp_path):
+    path = tmp_path / "log.csv"
+    js.close(record_steps(js.CsvSink.create(path, nested_frame(jnp.int32(0))), nested_frame))
+    with open(path, newline="") as f:
+        head = next(csv.reader(f))
+    assert head == ["step", "time", "e", "time_/dt", "time_/x[0]", "time_/x[1]"]
+
+
+@pytest.mark.parametrize("kind", FRAMES)
+def test_host_and_device_buffers_give_back_the_recorded_pytree(tmp_path, kind):
+    frame_at = FRAMES[kind]
+    example = frame_at(jnp.int32(0))
+    want = expected(frame_at)
+    host = record_steps(js.HostBuffer.create(example, capacity=16, chunk=4), frame_at)
+    device = record_steps(js.DeviceBuffer.create(example, 16), frame_at)
+    for trajectory in (host.read(), device.read()):
+        assert_tree_equal(trajectory.frames, want)
+        np.testing.assert_allclose(trajectory.times, 0.25 * np.arange(STEPS))
+    host.save_npz(tmp_path / "frames.npz")
+    with np.load(tmp_path / "frames.npz") as saved:
+        assert set(saved.files) == set(NODES[kind].values()) | {"step", "time"}
+        for name, node in NODES[kind].items():
+            np.testing.assert_array_equal(saved[node], leaves_by_name(want)[name])
+        np.testing.assert_array_equal(saved["step"], np.arange(STEPS))
+    host = js.close(host)
+    host.to_zarr(tmp_path / "run.zarr")
+    assert_tree_equal(js.open(tmp_path / "run.zarr").to_numpy().frames, want)
+    host.release()
+
+
+@pytest.mark.parametrize(
+    "example, both",
+    [
+        ({"time": jnp.zeros(()), "time_": jnp.zeros(())}, ("'time'", "'time_'")),
+        ({"step": {"a": jnp.zeros(())}, "step_": jnp.zeros(())}, ("'step/a'", "'step_'")),
+        ({"system": jnp.zeros(()), "system_": {"b": jnp.zeros(())}}, ("'system'", "'system_/b'")),
+    ],
+)
+@pytest.mark.parametrize("sink", ["zarr", "csv", "host"])
+def test_a_renamed_field_colliding_with_a_field_of_its_stored_name_is_refused(
+    tmp_path, example, both, sink
+):
+    create = {
+        "zarr": lambda: js.ZarrSink.create(tmp_path / "run.zarr", example),
+        "csv": lambda: js.CsvSink.create(tmp_path / "log.csv", example),
+        "host": lambda: js.HostBuffer.create(example, capacity=4),
+    }[sink]
+    with pytest.raises(js.ConfigError) as info:
+        create()
+    message = str(info.value)
+    for name in both:
+        assert name in message
+    assert "Rename one of them" in message and "reserved names" in message
+    assert not (tmp_path / "run.zarr").exists() and not (tmp_path / "log.csv").exists()
+
+
+def test_the_layout_renames_the_node_and_records_the_field_name():
+    spec = js.FrameSpec.from_example(
+        {"time": {"x": jnp.zeros((2, 3))}, "step": jnp.zeros(2, jnp.int32), "a": {"time": 0.0}}
+    )
+    lay = make_layout(
+        spec,
+        chunk=4,
+        chunks_per_shard=None,
+        codec=None,
+        fields={"step": js.FieldConfig(dims=("k",))},
+        time_dtype=np.dtype("float32"),
+        batch_size=3,
+        ragged=js.Ragged(count="step", fields=("time/x",)),
+    )
+    assert [(a.name, a.field_name) for a in lay.fields] == [
+        ("a/time", "a/time"),
+        ("step_", "step"),
+        ("time_/x", "time/x"),
+    ]
+    assert [c.name for c in lay.columns] == ["step", "time", "system"]
+    assert lay.groups == ("a", "time_")
+    assert lay.ragged == js.Ragged(count="step_", fields=("time_/x",))
+    fields = lay.schema()["fields"]
+    assert fields[1] == {
+        "name": "step_",
+        "field": "step",
+        "shape": [2],
+        "dtype": "int32",
+        "storage_dtype": "int32",
+    }
+    assert "field" not in fields[0]  # unchanged for fields that are not renamed
+    assert lay.fields[1].dims == ("frame", "k") and lay.fields[2].dims == ("atom",)
