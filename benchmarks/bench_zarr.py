@@ -24,10 +24,13 @@ variant's dirty pages are not written back during the next one's timing. naive a
 orders of magnitude slower: they run once, on a fraction of the frames, and their overhead is
 scaled to the full run.
 
-Each configuration runs in its own subprocess, because XLA's threading is fixed at import:
-``all-cores`` (XLA's default on this 2-core machine: the simulation itself uses both cores) and
-``one-core`` (XLA limited to one thread: like an accelerator, it leaves a host core to the writer),
-and ``accelerator`` (JAX's default device, a GPU where there is one: ``--configs accelerator``).
+Each configuration runs in its own subprocess, because XLA's threading is fixed when its client
+starts: ``all-cores`` (XLA's default: on this 2-core machine the simulation's computation runs on
+both cores, 1.5-1.9 of them when nothing else runs), ``one-core`` (XLA's CPU client started with
+one core, so that its threads compute on that core only, while every thread started later (the
+recorders' writers, TensorStore's) may use any core: like an accelerator, it leaves a host core to
+the writer; see `xla_on_one_core`), and ``accelerator`` (JAX's default device, a GPU where there
+is one: ``--configs accelerator``).
 
 Bars (issue 3): jaxsinks end to end <= 1.25 x max(bare, floor); its recording overhead (end to end
 minus bare) >= 5x smaller than naive's; peak host memory of a 10x longer run <= 1.1x; device
@@ -51,7 +54,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 R, D, EVERY, CHUNK = 64, 1024, 2, 64
 FRAME_BYTES = R * D * 4
-ONE_CORE_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 def simulation():
@@ -443,12 +445,33 @@ def child_memory(frames: int, workdir: str, codec_name: str) -> dict:
     }
 
 
+def xla_on_one_core() -> None:
+    """Start XLA's CPU client on one core, then let the process use every core again.
+
+    XLA sizes its CPU thread pools by the cores the process may run on when the client starts, and
+    its threads keep that affinity: the simulation computes on one core only, and threads started
+    afterwards (the recorders' writer threads, TensorStore's pools, the overlap's writer) may run
+    on any core. XLA has no flag for this: the ``intra_op_parallelism_threads=1`` this benchmark
+    used to put in XLA_FLAGS is not an XLA flag (XLA ignored it), and
+    ``--xla_cpu_multi_thread_eigen=false`` only concerns Eigen's matrix kernels, so the loop used
+    both cores in both configurations.
+    """
+    import jax
+
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        jax.devices("cpu")  # creates the CPU client and its threads, on that core
+    finally:
+        os.sched_setaffinity(0, cores)
+
+
 def _subprocess(config: str, args: list[str]) -> str:
     env = dict(os.environ)
     if config != "accelerator":
         env["JAX_PLATFORMS"] = "cpu"
     if config == "one-core":
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + ONE_CORE_FLAGS).strip()
+        args = [*args, "--xla-one-core"]
     proc = subprocess.run(
         [sys.executable, __file__, *args], env=env, capture_output=True, text=True, check=False
     )
@@ -499,8 +522,11 @@ def main() -> None:
     parser.add_argument("--child-measure", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-memory", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--xla-one-core", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, HERE)
+    if args.xla_one_core:
+        xla_on_one_core()
 
     if args.child_measure is not None:
         frames = int(args.gib * 2**30 / FRAME_BYTES) // CHUNK * CHUNK

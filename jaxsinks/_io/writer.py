@@ -3,21 +3,23 @@
 Three stages, so that the compiled loop waits for as little as possible:
 
 1. A flush (the device's host callback, `jaxsinks._io.callback`) copies the block into a
-   preallocated, pre-touched host buffer from a small pool (one memcpy, no page faults) and
-   returns. When every buffer is busy it waits: back-pressure when the storage is slower than
-   the loop.
+   preallocated, pre-touched host buffer from a pool (`_Pool`: one memcpy, no page faults) and
+   returns. When `POOL_BLOCKS` blocks (per shard) wait for the writer thread, or every buffer is
+   busy, it waits: back-pressure when the storage is slower than the loop.
 2. A writer thread hands each block, in order, to the store-specific `_issue` (TensorStore writes
-   for a Zarr run, formatted rows for a CSV log), which returns once the buffer is no longer
-   needed, and the buffer goes back to the pool. It waits while more than ``max_inflight_bytes``
-   are not yet durable.
+   for a Zarr run, formatted rows for a CSV log). A writer that copies the block (CSV, host
+   memory) gives the buffer back to the pool when `_issue` returns; one whose store reads the
+   buffer itself (`references_values`: TensorStore writes without copying it) gives it back once
+   the block is durable. It waits while more than ``max_inflight_bytes`` are not yet durable.
 3. A committer thread waits for each block to be durable, in order, and only then records the new
    committed count (`_record_committed`): the count never covers data that is not durable.
 
-The frames in flight are bounded by the pool plus ``max_inflight_bytes`` (host memory is that
-plus a working set of TensorStore and the allocator: docs/reliability.md). A failure is kept with
-the frame it happened at; later blocks are skipped (they would leave a gap), earlier ones still
-commit, and `finish` (called by `jaxsinks.close`) raises it with the count of frames safely
-committed.
+A buffer is reused only once nothing but the pool references its arrays (a write still reading it,
+or a memory store keeping it as the stored value, does). The frames in flight are bounded by the
+pool plus ``max_inflight_bytes`` (host memory is that plus a working set of TensorStore and the
+allocator: docs/reliability.md). A failure is kept with the frame it happened at; later blocks are
+skipped (they would leave a gap), earlier ones still commit, and `finish` (called by
+`jaxsinks.close`) raises it with the count of frames safely committed.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ import collections
 import dataclasses
 import itertools
 import logging
+import math
 import queue
+import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -43,8 +47,17 @@ from .registry import Registry
 log = logging.getLogger("jaxsinks")
 
 DEFAULT_MAX_INFLIGHT_BYTES = 256 * 2**20
-#: Host buffers per writer, each one flush block: enough to double-buffer and absorb jitter.
+#: Blocks per writer (per shard) that flushes may queue for the writer thread, each in a host
+#: buffer of the pool: enough to double-buffer and absorb jitter; allocated when the writer
+#: starts. A writer whose store reads its buffers until they are durable
+#: (`HostWriter.references_values`) has up to `MAX_HELD_BLOCKS` more, for the blocks in flight,
+#: allocated by the writer thread when none is free (`_Pool.spare`), not by a flush.
 POOL_BLOCKS = 3
+#: At most this many extra buffers for blocks in flight (fewer if ``max_inflight_bytes`` holds
+#: fewer).
+MAX_HELD_BLOCKS = 16
+
+Buffers = dict[str, np.ndarray]
 
 
 @dataclasses.dataclass
@@ -55,6 +68,125 @@ class _Pending:
     waits: list[Any]  # futures: .result() returns once that part of the block is durable
     nbytes: int
     marker: Any  # store-specific state reached once the block is durable (e.g. atoms written)
+    buffers: Buffers | None = None  # the pool's buffers the store reads until durable
+
+
+def block_bytes(layout: Layout) -> int:
+    """The bytes of one block's host buffers: every array, `layout.block` frames."""
+    return sum(layout.block * a.dtype.itemsize * math.prod(a.shape) for a in layout.arrays)
+
+
+def pool_size(layout: Layout, shards: int, max_inflight_bytes: int, held: bool) -> int:
+    """How many buffer sets a writer's pool may hold: `POOL_BLOCKS` per shard, plus, when its
+    store reads the buffers until they are durable (`held`), one per block that can be in flight
+    (``max_inflight_bytes`` and the block that crosses it), at most `MAX_HELD_BLOCKS`.
+    """
+    if not held:
+        return POOL_BLOCKS * shards
+    inflight = max_inflight_bytes // max(1, block_bytes(layout)) + 1
+    return POOL_BLOCKS * shards + min(inflight, MAX_HELD_BLOCKS)
+
+
+def _new_buffers(layout: Layout) -> Buffers:
+    """One block's host buffers, every page touched now (not during a flush)."""
+    buffers = {}
+    for a in layout.arrays:
+        buffers[a.name] = np.empty((layout.block, *a.shape), a.dtype)
+        buffers[a.name].fill(0)
+    return buffers
+
+
+def _references(buffers: Buffers) -> int:
+    """The largest reference count of the arrays of `buffers`. Every view of an array (held by a
+    TensorStore write still reading it, or by a memory store keeping it as the stored value)
+    references it, so this is the count of a fresh set (`_Pool`) exactly when nothing else
+    holds any of them.
+    """
+    return max(sys.getrefcount(array) for array in buffers.values())
+
+
+class _Pool:
+    """At most `limit` sets of one block's host buffers, reused once nothing else references them.
+
+    `take` hands out a free set (allocating one while fewer than `limit` exist, else waiting for
+    one); `give` takes it back. A set given back while something still references its arrays
+    (a write still reading it, a memory store keeping it as the stored value) is held until that
+    reference goes; when every set is taken or held, the oldest held set is forgotten (whatever
+    references it keeps it alive) and a new one allocated, so the pool never waits on a store.
+    """
+
+    def __init__(self, layout: Layout, limit: int) -> None:
+        self.layout = layout
+        self.limit = limit
+        self._cond = threading.Condition()
+        self._free: list[Buffers] = []
+        self._held: collections.deque[Buffers] = collections.deque()
+        self._count = 0  # sets free, taken or held
+        self._unshared = 0  # `_references` of a set that nothing else references
+
+    def fill(self, count: int) -> None:
+        """Allocate sets until the pool has `count` (at most `limit`)."""
+        while True:
+            with self._cond:
+                if self._count >= min(count, self.limit):
+                    return
+                self._count += 1
+            self.give(self._allocate())
+
+    def spare(self) -> None:
+        """Allocate a set now if none is free and fewer than `limit` exist, so that the next
+        `take` (in a flush, which the loop waits for) need not allocate one."""
+        with self._cond:
+            if self._free or self._count >= self.limit or self._released() is not None:
+                return
+            self._count += 1
+        self.give(self._allocate())
+
+    def take(self) -> Buffers:
+        """A free set: a reused one, a new one while there are fewer than `limit`, else wait."""
+        with self._cond:
+            while True:
+                if self._free:
+                    return self._free.pop()
+                if (buffers := self._released()) is not None:
+                    self._held.remove(buffers)
+                    return buffers
+                if self._count < self.limit:
+                    self._count += 1
+                    break
+                if self._held:
+                    self._held.popleft()  # still referenced: its holder keeps it alive
+                    self._count -= 1
+                    continue
+                self._cond.wait()
+        return self._allocate()
+
+    def _released(self) -> Buffers | None:
+        """A held set that nothing references any more (call with `_cond` held)."""
+        return next((b for b in self._held if _references(b) <= self._unshared), None)
+
+    def give(self, buffers: Buffers) -> None:
+        """Take back a set: free if nothing else references it, else held until then."""
+        with self._cond:
+            if _references(buffers) <= self._unshared:
+                self._free.append(buffers)
+            else:
+                self._held.append(buffers)
+            self._cond.notify()
+
+    def _allocate(self) -> Buffers:
+        """A new set, already counted in `_count` (which a failure gives back)."""
+        try:
+            buffers = _new_buffers(self.layout)
+        except BaseException:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify()
+            raise
+        unshared = _references(buffers)
+        with self._cond:
+            self._unshared = max(self._unshared, unshared)
+        return buffers
 
 
 class HostWriter(abc.ABC):
@@ -63,6 +195,10 @@ class HostWriter(abc.ABC):
     Subclasses implement `_issue` (start writing a block), `_record_committed` (make the committed
     count durable) and `_finalize` (the last metadata at close).
     """
+
+    #: Whether `_issue` may return while the store still reads the block's buffers (until the
+    #: block is durable): they then go back to the pool only once it is.
+    references_values: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -94,11 +230,12 @@ class HostWriter(abc.ABC):
         self._inflight = 0
         self._stopping = False
         self._cond = threading.Condition()
-        self._free: queue.SimpleQueue[dict[str, np.ndarray]] = queue.SimpleQueue()
-        self._allocated = 0
-        self._blocks: queue.SimpleQueue[tuple[int, int, int, dict[str, np.ndarray]] | None] = (
-            queue.SimpleQueue()
+        self._pool = _Pool(
+            layout, pool_size(layout, len(shards), max_inflight_bytes, self.references_values)
         )
+        self._blocks: queue.SimpleQueue[tuple[int, int, int, Buffers] | None] = queue.SimpleQueue()
+        # Blocks flushed and not yet issued (`_write` returned): at most POOL_BLOCKS per shard.
+        self._queued = threading.BoundedSemaphore(POOL_BLOCKS * len(shards))
         self.id = REGISTRY.add(self)
         self._writer_thread = threading.Thread(
             target=self._write_loop, name=f"jaxsinks-write-{self.id}", daemon=True
@@ -117,8 +254,9 @@ class HostWriter(abc.ABC):
     ) -> tuple[list[Any], int, Any]:
         """Start writing frames ``offset:offset + n`` (the first `n` rows of `values`) of `shard`.
 
-        Return once `values` is no longer read, with ``(waits, nbytes, marker)``: futures whose
-        ``result()`` returns once their part is durable (``done()``, if they have it, says so
+        Return once `values` is no longer read (or, if `references_values`, once the store holds
+        its own references to what it still reads), with ``(waits, nbytes, marker)``: futures
+        whose ``result()`` returns once their part is durable (``done()``, if they have it, says so
         without waiting), the bytes in flight, and a marker passed to `_on_durable`. Raise to fail
         the block.
         """
@@ -146,9 +284,17 @@ class HostWriter(abc.ABC):
         """
         if n <= 0 or self._skips(offset):
             return
-        buffers = self._buffer()
-        for buf, value in zip(buffers.values(), values):
-            np.copyto(buf[:n], value[:n], casting="no")
+        self._queued.acquire()  # released by the writer thread once the block is issued
+        buffers = None
+        try:
+            buffers = self._pool.take()
+            for buf, value in zip(buffers.values(), values):
+                np.copyto(buf[:n], value[:n], casting="no")
+        except BaseException:
+            if buffers is not None:
+                self._pool.give(buffers)
+            self._queued.release()
+            raise
         with self._lock:
             self.blocks_written += 1
         if self.progress is not None:
@@ -208,35 +354,24 @@ class HostWriter(abc.ABC):
         """Whether a block at `offset` comes after a failure (so it would leave a gap)."""
         return self.failed_at is not None and offset >= self.failed_at
 
-    def _buffer(self) -> dict[str, np.ndarray]:
-        """A free host buffer set; a new one while the pool is not full, else wait for one."""
-        try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            allocate = self._allocated < POOL_BLOCKS * len(self._durable)
-            self._allocated += allocate
-        if allocate:
-            buffers = {}
-            for a in self.layout.arrays:
-                buf = np.empty((self.layout.block, *a.shape), a.dtype)
-                buf.fill(0)  # touch every page now, not during a flush
-                buffers[a.name] = buf
-            return buffers
-        return self._free.get()
-
     def _write_loop(self) -> None:
+        self._pool.fill(POOL_BLOCKS * len(self._durable))  # before the first flushes need them
         while (item := self._blocks.get()) is not None:
             shard, offset, n, buffers = item
+            pending = False
             try:
-                self._write(shard, offset, n, buffers)
+                pending = self._write(shard, offset, n, buffers)
             finally:
-                self._free.put(buffers)
+                if not pending:
+                    self._pool.give(buffers)
+                self._queued.release()
+            self._pool.spare()
 
-    def _write(self, shard: int, offset: int, n: int, values: dict[str, np.ndarray]) -> None:
+    def _write(self, shard: int, offset: int, n: int, values: Buffers) -> bool:
+        """Issue a block; whether its pending entry now holds `values` (`_commit_loop` gives them
+        back to the pool once the block is durable)."""
         if self._skips(offset):
-            return
+            return False
         try:
             waits, nbytes, marker = self._issue(offset, n, values, shard)
         except Exception as err:  # noqa: BLE001 - kept and raised by finish()
@@ -248,9 +383,10 @@ class HostWriter(abc.ABC):
                 ),
                 at=offset,
             )
-            return
+            return False
+        held = values if self.references_values else None
         with self._cond:
-            self._pending.append(_Pending(shard, offset, offset + n, waits, nbytes, marker))
+            self._pending.append(_Pending(shard, offset, offset + n, waits, nbytes, marker, held))
             self._inflight += nbytes
             self._cond.notify_all()
             while (
@@ -259,6 +395,7 @@ class HostWriter(abc.ABC):
                 and self.failed_at is None
             ):
                 self._cond.wait()
+        return held is not None
 
     def _commit_loop(self) -> None:
         while True:
@@ -311,6 +448,9 @@ class HostWriter(abc.ABC):
                 for _ in batch:
                     self._inflight -= self._pending.popleft().nbytes
                 self._cond.notify_all()
+            for item in batch:
+                if item.buffers is not None:
+                    self._pool.give(item.buffers)
 
     def fail(self, err: BaseException, *, at: int) -> None:
         """Keep the first failure, at frame `at`; later blocks are skipped, earlier ones commit."""

@@ -34,6 +34,9 @@ log = logging.getLogger("jaxsinks")
 class ZarrWriter(HostWriter):
     """Writes one Zarr run. Created by `create_run`."""
 
+    #: TensorStore reads the blocks from the pool's buffers (no copy): see `tsio.write_rows`.
+    references_values = True
+
     def __init__(
         self,
         location: Location,
@@ -119,7 +122,7 @@ class ZarrWriter(HostWriter):
             writes.append(tsio.write_rows(self.arrays[a.name], start, value, part))
             nbytes += value.nbytes
         for w in writes:
-            w.copy.result()
+            w.copy.result()  # TensorStore holds what it still reads (see `tsio.write_rows`)
         return [w.commit for w in writes], nbytes, self.atoms
 
     def _on_durable(self, marker: Any) -> None:
