@@ -2,6 +2,7 @@
 close given the wrong value. Each is a clear error and changes nothing stored (byte for byte)."""
 
 import logging
+import time
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,18 @@ import pytest
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
+from jaxsinks._io import writer as _writer
+
+
+def durable(sink):
+    """Wait until every block `sink` flushed is committed (writes are asynchronous: a snapshot
+    taken before would race with them)."""
+    jax.block_until_ready(sink)
+    writer = _writer.REGISTRY.get(int(sink.writer))
+    deadline = time.monotonic() + 30
+    while writer.committed < int(sink.flushed) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.committed >= int(sink.flushed)
 
 
 def stored_bytes(path):
@@ -23,7 +36,7 @@ def test_reusing_an_old_sink_in_a_second_call_is_refused_and_changes_nothing(tmp
     store = tmp_path / "run.zarr"
     s0 = js.ZarrSink.create(store, EXAMPLE, chunk=4)
     s1 = run_steps(s0, steps(0, 10))  # frames 0..7 flushed, 8..9 staged
-    jax.block_until_ready(s1)
+    durable(s1)
     assert int(s1.flushed) == 8
     with caplog.at_level(logging.ERROR, logger="jaxsinks"):
         s2 = run_steps(s0, steps(100, 110))  # by mistake: the old sink again
@@ -63,6 +76,7 @@ def test_an_optimisation_loop_reusing_the_first_sink_is_refused(tmp_path):
 
     grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
     (_, first), _ = grad(jnp.float32(0.9), sink0)
+    durable(first)
     on_disk = stored_bytes(store)
     (_, second), _ = grad(jnp.float32(0.5), sink0)  # the same initial sink passed again
     jax.block_until_ready(second)

@@ -16,9 +16,9 @@ from .._core.errors import (
 )
 from .._core.trajectory import Trajectory
 from .._io import tsio
-from .._io import zarr_writer as _zarr_writer
 from .._io.layout import ATTRS_KEY, SCHEMA_VERSION, check_schema_version
 from .._io.location import Location, parse
+from .._io.runs import holder
 from .index import select_frames, show
 from .views import FieldView, RaggedView, StoredArray
 
@@ -54,12 +54,12 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
             f"There is no jaxsinks run at {location} yet: its creation "
             + (
                 "is under way."
-                if _zarr_writer.holder(meta) is not None
+                if holder(meta) is not None
                 else "was interrupted (its process died); "
                 "creating a run there (any mode) replaces the remains."
             )
         )
-    if meta.get("status") == "open" and _zarr_writer.holder(meta) is None:
+    if meta.get("status") == "open" and holder(meta) is None:
         meta = dict(meta, status="interrupted")
     user = {k: v for k, v in attrs.items() if k != ATTRS_KEY}
     return Run(location, meta, user, _physical_frames(meta))

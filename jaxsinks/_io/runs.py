@@ -1,0 +1,162 @@
+"""Who may write a Zarr run: what a stored run's ``zarr.json`` says, whether its writer is still
+alive, claiming the run with a compare-and-swap, and checking that an appended frame matches the
+stored schema. Used by `jaxsinks._io.zarr_writer` to create or reopen a run, and by the reader to
+tell an open run from an interrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from .._core.errors import SchemaMismatchError, StoreError, StoreExistsError, WriterConflictError
+from . import tsio
+from . import writer as _writer
+from .layout import ATTRS_KEY
+from .location import Location
+from .owner import Owner
+from .writer import HostWriter
+
+ROOT = "zarr.json"
+log = logging.getLogger("jaxsinks")
+
+
+def stored_run(location: Location, raw: bytes | None, mode: str) -> dict[str, Any] | None:
+    """The jaxsinks metadata of the run at `location`, None if the location is empty; a clear
+    error if it holds anything else, which jaxsinks never overwrites, appends to or deletes.
+    """
+    if raw is None:
+        if not tsio.list_keys(location.kvstore):
+            return None
+        what = "files that are not a jaxsinks run (there is no zarr.json at its top)"
+    else:
+        try:
+            attrs = json.loads(raw).get("attributes", {})
+            stored = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
+        except (ValueError, AttributeError):
+            stored = None
+        if isinstance(stored, dict):
+            return stored
+        what = "a Zarr node that is not a jaxsinks run (its zarr.json has no 'jaxsinks' attributes)"
+    if mode == "w-":
+        raise StoreExistsError(
+            f"A store already exists at {location}: it holds {what}. Choose another path."
+        )
+    action = "overwrite" if mode == "w" else "append to"
+    raise StoreError(
+        f"{location} holds {what}; jaxsinks does not {action} or delete anything it did not write. "
+        "Choose another path, or remove those files yourself first."
+    )
+
+
+def holder(stored: dict[str, Any]) -> Owner | None:
+    """The writer named in a run's metadata if it may still be writing the run, else None.
+
+    Dead: its process is gone (`Owner.alive`), or, in this process, its writer has ended
+    without recording its end (e.g. a full disk at close).
+    """
+    owner = Owner.from_json(stored.get("writer"))
+    if owner is None or stored.get("status") not in ("open", "creating") or owner.alive is False:
+        return None
+    if owner.in_this_process and live_writer(owner) is None:
+        return None
+    return owner
+
+
+def live_writer(owner: Owner) -> HostWriter | None:
+    return _writer.REGISTRY.find(lambda w: getattr(w, "owner", None) == owner)
+
+
+def check_writer(location: Location, stored: dict[str, Any], mode: str) -> bool:
+    """Raise `WriterConflictError` if a live writer holds the run.
+
+    A writer of this process that is still open is retired when ``mode="w"`` replaces its run
+    (re-running a notebook cell); its later flushes and its close are refused. Returns whether
+    a writer was retired.
+    """
+    owner = holder(stored)
+    if owner is None:
+        return False  # killed, or ended: its run is taken over as it stands
+    if owner.in_this_process and mode == "w":
+        live = live_writer(owner)
+        if live is not None:
+            live.discard("was replaced by a new run created at the same store with mode='w'")
+            log.warning(
+                "jaxsinks: the open sink writing %s was retired: a new run replaces it", location
+            )
+            return True
+    where = (
+        "in this process (an open sink: close it first with jaxsinks.close)"
+        if owner.in_this_process
+        else (
+            str(owner)
+            + (
+                "; it runs on another host, so jaxsinks cannot tell whether it is alive"
+                if owner.alive is None
+                else ""
+            )
+        )
+    )
+    raise WriterConflictError(
+        f"The run at {location} is being written by {where}. A run has one writer at a time: two "
+        "would interleave and overwrite each other's frames. Wait until it closes, or record to "
+        "another path; a writer that was killed is detected and its run taken over."
+    )
+
+
+def claim_run(location: Location, value: bytes, generation: bytes) -> bytes:
+    """Write the run's zarr.json if nobody changed it since it was read; the new generation."""
+    claimed = tsio.write_if(location.kvstore, ROOT, value, generation)
+    if claimed is not None:
+        return claimed
+    raw = tsio.read_bytes(location.kvstore, ROOT)
+    try:
+        owner = Owner.from_json(
+            json.loads(raw or b"{}").get("attributes", {}).get(ATTRS_KEY, {}).get("writer")
+        )
+    except (ValueError, AttributeError):
+        owner = None
+    who = f" ({owner})" if owner is not None else ""
+    raise WriterConflictError(
+        f"Another writer{who} claimed the run at {location} at the same moment. A run has one "
+        "writer at a time: record to another path, or retry once that writer has closed."
+    )
+
+
+def check_schema(stored: dict[str, Any], wanted: dict[str, Any], location: Location) -> None:
+    """Raise `SchemaMismatchError` listing every difference between two run schemas."""
+    problems = []
+    old = {f["name"]: f for f in stored.get("fields", [])}
+    new = {f["name"]: f for f in wanted["fields"]}
+    for name in sorted(set(old) | set(new)):
+        if name not in new:
+            problems.append(f"field '{name}' is stored but missing from the frame")
+        elif name not in old:
+            problems.append(f"field '{name}' is in the frame but not in the stored run")
+        elif old[name] != new[name]:
+            keys = sorted(set(old[name]) | set(new[name]))
+            diffs = [
+                f"{k} {old[name].get(k)} stored vs {new[name].get(k)} now"
+                for k in keys
+                if old[name].get(k) != new[name].get(k)
+            ]
+            problems.append(f"field '{name}': " + ", ".join(diffs))
+    for key in ("time_dtype", "per_system", "chunk", "chunks_per_shard", "ragged"):
+        if stored.get(key) != wanted.get(key):
+            problems.append(
+                f"{key} is {stored.get(key)!r} in the stored run but {wanted.get(key)!r} now"
+            )
+    if problems:
+        raise SchemaMismatchError(
+            f"Cannot append to the run at {location}: its frame schema differs: "
+            + "; ".join(problems)
+            + ". Record the same frame structure with the same options, or write a new run."
+        )
+
+
+def remove_partial(kv: dict[str, Any]) -> None:
+    try:
+        tsio.delete_all(kv)
+    except StoreError:
+        pass
