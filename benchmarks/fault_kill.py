@@ -73,7 +73,7 @@ TESTS = ROOT / "tests"
 CHILD = TESTS / "crash_child.py"
 
 import jaxsinks as js
-from jaxsinks._io.pool import POOL_BLOCKS
+from jaxsinks._io.writer import POOL_BLOCKS
 
 PHASES = ("create", "run", "close", "resume", "twowriter")
 SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}

@@ -257,14 +257,9 @@ def write_rows(
 ) -> ts.WriteFutures:
     """Start writing `values` to frames ``start:start + len(values)`` (and, if given, `part` of
     the second axis: one shard's region); returns the futures.
-
-    TensorStore reads `values` itself instead of copying it first: it holds a reference to
-    `values` until it no longer needs it (after the write is durable; for ever for a memory store,
-    which keeps it as the stored value), and `values` must not change until that reference goes.
     """
     rows = slice(start, start + values.shape[0])
-    target = array[rows] if part is None else array[rows, part]
-    return target.write(values, can_reference_source_data_indefinitely=True)
+    return (array[rows] if part is None else array[rows, part]).write(values)
 
 
 def read_rows(array: ts.TensorStore, index: Any, spec: dict[str, Any]) -> Any:

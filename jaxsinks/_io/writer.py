@@ -3,23 +3,21 @@
 Three stages, so that the compiled loop waits for as little as possible:
 
 1. A flush (the device's host callback, `jaxsinks._io.callback`) copies the block into a
-   preallocated, pre-touched host buffer from a pool (`jaxsinks._io.pool`: one memcpy, no page
-   faults) and returns. When `POOL_BLOCKS` blocks (per shard) wait for the writer thread, or
-   every buffer is busy, it waits: back-pressure when the storage is slower than the loop.
+   preallocated, pre-touched host buffer from a small pool (one memcpy, no page faults) and
+   returns. When every buffer is busy it waits: back-pressure when the storage is slower than
+   the loop.
 2. A writer thread hands each block, in order, to the store-specific `_issue` (TensorStore writes
-   for a Zarr run, formatted rows for a CSV log). A writer that copies the block (CSV, host
-   memory) gives the buffer back to the pool when `_issue` returns; one whose store reads the
-   buffer itself (`references_values`: TensorStore writes without copying it) gives it back once
-   the block is durable. It waits while more than ``max_inflight_bytes`` are not yet durable.
+   for a Zarr run, formatted rows for a CSV log), which returns once the buffer is no longer
+   needed, and the buffer goes back to the pool. It waits while more than ``max_inflight_bytes``
+   are not yet durable.
 3. A committer thread waits for each block to be durable, in order, and only then records the new
    committed count (`_record_committed`): the count never covers data that is not durable.
 
-A buffer is reused only once nothing but the pool references its arrays (a write still reading it,
-or a memory store keeping it as the stored value, does). The frames in flight are bounded by the
-pool plus ``max_inflight_bytes`` (host memory is that plus a working set of TensorStore and the
-allocator: docs/reliability.md). A failure is kept with the frame it happened at; later blocks are
-skipped (they would leave a gap), earlier ones still commit, and `finish` (called by
-`jaxsinks.close`) raises it with the count of frames safely committed.
+The frames in flight are bounded by the pool plus ``max_inflight_bytes`` (host memory is that
+plus a working set of TensorStore and the allocator: docs/reliability.md). A failure is kept with
+the frame it happened at; later blocks are skipped (they would leave a gap), earlier ones still
+commit, and `finish` (called by `jaxsinks.close`) raises it with the count of frames safely
+committed.
 """
 
 from __future__ import annotations
@@ -33,19 +31,20 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from .._core.errors import OutOfRangeError, StaleSinkError, WriteError
 from .._core.flags import Flag
 from .layout import Layout
-from .pool import POOL_BLOCKS, Buffers, Pool, pool_size
 from .registry import Registry
 
 log = logging.getLogger("jaxsinks")
 
 DEFAULT_MAX_INFLIGHT_BYTES = 256 * 2**20
+#: Host buffers per writer, each one flush block: enough to double-buffer and absorb jitter.
+POOL_BLOCKS = 3
 
 
 @dataclasses.dataclass
@@ -56,7 +55,6 @@ class _Pending:
     waits: list[Any]  # futures: .result() returns once that part of the block is durable
     nbytes: int
     marker: Any  # store-specific state reached once the block is durable (e.g. atoms written)
-    buffers: Buffers | None = None  # the pool's buffers the store reads until durable
 
 
 class HostWriter(abc.ABC):
@@ -65,10 +63,6 @@ class HostWriter(abc.ABC):
     Subclasses implement `_issue` (start writing a block), `_record_committed` (make the committed
     count durable) and `_finalize` (the last metadata at close).
     """
-
-    #: Whether `_issue` may return while the store still reads the block's buffers (until the
-    #: block is durable): they then go back to the pool only once it is.
-    references_values: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -100,12 +94,11 @@ class HostWriter(abc.ABC):
         self._inflight = 0
         self._stopping = False
         self._cond = threading.Condition()
-        self._pool = Pool(
-            layout, pool_size(layout, len(shards), max_inflight_bytes, self.references_values)
+        self._free: queue.SimpleQueue[dict[str, np.ndarray]] = queue.SimpleQueue()
+        self._allocated = 0
+        self._blocks: queue.SimpleQueue[tuple[int, int, int, dict[str, np.ndarray]] | None] = (
+            queue.SimpleQueue()
         )
-        self._blocks: queue.SimpleQueue[tuple[int, int, int, Buffers] | None] = queue.SimpleQueue()
-        # Blocks flushed and not yet issued (`_write` returned): at most POOL_BLOCKS per shard.
-        self._queued = threading.BoundedSemaphore(POOL_BLOCKS * len(shards))
         self.id = REGISTRY.add(self)
         self._writer_thread = threading.Thread(
             target=self._write_loop, name=f"jaxsinks-write-{self.id}", daemon=True
@@ -124,9 +117,8 @@ class HostWriter(abc.ABC):
     ) -> tuple[list[Any], int, Any]:
         """Start writing frames ``offset:offset + n`` (the first `n` rows of `values`) of `shard`.
 
-        Return once `values` is no longer read (or, if `references_values`, once the store holds
-        its own references to what it still reads), with ``(waits, nbytes, marker)``: futures
-        whose ``result()`` returns once their part is durable (``done()``, if they have it, says so
+        Return once `values` is no longer read, with ``(waits, nbytes, marker)``: futures whose
+        ``result()`` returns once their part is durable (``done()``, if they have it, says so
         without waiting), the bytes in flight, and a marker passed to `_on_durable`. Raise to fail
         the block.
         """
@@ -154,17 +146,9 @@ class HostWriter(abc.ABC):
         """
         if n <= 0 or self._skips(offset):
             return
-        self._queued.acquire()  # released by the writer thread once the block is issued
-        buffers = None
-        try:
-            buffers = self._pool.take()
-            for buf, value in zip(buffers.values(), values):
-                np.copyto(buf[:n], value[:n], casting="no")
-        except BaseException:
-            if buffers is not None:
-                self._pool.give(buffers)
-            self._queued.release()
-            raise
+        buffers = self._buffer()
+        for buf, value in zip(buffers.values(), values):
+            np.copyto(buf[:n], value[:n], casting="no")
         with self._lock:
             self.blocks_written += 1
         if self.progress is not None:
@@ -232,24 +216,35 @@ class HostWriter(abc.ABC):
         """Whether a block at `offset` comes after a failure (so it would leave a gap)."""
         return self.failed_at is not None and offset >= self.failed_at
 
+    def _buffer(self) -> dict[str, np.ndarray]:
+        """A free host buffer set; a new one while the pool is not full, else wait for one."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            allocate = self._allocated < POOL_BLOCKS * len(self._durable)
+            self._allocated += allocate
+        if allocate:
+            buffers = {}
+            for a in self.layout.arrays:
+                buf = np.empty((self.layout.block, *a.shape), a.dtype)
+                buf.fill(0)  # touch every page now, not during a flush
+                buffers[a.name] = buf
+            return buffers
+        return self._free.get()
+
     def _write_loop(self) -> None:
-        self._pool.fill(POOL_BLOCKS * len(self._durable))  # before the first flushes need them
         while (item := self._blocks.get()) is not None:
             shard, offset, n, buffers = item
-            pending = False
             try:
-                pending = self._write(shard, offset, n, buffers)
+                self._write(shard, offset, n, buffers)
             finally:
-                if not pending:
-                    self._pool.give(buffers)
-                self._queued.release()
-            self._pool.spare()
+                self._free.put(buffers)
 
-    def _write(self, shard: int, offset: int, n: int, values: Buffers) -> bool:
-        """Issue a block; whether its pending entry now holds `values` (`_commit_loop` gives them
-        back to the pool once the block is durable)."""
+    def _write(self, shard: int, offset: int, n: int, values: dict[str, np.ndarray]) -> None:
         if self._skips(offset):
-            return False
+            return
         try:
             waits, nbytes, marker = self._issue(offset, n, values, shard)
         except Exception as err:  # noqa: BLE001 - kept and raised by finish()
@@ -261,10 +256,9 @@ class HostWriter(abc.ABC):
                 ),
                 at=offset,
             )
-            return False
-        held = values if self.references_values else None
+            return
         with self._cond:
-            self._pending.append(_Pending(shard, offset, offset + n, waits, nbytes, marker, held))
+            self._pending.append(_Pending(shard, offset, offset + n, waits, nbytes, marker))
             self._inflight += nbytes
             self._cond.notify_all()
             while (
@@ -273,7 +267,6 @@ class HostWriter(abc.ABC):
                 and self.failed_at is None
             ):
                 self._cond.wait()
-        return held is not None
 
     def _commit_loop(self) -> None:
         while True:
@@ -326,9 +319,6 @@ class HostWriter(abc.ABC):
                 for _ in batch:
                     self._inflight -= self._pending.popleft().nbytes
                 self._cond.notify_all()
-            for item in batch:
-                if item.buffers is not None:
-                    self._pool.give(item.buffers)
 
     def fail(self, err: BaseException, *, at: int) -> None:
         """Keep the first failure, at frame `at`; later blocks are skipped, earlier ones commit."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any, cast
 
 import numpy as np
@@ -25,6 +26,8 @@ from .owner import Owner
 from .runs import ROOT, check_schema, check_writer, claim_run, remove_partial, stored_run
 from .writer import DEFAULT_MAX_INFLIGHT_BYTES, HostWriter
 
+#: Seconds a create waits for another writer's claim of the same location to become readable.
+CLAIM_WAIT_S = 2.0
 #: Seconds the final "failed" status write may take after a write failure (see `_write_attrs`).
 FAILED_STATUS_TIMEOUT = 5.0
 log = logging.getLogger("jaxsinks")
@@ -32,9 +35,6 @@ log = logging.getLogger("jaxsinks")
 
 class ZarrWriter(HostWriter):
     """Writes one Zarr run. Created by `create_run`."""
-
-    #: TensorStore reads the blocks from the pool's buffers (no copy): see `tsio.write_rows`.
-    references_values = True
 
     def __init__(
         self,
@@ -121,7 +121,7 @@ class ZarrWriter(HostWriter):
             writes.append(tsio.write_rows(self.arrays[a.name], start, value, part))
             nbytes += value.nbytes
         for w in writes:
-            w.copy.result()  # TensorStore holds what it still reads (see `tsio.write_rows`)
+            w.copy.result()
         return [w.commit for w in writes], nbytes, self.atoms
 
     def _on_durable(self, marker: Any) -> None:
@@ -320,8 +320,15 @@ def _create_or_reopen(
     kv = location.kvstore
     tsio.remove_dead_locks(kv)
     raw, generation = tsio.read_versioned(kv, ROOT)
-    if raw is None and tsio.list_keys(kv):  # another writer may have claimed it since the read
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while raw is None and (keys := tsio.list_keys(kv)):
+        # Another writer may be claiming the location right now: read again, and while all there
+        # is of it is its zarr.json being written (a lock file), give it a moment.
         raw, generation = tsio.read_versioned(kv, ROOT)
+        claiming = all(k == ROOT or k.endswith(".__lock") for k in keys)
+        if raw is not None or not claiming or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     stored = stored_run(location, raw, mode)
     if stored is not None and check_writer(location, stored, mode):
         # retired: it may have committed
