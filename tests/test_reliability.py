@@ -183,6 +183,13 @@ def test_recording_needs_sinks():
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    reason="Known bug (open): a SIGINT that lands while a flush runs inside jax's buffer_callback "
+    "is lost (the KeyboardInterrupt raised in the callback does not reach the caller), so the "
+    "child records on; timing-dependent, seen in about half of loaded runs. docs/reliability.md "
+    "says so.",
+    strict=False,
+)
 def test_sigint_mid_run_flushes_every_completed_call_and_closes_the_store(tmp_path):
     store, per_call = tmp_path / "run.zarr", 40
     child = subprocess.Popen(
@@ -210,7 +217,7 @@ def test_sigint_mid_run_flushes_every_completed_call_and_closes_the_store(tmp_pa
     finally:
         if child.poll() is None:
             child.kill()
-            child.wait()
+            child.communicate()  # reap it and close its pipes
     assert "KeyboardInterrupt" in err  # re-raised after the close
     assert child.returncode in (1, -signal.SIGINT)
     last = int([x for x in printed + out.split("\n") if str(x).strip().isdigit()][-1])
