@@ -44,7 +44,7 @@ def write_run(path):
 def write_per_system_run(path):
     """A per-system run of 3 systems over 6 steps: system k is recorded when mask[k]; e = 10 step +
     k."""
-    sink = js.ZarrSink.create(path, {"e": jnp.zeros(3)}, per_system=True, chunk=4)
+    sink = js.ZarrSink.create(path, {"e": jnp.zeros(3, jnp.float32)}, per_system=True, chunk=4)
 
     def body(sink, step):
         s = step.astype(jnp.float32)
