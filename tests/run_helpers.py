@@ -1,5 +1,9 @@
 """Recorded runs for the CLI and plotting tests: every kind of field `plot` and `movie` handle."""
 
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 
@@ -54,3 +58,19 @@ def write_per_system_run(path):
 
     js.close(jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(6, dtype=jnp.int32))[0])(sink))
     return path
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_example(name: str, *args: str) -> str:
+    """Run ``examples/<name>`` in a subprocess from the repository root; its stdout."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout

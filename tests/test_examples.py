@@ -2,28 +2,14 @@
 
 import importlib.util
 import os
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from run_helpers import ROOT, run_example
 
 import jaxsinks as js
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def run_example(name: str, *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def test_oscillators_example():

@@ -6,30 +6,14 @@ installs them); each test is skipped when its library is absent.
 """
 
 import importlib.util
-import pathlib
-import subprocess
-import sys
 from types import ModuleType
 
 import jax
 import numpy as np
 import pytest
+from run_helpers import ROOT, run_example
 
 import jaxsinks as js
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def run_example(name: str, *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def load_example(name: str) -> ModuleType:
