@@ -10,7 +10,9 @@ It records `zarr_helpers.frame_at(step)` for every step, in jitted calls of STEP
 (``mode="a"``), and prints the frames recorded so far after each call (which waits for the call).
 With ``--until STEPS`` it stops once STEPS frames are recorded and closes the run, printing
 ``closed N``. With ``--recording`` the loop runs inside ``jaxsinks.recording`` (the Ctrl-C test
-sends SIGINT). Otherwise it runs until it is killed.
+sends SIGINT). With ``--driver`` it records steps 0, 1, ... through one `jaxsinks.scan` of
+10**7 steps (the Ctrl-C test of the drivers) and prints ``driving`` before it starts. Otherwise it
+runs until it is killed.
 
 Options used by ``benchmarks/fault_kill.py`` (none changes the behaviour above when left out):
 
@@ -107,6 +109,7 @@ def parse_args(argv):
     parser.add_argument("--max-inflight-bytes", type=int, default=None)
     parser.add_argument("--until", type=int, default=None)
     parser.add_argument("--recording", action="store_true")
+    parser.add_argument("--driver", action="store_true")
     parser.add_argument("--fields", type=int, default=0)
     parser.add_argument("--salt", type=float, default=0.0)
     parser.add_argument("--mode", choices=("a", "w", "w-"), default="a")
@@ -156,6 +159,19 @@ def main(argv=None) -> None:
     sink = js.ZarrSink.create(args.store, example(), chunk=args.chunk, mode=args.mode, **options)
     start = int(sink.flushed)
     out.event("created", start)
+    if args.driver:
+        print("driving", flush=True)
+        js.scan(
+            lambda n: n + 1,
+            jnp.int32(start),
+            sink,
+            steps=10**7,
+            step0=start,
+            frame=frame,
+            time=lambda n: 0.25 * n.astype(jnp.float32),
+            record_initial=True,
+        )
+        return
     if args.recording:
         with js.recording(sink) as rec:
             done = start

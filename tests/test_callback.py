@@ -12,8 +12,10 @@ from __future__ import annotations
 import ast
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -341,3 +343,60 @@ def test_the_route_is_chosen_by_the_environment():
         assert proc.stdout.strip() == route, proc.stderr
     proc = _route_in_subprocess("bogus")
     assert proc.returncode and "JAXSINKS_HOST_CALL='bogus'" in proc.stderr
+
+
+# ------------------------------------------------------------------------ Ctrl-C during a call
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler for the test (xdist workers may ignore SIGINT)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_during_a_host_call_lets_the_call_finish_and_then_reaches_the_caller(
+    route, default_sigint
+):
+    def fn(x):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of the host call's work
+        time.sleep(0.05)
+        done.append(int(x))
+        return (x + 1,)
+
+    done, returned = [], []
+    f = jax.jit(lambda x: 2 * _callback.host_call(fn, AVALS[:1], x)[0])
+    with pytest.raises(KeyboardInterrupt):
+        returned.append(int(f(jnp.int32(3))))  # the program completes ...
+        for _ in range(500):  # ... and the Ctrl-C is raised once it has returned
+            time.sleep(0.01)
+    assert done == [3] and returned == [8]
+    assert signal.getsignal(signal.SIGINT) is _callback._INTERRUPT  # wraps the default one
+    time.sleep(3 * _callback._HeldInterrupt.RETRY_S)  # nothing held is delivered again
+    assert not _callback._INTERRUPT.held.is_set()
+
+
+def test_inside_interrupt_aborts_a_ctrl_c_ends_a_long_program_at_the_next_call(
+    route, default_sigint
+):
+    def fn(i):
+        if int(i) == 5:
+            signal.raise_signal(signal.SIGINT)
+        calls.append(int(i))
+        return (i,)
+
+    def body(i):
+        return _callback.host_call(fn, AVALS[:1], i)[0] + 1
+
+    calls = []
+    loop = jax.jit(lambda: lax.while_loop(lambda i: i < 100_000, body, jnp.int32(0)))
+    with pytest.raises((KeyboardInterrupt, jax.errors.JaxRuntimeError)) as caught:
+        with _callback.interrupt_aborts():
+            loop().block_until_ready()
+            for _ in range(500):
+                time.sleep(0.01)
+    assert "KeyboardInterrupt" in repr(caught.value) + str(caught.value)
+    assert 5 in calls and len(calls) < 1000  # ended soon, not after 100 000 calls
+    calls.clear()  # and afterwards a Ctrl-C held before is not raised by later calls
+    assert int(jax.jit(lambda: body(jnp.int32(7)))()) == 8 and calls == [7]

@@ -19,6 +19,7 @@ import jax
 from .._core.close import close
 from .._core.errors import JaxsinksError, TransformError
 from .._core.sink import Sink
+from .._io.callback import interrupt_aborts
 from .._io.progress import Progress
 from .._sinks.stream import StreamSink
 from . import programs
@@ -56,7 +57,8 @@ def drive(
     """
     bar_id = programs.register_bar(bar)
     try:
-        return _run(owner, launch, bar_id, sinks, treedef, bar, reason, own_bar)
+        with interrupt_aborts():  # a Ctrl-C ends the one long loop at the flush it lands in
+            return _run(owner, launch, bar_id, sinks, treedef, bar, reason, own_bar)
     finally:
         programs.release_bar(bar_id)
 

@@ -20,6 +20,7 @@ from jax import lax
 from .._core.errors import ConfigError
 from .._core.record import record
 from .._core.sink import Sink
+from .._io.callback import raise_if_interrupted
 from .._io.progress import Progress
 from .plan import Group, Plan
 
@@ -188,6 +189,7 @@ def _advance(bar: Any, done: Any) -> None:
         progress = _BARS.get(int(bar))
     if progress is not None:
         progress.update_to(int(done))
+    raise_if_interrupted()  # a Ctrl-C ends the loop here too (`interrupt_aborts`)
 
 
 def register_bar(bar: Progress | None) -> int:

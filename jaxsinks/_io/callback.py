@@ -44,15 +44,29 @@ assigning it (tests monkeypatch it) affects programs traced afterwards. A forced
 ``buffer_callback`` fails in an automatically partitioned program, and a forced ``io_callback``
 can abort on jax 0.10.2 with several CPU devices and MiB blocks (tests/test_sharded.py).
 
+A Ctrl-C (SIGINT) never interrupts a host call half way (a flush half done would leave the writer
+unable to tell which frames it owns). One that arrives while a host call runs on the main thread
+is held until the call is done and delivered once the compiled program returns to Python, so the
+sinks it returns are complete and close cleanly (`guard_interrupts` installs the handler that
+holds it, wrapping the one in place). Inside `interrupt_aborts` (the drivers, whose one compiled
+loop may run for hours, while the main thread waits in XLA) the next host call to finish its work
+after a Ctrl-C raises it, ending the program; the signal is seen there through a wakeup pipe
+(`signal.set_wakeup_fd`), since Python runs its handler only once the main thread is back.
+
 This is the one module of jaxsinks that touches ``jax._src`` (the ``private`` route and
 `distributed_client`), each use feature-detected (tests/test_layers.py checks that no other does).
 """
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import functools
 import os
-from collections.abc import Callable, Sequence
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -119,12 +133,147 @@ class _Target:
     # buffer_callback: views of XLA's buffers in; results written into XLA's output buffers.
     def on_buffers(self, ctx: Any, outs: Sequence[Any], *operands: Any) -> None:
         del ctx
+        guard_interrupts()
         for out, r in zip(outs, self.results([read_only(x) for x in operands])):
             np.copyto(np.asarray(out), r, casting="no")
+        _INTERRUPT.after_call()
 
     # io_callback: jax.Arrays on a CPU device in; private: numpy arrays jaxlib copied. Numpy out.
     def on_arrays(self, *operands: Any) -> tuple[np.ndarray, ...]:
-        return tuple(self.results([read_only(x) for x in operands]))
+        guard_interrupts()
+        results = tuple(self.results([read_only(x) for x in operands]))
+        _INTERRUPT.after_call()
+        return results
+
+
+# ----------------------------------------------------------------------- Ctrl-C during a call
+
+
+class _HeldInterrupt:
+    """The SIGINT handler that holds a Ctrl-C arriving during a host call (see the module doc).
+
+    A held Ctrl-C is delivered again (`_thread.interrupt_main`) every `RETRY_S` seconds from a
+    helper thread until it lands outside a host call, where the wrapped handler runs (Python's
+    default raises `KeyboardInterrupt`). Inside `interrupt_aborts`, a host call that finishes its
+    work after a Ctrl-C (held here, or seen in the wakeup pipe) raises `KeyboardInterrupt` itself.
+    """
+
+    RETRY_S = 0.02
+
+    def __init__(self) -> None:
+        self.wrapped: Any = None  # the handler in place when this one was installed
+        self.held = threading.Event()
+        self.lock = threading.Lock()
+        self.aborts: list[int] = []  # read ends of the wakeup pipes of `interrupt_aborts` blocks
+        self.codes = frozenset({_Target.on_buffers.__code__, _Target.on_arrays.__code__})
+
+    def __call__(self, signum: int, frame: Any) -> Any:
+        if not self.in_host_call(frame):
+            self.held.clear()
+            return self.wrapped(signum, frame)
+        if not self.held.is_set():
+            self.held.set()
+            threading.Thread(target=self.redeliver, name="jaxsinks-interrupt", daemon=True).start()
+        return None
+
+    def in_host_call(self, frame: Any) -> bool:
+        """Whether `frame` runs inside a host call (ours, or JAX's wrapper around it)."""
+        while frame is not None:
+            code = frame.f_code
+            if code in self.codes or code.co_filename.endswith(_JAX_CALLBACK_FILES):
+                return True
+            frame = frame.f_back
+        return False
+
+    def after_call(self) -> None:
+        """At the end of a host call's work: inside `interrupt_aborts`, raise a Ctrl-C that came."""
+        if self.aborts and (self.held.is_set() or self.signalled()):
+            self.held.clear()  # raised once: the close that follows must run
+            _SEEN.clear()
+            raise KeyboardInterrupt
+
+    def signalled(self) -> bool:
+        """Whether a SIGINT was written to the wakeup pipe (kept there for the next caller)."""
+        with self.lock:
+            fd = self.aborts[-1] if self.aborts else None
+            if fd is None:
+                return False
+            try:
+                seen = os.read(fd, 4096)
+            except BlockingIOError:
+                return False
+            _SEEN.extend(seen)
+            return signal.SIGINT in _SEEN
+
+    def redeliver(self) -> None:
+        while self.held.is_set():
+            time.sleep(self.RETRY_S)
+            if self.held.is_set():
+                _thread.interrupt_main()
+
+
+_JAX_CALLBACK_FILES = (
+    os.path.join("jax", "_src", "buffer_callback.py"),
+    os.path.join("jax", "_src", "callback.py"),
+)
+_MAIN = threading.main_thread()
+_INTERRUPT = _HeldInterrupt()
+_SEEN = bytearray()  # the signal numbers read from the wakeup pipe, for the previous reader
+
+
+def guard_interrupts() -> None:
+    """Install the handler that holds a Ctrl-C during host calls, wrapping the SIGINT handler in
+    place, when called on the main thread and that handler is a Python callable (Python's default
+    one, or the user's); a no-op otherwise and once installed."""
+    if threading.current_thread() is not _MAIN:
+        return
+    current = signal.getsignal(signal.SIGINT)
+    if current is _INTERRUPT or not callable(current):
+        return
+    _INTERRUPT.wrapped = current
+    signal.signal(signal.SIGINT, _INTERRUPT)
+
+
+def raise_if_interrupted() -> None:
+    """Inside `interrupt_aborts`, raise `KeyboardInterrupt` if a Ctrl-C came (from any thread:
+    another host callback, such as a progress bar's, can end the program too)."""
+    _INTERRUPT.after_call()
+
+
+@contextlib.contextmanager
+def interrupt_aborts() -> Iterator[None]:
+    """Within this block (on the main thread) a Ctrl-C ends the compiled program at the next host
+    call that finishes its work (the drivers' one long loop), not after the program returns.
+
+    A wakeup pipe (`signal.set_wakeup_fd`) lets host calls on XLA's threads see the signal while
+    the main thread waits in XLA; the file descriptor in place before is restored afterwards, and
+    the signal numbers read meanwhile are written to it (asyncio's loop, if one set it, sees them).
+    Elsewhere (another thread) the block changes nothing.
+    """
+    if threading.current_thread() is not _MAIN:
+        yield
+        return
+    guard_interrupts()
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    with _INTERRUPT.lock:
+        _INTERRUPT.aborts.append(read)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous, warn_on_full_buffer=False)
+        with _INTERRUPT.lock:
+            _INTERRUPT.aborts.remove(read)
+            with contextlib.suppress(BlockingIOError):
+                _SEEN.extend(os.read(read, 4096))
+            if previous >= 0 and _SEEN:
+                with contextlib.suppress(OSError):
+                    os.write(previous, bytes(_SEEN))
+            _SEEN.clear()
+        os.close(read)
+        os.close(write)
 
 
 def read_only(x: Any) -> np.ndarray:
