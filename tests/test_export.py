@@ -220,6 +220,7 @@ def test_float16_export_stores_values_in_range_and_rejects_overflow(tmp_path):
         "shape": [3],
         "dtype": "float16",
         "source_dtype": "float32",
+        "node": "x",
     }
     frame = export._read("frames/frame", (slice(None),))
     x = export._read("frames/x", (slice(None),))

@@ -267,3 +267,44 @@ def test_the_layout_renames_the_node_and_records_the_field_name():
     }
     assert "field" not in fields[0]  # unchanged for fields that are not renamed
     assert lay.fields[1].dims == ("frame", "k") and lay.fields[2].dims == ("atom",)
+
+
+# ---------------------------------------------------------- campaigns and the training export
+
+
+def campaign_of_flat_runs(location, lengths):
+    campaign = js.Campaign.create(location)
+    example = flat_frame(jnp.int32(0))
+    for run_id, n in lengths.items():
+        sink = campaign.create_run(run_id, example, chunk=4)
+        js.close(record_steps(sink, flat_frame))
+        assert n == STEPS
+    return campaign
+
+
+def test_campaign_to_xarray_keeps_renamed_fields_beside_its_coordinates(tmp_path):
+    campaign = campaign_of_flat_runs(tmp_path / "c", {"a": STEPS, "b": STEPS})
+    ds = campaign.to_xarray()
+    want = leaves_by_name(expected(flat_frame))
+    for name, node in NODES["flat"].items():
+        np.testing.assert_array_equal(ds[node].values, np.concatenate([want[name]] * 2))
+    # the coordinates are the runs' own columns, not the fields of those names
+    np.testing.assert_allclose(ds["time"].values, np.tile(0.25 * np.arange(STEPS), 2))
+    assert ds["step"].values.tolist() == list(range(STEPS)) * 2
+    assert ds["run"].values.tolist() == ["a"] * STEPS + ["b"] * STEPS
+
+
+def test_the_training_export_stores_renamed_fields_beside_its_columns(tmp_path):
+    campaign = campaign_of_flat_runs(tmp_path / "c", {"a": STEPS, "b": STEPS})
+    export = js.export_training(campaign, tmp_path / "x", sample_size=2 * STEPS, seed=0)
+    # the export's columns are run, frame, step and time: a field `system` keeps its name
+    nodes = {**NODES["flat"], "system": "system"}
+    assert dict(zip(export.fields, export.nodes)) == nodes
+    sample = export.sample(2 * STEPS, rng=0)  # every frame, shuffled
+    order = np.lexsort((sample.data["frame"], sample.data["run"]))
+    want = leaves_by_name(expected(flat_frame))
+    for name, node in nodes.items():
+        np.testing.assert_array_equal(sample.data[node][order], np.concatenate([want[name]] * 2))
+    # the export's own columns are the runs' steps and times, not the fields named so
+    np.testing.assert_array_equal(sample.data["step"][order], np.tile(np.arange(STEPS), 2))
+    np.testing.assert_allclose(sample.data["time"][order], np.tile(0.25 * np.arange(STEPS), 2))

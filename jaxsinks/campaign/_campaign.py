@@ -30,6 +30,7 @@ from .._core.errors import (
     StoreExistsError,
     StoreNotFoundError,
 )
+from .._core.frame import stored_name
 from .._io import tsio
 from .._io import writer as _writer
 from .._io.layout import ATTRS_KEY
@@ -344,7 +345,9 @@ class Campaign:
         _check_agree(entries, runs, names)
         parts = []
         for entry, run in zip(entries, runs):
-            data = {name: (run[name].dims, run[name][:]) for name in names}
+            # a field named like a coordinate (`time`, `run`) is `time_`, `run_`, as in a run
+            nodes = {n: stored_name(run._nodes[n], ("run",)) for n in names}
+            data = {nodes[name]: (run[name].dims, run[name][:]) for name in names}
             coords = {
                 "run": ("frame", np.full(len(run), entry.run_id, dtype=object)),
                 "step": ("frame", run.steps),

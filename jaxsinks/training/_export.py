@@ -32,12 +32,13 @@ from typing import Any, cast
 import numpy as np
 
 from .._core.errors import ConfigError, OutOfRangeError, StoreError, StoreExistsError
+from .._core.frame import node_names
 from .._core.types import EXPORT_BY, ExportBy, Mode
 from .._io import tsio
 from .._io.codecs import Blosc, Codec, check_codec, narrowing_range
 from .._io.layout import array_metadata, group_metadata
 from .._io.location import Location, parse
-from ._set import EXPORT_KEY, EXPORT_SCHEMA_VERSION, TrainingSet, positive_int
+from ._set import EXPORT_COLUMNS, EXPORT_KEY, EXPORT_SCHEMA_VERSION, TrainingSet, positive_int
 from ._set import Sample as Sample  # re-exported: jaxsinks imports it from here
 from ._sources import Source, export_fields, select_sources, storage_targets
 
@@ -134,6 +135,7 @@ def export_training(
     codec = check_codec(codec, "export_training")
     sources = select_sources(source)
     names = export_fields(sources, by, fields)
+    nodes = dict(zip(names, node_names(names, reserved=EXPORT_COLUMNS)))
     targets = storage_targets(sources[0].run, names, dtype)
     location = parse(dest)
     if mode == "w-" and tsio.list_keys(location.kvstore):
@@ -152,6 +154,7 @@ def export_training(
                 "shape": list(sources[0].run[n].shape[1 if by == "frames" else 2 :]),
                 "dtype": targets[n].name,
                 "source_dtype": sources[0].run[n].dtype.name,
+                "node": nodes[n],
             }
             for n in names
         },
@@ -160,12 +163,12 @@ def export_training(
     try:
         if by == "frames":
             manifest["chunk"] = _write_frames(
-                location, sources, names, targets, sample_size, int(seed), codec
+                location, sources, nodes, targets, sample_size, int(seed), codec
             )
         else:
             for entry, s in zip(manifest["samples"], sources):
                 entry["points"], entry["chunk"] = _write_points(
-                    location, s, names, targets, sample_size, int(seed), codec
+                    location, s, nodes, targets, sample_size, int(seed), codec
                 )
         tsio.write_bytes(location.kvstore, "zarr.json", group_metadata({EXPORT_KEY: manifest}))
     except BaseException:
@@ -208,7 +211,7 @@ def _write_array(
 def _write_frames(
     location: Location,
     sources: list[Source],
-    names: list[str],
+    nodes: dict[str, str],
     targets: dict[str, np.dtype],
     sample_size: int,
     seed: int,
@@ -232,15 +235,15 @@ def _write_frames(
     }
     group = Location(location.child("frames"))
     sizes = {}
-    for name in names:
+    for name, node in nodes.items():
         values = _narrow(
             np.concatenate([s.run[name][:] for s in sources]), targets[name], name, where
         )
         dims = ("frame", *sources[0].run[name].dims[1:])
-        sizes[name] = _write_shuffled(group, name, values[perm], chunk, dims, codec)
+        sizes[node] = _write_shuffled(group, node, values[perm], chunk, dims, codec)
     for name, values in columns.items():
         sizes[name] = _write_shuffled(group, name, values[perm], chunk, ("frame",), codec)
-    _write_groups(location, "frames", names, {"chunk_bytes": sizes})
+    _write_groups(location, "frames", list(nodes.values()), {"chunk_bytes": sizes})
     return chunk
 
 
@@ -257,13 +260,13 @@ def _write_shuffled(
 def _write_points(
     location: Location,
     source: Source,
-    names: list[str],
+    nodes: dict[str, str],
     targets: dict[str, np.dtype],
     sample_size: int,
     seed: int,
     codec: Codec,
 ) -> tuple[int, int]:
-    run = source.run
+    run, names = source.run, list(nodes)
     frames, points = len(run), run[names[0]].shape[1]
     chunk = min(sample_size, points)
     group = Location(location.child(f"samples/{source.sample_id}"))
@@ -288,14 +291,18 @@ def _write_points(
             shape = (frames, *values.shape[1:])
             dims = ("frame", "point", *run[name].dims[2:])
             meta = array_metadata(shape, shuffled.dtype, (1, chunk, *values.shape[2:]), codec, dims)
-            arrays[name] = _write_array(group.child(name), meta, a, shuffled, arrays.get(name))
+            node = nodes[name]
+            arrays[node] = _write_array(group.child(node), meta, a, shuffled, arrays.get(node))
     sizes = {
-        n: _chunk_sizes(group.child(n), (frames, math.ceil(points / chunk))).tolist() for n in names
+        n: _chunk_sizes(group.child(n), (frames, math.ceil(points / chunk))).tolist()
+        for n in nodes.values()
     }
     for name, values in (("step", run.steps), ("time", run.times)):
         meta = array_metadata(values.shape, values.dtype, (max(1, frames),), codec, ("frame",))
         _write_array(group.child(name), meta, 0, values)
-    _write_groups(location, f"samples/{source.sample_id}", names, {"chunk_bytes": sizes})
+    _write_groups(
+        location, f"samples/{source.sample_id}", list(nodes.values()), {"chunk_bytes": sizes}
+    )
     return points, chunk
 
 

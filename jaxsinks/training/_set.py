@@ -19,6 +19,8 @@ EXPORT_SCHEMA_VERSION = 1
 #: The root group attribute that holds the manifest; written last, so an export without it is
 #: incomplete.
 EXPORT_KEY = "jaxsinks_export"
+#: The export's own per-frame columns; a field of one of these names is stored renamed.
+EXPORT_COLUMNS = ("run", "frame", "step", "time")
 
 
 def positive_int(value: Any, name: str) -> int:
@@ -33,8 +35,10 @@ class Sample:
     """A random sample drawn by `TrainingSet.sample`.
 
     Attributes:
-        data: the values by field name, ``n`` along the first axis. A frames export also gives
-            ``run`` (run ids), ``frame`` (the frame index in its run), ``step`` and ``time``.
+        data: the values by field name, ``n`` along the first axis (a field named like one of the
+            columns below is under its stored name, ``time_`` for ``time``: `TrainingSet.nodes`).
+            A frames export also gives ``run`` (run ids), ``frame`` (the frame index in its run),
+            ``step`` and ``time``.
         sample_id: the run the points come from (a points export); None for a frames export.
         frame: the frame the points come from (a points export); None for a frames export.
         chunk: the index of the chunk read (along the shuffled axis).
@@ -100,8 +104,15 @@ class TrainingSet:
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """The exported fields."""
+        """The exported fields, as recorded (a sample holds each under its stored name, `nodes`)."""
         return tuple(self.manifest["fields"])
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The exported fields' array names, the keys of `Sample.data`: a field whose name is one
+        of the export's own columns (``run``, ``frame``, ``step``, ``time``, or under one of them)
+        is stored with a trailing ``_`` (``time`` as ``time_``), as in a run."""
+        return tuple(f.get("node", n) for n, f in self.manifest["fields"].items())
 
     @property
     def sample_ids(self) -> tuple[str, ...]:
@@ -186,10 +197,7 @@ class TrainingSet:
         c = self._pick_chunk(n, total, chunk, rng, "frames")
         rows = (slice(c * chunk, c * chunk + n),)
         sizes = self._chunk_bytes("frames")
-        data = {
-            name: self._read(f"frames/{name}", rows)
-            for name in (*self.fields, "run", "frame", "step", "time")
-        }
+        data = {name: self._read(f"frames/{name}", rows) for name in (*self.nodes, *EXPORT_COLUMNS)}
         ids = np.asarray(self.sample_ids, dtype=object)
         needed = sum(v.nbytes for v in data.values())
         data["run"] = ids[data["run"]]
@@ -204,7 +212,7 @@ class TrainingSet:
         c = self._pick_chunk(n, int(s["points"]), chunk, rng, "points")
         group = f"samples/{s['id']}"
         index = (f, slice(c * chunk, c * chunk + n))
-        data = {name: self._read(f"{group}/{name}", index) for name in self.fields}
+        data = {name: self._read(f"{group}/{name}", index) for name in self.nodes}
         sizes = self._chunk_bytes(group)
-        read = sum(int(sizes[name][f][c]) for name in self.fields)
+        read = sum(int(sizes[name][f][c]) for name in self.nodes)
         return Sample(data, s["id"], f, c, read, sum(v.nbytes for v in data.values()))
