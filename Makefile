@@ -34,7 +34,8 @@ demo: $(DEMO_STAMP)
 # The sink tests again with jax_enable_x64 (float64 simulations record to every sink).
 X64_TESTS := tests/test_x64.py tests/test_zarr_sink.py tests/test_device_buffer.py tests/test_host_buffer.py \
 	tests/test_csv_sink.py tests/test_record.py tests/test_transforms.py tests/test_schedule.py \
-	tests/test_ragged.py tests/test_sharded.py tests/test_reader.py tests/test_misuse.py tests/test_writers.py
+	tests/test_ragged.py tests/test_sharded.py tests/test_reader.py tests/test_misuse.py tests/test_writers.py \
+	tests/test_drive.py tests/test_reserved_names.py
 
 # The suite, then the sink tests under x64.
 test: $(STAMP)

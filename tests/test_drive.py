@@ -3,6 +3,8 @@ sinks closed on return and ended on errors (committed frames readable); the fram
 on recording steps; progress; gradients through a DeviceBuffer; clear errors for bad input."""
 
 import io
+import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +45,10 @@ def far(state):
     return state[0][0, 0] < 0.2
 
 
-STATE0 = (jnp.linspace(-1.0, 1.0, 24, dtype=jnp.float32).reshape(8, 3), jnp.zeros((8, 3)))
+STATE0 = (
+    jnp.linspace(-1.0, 1.0, 24, dtype=jnp.float32).reshape(8, 3),
+    jnp.zeros((8, 3), jnp.float32),
+)
 
 
 class Terminal(io.StringIO):
@@ -317,6 +322,30 @@ def test_an_error_in_the_loop_ends_the_sinks_with_their_committed_frames(error, 
     # The old sink values are refused clearly, not silently recorded into an ended run.
     with pytest.raises(js.StaleSinkError, match="ended by jaxsinks.scan"):
         js.close(traj)
+    # The CSV log's file is closed (no descriptor of it left open in this process).
+    assert not [fd for fd in open_files() if fd == str((tmp_path / "log.csv").resolve())]
+
+
+def open_files() -> list[str]:
+    fds = pathlib.Path("/proc/self/fd")
+    return [os.path.realpath(fds / name) for name in os.listdir(fds)]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("the force field failed"), KeyboardInterrupt()])
+def test_an_error_in_the_loop_marks_a_campaign_run_failed(error, tmp_path):
+    campaign = js.Campaign.create(tmp_path / "c")
+    traj = campaign.create_run("r1", positions(STATE0), chunk=4)
+    with pytest.raises((KeyboardInterrupt, jax.errors.JaxRuntimeError)):
+        js.scan(
+            failing_step(25, error),
+            (STATE0, jnp.int32(0)),
+            traj,
+            steps=STEPS,
+            frame=lambda s: positions(s[0]),
+        )
+    entry = js.Campaign.open(tmp_path / "c").entry("r1")
+    assert entry.status == "failed" and entry.committed == 24
+    assert type(error).__name__ in entry.error
 
 
 def test_an_error_while_tracing_leaves_the_sinks_untouched(tmp_path):

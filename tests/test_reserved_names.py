@@ -113,7 +113,11 @@ def test_append_to_a_run_with_renamed_fields(tmp_path):
 def test_field_options_and_ragged_fields_use_the_recorded_names(tmp_path):
     store = tmp_path / "run.zarr"
     natoms = np.array([2, 3], np.int32)
-    example = {"step": jnp.asarray(natoms), "time": jnp.zeros((2, 3, 2)), "system": jnp.zeros(2)}
+    example = {
+        "step": jnp.asarray(natoms),
+        "time": jnp.zeros((2, 3, 2), jnp.float32),
+        "system": jnp.zeros(2, jnp.float32),
+    }
 
     def frame_at(i):
         f = i.astype(jnp.float32)
@@ -146,11 +150,11 @@ def test_field_options_and_ragged_fields_use_the_recorded_names(tmp_path):
 
 def test_per_system_runs_keep_their_system_column_beside_the_field(tmp_path):
     store = tmp_path / "run.zarr"
-    example = {"system": jnp.zeros(3), "e": jnp.zeros(3)}
+    example = {"system": jnp.zeros(3, jnp.float32), "e": jnp.zeros(3, jnp.float32)}
 
     def body(sink, i):
         f = i.astype(jnp.float32)
-        frame = {"system": 10.0 + jnp.arange(3.0) + f, "e": jnp.full((3,), f)}
+        frame = {"system": 10.0 + jnp.arange(3, dtype=jnp.float32) + f, "e": jnp.full((3,), f)}
         return js.record(sink, step=i, time=f, frame=frame, mask=jnp.ones(3, bool)), None
 
     sink = js.ZarrSink.create(store, example, per_system=True, chunk=6)

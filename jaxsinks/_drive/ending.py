@@ -139,6 +139,10 @@ def end_after_error(owner: str, sinks: Sequence[Sink], cause: Any) -> list[str]:
             )
             continue
         writer.discard(f"was ended by {owner} when its loop raised {why}")
+        # its close hook runs with the loop's error (a campaign records the run as failed)
+        writer.closed_by_sink(
+            cause if isinstance(cause, BaseException) else KeyboardInterrupt(f"{owner}: {cause}")
+        )
         lost = "" if writer.error is None else f" It had failed before: {writer.error}"
         notes.append(
             f"{owner} ended {writer.description} after the {why}: its {writer.committed} committed "

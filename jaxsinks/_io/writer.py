@@ -369,11 +369,15 @@ class HostWriter(abc.ABC):
             hook(self.committed, error)
 
     def discard(self, why: str = "closed") -> None:
-        """Stop the writer without final metadata (its run could not be created, or it was
-        replaced); later flushes to it are refused.
+        """Stop the writer without final metadata (its run could not be created, it was replaced,
+        or its loop raised); later flushes to it are refused. What it committed stays.
         """
         self.stop()
         REGISTRY.retire(self.id, why)
+        self._release()
+
+    def _release(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Let go of what the writer holds open (a file), without final metadata."""
 
     def finish(self) -> int:
         """Wait until every write is durable, record the final count, and raise any kept failure.

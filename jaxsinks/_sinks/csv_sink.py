@@ -223,7 +223,12 @@ class CsvWriter(_writer.HostWriter):
         """The rows are the record: once fsynced they are committed; nothing else to write."""
 
     def _finalize(self, status: str) -> None:
+        self._release()
+
+    def _release(self) -> None:
         if self.fd is not None:
             fd, self.fd = self.fd, None
-            os.fsync(fd)
-            os.close(fd)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
