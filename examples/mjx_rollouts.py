@@ -6,14 +6,10 @@ A cart-pole written inline in MJCF is put on the device (`mjx.put_model`), and `
 of it start with random pole angles and cart positions (one `mjx.Data` with a leading batch
 axis). Each environment balances its pole with a linear feedback controller, scaled by its own
 gain (from 5% to 100% of one that works): ``jax.vmap(step)`` advances them all in one
-`lax.scan`, and `jaxsinks.record` writes ``qpos``, ``qvel`` and ``ctrl``, each with the batch
+`jaxsinks.scan`, which writes ``qpos``, ``qvel`` and ``ctrl``, each with the batch
 as its leading axis, every `--every` steps into a `ZarrSink` (``run["qpos"]`` is
 ``(frames, envs, nq)``). Recording changes nothing in the simulation: the recorded positions are
 bitwise those of the same rollout without a sink (tests/test_recipes.py checks it).
-
-The loop is written by hand rather than with `jaxsinks.scan`: MJX's `Data` keeps NumPy arrays in
-its pytree structure, which the driver's check that the step keeps the state's structure does
-not accept yet.
 
     python examples/mjx_rollouts.py [--envs 256] [--steps 1000] [--every 10]
         [--out example-output/mjx_rollouts]
@@ -104,19 +100,17 @@ def rollout(model: Any, data: Any, gains: jax.Array, steps: int) -> jax.Array:
 def recorded_rollout(
     sink: js.ZarrSink, model: Any, data: Any, gains: jax.Array, steps: int
 ) -> tuple[Any, js.ZarrSink]:
-    """`steps` steps, offering the state to `sink` as steps 0 (the start) to `steps`."""
-    step = batched_step(model, gains)
-
-    def record(sink, data, i):
-        return js.record(sink, step=i, time=data.time[0], frame=lambda: frame(data))
-
-    def body(carry, i):
-        data, sink = carry
-        data = step(data)
-        return (data, record(sink, data, i)), None
-
-    sink = record(sink, data, jnp.int32(0))
-    return jax.lax.scan(body, (data, sink), jnp.arange(1, steps + 1))[0]
+    """`steps` steps in one `jaxsinks.scan`, offering the state to `sink` as steps 0 (the start)
+    to `steps`; returns the final state and the closed sink."""
+    return js.scan(
+        batched_step(model, gains),
+        data,
+        sink,
+        steps=steps,
+        frame=frame,
+        time=lambda data: data.time[0],
+        record_initial=True,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -139,9 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         mode="w",
         attrs={"model": "cartpole", "timestep": 0.01, "gains": np.asarray(gains).tolist()},
     )
-    run_envs = jax.jit(recorded_rollout, static_argnames="steps")
-    data, sink = run_envs(sink, model, data, gains, steps=args.steps)
-    js.close(sink)
+    data, sink = recorded_rollout(sink, model, data, gains, steps=args.steps)
 
     run = js.open(args.out / "cartpole.zarr")
     angle = run["qpos"][-1, :, 1]
