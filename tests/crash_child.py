@@ -28,6 +28,9 @@ Options used by ``benchmarks/fault_kill.py`` (none changes the behaviour above w
 * ``--warmup`` compiles the recording (one call on a ``memory://`` run) before creating the run,
   so that the first flushes follow `create` at once.
 * ``--linger`` waits, after closing, until the process is killed.
+* ``--kill-in-consolidate WHEN`` kills the process (SIGKILL, itself) inside the close's writing
+  of consolidated metadata: ``before`` it reads the nodes' metadata, ``before-write`` (read, not
+  yet written), or ``after-write`` (written, before close returns).
 * ``--control DIR`` records in rounds: before round k (1, 2, ...) it prints ``ready`` and waits
   for the file ``DIR/go<k>``, which holds the total to record to (or ``exit``); it then creates
   the sink (``--mode``), records to that total and closes. With ``--hold`` it prints ``holding``
@@ -110,6 +113,9 @@ def parse_args(argv):
     parser.add_argument("--until", type=int, default=None)
     parser.add_argument("--recording", action="store_true")
     parser.add_argument("--driver", action="store_true")
+    parser.add_argument(
+        "--kill-in-consolidate", choices=("before", "before-write", "after-write"), default=None
+    )
     parser.add_argument("--fields", type=int, default=0)
     parser.add_argument("--salt", type=float, default=0.0)
     parser.add_argument("--mode", choices=("a", "w", "w-"), default="a")
@@ -142,6 +148,8 @@ def main(argv=None) -> None:
     global FIELDS, SALT
     args = parse_args(sys.argv[1:] if argv is None else argv)
     FIELDS, SALT = args.fields, args.salt
+    if args.kill_in_consolidate:
+        kill_in_consolidate(args.kill_in_consolidate)
     out = Out(args.markers)
     out.event("start")
     options = (
@@ -222,6 +230,29 @@ def rounds(args, options, out: Out) -> None:
         sink = js.close(sink)
         out.closed(int(sink.flushed))
     linger(args)
+
+
+def kill_in_consolidate(when: str) -> None:
+    """SIGKILL this process at `when` inside `ZarrWriter._consolidate` (see the module doc)."""
+    import signal
+
+    from jaxsinks._io import tsio, zarr_writer
+
+    def die(*_):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    consolidate, read_all = zarr_writer.ZarrWriter._consolidate, tsio.read_all
+
+    def consolidating(self, committed):
+        if when == "before":
+            die()
+        if when == "before-write":  # die once the nodes' metadata is read
+            tsio.read_all = lambda *args, **kwargs: die(read_all(*args, **kwargs))
+        consolidate(self, committed)
+        if when == "after-write":
+            die()
+
+    zarr_writer.ZarrWriter._consolidate = consolidating
 
 
 def wait_for(path: pathlib.Path) -> str:

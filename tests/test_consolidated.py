@@ -7,18 +7,26 @@ that are not committed.
 
 import json
 import logging
+import pathlib
+import signal
+import subprocess
+import sys
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import xarray as xr
 import zarr
+import zarr_helpers
 
 import jaxsinks as js
 from jaxsinks._core.errors import StoreError
 from jaxsinks._io import tsio
 from jaxsinks._io.layout import consolidated_metadata, group_metadata, make_layout
+
+HERE = pathlib.Path(__file__).resolve().parent
 
 EXAMPLE = {"x": jnp.zeros(3), "e": jnp.zeros(()), "a": {"b": jnp.zeros(2, jnp.int32)}}
 
@@ -166,3 +174,46 @@ def test_field_arrays_name_the_columns_as_their_coordinates():
         )
         assert lay.fields[0].metadata(0)["attributes"] == {"coordinates": coordinates}
         assert all("attributes" not in c.metadata(0) for c in lay.columns)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["before", "before-write", "after-write"])
+def test_a_kill_while_consolidating_leaves_a_closed_complete_run_that_resumes(tmp_path, when):
+    # The writer is SIGKILLed inside close's consolidation: the run is closed with every frame
+    # (its status was written before), with consolidated metadata only if it was written whole,
+    # never stale; resuming and closing again writes it for the new length.
+    store = tmp_path / "run.zarr"
+    child = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "crash_child.py"),
+            str(store),
+            "16",
+            "40",
+            "--until",
+            "100",
+            "--kill-in-consolidate",
+            when,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=HERE,
+        timeout=300,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    run = js.open(store)
+    assert run.status == "closed" and len(run) == 100
+    np.testing.assert_array_equal(run["x"][:], zarr_helpers.expected(range(100))["x"])
+    consolidated = root(store).get("consolidated_metadata")
+    if when == "after-write":
+        assert consolidated["metadata"]["x"]["shape"] == [100, 3]
+        assert quietly(xr.open_zarr, store).sizes["frame"] == 100
+    else:
+        assert consolidated is None
+        assert xr.open_zarr(store, consolidated=False).sizes["frame"] == 100
+    sink = js.ZarrSink.create(store, zarr_helpers.EXAMPLE, chunk=16, mode="a")
+    assert "consolidated_metadata" not in root(store)  # gone as soon as the run reopens
+    js.close(zarr_helpers.run_steps(sink, zarr_helpers.steps(100, 110)))
+    assert root(store)["consolidated_metadata"]["metadata"]["x"]["shape"] == [110, 3]
+    ds = quietly(xr.open_zarr, store)
+    np.testing.assert_array_equal(ds["step"].values, np.arange(110))
