@@ -60,6 +60,20 @@ def test_float32_values_round_trip_exactly(tmp_path):
     assert rows[:, 2].astype(np.float32).tolist() == values.tolist()
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_every_float_dtype_is_written_as_a_float_that_round_trips(tmp_path, dtype):
+    # bfloat16 is not a numpy floating type: it was once written with %d (1.5 as "1")
+    path = tmp_path / "log.csv"
+    values = np.array([1.5, -0.375, 3.0e-3, 2.5e4], dtype=jnp.dtype(dtype))
+    log = js.CsvSink.create(path, {"v": jnp.zeros((), dtype)}, chunk=2)
+    for i, v in enumerate(values):
+        log = log.write({"v": jnp.asarray(v, dtype)}, step=i)
+    js.close(log)
+    _, rows = read_csv(path)
+    assert rows[:, 2].astype(jnp.dtype(dtype)).tolist() == values.tolist()
+    assert "1.5" in path.read_text().splitlines()[1]
+
+
 def test_per_system_rows_and_once(tmp_path):
     path = tmp_path / "conv.csv"
     log = js.CsvSink.create(path, {"e": jnp.zeros(3)}, per_system=True, once=True, chunk=4)

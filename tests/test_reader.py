@@ -195,7 +195,7 @@ def test_a_run_from_a_newer_schema_version_is_refused(tmp_path):
     doc["attributes"]["jaxsinks"]["schema_version"] = 99
     (store / "zarr.json").write_text(json.dumps(doc))
     with pytest.raises(
-        js.StoreError, match="schema version 99; this jaxsinks reads versions up to 1"
+        js.StoreError, match="schema version 99; this jaxsinks reads versions up to 2"
     ):
         js.open(store)
 

@@ -20,6 +20,10 @@ BloscName: TypeAlias = Literal["blosclz", "lz4", "lz4hc", "snappy", "zlib", "zst
 BloscShuffle: TypeAlias = Literal["noshuffle", "shuffle", "bitshuffle"]
 #: What a training export shuffles: whole frames, or each frame's points.
 ExportBy: TypeAlias = Literal["frames", "points"]
+#: How a CSV log or Zarr run lays out scalar fields: ``"wide"``, one column per field entry (per
+#: frame, one row); ``"long"`` (tidy), one row per (frame or system, field) with the columns
+#: ``step, time, system, name, value``.
+Table: TypeAlias = Literal["wide", "long"]
 
 MODES: tuple[Mode, ...] = get_args(Mode)
 OVERFLOW_POLICIES: tuple[Overflow, ...] = get_args(Overflow)
@@ -27,3 +31,4 @@ CREDENTIAL_SOURCES: tuple[CredentialSource, ...] = get_args(CredentialSource)
 BLOSC_CNAMES: tuple[BloscName, ...] = get_args(BloscName)
 BLOSC_SHUFFLES: tuple[BloscShuffle, ...] = get_args(BloscShuffle)
 EXPORT_BY: tuple[ExportBy, ...] = get_args(ExportBy)
+TABLES: tuple[Table, ...] = get_args(Table)

@@ -142,7 +142,7 @@ def check_schema(stored: dict[str, Any], wanted: dict[str, Any], location: Locat
                 if old[name].get(k) != new[name].get(k)
             ]
             problems.append(f"field '{name}': " + ", ".join(diffs))
-    for key in ("time_dtype", "per_system", "chunk", "chunks_per_shard", "ragged"):
+    for key in ("time_dtype", "per_system", "chunk", "chunks_per_shard", "ragged", "table"):
         if stored.get(key) != wanted.get(key):
             problems.append(
                 f"{key} is {stored.get(key)!r} in the stored run but {wanted.get(key)!r} now"

@@ -21,6 +21,7 @@ from .._core.errors import SchemaMismatchError, StoreError, StoreExistsError
 from . import tsio
 from .layout import ATTRS_KEY, SCHEMA_VERSION, Layout, consolidated_metadata, group_metadata
 from .location import Location
+from .long_table import LONG_SCHEMA_VERSION, LongTable, run_schema, stored_arrays
 from .multihost import Coordinator, coordinator
 from .owner import Owner
 from .runs import ROOT, check_schema, check_writer, claim_run, remove_partial, stored_run
@@ -55,8 +56,13 @@ class ZarrWriter(HostWriter):
         coordinator: Coordinator | None = None,
         owner: Owner | None = None,
         generation: bytes | None = None,
+        table: LongTable | None = None,
     ) -> None:
         self.location = location
+        # A long table (`jaxsinks._io.long_table`) stores each frame as `rows` rows of its arrays.
+        self.table = table
+        self.rows = 1 if table is None else table.rows_per_frame
+        self.stored = stored_arrays(layout, table)
         self.owner = owner  # None for the secondary processes of a multi-process run
         self._generation = generation  # of the run's zarr.json as this writer last wrote it
         self.coordinator = coordinator
@@ -91,6 +97,8 @@ class ZarrWriter(HostWriter):
                 expand_only=True,
             )
         writes, nbytes = [], 0
+        if self.table is not None:  # the block's frames, as rows of the long table
+            values, start, n = self.table.melt(values, n), start * self.rows, n * self.rows
         if self._ragged:
             count = values[self.layout.ragged.count][:n]
             atoms = int(count.sum())
@@ -106,7 +114,7 @@ class ZarrWriter(HostWriter):
                 writes.append(tsio.write_rows(self.arrays[a.name], self.atoms, compact))
                 nbytes += compact.nbytes
             self.atoms += atoms
-        for a in self.layout.arrays:
+        for a in self.stored:
             if a.name in self._ragged:
                 continue
             if a.shards > 1:  # this shard's region of the sharded axis: whole chunks, its own
@@ -137,8 +145,12 @@ class ZarrWriter(HostWriter):
         return min(grown, self.capacity) if self.ring and self.capacity else grown
 
     def _grow(self, names: list[str], length: int, *, expand_only: bool = False) -> int:
+        # `length` frames (a long table's arrays: `rows` rows each; ragged runs have rows == 1)
         resized = tsio.resize(
-            [self.arrays[k] for k in names], length, self.location.kvstore, expand_only=expand_only
+            [self.arrays[k] for k in names],
+            length * self.rows,
+            self.location.kvstore,
+            expand_only=expand_only,
         )
         self.arrays.update(zip(names, resized))
         return length
@@ -198,7 +210,8 @@ class ZarrWriter(HostWriter):
         metadata describing frames that are not committed. A failure here is logged, not raised:
         the run is complete without it, and zarr reads it (more slowly) as before.
         """
-        nodes = [*(a.name for a in self.layout.arrays), *self.layout.groups]
+        groups = self.layout.groups if self.table is None else ()
+        nodes = [*(a.name for a in self.stored), *groups]
         try:
             docs = tsio.read_all(self.location.kvstore, [f"{node}/zarr.json" for node in nodes])
             if any(doc is None for doc in docs):
@@ -270,10 +283,12 @@ def create_run(
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
     progress: Any = None,
     shards: tuple[int, ...] = (0,),
+    table: LongTable | None = None,
 ) -> ZarrWriter:
     """Create (``"w-"``, ``"w"``) or reopen (``"a"``) the run at `location` and return its writer.
 
     `shards` are the shards of a sharded sink that this writer writes (all of them in one process).
+    With `table`, the frames are stored as the rows of a long table.
     """
     job = coordinator()
     options = dict(
@@ -283,6 +298,7 @@ def create_run(
         progress=progress,
         shards=shards,
         coordinator=job,
+        table=table,
     )
     if job is None:
         return _create_or_reopen(location, layout, mode, meta, user_attrs, options)
@@ -345,7 +361,9 @@ def _create_or_reopen(
                 "append to it, or choose another path."
             )
     owner = Owner.me()
-    meta = dict(meta, schema_version=SCHEMA_VERSION, schema=layout.schema())
+    table = options["table"]
+    version = SCHEMA_VERSION if table is None else LONG_SCHEMA_VERSION
+    meta = dict(meta, schema_version=version, schema=run_schema(layout, table))
     claim = {ATTRS_KEY: dict(meta, status="creating", committed=0, writer=owner.to_json())}
     generation = claim_run(location, group_metadata(claim), generation)
     writer = None
@@ -353,9 +371,10 @@ def _create_or_reopen(
         if stored is not None:  # an old run (mode="w") or an interrupted create: ours to clear
             tsio.delete_all_except(kv, ROOT)
         arrays = {
-            a.name: tsio.create_array(location.child(a.name), a.metadata(0)) for a in layout.arrays
+            a.name: tsio.create_array(location.child(a.name), a.metadata(0))
+            for a in stored_arrays(layout, table)
         }
-        for group in layout.groups:
+        for group in layout.groups if table is None else ():
             tsio.write_bytes(location.child(group), ROOT, group_metadata({}))
         writer = ZarrWriter(
             location,
@@ -390,9 +409,13 @@ def _attach(
     raw = cast(bytes, tsio.read_bytes(location.kvstore, "zarr.json"))  # the primary created it
     attrs = json.loads(raw).get("attributes", {})
     stored = attrs[ATTRS_KEY]
-    arrays = {a.name: tsio.open_array(location.child(a.name), write=True) for a in layout.arrays}
+    table = options["table"]
+    arrays = {
+        a.name: tsio.open_array(location.child(a.name), write=True)
+        for a in stored_arrays(layout, table)
+    }
     committed = int(stored.get("committed", 0))
-    frames = int(next(iter(arrays.values())).shape[0])
+    frames = int(next(iter(arrays.values())).shape[0]) // (table.rows_per_frame if table else 1)
     return ZarrWriter(
         location,
         layout,
@@ -417,7 +440,8 @@ def _reopen(
 ) -> ZarrWriter:
     attrs = json.loads(existing).get("attributes", {})
     stored = attrs[ATTRS_KEY]
-    check_schema(stored.get("schema", {}), layout.schema(), location)
+    table = options["table"]
+    check_schema(stored.get("schema", {}), run_schema(layout, table), location)
     before = (stored.get("capacity"), stored.get("overflow"))
     now = (meta.get("capacity"), meta.get("overflow"))
     if "ring" in (before[1], now[1]) and before != now:
@@ -431,7 +455,10 @@ def _reopen(
     generation = claim_run(location, group_metadata(claimed), generation)
     committed = int(stored.get("committed", 0))
     atoms = int(stored.get("committed_atoms", 0))
-    arrays = {a.name: tsio.open_array(location.child(a.name), write=True) for a in layout.arrays}
+    arrays = {
+        a.name: tsio.open_array(location.child(a.name), write=True)
+        for a in stored_arrays(layout, table)
+    }
     ragged = {a.name for a in layout.ragged_fields}
     frame_names = [k for k in arrays if k not in ragged]
     if options["ring"]:  # a ring's arrays keep their length; frames go modulo the capacity
@@ -440,7 +467,11 @@ def _reopen(
         arrays.update(
             zip(
                 frame_names,
-                tsio.resize([arrays[k] for k in frame_names], committed, location.kvstore),
+                tsio.resize(
+                    [arrays[k] for k in frame_names],
+                    committed * (1 if table is None else table.rows_per_frame),
+                    location.kvstore,
+                ),
             )
         )
         frames = committed

@@ -16,10 +16,12 @@ from .._core.errors import (
 )
 from .._core.trajectory import Trajectory
 from .._io import tsio
-from .._io.layout import ATTRS_KEY, SCHEMA_VERSION, check_schema_version
+from .._io.layout import ATTRS_KEY, check_schema_version
 from .._io.location import Location, parse
+from .._io.long_table import LONG_SCHEMA_VERSION
 from .._io.runs import holder
 from .index import select_frames, show
+from .long_view import field_view, tidy_dataset
 from .views import FieldView, RaggedView, StoredArray
 
 __all__ = ["FieldView", "RaggedView", "Run", "open"]
@@ -48,7 +50,8 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
         raise StoreError(
             f"{location} is a Zarr group but not a jaxsinks run (no '{ATTRS_KEY}' attributes)."
         )
-    check_schema_version(meta, str(location), "jaxsinks", SCHEMA_VERSION)
+    # the newest schema: version 2 added long tables (wide runs are still written as version 1)
+    check_schema_version(meta, str(location), "jaxsinks", LONG_SCHEMA_VERSION)
     if meta.get("status") == "creating":
         raise StoreNotFoundError(
             f"There is no jaxsinks run at {location} yet: its creation "
@@ -135,6 +138,17 @@ class Run:
         """Whether each frame is one system's row (recorded by a per-system sink)."""
         return self.meta["schema"].get("per_system") is not None
 
+    @property
+    def table(self) -> str:
+        """``"long"`` for a run stored as a long table of scalar fields (``table="long"``: one
+        row per frame or system, and field; `to_xarray` gives that table), else ``"wide"``."""
+        return "wide" if self._long is None else "long"
+
+    @property
+    def _long(self) -> dict[str, Any] | None:
+        """The run's long table (field names, value dtype), or None for a wide run."""
+        return self.meta["schema"].get("table")
+
     def __len__(self) -> int:
         return int(self._frames.shape[0])
 
@@ -165,17 +179,21 @@ class Run:
         """What `jaxsinks info` shows: the run's status and, per field, its layout and sizes.
 
         Returns a JSON-able dict: ``store``, ``frames`` (of this selection), ``committed``,
-        ``status``, ``schedule``, ``attrs``, ``logical_bytes``, ``stored_bytes`` and ``fields``: a
-        list of dicts with ``name``, ``shape`` (one frame), ``dtype`` (stored), ``source_dtype``,
-        ``chunks``, ``shards`` (None when unsharded), ``codecs`` (names), ``dims``,
-        ``logical_bytes`` (frames x frame bytes at the stored dtype) and ``stored_bytes`` (the
-        array's keys, i.e. compressed chunks plus metadata). Stored bytes are those of the
-        whole run, including frames outside the selection.
+        ``status``, ``table`` (``"wide"``, or ``"long"``: then ``fields`` describes the table's
+        ``name`` and ``value`` arrays), ``schedule``, ``attrs``, ``logical_bytes``,
+        ``stored_bytes`` and ``fields``: a list of dicts with ``name``, ``shape`` (one frame),
+        ``dtype`` (stored), ``source_dtype``, ``chunks``, ``shards`` (None when unsharded),
+        ``codecs`` (names), ``dims``, ``logical_bytes`` (frames x frame bytes at the stored
+        dtype) and ``stored_bytes`` (the array's keys, i.e. compressed chunks plus metadata).
+        Stored bytes are those of the whole run, including frames outside the selection.
         """
         schema = {f["name"]: f for f in self.meta["schema"]["fields"]}
         ragged = self._ragged_nodes
         fields = []
-        for name, node in self._nodes.items():
+        nodes = (
+            self._nodes.items() if self._long is None else [("name", "name"), ("value", "value")]
+        )
+        for name, node in nodes:
             array = self._array(node)
             meta = array.array.spec().to_json()["metadata"]
             codecs = meta.get("codecs", [])
@@ -186,7 +204,7 @@ class Run:
                 codecs = codecs[0]["configuration"]["codecs"]
             dtype = np.dtype(meta["data_type"])
             shape = tuple(array.array.shape[1:])
-            entries = len(self)
+            entries = len(self) * (1 if self._long is None else len(self._long["names"]))
             if node in ragged:
                 entries = int(self.meta.get("committed_atoms", 0))
             fields.append(
@@ -194,7 +212,7 @@ class Run:
                     "name": name,
                     "shape": list(shape),
                     "dtype": dtype.name,
-                    "source_dtype": schema[node]["dtype"],
+                    "source_dtype": schema[node]["dtype"] if node in schema else dtype.name,
                     "chunks": list(chunks),
                     "shards": None if shards is None else list(shards),
                     "codecs": [c["name"] for c in codecs],
@@ -208,6 +226,7 @@ class Run:
             "frames": len(self),
             "committed": self.committed,
             "status": self.status,
+            "table": self.table,
             "schedule": self.schedule,
             "attrs": dict(self.attrs),
             "logical_bytes": sum(f["logical_bytes"] for f in fields),
@@ -233,7 +252,10 @@ class Run:
     def _column(self, name: str) -> np.ndarray:
         key = f"column:{name}"
         if key not in self._cache:
-            self._cache[key] = self._array(name).read_physical(slice(0, None))
+            column = self._array(name).read_physical(slice(0, None))
+            if self._long is not None:  # a long table's frames are len(names) rows each
+                column = column[:: len(self._long["names"])]
+            self._cache[key] = column
         return self._cache[key][self._frames]
 
     # --------------------------------------------------------------------------------- fields
@@ -256,6 +278,8 @@ class Run:
     def __getitem__(self, key: str | slice | np.ndarray | list[int]) -> Any:
         if isinstance(key, str):
             self._field_names(key)  # a FieldNotFoundError unless the run has it
+            if self._long is not None:
+                return field_view(self, key)
             node = self._nodes[key]
             if node in self._ragged_nodes:
                 return RaggedView(self._array(node), self._frames, self._pointers())
@@ -392,7 +416,13 @@ class Run:
         one system first, ``ds.isel(frame=ds.system == 0)``). A run recorded without times has a
         ``time`` coordinate of NaN and no index. A field named like a column is the variable of its
         stored name (``time_`` for a field ``time``).
+
+        A long run (`table` ``"long"``) gives its table instead: ``value`` along a ``row``
+        dimension, with the coordinates ``step``, ``time``, ``system`` and ``name`` (the field
+        names as strings); ``run.to_xarray().to_dataframe()`` is the tidy pandas table.
         """
+        if self._long is not None:
+            return tidy_dataset(self)
         import xarray as xr
 
         ragged = self._ragged_nodes

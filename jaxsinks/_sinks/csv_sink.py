@@ -7,7 +7,9 @@ block at a time, asynchronously. There is no per-step host sync.
 The file has a header ``step,time[,system],<columns>``, one column per entry of each field:
 ``energy`` for a scalar, ``energy[0]``, ``energy[1]``, ... for a vector, ``f[i][j]`` for a matrix.
 A field named like a column is headed by its stored name (``time_`` for a field ``time``,
-``time_/x`` for ``time/x``; see `jaxsinks._core.frame.stored_name`).
+``time_/x`` for ``time/x``; see `jaxsinks._core.frame.stored_name`). With ``table="long"`` the
+header is ``step,time,system,name,value`` and each frame (or system row) of scalar fields is one
+line per field (see `jaxsinks._io.long_table`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from .._core.errors import ConfigError, SchemaMismatchError, StoreError, StoreEx
 from .._core.pytree import pytree_dataclass
 from .._core.schedule import Schedule
 from .._core.sink import RecordOptions, check_capacity, check_mode
-from .._core.types import Mode, Overflow
+from .._core.types import Mode, Overflow, Table
 from .._io import writer as _writer
 from .._io.layout import Layout
+from .._io.long_table import LONG_COLUMNS, LongTable, check_table, long_table, value_format
 from .._io.progress import Progress
 from .stream import StreamSink, check_progress, row_layout
 
@@ -48,6 +51,7 @@ class CsvSink(StreamSink):
         chunk: int = DEFAULT_CHUNK,
         per_system: bool = False,
         once: bool = False,
+        table: Table = "wide",
         capacity: int | None = None,
         overflow: Overflow = "error",
         mode: Mode = "w-",
@@ -64,6 +68,12 @@ class CsvSink(StreamSink):
             chunk: rows per flush (the device staging block).
             per_system: one row per selected system, with a ``system`` column.
             once: with `per_system`, log each system at most once.
+            table: ``"wide"``: one line per frame (or system row), one column per field entry
+                (default). ``"long"`` (tidy): one line per (frame or system, field), with the
+                columns ``step,time,system,name,value``; ``system`` is -1 for a whole-frame sink.
+                Every field must be a scalar (per system, with `per_system`); the values are
+                written in their fields' own formats, and must share one dtype exactly
+                (int64 beside floats is refused).
             capacity: the most rows the file holds (None: unbounded), as for `ZarrSink`.
             overflow: ``"error"`` or ``"drop"``, as for `ZarrSink` (a file cannot be a ring).
             mode: ``"w-"`` create and fail if the file exists (default); ``"w"`` overwrite;
@@ -92,6 +102,9 @@ class CsvSink(StreamSink):
             time_dtype=time_dtype,
         )
         chunk = check_capacity(owner, "chunk", chunk)
+        rows = None
+        if check_table(owner, table) == "long":
+            rows = long_table(owner, options.spec, options.batch_size is not None)
         complex_fields = [
             f.name for f in options.spec.fields if np.issubdtype(f.dtype, np.complexfloating)
         ]
@@ -106,6 +119,7 @@ class CsvSink(StreamSink):
             mode=mode,
             progress=check_progress(progress),
             max_inflight_bytes=max_inflight_bytes,
+            table=rows,
         )
         return cls._empty(writer, options, layout)
 
@@ -123,12 +137,6 @@ def header(layout: Layout) -> list[str]:
                 for idx in itertools.product(*(range(d) for d in field.shape))
             ]
     return names
-
-
-def _format(dtype: np.dtype) -> str:
-    if np.issubdtype(dtype, np.floating):
-        return "%.17g" if dtype.itemsize > 4 else "%.9g"
-    return "%d"
 
 
 class _Fsync:
@@ -152,10 +160,13 @@ class CsvWriter(_writer.HostWriter):
         mode: str,
         progress: Progress | None,
         max_inflight_bytes: int,
+        table: LongTable | None = None,
     ) -> None:
         self.path = path.resolve()
         self.fd: int | None = None
-        self.columns = header(layout)
+        self.table = table
+        self.columns = header(layout) if table is None else list(LONG_COLUMNS)
+        self._time_dtype = layout.columns[1].dtype
         rows = self._prepare(mode)
         try:
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -171,7 +182,7 @@ class CsvWriter(_writer.HostWriter):
         self._formats = []
         for k in self._order:
             array = layout.arrays[k]
-            self._formats += [_format(array.dtype)] * max(
+            self._formats += [value_format(array.dtype)] * max(
                 1, int(np.prod(array.shape, dtype=np.int64))
             )
         super().__init__(
@@ -205,9 +216,34 @@ class CsvWriter(_writer.HostWriter):
             cut = data.rfind(b"\n") + 1
             os.truncate(self.path, cut)
             data = data[:cut]
+        if self.table is not None:
+            return self._long_frames(data)
         return max(0, data.count(b"\n") - 1)
 
+    def _long_frames(self, data: bytes) -> int:
+        """The frames (staged rows) of the long log `data` to append to: its lines must name this
+        sink's fields in turn; a frame torn by a crash (some of its lines) is removed."""
+        assert self.table is not None
+        lines = data.split(b"\n")[1:-1]
+        names = [(line.split(b",") + [b""] * 4)[3].decode(errors="replace") for line in lines]
+        k, expected = self.table.rows_per_frame, list(self.table.names)
+        if any(name != expected[i % k] for i, name in enumerate(names)):
+            raise SchemaMismatchError(
+                f"Cannot append to the long CSV log {self.path}: it logs the fields "
+                f"{list(dict.fromkeys(names))}, but these frames log {expected}, one line each "
+                "in turn. Log the same fields, or write a new file."
+            )
+        whole = len(names) // k
+        if whole * k != len(names):  # keep the header and the whole frames
+            cut = sum(len(line) + 1 for line in data.split(b"\n")[: 1 + whole * k])
+            os.truncate(self.path, cut)
+        return whole
+
     def _issue(self, offset, n, values, shard):
+        if self.table is not None:
+            payload = self.table.csv_lines(values, n, self._time_dtype).encode()
+            os.write(self.fd, payload)
+            return [_Fsync(self.fd)], len(payload), None
         arrays = list(values.values())
         # Row by row from Python scalars (as np.savetxt does), each column in its own dtype: a
         # common float64 table would round int64 values beyond 2**53.

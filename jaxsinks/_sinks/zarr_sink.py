@@ -13,12 +13,13 @@ from .._core.frame import FrameSpec
 from .._core.pytree import pytree_dataclass
 from .._core.schedule import Schedule
 from .._core.sink import RecordOptions, check_capacity, check_mode
-from .._core.types import Mode, Overflow
+from .._core.types import Mode, Overflow, Table
 from .._io import writer as _writer
 from .._io import zarr_writer as _zarr_writer
 from .._io.codecs import Blosc, Codec, FieldConfig, check_codec
 from .._io.layout import Ragged, check_user_attributes, make_layout
 from .._io.location import parse
+from .._io.long_table import check_table, long_table
 from .._io.progress import Progress
 from .stream import StreamSink, check_progress
 
@@ -50,6 +51,7 @@ class ZarrSink(StreamSink):
         fields: dict[str, FieldConfig] | None = None,
         per_system: bool = False,
         once: bool = False,
+        table: Table = "wide",
         ragged: Ragged | None = None,
         capacity: int | None = None,
         overflow: Overflow = "error",
@@ -77,6 +79,13 @@ class ZarrSink(StreamSink):
             fields: per-field `FieldConfig` overrides (dtype, codec, chunk, dims), by field name.
             per_system: record the rows of a batch selected by a mask (see `DeviceBuffer`).
             once: with `per_system`, record each system at most once (when first selected).
+            table: ``"wide"`` stores one array per field (default); ``"long"`` stores a log of
+                scalar fields as a tidy table, one row per (frame or system, field), in the arrays
+                ``step``, ``time``, ``system`` (-1 for a whole-frame sink), ``name`` (an index
+                into the ``names`` attribute of the ``name`` array) and ``value`` along a ``row``
+                dimension. Every field must be a scalar (per system); ``value`` has the smallest
+                dtype that holds every field's values exactly (int64 beside floats is refused).
+                `fields`, `ragged`, `mesh` and ``overflow="ring"`` are not available with it.
             ragged: store padded fields of systems of different sizes CSR-style (see `Ragged`).
             capacity: the most frames the run holds (None: unbounded), with `overflow` as for
                 `DeviceBuffer`; a ring keeps the newest `capacity` frames and needs `capacity` to
@@ -101,6 +110,18 @@ class ZarrSink(StreamSink):
         mode = check_mode(owner, mode)
         codec = check_codec(codec, owner)
         shard = _sharding.shard_info(owner, mesh, axis)
+        if check_table(owner, table) == "long":
+            given = [
+                arg
+                for arg, value in (("fields", fields), ("ragged", ragged), ("mesh", mesh))
+                if value is not None
+            ] + (["overflow='ring'"] if overflow == "ring" else [])
+            if given:
+                raise ConfigError(
+                    f"`{owner}` with table='long' stores a log of scalar fields as one table of "
+                    f"rows; it cannot be combined with {', '.join(given)}. Record those frames "
+                    "in a sink with table='wide'."
+                )
         if shard is not None:
             if per_system or ragged is not None or overflow == "ring":
                 raise ConfigError(
@@ -119,6 +140,7 @@ class ZarrSink(StreamSink):
             time_dtype=time_dtype,
         )
         spec, batch_size, capacity = options.spec, options.batch_size, options.capacity
+        rows = None if table == "wide" else long_table(owner, spec, batch_size is not None)
         chunk = default_chunk(owner, chunk, spec, batch_size)
         if chunks_per_shard is not None:
             check_capacity(owner, "chunks_per_shard", chunks_per_shard)
@@ -175,6 +197,7 @@ class ZarrSink(StreamSink):
             max_inflight_bytes=max_inflight_bytes,
             progress=progress,
             shards=shards,
+            table=rows,
         )
         return cls._empty(writer, options, layout, shard=shard, mesh=mesh)
 

@@ -305,6 +305,11 @@ def format_info(description: dict[str, Any], per_system: bool = False) -> str:
     ]
     if per_system:
         lines.append("layout     per-system rows (each frame is one system; see the system column)")
+    if d.get("table") == "long":
+        lines.append(
+            "table      long: each frame is one row per field of the arrays step, time, system, "
+            "name and value"
+        )
     header = ("field", "shape", "dtype", "chunks", "shards", "codecs", "logical", "stored", "ratio")
     rows = [
         (

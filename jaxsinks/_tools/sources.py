@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from .._core.errors import ConfigError, FieldNotFoundError, StoreError, StoreNotFoundError
+from .._core.frame import stored_name
+from .._io.long_table import LONG_COLUMNS, WHOLE_FRAME
 from .._read.reader import Run
 from .._read.reader import open as open_run
 
@@ -17,7 +19,8 @@ from .._read.reader import open as open_run
 @dataclasses.dataclass(frozen=True)
 class CsvLog:
     """The CSV log a `CsvSink` wrote: its columns (``step``, ``time``[, ``system``], then one per
-    field entry) and its rows as float64."""
+    field entry) and its rows as float64. A long log (``table="long"``) is read into this wide
+    form: one row per frame (or system row), one column per field name."""
 
     path: pathlib.Path
     columns: tuple[str, ...]
@@ -78,6 +81,8 @@ def read_csv_log(path: Any) -> CsvLog:
             "'step,time'. Plot a run (a Zarr store) or a log written by jaxsinks.CsvSink."
         )
     body = [line for line in lines[1:-1] if line.strip()]  # the last piece is '' or torn
+    if columns == LONG_COLUMNS:
+        return _widen(path, body)
     rows = np.zeros((len(body), len(columns)))
     for i, line in enumerate(body):
         cells = line.split(",")
@@ -124,3 +129,44 @@ def describe_source(data: Run | CsvLog) -> str:
     if isinstance(data, CsvLog):
         return f"the CSV log {data.path}"
     return f"the run at {data.location}"
+
+
+def _widen(path: pathlib.Path, body: list[str]) -> CsvLog:
+    """A long CSV log's lines as a wide `CsvLog`: the lines of each frame (or system row), one per
+    field in the order of the fields, become one row; a frame torn by a crash is left out."""
+    cells = [line.split(",") for line in body]
+    if not cells:
+        return CsvLog(path, ("step", "time"), np.zeros((0, 2)))
+    bad = next((i for i, c in enumerate(cells) if len(c) != len(LONG_COLUMNS)), None)
+    names = [c[3] for c in cells]
+    # the fields: the names up to the first one seen twice (the next frame's first line)
+    k = next((i for i in range(len(names)) if names[i] in names[:i]), len(names))
+    fields = names[:k]
+    whole = len(cells) // k * k
+    keys = [tuple(c[:3]) for c in cells[:whole]]
+    if bad is None:
+        bad = next(
+            (i for i in range(whole) if names[i] != fields[i % k] or keys[i] != keys[i - i % k]),
+            None,
+        )
+    if bad is not None or len(set(fields)) != k:
+        line = 2 if bad is None else bad + 2
+        raise StoreError(
+            f"Line {line} of the long CSV log {path} does not continue its pattern: each frame "
+            f"(or system row) is one line per field {fields}, with the same step, time and "
+            "system. The file is not a CsvSink log, or was edited."
+        )
+    try:
+        values = np.array([[float(c[j]) for j in (0, 1, 2, 4)] for c in cells[:whole]])
+    except ValueError as err:
+        raise StoreError(
+            f"The long CSV log {path} holds a value that is not a number: {err}."
+        ) from None
+    values = values.reshape(-1, k, 4) if whole else np.zeros((0, k, 4))
+    # the columns step, time (system): those of each frame's first line; then one per field
+    per_system = whole > 0 and bool(np.any(values[:, 0, 2] != WHOLE_FRAME))
+    head = values[:, 0, :3] if per_system else values[:, 0, :2]
+    # a field named like a column is under its stored name (``time_``), as in a wide log
+    named = [stored_name(f, _CSV_COLUMNS) for f in fields]
+    columns = ("step", "time", *(("system",) if per_system else ()), *named)
+    return CsvLog(path, columns, np.concatenate([head, values[:, :, 3]], axis=1))
