@@ -1,6 +1,7 @@
 """jaxsinks: JAX-native recording inside jit, scan, while_loop, vmap and grad."""
 
 from ._core.close import close as close
+from ._core.errors import CheckpointError as CheckpointError
 from ._core.errors import ConfigError as ConfigError
 from ._core.errors import FieldNotFoundError as FieldNotFoundError
 from ._core.errors import FrameError as FrameError
@@ -65,6 +66,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Blosc",
     "Campaign",
+    "CheckpointError",
     "ConfigError",
     "CsvSink",
     "DeviceBuffer",

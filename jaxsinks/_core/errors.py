@@ -74,3 +74,8 @@ class ReadIndexError(JaxsinksError, IndexError):
 
 class FieldNotFoundError(JaxsinksError, KeyError):
     """A run has no field of the given name; a `KeyError`, as a dict lookup raises."""
+
+
+class CheckpointError(JaxsinksError, ValueError):
+    """A loop's checkpoint cannot be written or used to resume: none was found, it was saved for
+    another state, other sinks or other runs, or a sink cannot be checkpointed (a HostBuffer)."""

@@ -7,4 +7,6 @@ them (`plan`), compiles one program that steps, records ``frame(state)`` into ea
 (`loops`), then closes them on the host. When anything raises, also a ``KeyboardInterrupt``, the
 sinks are ended before the error propagates: the committed frames stay readable, and a run whose
 newest sink value was lost with the loop reads as ``"interrupted"`` (`ending`).
+With ``checkpoint=`` the loop runs in segments with a checkpoint of its carry after each
+(`segments`, `checkpoint`), and ``resume=True`` continues it from the newest one.
 """

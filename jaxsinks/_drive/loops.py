@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import jax
 import numpy as np
@@ -12,7 +13,8 @@ from .._core.errors import ConfigError
 from .._core.record import flatten_sinks
 from .._core.types import PyTree
 from .._io.progress import Progress
-from . import ending, plan, programs
+from . import checkpoint as checkpoints
+from . import ending, plan, programs, segments
 
 State = TypeVar("State")
 
@@ -31,6 +33,9 @@ def scan(
     step0: int = 0,
     record_initial: bool = False,
     progress: Progress | bool | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool | Literal["auto"] = False,
 ) -> tuple[State, PyTree]:
     """Take `steps` steps of `step` in one compiled `lax.scan`, recording into `sinks`, and close
     them.
@@ -63,6 +68,24 @@ def scan(
         progress: True for a progress bar over the steps (drawn when standard error is a
             terminal), or a `jaxsinks.Progress`. It moves a hundred times per run, from a host
             callback, and ends full with "done: N steps".
+        checkpoint: a local folder where the loop keeps a checkpoint of its carry (the state,
+            every sink's arrays, the step), so that a crashed or killed run can be resumed with
+            ``resume=True``. The loop then runs in compiled segments of `checkpoint_every` steps
+            and, at the start and after each segment, waits until every run has committed the
+            frames its sink flushed and saves the carry (written atomically; each Zarr run's
+            metadata names the loop and step of its newest checkpoint). `HostBuffer` sinks, and
+            sharded or ring Zarr sinks, cannot be checkpointed (`CheckpointError`). Default
+            None: no checkpoints, one compiled loop.
+        checkpoint_every: steps between checkpoints (None: only at the start and the end).
+        resume: True to continue from the newest checkpoint in `checkpoint`: pass the same
+            arguments as the interrupted call (the same `steps`, `step0`, `t0`, `dt`; `state`
+            gives only the structure), streaming sinks reopened with ``mode="a"`` (each run is
+            rewound to the checkpoint's committed count and its later frames recorded again)
+            and new DeviceBuffers (restored from the checkpoint). The stores end as an
+            uninterrupted call with the same `checkpoint_every` leaves them, bit for bit. A
+            `CheckpointError` lists every mismatch before anything is changed. ``"auto"``:
+            resume when there is a checkpoint, else start afresh. False (default): start
+            afresh, replacing any checkpoint in the folder.
 
     Returns:
         ``(state, sinks)``: the final state and the closed sinks, in the structure given. A
@@ -79,16 +102,28 @@ def scan(
     spec = _prepare(owner, step, sinks, frame, mask, dt, t0, time, step0, record_initial)
     count = plan.check_count(owner, "steps", steps)
     assert count is not None
+    settings = checkpoints.check_settings(owner, checkpoint, checkpoint_every, resume)
+    if settings is not None:  # resumed (or saved) before the bar starts
+        keeper = checkpoints.Keeper(owner, settings, spec.flat, spec.arrays)
+        end = spec.step0 + count
+        state, sinks_held, start = keeper.start(state, end)
     bar = plan.as_progress(owner, progress, count, "steps")
     the_plan = spec.plan(cond=None, length=count, bounded=False, tick=plan.tick_every(bar, count))
 
-    def launch(bar_id: int) -> tuple[Any, ...]:
+    def whole(bar_id: int) -> tuple[Any, ...]:
         return programs.scan_program(the_plan, state, spec.flat, *spec.arrays, np.int32(bar_id))
+
+    launch: Callable[[int], tuple[Any, ...]] = whole
+
+    if settings is None:
+        sinks_held = spec.flat
+    else:
+        launch = segments.scan(keeper, the_plan, state, sinks_held, start, end, spec.arrays)
 
     outcome, closed = ending.drive(
         owner,
         launch,
-        spec.flat,
+        sinks_held,
         spec.treedef,
         bar,
         lambda o: f"done: {o.taken} steps",
@@ -113,6 +148,9 @@ def while_loop(
     record_initial: bool = False,
     progress: Progress | bool | None = None,
     stop_reason: str = "stopped",
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool | Literal["auto"] = False,
 ) -> tuple[State, PyTree, Any]:
     """Step while ``cond(state)`` holds, in one compiled `lax.while_loop`, recording into
     `sinks`, and close them.
@@ -140,6 +178,9 @@ def while_loop(
             bar ends full at the step reached with ``f"{stop_reason} at step {n}"`` (e.g.
             "converged at step 1117"), or "reached max_steps=N".
         stop_reason: what `cond` turning false means, for the progress bar (e.g. "converged").
+        checkpoint: as for `scan`; a segment also ends when `cond` turns false.
+        checkpoint_every: as for `scan`.
+        resume: as for `scan` (pass the same `max_steps`).
 
     Returns:
         ``(state, sinks, steps)``: the final state, the closed sinks, and the number of steps
@@ -151,16 +192,28 @@ def while_loop(
     bound = plan.check_count(owner, "max_steps", max_steps, optional=True)
     if not isinstance(stop_reason, str):
         raise ConfigError(f"`{owner}` needs `stop_reason` to be a str; got {stop_reason!r}.")
+    settings = checkpoints.check_settings(owner, checkpoint, checkpoint_every, resume)
+    limit = np.int32(0 if bound is None else min(bound, 2**31 - 1 - spec.step0))
+    if settings is not None:  # resumed (or saved) before the bar starts
+        keeper = checkpoints.Keeper(owner, settings, spec.flat, spec.arrays)
+        end = None if bound is None else spec.step0 + int(limit)
+        state, sinks_held, start = keeper.start(state, end)
     bar = plan.as_progress(owner, progress, bound, "steps")
     the_plan = spec.plan(
         cond=cond, length=None, bounded=bound is not None, tick=plan.tick_every(bar, bound)
     )
-    limit = np.int32(0 if bound is None else min(bound, 2**31 - 1 - spec.step0))
 
-    def launch(bar_id: int) -> tuple[Any, ...]:
+    def whole(bar_id: int) -> tuple[Any, ...]:
         return programs.while_program(
             the_plan, state, spec.flat, *spec.arrays, np.int32(bar_id), limit
         )
+
+    launch: Callable[[int], tuple[Any, ...]] = whole
+
+    if settings is None:
+        sinks_held = spec.flat
+    else:
+        launch = segments.while_loop(keeper, the_plan, state, sinks_held, start, limit, spec.arrays)
 
     def reason(outcome: ending.Outcome) -> str:
         if outcome.still_going:
@@ -168,7 +221,7 @@ def while_loop(
         return f"{stop_reason} at step {spec.step0 + outcome.taken}"
 
     outcome, closed = ending.drive(
-        owner, launch, spec.flat, spec.treedef, bar, reason, own_bar=progress is True
+        owner, launch, sinks_held, spec.treedef, bar, reason, own_bar=progress is True
     )
     return outcome.state, closed, outcome.taken
 

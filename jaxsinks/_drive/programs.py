@@ -91,6 +91,72 @@ def while_program(
     return state, sinks, n - step0, _cond(plan, state)
 
 
+@functools.partial(jax.jit, static_argnames=("plan",))
+def scan_segment(
+    plan: Plan,
+    state: Any,
+    sinks: list[Sink],
+    start: jax.Array,
+    step0: jax.Array,
+    t0: jax.Array,
+    dt: jax.Array,
+    bar: jax.Array,
+) -> tuple[Any, list[Sink], jax.Array]:
+    """As `scan_program`, from the state of step `start` (a checkpointed loop's segment):
+    ``(state, sinks, step reached)``. The body is `scan_program`'s."""
+    _check_step(plan, state)
+    if plan.record_initial:
+        sinks = record_all(plan, sinks, step0, state, step0, t0, dt)
+
+    def body(carry: tuple[jax.Array, Any, list[Sink]], _: None):
+        n, state, sinks = carry
+        state = plan.step(state)
+        n = n + 1
+        sinks = record_all(plan, sinks, n, state, step0, t0, dt)
+        _tick(plan, bar, n - step0)
+        return (n, state, sinks), None
+
+    (n, state, sinks), _ = lax.scan(body, (start, state, sinks), None, length=plan.length)
+    return state, sinks, n
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def while_segment(
+    plan: Plan,
+    state: Any,
+    sinks: list[Sink],
+    start: jax.Array,
+    step0: jax.Array,
+    t0: jax.Array,
+    dt: jax.Array,
+    bar: jax.Array,
+    max_steps: jax.Array,
+    stop: jax.Array,
+) -> tuple[Any, list[Sink], jax.Array, jax.Array]:
+    """As `while_program`, from the state of step `start` and at most up to step `stop` (a
+    checkpointed loop's segment): ``(state, sinks, step reached, whether cond still holds)``."""
+    assert plan.cond is not None
+    _check_step(plan, state)
+    if plan.record_initial:
+        sinks = record_all(plan, sinks, step0, state, step0, t0, dt)
+
+    def going(carry: tuple[jax.Array, Any, list[Sink]]) -> jax.Array:
+        n, state, _ = carry
+        go = _cond(plan, state) & (n < stop)
+        return go & (n - step0 < max_steps) if plan.bounded else go
+
+    def body(carry: tuple[jax.Array, Any, list[Sink]]):
+        n, state, sinks = carry
+        state = plan.step(state)
+        n = n + 1
+        sinks = record_all(plan, sinks, n, state, step0, t0, dt)
+        _tick(plan, bar, n - step0)
+        return n, state, sinks
+
+    n, state, sinks = lax.while_loop(going, body, (start, state, sinks))
+    return state, sinks, n, _cond(plan, state)
+
+
 def record_all(
     plan: Plan,
     sinks: list[Sink],

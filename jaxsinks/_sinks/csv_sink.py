@@ -239,6 +239,27 @@ class CsvWriter(_writer.HostWriter):
             os.truncate(self.path, cut)
         return whole
 
+    def truncate_rows(self, rows: int) -> None:
+        """Cut the file after its first `rows` data rows (a resumed loop logs the rest again).
+        Nothing may have been flushed to this writer yet."""
+        data = self.path.read_bytes()
+        cut, found = 0, -1
+        lines = rows * (1 if self.table is None else self.table.rows_per_frame)
+        for _ in range(lines + 1):  # the header, then the rows' lines
+            found = data.find(b"\n", cut)
+            if found < 0:
+                raise StoreError(
+                    f"The CSV log {self.path} holds fewer than {rows} rows; cannot resume there."
+                )
+            cut = found + 1
+        os.truncate(self.path, cut)
+        if self.fd is not None:
+            os.fsync(self.fd)
+        with self._lock, self._cond:
+            self.committed = rows
+            self._durable = dict.fromkeys(self._durable, rows)
+            self._next = dict.fromkeys(self._next, rows)
+
     def _issue(self, offset, n, values, shard):
         if self.table is not None:
             payload = self.table.csv_lines(values, n, self._time_dtype).encode()
