@@ -15,7 +15,9 @@ from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 
 from .._core.errors import ConfigError
 from .._core.record import record
@@ -24,71 +26,46 @@ from .._io.callback import raise_if_interrupted
 from .._io.progress import Progress
 from .plan import Group, Plan
 
+#: The most steps a loop may reach (int32).
+LAST_STEP = 2**31 - 1
 _BARS: dict[int, Progress] = {}  # id -> the progress bar a running program advances
 _BAR_IDS = itertools.count(1)
 _BARS_LOCK = threading.Lock()
 
 
-@functools.partial(jax.jit, static_argnames=("plan",))
 def scan_program(
     plan: Plan,
     state: Any,
     sinks: list[Sink],
-    step0: jax.Array,
-    t0: jax.Array,
-    dt: jax.Array,
-    bar: jax.Array,
+    step0: ArrayLike,
+    t0: ArrayLike,
+    dt: ArrayLike,
+    bar: ArrayLike,
 ) -> tuple[Any, list[Sink], jax.Array]:
-    """`plan.length` steps of `plan.step` with recording; ``(state, sinks, steps taken)``."""
-    _check_step(plan, state)
-    if plan.record_initial:
-        sinks = record_all(plan, sinks, step0, state, step0, t0, dt)
-
-    def body(carry: tuple[jax.Array, Any, list[Sink]], _: None):
-        n, state, sinks = carry
-        state = plan.step(state)
-        n = n + 1
-        sinks = record_all(plan, sinks, n, state, step0, t0, dt)
-        _tick(plan, bar, n - step0)
-        return (n, state, sinks), None
-
-    (n, state, sinks), _ = lax.scan(body, (step0, state, sinks), None, length=plan.length)
+    """`plan.length` steps of `plan.step` with recording; ``(state, sinks, steps taken)``: the
+    whole loop as one `scan_segment` from `step0`."""
+    state, sinks, n = scan_segment(plan, state, sinks, step0, step0, t0, dt, bar)
     return state, sinks, n - step0
 
 
-@functools.partial(jax.jit, static_argnames=("plan",))
 def while_program(
     plan: Plan,
     state: Any,
     sinks: list[Sink],
-    step0: jax.Array,
-    t0: jax.Array,
-    dt: jax.Array,
-    bar: jax.Array,
-    max_steps: jax.Array,
+    step0: ArrayLike,
+    t0: ArrayLike,
+    dt: ArrayLike,
+    bar: ArrayLike,
+    max_steps: ArrayLike,
 ) -> tuple[Any, list[Sink], jax.Array, jax.Array]:
     """`plan.step` while `plan.cond` holds (and, if bounded, for at most `max_steps` steps) with
-    recording; ``(state, sinks, steps taken, whether cond still holds)``."""
-    assert plan.cond is not None
-    _check_step(plan, state)
-    if plan.record_initial:
-        sinks = record_all(plan, sinks, step0, state, step0, t0, dt)
-
-    def going(carry: tuple[jax.Array, Any, list[Sink]]) -> jax.Array:
-        n, state, _ = carry
-        go = _cond(plan, state)
-        return go & (n - step0 < max_steps) if plan.bounded else go
-
-    def body(carry: tuple[jax.Array, Any, list[Sink]]):
-        n, state, sinks = carry
-        state = plan.step(state)
-        n = n + 1
-        sinks = record_all(plan, sinks, n, state, step0, t0, dt)
-        _tick(plan, bar, n - step0)
-        return n, state, sinks
-
-    n, state, sinks = lax.while_loop(going, body, (step0, state, sinks))
-    return state, sinks, n - step0, _cond(plan, state)
+    recording; ``(state, sinks, steps taken, whether cond still holds)``: the whole loop as one
+    `while_segment` from `step0`."""
+    last = np.int32(LAST_STEP)
+    state, sinks, n, go = while_segment(
+        plan, state, sinks, step0, step0, t0, dt, bar, max_steps, last
+    )
+    return state, sinks, n - step0, go
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
@@ -102,8 +79,8 @@ def scan_segment(
     dt: jax.Array,
     bar: jax.Array,
 ) -> tuple[Any, list[Sink], jax.Array]:
-    """As `scan_program`, from the state of step `start` (a checkpointed loop's segment):
-    ``(state, sinks, step reached)``. The body is `scan_program`'s."""
+    """`plan.length` steps of `plan.step` with recording, from the state of step `start` (the
+    whole loop, or a checkpointed loop's segment): ``(state, sinks, step reached)``."""
     _check_step(plan, state)
     if plan.record_initial:
         sinks = record_all(plan, sinks, step0, state, step0, t0, dt)
@@ -133,8 +110,10 @@ def while_segment(
     max_steps: jax.Array,
     stop: jax.Array,
 ) -> tuple[Any, list[Sink], jax.Array, jax.Array]:
-    """As `while_program`, from the state of step `start` and at most up to step `stop` (a
-    checkpointed loop's segment): ``(state, sinks, step reached, whether cond still holds)``."""
+    """`plan.step` while `plan.cond` holds (and, if bounded, for at most `max_steps` steps after
+    `step0`), from the state of step `start` and at most up to step `stop` (the whole loop, or a
+    checkpointed loop's segment), with recording: ``(state, sinks, step reached, whether cond
+    still holds)``."""
     assert plan.cond is not None
     _check_step(plan, state)
     if plan.record_initial:

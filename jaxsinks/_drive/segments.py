@@ -22,9 +22,6 @@ from . import ending, programs
 from .checkpoint import Keeper, next_boundary
 from .plan import Plan
 
-#: The most steps a `while_loop` segment may end at (int32).
-_LAST_STEP = 2**31 - 1
-
 
 def scan(
     keeper: Keeper,
@@ -64,7 +61,7 @@ def while_loop(
     """The launcher of a checkpointed `while_loop` from step `start` (at most `limit` steps after
     `step0` when `plan.bounded`); it updates `sinks` in place to the newest sink values."""
     step0, t0, dt = arrays
-    end = keeper.step0 + int(limit) if plan.bounded else _LAST_STEP
+    end = keeper.step0 + int(limit) if plan.bounded else programs.LAST_STEP
 
     def segment(bar: np.int32, n: int, state: Any, current: list[Sink]) -> tuple[Any, ...]:
         stop = next_boundary(keeper.settings, keeper.step0, n, end)
