@@ -41,7 +41,7 @@ def forward_variants(n: int, d: int):
             x = step_fn(x, p)
             return (x, js.record(sink, step=step, frame={"x": x})), None
 
-        sink = js.DeviceBuffer.create({"x": x0}, n)
+        sink = js.DeviceBuffer.create({"x": x0}, capacity=n)
         return jax.lax.scan(body, (x0, sink), jnp.arange(n))[0]
 
     def write(p):
@@ -50,7 +50,7 @@ def forward_variants(n: int, d: int):
             x = step_fn(x, p)
             return (x, sink.write({"x": x}, step=step)), None
 
-        sink = js.DeviceBuffer.create({"x": x0}, n)
+        sink = js.DeviceBuffer.create({"x": x0}, capacity=n)
         return jax.lax.scan(body, (x0, sink), jnp.arange(n))[0]
 
     p = jnp.float32(1.3)
@@ -73,7 +73,7 @@ def reverse_variants(n: int, d: int):
             x = step_fn(x, p)
             return (x, js.record(sink, step=step, frame={"x": x})), None
 
-        sink = js.DeviceBuffer.create({"x": x0}, n)
+        sink = js.DeviceBuffer.create({"x": x0}, capacity=n)
         sink = jax.lax.scan(body, (x0, sink), jnp.arange(n))[0][1]
         return jnp.mean(sink.frames["x"] ** 2)
 

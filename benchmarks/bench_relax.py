@@ -84,7 +84,7 @@ def main() -> None:
         log = js.CsvSink.create(
             os.path.join(path, "log.csv"),
             {"energy": state0.energy, "fmax": state0.energy},
-            chunk=100,
+            block=100,
         )
         return path, (traj, log)
 

@@ -32,8 +32,8 @@ def simulate(damping, steps, every):
     replicas = damping.shape[0]
     state = (jnp.ones(replicas), jnp.zeros(replicas))
     example = {"x": state[0], "energy": energy(state)}
-    trajectory = js.DeviceBuffer.create(example, steps // every + 1, every=every)
-    quiet = js.DeviceBuffer.create(example, replicas, per_system=True, overflow="drop")
+    trajectory = js.DeviceBuffer.create(example, capacity=steps // every + 1, every=every)
+    quiet = js.DeviceBuffer.create(example, capacity=replicas, per_system=True, overflow="drop")
     done = jnp.zeros(replicas, bool)
 
     def body(carry, i):

@@ -74,7 +74,7 @@ def sinks(out: pathlib.Path, mode: str):
     example = initial()
     return (
         js.ZarrSink.create(out / "run.zarr", zarr_frame(example), chunk=16, mode=mode, every=2),
-        js.CsvSink.create(out / "log.csv", csv_frame(example), chunk=32, mode=mode, every=5),
+        js.CsvSink.create(out / "log.csv", csv_frame(example), block=32, mode=mode, every=5),
         js.DeviceBuffer.create(buffer_frame(example), capacity=400, every=7),
     )
 

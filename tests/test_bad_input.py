@@ -696,7 +696,7 @@ def test_a_mask_of_the_wrong_shape_or_dtype_is_a_frame_error(shape, dtype):
     sink = js.DeviceBuffer.create({"a": jnp.zeros((4, 2))}, capacity=8, per_system=True)
     mask = jnp.ones(shape, dtype)
     if shape == (4,) and dtype == np.bool_:
-        assert int(js.record(sink, step=0, frame={"a": jnp.zeros((4, 2))}, mask=mask).count) == 4
+        assert int(js.record(sink, step=0, frame={"a": jnp.zeros((4, 2))}, mask=mask).recorded) == 4
         return
     with pytest.raises(js.FrameError) as info:
         js.record(sink, step=0, frame={"a": jnp.zeros((4, 2))}, mask=mask)

@@ -335,7 +335,7 @@ def csv_log(tmp_path_factory):
     import jax.numpy as jnp
 
     path = tmp_path_factory.mktemp("cli") / "log.csv"
-    sink = js.CsvSink.create(path, {"energy": jnp.float32(0), "fmax": jnp.float32(0)}, chunk=4)
+    sink = js.CsvSink.create(path, {"energy": jnp.float32(0), "fmax": jnp.float32(0)}, block=4)
     for i in range(10):
         frame = {"energy": jnp.float32(-i), "fmax": jnp.float32(10.0**-i)}
         sink = sink.write(frame, step=i, time=0.1 * i)

@@ -36,7 +36,7 @@ def read_csv(path):
 
 def test_logs_every_recorded_step_with_one_column_per_entry(tmp_path):
     path = tmp_path / "log.csv"
-    log = js.CsvSink.create(path, EXAMPLE, every=2, chunk=3)
+    log = js.CsvSink.create(path, EXAMPLE, every=2, block=3)
     js.close(log_steps(log, jnp.arange(11)))  # 6 rows: 2 flushes of 3 rows
     head, rows = read_csv(path)
     assert head == ["step", "time", "energy[0]", "energy[1]", "energy[2]", "fmax", "n"]
@@ -52,7 +52,7 @@ def test_logs_every_recorded_step_with_one_column_per_entry(tmp_path):
 def test_float32_values_round_trip_exactly(tmp_path):
     path = tmp_path / "log.csv"
     values = np.float32([np.pi, 1e-30, 3.4e38, -0.1])
-    log = js.CsvSink.create(path, {"v": jnp.zeros((), jnp.float32)}, chunk=2)
+    log = js.CsvSink.create(path, {"v": jnp.zeros((), jnp.float32)}, block=2)
     for i, v in enumerate(values):
         log = log.write({"v": jnp.float32(v)}, step=i)
     js.close(log)
@@ -65,7 +65,7 @@ def test_every_float_dtype_is_written_as_a_float_that_round_trips(tmp_path, dtyp
     # bfloat16 is not a numpy floating type: it was once written with %d (1.5 as "1")
     path = tmp_path / "log.csv"
     values = np.array([1.5, -0.375, 3.0e-3, 2.5e4], dtype=jnp.dtype(dtype))
-    log = js.CsvSink.create(path, {"v": jnp.zeros((), dtype)}, chunk=2)
+    log = js.CsvSink.create(path, {"v": jnp.zeros((), dtype)}, block=2)
     for i, v in enumerate(values):
         log = log.write({"v": jnp.asarray(v, dtype)}, step=i)
     js.close(log)
@@ -76,7 +76,7 @@ def test_every_float_dtype_is_written_as_a_float_that_round_trips(tmp_path, dtyp
 
 def test_per_system_rows_and_once(tmp_path):
     path = tmp_path / "conv.csv"
-    log = js.CsvSink.create(path, {"e": jnp.zeros(3)}, per_system=True, once=True, chunk=4)
+    log = js.CsvSink.create(path, {"e": jnp.zeros(3)}, per_system=True, once=True, block=4)
     for step, mask in enumerate([[False, True, False], [True, True, False], [True, True, True]]):
         log = log.write({"e": jnp.arange(3.0) + 10 * step}, step=step, mask=jnp.array(mask))
     js.close(log)
@@ -87,12 +87,12 @@ def test_per_system_rows_and_once(tmp_path):
 
 def test_modes_and_append_repair_a_torn_last_line(tmp_path):
     path = tmp_path / "log.csv"
-    js.close(log_steps(js.CsvSink.create(path, EXAMPLE, chunk=4), jnp.arange(5)))
+    js.close(log_steps(js.CsvSink.create(path, EXAMPLE, block=4), jnp.arange(5)))
     with pytest.raises(js.StoreExistsError, match="mode='a' to append"):
         js.CsvSink.create(path, EXAMPLE)
     with open(path, "a") as f:
         f.write("5,2.5,0,5")  # a crash mid-row
-    log = js.CsvSink.create(path, EXAMPLE, mode="a", chunk=4)
+    log = js.CsvSink.create(path, EXAMPLE, mode="a", block=4)
     assert int(log.flushed) == 5
     js.close(log_steps(log, jnp.arange(5, 8)))
     _, rows = read_csv(path)
@@ -108,7 +108,7 @@ def test_modes_and_append_repair_a_torn_last_line(tmp_path):
     [
         (dict(path="s3://bucket/log.csv"), "must be a local path"),
         (dict(overflow="ring", capacity=4), "cannot keep a ring in a file"),
-        (dict(chunk=0), "`chunk` to be a positive int"),
+        (dict(block=0), "`block` to be a positive int"),
         (dict(mode="x"), "`mode` to be one of"),
         (dict(once=True), "once=True without per_system=True"),
         (dict(frame={"z": jnp.zeros((), jnp.complex64)}), "cannot write complex fields"),
@@ -125,7 +125,7 @@ def test_capacity_drop_keeps_the_first_rows(tmp_path):
     path = tmp_path / "log.csv"
     js.close(
         log_steps(
-            js.CsvSink.create(path, EXAMPLE, capacity=4, overflow="drop", chunk=3), jnp.arange(9)
+            js.CsvSink.create(path, EXAMPLE, capacity=4, overflow="drop", block=3), jnp.arange(9)
         )
     )
     assert read_csv(path)[1][:, 0].tolist() == [0, 1, 2, 3]

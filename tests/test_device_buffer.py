@@ -26,7 +26,7 @@ def run_writes(buf, steps, maybe_jit=jax.jit):
 
 
 def test_write_and_read_in_order(maybe_jit):
-    buf = run_writes(js.DeviceBuffer.create(FRAME, 8), range(5), maybe_jit)
+    buf = run_writes(js.DeviceBuffer.create(FRAME, capacity=8), range(5), maybe_jit)
     out = buf.read()
     assert len(buf) == len(out) == 5
     assert out.steps.tolist() == [0, 1, 2, 3, 4]
@@ -38,7 +38,7 @@ def test_write_and_read_in_order(maybe_jit):
 
 
 def test_error_policy_flags_and_read_raises_naming_capacity_and_count():
-    buf = run_writes(js.DeviceBuffer.create(FRAME, 3), range(5))
+    buf = run_writes(js.DeviceBuffer.create(FRAME, capacity=3), range(5))
     assert int(buf.flags) & js.Flag.OVERFLOW and bool(buf.is_full)
     with pytest.raises(js.SinkOverflowError, match="capacity is 3 frames but 5 were recorded"):
         buf.read()
@@ -47,13 +47,13 @@ def test_error_policy_flags_and_read_raises_naming_capacity_and_count():
 
 
 def test_drop_policy_keeps_the_first_frames_and_sets_the_flag():
-    buf = run_writes(js.DeviceBuffer.create(FRAME, 3, overflow="drop"), range(5))
+    buf = run_writes(js.DeviceBuffer.create(FRAME, capacity=3, overflow="drop"), range(5))
     assert buf.read().steps.tolist() == [0, 1, 2]
     assert int(buf.flags) == js.Flag.OVERFLOW and len(buf) == 3
 
 
 def test_ring_policy_keeps_the_newest_frames_oldest_first():
-    buf = run_writes(js.DeviceBuffer.create(FRAME, 3, overflow="ring"), range(7))
+    buf = run_writes(js.DeviceBuffer.create(FRAME, capacity=3, overflow="ring"), range(7))
     out = buf.read()
     assert out.steps.tolist() == [4, 5, 6]
     np.testing.assert_array_equal(out.frames["n"], [4, 5, 6])
@@ -61,9 +61,9 @@ def test_ring_policy_keeps_the_newest_frames_oldest_first():
 
 
 def test_drain_returns_frames_and_an_empty_buffer_zero_clears():
-    buf = run_writes(js.DeviceBuffer.create(FRAME, 4), range(3))
+    buf = run_writes(js.DeviceBuffer.create(FRAME, capacity=4), range(3))
     out, empty = buf.drain()
-    assert out.steps.tolist() == [0, 1, 2] and len(empty) == 0 and int(empty.count) == 0
+    assert out.steps.tolist() == [0, 1, 2] and len(empty) == 0 and int(empty.recorded) == 0
     again = run_writes(empty, [7])
     assert again.read().steps.tolist() == [7]
     assert (
@@ -72,7 +72,7 @@ def test_drain_returns_frames_and_an_empty_buffer_zero_clears():
 
 
 def test_masked_scalar_write_skips_the_frame():
-    buf = js.DeviceBuffer.create(FRAME, 4)
+    buf = js.DeviceBuffer.create(FRAME, capacity=4)
     buf = buf.write(frame_at(1), step=1, mask=jnp.array(False))
     buf = buf.write(frame_at(2), step=2, mask=jnp.array(True))
     assert buf.read().steps.tolist() == [2]
@@ -80,7 +80,7 @@ def test_masked_scalar_write_skips_the_frame():
 
 def test_per_system_rows_are_appended_with_their_system_index(maybe_jit):
     example = {"pos": jnp.zeros((4, 2), jnp.float32), "e": jnp.zeros(4, jnp.float32)}
-    buf = js.DeviceBuffer.create(example, 10, per_system=True)
+    buf = js.DeviceBuffer.create(example, capacity=10, per_system=True)
     write = maybe_jit(lambda b, f, m, s: b.write(f, step=s, time=0.1 * jnp.float32(s), mask=m))
     f = lambda s: {  # noqa: E731
         "pos": jnp.arange(8, dtype=jnp.float32).reshape(4, 2) + 100 * s,
@@ -102,7 +102,7 @@ def test_per_system_rows_are_appended_with_their_system_index(maybe_jit):
 )
 def test_per_system_writes_match_a_reference_model(masks, capacity, overflow):
     example = {"v": jnp.zeros((5, 2), jnp.float32)}
-    buf = js.DeviceBuffer.create(example, capacity, per_system=True, overflow=overflow)
+    buf = js.DeviceBuffer.create(example, capacity=capacity, per_system=True, overflow=overflow)
     step = _per_system_step()
     expected = []
     for s, mask in enumerate(masks):
@@ -112,7 +112,7 @@ def test_per_system_writes_match_a_reference_model(masks, capacity, overflow):
     out = buf.read(check=False)
     assert list(zip(out.steps.tolist(), out.systems.tolist())) == kept
     np.testing.assert_allclose(out.frames["v"][:, 0], [10 * s + i for s, i in kept])
-    assert int(buf.count) == len(expected)
+    assert int(buf.recorded) == len(expected)
     lost = overflow != "ring" and len(expected) > capacity
     assert bool(int(buf.flags) & js.Flag.OVERFLOW) == lost
     if lost and overflow == "error":
@@ -143,7 +143,7 @@ def _per_system_step():
 def test_any_shape_and_dtype_round_trips_exactly(shape, dtype, n):
     rng = np.random.default_rng(0)
     values = (rng.standard_normal((n, *shape)) * 10).astype(dtype)
-    buf = js.DeviceBuffer.create(jax.ShapeDtypeStruct(shape, dtype), n)
+    buf = js.DeviceBuffer.create(jax.ShapeDtypeStruct(shape, dtype), capacity=n)
     for i in range(n):
         buf = buf.write(values[i], step=i)
     out = buf.read()
@@ -152,7 +152,7 @@ def test_any_shape_and_dtype_round_trips_exactly(shape, dtype, n):
 
 
 def test_bad_frames_fail_at_trace_time_naming_the_field():
-    buf = js.DeviceBuffer.create(FRAME, 4)
+    buf = js.DeviceBuffer.create(FRAME, capacity=4)
     with pytest.raises(js.FrameError, match="field 'x' has shape \\(4,\\), expected \\(3,\\)"):
         jax.jit(lambda b: b.write({"x": jnp.zeros(4, jnp.float32), "n": jnp.int32(0)}, step=0))(buf)
     with pytest.raises(js.FrameError, match="field 'x' has dtype int32, expected float32"):
@@ -178,14 +178,14 @@ def test_bad_frames_fail_at_trace_time_naming_the_field():
     ],
 )
 def test_bad_write_arguments_are_named(kwargs, match):
-    buf = js.DeviceBuffer.create(FRAME, 4)
+    buf = js.DeviceBuffer.create(FRAME, capacity=4)
     with pytest.raises(js.FrameError, match=match):
         buf.write(frame_at(0), **kwargs)
     assert len(buf) == 0
 
 
 def test_per_system_mask_of_the_wrong_shape_is_named():
-    buf = js.DeviceBuffer.create({"e": jnp.zeros(4)}, 8, per_system=True)
+    buf = js.DeviceBuffer.create({"e": jnp.zeros(4)}, capacity=8, per_system=True)
     with pytest.raises(
         js.FrameError, match=r"bool array of shape \(4,\) \(one per system\); got bool\[3\]"
     ):
@@ -216,7 +216,7 @@ def test_bad_construction_is_a_value_error_naming_the_argument(kwargs, match):
 
 
 def test_buffer_is_a_pytree_with_static_configuration():
-    buf = js.DeviceBuffer.create(FRAME, 4, every=js.Every(2))
+    buf = js.DeviceBuffer.create(FRAME, capacity=4, every=js.Every(2))
     leaves, treedef = jax.tree.flatten(buf)
     assert all(isinstance(x, jax.Array) for x in leaves)
     assert jax.tree.unflatten(treedef, leaves).schedule == js.Every(2)
@@ -226,14 +226,16 @@ def test_buffer_is_a_pytree_with_static_configuration():
 
 
 def test_in_jit_views_mark_valid_slots():
-    buf = run_writes(js.DeviceBuffer.create(FRAME, 4), range(2))
+    buf = run_writes(js.DeviceBuffer.create(FRAME, capacity=4), range(2))
     assert np.asarray(buf.valid).tolist() == [True, True, False, False]
     assert int(buf.size) == 2 and buf.frames["x"].shape == (4, 3)
     assert np.asarray(buf.steps)[:2].tolist() == [0, 1]
 
 
 def test_once_records_each_system_the_first_time_it_is_selected():
-    buf = js.DeviceBuffer.create({"e": jnp.zeros(3, jnp.float32)}, 6, per_system=True, once=True)
+    buf = js.DeviceBuffer.create(
+        {"e": jnp.zeros(3, jnp.float32)}, capacity=6, per_system=True, once=True
+    )
     masks = [[False, True, False], [True, True, False], [True, True, True], [True, True, True]]
 
     @jax.jit
@@ -254,4 +256,4 @@ def test_once_records_each_system_the_first_time_it_is_selected():
     assert np.asarray(go(buf).seen).tolist() == [True, True, True]
     assert np.asarray(go(buf).zero().seen).tolist() == [False, False, False]
     with pytest.raises(js.ConfigError, match="once=True without per_system=True"):
-        js.DeviceBuffer.create({"e": jnp.zeros(3)}, 6, once=True)
+        js.DeviceBuffer.create({"e": jnp.zeros(3)}, capacity=6, once=True)

@@ -119,13 +119,13 @@ PHRASES = [
     ),
     (
         "docs/guides/storage.md",
-        r"`HostBuffer.create` \| `chunk` \| `None` \| about (\d+) MiB of frames",
+        r"`HostBuffer.create` \| `block` \| `None` \| about (\d+) MiB of frames",
         (host_buffer.TARGET_BLOCK_BYTES // MIB,),
     ),
     (
         "docs/guides/storage.md",
-        r"`CsvSink.create` \| `chunk` \| `(\d+)`",
-        (csv_sink.DEFAULT_CHUNK,),
+        r"`CsvSink.create` \| `block` \| `(\d+)`",
+        (csv_sink.DEFAULT_BLOCK,),
     ),
     (
         "docs/guides/storage.md",

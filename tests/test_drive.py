@@ -60,7 +60,7 @@ def make_sink(kind, tmp_path, name, frame, every):
     if kind == "zarr":
         return js.ZarrSink.create(tmp_path / f"{name}.zarr", frame, every=every, chunk=4)
     if kind == "csv":
-        return js.CsvSink.create(tmp_path / f"{name}.csv", frame, every=every, chunk=4)
+        return js.CsvSink.create(tmp_path / f"{name}.csv", frame, every=every, block=4)
     return js.DeviceBuffer.create(frame, capacity=64, every=every)
 
 
@@ -174,7 +174,7 @@ def test_several_sinks_each_with_its_own_schedule_frame_and_mask(tmp_path):
         ex = example()
         return {
             "traj": js.ZarrSink.create(tmp_path / f"{name}.zarr", ex["traj"], every=5, chunk=4),
-            "log": js.CsvSink.create(tmp_path / f"{name}.csv", ex["log"], chunk=8),
+            "log": js.CsvSink.create(tmp_path / f"{name}.csv", ex["log"], block=8),
             "rows": js.DeviceBuffer.create(ex["rows"], capacity=8, per_system=True, once=True),
         }
 
@@ -295,7 +295,7 @@ def failing_step(at, error):
 )
 def test_an_error_in_the_loop_ends_the_sinks_with_their_committed_frames(error, raised, tmp_path):
     traj = js.ZarrSink.create(tmp_path / "t.zarr", positions(STATE0), chunk=4)
-    log = js.CsvSink.create(tmp_path / "log.csv", scalars(STATE0), chunk=4)
+    log = js.CsvSink.create(tmp_path / "log.csv", scalars(STATE0), block=4)
     bar = js.Progress(STEPS, file=Terminal())
     with pytest.raises(raised) as info:
         js.scan(

@@ -55,28 +55,28 @@ def assert_frames(trajectory, step_list):
 
 
 def test_frames_move_to_host_memory_and_read_back_during_and_after_the_run(make):
-    sink = make(EXAMPLE, capacity=64, chunk=4, every=2)
+    sink = make(EXAMPLE, capacity=64, block=4, every=2)
     assert sink.columns.leaves[0].shape[0] == 4 + 1  # device memory: one block (plus the trash row)
     sink = run_steps(sink, steps(0, 21))  # 11 frames: 2 blocks on the host, 3 staged
-    assert int(sink.flushed) == 8 and int(sink.count) == 3 and len(sink) == 11
+    assert int(sink.flushed) == 8 and int(sink.staged) == 3 and len(sink) == 11
     assert_frames(sink.read(), range(0, 21, 2))
     sink = run_steps(sink, steps(21, 30))
     closed = js.close(sink)
-    assert int(closed.count) == 0 and int(closed.flushed) == 15
+    assert int(closed.staged) == 0 and int(closed.flushed) == 15
     assert_frames(closed.read(), range(0, 30, 2))
     assert_frames(sink.read(), range(0, 30, 2))  # the sink before close reads the same frames
 
 
 @pytest.mark.parametrize(("overflow", "kept"), [("drop", range(10)), ("ring", range(14, 24))])
 def test_overflow_keeps_the_first_or_the_newest_frames(make, overflow, kept):
-    sink = make(EXAMPLE, capacity=10, chunk=4, overflow=overflow)
+    sink = make(EXAMPLE, capacity=10, block=4, overflow=overflow)
     sink = js.close(run_steps(sink, steps(0, 24)))
     assert len(sink) == 10
     assert_frames(sink.read(), kept)
 
 
 def test_overflow_error_raises_naming_capacity_and_count_and_keeps_the_first_frames(make):
-    sink = make(EXAMPLE, capacity=10, chunk=4)
+    sink = make(EXAMPLE, capacity=10, block=4)
     sink = run_steps(sink, steps(0, 13))
     with pytest.raises(js.SinkOverflowError, match="capacity is 10 frames but 13 were recorded"):
         sink.read()
@@ -87,7 +87,7 @@ def test_overflow_error_raises_naming_capacity_and_count_and_keeps_the_first_fra
 
 def test_per_system_masked_rows_keep_their_system_index(make):
     frame = {"x": jnp.zeros((3, 2), jnp.float32)}
-    sink = make(frame, capacity=32, chunk=4, per_system=True, once=True)
+    sink = make(frame, capacity=32, block=4, per_system=True, once=True)
 
     @jax.jit
     def run(sink):
@@ -107,7 +107,7 @@ def test_per_system_masked_rows_keep_their_system_index(make):
 
 
 def test_drain_returns_the_frames_and_an_empty_buffer_that_carries_on(make):
-    sink = make(EXAMPLE, capacity=16, chunk=4)
+    sink = make(EXAMPLE, capacity=16, block=4)
     sink = run_steps(sink, steps(0, 10))
     first, sink = sink.drain()
     assert_frames(first, range(10))
@@ -117,7 +117,7 @@ def test_drain_returns_the_frames_and_an_empty_buffer_that_carries_on(make):
 
 
 def test_a_value_older_than_zero_is_a_clear_error_never_a_hang(make):
-    sink = run_steps(make(EXAMPLE, capacity=16, chunk=4), steps(0, 10))  # 8 frames in host memory
+    sink = run_steps(make(EXAMPLE, capacity=16, block=4), steps(0, 10))  # 8 frames in host memory
     empty = sink.zero()
     message = r"emptied by HostBuffer.zero\(\).*carry on with the buffer zero\(\) returned"
     for use in (sink.read, sink.drain, sink.zero, lambda: js.close(sink)):
@@ -132,7 +132,7 @@ def test_a_value_older_than_zero_is_a_clear_error_never_a_hang(make):
 
 
 def test_zero_of_a_closed_buffer_records_again_on_the_same_memory(make):
-    closed = js.close(run_steps(make(EXAMPLE, capacity=16, chunk=4), steps(0, 6)))
+    closed = js.close(run_steps(make(EXAMPLE, capacity=16, block=4), steps(0, 6)))
     assert_frames(closed.read(), range(6))
     again = closed.zero()
     assert len(again) == 0 and bounded(again.read).steps.tolist() == []
@@ -143,7 +143,7 @@ def test_zero_of_a_closed_buffer_records_again_on_the_same_memory(make):
 
 
 def test_a_read_waiting_for_frames_the_stopped_pipeline_never_stored_raises(make):
-    closed = js.close(run_steps(make(EXAMPLE, capacity=16, chunk=4), steps(0, 6)))
+    closed = js.close(run_steps(make(EXAMPLE, capacity=16, block=4), steps(0, 6)))
     # A value counting frames its pipeline never received (as a flush refused after close did).
     ahead = replace(closed, flushed=closed.flushed + 4)
     with pytest.raises(
@@ -156,7 +156,7 @@ def test_a_read_waiting_for_frames_the_stopped_pipeline_never_stored_raises(make
 
 
 def test_release_while_a_read_waits_ends_the_wait(make):
-    sink = run_steps(make(EXAMPLE, capacity=16, chunk=4), steps(0, 6))
+    sink = run_steps(make(EXAMPLE, capacity=16, block=4), steps(0, 6))
     ahead = replace(sink, flushed=sink.flushed + 4)  # frames that will never come
     memory = sink._memory()
     errors = []
@@ -172,7 +172,7 @@ def test_release_while_a_read_waits_ends_the_wait(make):
 
 
 def test_save_npz_round_trips(make, tmp_path):
-    sink = js.close(run_steps(make(EXAMPLE, capacity=16, chunk=4), steps(0, 9)))
+    sink = js.close(run_steps(make(EXAMPLE, capacity=16, block=4), steps(0, 9)))
     sink.save_npz(tmp_path / "traj.npz")
     with np.load(tmp_path / "traj.npz") as data:
         assert sorted(data.files) == ["e", "step", "time", "x"]
@@ -183,7 +183,7 @@ def test_save_npz_round_trips(make, tmp_path):
 
 
 def test_to_zarr_writes_a_run_that_open_reads(make):
-    sink = js.close(run_steps(make(EXAMPLE, capacity=32, chunk=4, every=3), steps(0, 40)))
+    sink = js.close(run_steps(make(EXAMPLE, capacity=32, block=4, every=3), steps(0, 40)))
     store = memory_store()
     assert sink.to_zarr(store, chunk=5, attrs={"source": "host"}) == 14
     run = js.open(store)
@@ -194,7 +194,7 @@ def test_to_zarr_writes_a_run_that_open_reads(make):
 
 
 def test_released_memory_is_a_clear_error(make):
-    sink = run_steps(make(EXAMPLE, capacity=8, chunk=4), steps(0, 5))
+    sink = run_steps(make(EXAMPLE, capacity=8, block=4), steps(0, 5))
     sink.release()
     with pytest.raises(js.StoreError, match="host memory was released"):
         sink.read()
@@ -204,7 +204,7 @@ def test_released_memory_is_a_clear_error(make):
     ("kwargs", "message"),
     [
         ({"capacity": 0}, r"`capacity` to be a positive int.*got 0"),
-        ({"capacity": 4, "chunk": 8}, r"flush block \(chunk=8\) to fit in `capacity` \(4 frames\)"),
+        ({"capacity": 4, "block": 8}, r"flush block \(block=8\) to fit in `capacity` \(4 frames\)"),
         (
             {"capacity": 8, "overflow": "wrap"},
             r"`overflow` to be one of \['error', 'drop', 'ring'\]; got 'wrap'",
@@ -217,7 +217,7 @@ def test_bad_arguments_name_the_argument(kwargs, message):
 
 
 def test_vmap_is_a_clear_error(make):
-    sink = make(EXAMPLE, capacity=8, chunk=4)
+    sink = make(EXAMPLE, capacity=8, block=4)
     frames = {"x": jnp.ones((2, 3), jnp.float32), "e": jnp.ones(2, jnp.float32)}
     with pytest.raises(js.TransformError, match="cannot be written under jax.vmap"):
-        jax.vmap(lambda f: js.record(sink, step=0, time=0.0, frame=f).count)(frames)
+        jax.vmap(lambda f: js.record(sink, step=0, time=0.0, frame=f).staged)(frames)

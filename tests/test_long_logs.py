@@ -82,7 +82,7 @@ def table_rows(df):
 def test_csv_per_system_rows_are_the_hand_computed_table(tmp_path):
     path = tmp_path / "log.csv"
     example = per_system_frame(jnp.int32(0))
-    log = js.CsvSink.create(path, example, per_system=True, table="long", chunk=4)
+    log = js.CsvSink.create(path, example, per_system=True, table="long", block=4)
     js.close(record_per_system(log))
     want = expected_per_system_rows()
     assert csv_rows(path) == want
@@ -146,7 +146,7 @@ def test_whole_frame_scalars_are_rows_of_system_minus_one(tmp_path, sink):
     example = whole_frame(jnp.int32(0))
     if sink == "csv":
         path = tmp_path / "log.csv"
-        log = js.CsvSink.create(path, example, every=2, table="long", chunk=2)
+        log = js.CsvSink.create(path, example, every=2, table="long", block=2)
     else:
         path = tmp_path / "log.zarr"
         log = js.ZarrSink.create(path, example, every=2, table="long", chunk=2)
@@ -295,7 +295,7 @@ def test_jaxsinks_plot_draws_a_long_csv_log_per_system(tmp_path, capsys):
         time = 0.5 * i.astype(jnp.float32)
         return js.record(log, step=i, time=time, frame=frame, mask=per_system_mask(i)), None
 
-    log = js.CsvSink.create(path, example, per_system=True, table="long", chunk=4)
+    log = js.CsvSink.create(path, example, per_system=True, table="long", block=4)
     log, _ = jax.lax.scan(body, log, jnp.arange(STEPS, dtype=jnp.int32))
     js.close(log)
     out = tmp_path / "log.png"

@@ -17,7 +17,7 @@ def test_the_bar_moves_at_flush_boundaries_only(tmp_path):
     progress = js.Progress(total=20, file=out)
     assert progress.enabled
     log = js.CsvSink.create(
-        tmp_path / "log.csv", {"e": jnp.zeros((), jnp.float32)}, chunk=8, progress=progress
+        tmp_path / "log.csv", {"e": jnp.zeros((), jnp.float32)}, block=8, progress=progress
     )
 
     @jax.jit

@@ -20,9 +20,9 @@ def scan_record(sinks, n, frame_fn, *, dt=0.25, mask_fn=None):
 
 def test_each_sink_follows_its_own_schedule():
     sinks = {
-        "every3": js.DeviceBuffer.create(FRAME, 10, every=3),
-        "times": js.DeviceBuffer.create(FRAME, 10, every=js.Times([0.6, 1.0, 1.1, 3.0])),
-        "interval": js.DeviceBuffer.create(FRAME, 10, every=js.Interval(1.0, start=0.5)),
+        "every3": js.DeviceBuffer.create(FRAME, capacity=10, every=3),
+        "times": js.DeviceBuffer.create(FRAME, capacity=10, every=js.Times([0.6, 1.0, 1.1, 3.0])),
+        "interval": js.DeviceBuffer.create(FRAME, capacity=10, every=js.Interval(1.0, start=0.5)),
     }
     out = scan_record(sinks, 10, lambda s: {"x": jnp.stack([s, -s]).astype(jnp.float32)})
     assert out["every3"].read().steps.tolist() == [0, 3, 6, 9]
@@ -43,7 +43,10 @@ def test_a_frame_function_is_only_evaluated_on_steps_where_some_sink_records():
 
         return lambda: {"x": io_callback(host, jax.ShapeDtypeStruct((2,), jnp.float32), step)}
 
-    sinks = (js.DeviceBuffer.create(FRAME, 10, every=4), js.DeviceBuffer.create(FRAME, 10, every=6))
+    sinks = (
+        js.DeviceBuffer.create(FRAME, capacity=10, every=4),
+        js.DeviceBuffer.create(FRAME, capacity=10, every=6),
+    )
     out = scan_record(sinks, 13, expensive)
     assert sorted(calls) == [0, 4, 6, 8, 12]
     assert out[0].read().steps.tolist() == [0, 4, 8, 12] and out[1].read().steps.tolist() == [
@@ -63,7 +66,7 @@ def test_a_frame_function_is_skipped_when_the_mask_selects_nothing():
 
         return lambda: {"e": io_callback(host, jax.ShapeDtypeStruct((3,), jnp.float32), step)}
 
-    buf = js.DeviceBuffer.create({"e": jnp.zeros(3, jnp.float32)}, 10, per_system=True)
+    buf = js.DeviceBuffer.create({"e": jnp.zeros(3, jnp.float32)}, capacity=10, per_system=True)
     out = scan_record(buf, 6, frame_fn, mask_fn=lambda s: jnp.stack([s == 2, s == 2, s == 4]))
     assert sorted(calls) == [2, 4]
     assert list(zip(out.read().steps.tolist(), out.read().systems.tolist())) == [
@@ -76,8 +79,8 @@ def test_a_frame_function_is_skipped_when_the_mask_selects_nothing():
 def test_whole_frame_and_per_system_sinks_record_together():
     example = {"e": jnp.zeros(3, jnp.float32)}
     sinks = {
-        "traj": js.DeviceBuffer.create(example, 10, every=2),
-        "converged": js.DeviceBuffer.create(example, 10, per_system=True),
+        "traj": js.DeviceBuffer.create(example, capacity=10, every=2),
+        "converged": js.DeviceBuffer.create(example, capacity=10, per_system=True),
     }
     out = scan_record(
         sinks,
@@ -92,7 +95,7 @@ def test_whole_frame_and_per_system_sinks_record_together():
 
 
 def test_per_system_times_are_stored_per_row():
-    buf = js.DeviceBuffer.create({"e": jnp.zeros(2, jnp.float32)}, 4, per_system=True)
+    buf = js.DeviceBuffer.create({"e": jnp.zeros(2, jnp.float32)}, capacity=4, per_system=True)
     out = js.record(
         buf, step=3, time=jnp.array([1.5, 2.5], jnp.float32), frame={"e": jnp.ones(2, jnp.float32)}
     )
@@ -100,12 +103,12 @@ def test_per_system_times_are_stored_per_row():
 
 
 def test_record_validates_its_arguments():
-    buf = js.DeviceBuffer.create(FRAME, 4)
+    buf = js.DeviceBuffer.create(FRAME, capacity=4)
     with pytest.raises(js.ConfigError, match="none of the sinks given is per-system"):
         js.record(buf, step=0, frame={"x": jnp.zeros(2)}, mask=jnp.ones(2, bool))
     with pytest.raises(js.ConfigError, match="needs the simulation time"):
         js.record(
-            js.DeviceBuffer.create(FRAME, 4, every=js.Interval(1.0)),
+            js.DeviceBuffer.create(FRAME, capacity=4, every=js.Interval(1.0)),
             step=0,
             frame={"x": jnp.zeros(2)},
         )
@@ -119,7 +122,7 @@ def test_record_validates_its_arguments():
 
 def test_the_guarding_predicate_stays_unbatched_under_vmap():
     """Recording a vmapped step keeps a real `cond` (the frame is computed only when needed)."""
-    buf = js.DeviceBuffer.create({"x": jnp.zeros(2)}, 8, every=4)
+    buf = js.DeviceBuffer.create({"x": jnp.zeros(2)}, capacity=8, every=4)
 
     def one(buf, x, step):
         return js.record(buf, step=step, frame=lambda: {"x": jnp.sin(x)})

@@ -169,7 +169,7 @@ def test_per_system_runs_keep_their_system_column_beside_the_field(tmp_path):
 
 def test_csv_header_tells_the_fields_from_the_columns(tmp_path):
     path = tmp_path / "log.csv"
-    sink = js.CsvSink.create(path, flat_frame(jnp.int32(0)), chunk=4)
+    sink = js.CsvSink.create(path, flat_frame(jnp.int32(0)), block=4)
     js.close(record_steps(sink, flat_frame))
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
@@ -196,8 +196,8 @@ def test_host_and_device_buffers_give_back_the_recorded_pytree(tmp_path, kind):
     frame_at = FRAMES[kind]
     example = frame_at(jnp.int32(0))
     want = expected(frame_at)
-    host = record_steps(js.HostBuffer.create(example, capacity=16, chunk=4), frame_at)
-    device = record_steps(js.DeviceBuffer.create(example, 16), frame_at)
+    host = record_steps(js.HostBuffer.create(example, capacity=16, block=4), frame_at)
+    device = record_steps(js.DeviceBuffer.create(example, capacity=16), frame_at)
     for trajectory in (host.read(), device.read()):
         assert_tree_equal(trajectory.frames, want)
         np.testing.assert_allclose(trajectory.times, 0.25 * np.arange(STEPS))

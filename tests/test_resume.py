@@ -163,7 +163,7 @@ def test_a_csv_log_is_cut_back_to_the_checkpoint_and_logged_again(
         return {"x0": s[0][0], "x1": s[0][1]}
 
     def run(root, mode, **options):
-        log = js.CsvSink.create(root / "log.csv", frame(STATE0), chunk=4, mode=mode, table=table)
+        log = js.CsvSink.create(root / "log.csv", frame(STATE0), block=4, mode=mode, table=table)
         return js.scan(fragile, STATE0, log, steps=50, frame=frame, **options)
 
     (tmp_path / "a").mkdir()

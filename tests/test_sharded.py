@@ -35,7 +35,7 @@ def test_sharded_run_equals_the_single_device_run_byte_for_byte(tmp_path, monkey
 
     monkeypatch.setattr(_writer.HostWriter, "submit", counting)
     sink = js.ZarrSink.create(tmp_path / "sharded", example(), chunk=4, mesh=mesh, axis="r")
-    assert sink.count.shape == (4,) and sink.partition_spec == PartitionSpec("r")
+    assert sink.staged.shape == (4,) and sink.partition_spec == PartitionSpec("r")
     x, sink = sharded_runner(mesh, sink)(sink, initial(mesh), STEPS)
     np.testing.assert_array_equal(
         np.asarray(sink.flushed), [8, 8, 8, 8]

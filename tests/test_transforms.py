@@ -36,7 +36,11 @@ def recorded_trajectory(p, sink, every=3, n=N):
         sink = js.record(sink, step=step, frame=lambda: {"x": x, "e": energy(x, p)})
         return (x, sink), None
 
-    sink = sink if sink is not None else js.DeviceBuffer.create({"x": X0, "e": E0}, n, every=every)
+    sink = (
+        sink
+        if sink is not None
+        else js.DeviceBuffer.create({"x": X0, "e": E0}, capacity=n, every=every)
+    )
     (_, sink), _ = jax.lax.scan(body, (X0, sink), jnp.arange(n))
     return sink
 
@@ -102,7 +106,7 @@ def test_gradients_with_respect_to_the_initial_state_flow_through_the_buffer():
             x = step_fn(x, P)
             return (x, sink.write({"x": x}, step=step)), x
 
-        sink = js.DeviceBuffer.create({"x": X0}, N)
+        sink = js.DeviceBuffer.create({"x": X0}, capacity=N)
         (_, sink), ys = jax.lax.scan(body, (x0, sink), jnp.arange(N))
         xs = sink.frames["x"] if use_buffer else ys
         return jnp.sum(jnp.sin(xs) * jnp.arange(N, dtype=F)[:, None])
@@ -113,7 +117,9 @@ def test_gradients_with_respect_to_the_initial_state_flow_through_the_buffer():
 @pytest.mark.parametrize("capacity", [4, 7])
 def test_ring_reverse_mode_gives_the_gradient_of_the_newest_frames(capacity):
     def loss_ring(p):
-        sink = js.DeviceBuffer.create({"x": X0, "e": E0}, capacity, overflow="ring", every=2)
+        sink = js.DeviceBuffer.create(
+            {"x": X0, "e": E0}, capacity=capacity, overflow="ring", every=2
+        )
         sink = recorded_trajectory(p, sink)
         return jnp.sum(sink.frames["e"] * jnp.arange(1, capacity + 1, dtype=F))
 
@@ -129,7 +135,7 @@ def test_ring_reverse_mode_gives_the_gradient_of_the_newest_frames(capacity):
 
 def test_frames_dropped_past_capacity_get_no_gradient():
     def loss(p):
-        sink = js.DeviceBuffer.create({"x": X0, "e": E0}, 3, overflow="drop", every=1)
+        sink = js.DeviceBuffer.create({"x": X0, "e": E0}, capacity=3, overflow="drop", every=1)
         return jnp.sum(recorded_trajectory(p, sink).frames["e"])
 
     ref = lambda p: jnp.sum(stacked_trajectory(p)["e"][:3])  # noqa: E731
@@ -139,7 +145,7 @@ def test_frames_dropped_past_capacity_get_no_gradient():
 def test_per_system_masked_writes_are_differentiable():
     def loss(p, use_buffer):
         xs = jnp.linspace(0.2, 1.0, 5, dtype=F)
-        buf = js.DeviceBuffer.create({"e": jnp.zeros(5, F)}, 16, per_system=True)
+        buf = js.DeviceBuffer.create({"e": jnp.zeros(5, F)}, capacity=16, per_system=True)
 
         def body(carry, step):
             x, buf = carry
@@ -164,7 +170,7 @@ def test_fori_loop_records_like_scan():
             x = step_fn(x, p)
             return x, js.record(sink, step=i, frame={"x": x, "e": energy(x, p)})
 
-        sink = js.DeviceBuffer.create({"x": X0, "e": E0}, N, every=3)
+        sink = js.DeviceBuffer.create({"x": X0, "e": E0}, capacity=N, every=3)
         return jax.lax.fori_loop(0, N, body, (X0, sink))[1]
 
     np.testing.assert_allclose(
@@ -177,7 +183,7 @@ def test_fori_loop_records_like_scan():
 
 def test_while_loop_with_an_early_stop_keeps_every_frame_recorded():
     def run(tol):
-        sink = js.DeviceBuffer.create({"x": X0, "e": E0}, 100, every=2)
+        sink = js.DeviceBuffer.create({"x": X0, "e": E0}, capacity=100, every=2)
 
         def cond(c):
             step, x, _ = c
@@ -199,7 +205,7 @@ def test_while_loop_with_an_early_stop_keeps_every_frame_recorded():
     f = lambda p: jax.lax.while_loop(  # noqa: E731
         lambda c: c[0] < 10,
         lambda c: (c[0] + 1, step_fn(c[1], p), c[2].write({"x": c[1]}, step=c[0])),
-        (0, X0, js.DeviceBuffer.create({"x": X0}, 10)),
+        (0, X0, js.DeviceBuffer.create({"x": X0}, capacity=10)),
     )[2].frames["x"]
     np.testing.assert_allclose(
         jax.jvp(f, (P,), (1.0,))[1][1:],
@@ -219,7 +225,7 @@ def test_ensemble_recommended_way_vmaps_the_step_and_records_the_batch():
             x = batched_step(x, ps)
             return (x, js.record(sink, step=step, frame={"x": x})), None
 
-        sink = js.DeviceBuffer.create({"x": jnp.zeros((3, D), F)}, N, every=5)
+        sink = js.DeviceBuffer.create({"x": jnp.zeros((3, D), F)}, capacity=N, every=5)
         x0 = jnp.broadcast_to(X0, (3, D))
         return jax.lax.scan(body, (x0, sink), jnp.arange(N))[0][1]
 
@@ -260,7 +266,7 @@ def test_recording_n_steps_compiles_once_and_continues_across_calls():
 
         return jax.lax.scan(body, (x, sink), start + jnp.arange(10, dtype=jnp.int32))[0]
 
-    sink = js.DeviceBuffer.create({"x": X0}, 40, every=2)
+    sink = js.DeviceBuffer.create({"x": X0}, capacity=40, every=2)
     x = X0
     for chunk in range(4):
         x, sink = run(x, sink, jnp.int32(10 * chunk))

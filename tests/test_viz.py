@@ -224,13 +224,13 @@ def write_timeless_run(path):
 def write_csv_log(path, per_system=False):
     """A CsvSink log of 8 rows: e = 2 step, v = (step, -step), time = step / 4."""
     if per_system:
-        sink = js.CsvSink.create(path, {"e": jnp.zeros(2)}, chunk=4, per_system=True)
+        sink = js.CsvSink.create(path, {"e": jnp.zeros(2)}, block=4, per_system=True)
         for i in range(4):
             mask = jnp.asarray([True, i % 2 == 1])
             frame = {"e": jnp.asarray([i, 10 + i], jnp.float32)}
             sink = js.record(sink, step=i, time=jnp.float32(i), frame=frame, mask=mask)
     else:
-        sink = js.CsvSink.create(path, {"e": jnp.float32(0), "v": jnp.zeros(2)}, chunk=4)
+        sink = js.CsvSink.create(path, {"e": jnp.float32(0), "v": jnp.zeros(2)}, block=4)
         for i in range(8):
             frame = {"e": jnp.float32(2 * i), "v": jnp.asarray([i, -i], jnp.float32)}
             sink = sink.write(frame, step=i, time=i / 4)

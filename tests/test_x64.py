@@ -48,13 +48,13 @@ def make(kind, tmp_path, **kwargs):
         )
     if kind == "CsvSink":
         return js.CsvSink.create(
-            tmp_path / "log.csv", EXAMPLE, chunk=CHUNK, time_dtype=jnp.float64, **kwargs
+            tmp_path / "log.csv", EXAMPLE, block=CHUNK, time_dtype=jnp.float64, **kwargs
         )
     if kind == "HostBuffer":
         return js.HostBuffer.create(
-            EXAMPLE, capacity=16, chunk=CHUNK, time_dtype=jnp.float64, **kwargs
+            EXAMPLE, capacity=16, block=CHUNK, time_dtype=jnp.float64, **kwargs
         )
-    return js.DeviceBuffer.create(EXAMPLE, 16, time_dtype=jnp.float64, **kwargs)
+    return js.DeviceBuffer.create(EXAMPLE, capacity=16, time_dtype=jnp.float64, **kwargs)
 
 
 def record_all(sink, how, wrap):
@@ -140,14 +140,14 @@ def test_per_system_float64_rows_keep_their_own_times(kind, tmp_path):
         )
     elif kind == "CsvSink":
         sink = js.CsvSink.create(
-            tmp_path / "log.csv", example, chunk=4, per_system=True, time_dtype=jnp.float64
+            tmp_path / "log.csv", example, block=4, per_system=True, time_dtype=jnp.float64
         )
     elif kind == "HostBuffer":
         sink = js.HostBuffer.create(
-            example, capacity=8, chunk=4, per_system=True, time_dtype=jnp.float64
+            example, capacity=8, block=4, per_system=True, time_dtype=jnp.float64
         )
     else:
-        sink = js.DeviceBuffer.create(example, 8, per_system=True, time_dtype=jnp.float64)
+        sink = js.DeviceBuffer.create(example, capacity=8, per_system=True, time_dtype=jnp.float64)
     t = 1e9 + np.array([1, 2, 3]) / 3.0
     e = np.array([1, 2, 3]) / 7.0
     mask = jnp.array([True, False, True])

@@ -28,7 +28,7 @@ def test_records_every_frame_through_flushes_and_the_tail(tmp_path, where):
     store = str(tmp_path / "run.zarr") if where == "file" else memory_store()
     sink = js.ZarrSink.create(store, EXAMPLE, chunk=4, every=3)
     sink = run_steps(sink, steps(0, 40))  # 14 frames: 3 flushes of 4, 2 staged
-    assert int(sink.flushed) == 12 and int(sink.count) == 2
+    assert int(sink.flushed) == 12 and int(sink.staged) == 2
     sink = js.close(sink)
     run = js.open(store)
     assert len(run) == 14 and run.status == "closed" and run.committed == 14

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from .columns import Columns
 from .errors import ConfigError, SinkOverflowError, TransformError
 from .frame import FrameSpec
+from .pytree import pytree_dataclass, static
 from .schedule import Schedule, as_schedule
 from .types import MODES, OVERFLOW_POLICIES, Mode, Overflow, PyTree
 
@@ -62,6 +63,7 @@ class RecordOptions:
         )
 
 
+@pytree_dataclass
 class Sink(abc.ABC):
     """Base class of sinks: frozen dataclass pytrees whose arrays are leaves and whose
     configuration is the static `options`.
@@ -69,10 +71,16 @@ class Sink(abc.ABC):
     A sink records either whole frames, or, when *per-system*, the rows of a frame whose leaves
     share a leading system axis (``batch_size`` rows per frame, selected by a mask).
 
-    Fields every sink has (declared by the concrete classes, which are dataclasses):
-        columns: the rows (frames plus step, time and system columns).
-        count: rows in `columns` (a DeviceBuffer: every frame recorded, including any past its
-            capacity; a streaming sink: frames staged in the block not yet flushed).
+    The fields below are every sink's recorder state, declared once here; a concrete sink is
+    ``@final`` and adds only its own fields (a streaming sink: ``staged``, ``flushed``,
+    ``writer``).
+
+    Attributes:
+        columns: the rows (frames plus step, time and system columns): all of a `DeviceBuffer`'s
+            frames, or a streaming sink's staging block.
+        recorded: frames (per-system: rows) recorded so far in total, including any that did not
+            fit `capacity` (for a streaming sink that continues a run: counted from the frames
+            the run had).
         flags: status bits (`jaxsinks.Flag`).
         seen: for per-system sinks with ``once=True``, which systems were recorded already.
         schedule_state: the state of the schedule.
@@ -80,11 +88,11 @@ class Sink(abc.ABC):
     """
 
     columns: Columns
-    count: jax.Array
+    recorded: jax.Array
     flags: jax.Array
     seen: jax.Array | None
     schedule_state: PyTree
-    options: RecordOptions
+    options: RecordOptions = static()
 
     @property
     def spec(self) -> FrameSpec:
@@ -125,6 +133,17 @@ class Sink(abc.ABC):
         """The spec of the frames `write` and `record` take (with the system axis if any)."""
         return self.spec if self.batch_size is None else self.spec.batched(self.batch_size)
 
+    def __repr__(self) -> str:
+        fields = ", ".join(str(f) for f in self.spec.fields)
+        kind = f", per_system={self.batch_size}" if self.per_system else ""
+        return (
+            f"{type(self).__name__}({self._repr_size()}, overflow={self.overflow!r}, "
+            f"schedule={self.schedule}{kind}, fields=[{fields}])"
+        )
+
+    def _repr_size(self) -> str:
+        return f"capacity={self.capacity}"
+
     @abc.abstractmethod
     def _append(
         self, frame: PyTree, *, step: Any, time: Any, mask: Any, enabled: jax.Array
@@ -157,6 +176,27 @@ class Sink(abc.ABC):
     def _leave(self) -> Self:
         """The inverse of `_enter`."""
         return self
+
+
+def empty_state(
+    options: RecordOptions, rows: int, *, write_once: bool, recorded: Any = 0
+) -> dict[str, Any]:
+    """The fields `Sink` declares, for an empty sink of `options` with `rows` rows (plus the trash
+    slot), its `recorded` counter starting at `recorded` (a streaming sink continuing a run)."""
+    return {
+        "columns": Columns.allocate(
+            options.spec,
+            rows,
+            time_dtype=options.time_dtype,
+            per_system=options.batch_size is not None,
+            write_once=write_once,
+        ),
+        "recorded": jnp.asarray(recorded, jnp.int32),
+        "flags": jnp.zeros((), jnp.int32),
+        "seen": jnp.zeros((options.batch_size,), bool) if options.once else None,
+        "schedule_state": options.schedule.init(),
+        "options": options,
+    }
 
 
 def first_time(wanted: jax.Array, seen: jax.Array) -> tuple[jax.Array, jax.Array]:

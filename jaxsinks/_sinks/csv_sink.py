@@ -22,6 +22,7 @@ from typing import Any, final
 import jax.numpy as jnp
 import numpy as np
 
+from .._core.deprecation import deprecated_arguments
 from .._core.errors import ConfigError, SchemaMismatchError, StoreError, StoreExistsError
 from .._core.pytree import pytree_dataclass
 from .._core.schedule import Schedule
@@ -33,7 +34,8 @@ from .._io.long_table import LONG_COLUMNS, LongTable, check_table, long_table, v
 from .._io.progress import Progress
 from .stream import StreamSink, check_progress, row_layout
 
-DEFAULT_CHUNK = 256
+#: Default rows per flush (the staging block).
+DEFAULT_BLOCK = 256
 
 
 @final
@@ -42,13 +44,14 @@ class CsvSink(StreamSink):
     """Logs frames of scalars to a CSV file from inside compiled loops (see `CsvSink.create`)."""
 
     @classmethod
+    @deprecated_arguments("CsvSink.create", renamed={"chunk": "block"})
     def create(
         cls,
         path: str | os.PathLike,
         frame: Any,
         *,
         every: int | Schedule | None = None,
-        chunk: int = DEFAULT_CHUNK,
+        block: int = DEFAULT_BLOCK,
         per_system: bool = False,
         once: bool = False,
         table: Table = "wide",
@@ -65,7 +68,8 @@ class CsvSink(StreamSink):
             path: a local file path.
             frame: an example frame: scalars or small arrays (each entry becomes a column).
             every: the schedule `jaxsinks.record` follows (default: every step).
-            chunk: rows per flush (the device staging block).
+            block: rows per flush, the size of the device staging block (`sink.block`).
+                Formerly `chunk` (still accepted, with a DeprecationWarning).
             per_system: one row per selected system, with a ``system`` column.
             once: with `per_system`, log each system at most once.
             table: ``"wide"``: one line per frame (or system row), one column per field entry
@@ -101,7 +105,7 @@ class CsvSink(StreamSink):
             once=once,
             time_dtype=time_dtype,
         )
-        chunk = check_capacity(owner, "chunk", chunk)
+        block = check_capacity(owner, "block", block)
         rows = None
         if check_table(owner, table) == "long":
             rows = long_table(owner, options.spec, options.batch_size is not None)
@@ -112,7 +116,7 @@ class CsvSink(StreamSink):
             raise ConfigError(
                 f"`{owner}` cannot write complex fields {complex_fields} as CSV columns."
             )
-        layout = row_layout(options, chunk)
+        layout = row_layout(options, block)
         writer = CsvWriter(
             pathlib.Path(path),
             layout,

@@ -8,14 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._core.columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
+from .._core.columns import as_mask, as_step, as_time, row_destinations, single_destination
+from .._core.deprecation import deprecated_arguments, renamed_property
 from .._core.flags import Flag
-from .._core.pytree import pytree_dataclass, replace, static
+from .._core.pytree import pytree_dataclass, replace
 from .._core.schedule import Schedule
 from .._core.sink import (
     RecordOptions,
     Sink,
     check_capacity,
+    empty_state,
     first_time,
     host_int,
     overflow_error,
@@ -34,29 +36,25 @@ class DeviceBuffer(Sink):
     one in-place slot update, and reverse-mode gradients through the recorded frames cost the same
     as through stacked scan outputs (see docs/design.md).
 
+    Its state is the recorder state every sink has (see `Sink`): ``columns`` holds the
+    preallocated frame rows, ``recorded`` counts every frame (row) recorded so far, including any
+    that did not fit, ``flags`` holds status bits such as OVERFLOW. The buffer adds no fields of
+    its own.
+
     Attributes:
-        columns: the preallocated frame rows and their step, time and system columns.
-        count: how many frames (rows) were recorded so far, including any that did not fit.
-        flags: status bits (`jaxsinks.Flag`), e.g. OVERFLOW.
-        seen: for per-system buffers with ``once=True``, which systems were recorded already.
-        schedule_state: the state of `schedule`.
         capacity: how many frames the buffer holds.
         overflow: what happens past capacity: ``"error"``, ``"drop"`` or ``"ring"``.
     """
 
-    columns: Columns
-    count: jax.Array
-    flags: jax.Array
-    seen: jax.Array | None
-    schedule_state: PyTree
-    options: RecordOptions = static()
+    count = renamed_property("recorded", old="count", meaning="every frame recorded")
 
     @classmethod
+    @deprecated_arguments("DeviceBuffer.create", positional=("capacity",))
     def create(
         cls,
         frame: PyTree,
-        capacity: int,
         *,
+        capacity: int,
         overflow: Overflow = "error",
         every: int | Schedule | None = None,
         per_system: bool = False,
@@ -93,21 +91,7 @@ class DeviceBuffer(Sink):
             once=once,
             time_dtype=time_dtype,
         )
-        columns = Columns.allocate(
-            options.spec,
-            capacity,
-            time_dtype=options.time_dtype,
-            per_system=per_system,
-            write_once=options.overflow != "ring",
-        )
-        return cls(
-            columns=columns,
-            count=jnp.zeros((), jnp.int32),
-            flags=jnp.zeros((), jnp.int32),
-            seen=jnp.zeros((options.batch_size,), bool) if options.once else None,
-            schedule_state=options.schedule.init(),
-            options=options,
-        )
+        return cls(**empty_state(options, capacity, write_once=options.overflow != "ring"))
 
     # ---------------------------------------------------------------- device side (pure, jittable)
 
@@ -118,19 +102,23 @@ class DeviceBuffer(Sink):
         seen = self.seen
         if self.batch_size is None:
             enabled = as_mask(mask, ()) & enabled
-            slot, count, dropped = single_destination(self.count, enabled, self.capacity, ring=ring)
+            slot, recorded, dropped = single_destination(
+                self.recorded, enabled, self.capacity, ring=ring
+            )
             columns = self.columns.put(slot, leaves, as_step(step), as_time(time, dtype))
         else:
             shape = (self.batch_size,)
             selected = as_mask(mask, shape) & enabled
             if self.once:
                 selected, seen = first_time(selected, seen)
-            dest, count, dropped = row_destinations(self.count, selected, self.capacity, ring=ring)
+            dest, recorded, dropped = row_destinations(
+                self.recorded, selected, self.capacity, ring=ring
+            )
             columns = self.columns.scatter(
                 dest, leaves, as_step(step, shape=shape), as_time(time, dtype, shape=shape)
             )
         flags = self.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
-        return replace(self, columns=columns, count=count, flags=flags, seen=seen)
+        return replace(self, columns=columns, recorded=recorded, flags=flags, seen=seen)
 
     @property
     def capacity(self) -> int:
@@ -140,12 +128,12 @@ class DeviceBuffer(Sink):
     @property
     def size(self) -> jax.Array:
         """How many frames the buffer holds now (at most `capacity`); usable inside jit."""
-        return jnp.minimum(self.count, self.capacity)
+        return jnp.minimum(self.recorded, self.capacity)
 
     @property
     def is_full(self) -> jax.Array:
         """Whether the buffer holds `capacity` frames (a bool array; usable inside jit)."""
-        return self.count >= self.capacity
+        return self.recorded >= self.capacity
 
     @property
     def frames(self) -> PyTree:
@@ -168,17 +156,17 @@ class DeviceBuffer(Sink):
     @property
     def valid(self) -> jax.Array:
         """A bool array over the slots: which ones hold a recorded frame (usable inside jit)."""
-        return jnp.arange(self.capacity, dtype=self.count.dtype) < self.size[..., None]
+        return jnp.arange(self.capacity, dtype=self.recorded.dtype) < self.size[..., None]
 
     def _slots(self, column: jax.Array) -> jax.Array:
         """`column` without the trash slot; the slot axis follows any stack axes."""
-        stack = (slice(None),) * self.count.ndim
+        stack = (slice(None),) * self.recorded.ndim
         return column[(*stack, slice(0, self.capacity))]
 
     # ------------------------------------------------------------------------------- host side
 
     def __len__(self) -> int:
-        return min(host_int(self.count, "DeviceBuffer"), self.capacity)
+        return min(host_int(self.recorded, "DeviceBuffer"), self.capacity)
 
     def read(self, *, check: bool = True) -> Trajectory:
         """The recorded frames as numpy arrays, oldest first.
@@ -187,12 +175,12 @@ class DeviceBuffer(Sink):
             SinkOverflowError: if ``overflow="error"`` and more frames were recorded than fit (the
                 kept frames are still in the buffer: ``read(check=False)`` returns them).
         """
-        count = host_int(self.count, "DeviceBuffer")
+        recorded = host_int(self.recorded, "DeviceBuffer")
         if check:
             self.check()
-        n = min(count, self.capacity)
-        if self.overflow == "ring" and count > self.capacity:
-            order = (count + np.arange(self.capacity)) % self.capacity
+        n = min(recorded, self.capacity)
+        if self.overflow == "ring" and recorded > self.capacity:
+            order = (recorded + np.arange(self.capacity)) % self.capacity
         else:
             order = np.arange(n)
         leaves, steps, times, systems = self.columns.take(order)
@@ -200,10 +188,13 @@ class DeviceBuffer(Sink):
 
     def check(self) -> None:
         """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``."""
-        count = host_int(self.count, "DeviceBuffer")
+        recorded = host_int(self.recorded, "DeviceBuffer")
         if self.overflow == "error" and int(self.flags) & Flag.OVERFLOW:
             raise overflow_error(
-                "DeviceBuffer", self.capacity, count, "are kept (`read(check=False)` returns them)"
+                "DeviceBuffer",
+                self.capacity,
+                recorded,
+                "are kept (`read(check=False)` returns them)",
             )
 
     def close(self) -> DeviceBuffer:
@@ -217,26 +208,5 @@ class DeviceBuffer(Sink):
 
     def zero(self) -> DeviceBuffer:
         """An empty buffer with the same configuration and schedule state."""
-        columns = Columns.allocate(
-            self.spec,
-            self.capacity,
-            time_dtype=self.time_dtype,
-            per_system=self.per_system,
-            write_once=self.columns.write_once,
-        )
-        seen = None if self.seen is None else jnp.zeros_like(self.seen)
-        return replace(
-            self,
-            columns=columns,
-            count=jnp.zeros((), jnp.int32),
-            flags=jnp.zeros((), jnp.int32),
-            seen=seen,
-        )
-
-    def __repr__(self) -> str:
-        fields = ", ".join(str(f) for f in self.spec.fields)
-        kind = f", per_system={self.batch_size}" if self.per_system else ""
-        return (
-            f"DeviceBuffer(capacity={self.capacity}, overflow={self.overflow!r}, "
-            f"schedule={self.schedule}{kind}, fields=[{fields}])"
-        )
+        empty = empty_state(self.options, self.capacity, write_once=self.columns.write_once)
+        return replace(self, **{**empty, "schedule_state": self.schedule_state})

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._core.deprecation import deprecated_arguments
 from .._core.errors import ConfigError, StaleSinkError, StoreError
 from .._core.flags import Flag
 from .._core.pytree import pytree_dataclass, replace
@@ -145,13 +146,14 @@ class HostBuffer(StreamSink):
     """
 
     @classmethod
+    @deprecated_arguments("HostBuffer.create", renamed={"chunk": "block"})
     def create(
         cls,
         frame: Any,
         *,
         capacity: int,
         every: int | Schedule | None = None,
-        chunk: int | None = None,
+        block: int | None = None,
         per_system: bool = False,
         once: bool = False,
         overflow: Overflow = "error",
@@ -164,8 +166,9 @@ class HostBuffer(StreamSink):
             frame: an example frame (arrays or `jax.ShapeDtypeStruct`s).
             capacity: the frames the host memory holds (rows, for per-system buffers).
             every: the schedule `jaxsinks.record` follows (an int n, or a `Schedule`).
-            chunk: frames per flush (the device staging block); by default about 4 MiB of frames,
-                at most `capacity`.
+            block: frames (per-system: rows) per flush, the size of the device staging block
+                (`sink.block`); by default about 4 MiB of frames, at most `capacity`. Formerly
+                `chunk` (still accepted, with a DeprecationWarning).
             per_system: record the rows of a batch selected by a mask (see `DeviceBuffer`).
             once: with `per_system`, record each system at most once.
             overflow: ``"error"`` (default; `read` and `close` raise), ``"drop"`` (keep the first
@@ -186,17 +189,17 @@ class HostBuffer(StreamSink):
             time_dtype=time_dtype,
         )
         batch_size = options.batch_size
-        if chunk is None:
-            chunk = max(1, min(capacity, TARGET_BLOCK_BYTES // max(1, options.spec.nbytes)))
-        chunk = check_capacity(owner, "chunk", chunk)
-        if chunk > capacity or (batch_size is not None and max(chunk, batch_size) > capacity):
+        if block is None:
+            block = max(1, min(capacity, TARGET_BLOCK_BYTES // max(1, options.spec.nbytes)))
+        block = check_capacity(owner, "block", block)
+        if block > capacity or (batch_size is not None and max(block, batch_size) > capacity):
             raise ConfigError(
-                f"`{owner}` needs the flush block (chunk={chunk}"
+                f"`{owner}` needs the flush block (block={block}"
                 + (f", and at least one batch of {batch_size} rows" if batch_size else "")
-                + f") to fit in `capacity` ({capacity} frames). Give a smaller `chunk` or a larger "
+                + f") to fit in `capacity` ({capacity} frames). Give a smaller `block` or a larger "
                 "`capacity`."
             )
-        layout = row_layout(options, chunk)
+        layout = row_layout(options, block)
         memory = HostMemory(layout, capacity=capacity, progress=check_progress(progress))
         return cls._empty(memory, options, layout)
 
@@ -219,7 +222,7 @@ class HostBuffer(StreamSink):
         return memory
 
     def __len__(self) -> int:
-        total = host_int(self.flushed, "HostBuffer") + host_int(self.count, "HostBuffer")
+        total = host_int(self.flushed, "HostBuffer") + host_int(self.staged, "HostBuffer")
         assert self.capacity is not None  # a HostBuffer always has one
         return min(total, self.capacity)
 
@@ -235,18 +238,20 @@ class HostBuffer(StreamSink):
         """
         memory = self._memory()
         flushed = host_int(self.flushed, "HostBuffer")
-        count = host_int(self.count, "HostBuffer")
+        staged = host_int(self.staged, "HostBuffer")
         if check:
             self.check()
         memory.wait_for(flushed)
         if memory.error is not None:
             raise memory.error
         assert self.capacity is not None  # a HostBuffer always has one
-        start = max(0, flushed + count - self.capacity)
+        start = max(0, flushed + staged - self.capacity)
         stored = memory.rows(min(start, flushed), flushed)
-        leaves, steps, times, systems = self.columns.take(np.arange(max(0, start - flushed), count))
-        staged = [*leaves, steps, times] + ([systems] if systems is not None else [])
-        columns = [np.concatenate([a, b]) for a, b in zip(stored, staged)]
+        leaves, steps, times, systems = self.columns.take(
+            np.arange(max(0, start - flushed), staged)
+        )
+        on_device = [*leaves, steps, times] + ([systems] if systems is not None else [])
+        columns = [np.concatenate([a, b]) for a, b in zip(stored, on_device)]
         n_fields = len(self.spec.fields)
         frames = self.spec.unflatten(columns[:n_fields])
         system = columns[n_fields + 2] if self.batch_size is not None else None
@@ -291,7 +296,7 @@ class HostBuffer(StreamSink):
         zero = jnp.zeros((), jnp.int32)
         return replace(
             self,
-            count=zero,
+            staged=zero,
             flushed=zero,
             recorded=zero,
             flags=zero,
@@ -361,10 +366,3 @@ class HostBuffer(StreamSink):
         end = jnp.asarray(start + total, jnp.int32)  # the value that wrote those frames
         replace(sink, flushed=end, recorded=end).close()
         return total
-
-    def __repr__(self) -> str:
-        fields = ", ".join(str(f) for f in self.spec.fields)
-        return (
-            f"HostBuffer(capacity={self.capacity}, block={self.block}, overflow={self.overflow!r}, "
-            f"schedule={self.schedule}, fields=[{fields}])"
-        )

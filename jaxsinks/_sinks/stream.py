@@ -22,7 +22,8 @@ from jax import lax
 from jax.custom_batching import custom_vmap
 
 from .._core import sharding as _sharding
-from .._core.columns import Columns, as_mask, as_step, as_time, row_destinations, single_destination
+from .._core.columns import as_mask, as_step, as_time, row_destinations, single_destination
+from .._core.deprecation import renamed_property
 from .._core.errors import (
     ConfigError,
     JaxsinksError,
@@ -32,8 +33,14 @@ from .._core.errors import (
 )
 from .._core.flags import Flag
 from .._core.pytree import pytree_dataclass, replace, static
-from .._core.sink import RecordOptions, Sink, first_time, host_int, overflow_error
-from .._core.types import PyTree
+from .._core.sink import (
+    RecordOptions,
+    Sink,
+    empty_state,
+    first_time,
+    host_int,
+    overflow_error,
+)
 from .._io import writer as _writer
 from .._io.callback import host_call
 from .._io.layout import ArrayLayout, Layout, make_layout
@@ -44,26 +51,21 @@ from .._io.progress import Progress
 class StreamSink(Sink):
     """Base class of sinks that stage frames on the device and stream them to a host writer.
 
+    Besides the recorder state every sink has (see `Sink`: ``columns`` is the staging block,
+    ``recorded`` every frame recorded, ``flags`` OVERFLOW, OUT_OF_RANGE, WRITE_FAILED), a
+    streaming sink carries:
+
     Attributes:
-        columns: the staging block (frames plus step, time and system columns).
-        count: frames staged in the block.
+        staged: frames (per-system: rows) staged in the block, not yet flushed.
         flushed: frames handed to the writer so far: the stored offset of the block's first frame.
-        recorded: frames recorded in total, including any past `capacity`.
-        flags: status bits (`jaxsinks.Flag`): OVERFLOW, OUT_OF_RANGE, WRITE_FAILED.
         writer: the id of the host writer (an array, so sinks of one configuration share one
             compiled program).
-        seen: for per-system sinks with ``once=True``, which systems were recorded already.
+        layout: the static layout of the stored arrays; `block` frames are flushed at a time.
     """
 
-    columns: Columns
-    count: jax.Array
+    staged: jax.Array
     flushed: jax.Array
-    recorded: jax.Array
-    flags: jax.Array
     writer: jax.Array
-    seen: jax.Array | None
-    schedule_state: PyTree
-    options: RecordOptions = static()
     layout: Layout = static()
     shard: _sharding.ShardInfo | None = static(default=None)
     closed: bool = static(default=False)
@@ -85,21 +87,10 @@ class StreamSink(Sink):
         batch_size = options.batch_size
         staging = layout.block + (batch_size - 1 if batch_size else 0)
         sink = cls(
-            columns=Columns.allocate(
-                options.spec,
-                staging,
-                time_dtype=options.time_dtype,
-                per_system=batch_size is not None,
-                write_once=False,
-            ),
-            count=jnp.zeros((), jnp.int32),
+            **empty_state(options, staging, write_once=False, recorded=writer.committed),
+            staged=jnp.zeros((), jnp.int32),
             flushed=jnp.asarray(writer.committed, jnp.int32),
-            recorded=jnp.asarray(writer.committed, jnp.int32),
-            flags=jnp.zeros((), jnp.int32),
             writer=jnp.asarray(writer.id, jnp.int32),
-            seen=jnp.zeros((batch_size,), bool) if options.once else None,
-            schedule_state=options.schedule.init(),
-            options=options,
             layout=layout,
             shard=shard,
         )
@@ -118,8 +109,10 @@ class StreamSink(Sink):
 
     @property
     def block(self) -> int:
-        """Frames per flush."""
+        """Frames (per-system: rows) per flush: the size of the staging block."""
         return self.layout.block
+
+    count = renamed_property("staged", old="count", meaning="frames staged in the block")
 
     # ------------------------------------------------------------------------- device side
 
@@ -178,7 +171,7 @@ class StreamSink(Sink):
         kind = type(self).__name__
         flags, recorded = 0, 0
         for shard, part in parts.items():
-            n = host_int(part.count, kind)
+            n = host_int(part.staged, kind)
             flags |= int(part.flags)
             recorded = max(recorded, host_int(part.recorded, kind))
             if n:
@@ -201,8 +194,8 @@ class StreamSink(Sink):
             raise overflow_error(kind, self.capacity, recorded, f"are in {writer.description}")
         return replace(
             self,
-            count=jnp.zeros_like(self.count),
-            flushed=self.flushed + self.count,
+            staged=jnp.zeros_like(self.staged),
+            flushed=self.flushed + self.staged,
             flags=jnp.full_like(self.flags, flags),
             closed=True,
         )
@@ -230,12 +223,8 @@ class StreamSink(Sink):
             "continues the run), and close each sink once, with the value the last call returned."
         )
 
-    def __repr__(self) -> str:
-        fields = ", ".join(str(f) for f in self.spec.fields)
-        return (
-            f"{type(self).__name__}(block={self.block}, capacity={self.capacity}, "
-            f"overflow={self.overflow!r}, schedule={self.schedule}, fields=[{fields}])"
-        )
+    def _repr_size(self) -> str:
+        return f"block={self.block}, capacity={self.capacity}"
 
 
 def check_progress(progress: Any) -> Progress | None:
@@ -245,12 +234,12 @@ def check_progress(progress: Any) -> Progress | None:
     return progress
 
 
-def row_layout(options: RecordOptions, chunk: int) -> Layout:
-    """The layout of a sink that writes plain rows (CSV, host memory): `chunk` frames a flush
+def row_layout(options: RecordOptions, block: int) -> Layout:
+    """The layout of a sink that writes plain rows (CSV, host memory): `block` frames a flush
     (at least one batch of a per-system sink), no codec, no per-field options."""
     return make_layout(
         options.spec,
-        chunk=max(chunk, options.batch_size or 1),
+        chunk=max(block, options.batch_size or 1),
         chunks_per_shard=None,
         codec=None,
         fields={},
@@ -285,21 +274,21 @@ def _stage(sink: StreamSink, leaves, step, time, wanted) -> StreamSink:
     """Append the wanted frame (or rows) to the staging block, within `capacity`."""
     room: jax.Array | None = None
     if sink.capacity is not None and sink.overflow != "ring":  # bounded
-        room = sink.capacity - sink.flushed - sink.count
+        room = sink.capacity - sink.flushed - sink.staged
     if sink.batch_size is None:
         fits = wanted if room is None else wanted & (room > 0)
-        slot, count, _ = single_destination(sink.count, fits, sink.columns.rows, ring=False)
+        slot, staged, _ = single_destination(sink.staged, fits, sink.columns.rows, ring=False)
         columns = sink.columns.put(slot, leaves, step, time)
     else:
         fits = wanted
         if room is not None:
             fits = wanted & (jnp.cumsum(wanted, dtype=jnp.int32) <= room)
-        dest, count, _ = row_destinations(sink.count, fits, sink.columns.rows, ring=False)
+        dest, staged, _ = row_destinations(sink.staged, fits, sink.columns.rows, ring=False)
         columns = sink.columns.scatter(dest, leaves, step, time)
     dropped = jnp.any(wanted & ~fits)
     flags = sink.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
     recorded = sink.recorded + jnp.sum(wanted, dtype=jnp.int32)
-    return replace(sink, columns=columns, count=count, flags=flags, recorded=recorded)
+    return replace(sink, columns=columns, staged=staged, flags=flags, recorded=recorded)
 
 
 #: Compiled recorders kept, one per sink configuration (layout, batch size, shard axis): bounded,
@@ -323,14 +312,14 @@ def _recorder(layout: Layout, batch_size: int | None, shard_axis: str | None = N
         return replace(
             sink,
             columns=columns,
-            count=sink.count - block,
+            staged=sink.staged - block,
             flushed=sink.flushed + ack[0],
             flags=sink.flags | ack[1],
         )
 
     def stage_and_flush(sink, leaves, step, time, wanted):
         sink = _stage(sink, leaves, step, time, wanted)
-        return lax.cond(sink.count >= block, flush, lambda s: s, sink)
+        return lax.cond(sink.staged >= block, flush, lambda s: s, sink)
 
     @custom_vmap
     def record(sink, leaves, step, time, wanted):

@@ -86,7 +86,7 @@ def create_sinks(
             example["converged"], capacity=batch.natoms.shape[0], per_system=True, once=True
         ),
         "log_csv": js.CsvSink.create(
-            out / "log.csv", example["log"], chunk=100, progress=progress, mode=mode
+            out / "log.csv", example["log"], block=100, progress=progress, mode=mode
         ),
         "log": js.ZarrSink.create(out / "log.zarr", example["log"], chunk=256, mode=mode),
     }
