@@ -5,6 +5,8 @@ on recording steps; progress; gradients through a DeviceBuffer; clear errors for
 import io
 import os
 import pathlib
+import signal
+import time
 
 import jax
 import jax.numpy as jnp
@@ -478,3 +480,33 @@ def _buf(every=1):
 def test_bad_input_is_a_clear_error(call, match):
     with pytest.raises(js.JaxsinksError, match=match):
         call()
+
+
+def test_a_ctrl_c_ends_a_loop_without_flushes_at_its_next_progress_tick():
+    # Only a DeviceBuffer (no flush): the progress bar's host callback sees the Ctrl-C (sent from
+    # a host callback of the step, as a signal arriving while XLA runs the loop would be).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def ctrl_c_at_50(n):
+        if int(n) == 50:
+            signal.raise_signal(signal.SIGINT)
+        return np.int32(0)
+
+    def stepped(state):
+        x, n = state
+        n = n + 1 + io_callback(ctrl_c_at_50, jax.ShapeDtypeStruct((), jnp.int32), n)
+        return x + 1.0, n
+
+    bar = js.Progress(10**5, file=Terminal())
+    buf = js.DeviceBuffer.create({"x": jnp.float32(0)}, capacity=8)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            js.scan(
+                stepped, (jnp.float32(0), jnp.int32(0)), buf, steps=10**5,
+                frame=lambda s: {"x": s[0]}, progress=bar,
+            )  # fmt: skip
+            time.sleep(5)  # (the Ctrl-C is raised before the loop would return)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert bar.reason == "interrupted"
+    assert 50 <= bar.position <= 50 + 2 * 10**3  # at the tick after step 50, not at 10**5
