@@ -201,7 +201,7 @@ def measure(
         chunk=CHUNK,
         chunks_per_shard=None,
         codec=codec,
-        fields={},
+        field_config={},
         time_dtype=np.dtype("float32"),
         batch_size=None,
     )

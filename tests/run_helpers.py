@@ -34,7 +34,7 @@ def write_run(path):
         chunk=4,
         codec=js.Zstd(3),
         attrs={"T": 300},
-        fields={"energy": js.FieldConfig(dtype="float16", codec=js.Blosc("lz4", 5))},
+        field_config={"energy": js.FieldConfig(dtype="float16", codec=js.Blosc("lz4", 5))},
     )
 
     def body(sink, step):

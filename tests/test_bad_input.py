@@ -154,7 +154,7 @@ def test_float16_storage_keeps_nan_and_inf_and_refuses_finite_out_of_range(value
         store,
         {"a": jnp.zeros(4, jnp.float32)},
         chunk=1,
-        fields={"a": js.FieldConfig(dtype="float16")},
+        field_config={"a": js.FieldConfig(dtype="float16")},
     )
     sink = js.record(
         sink, step=0, frame={"a": jnp.zeros(4, jnp.float32)}
@@ -181,7 +181,10 @@ def test_storage_dtypes_round_trip(dtype):
     store = memory_store()
     values = np.array([0, 1, 1, 0], np.float32)
     sink = create(
-        store, {"a": jnp.zeros(4, jnp.float32)}, chunk=2, fields={"a": js.FieldConfig(dtype=dtype)}
+        store,
+        {"a": jnp.zeros(4, jnp.float32)},
+        chunk=2,
+        field_config={"a": js.FieldConfig(dtype=dtype)},
     )
     js.close(record_all(sink, [{"a": jnp.asarray(values)}] * 3))
     got = js.open(store)["a"][:]
@@ -195,7 +198,7 @@ def test_storage_dtypes_round_trip(dtype):
 def test_a_lossy_storage_dtype_is_a_config_error_naming_the_field(source, target):
     path = fresh_dir() / "run.zarr"
     with pytest.raises(js.ConfigError) as info:
-        create(path, {"f": jnp.zeros(2, source)}, fields={"f": js.FieldConfig(dtype=target)})
+        create(path, {"f": jnp.zeros(2, source)}, field_config={"f": js.FieldConfig(dtype=target)})
     assert_clear(info.value, "Field 'f'", source, target)
     assert not path.exists()
 
@@ -274,7 +277,7 @@ def test_complex128_stored_as_complex64_is_checked_like_float_narrowing(value):
             store,
             {"z": jnp.zeros(2, jnp.complex128)},
             chunk=1,
-            fields={"z": js.FieldConfig(dtype="complex64")},
+            field_config={"z": js.FieldConfig(dtype="complex64")},
         )
         sink = js.record(
             sink, step=0, frame={"z": jnp.zeros(2, jnp.complex128)}
@@ -315,7 +318,7 @@ def test_a_float32_field_stored_as_bfloat16_round_trips():
         store,
         {"a": jnp.zeros(4, jnp.float32)},
         chunk=1,
-        fields={"a": js.FieldConfig(dtype="bfloat16")},
+        field_config={"a": js.FieldConfig(dtype="bfloat16")},
     )
     js.close(js.record(sink, step=0, frame={"a": jnp.asarray(values)}))
     run = js.open(store)
@@ -335,7 +338,7 @@ def test_bfloat16_frames_stored_as_float16_keep_inf_and_nan(chunk):
         store,
         {"a": jnp.zeros(3, jnp.bfloat16)},
         chunk=chunk,
-        fields={"a": js.FieldConfig(dtype="float16")},
+        field_config={"a": js.FieldConfig(dtype="float16")},
     )
     js.close(
         js.record(sink, step=0, frame={"a": jnp.asarray([jnp.inf, jnp.nan, -2.0], jnp.bfloat16)})
@@ -361,7 +364,10 @@ def test_bfloat16_frames_stored_as_float16_keep_inf_and_nan(chunk):
 def test_narrowing_at_the_edges_of_the_storage_range(source, target, value, fits):
     store = memory_store()
     sink = create(
-        store, {"a": jnp.zeros((), source)}, chunk=1, fields={"a": js.FieldConfig(dtype=target)}
+        store,
+        {"a": jnp.zeros((), source)},
+        chunk=1,
+        field_config={"a": js.FieldConfig(dtype=target)},
     )
     sink = js.record(sink, step=0, frame={"a": jnp.asarray(value, source)})
     if not fits:
@@ -435,7 +441,7 @@ def test_every_storage_dtype_round_trips_or_is_refused_clearly(data, source, tar
     store = memory_store()
     try:
         config = js.FieldConfig(dtype=target)
-        sink = create(store, {"a": jnp.zeros(3, source)}, chunk=1, fields={"a": config})
+        sink = create(store, {"a": jnp.zeros(3, source)}, chunk=1, field_config={"a": config})
     except js.ConfigError as err:
         assert_clear(err, "dtype" if "FieldConfig" in str(err) else "Field 'a'")
         return
@@ -471,7 +477,7 @@ def test_zero_size_fields_store_and_read_any_slice_like_numpy(shape, dtype, data
         store,
         {"a": jnp.zeros(shape, dtype), "n": jnp.zeros((), jnp.float32)},
         chunk=2,
-        fields={"a": js.FieldConfig(chunk=tuple(max(1, d) for d in shape))},
+        field_config={"a": js.FieldConfig(chunk=tuple(max(1, d) for d in shape))},
     )
     for i in range(3):
         sink = js.record(sink, step=i, frame={"a": jnp.zeros(shape, dtype), "n": jnp.float32(i)})
@@ -644,7 +650,7 @@ def test_long_and_unicode_field_names_are_stored_or_refused_up_front(name):
 def test_bad_field_configs_are_config_errors(config):
     path = fresh_dir() / "run.zarr"
     with pytest.raises(js.ConfigError) as info:
-        create(path, {"a": jnp.zeros((2, 3))}, fields={"a": js.FieldConfig(**config)})
+        create(path, {"a": jnp.zeros((2, 3))}, field_config={"a": js.FieldConfig(**config)})
     assert_clear(info.value)
     assert not path.exists()
 
@@ -950,9 +956,9 @@ def test_field_names_are_stored_as_named_or_refused(name):
     assert all(str(p.resolve()).startswith(str(path)) for p in path.rglob("*"))
 
 
-@pytest.mark.parametrize("fields", [["a"], "a", ("a", js.FieldConfig())])
-def test_fields_that_are_not_a_dict_are_a_config_error(fields):
+@pytest.mark.parametrize("config", [["a"], "a", ("a", js.FieldConfig())])
+def test_field_config_that_is_not_a_dict_is_a_config_error(config):
     """Was a raw ValueError from dict() ("dictionary update sequence element #0 ...")."""
-    with pytest.raises(js.ConfigError, match="`fields`") as info:
-        create(memory_store(), {"a": jnp.zeros(2, jnp.float32)}, fields=fields)
+    with pytest.raises(js.ConfigError, match="`field_config`") as info:
+        create(memory_store(), {"a": jnp.zeros(2, jnp.float32)}, field_config=config)
     assert_clear(info.value)

@@ -178,7 +178,7 @@ def test_to_xarray_names_every_run_whose_schema_differs():
 def test_a_failed_close_marks_the_run_failed_with_the_error():
     campaign = js.Campaign.create(memory_store())
     sink = campaign.create_run(
-        "hot", EXAMPLE, chunk=4, fields={"e": js.FieldConfig(dtype="float16")}
+        "hot", EXAMPLE, chunk=4, field_config={"e": js.FieldConfig(dtype="float16")}
     )
     sink = run_steps(sink, steps(0, 4))  # e = 0..1.5: fits float16
     big = js.record(
@@ -286,7 +286,7 @@ def test_run_config_round_trips_through_json_and_pickle():
         every=js.Every(2),
         chunk=4,
         codec=js.Blosc("zstd", 3, "bitshuffle"),
-        fields={"x": js.FieldConfig(dtype="float16", chunk=(2,), dims=("xyz",))},
+        field_config={"x": js.FieldConfig(dtype="float16", chunk=(2,), dims=("xyz",))},
         time_dtype=jnp.float32,
         attrs={"note": "n"},
     )

@@ -168,7 +168,7 @@ def test_field_arrays_name_the_columns_as_their_coordinates():
             chunk=4,
             chunks_per_shard=None,
             codec=None,
-            fields={},
+            field_config={},
             time_dtype=np.dtype("float32"),
             batch_size=batch_size,
         )

@@ -5,7 +5,9 @@ names the new name:
 * a streaming sink's `count` -> `staged` (frames staged in the block);
 * `CsvSink.create(chunk=)` and `HostBuffer.create(chunk=)` -> `block=` (rows per flush;
   `ZarrSink.create(chunk=)` keeps its name: it is the Zarr chunk);
-* `DeviceBuffer.create(frame, capacity)` -> `capacity=` (keyword-only, as in every sink).
+* `DeviceBuffer.create(frame, capacity)` -> `capacity=` (keyword-only, as in every sink);
+* `ZarrSink.create(fields=)`, `Campaign.create_run(fields=)` and `Campaign.run_config(fields=)`
+  -> `field_config=` (per-field storage overrides; elsewhere `fields` names fields).
 """
 
 import inspect
@@ -99,6 +101,59 @@ def test_zarr_chunk_keeps_its_name():
     js.close(sink)
 
 
+F16 = {"x": js.FieldConfig(dtype="float16", dims=("xyz",))}
+
+
+def test_zarr_fields_is_now_field_config():
+    with pytest.deprecated_call(
+        match=r"`ZarrSink.create\(fields=...\)` is deprecated.*use `field_config=`"
+    ):
+        old = js.ZarrSink.create(memory_store(), EXAMPLE, chunk=4, fields=F16)
+    new = js.ZarrSink.create(memory_store(), EXAMPLE, chunk=4, field_config=F16)
+    stored = {a.name: a.dtype for a in old.layout.fields}
+    assert old.layout == new.layout and stored == {"e": np.float32, "x": np.float16}
+    for sink in (old, new):
+        js.close(run_steps(sink, steps(0, 5)))
+    with pytest.raises(
+        js.ConfigError, match="got both `field_config` and its deprecated name `fields`"
+    ):
+        js.ZarrSink.create(memory_store(), EXAMPLE, fields=F16, field_config=F16)
+    assert "fields" not in inspect.signature(js.ZarrSink.create).parameters
+
+
+@pytest.mark.parametrize("method", ["create_run", "run_config"])
+def test_campaign_fields_is_now_field_config(method):
+    campaign = js.Campaign.create(memory_store())
+    call = getattr(campaign, method)
+    args = ("a", EXAMPLE) if method == "create_run" else ("a",)
+    with pytest.deprecated_call(
+        match=rf"`Campaign.{method}\(fields=...\)` is deprecated.*use `field_config=`"
+    ):
+        made = call(*args, chunk=4, fields=F16)
+    if method == "create_run":
+        js.close(run_steps(made, steps(0, 5)))
+        assert campaign.open_run("a")["x"].dtype == np.float16
+    else:
+        assert made.options == {"chunk": 4, "field_config": F16}
+    with pytest.raises(
+        js.ConfigError, match="got both `field_config` and its deprecated name `fields`"
+    ):
+        call(*args, chunk=4, fields=F16, field_config=F16)
+
+
+def test_a_run_config_with_the_old_option_name_still_loads():
+    """A config written before the rename (`to_config` with an option `fields`) still works."""
+    campaign = js.Campaign.create(memory_store())
+    config = campaign.run_config("a", chunk=4, field_config=F16).to_config()
+    config["options"]["fields"] = config["options"].pop("field_config")
+    with pytest.deprecated_call(match=r"`RunConfig` option `fields` is deprecated.*`field_config`"):
+        old = js.RunConfig.from_config(config)
+    assert old == campaign.run_config("a", chunk=4, field_config=F16)
+    config["options"]["field_config"] = config["options"]["fields"]
+    with pytest.raises(js.ConfigError, match="both `field_config` and its deprecated name"):
+        js.RunConfig.from_config(config)
+
+
 def test_old_names_give_the_same_recording(tmp_path):
     """A CSV log written with the old spelling is the same file as one with the new."""
     frame = {"e": jnp.zeros((), jnp.float32)}
@@ -122,5 +177,9 @@ def test_the_warnings_point_at_the_callers_line(tmp_path):
         buf.count  # noqa: B018 - the attribute access is what warns
         js.DeviceBuffer.create(EXAMPLE, 2)
         log = js.CsvSink.create(tmp_path / "log.csv", EXAMPLE, chunk=2)
-    assert [w.filename for w in caught] == [__file__] * 3
+        run = js.ZarrSink.create(memory_store(), EXAMPLE, fields={})
+        js.Campaign.create(memory_store()).run_config("a", fields={})
+        js.RunConfig(root={"driver": "memory"}, run_id="a", params={}, options={"fields": {}})
+    assert [w.filename for w in caught] == [__file__] * 6
     js.close(log)
+    js.close(run)

@@ -259,7 +259,11 @@ def test_exported_arrays_are_described_like_a_runs_arrays(tmp_path):
     for every float type, bfloat16 included); its integer columns fill with 0 (a run's, -1)."""
     run_store = tmp_path / "run.zarr"
     sink = js.ZarrSink.create(
-        run_store, EXAMPLE, chunk=4, codec=js.Zstd(3), fields={"x": js.FieldConfig("bfloat16")}
+        run_store,
+        EXAMPLE,
+        chunk=4,
+        codec=js.Zstd(3),
+        field_config={"x": js.FieldConfig("bfloat16")},
     )
     js.close(run_steps(sink, steps(0, 8)))
     js.export_training(js.open(run_store), tmp_path / "d", dtype="bfloat16", codec=js.Zstd(3))

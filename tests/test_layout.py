@@ -24,7 +24,7 @@ def layout(**kw):
         chunk=16,
         chunks_per_shard=None,
         codec=js.Zstd(3),
-        fields={},
+        field_config={},
         time_dtype=np.dtype("float32"),
         batch_size=None,
     )
@@ -60,7 +60,7 @@ def test_sharding_makes_the_flush_block_a_whole_shard():
 
 def test_per_field_overrides_and_per_system_columns():
     lay = layout(
-        fields={
+        field_config={
             "pos": js.FieldConfig(
                 dtype="float16",
                 codec=js.Blosc("lz4", 5, "bitshuffle"),
@@ -100,15 +100,15 @@ def test_no_compression_is_just_bytes():
     "kw, match",
     [
         (
-            dict(fields={"nope": js.FieldConfig()}),
+            dict(field_config={"nope": js.FieldConfig()}),
             r"configures \['nope'\], which the frame does not have",
         ),
-        (dict(fields={"pos": js.FieldConfig(chunk=(5,))}), "one positive int per axis"),
+        (dict(field_config={"pos": js.FieldConfig(chunk=(5,))}), "one positive int per axis"),
         (
-            dict(fields={"pos": js.FieldConfig(dims=("a", "a"))}),
+            dict(field_config={"pos": js.FieldConfig(dims=("a", "a"))}),
             "must name each of its 2 axes once",
         ),
-        (dict(fields={"pos": js.FieldConfig(dims=("frame", "b"))}), "not 'frame'"),
+        (dict(field_config={"pos": js.FieldConfig(dims=("frame", "b"))}), "not 'frame'"),
     ],
 )
 def test_bad_layout_options_are_named(kw, match):
@@ -125,7 +125,7 @@ def test_field_names_that_are_not_safe_node_names_are_rejected(name):
             chunk=4,
             chunks_per_shard=None,
             codec=None,
-            fields={},
+            field_config={},
             time_dtype=np.dtype("float32"),
             batch_size=None,
         )
@@ -201,7 +201,7 @@ def test_nested_names_that_collide_with_a_stored_node_are_refused_naming_both(fr
             chunk=4,
             chunks_per_shard=None,
             codec=None,
-            fields={},
+            field_config={},
             time_dtype=np.dtype("float32"),
             batch_size=None,
         )
@@ -223,7 +223,7 @@ def layout_of(spec):
         chunk=4,
         chunks_per_shard=None,
         codec=None,
-        fields={},
+        field_config={},
         time_dtype=np.dtype("float32"),
         batch_size=None,
     )

@@ -256,8 +256,10 @@ def reserved_frame(i):
 def test_fields_named_like_the_columns_are_names_in_the_name_column(tmp_path, sink):
     example = reserved_frame(jnp.int32(0))
     path = tmp_path / ("log.csv" if sink == "csv" else "log.zarr")
-    create = js.CsvSink.create if sink == "csv" else js.ZarrSink.create
-    log = create(path, example, table="long", chunk=2)
+    if sink == "csv":
+        log = js.CsvSink.create(path, example, table="long", block=2)
+    else:
+        log = js.ZarrSink.create(path, example, table="long", chunk=2)
 
     def body(log, i):
         time = 0.25 * i.astype(jnp.float32)
@@ -410,7 +412,7 @@ def test_zarr_options_a_long_table_cannot_have_are_named(tmp_path):
     frame = {"e": jnp.zeros(())}
     for kwargs, named in [
         ({"overflow": "ring", "capacity": 8}, "overflow='ring'"),
-        ({"fields": {"e": js.FieldConfig(dtype="float16")}}, "fields"),
+        ({"field_config": {"e": js.FieldConfig(dtype="float16")}}, "field_config"),
     ]:
         with pytest.raises(js.ConfigError, match=f"cannot be combined with {named}"):
             js.ZarrSink.create(tmp_path / "log.zarr", frame, table="long", **kwargs)

@@ -132,7 +132,7 @@ def test_field_options_and_ragged_fields_use_the_recorded_names(tmp_path):
         example,
         chunk=2,
         ragged=js.Ragged(count="step", fields=("time",)),
-        fields={"system": js.FieldConfig(dtype="float16")},
+        field_config={"system": js.FieldConfig(dtype="float16")},
     )
     js.close(record_steps(sink, frame_at))
     run = js.open(store)
@@ -248,7 +248,7 @@ def test_the_layout_renames_the_node_and_records_the_field_name():
         chunk=4,
         chunks_per_shard=None,
         codec=None,
-        fields={"step": js.FieldConfig(dims=("k",))},
+        field_config={"step": js.FieldConfig(dims=("k",))},
         time_dtype=np.dtype("float32"),
         batch_size=3,
         ragged=js.Ragged(count="step", fields=("time/x",)),

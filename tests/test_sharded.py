@@ -50,7 +50,7 @@ def test_sharded_run_equals_the_single_device_run_byte_for_byte(tmp_path, monkey
         "x": js.FieldConfig(chunk=(REPLICAS // 4, DIM)),
         "e": js.FieldConfig(chunk=(REPLICAS // 4,)),
     }
-    single = js.ZarrSink.create(tmp_path / "single", example(), chunk=4, fields=fields)
+    single = js.ZarrSink.create(tmp_path / "single", example(), chunk=4, field_config=fields)
     _, single = jax.jit(record_steps)(single, initial(), STEPS)
     js.close(single)
 

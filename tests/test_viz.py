@@ -212,7 +212,7 @@ def write_timeless_run(path):
     """A run of 6 frames recorded without `time=`: a 2-d field with dims (y, x), and a scalar."""
     example = {"phi": jnp.zeros((4, 6)), "e": jnp.float32(0)}
     sink = js.ZarrSink.create(
-        path, example, chunk=4, fields={"phi": js.FieldConfig(dims=("y", "x"))}
+        path, example, chunk=4, field_config={"phi": js.FieldConfig(dims=("y", "x"))}
     )
     for i in range(6):
         frame = {"phi": jnp.full((4, 6), float(i)), "e": jnp.float32(i)}

@@ -86,7 +86,9 @@ def test_zarr_python_and_xarray_read_the_same_values(tmp_path):
         dict(codec=js.Blosc("lz4", 1, "bitshuffle"), chunk=2, chunks_per_shard=3),
         dict(
             codec=js.Zstd(3),
-            fields={"x": js.FieldConfig(dtype="float16", codec=None, chunk=(1,), dims=("dof",))},
+            field_config={
+                "x": js.FieldConfig(dtype="float16", codec=None, chunk=(1,), dims=("dof",))
+            },
         ),
     ],
     ids=["none", "zstd", "blosc", "sharded", "overrides"],
@@ -99,7 +101,7 @@ def test_codecs_and_overrides_round_trip_through_zarr_python(tmp_path, options):
     assert len(run) == 17
     np.testing.assert_array_equal(group["x"][:], run["x"][:])
     np.testing.assert_allclose(run["x"][:], expected(range(17))["x"], rtol=1e-3)
-    if "fields" in options:
+    if "field_config" in options:
         assert group["x"].dtype == np.float16 and group["x"].chunks == (4, 1)
         assert group["x"].metadata.dimension_names == ("frame", "dof")
     if "chunks_per_shard" in options:
@@ -286,7 +288,7 @@ def test_ring_capacity_keeps_the_newest_frames_in_order():
 def test_float16_storage_rejects_out_of_range_values_instead_of_storing_inf():
     store = memory_store()
     sink = js.ZarrSink.create(
-        store, EXAMPLE, chunk=4, fields={"e": js.FieldConfig(dtype="float16")}
+        store, EXAMPLE, chunk=4, field_config={"e": js.FieldConfig(dtype="float16")}
     )
 
     @jax.jit
@@ -313,7 +315,7 @@ def test_float16_storage_rejects_out_of_range_values_instead_of_storing_inf():
         memory_store(),
         {"e": jnp.zeros((), jnp.float32)},
         chunk=2,
-        fields={"e": js.FieldConfig(dtype="float16")},
+        field_config={"e": js.FieldConfig(dtype="float16")},
     )
     sink = sink.write({"e": jnp.float32(jnp.nan)}, step=0).write(
         {"e": jnp.float32(jnp.inf)}, step=1
@@ -327,7 +329,7 @@ def test_out_of_range_in_the_tail_is_caught_at_close():
         store,
         {"e": jnp.zeros((), jnp.float32)},
         chunk=4,
-        fields={"e": js.FieldConfig(dtype="float16")},
+        field_config={"e": js.FieldConfig(dtype="float16")},
     )
     sink = sink.write({"e": jnp.float32(1.0)}, step=0).write({"e": jnp.float32(-7e4)}, step=1)
     with pytest.raises(js.OutOfRangeError):
@@ -408,8 +410,10 @@ def test_bad_create_arguments_are_named():
         js.ZarrSink.create(memory_store(), EXAMPLE, attrs={"arr": np.zeros(2)})
     with pytest.raises(js.ConfigError, match="cannot be used as a store node name"):
         js.ZarrSink.create(memory_store(), {"../x": jnp.zeros(2)})
-    with pytest.raises(js.ConfigError, match=r"`fields\['x'\]` must be a jaxsinks.FieldConfig"):
-        js.ZarrSink.create(memory_store(), EXAMPLE, fields={"x": {"dtype": "float16"}})
+    with pytest.raises(
+        js.ConfigError, match=r"`field_config\['x'\]` must be a jaxsinks.FieldConfig"
+    ):
+        js.ZarrSink.create(memory_store(), EXAMPLE, field_config={"x": {"dtype": "float16"}})
 
 
 def test_closing_twice_or_a_stale_sink_is_a_clear_error():

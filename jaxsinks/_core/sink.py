@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from .columns import Columns
 from .errors import ConfigError, SinkOverflowError, TransformError
+from .flags import Flag
 from .frame import FrameSpec
 from .pytree import pytree_dataclass, static
 from .schedule import Schedule, as_schedule
@@ -281,3 +282,14 @@ def overflow_error(kind: str, capacity: int | None, recorded: int, kept: str) ->
         f"first {capacity} {kept}. Create it with a larger `capacity`, or with overflow='drop' "
         "or 'ring'."
     )
+
+
+def check_buffer_overflow(sink: Sink, kind: str) -> None:
+    """Raise `SinkOverflowError` if the in-memory buffer `sink` (a `DeviceBuffer` or a
+    `HostBuffer`, named `kind`) lost frames under ``overflow="error"``; its first `capacity`
+    frames are kept and readable."""
+    recorded = host_int(sink.recorded, kind)
+    if sink.overflow == "error" and int(sink.flags) & Flag.OVERFLOW:
+        raise overflow_error(
+            kind, sink.capacity, recorded, "are kept (`read(check=False)` returns them)"
+        )

@@ -76,7 +76,8 @@ Codec = Zstd | Blosc | None
 
 @dataclasses.dataclass(frozen=True)
 class FieldConfig:
-    """Storage overrides for one field.
+    """Storage overrides for one field, given by its name in
+    ``ZarrSink.create(field_config={name: FieldConfig(...)})``.
 
     Attributes:
         dtype: the dtype stored on disk (e.g. ``"float16"`` or ``"bfloat16"``; bool, (u)int8-64,

@@ -244,7 +244,7 @@ def make_layout(
     chunk: int,
     chunks_per_shard: int | None,
     codec: Codec,
-    fields: dict[str, FieldConfig],
+    field_config: dict[str, FieldConfig],
     time_dtype: np.dtype,
     batch_size: int | None,
     ragged: Ragged | None = None,
@@ -255,10 +255,10 @@ def make_layout(
     With `shards` > 1, `spec` is one device's part of a frame split along its leading axis: the
     stored arrays hold all `shards` parts, chunked so that each device writes whole chunks.
     """
-    unknown = sorted(set(fields) - set(spec.names))
+    unknown = sorted(set(field_config) - set(spec.names))
     if unknown:
         raise ConfigError(
-            f"`fields` configures {unknown}, which the frame does not have; its fields are "
+            f"`field_config` configures {unknown}, which the frame does not have; its fields are "
             f"{list(spec.names)}."
         )
     nodes = dict(zip(spec.names, node_names(spec.names, reserved=COLUMNS)))
@@ -266,13 +266,13 @@ def make_layout(
     names = COLUMNS if batch_size is not None else COLUMNS[:2]
     arrays = []
     for f in spec.fields:
-        cfg = fields.get(f.name, FieldConfig())
+        cfg = field_config.get(f.name, FieldConfig())
         _check_storage_dtype(f.name, f.dtype, cfg.dtype)
         if cfg.dtype is None:
             check_storable(
                 f.dtype,
                 f"Field '{f.name}' is recorded as {f.dtype.name}, which (without "
-                f"fields={{'{f.name}': FieldConfig(dtype=...)}})",
+                f"field_config={{'{f.name}': FieldConfig(dtype=...)}})",
             )
         axes = ragged_axes.get(f.name, 0)
         stored = f.shape[axes:]
@@ -413,8 +413,9 @@ def _check_storage_dtype(name: str, source: np.dtype, target: np.dtype | None) -
     if lossy:
         raise ConfigError(
             f"Field '{name}' is recorded as {source.name} and cannot be stored as {target.name}: "
-            "that would silently drop information. Choose a storage dtype that holds its values, "
-            f"or convert the field in the frame (fields={{'{name}': FieldConfig(dtype=...)}})."
+            "that would silently drop information. Choose a storage dtype that holds its values "
+            f"(field_config={{'{name}': FieldConfig(dtype=...)}}), or convert the field in the "
+            "frame."
         )
 
 

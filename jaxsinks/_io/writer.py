@@ -471,7 +471,7 @@ def host_flush(
             OutOfRangeError(
                 f"Frames {offset}..{offset + n} hold finite values out of the range of the storage "
                 f"dtype of {names}; they were not stored (not as inf). Store those fields with a "
-                "wider dtype (fields={name: FieldConfig(dtype='float32')}) or rescale them.",
+                "wider dtype (field_config={name: FieldConfig(dtype='float32')}) or rescale them.",
                 writer.committed,
             ),
             at=offset,

@@ -16,11 +16,11 @@ from .._core.schedule import Schedule
 from .._core.sink import (
     RecordOptions,
     Sink,
+    check_buffer_overflow,
     check_capacity,
     empty_state,
     first_time,
     host_int,
-    overflow_error,
 )
 from .._core.trajectory import Trajectory
 from .._core.types import Overflow, PyTree
@@ -188,14 +188,7 @@ class DeviceBuffer(Sink):
 
     def check(self) -> None:
         """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``."""
-        recorded = host_int(self.recorded, "DeviceBuffer")
-        if self.overflow == "error" and int(self.flags) & Flag.OVERFLOW:
-            raise overflow_error(
-                "DeviceBuffer",
-                self.capacity,
-                recorded,
-                "are kept (`read(check=False)` returns them)",
-            )
+        check_buffer_overflow(self, "DeviceBuffer")
 
     def close(self) -> DeviceBuffer:
         """Host side: check the buffer (see `check`) and return it; used by `jaxsinks.close`."""

@@ -25,10 +25,9 @@ import numpy as np
 
 from .._core.deprecation import deprecated_arguments
 from .._core.errors import ConfigError, StaleSinkError, StoreError
-from .._core.flags import Flag
 from .._core.pytree import pytree_dataclass, replace
 from .._core.schedule import Schedule
-from .._core.sink import RecordOptions, check_capacity, host_int, overflow_error
+from .._core.sink import RecordOptions, check_buffer_overflow, check_capacity, host_int
 from .._core.trajectory import Trajectory
 from .._core.types import Overflow
 from .._io import writer as _writer
@@ -259,11 +258,7 @@ class HostBuffer(StreamSink):
 
     def check(self) -> None:
         """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``."""
-        if self.overflow == "error" and int(self.flags) & Flag.OVERFLOW:
-            recorded = host_int(self.recorded, "HostBuffer")
-            raise overflow_error(
-                "HostBuffer", self.capacity, recorded, "are kept (`read(check=False)` returns them)"
-            )
+        check_buffer_overflow(self, "HostBuffer")
 
     def close(self) -> HostBuffer:
         """Move the staged frames to host memory and stop the pipeline; the frames stay readable.

@@ -242,7 +242,7 @@ def row_layout(options: RecordOptions, block: int) -> Layout:
         chunk=max(block, options.batch_size or 1),
         chunks_per_shard=None,
         codec=None,
-        fields={},
+        field_config={},
         time_dtype=np.dtype(options.time_dtype),
         batch_size=options.batch_size,
     )

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core import sharding as _sharding
+from .._core.deprecation import deprecated_arguments
 from .._core.errors import ConfigError
 from .._core.frame import FrameSpec
 from .._core.pytree import pytree_dataclass
@@ -39,6 +40,7 @@ class ZarrSink(StreamSink):
     """
 
     @classmethod
+    @deprecated_arguments("ZarrSink.create", renamed={"fields": "field_config"})
     def create(
         cls,
         store: Any,
@@ -48,7 +50,7 @@ class ZarrSink(StreamSink):
         chunk: int | None = None,
         chunks_per_shard: int | None = None,
         codec: Codec = Blosc("lz4", 5, "shuffle"),
-        fields: dict[str, FieldConfig] | None = None,
+        field_config: dict[str, FieldConfig] | None = None,
         per_system: bool = False,
         once: bool = False,
         table: Table = "wide",
@@ -76,7 +78,9 @@ class ZarrSink(StreamSink):
             codec: `Blosc(cname, clevel, shuffle)` (default: lz4 with byte shuffle, the fastest
                 and among the best ratios on float frames measured here; see the compression
                 guide), `Zstd(level)`, or None for no compression.
-            fields: per-field `FieldConfig` overrides (dtype, codec, chunk, dims), by field name.
+            field_config: per-field storage overrides, field name -> `FieldConfig` (dtype,
+                codec, chunk, dims). Formerly `fields` (still accepted, with a
+                DeprecationWarning).
             per_system: record the rows of a batch selected by a mask (see `DeviceBuffer`).
             once: with `per_system`, record each system at most once (when first selected).
             table: ``"wide"`` stores one array per field (default); ``"long"`` stores a log of
@@ -85,7 +89,7 @@ class ZarrSink(StreamSink):
                 into the ``names`` attribute of the ``name`` array) and ``value`` along a ``row``
                 dimension. Every field must be a scalar (per system); ``value`` has the smallest
                 dtype that holds every field's values exactly (int64 beside floats is refused).
-                `fields`, `ragged`, `mesh` and ``overflow="ring"`` are not available with it.
+                `field_config`, `ragged`, `mesh` and ``overflow="ring"`` are not available with it.
             ragged: store padded fields of systems of different sizes CSR-style (see `Ragged`).
             capacity: the most frames the run holds (None: unbounded), with `overflow` as for
                 `DeviceBuffer`; a ring keeps the newest `capacity` frames and needs `capacity` to
@@ -113,7 +117,11 @@ class ZarrSink(StreamSink):
         if check_table(owner, table) == "long":
             given = [
                 arg
-                for arg, value in (("fields", fields), ("ragged", ragged), ("mesh", mesh))
+                for arg, value in (
+                    ("field_config", field_config),
+                    ("ragged", ragged),
+                    ("mesh", mesh),
+                )
                 if value is not None
             ] + (["overflow='ring'"] if overflow == "ring" else [])
             if given:
@@ -144,16 +152,17 @@ class ZarrSink(StreamSink):
         chunk = default_chunk(owner, chunk, spec, batch_size)
         if chunks_per_shard is not None:
             check_capacity(owner, "chunks_per_shard", chunks_per_shard)
-        if fields is not None and not isinstance(fields, dict):
+        if field_config is not None and not isinstance(field_config, dict):
             raise ConfigError(
-                f"`{owner}` needs `fields` to be a dict of field name -> jaxsinks.FieldConfig; "
-                f"got {type(fields).__name__}."
+                f"`{owner}` needs `field_config` to be a dict of field name -> "
+                f"jaxsinks.FieldConfig; got {type(field_config).__name__}."
             )
-        fields = dict(fields or {})
-        for name, cfg in fields.items():
+        field_config = dict(field_config or {})
+        for name, cfg in field_config.items():
             if not isinstance(cfg, FieldConfig):
                 raise ConfigError(
-                    f"`fields['{name}']` must be a jaxsinks.FieldConfig; got {type(cfg).__name__}."
+                    f"`field_config['{name}']` must be a jaxsinks.FieldConfig; got "
+                    f"{type(cfg).__name__}."
                 )
         progress = check_progress(progress)
         layout = make_layout(
@@ -161,7 +170,7 @@ class ZarrSink(StreamSink):
             chunk=chunk,
             chunks_per_shard=chunks_per_shard,
             codec=codec,
-            fields=fields,
+            field_config=field_config,
             time_dtype=np.dtype(options.time_dtype),
             batch_size=batch_size,
             ragged=ragged,

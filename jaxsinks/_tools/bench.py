@@ -189,7 +189,7 @@ def iter_bench(
 
                 def create(store: pathlib.Path, codec=codec, chunk=chunk) -> ZarrSink:
                     return ZarrSink.create(
-                        store, example, chunk=chunk, codec=codec, fields=overrides
+                        store, example, chunk=chunk, codec=codec, field_config=overrides
                     )
 
                 warmup = create(tmp / "warmup.zarr")

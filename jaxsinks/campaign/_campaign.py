@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._core.deprecation import deprecated_arguments
 from .._core.errors import (
     ConfigError,
     SchemaMismatchError,
@@ -153,6 +154,7 @@ class Campaign:
 
     # ------------------------------------------------------------------------- writing
 
+    @deprecated_arguments("Campaign.run_config", renamed={"fields": "field_config"})
     def run_config(
         self, run_id: str, *, params: dict[str, Any] | None = None, **options: Any
     ) -> RunConfig:
@@ -161,6 +163,7 @@ class Campaign:
             root=self.location.kvstore, run_id=run_id, params=params or {}, options=options
         )
 
+    @deprecated_arguments("Campaign.create_run", renamed={"fields": "field_config"})
     def create_run(
         self,
         run_id: str,
@@ -178,7 +181,7 @@ class Campaign:
             params: the run's parameters (JSON), for filtering and for the manifest.
             progress: a `Progress` bar for this run.
             **options: any `ZarrSink.create` option but `store` and `mode` (``every``,
-                ``chunk``, ``codec``, ``fields``, ...).
+                ``chunk``, ``codec``, ``field_config``, ...).
 
         Raises:
             StoreExistsError: if the campaign already has a run `run_id`.

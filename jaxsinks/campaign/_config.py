@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._core.deprecation import warn_deprecated
 from .._core.errors import (
     ConfigError,
     StaleSinkError,
@@ -40,7 +41,7 @@ RUN_OPTIONS = (
     "chunk",
     "chunks_per_shard",
     "codec",
-    "fields",
+    "field_config",
     "per_system",
     "once",
     "ragged",
@@ -77,14 +78,14 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
         object.__setattr__(self, "params", check_params(self.params))
-        unknown = sorted(set(self.options) - set(RUN_OPTIONS))
+        options = _renamed_options(self.options)
+        unknown = sorted(set(options) - set(RUN_OPTIONS))
         if unknown:
             raise ConfigError(
                 f"A campaign run takes the ZarrSink.create options {list(RUN_OPTIONS)}; got "
                 f"{unknown}. The store and mode are the campaign's; pass `progress` to "
                 "RunConfig.create."
             )
-        options = dict(self.options)
         if options.get("time_dtype") is not None:  # jnp.float32 and friends become numpy dtypes
             try:
                 options["time_dtype"] = np.dtype(options["time_dtype"])
@@ -173,6 +174,21 @@ class RunConfig:
             params=params,
             options={k: _decode(v) for k, v in options.items()},
         )
+
+
+def _renamed_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `options` with the deprecated `fields` (a config made before the rename, e.g.
+    read back by `from_config`) renamed to `field_config`, with a warning."""
+    options = dict(options)
+    if "fields" in options:
+        if "field_config" in options:
+            raise ConfigError(
+                "`RunConfig` options hold both `field_config` and its deprecated name `fields`; "
+                "pass only `field_config`."
+            )
+        warn_deprecated("`RunConfig` option `fields`", "`field_config`", stacklevel=5)
+        options["field_config"] = options.pop("fields")
+    return options
 
 
 def _duplicate_message(root: Location, run_id: str, existing: bytes) -> str:
