@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 import jax
@@ -81,19 +82,11 @@ def scan_segment(
 ) -> tuple[Any, list[Sink], jax.Array]:
     """`plan.length` steps of `plan.step` with recording, from the state of step `start` (the
     whole loop, or a checkpointed loop's segment): ``(state, sinks, step reached)``."""
-    _check_step(plan, state)
-    if plan.record_initial:
-        sinks = record_all(plan, sinks, step0, state, step0, t0, dt)
-
-    def body(carry: tuple[jax.Array, Any, list[Sink]], _: None):
-        n, state, sinks = carry
-        state = plan.step(state)
-        n = n + 1
-        sinks = record_all(plan, sinks, n, state, step0, t0, dt)
-        _tick(plan, bar, n - step0)
-        return (n, state, sinks), None
-
-    (n, state, sinks), _ = lax.scan(body, (start, state, sinks), None, length=plan.length)
+    sinks = _begin(plan, state, sinks, step0, t0, dt)
+    body = _stepper(plan, step0, t0, dt, bar)
+    (n, state, sinks), _ = lax.scan(
+        lambda carry, _: (body(carry), None), (start, state, sinks), None, length=plan.length
+    )
     return state, sinks, n
 
 
@@ -115,16 +108,34 @@ def while_segment(
     checkpointed loop's segment), with recording: ``(state, sinks, step reached, whether cond
     still holds)``."""
     assert plan.cond is not None
-    _check_step(plan, state)
-    if plan.record_initial:
-        sinks = record_all(plan, sinks, step0, state, step0, t0, dt)
+    sinks = _begin(plan, state, sinks, step0, t0, dt)
 
     def going(carry: tuple[jax.Array, Any, list[Sink]]) -> jax.Array:
         n, state, _ = carry
         go = _cond(plan, state) & (n < stop)
         return go & (n - step0 < max_steps) if plan.bounded else go
 
-    def body(carry: tuple[jax.Array, Any, list[Sink]]):
+    body = _stepper(plan, step0, t0, dt, bar)
+    n, state, sinks = lax.while_loop(going, body, (start, state, sinks))
+    return state, sinks, n, _cond(plan, state)
+
+
+def _begin(
+    plan: Plan, state: Any, sinks: list[Sink], step0: jax.Array, t0: jax.Array, dt: jax.Array
+) -> list[Sink]:
+    """Check that `plan.step` keeps the state's structure; record the initial state if asked."""
+    _check_step(plan, state)
+    if plan.record_initial:
+        sinks = record_all(plan, sinks, step0, state, step0, t0, dt)
+    return sinks
+
+
+def _stepper(
+    plan: Plan, step0: jax.Array, t0: jax.Array, dt: jax.Array, bar: jax.Array
+) -> Callable[[tuple[jax.Array, Any, list[Sink]]], tuple[jax.Array, Any, list[Sink]]]:
+    """The loop body: one step, the state offered to every sink as step ``n + 1``, a tick."""
+
+    def body(carry: tuple[jax.Array, Any, list[Sink]]) -> tuple[jax.Array, Any, list[Sink]]:
         n, state, sinks = carry
         state = plan.step(state)
         n = n + 1
@@ -132,8 +143,7 @@ def while_segment(
         _tick(plan, bar, n - step0)
         return n, state, sinks
 
-    n, state, sinks = lax.while_loop(going, body, (start, state, sinks))
-    return state, sinks, n, _cond(plan, state)
+    return body
 
 
 def record_all(
