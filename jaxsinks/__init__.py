@@ -22,8 +22,6 @@ from ._core.frame import Field as Field
 from ._core.frame import FrameSpec as FrameSpec
 from ._core.record import is_sink as is_sink
 from ._core.record import record as record
-from ._core.recording import Recording as Recording
-from ._core.recording import recording as recording
 from ._core.schedule import Every as Every
 from ._core.schedule import Interval as Interval
 from ._core.schedule import Schedule as Schedule
@@ -33,6 +31,8 @@ from ._core.sink import Sink as Sink
 from ._core.trajectory import Trajectory as Trajectory
 from ._drive.loops import scan as scan
 from ._drive.loops import while_loop as while_loop
+from ._drive.recording import Recording as Recording
+from ._drive.recording import recording as recording
 from ._io.cloud import gcs as gcs
 from ._io.cloud import s3 as s3
 from ._io.codecs import Blosc as Blosc

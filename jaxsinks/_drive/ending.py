@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 import jax
 
 from .._core.close import close
-from .._core.errors import JaxsinksError, TransformError
+from .._core.errors import JaxsinksError, StaleSinkError, TransformError
+from .._core.record import flatten_sinks
 from .._core.sink import Sink
 from .._io.callback import interrupt_aborts
 from .._io.progress import Progress
@@ -150,6 +151,54 @@ def end_after_error(owner: str, sinks: Sequence[Sink], cause: Any) -> list[str]:
             f"device were lost with the loop).{lost}"
         )
     return notes
+
+
+def close_after_error(owner: str, sinks: Any, error: BaseException) -> tuple[Any, list[str]]:
+    """Close `sinks` after `error` ended the code that held them (`jaxsinks.recording`'s block).
+
+    A streaming sink whose value is older than what its writer accepted (a jitted call was cut
+    short by `error` after it had flushed blocks; its newer sink value was lost with it) is
+    closed at what its writer has: the flushed blocks commit and the run is closed, and the
+    frames that call had staged on the device are lost. Other errors of the close are raised as
+    `close` raises them. Returns the closed sinks (such a sink as it was given, closed on the
+    host) and one note per run closed this way.
+    """
+    flat, treedef = flatten_sinks(owner, sinks)
+    out, notes, errors = [], [], []
+    why = "KeyboardInterrupt" if _is_interrupt(error) else type(error).__name__
+    for sink in flat:
+        try:
+            out.append(sink.close())
+            continue
+        except StaleSinkError as err:
+            stale: JaxsinksError = err
+        except JaxsinksError as err:
+            errors.append(err)
+            out.append(sink)
+            continue
+        out.append(sink)
+        if not isinstance(sink, StreamSink) or not _is_live(sink):
+            errors.append(stale)  # refused flushes reported after the run closed
+            continue
+        writer = sink._writer_or_raise("close")
+        try:
+            committed = writer.finish()
+        except JaxsinksError as err:
+            writer.closed_by_sink(err)
+            errors.append(err)
+            continue
+        writer.closed_by_sink(None)
+        notes.append(
+            f"{owner} closed {writer.description} at its {committed} committed frames after the "
+            f"{why}: the jitted call it cut short had flushed blocks, and the frames it had "
+            "staged on the device were lost with it."
+        )
+    if errors:
+        first = errors[0]
+        for other in errors[1:]:
+            first.add_note(f"Another sink also failed: {type(other).__name__}: {other}")
+        raise first
+    return jax.tree_util.tree_unflatten(treedef, out), notes
 
 
 def _outcome(out: tuple[Any, ...]) -> Outcome:

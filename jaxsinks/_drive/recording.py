@@ -17,9 +17,10 @@ import dataclasses
 import types
 from typing import Literal
 
-from .close import close
-from .record import flatten_sinks
-from .types import PyTree
+from .._core.close import close
+from .._core.record import flatten_sinks
+from .._core.types import PyTree
+from .ending import close_after_error
 
 
 @dataclasses.dataclass
@@ -53,7 +54,9 @@ class Recording:
             self.sinks = close(self.sinks)
             return False
         try:
-            self.sinks = close(self.sinks)
+            self.sinks, notes = close_after_error("jaxsinks.recording", self.sinks, error)
+            for note in notes:
+                error.add_note(note)
         except Exception as close_error:  # noqa: BLE001 - chained to the user's error, not swallowed
             self.close_error = close_error
             error.add_note(
