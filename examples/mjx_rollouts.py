@@ -8,8 +8,9 @@ axis). Each environment balances its pole with a linear feedback controller, sca
 gain (from 5% to 100% of one that works): ``jax.vmap(step)`` advances them all in one
 `jaxsinks.scan`, which writes ``qpos``, ``qvel`` and ``ctrl``, each with the batch
 as its leading axis, every `--every` steps into a `ZarrSink` (``run["qpos"]`` is
-``(frames, envs, nq)``). Recording changes nothing in the simulation: the recorded positions are
-bitwise those of the same rollout without a sink (tests/test_recipes.py checks it).
+``(frames, envs, nq)``). The stored bytes are the frames the loop gave (the last one is the final
+state); they equal the same rollout without a sink within float32 rounding (the recording loop is
+another compiled program, which XLA may fuse differently). tests/test_recipes.py checks both.
 
     python examples/mjx_rollouts.py [--envs 256] [--steps 1000] [--every 10]
         [--out example-output/mjx_rollouts]
