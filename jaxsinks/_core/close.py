@@ -28,9 +28,14 @@ def close(sinks: PyTree) -> PyTree:
         except JaxsinksError as err:
             errors.append(err)
             out.append(sink)
+    raise_first(errors)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def raise_first(errors: list[JaxsinksError]) -> None:
+    """Raise the first of the errors of closing several sinks, noting the others (if any)."""
     if errors:
         first = errors[0]
         for other in errors[1:]:
             first.add_note(f"Another sink also failed: {type(other).__name__}: {other}")
         raise first
-    return jax.tree_util.tree_unflatten(treedef, out)

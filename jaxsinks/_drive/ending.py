@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import jax
 
-from .._core.close import close
+from .._core.close import close, raise_first
 from .._core.errors import JaxsinksError, StaleSinkError, TransformError
 from .._core.record import flatten_sinks
 from .._core.sink import Sink
@@ -193,11 +193,7 @@ def close_after_error(owner: str, sinks: Any, error: BaseException) -> tuple[Any
             f"{why}: the jitted call it cut short had flushed blocks, and the frames it had "
             "staged on the device were lost with it."
         )
-    if errors:
-        first = errors[0]
-        for other in errors[1:]:
-            first.add_note(f"Another sink also failed: {type(other).__name__}: {other}")
-        raise first
+    raise_first(errors)
     return jax.tree_util.tree_unflatten(treedef, out), notes
 
 
