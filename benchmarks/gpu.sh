@@ -2,6 +2,7 @@
 # The GPU rows of docs/benchmarks.md, in one command on a machine with a GPU and JAX for it:
 #
 #     bash benchmarks/gpu.sh            # results printed, and kept under $OUT (default /tmp)
+#     CONFIGS=accelerator bash benchmarks/gpu.sh   # bench_zarr's GPU configuration only
 #
 # jaxsinks runs from this checkout (PYTHONPATH), so nothing is installed; wheels in .whl/ (for
 # example tensorstore for that machine's Python) are unpacked to /tmp/site first when present.
@@ -19,5 +20,5 @@ python3 -c "import sys, jax, jaxlib, numpy, tensorstore as ts; print(sys.version
 'jax', jax.__version__, 'jaxlib', jaxlib.__version__, 'numpy', numpy.__version__, \
 'tensorstore', ts.__file__, jax.devices())"
 python3 benchmarks/bench_device.py 2>&1 | tee "$OUT/bench_device.txt"
-python3 benchmarks/bench_zarr.py --configs accelerator,all-cores --no-naive --no-memory --probes \
+python3 benchmarks/bench_zarr.py --configs "${CONFIGS:-accelerator,all-cores}" --no-naive --no-memory --probes \
     --gib 1 --repeats 5 2>&1 | tee "$OUT/bench_zarr.txt"

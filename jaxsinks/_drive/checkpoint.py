@@ -186,7 +186,7 @@ class Keeper:
             if isinstance(sink, StreamSink):
                 writer = sink._writer_or_raise("checkpoint")
                 flushed = int(sink.flushed)
-                if not _files.wait_committed(writer, flushed):
+                if not writer.wait_committed(flushed):
                     log.error(
                         "jaxsinks: no checkpoint at step %d: writing %s failed (raised at close)",
                         step,

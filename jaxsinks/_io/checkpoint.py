@@ -32,8 +32,6 @@ META_KEY = "checkpoint"
 #: The format of the checkpoint files this version writes and reads.
 FORMAT = 1
 _NAME = re.compile(r"^ckpt-(\d+)\.npz$")
-#: Seconds between checks of a writer's committed count while waiting for it.
-_POLL_S = 0.05
 
 
 def save(directory: pathlib.Path, step: int, header: dict[str, Any], arrays: list[Any]) -> None:
@@ -106,14 +104,6 @@ def load_latest(directory: pathlib.Path) -> tuple[dict[str, Any], list[np.ndarra
         for r, a in zip(raw, header["arrays"])
     ]
     return header, arrays
-
-
-def wait_committed(writer: HostWriter, count: int) -> bool:
-    """Wait until `writer` has committed `count` frames; False if it failed before that."""
-    with writer._cond:
-        while writer.committed < count and writer.failed_at is None:
-            writer._cond.wait(_POLL_S)
-    return writer.committed >= count
 
 
 def run_reference(writer: HostWriter) -> dict[str, Any] | None:

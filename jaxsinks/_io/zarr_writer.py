@@ -25,7 +25,7 @@ from .long_table import LONG_SCHEMA_VERSION, LongTable, run_schema, stored_array
 from .multihost import Coordinator, coordinator
 from .owner import Owner
 from .runs import ROOT, check_schema, check_writer, claim_run, remove_partial, stored_run
-from .writer import DEFAULT_MAX_INFLIGHT_BYTES, HostWriter
+from .writer import COMMIT_INTERVAL, DEFAULT_MAX_INFLIGHT_BYTES, HostWriter
 
 #: Seconds a create waits for another writer's claim of the same location to become readable.
 CLAIM_WAIT_S = 2.0
@@ -36,6 +36,10 @@ log = logging.getLogger("jaxsinks")
 
 class ZarrWriter(HostWriter):
     """Writes one Zarr run. Created by `create_run`."""
+
+    #: Each record of the committed count rewrites and fsyncs ``zarr.json``: at most one per
+    #: `COMMIT_INTERVAL` seconds while blocks stream in (see `HostWriter`).
+    commit_interval = COMMIT_INTERVAL
 
     def __init__(
         self,
