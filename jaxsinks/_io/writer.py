@@ -348,8 +348,7 @@ class HostWriter(abc.ABC):
             self.committed = previous  # the store still says `previous`: never claim more
             self.fail(
                 WriteError(
-                    f"Recording the committed count of {self.description} "
-                    f"failed: {_message(err)}",
+                    f"Recording the committed count of {self.description} failed: {_message(err)}",
                     self.committed,
                 ),
                 at=durable,
