@@ -40,6 +40,7 @@ Options used by ``benchmarks/fault_kill.py`` (none changes the behaviour above w
 import argparse
 import os
 import pathlib
+import signal
 import sys
 import time as clock
 
@@ -148,6 +149,11 @@ def main(argv=None) -> None:
     global FIELDS, SALT
     args = parse_args(sys.argv[1:] if argv is None else argv)
     FIELDS, SALT = args.fields, args.salt
+    if args.recording or args.driver:
+        # The Ctrl-C tests send SIGINT. A process started from a shell's background job inherits
+        # SIGINT ignored (bash ignores it for `cmd &` without job control), and Python keeps an
+        # ignored SIGINT ignored: the child would never see the Ctrl-C the test is about.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.kill_in_consolidate:
         kill_in_consolidate(args.kill_in_consolidate)
     out = Out(args.markers)
