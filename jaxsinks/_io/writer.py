@@ -276,9 +276,9 @@ class HostWriter(abc.ABC):
             self._pending.append(_Pending(shard, offset, offset + n, waits, nbytes, marker))
             self._inflight += nbytes
             self._cond.notify_all()
-            while (
+            while (  # until the blocks in flight are counted (durable ones too: see `_due`)
                 self._inflight > self.max_inflight_bytes
-                and self._pending
+                and (self._pending or self._uncounted)
                 and self.failed_at is None
             ):
                 self._cond.wait()
