@@ -38,8 +38,13 @@ def _records(monkeypatch) -> list[int]:
     return seen
 
 
-def _writer_of(sink) -> _writer.HostWriter:
-    return _writer.REGISTRY.get(int(sink.writer))
+def _streamed(store, frames: int):
+    """A run at `store` with `frames` recorded in blocks of 4, and its writer, once the whole
+    blocks are committed."""
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, frames))
+    writer = _writer.REGISTRY.get(int(sink.writer))
+    assert writer.wait_committed(frames // 4 * 4, timeout=30)
+    return sink, writer
 
 
 def test_a_zarr_run_records_at_most_once_per_interval_by_default():
@@ -52,7 +57,7 @@ def test_blocks_durable_within_the_interval_share_one_record(tmp_path, monkeypat
     records = _records(monkeypatch)
     store = tmp_path / "run.zarr"
     sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 40))  # 10 blocks
-    writer = _writer_of(sink)
+    writer = _writer.REGISTRY.get(int(sink.writer))
     deadline = time.monotonic() + 20
     while writer._durable[0] < 40 and time.monotonic() < deadline:  # every block durable
         time.sleep(0.01)
@@ -67,9 +72,7 @@ def test_blocks_durable_within_the_interval_share_one_record(tmp_path, monkeypat
 def test_a_wait_for_the_count_records_it_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(_zarr_writer.ZarrWriter, "commit_interval", LONG)
     store = tmp_path / "run.zarr"
-    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 42))
-    writer = _writer_of(sink)
-    assert writer.wait_committed(40, timeout=30)
+    sink, writer = _streamed(store, 42)
     assert _committed(store) == 40 and js.open(store).status == "open"
     assert not writer.wait_committed(44, timeout=0.05)  # 2 frames are still on the device
     js.close(sink)
@@ -110,9 +113,7 @@ def test_a_failed_block_is_seen_by_the_loop_before_the_interval(tmp_path, monkey
     """A write failure reaches the sink's flags at once, not when the count is next recorded."""
     monkeypatch.setattr(_zarr_writer.ZarrWriter, "commit_interval", LONG)
     store = tmp_path / "run.zarr"
-    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8))
-    writer = _writer_of(sink)
-    assert writer.wait_committed(8, timeout=30)
+    sink, writer = _streamed(store, 8)
     blocker = store / "x" / "c" / "2" / "0"  # frames 8..12 go there: a directory, so they cannot
     (blocker / "taken").mkdir(parents=True)  # (root too)
     sink = run_steps(sink, steps(8, 12))

@@ -2,7 +2,6 @@
 close given the wrong value. Each is a clear error and changes nothing stored (byte for byte)."""
 
 import logging
-import time
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +18,7 @@ def durable(sink):
     taken before would race with them)."""
     jax.block_until_ready(sink)
     writer = _writer.REGISTRY.get(int(sink.writer))
-    deadline = time.monotonic() + 30
-    while writer.committed < int(sink.flushed) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert writer.committed >= int(sink.flushed)
+    assert writer.wait_committed(int(sink.flushed), timeout=30)  # and the store says so
 
 
 def stored_bytes(path):
