@@ -324,6 +324,7 @@ def measure(
     variants.update({f"jaxsinks[{route}]": jaxsinks_on(route) for route in routes})
     if probes:
         variants.update(probe_variants(jax, jnp, step, state0, frames, floor_arr))
+        variants["probe[fsync each]"] = fsync_each(jaxsinks_run)
     pace = [0.0]
     for fn in variants.values():  # warm up: compile and touch everything once
         timed(fn)
@@ -342,6 +343,25 @@ def measure(
     result["device_bytes"] = sum(x.nbytes for x in jax.tree.leaves(sink))
     js.close(sink)
     return result
+
+
+def fsync_each(run):
+    """`run` with TensorStore fsyncing every file it writes (each chunk, then its folder), as
+    jaxsinks wrote before it synced a block's files together (``--probes``: probe[fsync each])."""
+    import tensorstore as ts
+
+    from jaxsinks._io import tsio
+
+    each = ts.Context(ts.Context.Spec({"file_io_sync": True}), parent=tsio.WRITE_CONTEXT)
+
+    def probe(path):
+        saved, tsio.WRITE_CONTEXT = tsio.WRITE_CONTEXT, each
+        try:
+            run(path)
+        finally:
+            tsio.WRITE_CONTEXT = saved
+
+    return probe
 
 
 def probe_variants(jax, jnp, step, state0, frames: int, open_array) -> dict:
@@ -511,7 +531,8 @@ def main() -> None:
     parser.add_argument(
         "--probes",
         action="store_true",
-        help="also time probe[cond] and probe[blocked] (see probe_variants), in the same rounds",
+        help="also time probe[cond], probe[blocked] (see probe_variants) and probe[fsync each] "
+        "(see fsync_each), in the same rounds",
     )
     parser.add_argument(
         "--codec",

@@ -174,6 +174,7 @@ class ZarrWriter(HostWriter):
         if self.coordinator is None:
             self._write_attrs("open")
             return
+        tsio.sync_written(self.location.kvstore)
         self.coordinator.publish("progress", {"committed": self.committed})
         if self.coordinator.primary:
             counts = [
@@ -184,6 +185,8 @@ class ZarrWriter(HostWriter):
     def _finalize(self, status: str) -> None:
         committed = self.committed
         if self.coordinator is not None:  # every process durable, then the primary decides
+            if status == "closed":
+                tsio.sync_written(self.location.kvstore)
             self.coordinator.publish("final", {"committed": self.committed, "status": status})
             self.coordinator.barrier("closing")
             if self.coordinator.primary:
@@ -255,11 +258,15 @@ class ZarrWriter(HostWriter):
         """Write the run's metadata, only if it is still what this writer last wrote: a run
         deleted, replaced or taken over by another writer is never written into again.
 
-        After a failure the final ``"failed"`` status gets `FAILED_STATUS_TIMEOUT` seconds: a store
-        that stopped answering has already cost its retries, and readers see the run as
-        ``"interrupted"`` without it.
+        Every write of the arrays so far is made durable first (`tsio.sync_written`), so that the
+        metadata never counts a frame, nor describes an array, that a crash of the machine could
+        lose. After a failure the final ``"failed"`` status counts nothing new and gets
+        `FAILED_STATUS_TIMEOUT` seconds: a store that stopped answering has already cost its
+        retries, and readers see the run as ``"interrupted"`` without it.
         """
         timeout = FAILED_STATUS_TIMEOUT if status == "failed" else None
+        if status != "failed":
+            tsio.sync_written(self.location.kvstore)
         with self._meta_lock:
             value = group_metadata(self.attributes(status, committed))
             generation = tsio.write_if(

@@ -1,0 +1,139 @@
+"""A local run's arrays are written without an fsync per file, and made durable together before
+any metadata counts them (`jaxsinks._io.tsio.sync_written`): the committed count never covers a
+chunk that a crash of the machine could lose, and a failed sync is a write error like any other.
+
+A crash of the machine cannot be staged in a test; what is checked is the order (every record of
+the count comes after a sync that saw the chunks it counts, as files in place) and the failure
+path, through the real ``syncfs`` call."""
+
+import ctypes
+import errno
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+from zarr_helpers import EXAMPLE, expected, run_steps, steps
+
+import jaxsinks as js
+from jaxsinks._io import tsio
+from jaxsinks._io import writer as _writer
+from jaxsinks._io import zarr_writer as _zarr_writer
+
+FIELDS = ("x", "e", "step", "time")
+
+
+def _files(root) -> set[str]:
+    """The complete files under `root` (TensorStore writes each as a lock file, then renames it)."""
+    return {
+        os.path.relpath(os.path.join(folder, name), root)
+        for folder, _, names in os.walk(root)
+        for name in names
+        if not name.endswith(".__lock")
+    }
+
+
+def _chunk(field: str, k: int) -> str:
+    return f"x/c/{k}/0" if field == "x" else f"{field}/c/{k}"
+
+
+def test_every_count_is_recorded_after_a_sync_that_saw_its_chunks(tmp_path, monkeypatch):
+    store = tmp_path / "run.zarr"
+    monkeypatch.setattr(_zarr_writer.ZarrWriter, "commit_interval", 0.0)  # a record per block
+    events: list[tuple[str, object]] = []
+    sync, write_if = tsio.sync_written, tsio.write_if
+
+    def syncing(spec):
+        if spec.get("path", "").rstrip("/") == str(store):
+            events.append(("sync", _files(store)))
+        sync(spec)
+
+    def writing(spec, key, value, generation, timeout=None):
+        if key == "zarr.json" and spec.get("path", "").rstrip("/") == str(store):
+            meta = json.loads(value)["attributes"]["jaxsinks"]
+            events.append(("record", meta["committed"]))
+        return write_if(spec, key, value, generation, timeout)
+
+    monkeypatch.setattr(tsio, "sync_written", syncing)
+    monkeypatch.setattr(tsio, "write_if", writing)
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 40)))
+
+    counted = [(i, c) for i, (kind, c) in enumerate(events) if kind == "record" and c]
+    assert len(counted) >= 2 and counted[-1][1] == 40
+    for i, committed in counted:
+        seen = [files for kind, files in events[:i] if kind == "sync"]
+        assert seen, f"the count {committed} was recorded before any sync"
+        missing = {_chunk(field, k) for field in FIELDS for k in range(committed // 4)} - seen[-1]
+        assert not missing, f"the count {committed} was recorded before {sorted(missing)} synced"
+    run = js.open(store)
+    assert run.status == "closed" and run.steps.tolist() == list(range(40))
+    np.testing.assert_array_equal(run["x"][:], expected(range(40))["x"])
+
+
+def test_a_failed_sync_is_a_write_error_and_the_count_stays(tmp_path, monkeypatch):
+    """``syncfs`` reporting EIO (a lost writeback) fails the run like a failed write: the loop
+    sees it in the sink's flags, close names the frames counted before, and they read back."""
+    store = tmp_path / "run.zarr"
+    failing = {"on": False}
+    syncfs = tsio._SYNCFS
+    if syncfs is None:
+        pytest.skip("no syncfs in this C library (the os.sync path is tested below)")
+
+    def flaky(fd):
+        if failing["on"]:
+            ctypes.set_errno(errno.EIO)
+            return -1
+        return syncfs(fd)
+
+    monkeypatch.setattr(tsio, "_SYNCFS", flaky)
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8))
+    writer = _writer.REGISTRY.get(int(sink.writer))
+    assert writer.wait_committed(8, timeout=30)
+    failing["on"] = True
+    sink = run_steps(sink, steps(8, 12))
+    deadline = time.monotonic() + 30
+    while writer.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.error is not None and writer.committed == 8
+    sink = run_steps(sink, steps(12, 16))  # this flush reports the failure to the loop
+    assert int(sink.flags) & js.Flag.WRITE_FAILED
+    with pytest.raises(js.WriteError) as info:
+        js.close(sink)
+    message = str(info.value)
+    assert "make the writes durable" in message and "Input/output error" in message
+    assert f"8 frames of {store} are committed" in message
+    run = js.open(store)
+    assert len(run) == 8 and run.steps.tolist() == list(range(8))
+    np.testing.assert_array_equal(run["x"][:], expected(range(8))["x"])
+
+
+def test_without_syncfs_the_writes_are_synced_with_os_sync(tmp_path, monkeypatch):
+    """Where the C library has no ``syncfs`` (not Linux), ``os.sync`` does it: once per record."""
+    store = tmp_path / "run.zarr"
+    monkeypatch.setattr(tsio, "_SYNCFS", None)
+    calls = []
+    real = os.sync
+    monkeypatch.setattr(tsio.os, "sync", lambda: (calls.append(1), real())[1])
+    records = []
+    record = _zarr_writer.ZarrWriter._record_committed
+    monkeypatch.setattr(
+        _zarr_writer.ZarrWriter,
+        "_record_committed",
+        lambda self: (records.append(self.committed), record(self))[1],
+    )
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 12)))
+    assert len(calls) >= len(records) + 2  # each record, the create and the close
+    assert js.open(store).steps.tolist() == list(range(12))
+
+
+def test_stores_other_than_local_files_have_nothing_to_sync(monkeypatch):
+    def never(fd):
+        raise AssertionError("syncfs called for a store that is not a local folder")
+
+    monkeypatch.setattr(tsio, "_SYNCFS", never)
+    tsio.sync_written({"driver": "memory", "path": "x/"})
+    tsio.sync_written({"driver": "s3", "bucket": "b", "path": "x/"})
+    store = "memory://durability-test"
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8)))
+    assert len(js.open(store)) == 8
