@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from zarr_helpers import EXAMPLE, expected, run_steps, steps
+from zarr_helpers import EXAMPLE, expected, fail_after_eight, run_steps, steps
 
 import jaxsinks as js
 from jaxsinks._io import writer as _writer
@@ -116,13 +116,7 @@ def test_a_failed_block_is_seen_by_the_loop_before_the_interval(tmp_path, monkey
     sink, writer = _streamed(store, 8)
     blocker = store / "x" / "c" / "2" / "0"  # frames 8..12 go there: a directory, so they cannot
     (blocker / "taken").mkdir(parents=True)  # (root too)
-    sink = run_steps(sink, steps(8, 12))
-    deadline = time.monotonic() + 30
-    while writer.error is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert writer.error is not None and writer.committed == 8
-    sink = run_steps(sink, steps(12, 16))  # this flush reports the failure to the loop
-    assert int(sink.flags) & js.Flag.WRITE_FAILED
+    sink = fail_after_eight(sink, writer)
     with pytest.raises(js.WriteError, match="8 frames of .* are committed"):
         js.close(sink)
     run = js.open(store)

@@ -10,11 +10,10 @@ import ctypes
 import errno
 import json
 import os
-import time
 
 import numpy as np
 import pytest
-from zarr_helpers import EXAMPLE, expected, run_steps, steps
+from zarr_helpers import EXAMPLE, expected, fail_after_eight, run_steps, steps
 
 import jaxsinks as js
 from jaxsinks._io import tsio
@@ -91,13 +90,7 @@ def test_a_failed_sync_is_a_write_error_and_the_count_stays(tmp_path, monkeypatc
     writer = _writer.REGISTRY.get(int(sink.writer))
     assert writer.wait_committed(8, timeout=30)
     failing["on"] = True
-    sink = run_steps(sink, steps(8, 12))
-    deadline = time.monotonic() + 30
-    while writer.error is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert writer.error is not None and writer.committed == 8
-    sink = run_steps(sink, steps(12, 16))  # this flush reports the failure to the loop
-    assert int(sink.flags) & js.Flag.WRITE_FAILED
+    sink = fail_after_eight(sink, writer)
     with pytest.raises(js.WriteError) as info:
         js.close(sink)
     message = str(info.value)

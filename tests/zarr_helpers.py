@@ -1,6 +1,7 @@
 """Shared helpers for the ZarrSink tests: deterministic frames and a scan that records them."""
 
 import itertools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -41,3 +42,17 @@ def run_steps(sink, steps):
 
 def steps(start, stop):
     return jnp.arange(start, stop, dtype=jnp.int32)
+
+
+def fail_after_eight(sink, writer):
+    """Record frames 8..16 into `sink` (8 committed, blocks of 4) while its writer fails: the
+    block 8..12 fails (the caller arranged why), and the flush of 12..16 reports it to the loop.
+    Returns the sink, whose flags must say so, with 8 frames still committed."""
+    sink = run_steps(sink, steps(8, 12))
+    deadline = time.monotonic() + 30
+    while writer.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.error is not None and writer.committed == 8
+    sink = run_steps(sink, steps(12, 16))
+    assert int(sink.flags) & js.Flag.WRITE_FAILED
+    return sink
