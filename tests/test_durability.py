@@ -10,6 +10,7 @@ import ctypes
 import errno
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -130,3 +131,17 @@ def test_stores_other_than_local_files_have_nothing_to_sync(monkeypatch):
     store = "memory://durability-test"
     js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8)))
     assert len(js.open(store)) == 8
+
+
+def test_a_run_deleted_under_its_writer_is_reported_as_deleted_not_as_a_failed_sync(tmp_path):
+    """With the run's folder gone there is nothing to sync: the metadata write that follows
+    reports the deletion, as it did before writes were synced together."""
+    tsio.sync_written({"driver": "file", "path": str(tmp_path / "never") + "/"})  # no error
+    store = tmp_path / "run.zarr"
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8))
+    writer = _writer.REGISTRY.get(int(sink.writer))
+    assert writer.wait_committed(8, timeout=30)
+    shutil.rmtree(store)
+    with pytest.raises(js.WriteError, match="deleted or replaced") as info:
+        js.close(sink)
+    assert "make the writes durable" not in str(info.value)

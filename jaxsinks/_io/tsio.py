@@ -165,7 +165,8 @@ def sync_written(spec: dict[str, Any]) -> None:
     One ``syncfs`` of the store's filesystem (``os.sync()`` where there is none). A write is
     already safe from a killed process once it completes (it is in the kernel's page cache); this
     makes it safe from a crash of the machine too. Other stores (memory, object stores) have
-    nothing to do: their writes are durable when they complete.
+    nothing to do: their writes are durable when they complete. Nor has a local store whose
+    folder is gone (deleted under its writer): the metadata write that follows reports that.
     """
     if spec.get("driver") != "file":
         return
@@ -173,7 +174,10 @@ def sync_written(spec: dict[str, Any]) -> None:
         if _SYNCFS is None:
             os.sync()
             return
-        fd = os.open(spec["path"], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(spec["path"], os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
         try:
             if _SYNCFS(fd) != 0:
                 code = ctypes.get_errno()

@@ -174,7 +174,7 @@ class ZarrWriter(HostWriter):
         if self.coordinator is None:
             self._write_attrs("open")
             return
-        tsio.sync_written(self.location.kvstore)
+        self._sync_for_primary()
         self.coordinator.publish("progress", {"committed": self.committed})
         if self.coordinator.primary:
             counts = [
@@ -182,11 +182,17 @@ class ZarrWriter(HostWriter):
             ]
             self._write_attrs("open", committed=min(counts))
 
+    def _sync_for_primary(self) -> None:
+        """A secondary process makes its writes durable before publishing a count: the primary
+        records the run's count from it. (The primary's own metadata write syncs its writes.)"""
+        assert self.coordinator is not None
+        if not self.coordinator.primary:
+            tsio.sync_written(self.location.kvstore)
+
     def _finalize(self, status: str) -> None:
         committed = self.committed
         if self.coordinator is not None:  # every process durable, then the primary decides
-            if status == "closed":
-                tsio.sync_written(self.location.kvstore)
+            self._sync_for_primary()
             self.coordinator.publish("final", {"committed": self.committed, "status": status})
             self.coordinator.barrier("closing")
             if self.coordinator.primary:
