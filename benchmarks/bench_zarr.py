@@ -325,6 +325,7 @@ def measure(
     if probes:
         variants.update(probe_variants(jax, jnp, step, state0, frames, floor_arr))
         variants["probe[fsync each]"] = fsync_each(jaxsinks_run)
+        variants["probe[sync per record]"] = sync_per_record(jaxsinks_run)
     pace = [0.0]
     for fn in variants.values():  # warm up: compile and touch everything once
         timed(fn)
@@ -360,6 +361,22 @@ def fsync_each(run):
             run(path)
         finally:
             tsio.WRITE_CONTEXT = saved
+
+    return probe
+
+
+def sync_per_record(run):
+    """`run` with the blocks synced only at each record of the count (every half second), not
+    also once 8 MiB more are written, as jaxsinks did before (``--probes``: probe[sync per
+    record])."""
+    from jaxsinks._io.zarr_writer import ZarrWriter
+
+    def probe(path):
+        saved, ZarrWriter.sync_bytes = ZarrWriter.sync_bytes, None
+        try:
+            run(path)
+        finally:
+            ZarrWriter.sync_bytes = saved
 
     return probe
 
@@ -531,8 +548,8 @@ def main() -> None:
     parser.add_argument(
         "--probes",
         action="store_true",
-        help="also time probe[cond], probe[blocked] (see probe_variants) and probe[fsync each] "
-        "(see fsync_each), in the same rounds",
+        help="also time probe[cond], probe[blocked] (see probe_variants), probe[fsync each] "
+        "(see fsync_each) and probe[sync per record] (see sync_per_record), in the same rounds",
     )
     parser.add_argument(
         "--codec",

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from jaxsinks._io import writer as _writer
 from jaxsinks._io import zarr_writer as _zarr_writer
 
 FIELDS = ("x", "e", "step", "time")
+_SYNCFS = tsio._SYNCFS  # the real one, before any test swaps it
 
 
 def _files(root) -> set[str]:
@@ -99,6 +101,96 @@ def test_a_failed_sync_is_a_write_error_and_the_count_stays(tmp_path, monkeypatc
     assert f"8 frames of {store} are committed" in message
     run = js.open(store)
     assert len(run) == 8 and run.steps.tolist() == list(range(8))
+    np.testing.assert_array_equal(run["x"][:], expected(range(8))["x"])
+
+
+def _synced_files(store, monkeypatch) -> list[set[str]]:
+    """Spy on the syncs of `store`: the complete files each one saw, in order."""
+    seen: list[set[str]] = []
+    sync = tsio.sync_written
+
+    def syncing(spec):
+        if spec.get("path", "").rstrip("/") == str(store):
+            seen.append(_files(store))
+        sync(spec)
+
+    monkeypatch.setattr(tsio, "sync_written", syncing)
+    return seen
+
+
+def _wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
+def test_blocks_are_synced_between_records_once_sync_bytes_are_written(tmp_path, monkeypatch):
+    """With no record due (an hour between records, after the first, which is at once), every
+    block is still synced once ``sync_bytes`` are written (here: each block), without a record."""
+    store = tmp_path / "run.zarr"
+    monkeypatch.setattr(_zarr_writer.ZarrWriter, "commit_interval", 3600.0)
+    monkeypatch.setattr(_zarr_writer.ZarrWriter, "sync_bytes", 1)
+    seen = _synced_files(store, monkeypatch)
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 40))
+    chunks = {_chunk(field, k) for field in FIELDS for k in range(10)}
+    _wait_until(lambda: seen and chunks <= seen[-1], "a sync saw all ten blocks")
+    assert js.open(store).status == "open" and len(js.open(store)) < 40  # synced, not counted
+    js.close(sink)
+    run = js.open(store)
+    assert run.status == "closed" and run.steps.tolist() == list(range(40))
+
+
+def test_small_runs_sync_only_at_their_records(tmp_path, monkeypatch):
+    """Blocks smaller than ``sync_bytes`` (8 MiB) add no sync of their own between records."""
+    store = tmp_path / "run.zarr"
+    monkeypatch.setattr(_zarr_writer.ZarrWriter, "commit_interval", 3600.0)
+    seen = _synced_files(store, monkeypatch)
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 40))
+    writer = _writer.REGISTRY.get(int(sink.writer))
+    _wait_until(lambda: writer._durable[0] == 40, "all ten blocks were written")
+    time.sleep(0.2)  # the committer has had the time to sync, if it were to
+    assert len(seen) == 2  # the create's and the first record's (at once), no more
+    js.close(sink)
+    assert len(seen) > 2 and js.open(store).steps.tolist() == list(range(40))
+
+
+@pytest.mark.parametrize("when", ["between records", "at a record"])
+def test_a_failed_sync_is_never_counted_even_if_a_later_sync_succeeds(tmp_path, monkeypatch, when):
+    """A write-back error is reported once (a later ``syncfs`` does not repeat it): once a sync
+    of frames 8..12 fails, no later record counts them, though the syncs at close succeed."""
+    store = tmp_path / "run.zarr"
+    if _SYNCFS is None:
+        pytest.skip("no syncfs in this C library")
+    if when == "between records":
+        monkeypatch.setattr(_zarr_writer.ZarrWriter, "commit_interval", 3600.0)
+        monkeypatch.setattr(_zarr_writer.ZarrWriter, "sync_bytes", 1)
+    else:
+        monkeypatch.setattr(_zarr_writer.ZarrWriter, "commit_interval", 0.0)
+        monkeypatch.setattr(_zarr_writer.ZarrWriter, "sync_bytes", None)
+    failing = {"on": False}
+
+    def once_failing(fd):
+        if failing["on"]:
+            ctypes.set_errno(errno.EIO)
+            return -1
+        return _SYNCFS(fd)
+
+    monkeypatch.setattr(tsio, "_SYNCFS", once_failing)
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8))
+    writer = _writer.REGISTRY.get(int(sink.writer))
+    assert writer.wait_committed(8, timeout=30)
+    failing["on"] = True
+    sink = fail_after_eight(sink, writer)
+    failing["on"] = False
+    with pytest.raises(js.WriteError) as info:
+        js.close(sink)
+    message = str(info.value)
+    assert "Input/output error" in message and f"8 frames of {store} are committed" in message
+    if when == "between records":
+        assert f"Making frames 8.. of {store} durable failed" in message
+    run = js.open(store)
+    assert run.status == "failed" and len(run) == 8 and run.steps.tolist() == list(range(8))
     np.testing.assert_array_equal(run["x"][:], expected(range(8))["x"])
 
 

@@ -25,7 +25,7 @@ from .long_table import LONG_SCHEMA_VERSION, LongTable, run_schema, stored_array
 from .multihost import Coordinator, coordinator
 from .owner import Owner
 from .runs import ROOT, check_schema, check_writer, claim_run, remove_partial, stored_run
-from .writer import COMMIT_INTERVAL, DEFAULT_MAX_INFLIGHT_BYTES, HostWriter
+from .writer import COMMIT_INTERVAL, DEFAULT_MAX_INFLIGHT_BYTES, SYNC_BYTES, HostWriter
 
 #: Seconds a create waits for another writer's claim of the same location to become readable.
 CLAIM_WAIT_S = 2.0
@@ -40,6 +40,8 @@ class ZarrWriter(HostWriter):
     #: Each record of the committed count rewrites and fsyncs ``zarr.json``: at most one per
     #: `COMMIT_INTERVAL` seconds while blocks stream in (see `HostWriter`).
     commit_interval = COMMIT_INTERVAL
+    #: A local run's blocks are synced once `SYNC_BYTES` are written, not only at each record.
+    sync_bytes = SYNC_BYTES
 
     def __init__(
         self,
@@ -181,6 +183,9 @@ class ZarrWriter(HostWriter):
                 v["committed"] if v else self.start for v in self.coordinator.peek("progress")
             ]
             self._write_attrs("open", committed=min(counts))
+
+    def _sync(self) -> None:
+        tsio.sync_written(self.location.kvstore)
 
     def _sync_for_primary(self) -> None:
         """A secondary process makes its writes durable before publishing a count: the primary
