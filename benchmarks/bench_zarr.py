@@ -346,6 +346,20 @@ def measure(
     return result
 
 
+def with_setting(run, owner, name: str, value):
+    """`run` with ``owner.name`` set to `value` while it runs (a probe of the previous way)."""
+
+    def probe(path):
+        saved = getattr(owner, name)
+        setattr(owner, name, value)
+        try:
+            run(path)
+        finally:
+            setattr(owner, name, saved)
+
+    return probe
+
+
 def fsync_each(run):
     """`run` with TensorStore fsyncing every file it writes (each chunk, then its folder), as
     jaxsinks wrote before it synced a block's files together (``--probes``: probe[fsync each])."""
@@ -354,15 +368,7 @@ def fsync_each(run):
     from jaxsinks._io import tsio
 
     each = ts.Context(ts.Context.Spec({"file_io_sync": True}), parent=tsio.WRITE_CONTEXT)
-
-    def probe(path):
-        saved, tsio.WRITE_CONTEXT = tsio.WRITE_CONTEXT, each
-        try:
-            run(path)
-        finally:
-            tsio.WRITE_CONTEXT = saved
-
-    return probe
+    return with_setting(run, tsio, "WRITE_CONTEXT", each)
 
 
 def sync_per_record(run):
@@ -371,14 +377,7 @@ def sync_per_record(run):
     record])."""
     from jaxsinks._io.zarr_writer import ZarrWriter
 
-    def probe(path):
-        saved, ZarrWriter.sync_bytes = ZarrWriter.sync_bytes, None
-        try:
-            run(path)
-        finally:
-            ZarrWriter.sync_bytes = saved
-
-    return probe
+    return with_setting(run, ZarrWriter, "sync_bytes", None)
 
 
 def probe_variants(jax, jnp, step, state0, frames: int, open_array) -> dict:

@@ -73,27 +73,33 @@ def test_every_count_is_recorded_after_a_sync_that_saw_its_chunks(tmp_path, monk
     np.testing.assert_array_equal(run["x"][:], expected(range(40))["x"])
 
 
-def test_a_failed_sync_is_a_write_error_and_the_count_stays(tmp_path, monkeypatch):
-    """``syncfs`` reporting EIO (a lost writeback) fails the run like a failed write: the loop
-    sees it in the sink's flags, close names the frames counted before, and they read back."""
-    store = tmp_path / "run.zarr"
-    failing = {"on": False}
-    syncfs = tsio._SYNCFS
-    if syncfs is None:
+def _syncs_fail_after_eight(store, monkeypatch) -> tuple[js.ZarrSink, dict[str, bool]]:
+    """A run at `store` with 8 frames committed, then frames 8..16 recorded while every
+    ``syncfs`` fails with EIO (through the real error path: the C function swapped for one that
+    sets errno); see `fail_after_eight`. Returns the sink and the switch (``{"on": True}``)."""
+    if _SYNCFS is None:
         pytest.skip("no syncfs in this C library (the os.sync path is tested below)")
+    failing = {"on": False}
 
     def flaky(fd):
         if failing["on"]:
             ctypes.set_errno(errno.EIO)
             return -1
-        return syncfs(fd)
+        return _SYNCFS(fd)
 
     monkeypatch.setattr(tsio, "_SYNCFS", flaky)
     sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8))
     writer = _writer.REGISTRY.get(int(sink.writer))
     assert writer.wait_committed(8, timeout=30)
     failing["on"] = True
-    sink = fail_after_eight(sink, writer)
+    return fail_after_eight(sink, writer), failing
+
+
+def test_a_failed_sync_is_a_write_error_and_the_count_stays(tmp_path, monkeypatch):
+    """``syncfs`` reporting EIO (a lost writeback) fails the run like a failed write: the loop
+    sees it in the sink's flags, close names the frames counted before, and they read back."""
+    store = tmp_path / "run.zarr"
+    sink, _ = _syncs_fail_after_eight(store, monkeypatch)
     with pytest.raises(js.WriteError) as info:
         js.close(sink)
     message = str(info.value)
@@ -160,28 +166,13 @@ def test_a_failed_sync_is_never_counted_even_if_a_later_sync_succeeds(tmp_path, 
     """A write-back error is reported once (a later ``syncfs`` does not repeat it): once a sync
     of frames 8..12 fails, no later record counts them, though the syncs at close succeed."""
     store = tmp_path / "run.zarr"
-    if _SYNCFS is None:
-        pytest.skip("no syncfs in this C library")
     if when == "between records":
         monkeypatch.setattr(_zarr_writer.ZarrWriter, "commit_interval", 3600.0)
         monkeypatch.setattr(_zarr_writer.ZarrWriter, "sync_bytes", 1)
     else:
         monkeypatch.setattr(_zarr_writer.ZarrWriter, "commit_interval", 0.0)
         monkeypatch.setattr(_zarr_writer.ZarrWriter, "sync_bytes", None)
-    failing = {"on": False}
-
-    def once_failing(fd):
-        if failing["on"]:
-            ctypes.set_errno(errno.EIO)
-            return -1
-        return _SYNCFS(fd)
-
-    monkeypatch.setattr(tsio, "_SYNCFS", once_failing)
-    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8))
-    writer = _writer.REGISTRY.get(int(sink.writer))
-    assert writer.wait_committed(8, timeout=30)
-    failing["on"] = True
-    sink = fail_after_eight(sink, writer)
+    sink, failing = _syncs_fail_after_eight(store, monkeypatch)
     failing["on"] = False
     with pytest.raises(js.WriteError) as info:
         js.close(sink)

@@ -58,9 +58,10 @@ POOL_BLOCKS = 3
 #: become durable meanwhile are still bounded by ``max_inflight_bytes``.
 COMMIT_INTERVAL = 0.5
 #: Bytes written between records after which a local Zarr run's committer makes them durable
-#: without waiting for the next record (`HostWriter.sync_bytes`): one sync per 16 MiB block instead
-#: of one per half second made the streaming benchmark 4-8% faster with all cores computing, and
-#: close waits for one block's write-back instead of half a second's (docs/benchmarks.md).
+#: without waiting for the next record (`HostWriter.sync_bytes`): close then waits for one block's
+#: write-back instead of half a second's, and with a 16 MiB block synced as it is written the
+#: streaming benchmark ran 4-8% faster with all cores computing in two of three paired runs (a tie
+#: in the third; docs/benchmarks.md).
 SYNC_BYTES = 8 * 2**20
 
 
