@@ -318,10 +318,9 @@ class HostWriter(abc.ABC):
                 for _ in batch:  # durable (or failed): counted once the count is recorded
                     self._uncounted.append(self._pending.popleft())
                 due = self._due(recorded_at)
-                first = min((item.start for item in self._uncounted), default=0)
             self._unsynced += sum(item.nbytes for item in batch)
             if not due and self.sync_bytes is not None and self._unsynced >= self.sync_bytes:
-                self._sync_uncounted(first)
+                self._sync_uncounted()
             if due:
                 self._unsynced = 0  # the record makes them durable
                 recorded_at = time.monotonic()
@@ -354,13 +353,15 @@ class HostWriter(abc.ABC):
             self._durable[item.shard] = max(self._durable[item.shard], item.end)
             item.durable = True
 
-    def _sync_uncounted(self, first: int) -> None:
-        """Make the uncounted blocks (the first at frame `first`) durable ahead of their record.
+    def _sync_uncounted(self) -> None:
+        """Make the uncounted blocks durable ahead of their record (committer thread).
 
-        A failure fails the run at `first`: the count stays where it was recorded last. (A failed
-        write-back is reported once: a later sync would not say it again.)
+        A failure fails the run at the first of them: the count stays where it was recorded last.
+        (A failed write-back is reported once: a later sync would not say it again.)
         """
         self._unsynced = 0
+        with self._cond:
+            first = min((item.start for item in self._uncounted), default=self.committed)
         try:
             self._sync()
         except Exception as err:  # noqa: BLE001 - kept and raised by finish()
