@@ -11,8 +11,8 @@ rounds in one process:
 * floor: TensorStore writing the same frames from numpy, same layout and codec (the I/O floor);
 * jaxsinks: ZarrSink inside the scan, end to end (create ... close, durable);
 * overlap: the bare loop while another thread issues the floor's writes one block at a time, paced
-  at the loop's rate (what any recorder must at least cost on this machine: the same writes,
-  overlapped perfectly, with no recording work);
+  at the loop's rate (the median of the bare runs so far) (what any recorder must at least cost on
+  this machine: the same writes, overlapped perfectly, with no recording work);
 * staged overlap: the same, with the loop also copying each recorded frame into a carried block
   of frames on the device (what any recorder's loop must do at least; stacking the scan's outputs
   costs the same), with no host call: the reference for the work jaxsinks adds beyond that;
@@ -20,7 +20,11 @@ rounds in one process:
 * callback: an io_callback per recorded frame writing it with TensorStore.
 
 The first five run in interleaved rounds (median reported), each after `os.sync()` so that one
-variant's dirty pages are not written back during the next one's timing. naive and callback are
+variant's dirty pages are not written back during the next one's timing, with a control: ``bare
+again``, the bare loop once more in each round, whose ratio to ``bare`` shows how far two
+identical variants land apart in this run (the noise a ratio's bar has to be read against).
+``paired jaxsinks/overlap`` is the median of each round's jaxsinks/overlap, beside the ratio of
+the medians. naive and callback are
 orders of magnitude slower: they run once, on a fraction of the frames, and their overhead is
 scaled to the full run.
 
@@ -326,15 +330,26 @@ def measure(
         variants.update(probe_variants(jax, jnp, step, state0, frames, floor_arr))
         variants["probe[fsync each]"] = fsync_each(jaxsinks_run)
         variants["probe[sync per record]"] = sync_per_record(jaxsinks_run)
+    variants["bare again"] = variants["bare"]  # the control: how far identical runs land apart
     pace = [0.0]
     for fn in variants.values():  # warm up: compile and touch everything once
         timed(fn)
-    pace[0] = timed(variants["bare"]) / (frames // CHUNK)
+    # The overlap's writes are paced at the bare loop's rate: the median of every bare run so far
+    # (one run's time alone would make the reference as noisy as that run).
+    bares = [timed(variants["bare"]) for _ in range(3)]
+    pace[0] = statistics.median(bares) / (frames // CHUNK)
     samples: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
             samples[name].append(timed(fn))
+            if name == "bare":
+                pace[0] = statistics.median(bares + samples["bare"]) / (frames // CHUNK)
     result = {k: statistics.median(v) for k, v in samples.items()}
+    # The ratios of each round's runs (neighbours in time, so a slow spell of the machine hits
+    # both), as a second estimate of the bar's ratio beside the ratio of the medians.
+    result["paired jaxsinks/overlap"] = statistics.median(
+        j / o for j, o in zip(samples["jaxsinks"], samples["overlap"])
+    )
     result["naive"] = timed(naive_run) if naive else float("nan")
     result["callback"] = timed(callback_run) if naive else float("nan")
     result["naive_fraction"] = naive_frames / frames
@@ -637,6 +652,8 @@ def main() -> None:
                     res["jaxsinks"] / ceiling,
                     res["overlap"] / ceiling,
                     res["jaxsinks"] / res["overlap"],
+                    res["paired jaxsinks/overlap"],
+                    res["bare again"] / res["bare"],
                     f"{res['staged overlap']:.2f}",
                     res["jaxsinks"] / res["staged overlap"],
                     f"{overhead:.2f}",
@@ -687,6 +704,8 @@ def main() -> None:
                     "jaxsinks/max(bare,floor)",
                     "overlap/max(bare,floor)",
                     "jaxsinks/overlap",
+                    "paired jaxsinks/overlap",
+                    "control: bare again/bare",
                     "staged overlap",
                     "jaxsinks/staged overlap",
                     "overhead",
