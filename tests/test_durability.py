@@ -6,6 +6,7 @@ A crash of the machine cannot be staged in a test; what is checked is the order 
 the count comes after a sync that saw the chunks it counts, as files in place) and the failure
 path, through the real ``syncfs`` call."""
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -46,10 +47,10 @@ def test_every_count_is_recorded_after_a_sync_that_saw_its_chunks(tmp_path, monk
     events: list[tuple[str, object]] = []
     sync, write_if = tsio.sync_written, tsio.write_if
 
-    def syncing(spec):
+    def syncing(spec, held=None):
         if spec.get("path", "").rstrip("/") == str(store):
             events.append(("sync", _files(store)))
-        sync(spec)
+        sync(spec, held)
 
     def writing(spec, key, value, generation, timeout=None):
         if key == "zarr.json" and spec.get("path", "").rstrip("/") == str(store):
@@ -110,15 +111,58 @@ def test_a_failed_sync_is_a_write_error_and_the_count_stays(tmp_path, monkeypatc
     np.testing.assert_array_equal(run["x"][:], expected(range(8))["x"])
 
 
+def _descriptors_of(path) -> set[int]:
+    """This process's open descriptors of `path`, or of a folder deleted there (/proc/self/fd)."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            if os.readlink(f"/proc/self/fd/{name}") in (str(path), f"{path} (deleted)"):
+                found.add(int(name))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("end", ["close", "a replacement"])
+def test_a_run_syncs_through_one_descriptor_held_from_its_first_sync_to_its_end(
+    tmp_path, monkeypatch, end
+):
+    """Linux reports a failed write-back once to each descriptor opened before it: a writer
+    syncs through one descriptor of its folder, held until the run ends, so that a failure of
+    the kernel's own write-back between two syncs is still reported by the next one."""
+    if _SYNCFS is None:
+        pytest.skip("no syncfs in this C library (the os.sync path is tested below)")
+    store = tmp_path / "run.zarr"
+    monkeypatch.setattr(_zarr_writer.ZarrWriter, "commit_interval", 0.0)  # a sync per block
+    synced: list[int] = []
+    monkeypatch.setattr(tsio, "_SYNCFS", lambda fd: (synced.append(fd), _SYNCFS(fd))[1])
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 40))
+    held = set(synced)  # every sync so far, through one descriptor, still open
+    assert len(held) == 1 and held <= _descriptors_of(store)
+    # (TensorStore opens the folder too, for a moment, to fsync it after writing a JSON document.)
+    if end == "close":
+        js.close(sink)
+        assert len(synced) >= 3 and set(synced) == held  # records, close: the same one
+        assert not _descriptors_of(store)  # let go at close
+        assert js.open(store).steps.tolist() == list(range(40))
+        return
+    # The run is replaced (mode="w") while its writer is live: that writer is discarded.
+    again = js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="w")
+    _wait_until(  # the new writer's, which its first sync opened; the discarded one's is closed
+        lambda: _descriptors_of(store) == {synced[-1]}, "only the new writer's descriptor is open"
+    )
+    js.close(run_steps(again, steps(0, 8)))
+    assert not _descriptors_of(store) and js.open(store).steps.tolist() == list(range(8))
+
+
 def _synced_files(store, monkeypatch) -> list[set[str]]:
     """Spy on the syncs of `store`: the complete files each one saw, in order."""
     seen: list[set[str]] = []
     sync = tsio.sync_written
 
-    def syncing(spec):
+    def syncing(spec, held=None):
         if spec.get("path", "").rstrip("/") == str(store):
             seen.append(_files(store))
-        sync(spec)
+        sync(spec, held)
 
     monkeypatch.setattr(tsio, "sync_written", syncing)
     return seen

@@ -11,6 +11,7 @@ import ctypes
 import fcntl
 import os
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,15 +159,46 @@ def write_if(
     return bytes(stamp.generation) or None
 
 
-def sync_written(spec: dict[str, Any]) -> None:
+class HeldFolder:
+    """A descriptor of a local store's folder, held by its writer from its first sync to close.
+
+    Linux reports a failed write-back to each descriptor opened before the failure, once, at its
+    next ``syncfs`` (the filesystem's error sequence is sampled when the descriptor is opened).
+    A descriptor opened anew for each sync misses a failure of the kernel's own write-back
+    between two syncs; one held from the first sync is told of every failure since.
+    """
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def fd(self, path: str) -> int | None:
+        """The held descriptor; opened now if none is (None while the folder does not exist)."""
+        with self._lock:
+            if self._fd is None:
+                try:
+                    self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    return None
+            return self._fd
+
+    def close(self) -> None:
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def sync_written(spec: dict[str, Any], held: HeldFolder | None = None) -> None:
     """Make every completed write to the local store `spec` durable: the arrays' chunks and
     metadata, written in `WRITE_CONTEXT` without an fsync each.
 
-    One ``syncfs`` of the store's filesystem (``os.sync()`` where there is none). A write is
-    already safe from a killed process once it completes (it is in the kernel's page cache); this
-    makes it safe from a crash of the machine too. Other stores (memory, object stores) have
-    nothing to do: their writes are durable when they complete. Nor has a local store whose
-    folder is gone (deleted under its writer): the metadata write that follows reports that.
+    One ``syncfs`` of the store's filesystem (``os.sync()`` where there is none), through the
+    writer's `held` descriptor of the folder (or one opened for this call). A write is already
+    safe from a killed process once it completes (it is in the kernel's page cache); this makes it
+    safe from a crash of the machine too. Other stores (memory, object stores) have nothing to do:
+    their writes are durable when they complete. Nor has a local store whose folder is gone
+    (deleted under its writer before its first sync): the metadata write that follows reports it.
     """
     if spec.get("driver") != "file":
         return
@@ -174,16 +206,17 @@ def sync_written(spec: dict[str, Any]) -> None:
         if _SYNCFS is None:
             os.sync()
             return
-        try:
-            fd = os.open(spec["path"], os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        folder = held if held is not None else HeldFolder()
+        fd = folder.fd(spec["path"])
+        if fd is None:
             return
         try:
             if _SYNCFS(fd) != 0:
                 code = ctypes.get_errno()
                 raise OSError(code, os.strerror(code))
         finally:
-            os.close(fd)
+            if held is None:
+                folder.close()
 
 
 def delete_all_except(spec: dict[str, Any], key: str) -> None:

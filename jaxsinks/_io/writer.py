@@ -493,7 +493,8 @@ class HostWriter(abc.ABC):
         self._release()
 
     def _release(self) -> None:  # noqa: B027 - optional hook, no-op by default
-        """Let go of what the writer holds open (a file), without final metadata."""
+        """Let go of what the writer holds open (a file): after the final metadata (`finish`), or
+        without it (`discard`). Called again after a release, it does nothing."""
 
     def finish(self) -> int:
         """Wait until every write is durable, record the final count, and raise any kept failure.
@@ -512,6 +513,7 @@ class HostWriter(abc.ABC):
                 self.error = WriteError(
                     f"Closing {self.description} failed: {_message(err)}", self.committed
                 )
+        self._release()
         if self.error is not None and self.lost:
             raise WriteError(
                 f"{self.error} {self.description} was deleted or replaced during the run: the "

@@ -84,6 +84,7 @@ class ZarrWriter(HostWriter):
         self.ring = ring
         self.valid_from = int(meta.get("valid_from", 0))
         self._meta_lock = threading.Lock()
+        self._folder = tsio.HeldFolder()  # syncs see every write-back failure since the first
         self._ragged = {a.name for a in layout.ragged_fields}
         super().__init__(
             layout,
@@ -185,14 +186,17 @@ class ZarrWriter(HostWriter):
             self._write_attrs("open", committed=min(counts))
 
     def _sync(self) -> None:
-        tsio.sync_written(self.location.kvstore)
+        tsio.sync_written(self.location.kvstore, self._folder)
 
     def _sync_for_primary(self) -> None:
         """A secondary process makes its writes durable before publishing a count: the primary
         records the run's count from it. (The primary's own metadata write syncs its writes.)"""
         assert self.coordinator is not None
         if not self.coordinator.primary:
-            tsio.sync_written(self.location.kvstore)
+            tsio.sync_written(self.location.kvstore, self._folder)
+
+    def _release(self) -> None:
+        self._folder.close()
 
     def _finalize(self, status: str) -> None:
         committed = self.committed
@@ -277,7 +281,7 @@ class ZarrWriter(HostWriter):
         """
         timeout = FAILED_STATUS_TIMEOUT if status == "failed" else None
         if status != "failed":
-            tsio.sync_written(self.location.kvstore)
+            tsio.sync_written(self.location.kvstore, self._folder)
         with self._meta_lock:
             value = group_metadata(self.attributes(status, committed))
             generation = tsio.write_if(
