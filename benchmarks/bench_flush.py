@@ -1,0 +1,135 @@
+"""What a device-staged flush costs the loop itself, with no storage: bench_zarr's simulation.
+
+    python benchmarks/bench_flush.py [--configs one-core,all-cores] [--repeats 7]
+
+Loops, timed in interleaved rounds in one process per configuration (medians; ratios to bare):
+
+* bare: the loop without recording;
+* staged: each recorded frame copied into a carried block of CHUNK frames (what jaxsinks and
+  bench_zarr's ``staged overlap`` do);
+* staged + empty call: the same, plus, once per block, a `lax.cond` whose branch hands the block
+  to a host call (jaxsinks' `host_call`) that does nothing;
+* staged + copying call: the host call copies the block into a preallocated host buffer, as a
+  flush does (`HostWriter.submit`);
+* bare again: the control (how far two identical loops land apart in this run).
+
+bench_zarr's ``overlap`` reference has none of these: its frames are already in host memory.
+So jaxsinks/overlap there is at least (staged + copying call)/bare here, plus what the writes
+cost the loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def measure(repeats: int) -> dict[str, float]:
+    import numpy as np
+    from bench_zarr import CHUNK, EVERY, D, R, simulation
+
+    from jaxsinks._io.callback import host_call
+
+    jax, jnp, step, state0 = simulation()
+    steps = 4096 * EVERY  # 1 GiB of frames
+    host = np.ones((CHUNK, R, D), np.float32)  # touched, like the writer's pool
+    ack = jax.ShapeDtypeStruct((), jnp.int32)
+
+    def copying(block):
+        np.copyto(host, block[:CHUNK], casting="no")
+        return [np.int32(0)]
+
+    def empty(block):
+        return [np.int32(0)]
+
+    @jax.jit
+    def bare(state):
+        return jax.lax.scan(lambda c, i: (step(c), None), state, jnp.arange(steps))[0]
+
+    def staged(call):
+        @jax.jit
+        def loop(state):
+            block = jnp.zeros((CHUNK + 1, *state[1].shape), state[1].dtype)
+
+            def body(carry, i):
+                state, block, acc = carry
+                state = step(state)
+                slot = (i // EVERY) % CHUNK
+                block = jax.lax.cond(
+                    i % EVERY == 0,
+                    lambda b: jax.lax.dynamic_update_index_in_dim(b, state[1], slot, 0),
+                    lambda b: b,
+                    block,
+                )
+                if call is not None:
+                    acc = jax.lax.cond(
+                        (i % EVERY == 0) & (slot == CHUNK - 1),
+                        lambda b: acc + host_call(call, [ack], b)[0],
+                        lambda b: acc,
+                        block,
+                    )
+                return (state, block, acc), None
+
+            return jax.lax.scan(body, (state, block, jnp.int32(0)), jnp.arange(steps))[0]
+
+        return loop
+
+    loops = {
+        "bare": bare,
+        "staged": staged(None),
+        "staged + empty call": staged(empty),
+        "staged + copying call": staged(copying),
+        "bare again": bare,
+    }
+    for loop in loops.values():
+        jax.block_until_ready(loop(state0))
+    samples: dict[str, list[float]] = {k: [] for k in loops}
+    for _ in range(repeats):
+        for name, loop in loops.items():
+            start = time.perf_counter()
+            jax.block_until_ready(loop(state0))
+            samples[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="one-core,all-cores")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, HERE)
+    if args.child is not None:
+        if args.child == "one-core":
+            from bench_zarr import xla_on_one_core
+
+            xla_on_one_core()
+        print(json.dumps(measure(args.repeats)))
+        return
+
+    from common import table
+
+    rows = []
+    for config in args.configs.split(","):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", config, "--repeats", str(args.repeats)],
+            env=dict(os.environ, JAX_PLATFORMS="cpu"),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows += [[config, name, f"{t:.3f}", t / res["bare"]] for name, t in res.items()]
+    print(f"The loop alone, 1 GiB of frames (median of {args.repeats} interleaved rounds)")
+    print(table(["config", "loop", "seconds", "/bare"], rows))
+
+
+if __name__ == "__main__":
+    main()
