@@ -94,6 +94,7 @@ class Settings:
     loop: str = "scan"
     max_inflight_bytes: int = 4 * 16 * FRAME_BYTES
     fields: int = 0  # extra scalar float32 fields f00, f01, ...
+    sync_bytes: int | None = None  # ZarrWriter.sync_bytes (None: the default, SYNC_BYTES)
 
     @property
     def resume_to_extra(self) -> int:
@@ -411,6 +412,8 @@ def child_args(
         mode,
         "--markers",
     ]
+    if settings.sync_bytes is not None:
+        argv += ["--sync-bytes", str(settings.sync_bytes)]
     if until is not None:
         argv += ["--until", str(until)]
     if control is not None:

@@ -1,7 +1,7 @@
 """A recording that runs until it is killed: the child process of the crash and fault tests.
 
     python tests/crash_child.py STORE CHUNK STEPS_PER_CALL [--loop scan|while]
-        [--max-inflight-bytes N] [--until STEPS] [--recording]
+        [--max-inflight-bytes N] [--sync-bytes N] [--until STEPS] [--recording]
         [--fields N] [--salt S] [--mode a|w|w-] [--markers] [--warmup] [--linger]
         [--control DIR [--hold]]
 
@@ -111,6 +111,7 @@ def parse_args(argv):
     parser.add_argument("per_call", type=int)
     parser.add_argument("--loop", choices=("scan", "while"), default="scan")
     parser.add_argument("--max-inflight-bytes", type=int, default=None)
+    parser.add_argument("--sync-bytes", type=int, default=None)
     parser.add_argument("--until", type=int, default=None)
     parser.add_argument("--recording", action="store_true")
     parser.add_argument("--driver", action="store_true")
@@ -156,6 +157,10 @@ def main(argv=None) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.kill_in_consolidate:
         kill_in_consolidate(args.kill_in_consolidate)
+    if args.sync_bytes is not None:  # sync between records once this many bytes are written
+        from jaxsinks._io.zarr_writer import ZarrWriter
+
+        ZarrWriter.sync_bytes = args.sync_bytes
     out = Out(args.markers)
     out.event("start")
     options = (

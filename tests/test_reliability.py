@@ -5,6 +5,7 @@ benchmarks/bench_load.py, run here with fixed seeds and small sizes (values and 
 never timings).
 """
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -98,6 +99,27 @@ def test_a_kill_in_every_phase_keeps_the_committed_prefix_and_resumes(
         else trial.resumed[0] + settings.per_call
     )
     assert not list(tmp_path.iterdir())  # the trial cleans up after itself
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed, sig, loop", [(26, "KILL", "scan"), (27, "TERM", "while")])
+def test_a_kill_while_every_block_is_synced_between_records_keeps_the_prefix(
+    tmp_path, launcher, seed, sig, loop
+):
+    """The committer syncs each block as soon as it is written (``sync_bytes=1``; by default
+    only blocks of 8 MiB or more, which the other trials do not write), so a kill mid-run lands
+    among syncs between records: the committed prefix is still exact, and resumes continue it."""
+    settings = dataclasses.replace(fault_kill.PHASE_SETTINGS["run"], sync_bytes=1, loop=loop)
+    trial = fault_kill.run_trial(
+        tmp_path, seed, "run", launcher=launcher, sig=fault_kill.SIGNALS[sig], settings=settings
+    )
+    assert trial.ok and trial.signal == sig and len(trial.kills) == 1
+    (kill,) = trial.kills
+    assert kill.committed >= kill.committed_before and kill.lost <= settings.loss_bound()
+    assert trial.committed >= settings.chunk and trial.committed % settings.chunk == 0
+    assert trial.resumed[0] == kill.committed + settings.resume_to_extra
+    assert trial.resumed[1] == trial.resumed[0] + settings.per_call
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow
