@@ -33,14 +33,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def measure(repeats: int) -> dict[str, float]:
     import numpy as np
-    from bench_zarr import CHUNK, EVERY, D, R, simulation
-
-    from jaxsinks._io.callback import host_call
+    from bench_zarr import CHUNK, EVERY, D, R, simulation, staged_loop
 
     jax, jnp, step, state0 = simulation()
     steps = 4096 * EVERY  # 1 GiB of frames
     host = np.ones((CHUNK, R, D), np.float32)  # touched, like the writer's pool
-    ack = jax.ShapeDtypeStruct((), jnp.int32)
 
     def copying(block):
         np.copyto(host, block[:CHUNK], casting="no")
@@ -53,39 +50,11 @@ def measure(repeats: int) -> dict[str, float]:
     def bare(state):
         return jax.lax.scan(lambda c, i: (step(c), None), state, jnp.arange(steps))[0]
 
-    def staged(call):
-        @jax.jit
-        def loop(state):
-            block = jnp.zeros((CHUNK + 1, *state[1].shape), state[1].dtype)
-
-            def body(carry, i):
-                state, block, acc = carry
-                state = step(state)
-                slot = (i // EVERY) % CHUNK
-                block = jax.lax.cond(
-                    i % EVERY == 0,
-                    lambda b: jax.lax.dynamic_update_index_in_dim(b, state[1], slot, 0),
-                    lambda b: b,
-                    block,
-                )
-                if call is not None:
-                    acc = jax.lax.cond(
-                        (i % EVERY == 0) & (slot == CHUNK - 1),
-                        lambda b: acc + host_call(call, [ack], b)[0],
-                        lambda b: acc,
-                        block,
-                    )
-                return (state, block, acc), None
-
-            return jax.lax.scan(body, (state, block, jnp.int32(0)), jnp.arange(steps))[0]
-
-        return loop
-
     loops = {
         "bare": bare,
-        "staged": staged(None),
-        "staged + empty call": staged(empty),
-        "staged + copying call": staged(copying),
+        "staged": staged_loop(jax, jnp, step, steps),
+        "staged + empty call": staged_loop(jax, jnp, step, steps, empty),
+        "staged + copying call": staged_loop(jax, jnp, step, steps, copying),
         "bare again": bare,
     }
     for loop in loops.values():

@@ -11,7 +11,7 @@ rounds in one process:
 * floor: TensorStore writing the same frames from numpy, same layout and codec (the I/O floor);
 * jaxsinks: ZarrSink inside the scan, end to end (create ... close, durable);
 * overlap: the bare loop while another thread issues the floor's writes one block at a time, paced
-  at the loop's rate (the median of the bare runs so far) (what any recorder must at least cost on
+  at the loop's rate, the median of the bare runs so far (what any recorder must at least cost on
   this machine: the same writes, overlapped perfectly, with no recording work);
 * staged overlap: the same, with the loop also copying each recorded frame into a carried block
   of frames on the device (what any recorder's loop must do at least; stacking the scan's outputs
@@ -107,6 +107,42 @@ def recorder(jax, jnp, step, steps: int):
     return recorded
 
 
+def staged_loop(jax, jnp, step, steps: int, call=None):
+    """The bare loop copying each recorded frame into a carried block of CHUNK frames on the
+    device, as a recorder must (stacking scan outputs costs the same), jitted. With `call`, each
+    full block is also handed to ``host_call(call, ...)`` in a `lax.cond` (bench_flush.py)."""
+    from jaxsinks._io.callback import host_call
+
+    ack = jax.ShapeDtypeStruct((), jnp.int32)
+
+    @jax.jit
+    def staged(state):
+        block = jnp.zeros((CHUNK + 1, *state[1].shape), state[1].dtype)
+
+        def body(carry, i):
+            state, block, acc = carry
+            state = step(state)
+            slot = (i // EVERY) % CHUNK
+            block = jax.lax.cond(
+                i % EVERY == 0,
+                lambda b: jax.lax.dynamic_update_index_in_dim(b, state[1], slot, 0),
+                lambda b: b,
+                block,
+            )
+            if call is not None:
+                acc = jax.lax.cond(
+                    (i % EVERY == 0) & (slot == CHUNK - 1),
+                    lambda b: acc + host_call(call, [ack], b)[0],
+                    lambda b: acc,
+                    block,
+                )
+            return (state, block, acc), None
+
+        return jax.lax.scan(body, (state, block, jnp.int32(0)), jnp.arange(steps))[0]
+
+    return staged
+
+
 def measure(
     config: str,
     frames: int,
@@ -134,24 +170,7 @@ def measure(
     def bare(state):
         return jax.lax.scan(lambda c, i: (step(c), None), state, jnp.arange(steps))[0]
 
-    @jax.jit
-    def staged(state):
-        """The bare loop copying each recorded frame into a carried block of CHUNK frames on the
-        device, as a recorder must (stacking scan outputs costs the same), with no host call."""
-        block = jnp.zeros((CHUNK + 1, *state[1].shape), state[1].dtype)
-
-        def body(carry, i):
-            state, block = carry
-            state = step(state)
-            block = jax.lax.cond(
-                i % EVERY == 0,
-                lambda b: jax.lax.dynamic_update_index_in_dim(b, state[1], (i // EVERY) % CHUNK, 0),
-                lambda b: b,
-                block,
-            )
-            return (state, block), None
-
-        return jax.lax.scan(body, (state, block), jnp.arange(steps))[0]
+    staged = staged_loop(jax, jnp, step, steps)
 
     recorded = recorder(jax, jnp, step, steps)
 
