@@ -11,6 +11,9 @@ Loops, timed in interleaved rounds in one process per configuration (medians; ra
   to a host call (jaxsinks' `host_call`) that does nothing;
 * staged + copying call: the host call copies the block into a preallocated host buffer, as a
   flush does (`HostWriter.submit`);
+* per-frame copying call: no block on the device; each recorded frame goes to a host call of its
+  own, which copies it into the host buffer (the other way out of a CPU loop: the frame copied
+  once, while it is warm in the cache, but one host call per frame instead of one per block);
 * bare again: the control (how far two identical loops land apart in this run).
 
 bench_zarr's ``overlap`` reference has none of these: its frames are already in host memory.
@@ -35,6 +38,8 @@ def measure(repeats: int) -> dict[str, float]:
     import numpy as np
     from bench_zarr import CHUNK, EVERY, D, R, simulation, staged_loop
 
+    from jaxsinks._io.callback import host_call
+
     jax, jnp, step, state0 = simulation()
     steps = 4096 * EVERY  # 1 GiB of frames
     host = np.ones((CHUNK, R, D), np.float32)  # touched, like the writer's pool
@@ -46,6 +51,26 @@ def measure(repeats: int) -> dict[str, float]:
     def empty(block):
         return [np.int32(0)]
 
+    def copy_frame(slot, frame):
+        np.copyto(host[int(slot)], frame, casting="no")
+        return [np.int32(0)]
+
+    ack = jax.ShapeDtypeStruct((), jnp.int32)
+
+    @jax.jit
+    def per_frame(state):
+        def body(carry, i):
+            state, acc = carry
+            state = step(state)
+            acc = jax.lax.cond(
+                i % EVERY == 0,
+                lambda: acc + host_call(copy_frame, [ack], (i // EVERY) % CHUNK, state[1])[0],
+                lambda: acc,
+            )
+            return (state, acc), None
+
+        return jax.lax.scan(body, (state, jnp.int32(0)), jnp.arange(steps))[0]
+
     @jax.jit
     def bare(state):
         return jax.lax.scan(lambda c, i: (step(c), None), state, jnp.arange(steps))[0]
@@ -55,6 +80,7 @@ def measure(repeats: int) -> dict[str, float]:
         "staged": staged_loop(jax, jnp, step, steps),
         "staged + empty call": staged_loop(jax, jnp, step, steps, empty),
         "staged + copying call": staged_loop(jax, jnp, step, steps, copying),
+        "per-frame copying call": per_frame,
         "bare again": bare,
     }
     for loop in loops.values():

@@ -1,7 +1,7 @@
 """Streaming an ensemble simulation to local disk: jaxsinks vs the bare loop, the I/O floor and
 the naive ways, plus host and device memory.
 
-    python benchmarks/bench_zarr.py [--gib 1.0] [--quick]
+    python benchmarks/bench_zarr.py [--gib 1.0] [--quick] [--cpu]
 
 The simulation is an Ornstein-Uhlenbeck ensemble (PySDE's use): 64 replicas x 1024 dof, float32,
 every 2nd step recorded (256 KiB per frame; 4096 frames per GiB). Variants, timed in interleaved
@@ -56,6 +56,9 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: `--cpu`'s columns: `common.cpu_seconds` groups; writer threads: jaxsinks' writer and committer
+#: (or the overlap's Python writer thread), which end with the run.
+CPU_COLUMNS = ("machine", "process", "tensorstore", "writer threads", "rest")
 R, D, EVERY, CHUNK = 64, 1024, 2, 64
 FRAME_BYTES = R * D * 4
 
@@ -153,10 +156,12 @@ def measure(
     naive: bool = True,
     routes: tuple[str, ...] = (),
     probes: bool = False,
+    cpu: bool = False,
 ) -> dict:
     """Time every variant in interleaved rounds; runs inside the configuration's subprocess."""
     import numpy as np
     import tensorstore as ts
+    from common import cpu_seconds
     from jax.experimental import io_callback
 
     import jaxsinks as js
@@ -326,14 +331,23 @@ def measure(
         writer.join()
 
     runs = iter(range(10**6))
+    used: dict[object, list[dict[str, float]]] = {}  # --cpu: each run's CPU seconds, by thread
 
     def timed(fn) -> float:
         """Seconds of fn(fresh path); creating and deleting the path are not timed."""
         path = os.path.join(workdir, f"run{next(runs)}.zarr")
         os.sync()
+        before = cpu_seconds() if cpu else {}
         start = time.perf_counter()
         fn(path)
         elapsed = time.perf_counter() - start
+        if cpu:
+            after = cpu_seconds()
+            delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
+            live = sum(v for k, v in delta.items() if k not in ("machine", "process"))
+            # jaxsinks' writer threads end at close (the overlap's Python writer at its join)
+            delta["writer threads"] = delta.pop("jaxsinks", 0.0) + delta["process"] - live
+            used.setdefault(fn, []).append(delta)
         shutil.rmtree(path, ignore_errors=True)
         return elapsed
 
@@ -364,6 +378,14 @@ def measure(
             if name == "bare":
                 pace[0] = statistics.median(bares + samples["bare"]) / (frames // CHUNK)
     result = {k: statistics.median(v) for k, v in samples.items()}
+    if cpu:  # the median of the timed rounds' CPU seconds, per thread group
+        result["cpu"] = {
+            name: {
+                group: statistics.median(d.get(group, 0.0) for d in used[fn][-repeats:])
+                for group in sorted({g for d in used[fn] for g in d})
+            }
+            for name, fn in variants.items()
+        }
     # The ratios of each round's runs (neighbours in time, so a slow spell of the machine hits
     # both), as a second estimate of the bar's ratio beside the ratio of the medians.
     result["paired jaxsinks/overlap"] = statistics.median(
@@ -585,6 +607,12 @@ def main() -> None:
         "(see fsync_each) and probe[sync per record] (see sync_per_record), in the same rounds",
     )
     parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="also print the CPU seconds each variant used (Linux): the machine's, the "
+        "recording process's, and by thread (TensorStore's, the writer threads', the rest)",
+    )
+    parser.add_argument(
         "--codec",
         default="none",
         choices=sorted(CODECS),
@@ -613,6 +641,7 @@ def main() -> None:
                     naive=not args.no_naive,
                     routes=tuple(r for r in args.routes.split(",") if r),
                     probes=args.probes,
+                    cpu=args.cpu,
                 )
             )
         )
@@ -628,7 +657,7 @@ def main() -> None:
     mem_gib = (0.05, 0.5) if args.quick else (args.gib, 10 * args.gib)
     workdir = tempfile.mkdtemp(prefix="jaxsinks-bench-", dir=os.environ.get("BENCH_DIR", "."))
     try:
-        rows, mem_rows, route_rows = [], [], []
+        rows, mem_rows, route_rows, cpu_rows = [], [], [], []
         for config in args.configs.split(","):
             res = json.loads(
                 _subprocess(
@@ -649,7 +678,8 @@ def main() -> None:
                     ]
                     + (["--no-naive"] if args.no_naive else [])
                     + (["--routes", args.routes] if args.routes else [])
-                    + (["--probes"] if args.probes else []),
+                    + (["--probes"] if args.probes else [])
+                    + (["--cpu"] if args.cpu else []),
                 )
             )
             ceiling = max(res["bare"], res["floor"])
@@ -692,6 +722,11 @@ def main() -> None:
                 for name in res
                 if name.startswith(("jaxsinks[", "probe["))
             ]
+            for name, groups in res.get("cpu", {}).items():
+                cpu_rows.append(
+                    [config, name, f"{res[name]:.2f}"]
+                    + [f"{groups.get(g, 0.0):.2f}" for g in CPU_COLUMNS]
+                )
             for gib in () if args.no_memory else mem_gib:
                 frames = int(gib * 2**30 / FRAME_BYTES) // CHUNK * CHUNK
                 m = peak_rss(config, frames, workdir, args.codec)
@@ -743,6 +778,13 @@ def main() -> None:
             print(
                 table(["config", "variant", "seconds", "/overlap", "/staged overlap"], route_rows)
             )
+        if cpu_rows:
+            print(
+                "\nCPU seconds used in each variant's run (medians of the rounds): the whole "
+                "machine's, the recording process's, and by thread (rest: XLA's, the main "
+                "thread, where the flush's copy runs too)"
+            )
+            print(table(["config", "variant", "wall seconds", *CPU_COLUMNS], cpu_rows))
         print(
             "\nMemory: peak host RSS of the recording process, and the sink's device bytes "
             "(bar: the 10x run's peak <= 1.1x)"

@@ -41,3 +41,33 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
+
+
+#: Thread groups of `cpu_seconds`, by the start of the thread's name (Linux truncates names to 15
+#: characters). XLA's threads are not told apart: with one core it runs a loop on an unnamed one.
+THREAD_GROUPS = {"ts_": "tensorstore", "jaxsinks-": "jaxsinks"}
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far (Linux only): by the whole ``machine`` (every core's busy time), by
+    this ``process`` (ended threads included), and by its live threads: `THREAD_GROUPS`, and the
+    ``rest`` (the main thread, XLA's, Python's). Between two calls, the process's CPU minus that
+    of its live threads is what threads that ended meanwhile used."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    used = {"machine": (sum(fields) - fields[3] - fields[4]) / tick}  # all but idle and iowait
+    used["process"] = time.process_time()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
+        group = next((g for p, g in THREAD_GROUPS.items() if name.startswith(p)), "rest")
+        ticks = rest.split()
+        used[group] = used.get(group, 0.0) + (int(ticks[11]) + int(ticks[12])) / tick
+    return used
