@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def measure(repeats: int) -> dict[str, float]:
     import numpy as np
-    from bench_zarr import CHUNK, EVERY, D, R, simulation, staged_loop
+    from bench_zarr import CHUNK, EVERY, D, R, per_frame_loop, simulation, staged_loop
 
     from jaxsinks._io.callback import host_call
 
@@ -56,20 +56,9 @@ def measure(repeats: int) -> dict[str, float]:
         return [np.int32(0)]
 
     ack = jax.ShapeDtypeStruct((), jnp.int32)
-
-    @jax.jit
-    def per_frame(state):
-        def body(carry, i):
-            state, acc = carry
-            state = step(state)
-            acc = jax.lax.cond(
-                i % EVERY == 0,
-                lambda: acc + host_call(copy_frame, [ack], (i // EVERY) % CHUNK, state[1])[0],
-                lambda: acc,
-            )
-            return (state, acc), None
-
-        return jax.lax.scan(body, (state, jnp.int32(0)), jnp.arange(steps))[0]
+    per_frame = per_frame_loop(
+        jax, jnp, step, steps, lambda k, x: host_call(copy_frame, [ack], k % CHUNK, x)[0]
+    )
 
     @jax.jit
     def bare(state):

@@ -146,6 +146,26 @@ def staged_loop(jax, jnp, step, steps: int, call=None):
     return staged
 
 
+def per_frame_loop(jax, jnp, step, steps: int, call):
+    """The bare loop handing each recorded frame to ``call(frame index, frame)`` (a host call
+    returning an int32) in a `lax.cond`, jitted: the per-frame callback that bench_zarr's
+    ``callback`` variant writes from and bench_flush.py's ``per-frame copying call`` copies."""
+
+    @jax.jit
+    def loop(state):
+        def body(carry, i):
+            state, acc = carry
+            state = step(state)
+            acc = jax.lax.cond(
+                i % EVERY == 0, lambda: acc + call(i // EVERY, state[1]), lambda: acc
+            )
+            return (state, acc), None
+
+        return jax.lax.scan(body, (state, jnp.int32(0)), jnp.arange(steps))[0]
+
+    return loop
+
+
 def measure(
     config: str,
     frames: int,
@@ -301,25 +321,10 @@ def measure(
             commits.append(w.commit)
             return np.int32(0)
 
-        @jax.jit
-        def run(state):
-            def body(c, i):
-                state, acc = c
-                state = step(state)
-                acc = jax.lax.cond(
-                    i % EVERY == 0,
-                    lambda: (
-                        acc
-                        + io_callback(
-                            write_frame, jax.ShapeDtypeStruct((), jnp.int32), i // EVERY, state[1]
-                        )
-                    ),
-                    lambda: acc,
-                )
-                return (state, acc), None
-
-            return jax.lax.scan(body, (state, jnp.int32(0)), jnp.arange(callback_steps))[0]
-
+        ack = jax.ShapeDtypeStruct((), jnp.int32)
+        run = per_frame_loop(
+            jax, jnp, step, callback_steps, lambda k, x: io_callback(write_frame, ack, k, x)
+        )
         jax.block_until_ready(run(state0))
         for c in commits:
             c.result()
