@@ -336,7 +336,8 @@ def measure(
         writer.join()
 
     runs = iter(range(10**6))
-    used: dict[object, list[dict[str, float]]] = {}  # --cpu: each run's CPU seconds, by thread
+    used: dict[str, list[dict[str, float]]] = {}  # --cpu: each round's CPU seconds, by thread
+    last_used: dict[str, float] = {}  # --cpu: those of the last run `timed` timed
 
     def timed(fn) -> float:
         """Seconds of fn(fresh path); creating and deleting the path are not timed."""
@@ -352,7 +353,8 @@ def measure(
             live = sum(v for k, v in delta.items() if k not in ("machine", "process"))
             # jaxsinks' writer threads end at close (the overlap's Python writer at its join)
             delta["writer threads"] = delta.pop("jaxsinks", 0.0) + delta["process"] - live
-            used.setdefault(fn, []).append(delta)
+            last_used.clear()
+            last_used.update(delta)
         shutil.rmtree(path, ignore_errors=True)
         return elapsed
 
@@ -380,16 +382,14 @@ def measure(
     for _ in range(repeats):
         for name, fn in variants.items():
             samples[name].append(timed(fn))
+            used.setdefault(name, []).append(dict(last_used))
             if name == "bare":
                 pace[0] = statistics.median(bares + samples["bare"]) / (frames // CHUNK)
     result = {k: statistics.median(v) for k, v in samples.items()}
     if cpu:  # the median of the timed rounds' CPU seconds, per thread group
         result["cpu"] = {
-            name: {
-                group: statistics.median(d.get(group, 0.0) for d in used[fn][-repeats:])
-                for group in sorted({g for d in used[fn] for g in d})
-            }
-            for name, fn in variants.items()
+            name: {g: statistics.median(d.get(g, 0.0) for d in rounds) for g in CPU_COLUMNS}
+            for name, rounds in used.items()
         }
     # The ratios of each round's runs (neighbours in time, so a slow spell of the machine hits
     # both), as a second estimate of the bar's ratio beside the ratio of the medians.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -53,8 +54,6 @@ def cpu_seconds() -> dict[str, float]:
     this ``process`` (ended threads included), and by its live threads: `THREAD_GROUPS`, and the
     ``rest`` (the main thread, XLA's, Python's). Between two calls, the process's CPU minus that
     of its live threads is what threads that ended meanwhile used."""
-    import os
-
     tick = os.sysconf("SC_CLK_TCK")
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
