@@ -14,8 +14,10 @@ block:
   callback makes), timed in interleaved rounds. Noisy on a shared machine; the address is exact.
 
 The sink rows: whether the writer's `host_flush` gets the sink's own staging buffer (the donated
-block, updated in place), and the writer's own copy (`HostWriter.submit` copies the block into its
-pool before TensorStore copies it again for encoding: 1 on every route today).
+block, updated in place), and the host copies after it: `HostWriter.submit` copies the block into
+its pool (1 on every route), and TensorStore's writes reference that buffer instead of copying it
+again (0 for an uncompressed chunk: `tests/test_buffers.py` checks that a ``memory://`` store
+keeps the writer's own arrays).
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def measure(route: str, mib: float, repeats: int) -> list[object]:
         f"{t_tiny * 1e3:.3f}",
         f"{t_copy * 1e3:.2f}",
         "yes (0 copies)" if sink_zero_copy else "no (a copy)",
-        "1 (pool memcpy)",
+        "1 (pool memcpy; TensorStore references it)",
     ]
 
 

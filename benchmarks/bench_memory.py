@@ -32,6 +32,7 @@ def measure(directory: pathlib.Path, inflight_mib: int, gib: float) -> dict[str,
     import psutil
 
     import jaxsinks as js
+    from jaxsinks._io.writer import POOL_BLOCKS
 
     inflight = inflight_mib * 2**20
     frames = int(gib * 2**30 / (4 * FRAME_FLOATS) / PER_CALL) * PER_CALL
@@ -85,7 +86,7 @@ def measure(directory: pathlib.Path, inflight_mib: int, gib: float) -> dict[str,
         "baseline_MiB": base / mib,
         "steady_above_MiB": (float(np.median(steady)) - base) / mib,
         "max_above_MiB": (max(samples) - base) / mib,
-        "pool_MiB": 3 * CHUNK * 4 * FRAME_FLOATS / mib,
+        "pool_MiB": 2 * POOL_BLOCKS * CHUNK * 4 * FRAME_FLOATS / mib,  # in use and kept for reuse
         "ok": ok,
     }
 

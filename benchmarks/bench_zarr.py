@@ -370,6 +370,7 @@ def measure(
         variants.update(probe_variants(jax, jnp, step, state0, frames, floor_arr))
         variants["probe[fsync each]"] = fsync_each(jaxsinks_run)
         variants["probe[sync per record]"] = sync_per_record(jaxsinks_run)
+        variants["probe[copying writes]"] = copying_writes(jaxsinks_run)
     variants["bare again"] = variants["bare"]  # the control: how far identical runs land apart
     pace = [0.0]
     for fn in variants.values():  # warm up: compile and touch everything once
@@ -439,6 +440,14 @@ def sync_per_record(run):
     from jaxsinks._io.zarr_writer import ZarrWriter
 
     return with_setting(run, ZarrWriter, "sync_bytes", None)
+
+
+def copying_writes(run):
+    """`run` with TensorStore copying each block before writing it, as jaxsinks did before its
+    writes referenced the writer's buffer (``--probes``: probe[copying writes])."""
+    from jaxsinks._io import zarr_writer
+
+    return with_setting(run, zarr_writer, "REFERENCE", False)
 
 
 def probe_variants(jax, jnp, step, state0, frames: int, open_array) -> dict:

@@ -335,13 +335,24 @@ def resize(
 
 
 def write_rows(
-    array: ts.TensorStore, start: int, values: Any, part: slice | None = None
+    array: ts.TensorStore,
+    start: int,
+    values: Any,
+    part: slice | None = None,
+    *,
+    reference: bool = False,
 ) -> ts.WriteFutures:
     """Start writing `values` to frames ``start:start + len(values)`` (and, if given, `part` of
     the second axis: one shard's region); returns the futures.
+
+    With `reference`, TensorStore may keep a reference to `values` instead of copying it, for as
+    long as it needs (an uncompressed chunk written whole is then never copied; a ``memory://``
+    store keeps the array as its value): the caller must never change `values` while anything
+    else holds it.
     """
     rows = slice(start, start + values.shape[0])
-    return (array[rows] if part is None else array[rows, part]).write(values)
+    target = array[rows] if part is None else array[rows, part]
+    return target.write(values, can_reference_source_data_indefinitely=reference)
 
 
 def read_rows(array: ts.TensorStore, index: Any, spec: dict[str, Any]) -> Any:

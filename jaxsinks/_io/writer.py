@@ -2,14 +2,16 @@
 
 Three stages, so that the compiled loop waits for as little as possible:
 
-1. A flush (the device's host callback, `jaxsinks._io.callback`) copies the block into a
-   preallocated, pre-touched host buffer from a small pool (one memcpy, no page faults) and
-   returns. When every buffer is busy it waits: back-pressure when the storage is slower than
-   the loop.
+1. A flush (the device's host callback, `jaxsinks._io.callback`) copies the block into a host
+   buffer set (one memcpy) and returns. At most `POOL_BLOCKS` sets per shard are between a flush
+   and their write; a flush waits while all are (back-pressure when the storage is slower than
+   the loop). A set is reused once nothing else references it (pre-touched: no page faults).
 2. A writer thread hands each block, in order, to the store-specific `_issue` (TensorStore writes
-   for a Zarr run, formatted rows for a CSV log), which returns once the buffer is no longer
-   needed, and the buffer goes back to the pool. It waits while more than ``max_inflight_bytes``
-   are not yet durable.
+   for a Zarr run, formatted rows for a CSV log). `_issue` may leave references to the buffer
+   set with the store (a Zarr run's writes reference it instead of copying it, until their
+   commit; a ``memory://`` store keeps it as its value): the set is reused only once its arrays'
+   reference counts say that nothing holds them, so a store never sees its data change. It
+   waits while more than ``max_inflight_bytes`` are not yet durable.
 3. A committer thread waits for each block to be durable, in order, and only then records the new
    committed count (`_record_committed`): the count never covers data that is not durable. It
    records at most once per `commit_interval` seconds (a Zarr run: `COMMIT_INTERVAL`), so that
@@ -19,8 +21,9 @@ Three stages, so that the compiled loop waits for as little as possible:
    it makes them durable (`_sync`) without recording them, so that the disk writes them back
    steadily and neither the next record nor close waits for a long backlog.
 
-The frames in flight are bounded by the pool plus ``max_inflight_bytes`` (host memory is that
-plus a working set of TensorStore and the allocator: docs/reliability.md). A failure is kept with
+The frames in flight are bounded by the pool plus ``max_inflight_bytes`` (host memory is that,
+up to `POOL_BLOCKS` more sets kept for reuse, and a working set of TensorStore and the allocator:
+docs/reliability.md). A failure is kept with
 the frame it happened at; later blocks are skipped (they would leave a gap), earlier ones still
 commit, and `finish` (called by `jaxsinks.close`) raises it with the count of frames safely
 committed.
@@ -35,6 +38,7 @@ import dataclasses
 import itertools
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,7 +54,8 @@ from .registry import Registry
 log = logging.getLogger("jaxsinks")
 
 DEFAULT_MAX_INFLIGHT_BYTES = 256 * 2**20
-#: Host buffers per writer, each one flush block: enough to double-buffer and absorb jitter.
+#: Host buffer sets per shard between a flush and its write, each one flush block: enough to
+#: double-buffer and absorb jitter. As many written sets are kept for reuse.
 POOL_BLOCKS = 3
 #: Seconds a Zarr run's committer waits after recording the committed count before it records it
 #: again (`HostWriter.commit_interval`). Each record rewrites and fsyncs the run's ``zarr.json``:
@@ -117,8 +122,12 @@ class HostWriter(abc.ABC):
         self._unsynced = 0  # bytes of them not made durable by `_sync` (committer thread only)
         self._recording = False  # the committed count is being written to the store
         self._cond = threading.Condition()
-        self._free: queue.SimpleQueue[dict[str, np.ndarray]] = queue.SimpleQueue()
-        self._allocated = 0
+        # Buffer sets: a slot per set between a flush and its write; written sets kept for reuse.
+        self._slots = threading.BoundedSemaphore(POOL_BLOCKS * len(shards))
+        self._spares: collections.deque[dict[str, np.ndarray]] = collections.deque(
+            maxlen=POOL_BLOCKS * len(shards)
+        )
+        self.buffer_sets = 0  # buffer sets allocated (the rest of the blocks reused one)
         self._blocks: queue.SimpleQueue[tuple[int, int, int, dict[str, np.ndarray]] | None] = (
             queue.SimpleQueue()
         )
@@ -140,7 +149,9 @@ class HostWriter(abc.ABC):
     ) -> tuple[list[Any], int, Any]:
         """Start writing frames ``offset:offset + n`` (the first `n` rows of `values`) of `shard`.
 
-        Return once `values` is no longer read, with ``(waits, nbytes, marker)``: futures whose
+        Never change `values`. Whatever keeps a reference to its arrays (or to views of them) may
+        read them for as long as it holds it: the writer reuses them only when nothing does.
+        Return with ``(waits, nbytes, marker)``: futures whose
         ``result()`` returns once their part is durable (``done()``, if they have it, says so
         without waiting), the bytes in flight, and a marker passed to `_on_durable`. Raise to fail
         the block.
@@ -177,8 +188,12 @@ class HostWriter(abc.ABC):
         if n <= 0 or self._skips(offset):
             return
         buffers = self._buffer()
-        for buf, value in zip(buffers.values(), values):
-            np.copyto(buf[:n], value[:n], casting="no")
+        try:
+            for buf, value in zip(buffers.values(), values):
+                np.copyto(buf[:n], value[:n], casting="no")
+        except BaseException:  # e.g. a Ctrl-C: the block is not queued, its set is free again
+            self._give_back(buffers)
+            raise
         with self._lock:
             self.blocks_written += 1
         if self.progress is not None:
@@ -247,22 +262,31 @@ class HostWriter(abc.ABC):
         return self.failed_at is not None and offset >= self.failed_at
 
     def _buffer(self) -> dict[str, np.ndarray]:
-        """A free host buffer set; a new one while the pool is not full, else wait for one."""
+        """A host buffer set for one block: a written set that nothing references any more, else a
+        new one. Waits while `POOL_BLOCKS` sets per shard are between a flush and their write."""
+        self._slots.acquire()
         try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            allocate = self._allocated < POOL_BLOCKS * len(self._durable)
-            self._allocated += allocate
-        if allocate:
+            with self._lock:
+                for i, buffers in enumerate(self._spares):
+                    if unreferenced(buffers):
+                        del self._spares[i]
+                        return buffers
+                self.buffer_sets += 1
             buffers = {}
             for a in self.layout.arrays:
                 buf = np.empty((self.layout.block, *a.shape), a.dtype)
-                buf.fill(0)  # touch every page now, not during a flush
+                buf.fill(0)  # touch every page now, not during a later flush
                 buffers[a.name] = buf
             return buffers
-        return self._free.get()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _give_back(self, buffers: dict[str, np.ndarray]) -> None:
+        """Keep a set to reuse once nothing holds it (the oldest kept is dropped); free its slot."""
+        with self._lock:
+            self._spares.append(buffers)
+        self._slots.release()
 
     def _write_loop(self) -> None:
         while (item := self._blocks.get()) is not None:
@@ -270,7 +294,7 @@ class HostWriter(abc.ABC):
             try:
                 self._write(shard, offset, n, buffers)
             finally:
-                self._free.put(buffers)
+                self._give_back(buffers)
 
     def _write(self, shard: int, offset: int, n: int, values: dict[str, np.ndarray]) -> None:
         if self._skips(offset):
@@ -534,6 +558,15 @@ class HostWriter(abc.ABC):
 def _done(wait: Any) -> bool:
     done = getattr(wait, "done", None)
     return bool(done()) if callable(done) else False
+
+
+def unreferenced(buffers: dict[str, np.ndarray]) -> bool:
+    """Whether nothing but `buffers` holds its arrays: no view of them, no write that references
+    them (TensorStore holds a reference to the array it was given for as long as it may read it).
+    Measured against a fresh dict's array, so it does not depend on how the interpreter counts."""
+    probe = {"": np.empty(0)}
+    base = max(sys.getrefcount(a) for a in probe.values())
+    return all(sys.getrefcount(a) <= base for a in buffers.values())
 
 
 def _message(err: BaseException) -> str:

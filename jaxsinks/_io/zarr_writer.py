@@ -31,6 +31,10 @@ from .writer import COMMIT_INTERVAL, DEFAULT_MAX_INFLIGHT_BYTES, SYNC_BYTES, Hos
 CLAIM_WAIT_S = 2.0
 #: Seconds the final "failed" status write may take after a write failure (see `_write_attrs`).
 FAILED_STATUS_TIMEOUT = 5.0
+#: Whether a block's writes let TensorStore reference the writer's buffer instead of copying it
+#: (`tsio.write_rows`; the writer reuses a buffer only once nothing holds it): an uncompressed
+#: chunk is then copied once on the host, by the flush, not twice (docs/benchmarks.md).
+REFERENCE = True
 log = logging.getLogger("jaxsinks")
 
 
@@ -118,7 +122,9 @@ class ZarrWriter(HostWriter):
             for a in self.layout.ragged_fields:
                 real = np.arange(a.shape[a.ragged_axes - 1]) < count[..., None]
                 compact = values[a.name][:n][real]
-                writes.append(tsio.write_rows(self.arrays[a.name], self.atoms, compact))
+                writes.append(
+                    tsio.write_rows(self.arrays[a.name], self.atoms, compact, reference=REFERENCE)
+                )
                 nbytes += compact.nbytes
             self.atoms += atoms
         for a in self.stored:
@@ -133,7 +139,10 @@ class ZarrWriter(HostWriter):
             else:
                 part = None
             value = values[a.name][:n]
-            writes.append(tsio.write_rows(self.arrays[a.name], start, value, part))
+            # `value` is the writer's buffer, reused only once TensorStore lets go of it
+            writes.append(
+                tsio.write_rows(self.arrays[a.name], start, value, part, reference=REFERENCE)
+            )
             nbytes += value.nbytes
         for w in writes:
             w.copy.result()
