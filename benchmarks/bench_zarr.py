@@ -19,14 +19,14 @@ rounds in one process:
 * naive: a Python loop over jitted chunks of steps, device_get, zarr-python append per frame;
 * callback: an io_callback per recorded frame writing it with TensorStore.
 
-The first five run in interleaved rounds (median reported), each after `os.sync()` so that one
-variant's dirty pages are not written back during the next one's timing, with a control: ``bare
-again``, the bare loop once more in each round, whose ratio to ``bare`` shows how far two
-identical variants land apart in this run (the noise a ratio's bar has to be read against).
-``paired jaxsinks/overlap`` is the median of each round's jaxsinks/overlap, beside the ratio of
-the medians. naive and callback are
-orders of magnitude slower: they run once, on a fraction of the frames, and their overhead is
-scaled to the full run.
+The first five run in interleaved rounds (median reported), each round in its own seeded random
+order, each run after `os.sync()` so that one variant's dirty pages are not written back during
+the next one's timing, with a control: ``bare again``, the bare loop once more in each round,
+whose ratio to ``bare`` shows how far two identical variants land apart in this run (the noise a
+ratio's bar has to be read against). ``paired jaxsinks/overlap`` is the median of each round's
+jaxsinks/overlap, beside the ratio of the medians; each round's is printed too. naive and
+callback are orders of magnitude slower: they run once, on a fraction of the frames, and their
+overhead is scaled to the full run.
 
 Each configuration runs in its own subprocess, because XLA's threading is fixed when its client
 starts: ``all-cores`` (XLA's default: on this 2-core machine the simulation's computation runs on
@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -60,6 +61,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 #: (or the overlap's Python writer thread), which end with the run.
 CPU_COLUMNS = ("machine", "process", "tensorstore", "writer threads", "rest")
 R, D, EVERY, CHUNK = 64, 1024, 2, 64
+#: Seeds the order of the variants in each round (see `measure`).
+ORDER_SEED = 12
 FRAME_BYTES = R * D * 4
 
 
@@ -380,12 +383,21 @@ def measure(
     bares = [timed(variants["bare"]) for _ in range(3)]
     pace[0] = statistics.median(bares) / (frames // CHUNK)
     samples: dict[str, list[float]] = {k: [] for k in variants}
+    # Each round runs the variants in its own order (seeded, so a run can be repeated): a fixed
+    # order gives each variant the same predecessor in every round, and what a run leaves behind
+    # (dirty pages, freed page cache, idle cores) then biases the next one's time the same way
+    # each round (with a fixed order, `bare again/bare` read 0.82 with XLA on one core).
+    order = random.Random(ORDER_SEED)
     for _ in range(repeats):
-        for name, fn in variants.items():
+        names = list(variants)
+        order.shuffle(names)
+        for name in names:
+            fn = variants[name]
             samples[name].append(timed(fn))
             used.setdefault(name, []).append(dict(last_used))
-            if name == "bare":
-                pace[0] = statistics.median(bares + samples["bare"]) / (frames // CHUNK)
+            if name in ("bare", "bare again"):
+                loops = bares + samples["bare"] + samples["bare again"]
+                pace[0] = statistics.median(loops) / (frames // CHUNK)
     result = {k: statistics.median(v) for k, v in samples.items()}
     if cpu:  # the median of the timed rounds' CPU seconds, per thread group
         result["cpu"] = {
@@ -394,9 +406,10 @@ def measure(
         }
     # The ratios of each round's runs (neighbours in time, so a slow spell of the machine hits
     # both), as a second estimate of the bar's ratio beside the ratio of the medians.
-    result["paired jaxsinks/overlap"] = statistics.median(
+    result["rounds jaxsinks/overlap"] = [
         j / o for j, o in zip(samples["jaxsinks"], samples["overlap"])
-    )
+    ]
+    result["paired jaxsinks/overlap"] = statistics.median(result["rounds jaxsinks/overlap"])
     result["naive"] = timed(naive_run) if naive else float("nan")
     result["callback"] = timed(callback_run) if naive else float("nan")
     result["naive_fraction"] = naive_frames / frames
@@ -671,7 +684,7 @@ def main() -> None:
     mem_gib = (0.05, 0.5) if args.quick else (args.gib, 10 * args.gib)
     workdir = tempfile.mkdtemp(prefix="jaxsinks-bench-", dir=os.environ.get("BENCH_DIR", "."))
     try:
-        rows, mem_rows, route_rows, cpu_rows = [], [], [], []
+        rows, mem_rows, route_rows, cpu_rows, round_rows = [], [], [], [], []
         for config in args.configs.split(","):
             res = json.loads(
                 _subprocess(
@@ -724,6 +737,9 @@ def main() -> None:
                     naive_overhead / max(overhead, 1e-9),
                     f"{callback_overhead:.1f}",
                 ]
+            )
+            round_rows.append(
+                f"{config}: " + " ".join(f"{r:.3f}" for r in res["rounds jaxsinks/overlap"])
             )
             route_rows += [
                 [
@@ -784,6 +800,8 @@ def main() -> None:
                 rows,
             )
         )
+        print("\njaxsinks/overlap in each round, in the order run:")
+        print("\n".join(round_rows))
         if route_rows:
             print(
                 "\nThe same, with the flush forced onto other host-call routes "
