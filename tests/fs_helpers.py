@@ -55,3 +55,10 @@ def small_filesystem(parent: pathlib.Path, size: str):
         yield target
     finally:
         subprocess.run(["umount", str(target)], check=True)
+
+
+def stored_bytes(path: pathlib.Path) -> dict[str, bytes]:
+    """Every file under a local run, by relative path: what 'nothing changed' is checked against."""
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }

@@ -82,3 +82,47 @@ def test_a_second_crash_after_resuming_is_also_safe(tmp_path):
     first = len(js.open(store))
     kill_mid_run(store, chunk=8, per_call=20, min_committed=first + 16, seed=8)
     assert check_prefix_and_resume(store, 8) >= first + 16
+
+
+RING_CHILD = """
+import sys
+from zarr_helpers import EXAMPLE, run_steps, steps
+import jaxsinks as js
+sink = js.ZarrSink.create(sys.argv[1], EXAMPLE, chunk=4, capacity=16, overflow="ring")
+done = 0
+while True:
+    sink = run_steps(sink, steps(done, done + 400))
+    done += 400
+    print(done, flush=True)
+"""
+
+
+def test_kill_9_of_a_ring_keeps_its_newest_committed_frames_and_resumes(tmp_path):
+    """A ring overwrites its oldest committed frames only once the frames before the block are
+    committed: a kill at any moment leaves at least the newest ``capacity - chunk`` of them (before,
+    a kill right after a fast loop left a run of 0 frames: the overwritten frames retired, the
+    new ones not yet counted)."""
+    for trial, delay in enumerate((0.0, 0.01, 0.05, 0.2)):
+        store = tmp_path / f"ring{trial}.zarr"
+        child = subprocess.Popen(
+            [sys.executable, "-c", RING_CHILD, str(store)], stdout=subprocess.PIPE, cwd=HERE
+        )
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == b"400"
+            time.sleep(delay)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            child.stdout.close()
+        run = js.open(store)
+        n, total = len(run), run.committed
+        assert run.status == "interrupted" and total >= 16
+        assert n >= 12, (trial, n, total, run.meta.get("valid_from"))
+        assert run.steps.tolist() == list(range(total - n, total))
+        np.testing.assert_array_equal(run["x"][:], expected(range(total - n, total))["x"])
+        sink = js.ZarrSink.create(store, EXAMPLE, chunk=4, capacity=16, overflow="ring", mode="a")
+        js.close(run_steps(sink, steps(total, total + 10)))
+        run = js.open(store)
+        assert run.status == "closed" and run.committed == total + 10
+        assert run.steps.tolist() == list(range(total + 10 - 16, total + 10))
+        np.testing.assert_array_equal(run["e"][:], expected(range(total - 6, total + 10))["e"])

@@ -15,6 +15,7 @@ import time
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fs_helpers import stored_bytes
 from zarr_helpers import EXAMPLE, expected, run_steps, steps
 
 import jaxsinks as js
@@ -65,12 +66,6 @@ def close_writer(child):
     child.stdin.write("close\n")
     child.stdin.flush()
     assert child.stdout.readline().strip() == "closed", child.stderr.read()
-
-
-def stored_bytes(path):
-    return {
-        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
-    }
 
 
 def assert_frames(store, n):
@@ -134,7 +129,10 @@ def test_a_second_sink_on_an_open_run_in_this_process_is_refused(tmp_path):
     for mode in ("a", "w-"):
         with pytest.raises((js.WriterConflictError, js.StoreExistsError)):
             js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode)
-    with pytest.raises(js.WriterConflictError, match="in this process"):
+    with pytest.raises(
+        js.WriterConflictError,
+        match=r"is being written by a sink of this process that is still open \(close it",
+    ):
         js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a")
     js.close(first)
     assert_frames(store, 6)
@@ -159,6 +157,11 @@ def test_mode_w_never_deletes_a_directory_that_is_not_a_run(tmp_path):
     (thesis / "chapters").mkdir(parents=True)
     (thesis / "chapters" / "one.tex").write_text("Chapter one")
     (thesis / "notes.txt").write_text("keep me")
+    # Lock files nobody holds, as TensorStore (or git) leave them: not jaxsinks' to remove here.
+    (thesis / ".git").mkdir()
+    (thesis / ".git" / "index.__lock").write_text("git's")
+    (thesis / "chapters" / "data.__lock").write_text("someone's")
+    (thesis / "zarr.json.__lock").write_text("someone's")
     before = stored_bytes(thesis)
     for mode, error in (("w", js.StoreError), ("a", js.StoreError), ("w-", js.StoreExistsError)):
         with pytest.raises(error, match="not a jaxsinks run"):
@@ -173,6 +176,18 @@ def test_mode_w_never_deletes_a_directory_that_is_not_a_run(tmp_path):
     with pytest.raises(js.StoreError, match="not a jaxsinks run"):
         js.ZarrSink.create(other, EXAMPLE, mode="w")
     assert stored_bytes(other) == before
+
+
+def test_a_location_holding_only_a_killed_claims_lock_file_is_empty_for_every_mode(tmp_path):
+    """A writer killed while writing its claim leaves just ``zarr.json.__lock``: no run, and
+    nothing anyone wrote; any mode creates the run there (not "holds files that are not a run")."""
+    for mode in ("w-", "w", "a"):
+        store = tmp_path / f"run-{mode}.zarr"
+        store.mkdir()
+        (store / "zarr.json.__lock").write_text('{"zarr_format": 3, "node_typ')
+        js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode), steps(0, 5)))
+        assert_frames(store, 5)
+        assert not list(store.rglob("*.__lock"))
 
 
 def test_mode_w_replaces_a_closed_run(tmp_path):
@@ -346,3 +361,35 @@ def test_a_writer_on_another_host_is_treated_as_alive(tmp_path):
             js.ZarrSink.create(store, EXAMPLE, chunk=4, mode=mode)
     assert stored_bytes(store) == before
     assert js.open(store).status == "open"  # a reader cannot tell either: it may be recording
+
+
+@pytest.mark.parametrize("value", [None, "a", -1, 0, 1.5, True])
+def test_a_bad_max_inflight_bytes_is_refused_before_anything_is_written(tmp_path, value):
+    store = tmp_path / "run.zarr"
+    with pytest.raises(
+        js.ConfigError, match=rf"`max_inflight_bytes` to be a positive int.*{value!r}"
+    ):
+        js.ZarrSink.create(store, EXAMPLE, chunk=4, max_inflight_bytes=value)
+    with pytest.raises(js.ConfigError, match="`CsvSink.create` needs `max_inflight_bytes`"):
+        js.CsvSink.create(tmp_path / "log.csv", EXAMPLE, max_inflight_bytes=value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_defect_in_the_writer_threads_fails_the_run_instead_of_closing_it_short(tmp_path, caplog):
+    """Both threads of a writer hit a TypeError (as an unchecked ``max_inflight_bytes=None`` once
+    made them): close raises, the run is not "closed", and what was committed stays readable."""
+    from jaxsinks._io import writer as _writer
+
+    store = tmp_path / "run.zarr"
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8))
+    writer = _writer.REGISTRY.get(int(sink.writer))
+    assert writer.wait_committed(8, timeout=30)
+    writer.max_inflight_bytes = None  # a defect: comparisons in both threads raise TypeError
+    sink = run_steps(sink, steps(8, 20))
+    with pytest.raises(js.WriteError, match="thread for .* failed unexpectedly .*bug in jaxsinks"):
+        js.close(sink)
+    run = js.open(store)
+    assert run.status != "closed" and run.committed >= 8
+    assert run.steps.tolist() == list(range(run.committed))
+    np.testing.assert_array_equal(run["x"][:], expected(range(run.committed))["x"])
+    assert "failed unexpectedly" in caplog.text

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from fs_helpers import readonly_directory
+from fs_helpers import readonly_directory, stored_bytes
 from zarr_helpers import EXAMPLE, expected, frame_at, memory_store, run_steps, steps
 
 import jaxsinks as js
@@ -303,7 +303,9 @@ def test_float16_storage_rejects_out_of_range_values_instead_of_storing_inf():
     sink = go(sink)
     assert int(sink.flags) & js.Flag.OUT_OF_RANGE and int(sink.flags) & js.Flag.WRITE_FAILED
     with pytest.raises(
-        js.OutOfRangeError, match=r"'e' \(float16\).*8 frames of .* are committed"
+        js.OutOfRangeError,
+        match=r"Frames 8 to 11 hold values that the storage dtype of 'e' \(float16\) cannot "
+        r"hold.*8 frames of .* are committed",
     ) as err:
         js.close(sink)
     assert err.value.committed == 8
@@ -381,6 +383,18 @@ def test_append_with_another_schema_is_a_clear_error_and_changes_nothing(tmp_pat
         js.ZarrSink.create(store, {**EXAMPLE, "y": jnp.zeros(())}, chunk=4, mode="a")
     with pytest.raises(js.SchemaMismatchError, match="chunk is 4 in the stored run but 8 now"):
         js.ZarrSink.create(store, EXAMPLE, chunk=8, mode="a")
+    # The capacity bounds the whole run: a smaller one would be stored over 6 frames already there.
+    before = stored_bytes(store)
+    for options, got in (
+        (dict(capacity=4), "capacity=4, overflow='error'"),
+        (dict(capacity=8, overflow="drop"), "capacity=8, overflow='drop'"),
+    ):
+        with pytest.raises(
+            js.SchemaMismatchError,
+            match=rf"recorded with capacity=None and overflow='error'.*got {got}\).*capacity=None",
+        ):
+            js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a", **options)
+    assert stored_bytes(store) == before
     assert_run(js.open(store), range(6))
 
 
@@ -399,6 +413,17 @@ def test_a_path_blocked_by_a_file_is_a_clear_error_and_nothing_is_created(tmp_pa
         js.ZarrSink.create(blocker / "run.zarr", EXAMPLE)
     assert blocker.read_text() == "a file, not a directory"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked"]
+    for mode in ("w-", "w", "a"):  # the path itself is a file
+        with pytest.raises(
+            js.StoreError, match=f"{blocker}.* is a file, not a folder.*another path"
+        ):
+            js.ZarrSink.create(blocker, EXAMPLE, mode=mode)
+    assert blocker.read_text() == "a file, not a directory"
+    dangling = tmp_path / "link.zarr"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(js.StoreError, match=r"symbolic link to '.*nowhere', which does not exist"):
+        js.ZarrSink.create(dangling, EXAMPLE, mode="w")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "link.zarr"]
 
 
 def test_bad_create_arguments_are_named():

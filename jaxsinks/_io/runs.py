@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 from .._core.errors import SchemaMismatchError, StoreError, StoreExistsError, WriterConflictError
@@ -20,6 +21,25 @@ from .writer import HostWriter
 
 ROOT = "zarr.json"
 log = logging.getLogger("jaxsinks")
+
+
+def check_local_target(location: Location) -> None:
+    """A StoreError if a local run's path is a file, or a link to nothing: a run is a folder."""
+    spec = location.kvstore
+    if spec.get("driver") != "file":
+        return
+    path = spec["path"].rstrip("/") or "/"
+    if os.path.islink(path) and not os.path.exists(path):
+        raise StoreError(
+            f"{location} is a symbolic link to {os.readlink(path)!r}, which does not exist. "
+            "Create the folder it points to first, or choose another path."
+        )
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StoreError(
+            f"{location} is a file, not a folder: a run is stored as a folder. jaxsinks does not "
+            "overwrite or delete anything it did not write: choose another path, or remove the "
+            "file yourself first."
+        )
 
 
 def stored_run(location: Location, raw: bytes | None, mode: str) -> dict[str, Any] | None:
@@ -87,7 +107,7 @@ def check_writer(location: Location, stored: dict[str, Any], mode: str) -> bool:
             )
             return True
     where = (
-        "in this process (an open sink: close it first with jaxsinks.close)"
+        "a sink of this process that is still open (close it first with jaxsinks.close)"
         if owner.in_this_process
         else (
             str(owner)

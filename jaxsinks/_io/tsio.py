@@ -12,7 +12,7 @@ import fcntl
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import tensorstore as ts
@@ -231,8 +231,10 @@ def delete_all_except(spec: dict[str, Any], key: str) -> None:
             future.result()
 
 
-def remove_dead_locks(spec: dict[str, Any]) -> int:
-    """Delete the ``*.__lock`` files that killed writers left in a local store; returns how many.
+def remove_dead_locks(spec: dict[str, Any], keys: Sequence[str] | None = None) -> int:
+    """Delete the ``*.__lock`` files that killed writers left in a local store (or just the lock
+    files among `keys`); returns how many. Call it only on a store known to be a run: a user's
+    folder is never changed.
 
     TensorStore's file kvstore writes each key through ``<key>.__lock`` (locked with an
     open-file-description lock), renamed over the key when complete. A writer killed mid-write
@@ -243,12 +245,11 @@ def remove_dead_locks(spec: dict[str, Any]) -> int:
     """
     if spec.get("driver") != "file":
         return 0
-    removed = 0
-    for folder, _, names in os.walk(spec["path"]):
-        for name in names:
-            if name.endswith(".__lock"):
-                removed += _remove_if_unheld(os.path.join(folder, name))
-    return removed
+    if keys is None:
+        paths = [os.path.join(d, n) for d, _, names in os.walk(spec["path"]) for n in names]
+    else:
+        paths = [os.path.join(spec["path"], key) for key in keys]
+    return sum(_remove_if_unheld(path) for path in paths if path.endswith(".__lock"))
 
 
 def _remove_if_unheld(path: str) -> bool:

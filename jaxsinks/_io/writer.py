@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core.errors import OutOfRangeError, StaleSinkError, WriteError
+from .._core.errors import ConfigError, OutOfRangeError, StaleSinkError, WriteError
 from .._core.flags import Flag
 from .layout import Layout
 from .registry import Registry
@@ -54,6 +54,20 @@ from .registry import Registry
 log = logging.getLogger("jaxsinks")
 
 DEFAULT_MAX_INFLIGHT_BYTES = 256 * 2**20
+
+
+def check_inflight_bytes(owner: str, value: Any) -> int:
+    """`value` as a positive int (`max_inflight_bytes`), or a ConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(
+            f"`{owner}` needs `max_inflight_bytes` to be a positive int (the bytes of flushed "
+            f"blocks that may be written but not yet durable; default {DEFAULT_MAX_INFLIGHT_BYTES},"
+            f" 256 MiB); got {value!r}. There is no unbounded setting: pass a larger number to let "
+            "more wait for the storage."
+        )
+    return value
+
+
 #: Host buffer sets per shard between a flush and its write, each one flush block: enough to
 #: double-buffer and absorb jitter. As many written sets are kept for reuse.
 POOL_BLOCKS = 3
@@ -132,6 +146,7 @@ class HostWriter(abc.ABC):
             queue.SimpleQueue()
         )
         self.id = REGISTRY.add(self)
+        REGISTRY.attach(self.id, DESCRIPTION, description)  # kept to name the store once ended
         self._writer_thread = threading.Thread(
             target=self._write_loop, name=f"jaxsinks-write-{self.id}", daemon=True
         )
@@ -212,13 +227,16 @@ class HostWriter(abc.ABC):
             self.refused.append(
                 f"frames {offset}..{offset + n} (the run expected frame {expected} next)"
             )
-        log.error(
-            "jaxsinks: a flush to %s from an older value of its sink was refused: it starts at "
-            "frame %d but the run expected frame %d next (raised at close)",
-            self.description,
-            offset,
-            expected,
-        )
+            first = len(self.refused) == 1
+        if first:  # once per writer: a loop run on an old value would refuse every block
+            log.error(
+                "jaxsinks: a flush to %s from an older value of its sink was refused: it starts "
+                "at frame %d but the run expected frame %d next (raised at close; later refused "
+                "flushes are counted there, not logged)",
+                self.description,
+                offset,
+                expected,
+            )
         return False
 
     def unaccept(self, shard: int, offset: int, n: int) -> None:
@@ -293,8 +311,22 @@ class HostWriter(abc.ABC):
             shard, offset, n, buffers = item
             try:
                 self._write(shard, offset, n, buffers)
+            except Exception as err:  # noqa: BLE001 - a defect here must fail the run, not end it
+                self._crashed("writer", err, at=offset)
             finally:
                 self._give_back(buffers)
+
+    def _crashed(self, thread: str, err: Exception, *, at: int) -> None:
+        """A defect in a writer thread: the run fails at frame `at`, never closes as complete."""
+        log.exception("jaxsinks: the %s thread of %s failed", thread, self.description)
+        self.fail(
+            WriteError(
+                f"jaxsinks' {thread} thread for {self.description} failed unexpectedly "
+                f"({_message(err)}); this is a bug in jaxsinks, please report it.",
+                self.committed,
+            ),
+            at=at,
+        )
 
     def _write(self, shard: int, offset: int, n: int, values: dict[str, np.ndarray]) -> None:
         if self._skips(offset):
@@ -323,6 +355,12 @@ class HostWriter(abc.ABC):
                 self._cond.wait()
 
     def _commit_loop(self) -> None:
+        try:
+            self._commit_blocks()
+        except Exception as err:  # noqa: BLE001 - a defect here must fail the run, not end it
+            self._crashed("committer", err, at=self.committed)
+
+    def _commit_blocks(self) -> None:
         recorded_at = -float("inf")
         while True:
             with self._cond:
@@ -579,6 +617,10 @@ def _message(err: BaseException) -> str:
 REGISTRY: Registry[HostWriter] = Registry()
 #: The key of a writer's `HostWriter.on_close` hook in the registry.
 ON_CLOSE = "on close"
+#: The registry key of the store a writer writes (`HostWriter.description`), kept after it ends.
+DESCRIPTION = "description"
+#: The registry key marking a writer whose ended run was flushed again (logged once).
+ENDED_FLUSH = "flushed after its end"
 
 
 @atexit.register
@@ -605,13 +647,15 @@ def host_flush(
     writer = REGISTRY.get(int(writer_id))
     n, offset, shard = int(n), int(offset), int(shard)
     if writer is None:  # the sink was closed: this is an older value of it, reused
-        why = REGISTRY.ended(int(writer_id))
-        log.error(
-            "jaxsinks: a sink whose run %s was flushed again; its %d frames were not stored "
-            "(close raises for it)",
-            "was closed" if why in (None, "closed") else why,
-            n,
-        )
+        if REGISTRY.attached(int(writer_id), ENDED_FLUSH) is None:  # logged once per run
+            REGISTRY.attach(int(writer_id), ENDED_FLUSH, True)
+            why = REGISTRY.ended(int(writer_id))
+            log.error(
+                "jaxsinks: a sink whose run %s was flushed again; its %d frames were not stored "
+                "(close raises for it; its later flushes are not logged)",
+                "was closed" if why in (None, "closed") else why,
+                n,
+            )
         return np.array([0, Flag.WRITE_FAILED | Flag.STALE], np.int32)
     if not writer.accept(shard, offset, n):
         return np.array([0, writer.flags | Flag.STALE], np.int32)
@@ -620,9 +664,11 @@ def host_flush(
         names = ", ".join(f"'{a.name}' ({a.dtype.name})" for a in bad_fields)
         writer.fail(
             OutOfRangeError(
-                f"Frames {offset}..{offset + n} hold finite values out of the range of the storage "
-                f"dtype of {names}; they were not stored (not as inf). Store those fields with a "
-                "wider dtype (field_config={name: FieldConfig(dtype='float32')}) or rescale them.",
+                f"Frames {offset} to {offset + n - 1} hold values that the storage dtype of "
+                f"{names} cannot hold (beyond its range, or NaN or inf for an integer dtype); they "
+                "were not stored (nothing is stored as inf or wrapped around). Store those fields "
+                "with a dtype that holds them (field_config={name: FieldConfig(dtype=...)}, e.g. "
+                "the frame's own dtype) or rescale them.",
                 writer.committed,
             ),
             at=offset,

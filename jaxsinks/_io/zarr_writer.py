@@ -24,11 +24,27 @@ from .location import Location
 from .long_table import LONG_SCHEMA_VERSION, LongTable, run_schema, stored_arrays
 from .multihost import Coordinator, coordinator
 from .owner import Owner
-from .runs import ROOT, check_schema, check_writer, claim_run, remove_partial, stored_run
-from .writer import COMMIT_INTERVAL, DEFAULT_MAX_INFLIGHT_BYTES, SYNC_BYTES, HostWriter
+from .runs import (
+    ROOT,
+    check_local_target,
+    check_schema,
+    check_writer,
+    claim_run,
+    remove_partial,
+    stored_run,
+)
+from .writer import (
+    COMMIT_INTERVAL,
+    DEFAULT_MAX_INFLIGHT_BYTES,
+    SYNC_BYTES,
+    HostWriter,
+    check_inflight_bytes,
+)
 
 #: Seconds a create waits for another writer's claim of the same location to become readable.
 CLAIM_WAIT_S = 2.0
+#: The lock file TensorStore writes a run's zarr.json through (`tsio.remove_dead_locks`).
+CLAIM_LOCK = ROOT + ".__lock"
 #: Seconds the final "failed" status write may take after a write failure (see `_write_attrs`).
 FAILED_STATUS_TIMEOUT = 5.0
 #: Whether a block's writes let TensorStore reference the writer's buffer instead of copying it
@@ -172,11 +188,22 @@ class ZarrWriter(HostWriter):
         return length
 
     def _position(self, offset: int, n: int) -> int:
-        """Where frame `offset` goes; for a ring, first retire the frames it will overwrite."""
+        """Where frame `offset` goes; for a ring, first retire the frames it will overwrite.
+
+        A ring overwrites committed frames only once every frame before this block is committed
+        too: otherwise a kill could leave the old frames overwritten and the new ones uncounted,
+        a run with nothing in it. So a kill leaves at least the newest ``capacity - n`` committed
+        frames, at the cost of one record of the count per block once the ring is full.
+        """
         if not self.ring:
             return offset
         assert self.capacity is not None
         if offset + n > self.capacity and offset + n - self.capacity > self.valid_from:
+            if not self.wait_committed(offset):
+                raise StoreError(
+                    f"frames before {offset} were not committed, so the ring's oldest frames "
+                    "were not overwritten"
+                )
             self.valid_from = offset + n - self.capacity
             self._write_attrs("open")  # durable before the old frames are overwritten
         return offset % self.capacity
@@ -329,7 +356,7 @@ def create_run(
     options = dict(
         capacity=capacity,
         ring=ring,
-        max_inflight_bytes=max_inflight_bytes,
+        max_inflight_bytes=check_inflight_bytes("ZarrSink.create", max_inflight_bytes),
         progress=progress,
         shards=shards,
         coordinator=job,
@@ -369,18 +396,22 @@ def _create_or_reopen(
     a run whose ``zarr.json`` names its live writer (refused) or a dead one (taken over).
     """
     kv = location.kvstore
-    tsio.remove_dead_locks(kv)
+    check_local_target(location)
     raw, generation = tsio.read_versioned(kv, ROOT)
     deadline = time.monotonic() + CLAIM_WAIT_S
     while raw is None and (keys := tsio.list_keys(kv)):
         # Another writer may be claiming the location right now: read again, and while all there
-        # is of it is its zarr.json being written (a lock file), give it a moment.
+        # is of it is its zarr.json being written (a lock file), give it a moment; a lock file
+        # that nobody holds is what a writer killed while claiming left: the location is empty.
         raw, generation = tsio.read_versioned(kv, ROOT)
-        claiming = all(k == ROOT or k.endswith(".__lock") for k in keys)
+        claiming = set(keys) <= {ROOT, CLAIM_LOCK}
         if raw is not None or not claiming or time.monotonic() > deadline:
             break
-        time.sleep(0.01)
-    stored = stored_run(location, raw, mode)
+        if not tsio.remove_dead_locks(kv, keys=[CLAIM_LOCK]):
+            time.sleep(0.01)
+    stored = stored_run(location, raw, mode)  # anything but a run (or nothing) is refused here
+    if stored is not None:  # a run: the lock files its killed writers left are ours to remove
+        tsio.remove_dead_locks(kv)
     if stored is not None and check_writer(location, stored, mode):
         # retired: it may have committed
         raw, generation = tsio.read_versioned(kv, ROOT)
@@ -479,11 +510,12 @@ def _reopen(
     check_schema(stored.get("schema", {}), run_schema(layout, table), location)
     before = (stored.get("capacity"), stored.get("overflow"))
     now = (meta.get("capacity"), meta.get("overflow"))
-    if "ring" in (before[1], now[1]) and before != now:
+    if before != now:  # the stored capacity bounds the whole run, the frames already there too
         raise SchemaMismatchError(
             f"The run at {location} was recorded with capacity={before[0]} and overflow="
-            f"{before[1]!r}; a ring run can only be appended to with the same settings (got "
-            f"capacity={now[0]}, overflow={now[1]!r})."
+            f"{before[1]!r}; it can only be appended to with the same settings (got "
+            f"capacity={now[0]}, overflow={now[1]!r}). Pass capacity={before[0]}, "
+            f"overflow={before[1]!r}, or write a new run."
         )
     owner = Owner.me()
     claimed = dict(attrs, **{ATTRS_KEY: dict(stored, status="open", writer=owner.to_json())})
