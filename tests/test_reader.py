@@ -1,4 +1,6 @@
 import json
+import re
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
 from jaxsinks._core.errors import FieldNotFoundError, ReadIndexError
+from jaxsinks._io import tsio
 from jaxsinks._io.layout import check_schema_version
 
 
@@ -184,8 +187,12 @@ def test_missing_store_and_wrong_field_are_clear_errors(tmp_path, store):
 
 def test_a_plain_zarr_group_is_not_a_run(tmp_path):
     zarr.open_group(tmp_path / "plain.zarr", mode="w", attributes={"a": 1})
-    with pytest.raises(js.StoreError, match="not a jaxsinks run"):
+    with pytest.raises(js.StoreError, match="is a Zarr group but not a jaxsinks run"):
         js.open(tmp_path / "plain.zarr")
+    run = tmp_path / "run.zarr"
+    js.close(js.ZarrSink.create(run, {"x": jnp.zeros(2)}))
+    with pytest.raises(js.StoreError, match=r"is a Zarr array but .* index the field by name"):
+        js.open(run / "x")  # a field of a run
 
 
 def test_a_run_from_a_newer_schema_version_is_refused(tmp_path):
@@ -292,6 +299,19 @@ def test_a_scalar_boolean_index_is_refused_clearly(grid):
             grid[0]["x"][index]
 
 
+def test_a_field_view_is_no_truth_value_and_never_copies_silently(grid):
+    """As a numpy array of several values: `if view` raises, and numpy 2's copy=False says that
+    a copy cannot be avoided instead of copying."""
+    view = grid[0]["x"]
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(np.zeros((2, 3)))  # numpy's answer
+    with pytest.raises(ValueError, match=r"truth value of field 'x' \(\d+ frames\) is ambiguous"):
+        bool(view)
+    with pytest.raises(ValueError, match="cannot become an array without a copy"):
+        np.asarray(view, copy=False)
+    np.testing.assert_array_equal(np.asarray(view, copy=True), grid[1])
+
+
 def test_frame_selections_and_missing_fields_are_jaxsinks_errors(grid):
     run = grid[0]
     for key in (N, 1.5, [0, N], (0, 1)):
@@ -351,3 +371,100 @@ def test_ragged_views_index_frames_like_numpy_or_refuse_clearly():
     for bad in (3, -4, (0, 1), 1.5, None, True):
         with pytest.raises(ReadIndexError):
             pos[bad]
+
+
+# ------------------------------------------------------------ a ring run read while it is written
+
+
+def _record_ring(sink, path, start, stop):
+    """`sink` after writing steps ``start..stop - 1`` (x = step, time = step / 2) into the live ring
+    at `path`, once every one of them is committed (blocks of 4 frames: `stop` a multiple of 4)."""
+    for i in range(start, stop):
+        sink = sink.write({"x": jnp.int32(i)}, step=i, time=i / 2)
+    deadline = time.monotonic() + 60
+    while js.open(path).committed < stop:
+        assert time.monotonic() < deadline, f"the writer did not commit {stop} frames in 60 s"
+        time.sleep(0.02)
+    return sink
+
+
+@pytest.fixture
+def live_ring(tmp_path):
+    """A ring of 8 frames, written in blocks of 4 by a live writer on a local directory, holding
+    frames 4..11 (steps 4..11) of the 12 recorded; the writer is closed after the test."""
+    path = str(tmp_path / "ring.zarr")
+    sink = js.ZarrSink.create(path, {"x": jnp.int32(0)}, chunk=4, capacity=8, overflow="ring")
+    state = {"sink": _record_ring(sink, path, 0, 12)}
+    yield path, state
+    js.close(state["sink"])
+
+
+def test_a_live_ring_run_refuses_frames_its_writer_overwrote_instead_of_returning_others(
+    live_ring,
+):
+    path, state = live_ring
+    run, fresh = js.open(path), js.open(path)
+    assert run.status == "open" and run.steps.tolist() == list(range(4, 12))  # steps cached
+    assert run["x"][:].tolist() == list(range(4, 12))
+    state["sink"] = _record_ring(state["sink"], path, 12, 20)  # slots now hold frames 12..19
+    reads = [
+        ("frames 4..11", lambda r: r["x"][:]),
+        ("frames 4..11", lambda r: np.asarray(r["x"])),
+        ("frames 6..11", lambda r: r[2:].times),  # not cached: read now
+        ("frame 7 ", lambda r: r[2:]["x"][1]),
+    ]
+    for named, read in reads:
+        for stale in (run, fresh):  # `fresh` read nothing before the writer overwrote its frames
+            with pytest.raises(js.StoreError, match=rf"overwrote {re.escape(named)}.*`js\.open`"):
+                read(stale)
+    # the cached steps still name the frames the run holds; nothing read can contradict them
+    assert run.steps.tolist() == list(range(4, 12))
+    with pytest.raises(js.StoreError, match=r"overwrote frames 4\.\.11 "):
+        fresh.steps.tolist()
+    again = js.open(path)  # the remedy: open it again for the newest frames
+    assert again.steps.tolist() == list(range(12, 20)) == again["x"][:].tolist()
+    assert again.times.tolist() == [i / 2 for i in range(12, 20)]
+
+
+def test_a_live_ring_run_reads_the_frames_its_writer_has_not_overwritten(live_ring):
+    path, state = live_ring
+    run = js.open(path)
+    state["sink"] = _record_ring(state["sink"], path, 12, 16)  # frames 4..7 overwritten
+    newer = run[4:]  # frames 8..11: still in the ring
+    assert newer.steps.tolist() == list(range(8, 12)) == newer["x"][:].tolist()
+    assert newer.times.tolist() == [i / 2 for i in range(8, 12)]
+    assert run["x"][4:].tolist() == list(range(8, 12)) and run["x"][-1] == 11
+    assert [f["x"] for f in newer.iter_frames()] == list(range(8, 12))
+    assert newer.to_xarray()["x"].values.tolist() == list(range(8, 12))
+    # the steps cached by `newer` are not taken for those of the overwritten frames 4..7
+    with pytest.raises(js.StoreError, match=r"overwrote frames 4\.\.7 "):
+        run.steps.tolist()
+    with pytest.raises(js.StoreError, match=r"overwrote frame 5 "):
+        run["x"][[5, 4, 1]]  # frames 9, 8 and 5, in this order
+
+
+def test_only_a_live_ring_run_reads_its_metadata_again_to_check_its_reads(
+    live_ring, tmp_path, monkeypatch
+):
+    path, _ = live_ring
+    live = js.open(path)
+    unbounded = str(tmp_path / "unbounded.zarr")
+    sink = _record_ring(
+        js.ZarrSink.create(unbounded, {"x": jnp.int32(0)}, chunk=4), unbounded, 0, 8
+    )
+    live_unbounded = js.open(unbounded)
+    js.close(sink)
+    closed_ring = str(tmp_path / "closed-ring.zarr")
+    sink = js.ZarrSink.create(
+        closed_ring, {"x": jnp.int32(0)}, chunk=4, capacity=8, overflow="ring"
+    )
+    js.close(_record_ring(sink, closed_ring, 0, 12))
+    runs = [live_unbounded, js.open(unbounded), js.open(closed_ring), live]
+    reads = []
+    original = tsio.read_bytes
+    monkeypatch.setattr(tsio, "read_bytes", lambda *a: reads.append(a) or original(*a))
+    for run in runs:
+        reads.clear()
+        assert run["x"][:].tolist() == run.steps.tolist()
+        assert run[::2].times.tolist() == [step / 2 for step in run.steps.tolist()[::2]]
+        assert bool(reads) == (run is live), run

@@ -21,6 +21,7 @@ from .._io.location import Location, parse
 from .._io.long_table import LONG_SCHEMA_VERSION
 from .._io.runs import holder
 from .index import select_frames, show
+from .live_ring import live_ring
 from .long_view import field_view, tidy_dataset
 from .views import FieldView, RaggedView, StoredArray
 
@@ -31,7 +32,9 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
     """Open the run at `store` (a path, URL or kvstore spec) for reading.
 
     The run holds exactly the committed frames: after a crash, the frames whose writes were still
-    in flight are not part of it.
+    in flight are not part of it. A run still being written holds the frames committed when it
+    was opened; a ring (``overflow="ring"``) whose live writer has since overwritten some of them
+    raises a `StoreError` naming them when they are read, never returning other frames' values.
 
     Raises:
         StoreNotFoundError: if there is no run at `store`.
@@ -42,13 +45,21 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
     if raw is None:
         raise StoreNotFoundError(f"There is no jaxsinks run at {location} (no zarr.json there).")
     try:
-        attrs = json.loads(raw).get("attributes", {})
+        doc = json.loads(raw)
+        attrs, node = doc.get("attributes", {}), doc.get("node_type", "node")
     except (ValueError, AttributeError):
         raise StoreError(f"{location}/zarr.json is not valid Zarr JSON metadata.") from None
     meta = attrs.get(ATTRS_KEY)
     if not isinstance(meta, dict):
+        hint = (
+            " If it is a field of a run, open the run's folder and index the field by name "
+            "(js.open(run)['x'])."
+            if node == "array"
+            else ""
+        )
         raise StoreError(
-            f"{location} is a Zarr group but not a jaxsinks run (no '{ATTRS_KEY}' attributes)."
+            f"{location} is a Zarr {node} but not a jaxsinks run (no '{ATTRS_KEY}' attributes)."
+            + hint
         )
     # the newest schema: version 2 added long tables (wide runs are still written as version 1)
     check_schema_version(meta, str(location), "jaxsinks", LONG_SCHEMA_VERSION)
@@ -97,6 +108,7 @@ class Run:
         self.attrs = attrs
         self._frames = frames
         self._cache = cache if cache is not None else {}
+        self._live = live_ring(location, meta)  # None unless a ring its writer may overwrite
 
     # ---------------------------------------------------------------------------- description
 
@@ -124,7 +136,8 @@ class Run:
         ``"closed"``: closed cleanly. ``"failed"``: closed after a write error. ``"open"``: its
         writer is still alive (still recording). ``"interrupted"``: its writer died or ended
         without recording its end (a crash, a kill, a write fault while closing). In every case
-        the run holds exactly `committed` frames.
+        the run holds exactly `committed` frames (an open ring: those its writer has not
+        overwritten since; reading an overwritten one raises a `StoreError`).
         """
         return str(self.meta.get("status"))
 
@@ -250,13 +263,29 @@ class Run:
         return self._cache[key]
 
     def _column(self, name: str) -> np.ndarray:
+        """The column `name` of the selected frames, read once (all of it) and cached.
+
+        The cache holds the column and the first frame from which it was read intact: every
+        frame for a finished run; for a live ring, the writer's first valid frame as read just
+        after the column (`LiveRing.check`). A selection that starts before it reads again,
+        and that read raises if its frames were overwritten meanwhile.
+        """
         key = f"column:{name}"
-        if key not in self._cache:
+        entry = self._cache.get(key)
+        if entry is None or (self._live is not None and self._first_frame() < entry[1]):
             column = self._array(name).read_physical(slice(0, None))
             if self._long is not None:  # a long table's frames are len(names) rows each
                 column = column[:: len(self._long["names"])]
-            self._cache[key] = column
-        return self._cache[key][self._frames]
+            entry = (column, 0 if self._live is None else self._live.check(self._frames))
+            self._cache[key] = entry
+        return entry[0][self._frames]
+
+    def _first_frame(self) -> int:
+        """The first selected frame of a live ring, counted from the run's first recorded frame
+        (`committed` for an empty selection)."""
+        assert self._live is not None
+        frames = self._live.frames(self._frames)
+        return int(frames.min()) if frames.size else self.committed
 
     # --------------------------------------------------------------------------------- fields
 
@@ -283,7 +312,8 @@ class Run:
             node = self._nodes[key]
             if node in self._ragged_nodes:
                 return RaggedView(self._array(node), self._frames, self._pointers())
-            return FieldView(self._array(node), self._frames)
+            check = None if self._live is None else self._live.check
+            return FieldView(self._array(node), self._frames, check)
         selected = select_frames(key, len(self), "the run's frames")
         if selected.ndim != 1:
             raise ConfigError(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,11 +29,21 @@ class StoredArray:
 
 
 class FieldView:
-    """A lazy view of one field over a run's frames: index it to read (``view[10:20, 0]``)."""
+    """A lazy view of one field over a run's frames: index it to read (``view[10:20, 0]``).
 
-    def __init__(self, stored: StoredArray, frames: np.ndarray) -> None:
+    `check`, if given, is called with the physical frames of every read once it is done, and
+    raises if they no longer held the frames the view claims (a live ring run: `LiveRing`).
+    """
+
+    def __init__(
+        self,
+        stored: StoredArray,
+        frames: np.ndarray,
+        check: Callable[[np.ndarray], Any] | None = None,
+    ) -> None:
         self._stored = stored
         self._frames = frames
+        self._check = check
 
     @property
     def name(self) -> str:
@@ -58,8 +69,20 @@ class FieldView:
         return len(self._frames)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if copy is False:  # numpy 2's protocol: say so rather than copy silently
+            raise ValueError(
+                f"Field '{self.name}' is read from the store: it cannot become an array without a "
+                "copy. Use np.asarray(view) (or view[...]) without copy=False."
+            )
         out = self[:]
         return out if dtype is None else out.astype(dtype)
+
+    def __bool__(self) -> bool:
+        raise ValueError(
+            f"The truth value of field '{self.name}' ({len(self)} frames) is ambiguous, as a numpy "
+            "array's is: use len(view) for its frames, or read it (view[:]) and use .any() or "
+            ".all()."
+        )
 
     def __getitem__(self, index: Any) -> np.ndarray:
         """Read ``field[index]`` exactly as numpy indexes ``np.asarray(field)[index]`` (ints,
@@ -69,6 +92,8 @@ class FieldView:
         Raises:
             ReadIndexError: (an IndexError) for an index out of range or one numpy refuses, and
                 for a 0-d boolean index, which is not supported.
+            StoreError: if the run is a ring still being written whose writer has overwritten
+                some of the frames read since the run was opened.
         """
         shape = self.shape
         plan, rel = plan_index(index, shape, self.name)
@@ -87,6 +112,8 @@ class FieldView:
             block = np.zeros(extents, self.dtype)
         else:
             block = self._read(rows, tuple(boxes))
+            if self._check is not None:
+                self._check(rows)
         try:
             return block[tuple(rel)]
         except (IndexError, ValueError, TypeError) as err:  # not expected: the plan checked it
