@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import jaxsinks as js
+from jaxsinks._tools.sources import read_csv_log
 
 EXAMPLE = {
     "energy": jnp.zeros(3, jnp.float32),
@@ -129,3 +130,21 @@ def test_capacity_drop_keeps_the_first_rows(tmp_path):
         )
     )
     assert read_csv(path)[1][:, 0].tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("empty_shape", [(0,), (3, 0)])
+def test_a_zero_size_field_has_no_columns_and_the_other_fields_are_logged(tmp_path, empty_shape):
+    # A zero-size field once got one %-format but no values: every block failed at close.
+    path = tmp_path / "log.csv"
+    empty = jnp.zeros(empty_shape, jnp.float32)
+    log = js.CsvSink.create(path, {"e": jnp.float32(0), "empty": empty}, block=2)
+    for i in range(3):
+        log = log.write({"e": jnp.float32(1.5 * i), "empty": empty}, step=i)
+    js.close(log)
+    head, rows = read_csv(path)
+    assert head == ["step", "time", "e"]
+    assert rows[:, [0, 2]].tolist() == [[0, 0.0], [1, 1.5], [2, 3.0]]
+    back = read_csv_log(path)
+    assert back.fields == ("e",)
+    assert back.steps.tolist() == [0, 1, 2]
+    assert back.column("e").tolist() == [0.0, 1.5, 3.0]

@@ -148,6 +148,41 @@ def test_bad_codecs_are_named(make, match):
         make()
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: js.FieldConfig(dtype="int4"),
+        lambda: make_layout(
+            js.FrameSpec.from_example({"q": jnp.zeros(2, jnp.float8_e4m3fn)}),
+            chunk=4,
+            chunks_per_shard=None,
+            codec=None,
+            field_config={},
+            time_dtype=np.dtype("float32"),
+            batch_size=None,
+        ),
+    ],
+)
+def test_an_unstorable_dtype_is_refused_suggesting_float32_first(make):
+    # bfloat16 was the suggestion, though zarr-python and xarray cannot open a run holding it.
+    with pytest.raises(js.ConfigError) as refused:
+        make()
+    message = str(refused.value)
+    assert "cannot be stored in a run" in message
+    assert message.index("dtype='float32'") < message.index("'bfloat16' saves space")
+    assert "opens only through jaxsinks.open" in message
+
+
+def test_a_bfloat16_field_is_stored_as_zarr_bfloat16_unless_configured():
+    spec = js.FrameSpec.from_example({"w": jnp.zeros(2, jnp.bfloat16)})
+    args = dict(chunk=4, chunks_per_shard=None, codec=None, time_dtype=np.dtype("float32"))
+    stored = make_layout(spec, field_config={}, batch_size=None, **args).fields[0]
+    assert stored.metadata(0)["data_type"] == "bfloat16"
+    config = {"w": js.FieldConfig(dtype="float32")}
+    wide = make_layout(spec, field_config=config, batch_size=None, **args).fields[0]
+    assert wide.metadata(0)["data_type"] == "float32" and wide.narrowing is None
+
+
 def test_narrowing_ranges():
     f32, f16, i32, u8 = (np.dtype(t) for t in ("float32", "float16", "int32", "uint8"))
     assert narrowing_range(f32, f16) == (-65504.0, 65504.0)

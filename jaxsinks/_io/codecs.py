@@ -80,8 +80,11 @@ class FieldConfig:
     ``ZarrSink.create(field_config={name: FieldConfig(...)})``.
 
     Attributes:
-        dtype: the dtype stored on disk (e.g. ``"float16"`` or ``"bfloat16"``; bool, (u)int8-64,
-            float16, bfloat16, float32, float64, complex64 or complex128).
+        dtype: the dtype stored on disk (e.g. ``"float32"`` or ``"float16"``; bool, (u)int8-64,
+            float16, bfloat16, float32, float64, complex64 or complex128). A run with a
+            bfloat16 array (stored so, or recorded so without this) opens only through
+            `jaxsinks.open`: zarr-python and xarray do not read Zarr's bfloat16 data type; store
+            such a field as ``"float32"`` for them.
             Narrowing is checked when each block is flushed: a finite value (either part of a
             complex one) out of the storage dtype's range fails the write instead of being stored
             as inf.
@@ -140,9 +143,13 @@ def check_codec(codec: Any, owner: str) -> Codec:
     return codec
 
 
-#: The dtypes a field can be stored as: what Zarr v3 (through TensorStore) stores and every
-#: reader of the run can read, with a NaN fill for the float types (bfloat16 needs ml_dtypes to be
-#: read with numpy, which JAX ships). Sub-byte and 8-bit float types (int4, float8_*) are not.
+#: The dtypes a field can be stored as: what Zarr v3 (through TensorStore) stores and jaxsinks
+#: reads back, with a NaN fill for the float types. All but bfloat16 are core Zarr v3 data types
+#: that zarr-python and xarray read too; bfloat16 is Zarr v3's ``bfloat16`` extension data type,
+#: which TensorStore and `jaxsinks.open` read (into ml_dtypes' bfloat16, which JAX ships) but
+#: zarr-python (as of 3.1) and so xarray do not: a run with a bfloat16 array opens only through
+#: `jaxsinks.open` (`BFLOAT16_LIMITATION`). Sub-byte and 8-bit float types (int4, float8_*) are not
+#: storable.
 STORABLE = (
     "bool",
     "int8",
@@ -159,6 +166,13 @@ STORABLE = (
     "float64",
     "complex64",
     "complex128",
+)
+
+
+#: What a message that suggests bfloat16 adds: who cannot read it.
+BFLOAT16_LIMITATION = (
+    "a run with a bfloat16 array opens only through jaxsinks.open: zarr-python and xarray do not "
+    "read Zarr's bfloat16 data type"
 )
 
 
@@ -188,7 +202,9 @@ def check_storable(dtype: np.dtype, what: str) -> None:
     if dtype.name not in STORABLE:
         raise ConfigError(
             f"{what} cannot be stored in a run: fields are stored as one of {list(STORABLE)}. "
-            "Choose one of those (e.g. FieldConfig(dtype='bfloat16') or 'float16' to save space)."
+            "Choose one of those, e.g. FieldConfig(dtype='float32'), which every Zarr reader "
+            "reads, or FieldConfig(dtype='float16') to save space. 'bfloat16' saves space too, "
+            f"but {BFLOAT16_LIMITATION}."
         )
 
 

@@ -5,7 +5,8 @@ per entry) are staged on the device like any streaming sink and written by the h
 block at a time, asynchronously. There is no per-step host sync.
 
 The file has a header ``step,time[,system],<columns>``, one column per entry of each field:
-``energy`` for a scalar, ``energy[0]``, ``energy[1]``, ... for a vector, ``f[i][j]`` for a matrix.
+``energy`` for a scalar, ``energy[0]``, ``energy[1]``, ... for a vector, ``f[i][j]`` for a matrix,
+none for a zero-size field (shape ``(0,)`` or ``(3, 0)``: it has no entries).
 A field named like a column is headed by its stored name (``time_`` for a field ``time``,
 ``time_/x`` for ``time/x``; see `jaxsinks._core.frame.stored_name`). With ``table="long"`` the
 header is ``step,time,system,name,value`` and each frame (or system row) of scalar fields is one
@@ -15,8 +16,10 @@ line per field (see `jaxsinks._io.long_table`).
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import pathlib
+from collections.abc import Iterable
 from typing import Any, final
 
 import jax.numpy as jnp
@@ -29,7 +32,7 @@ from .._core.schedule import Schedule
 from .._core.sink import RecordOptions, check_capacity, check_mode
 from .._core.types import Mode, Overflow, Table
 from .._io import writer as _writer
-from .._io.layout import Layout
+from .._io.layout import ArrayLayout, Layout
 from .._io.long_table import LONG_COLUMNS, LongTable, check_table, long_table, value_format
 from .._io.progress import Progress
 from .stream import StreamSink, check_progress, row_layout
@@ -66,7 +69,8 @@ class CsvSink(StreamSink):
 
         Args:
             path: a local file path.
-            frame: an example frame: scalars or small arrays (each entry becomes a column).
+            frame: an example frame: scalars or small arrays (each entry becomes a column; a
+                zero-size field has no column).
             every: the schedule `jaxsinks.record` follows (default: every step).
             block: rows per flush, the size of the device staging block (`sink.block`).
                 Formerly `chunk` (still accepted, with a DeprecationWarning).
@@ -122,7 +126,7 @@ class CsvSink(StreamSink):
             layout,
             mode=mode,
             progress=check_progress(progress),
-            max_inflight_bytes=max_inflight_bytes,
+            max_inflight_bytes=_writer.check_inflight_bytes(owner, max_inflight_bytes),
             table=rows,
         )
         return cls._empty(writer, options, layout)
@@ -141,6 +145,15 @@ def header(layout: Layout) -> list[str]:
                 for idx in itertools.product(*(range(d) for d in field.shape))
             ]
     return names
+
+
+def row_formats(arrays: Iterable[ArrayLayout]) -> list[str]:
+    """The %-format of each CSV column of `arrays`, in order: one per entry, in the array's
+    dtype's format; a scalar has one entry, a zero-size field none (like its `header`)."""
+    formats = []
+    for array in arrays:
+        formats += [value_format(array.dtype)] * math.prod(array.shape)
+    return formats
 
 
 class _Fsync:
@@ -183,12 +196,7 @@ class CsvWriter(_writer.HostWriter):
         # Columns first in the file, fields after; layout.arrays has fields first.
         n_fields = len(layout.fields)
         self._order = list(range(n_fields, len(layout.arrays))) + list(range(n_fields))
-        self._formats = []
-        for k in self._order:
-            array = layout.arrays[k]
-            self._formats += [value_format(array.dtype)] * max(
-                1, int(np.prod(array.shape, dtype=np.int64))
-            )
+        self._formats = row_formats(layout.arrays[k] for k in self._order)
         super().__init__(
             layout,
             description=str(self.path),
