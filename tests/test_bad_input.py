@@ -357,6 +357,8 @@ def test_bfloat16_frames_stored_as_float16_keep_inf_and_nan(chunk):
         ("float32", "int32", 2147483520.0, True),  # 2**31 overflowed int32
         ("float32", "int32", -(2.0**31), True),
         ("float32", "uint16", -0.5, False),
+        ("float32", "int16", 1.7, True),  # stored as 1: truncated toward zero, as numpy casts
+        ("float32", "int16", -1.7, True),  # stored as -1 (docs/guides/storage.md says so)
         ("float32", "bfloat16", 3.39e38, False),
         ("float32", "bfloat16", -3.38e38, True),
     ],
@@ -376,6 +378,8 @@ def test_narrowing_at_the_edges_of_the_storage_range(source, target, value, fits
         return
     js.close(sink)
     assert js.open(store)["a"][0] == np.asarray(value, source).astype(target)
+    if target == "int16":
+        assert js.open(store)["a"][0] == np.trunc(value)
 
 
 # ----------------------------------------------------------------- storage dtypes (property)
@@ -655,6 +659,130 @@ def test_bad_field_configs_are_config_errors(config):
     assert not path.exists()
 
 
+# ------------------------------------------------------------------------------ steps, times
+
+#: Concrete steps outside int32 (the step column's dtype), Python and numpy.
+BEYOND_INT32 = [2**31, -(2**31) - 1, 2**32 + 7, np.int64(2**33), np.uint32(3_000_000_000)]
+
+
+@pytest.mark.parametrize("step", BEYOND_INT32, ids=str)
+@pytest.mark.parametrize("kind", ["DeviceBuffer", "ZarrSink"])
+def test_a_step_outside_int32_is_a_frame_error_naming_it(kind, step):
+    """It was stored wrapped (2**32 + 7 as 7, 2**33 as 0) or raised a raw OverflowError."""
+    path = fresh_dir() / "run.zarr"
+    example = {"a": jnp.zeros(2)}
+    sink = (
+        create(path, example, chunk=1)
+        if kind == "ZarrSink"
+        else js.DeviceBuffer.create(example, capacity=2)
+    )
+    for put in (js.record, lambda s, **kw: s.write(kw.pop("frame"), **kw)):
+        with pytest.raises(js.FrameError) as info:
+            put(sink, step=step, frame={"a": jnp.ones(2)})
+        assert_clear(info.value, "`step`", str(step), "[-2147483648, 2147483647]", "step // k")
+    sink = js.record(sink, step=np.int64(2**31 - 1), frame={"a": jnp.ones(2)})
+    sink = js.close(sink.write({"a": jnp.ones(2)}, step=-(2**31)))
+    steps = js.open(path).steps if kind == "ZarrSink" else sink.read().steps
+    assert steps.tolist() == [2**31 - 1, -(2**31)]  # the limits are stored exactly
+
+
+@pytest.mark.parametrize("kind", ["DeviceBuffer", "HostBuffer"])
+def test_a_traced_step_outside_int32_is_recorded_and_raised_on_not_wrapped(kind):
+    """A uint32 step (or int64 with x64) beyond int32 is only known inside jit: the schedule sees
+    its value (3e9 is even: ``every=2`` records it), the step column holds the nearest int32, and
+    reading raises a FrameError naming `step`; the frames are kept."""
+    example = {"a": jnp.zeros(2)}
+    make = js.DeviceBuffer.create if kind == "DeviceBuffer" else js.HostBuffer.create
+    sink = make(example, capacity=4, every=2)
+    steps = jnp.asarray([3_000_000_000, 3_000_000_001, 2**31 - 2], jnp.uint32)
+    sink = jax.jit(lambda s: jax.lax.scan(_record_step, s, steps)[0])(sink)
+    if kind == "HostBuffer":
+        sink = js.close(sink)  # moves the staged frames to host memory
+    for check in (sink.read, sink.check):
+        with pytest.raises(js.FrameError) as info:
+            check()
+    assert_clear(info.value, "`step`", "[-2147483648, 2147483647]", "check=False", "step // k")
+    assert sink.read(check=False).steps.tolist() == [2**31 - 1, 2**31 - 2]
+    if kind == "HostBuffer":
+        sink.release()
+
+
+@pytest.mark.parametrize("kind", ["ZarrSink", "CsvSink"])
+def test_a_traced_step_outside_int32_streamed_is_committed_then_raised_at_close(kind, tmp_path):
+    """What nobody reads back on the host: close commits the frames, then raises naming `step`."""
+    example = {"a": jnp.zeros(2)}
+    if kind == "ZarrSink":
+        sink = js.ZarrSink.create(tmp_path / "run.zarr", example, chunk=1, every=2)
+    else:
+        sink = js.CsvSink.create(tmp_path / "log.csv", example, block=1, every=2)
+    steps = jnp.asarray([3_000_000_000, 3_000_000_001, 2**31 - 2], jnp.uint32)
+    sink = jax.jit(lambda s: jax.lax.scan(_record_step, s, steps)[0])(sink)
+    with pytest.raises(js.FrameError) as info:
+        js.close(sink)
+    assert_clear(info.value, "`step`", "[-2147483648, 2147483647]", "committed to", "step // k")
+    if kind == "ZarrSink":
+        run = js.open(tmp_path / "run.zarr")
+        assert run.status == "closed" and run.steps.tolist() == [2**31 - 1, 2**31 - 2]
+    else:
+        rows = (tmp_path / "log.csv").read_text().splitlines()[1:]
+        assert [int(r.split(",")[0]) for r in rows] == [2**31 - 1, 2**31 - 2]
+
+
+def test_a_traced_step_within_int32_of_a_wider_dtype_is_stored_exactly():
+    sink = js.DeviceBuffer.create({"a": jnp.zeros(2)}, capacity=4, every=3)
+    steps = jnp.asarray([0, 1, 2, 3, 2**31 - 1], jnp.uint32)
+    sink = jax.jit(lambda s: jax.lax.scan(_record_step, s, steps)[0])(sink)
+    assert sink.read().steps.tolist() == [0, 3]
+
+
+@pytest.mark.parametrize(
+    "time_dtype, time",
+    [
+        ("float32", 1e300),
+        ("float32", np.float64(1e40)),
+        ("float32", -1e39),
+        ("float16", 70000.0),
+        ("float16", 70000),
+        ("float16", np.float32(-1e5)),
+    ],
+    ids=str,
+)
+def test_a_time_beyond_the_time_dtype_is_a_frame_error_not_inf(time_dtype, time):
+    """It was stored as inf."""
+    path = fresh_dir() / "run.zarr"
+    sink = create(path, {"a": jnp.zeros(2)}, chunk=1, time_dtype=time_dtype)
+    with pytest.raises(js.FrameError) as info:
+        js.record(sink, step=0, time=time, frame={"a": jnp.ones(2)})
+    largest = f"{float(np.finfo(time_dtype).max):.6g}"
+    assert_clear(info.value, "`time`", str(time), time_dtype, largest, "inf", "`time_dtype`")
+    edge = [65504.0, np.inf, -np.inf] if time_dtype == "float16" else [3.4e38, np.inf, -np.inf]
+    for i, t in enumerate(edge):  # the largest finite value, and infinities, are stored as given
+        sink = js.record(sink, step=i, time=t, frame={"a": jnp.ones(2)})
+    js.close(sink)
+    assert js.open(path).times.tolist() == [np.float32(t).item() for t in edge]
+
+
+@x32_only
+@pytest.mark.parametrize("time_dtype", ["float64", np.float64, float])
+def test_a_float64_time_dtype_without_x64_is_refused_like_a_float64_field(time_dtype):
+    """It was stored as float32 without a word, while FieldConfig(dtype='float64') is refused."""
+    for make in (
+        lambda: js.DeviceBuffer.create({"a": jnp.zeros(2)}, capacity=2, time_dtype=time_dtype),
+        lambda: create(fresh_dir() / "run.zarr", {"a": jnp.zeros(2)}, time_dtype=time_dtype),
+    ):
+        with pytest.raises(js.ConfigError) as info:
+            make()
+        assert_clear(
+            info.value,
+            "`time_dtype=float64`",
+            "cannot hold with the current settings",
+            "enable jax_enable_x64 for 64-bit types",
+            "time_dtype=float32",
+        )
+    with pytest.raises(js.ConfigError, match="cannot hold with the current settings"):
+        js.FieldConfig(dtype="float64")
+
+
 # ------------------------------------------------------------------------------- schedules
 
 
@@ -667,6 +795,46 @@ def test_bad_every_is_a_config_error(n):
     with pytest.raises(js.ConfigError) as info:
         js.DeviceBuffer.create({"a": jnp.zeros(2)}, capacity=3, every=n)
     assert_clear(info.value, "every" if not isinstance(n, int) or isinstance(n, bool) else "`n`")
+
+
+@pytest.mark.parametrize("n", [2**31, 2**40, np.int64(2**31)], ids=["2**31", "2**40", "np2**31"])
+def test_every_beyond_int32_is_refused_at_create_naming_it(n):
+    """Steps are int32 on the device: a period beyond it used to pass create and then make the
+    first record raise a raw OverflowError."""
+    path = fresh_dir() / "run.zarr"
+    with pytest.raises(js.ConfigError) as info:
+        create(path, {"a": jnp.zeros(2)}, chunk=2, every=n)
+    assert_clear(info.value, "`ZarrSink.create`", "`every`", "at most 2147483647", str(n), "int32")
+    assert_nothing_or_opens(path)
+    for make in (lambda: js.Every(n), lambda: js.Every(1, start=n)):
+        with pytest.raises(js.ConfigError) as info:
+            make()
+        assert_clear(info.value, "`Every`", "at most 2147483647", str(n))
+
+
+def test_every_at_the_int32_limit_records_its_start():
+    sink = js.DeviceBuffer.create({"a": jnp.zeros(2)}, capacity=3, every=2**31 - 1)
+    sink = jax.jit(lambda s: jax.lax.scan(_record_step, s, jnp.arange(3))[0])(sink)
+    assert sink.read().steps.tolist() == [0]
+    assert js.Every(2, start=2**31 - 1).to_json() == {"type": "every", "n": 2, "start": 2**31 - 1}
+
+
+def _record_step(sink, i):
+    return js.record(sink, step=i, frame={"a": jnp.ones(2)}), None
+
+
+@pytest.mark.parametrize("name", ["capacity", "chunk"])
+def test_counts_beyond_int32_are_refused_at_create_naming_them(name):
+    """`capacity` and `chunk` count frames in int32 on the device."""
+    path = fresh_dir() / "run.zarr"
+    with pytest.raises(js.ConfigError) as info:
+        create(path, {"a": jnp.zeros(2)}, **{"chunk": 2, name: 2**31})
+    assert_clear(info.value, f"`{name}`", "at most 2147483647", "2147483648", "int32")
+    assert_nothing_or_opens(path)
+    for make in (js.DeviceBuffer.create, js.HostBuffer.create):
+        with pytest.raises(js.ConfigError) as info:
+            make({"a": jnp.zeros(2)}, capacity=2**40)
+        assert_clear(info.value, "`capacity`", "at most 2147483647", str(2**40))
 
 
 @given(dt=st.one_of(st.floats(max_value=0.0), st.just(math.nan), st.just(math.inf)))

@@ -510,3 +510,126 @@ def test_a_ctrl_c_ends_a_loop_without_flushes_at_its_next_progress_tick():
         signal.signal(signal.SIGINT, previous)
     assert bar.reason == "interrupted"
     assert 50 <= bar.position <= 50 + 2 * 10**3  # at the tick after step 50, not at 10**5
+
+
+def store_bytes(path) -> dict[str, bytes]:
+    """Every file of a store (or the file itself), by relative path: to compare byte for byte."""
+    path = pathlib.Path(path)
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+LONG = 10_000  # steps a refused call would otherwise take (and flush, refused, 2500 times)
+
+
+def counting_step(calls):
+    """`step` that counts, on the host, the steps it takes."""
+
+    def count(n):
+        calls.append(int(n))
+        return np.int32(0)
+
+    def stepped(state):
+        x, n = state
+        return x + 1.0, n + 1 + io_callback(count, jax.ShapeDtypeStruct((), jnp.int32), n)
+
+    return stepped
+
+
+def drive(driver, stepped, state, sinks, steps, **kw):
+    """`js.scan` or `js.while_loop` (always true) for `steps` steps, framing the state's `x`."""
+    frame = kw.pop("frame", lambda s: {"x": s[0]})
+    if driver == "scan":
+        return js.scan(stepped, state, sinks, steps=steps, frame=frame, **kw)
+    return js.while_loop(lambda s: True, stepped, state, sinks, max_steps=steps, frame=frame, **kw)
+
+
+@pytest.mark.parametrize("driver", ["scan", "while_loop"])
+@pytest.mark.parametrize("kind", ["zarr", "csv"])
+def test_a_sink_whose_writer_ended_is_refused_before_the_loop_runs(driver, kind, tmp_path):
+    # The value from before a driver call closed the sink, passed again: every flush would be
+    # refused, so the driver raises before it compiles or runs anything, naming itself, the sink
+    # and its store, and the remedy; the run's files stay as they were, byte for byte.
+    name = tmp_path / ("t.zarr" if kind == "zarr" else "t.csv")
+    example = {"x": jnp.zeros(3, jnp.float32)}
+    if kind == "zarr":
+        sink = js.ZarrSink.create(name, example, chunk=4)
+    else:
+        sink = js.CsvSink.create(name, example, block=4)
+    state0 = (jnp.zeros(3, jnp.float32), jnp.int32(0))
+    calls: list[int] = []
+    state, closed = drive(driver, counting_step(calls), state0, {"traj": sink}, 10)[:2]
+    assert len(calls) == 10
+    on_disk = store_bytes(name)
+    owner = f"jaxsinks.{driver}"
+    for dead in ({"traj": sink}, closed):  # the value that was closed, and the closed value
+        calls.clear()
+        with pytest.raises(js.StaleSinkError) as info:
+            drive(driver, counting_step(calls), state, dead, LONG, step0=10)
+        message = str(info.value)
+        assert f"`{owner}` was given, as `sinks['traj']`" in message
+        assert f"its run {name} was already closed" in message
+        assert "Nothing was run or written" in message and "mode='a'" in message
+        assert calls == []  # the step function never ran
+        assert store_bytes(name) == on_disk
+    # The remedy works: the sink created again with mode='a' continues the run.
+    if kind == "zarr":
+        again = js.ZarrSink.create(name, example, chunk=4, mode="a")
+    else:
+        again = js.CsvSink.create(name, example, block=4, mode="a")
+    drive(driver, counting_step(calls), state, again, 6, step0=10)
+    if kind == "zarr":
+        assert js.open(name).steps.tolist() == list(range(1, 17))
+    else:
+        assert len(name.read_text().splitlines()) == 1 + 16
+
+
+@pytest.mark.parametrize("driver", ["scan", "while_loop"])
+def test_a_sink_ended_by_a_failed_driver_call_is_refused_before_the_loop_runs(driver, tmp_path):
+    traj = js.ZarrSink.create(tmp_path / "t.zarr", positions(STATE0), chunk=4)
+    with pytest.raises(jax.errors.JaxRuntimeError):
+        js.scan(
+            failing_step(25, RuntimeError("the force field failed")),
+            (STATE0, jnp.int32(0)),
+            traj,
+            steps=STEPS,
+            frame=lambda s: positions(s[0]),
+        )
+    on_disk = store_bytes(tmp_path / "t.zarr")
+    # `traj` flushed before the failure: the run was ended, not closed from it.
+    calls: list[int] = []
+    with pytest.raises(js.StaleSinkError, match="was ended by jaxsinks.scan when its loop raised"):
+        drive(driver, counting_step(calls), (STATE0[0], jnp.int32(0)), traj, LONG)
+    assert calls == [] and store_bytes(tmp_path / "t.zarr") == on_disk
+
+
+@pytest.mark.parametrize("driver", ["scan", "while_loop"])
+def test_an_older_value_of_a_live_sink_is_refused_before_the_loop_runs(driver, tmp_path):
+    # A hand-written jitted loop flushed blocks from `sink`; passing `sink` itself (not the value
+    # it returned) to a driver would have every flush refused.
+    store = tmp_path / "t.zarr"
+    sink = js.ZarrSink.create(store, {"x": jnp.zeros(3, jnp.float32)}, chunk=4)
+
+    @jax.jit
+    def ten(sink):
+        def body(sink, n):
+            return js.record(sink, step=n, frame={"x": jnp.full(3, n, jnp.float32)}), None
+
+        return jax.lax.scan(body, sink, jnp.arange(1, 11, dtype=jnp.int32))[0]
+
+    newest = jax.block_until_ready(ten(sink))  # 8 frames flushed, 2 staged
+    calls: list[int] = []
+    state = (jnp.zeros(3, jnp.float32), jnp.int32(0))
+    with pytest.raises(js.StaleSinkError) as info:
+        drive(driver, counting_step(calls), state, [newest, sink], LONG, step0=10)
+    message = str(info.value)
+    assert f"`jaxsinks.{driver}` was given, as `sinks[1]`, an older value of a ZarrSink" in message
+    assert "start at frame 0" in message and "has 8 frames flushed" in message
+    assert "Pass the sinks the previous call returned" in message
+    assert calls == []
+    # The run stays open for the newest value, which the driver continues.
+    drive(driver, counting_step(calls), state, newest, 6, step0=10)
+    assert js.open(store).steps.tolist() == list(range(1, 17))

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fs_helpers import stored_bytes
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
@@ -21,13 +22,6 @@ def durable(sink):
     assert writer.wait_committed(int(sink.flushed), timeout=30)  # and the store says so
 
 
-def stored_bytes(path):
-    """Every file under a local run, by relative path: what 'nothing changed' is checked against."""
-    return {
-        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
-    }
-
-
 def test_reusing_an_old_sink_in_a_second_call_is_refused_and_changes_nothing(tmp_path, caplog):
     store = tmp_path / "run.zarr"
     s0 = js.ZarrSink.create(store, EXAMPLE, chunk=4)
@@ -38,7 +32,9 @@ def test_reusing_an_old_sink_in_a_second_call_is_refused_and_changes_nothing(tmp
         s2 = run_steps(s0, steps(100, 110))  # by mistake: the old sink again
         jax.block_until_ready(s2)
     assert int(s2.flags) & js.Flag.STALE and int(s2.flushed) == 0
-    assert "older value" in caplog.text
+    # Both of its blocks were refused, and logged once: a long loop on an old value would
+    # otherwise log every block.
+    assert len(caplog.records) == 1 and "older value" in caplog.text
     with pytest.raises(
         js.StaleSinkError, match=r"staged frames start at frame 0, but .* has 8 frames"
     ):
@@ -137,3 +133,44 @@ def test_an_older_value_that_has_not_flushed_since_cannot_be_told_apart(tmp_path
     with pytest.raises(js.StaleSinkError, match="already closed"):
         js.close(s2)
     assert js.open(store).steps.tolist() == list(range(5))
+
+
+def test_a_closed_sinks_value_flushed_again_is_logged_once_and_stores_nothing(tmp_path, caplog):
+    store = tmp_path / "run.zarr"
+    sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 6))
+    js.close(sink)
+    before = stored_bytes(store)
+    with caplog.at_level(logging.ERROR, logger="jaxsinks"):
+        late = run_steps(sink, steps(6, 40))  # eight more blocks into the closed run
+        jax.block_until_ready(late)
+    assert int(late.flags) & js.Flag.STALE
+    assert len(caplog.records) == 1 and "was closed was flushed again" in caplog.text
+    assert stored_bytes(store) == before
+
+
+def test_a_run_whose_newest_sink_value_is_lost_closes_at_its_flushed_frames(tmp_path):
+    """A sink closed over in a jitted function (a constant, not an argument): the first call's
+    flush is accepted, the next calls' are refused, and every value the user holds is stale.
+    close says how to end the run, and ``stale="close"`` commits what the writer has."""
+    store = tmp_path / "run.zarr"
+    sink = js.ZarrSink.create(store, EXAMPLE, chunk=4)
+
+    @jax.jit
+    def advance(start):  # the user's bug: `sink` is baked in when this is traced
+        return run_steps(sink, start + steps(0, 6))
+
+    for start in (0, 6, 12):
+        last = advance(jnp.int32(start))
+    with pytest.raises(js.StaleSinkError, match=r"jaxsinks.close\(sinks, stale='close'\)"):
+        js.close(last)
+    assert js.open(store).status == "open"  # nothing changed: the run waits for a newer value
+    with pytest.raises(js.ConfigError, match=r"`stale` to be one of \['raise', 'close'\]; got 'x'"):
+        js.close(last, stale="x")
+    closed = js.close(last, stale="close")
+    assert closed.closed
+    run = js.open(store)
+    assert run.status == "closed" and run.steps.tolist() == [0, 1, 2, 3]  # the one block flushed
+    np.testing.assert_array_equal(run["x"][:], expected(range(4))["x"])
+    with pytest.raises(js.StaleSinkError):  # the run is closed: no value can write to it again
+        js.close(last, stale="close")
+    js.close(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a"))  # and it can be appended to

@@ -222,6 +222,69 @@ def test_a_float64_time_for_a_float32_time_column_is_a_clear_error(tmp_path):
     assert js.open(tmp_path / "run.zarr").times.dtype == np.float32
 
 
+def _record_steps(sink, steps):
+    put = lambda s, k: (js.record(s, step=k, frame={"x": jnp.zeros(3), "n": k}), None)  # noqa: E731
+    return jax.jit(lambda s: jax.lax.scan(put, s, steps)[0])(sink)
+
+
+@x64_only
+@pytest.mark.parametrize("kind", ["DeviceBuffer", "HostBuffer"])
+def test_a_traced_int64_step_beyond_int32_is_raised_on_not_wrapped(kind, tmp_path):
+    """2**31 used to wrap to -2**31 before the schedule saw it: never recorded, no error. Now the
+    schedule sees the int64 value, the step column holds the nearest int32, and reading raises a
+    FrameError naming `step`; the frames are kept."""
+    sink = make(kind, tmp_path)
+    steps = jnp.asarray([2**31, 5, 2**32 + 7], jnp.int64)
+    sink = _record_steps(sink, steps)
+    if kind == "HostBuffer":
+        sink = js.close(sink)
+    with pytest.raises(js.FrameError, match=r"`step` recorded into this .* outside the range"):
+        sink.read()
+    got = sink.read(check=False)
+    assert got.steps.tolist() == [2**31 - 1, 5, 2**31 - 1]
+    assert got.frames["n"].tolist() == steps.tolist()  # the frames are the ones recorded
+    if kind == "HostBuffer":
+        sink.release()
+
+
+@x64_only
+@pytest.mark.parametrize("kind", SINKS)
+def test_traced_int64_steps_within_int32_are_stored_exactly(kind, tmp_path):
+    """`jnp.arange` is int64 with x64: such steps are not refused, nor rounded."""
+    steps = jnp.arange(2**31 - 4, 2**31, dtype=jnp.int64)
+    sink = js.close(_record_steps(make(kind, tmp_path), steps))
+    got, _, _, n = read_back(kind, sink, tmp_path, n=4)
+    assert got.tolist() == n.tolist() == steps.tolist()
+    if kind == "HostBuffer":
+        sink.release()
+
+
+@x64_only
+def test_concrete_int64_steps_beyond_int32_are_frame_errors(tmp_path):
+    """2**32 + 7 was stored as 7 and np.int64(2**33) as 0."""
+    sink = make("DeviceBuffer", tmp_path)
+    for step in (2**32 + 7, np.int64(2**33), jnp.int64(-(2**31) - 1)):
+        with pytest.raises(js.FrameError, match=rf"`step` is {step}, outside the range of int32"):
+            js.record(sink, step=step, frame={"x": jnp.zeros(3), "n": jnp.int64(0)})
+    assert int(sink.recorded) == 0
+
+
+@x64_only
+def test_a_float64_time_beyond_float32_is_refused_for_a_float32_column(tmp_path):
+    """1e300 was stored as inf in the default float32 time column."""
+    sink = js.ZarrSink.create(tmp_path / "run.zarr", EXAMPLE, chunk=CHUNK)
+    frame = {"x": jnp.zeros(3), "n": jnp.int64(0)}
+    for time in (1e300, np.float64(-1e300)):
+        with pytest.raises(
+            js.FrameError, match="`time` is .*e\\+300, beyond the range of .* float32"
+        ):
+            js.record(sink, step=0, time=time, frame=frame)
+    js.close(sink)
+    assert len(js.open(tmp_path / "run.zarr")) == 0
+    sink = make("DeviceBuffer", tmp_path, every=None)
+    assert js.record(sink, step=0, time=1e300, frame=frame).read().times.tolist() == [1e300]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(X64, reason="this run is the x64 pass: the tests above run directly")
 def test_this_module_passes_under_x64():

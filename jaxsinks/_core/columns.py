@@ -3,6 +3,11 @@
 `Columns` is the storage shared by every device-side sink (a `DeviceBuffer`'s whole contents, a
 `ZarrSink`'s staging block). It holds ``rows + 1`` slots: the last one is the *trash* slot that
 skipped writes go to, so that no write ever needs a data-dependent shape or a read of the old slot.
+
+Steps (and the sinks' counters) are int32 on the device. A concrete step outside that range is a
+`FrameError`; a traced step of a wider integer dtype keeps its dtype until it is stored, so that
+schedules see its value, and is stored saturated: `put` and `scatter` say so, and the sink sets
+`Flag.STEP_OUT_OF_RANGE`, which the host raises on (`jaxsinks._core.sink.check_steps`).
 """
 
 from __future__ import annotations
@@ -16,8 +21,13 @@ from jax import lax
 
 from . import slots as _slots
 from .errors import FrameError
+from .flags import Flag
 from .frame import FrameSpec
 from .pytree import pytree_dataclass, replace, static
+
+#: The range of int32, the dtype of steps and of every count kept on the device (frames recorded,
+#: staged or flushed); capacities and schedule periods must fit it too.
+INT32 = np.iinfo(np.int32)
 
 
 @pytree_dataclass
@@ -53,9 +63,11 @@ class Columns:
 
     def put(
         self, index: jax.Array, leaves: list[jax.Array], step: jax.Array, time: jax.Array
-    ) -> Columns:
-        """Write one frame at `index` (the trash slot to skip it)."""
+    ) -> tuple[Columns, jax.Array]:
+        """Write one frame at `index` (the trash slot to skip it); also whether its step was
+        outside int32 (stored saturated: the sink sets `Flag.STEP_OUT_OF_RANGE`)."""
         w = self.write_once
+        step, beyond = stored_step(step)
         return replace(
             self,
             leaves=tuple(
@@ -63,26 +75,28 @@ class Columns:
             ),
             step=_slots.put(self.step, step, index, write_once=False),
             time=_slots.put(self.time, time, index, write_once=w),
-        )
+        ), beyond & (index != self.trash)
 
     def scatter(
         self, dest: jax.Array, leaves: list[jax.Array], step: jax.Array, time: jax.Array
-    ) -> Columns:
-        """Write row ``i`` of every leaf to slot ``dest[i]`` (the trash slot to skip it)."""
+    ) -> tuple[Columns, jax.Array]:
+        """Write row ``i`` of every leaf to slot ``dest[i]`` (the trash slot to skip it); also
+        whether a written row's step was outside int32 (as `put`)."""
         w = self.write_once
         size = dest.shape[0]
         assert self.system is not None  # rows are scattered in per-system columns only
+        step, beyond = (jnp.broadcast_to(x, (size,)) for x in stored_step(step))
         return replace(
             self,
             leaves=tuple(
                 _slots.scatter(b, v, dest, write_once=w) for b, v in zip(self.leaves, leaves)
             ),
-            step=_slots.scatter(self.step, jnp.broadcast_to(step, (size,)), dest, write_once=False),
+            step=_slots.scatter(self.step, step, dest, write_once=False),
             time=_slots.scatter(self.time, jnp.broadcast_to(time, (size,)), dest, write_once=w),
             system=_slots.scatter(
                 self.system, jnp.arange(size, dtype=jnp.int32), dest, write_once=False
             ),
-        )
+        ), jnp.any(beyond & (dest != self.trash))
 
     def shift(self, start: int, size: int) -> Columns:
         """Move rows ``start:start + size`` to the front (static sizes; after a block is
@@ -146,19 +160,73 @@ def row_destinations(
 
 
 def as_step(step: Any, *, shape: tuple[int, ...] = ()) -> jax.Array:
-    """`step` as an int32 array of `shape`, or a FrameError naming it."""
+    """`step` as an integer array of `shape`, or a FrameError naming it.
+
+    A concrete step is checked against the int32 range and returned as int32. A traced step of a
+    wider integer dtype (int64 with x64, uint32) keeps its dtype, so that schedules see its
+    value; `stored_step` narrows it where it is stored.
+    """
+    beyond = None if isinstance(step, jax.core.Tracer) else _first_beyond_int32(step)
+    if beyond is not None:
+        raise FrameError(
+            f"`step` is {beyond}, outside the range of int32 [{INT32.min}, {INT32.max}]: steps are "
+            "stored as int32. Count steps from a later origin (pass step - step0), or record "
+            "every k-th step as step // k."
+        )
     arr = jnp.asarray(step)
     if not jnp.issubdtype(arr.dtype, jnp.integer) or arr.shape not in {(), shape}:
         raise FrameError(
             f"`step` must be an integer scalar{_or_shape(shape)}; got {arr.dtype}{list(arr.shape)}."
         )
+    if isinstance(arr, jax.core.Tracer) and not fits_int32(arr.dtype):
+        return arr
     return arr.astype(jnp.int32)
+
+
+def stored_step(step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`step` as the int32 the step column holds, and where it did not fit (it is then the
+    nearest int32: saturated, never wrapped)."""
+    if fits_int32(step.dtype):
+        return step.astype(jnp.int32), jnp.zeros(step.shape, jnp.bool_)
+    info = jnp.iinfo(step.dtype)
+    lo = jnp.asarray(max(int(info.min), int(INT32.min)), step.dtype)
+    hi = jnp.asarray(min(int(info.max), int(INT32.max)), step.dtype)
+    return jnp.clip(step, lo, hi).astype(jnp.int32), (step < lo) | (step > hi)
+
+
+def fits_int32(dtype: Any) -> bool:
+    """Whether every value of the integer `dtype` fits int32."""
+    info = jnp.iinfo(dtype)
+    return bool(info.min >= INT32.min and info.max <= INT32.max)
+
+
+def _first_beyond_int32(step: Any) -> Any:
+    """The first value of the concrete integer `step` outside the int32 range, or None."""
+    if isinstance(step, int):  # Python ints are unbounded (and bools fit)
+        return None if INT32.min <= step <= INT32.max else step
+    if not _wide_integer(getattr(step, "dtype", None)):
+        return None  # no value to check (a device array is not read), or not an integer
+    values = np.asarray(step)
+    beyond = (values < INT32.min) | (values > INT32.max)
+    return values[beyond].flat[0] if np.any(beyond) else None
+
+
+def _wide_integer(dtype: Any) -> bool:
+    return dtype is not None and jnp.issubdtype(dtype, jnp.integer) and not fits_int32(dtype)
 
 
 def as_time(time: Any, dtype: Any, *, shape: tuple[int, ...] = ()) -> jax.Array:
     """`time` as an array of the sink's time `dtype` (NaN when None), or a FrameError."""
     if time is None:
         return jnp.full((), jnp.nan, dtype)
+    beyond = None if isinstance(time, jax.core.Tracer) else _first_beyond_time(time, dtype)
+    if beyond is not None:
+        raise FrameError(
+            f"`time` is {beyond}, beyond the range of the sink's time dtype {np.dtype(dtype)} "
+            f"(largest {float(jnp.finfo(dtype).max):.6g}): it would be stored as inf. Create the "
+            "sink with a wider `time_dtype` (e.g. time_dtype='float64' with jax_enable_x64 on), "
+            "or rescale the times."
+        )
     arr = jnp.asarray(time)
     weak = getattr(arr, "weak_type", False) or isinstance(time, (int, float))
     if arr.shape not in {(), shape}:
@@ -169,6 +237,24 @@ def as_time(time: Any, dtype: Any, *, shape: tuple[int, ...] = ()) -> jax.Array:
             f"{np.dtype(dtype)} time, or create the sink with `time_dtype={arr.dtype}`."
         )
     return arr.astype(dtype)
+
+
+def _first_beyond_time(time: Any, dtype: Any) -> Any:
+    """The first finite value of the concrete `time` beyond the range of the float `dtype`, or
+    None. A device array of a float dtype no wider than `dtype` is not read (it fits)."""
+    largest = jnp.finfo(dtype).max
+    if isinstance(time, jax.Array) and jnp.issubdtype(time.dtype, jnp.floating):
+        if jnp.finfo(time.dtype).max <= largest:
+            return None
+    try:
+        values = np.asarray(time)
+    except (TypeError, ValueError, OverflowError):
+        return None  # as_time reports what it is
+    if not any(jnp.issubdtype(values.dtype, kind) for kind in (jnp.integer, jnp.floating)):
+        return None
+    wide = values.astype(np.float64)
+    beyond = np.isfinite(wide) & (np.abs(wide) > float(largest))
+    return values[beyond].flat[0] if np.any(beyond) else None
 
 
 def as_mask(mask: Any, shape: tuple[int, ...]) -> jax.Array:
@@ -184,3 +270,11 @@ def as_mask(mask: Any, shape: tuple[int, ...]) -> jax.Array:
 
 def _or_shape(shape: tuple[int, ...]) -> str:
     return f" or an array of shape {shape}" if shape else ""
+
+
+def status(dropped: jax.Array, clipped: jax.Array) -> jax.Array:
+    """The flag bits of a write: `Flag.OVERFLOW` if frames were `dropped`, and
+    `Flag.STEP_OUT_OF_RANGE` if a step was `clipped` (see `Columns.put`)."""
+    return jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0)) | jnp.where(
+        clipped, jnp.int32(Flag.STEP_OUT_OF_RANGE), jnp.int32(0)
+    )

@@ -16,3 +16,5 @@ class Flag(enum.IntFlag):
     WRITE_FAILED = 4
     #: A flush came from an older value of the sink (or one already closed) and was refused.
     STALE = 8
+    #: A traced step outside the int32 range was recorded (stored as the nearest int32).
+    STEP_OUT_OF_RANGE = 16

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .columns import INT32
 from .errors import ConfigError
 from .types import PyTree
 
@@ -230,13 +231,15 @@ class When(Schedule):
         return {"type": "when", "predicate": name}
 
 
-def as_schedule(every: int | Schedule | None) -> Schedule:
-    """A schedule from an int (``Every(n)``), a `Schedule`, or None (every step)."""
+def as_schedule(every: int | Schedule | None, owner: str = "create") -> Schedule:
+    """A schedule from an int (``Every(n)``), a `Schedule`, or None (every step); a ConfigError
+    from `owner` (e.g. ``"ZarrSink.create"``) naming `every` if it is none of them."""
     if every is None:
         return Every(1)
     if isinstance(every, Schedule):
         return every
     if isinstance(every, (int, np.integer)) and not isinstance(every, bool):
+        _check_int32(owner, "every", every)
         return Every(int(every))
     raise ConfigError(
         f"`every` must be an int or a schedule (Every, Interval, Times, When); got "
@@ -277,6 +280,16 @@ def _check_tol(owner: str, tol: Any, *, below: float, what: str) -> None:
 def _check_int(owner: str, name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(f"`{owner}` needs `{name}` to be an int >= {minimum}; got {value!r}.")
+    _check_int32(owner, name, value)
+
+
+def _check_int32(owner: str, name: str, value: int | np.integer) -> None:
+    if value > INT32.max:
+        raise ConfigError(
+            f"`{owner}` needs `{name}` to be at most {INT32.max}: steps and counts are int32 on "
+            f"the device; got {value!r}. Pass a smaller `{name}` (or record with `Times` or "
+            "`When` for steps this far apart)."
+        )
 
 
 def _check_float(owner: str, name: str, value: Any, *, positive: bool = True) -> None:

@@ -8,14 +8,15 @@ from typing import Any, Self, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from .columns import Columns
-from .errors import ConfigError, SinkOverflowError, TransformError
+from .columns import INT32, Columns
+from .errors import ConfigError, FrameError, SinkOverflowError, TransformError
 from .flags import Flag
 from .frame import FrameSpec
 from .pytree import pytree_dataclass, static
 from .schedule import Schedule, as_schedule
-from .types import MODES, OVERFLOW_POLICIES, Mode, Overflow, PyTree
+from .types import MODES, OVERFLOW_POLICIES, Mode, Overflow, PyTree, Stale
 
 T = TypeVar("T")
 
@@ -58,7 +59,7 @@ class RecordOptions:
             batch_size=batch_size,
             capacity=capacity,
             overflow=check_overflow(owner, overflow),
-            schedule=as_schedule(every),
+            schedule=as_schedule(every, owner),
             once=check_once(owner, once, per_system),
             time_dtype=check_time_dtype(owner, time_dtype),
         )
@@ -152,8 +153,12 @@ class Sink(abc.ABC):
         """Append `frame` (its rows selected by `mask`) if `enabled`; pure."""
 
     @abc.abstractmethod
-    def close(self) -> Self:
-        """Host side: finish the sink (flush, wait, check) and return it."""
+    def close(self, *, stale: Stale = "raise") -> Self:
+        """Host side: finish the sink (flush, wait, check) and return it.
+
+        `stale`: what to do when this is an older value of a streaming sink (see
+        `jaxsinks.close`); a sink without a host writer has no older values and ignores it.
+        """
 
     def write(self, frame: PyTree, *, step: Any, time: Any = None, mask: Any = None) -> Self:
         """Append `frame` now, whatever the schedule says. Pure: returns the new sink.
@@ -227,10 +232,16 @@ def split_spec(frame: PyTree, per_system: bool) -> tuple[FrameSpec, int | None]:
 
 
 def check_capacity(owner: str, name: str, value: Any) -> int:
-    """`value` as a positive int, or a ConfigError naming the argument."""
+    """`value` as a positive int that fits the device's int32 counts, or a ConfigError naming the
+    argument."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(
             f"`{owner}` needs `{name}` to be a positive int (a number of frames); got {value!r}."
+        )
+    if value > INT32.max:
+        raise ConfigError(
+            f"`{owner}` needs `{name}` to be at most {INT32.max}: frames are counted as int32 on "
+            f"the device; got {value}. Pass a smaller `{name}`."
         )
     return value
 
@@ -259,6 +270,11 @@ def check_time_dtype(owner: str, dtype: Any) -> Any:
         canonical = None
     if canonical is None or not jnp.issubdtype(canonical, jnp.floating):
         raise ConfigError(f"`{owner}` needs `time_dtype` to be a floating dtype; got {dtype!r}.")
+    if canonical != np.dtype(dtype):
+        raise ConfigError(
+            f"`{owner}` got `time_dtype={np.dtype(dtype)}`, which JAX cannot hold with the current "
+            f"settings (enable jax_enable_x64 for 64-bit types, or pass time_dtype={canonical})."
+        )
     return canonical
 
 
@@ -286,10 +302,27 @@ def overflow_error(kind: str, capacity: int | None, recorded: int, kept: str) ->
 
 def check_buffer_overflow(sink: Sink, kind: str) -> None:
     """Raise `SinkOverflowError` if the in-memory buffer `sink` (a `DeviceBuffer` or a
-    `HostBuffer`, named `kind`) lost frames under ``overflow="error"``; its first `capacity`
-    frames are kept and readable."""
+    `HostBuffer`, named `kind`) lost frames under ``overflow="error"``, or a `FrameError` if
+    it stored a step out of the int32 range (`check_steps`); its frames are kept and readable."""
     recorded = host_int(sink.recorded, kind)
+    check_steps(sink, kind)
     if sink.overflow == "error" and int(sink.flags) & Flag.OVERFLOW:
         raise overflow_error(
             kind, sink.capacity, recorded, "are kept (`read(check=False)` returns them)"
+        )
+
+
+def check_steps(
+    sink: Sink, kind: str, kept: str = "the frames are kept: `read(check=False)` returns them"
+) -> None:
+    """Raise a `FrameError` naming `step` if `sink` (named `kind`) stored a traced step outside
+    the int32 range (saturated to the nearest int32: `Flag.STEP_OUT_OF_RANGE`); `kept` says
+    where the frames are."""
+    if int(sink.flags) & Flag.STEP_OUT_OF_RANGE:
+        raise FrameError(
+            f"A `step` recorded into this {kind} inside jit was outside the range of int32 "
+            f"[{INT32.min}, {INT32.max}]: steps are stored as int32, so it was stored as "
+            f"{INT32.min} or {INT32.max} ({kept}). "
+            "Count steps from a later origin (pass step - step0), or record every k-th step as "
+            "step // k."
         )

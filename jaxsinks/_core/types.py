@@ -24,6 +24,9 @@ ExportBy: TypeAlias = Literal["frames", "points"]
 #: frame, one row); ``"long"`` (tidy), one row per (frame or system, field) with the columns
 #: ``step, time, system, name, value``.
 Table: TypeAlias = Literal["wide", "long"]
+#: What `jaxsinks.close` does with an older value of a streaming sink: raise `StaleSinkError`
+#: (the run stays open for the newest value), or close the run at the frames its writer has.
+Stale: TypeAlias = Literal["raise", "close"]
 
 MODES: tuple[Mode, ...] = get_args(Mode)
 OVERFLOW_POLICIES: tuple[Overflow, ...] = get_args(Overflow)
@@ -32,3 +35,4 @@ BLOSC_CNAMES: tuple[BloscName, ...] = get_args(BloscName)
 BLOSC_SHUFFLES: tuple[BloscShuffle, ...] = get_args(BloscShuffle)
 EXPORT_BY: tuple[ExportBy, ...] = get_args(ExportBy)
 TABLES: tuple[Table, ...] = get_args(Table)
+STALE: tuple[Stale, ...] = get_args(Stale)

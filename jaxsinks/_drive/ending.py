@@ -182,16 +182,14 @@ def close_after_error(owner: str, sinks: Any, error: BaseException) -> tuple[Any
             continue
         writer = sink._writer_or_raise("close")
         try:
-            committed = writer.finish()
+            out[-1] = sink.close(stale="close")
         except JaxsinksError as err:
-            writer.closed_by_sink(err)
             errors.append(err)
             continue
-        writer.closed_by_sink(None)
         notes.append(
-            f"{owner} closed {writer.description} at its {committed} committed frames after the "
-            f"{why}: the jitted call it cut short had flushed blocks, and the frames it had "
-            "staged on the device were lost with it."
+            f"{owner} closed {writer.description} at its {writer.committed} committed frames "
+            f"after the {why}: the jitted call it cut short had flushed blocks, and the frames "
+            "it had staged on the device were lost with it."
         )
     raise_first(errors)
     return jax.tree_util.tree_unflatten(treedef, out), notes

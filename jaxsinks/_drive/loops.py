@@ -14,7 +14,7 @@ from .._core.record import flatten_sinks
 from .._core.types import PyTree
 from .._io.progress import Progress
 from . import checkpoint as checkpoints
-from . import ending, plan, programs, segments
+from . import ending, live, plan, programs, segments
 
 State = TypeVar("State")
 
@@ -296,6 +296,7 @@ def _prepare(
     first = plan.check_step0(owner, step0)
     if not isinstance(record_initial, bool):
         raise ConfigError(f"`{owner}` needs `record_initial` to be a bool; got {record_initial!r}.")
+    live.check_sinks(owner, sinks, flat)  # an ended or older sink: refused before anything runs
     return _Spec(
         step,
         flat,

@@ -8,9 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._core.columns import as_mask, as_step, as_time, row_destinations, single_destination
+from .._core.columns import (
+    as_mask,
+    as_step,
+    as_time,
+    row_destinations,
+    single_destination,
+    status,
+)
 from .._core.deprecation import deprecated_arguments, renamed_property
-from .._core.flags import Flag
 from .._core.pytree import pytree_dataclass, replace
 from .._core.schedule import Schedule
 from .._core.sink import (
@@ -23,7 +29,7 @@ from .._core.sink import (
     host_int,
 )
 from .._core.trajectory import Trajectory
-from .._core.types import Overflow, PyTree
+from .._core.types import Overflow, PyTree, Stale
 
 
 @final
@@ -105,7 +111,7 @@ class DeviceBuffer(Sink):
             slot, recorded, dropped = single_destination(
                 self.recorded, enabled, self.capacity, ring=ring
             )
-            columns = self.columns.put(slot, leaves, as_step(step), as_time(time, dtype))
+            columns, clipped = self.columns.put(slot, leaves, as_step(step), as_time(time, dtype))
         else:
             shape = (self.batch_size,)
             selected = as_mask(mask, shape) & enabled
@@ -114,10 +120,10 @@ class DeviceBuffer(Sink):
             dest, recorded, dropped = row_destinations(
                 self.recorded, selected, self.capacity, ring=ring
             )
-            columns = self.columns.scatter(
+            columns, clipped = self.columns.scatter(
                 dest, leaves, as_step(step, shape=shape), as_time(time, dtype, shape=shape)
             )
-        flags = self.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
+        flags = self.flags | status(dropped, clipped)
         return replace(self, columns=columns, recorded=recorded, flags=flags, seen=seen)
 
     @property
@@ -190,8 +196,9 @@ class DeviceBuffer(Sink):
         """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``."""
         check_buffer_overflow(self, "DeviceBuffer")
 
-    def close(self) -> DeviceBuffer:
-        """Host side: check the buffer (see `check`) and return it; used by `jaxsinks.close`."""
+    def close(self, *, stale: Stale = "raise") -> DeviceBuffer:
+        """Host side: check the buffer (see `check`) and return it; used by `jaxsinks.close`.
+        (`stale` is for streaming sinks: a device buffer has no older values to refuse.)"""
         self.check()
         return self
 

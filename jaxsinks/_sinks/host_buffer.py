@@ -17,7 +17,7 @@ than a wait for frames that will never come (or a write over the new value's fra
 from __future__ import annotations
 
 import threading
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +29,9 @@ from .._core.pytree import pytree_dataclass, replace
 from .._core.schedule import Schedule
 from .._core.sink import RecordOptions, check_buffer_overflow, check_capacity, host_int
 from .._core.trajectory import Trajectory
-from .._core.types import Overflow
+from .._core.types import Overflow, Stale
 from .._io import writer as _writer
+from .._io.codecs import is_float
 from .._io.layout import Layout
 from .._io.progress import Progress
 from .stream import StreamSink, _host_tail, check_progress, row_layout
@@ -135,6 +136,15 @@ class HostMemory(_writer.HostWriter):
         return renewed
 
 
+def npz_array(array: np.ndarray) -> np.ndarray:
+    """`array` as `HostBuffer.save_npz` saves it: as it is if numpy knows its dtype, else (a float
+    type of ml_dtypes, such as bfloat16, which numpy would save as raw bytes) as float32, which
+    holds each of its values exactly."""
+    if array.dtype.kind == "V" and is_float(array.dtype):
+        return array.astype(np.float32)
+    return array
+
+
 @final
 @pytree_dataclass
 class HostBuffer(StreamSink):
@@ -143,6 +153,8 @@ class HostBuffer(StreamSink):
     Carry it through the loop like any sink; on the host, `read`, `drain`, `save_npz` or
     `to_zarr` it, before or after `jaxsinks.close`, and `release` its memory when done.
     """
+
+    reads_check_steps: ClassVar[bool] = True  # `read` and `check` raise for it, not `close`
 
     @classmethod
     @deprecated_arguments("HostBuffer.create", renamed={"chunk": "block"})
@@ -260,13 +272,13 @@ class HostBuffer(StreamSink):
         """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``."""
         check_buffer_overflow(self, "HostBuffer")
 
-    def close(self) -> HostBuffer:
+    def close(self, *, stale: Stale = "raise") -> HostBuffer:
         """Move the staged frames to host memory and stop the pipeline; the frames stay readable.
 
-        Prefer `jaxsinks.close`, which closes every sink of a pytree.
+        Prefer `jaxsinks.close`, which closes every sink of a pytree (and says what `stale` does).
         """
         self._memory()
-        return super().close()
+        return super().close(stale=stale)
 
     def drain(self) -> tuple[Trajectory, HostBuffer]:
         """``(read(), zero())``: the recorded frames, and an empty buffer to carry on with."""
@@ -311,6 +323,10 @@ class HostBuffer(StreamSink):
         """Save the frames as a ``.npz`` file (PySDE's NumpyStorage): one array per field, by its
         pytree path, plus ``step``, ``time`` and, for per-system buffers, ``system``. A field named
         like one of those is saved under its stored name (``time_`` for ``time``, as in a Zarr run).
+
+        Each array keeps its dtype, except bfloat16 (a field, or the time column): numpy does not
+        know it and would save raw bytes, so it is saved as float32, which holds every bfloat16
+        value exactly (``.astype(jnp.bfloat16)`` gives the recorded values back bit for bit).
         """
         trajectory = self.read()
         names = [a.name for a in self.layout.fields]
@@ -318,7 +334,8 @@ class HostBuffer(StreamSink):
         arrays.update(step=trajectory.steps, time=trajectory.times)
         if trajectory.systems is not None:
             arrays["system"] = trajectory.systems
-        (np.savez_compressed if compressed else np.savez)(path, **arrays)
+        saved: dict[str, Any] = {name: npz_array(a) for name, a in arrays.items()}
+        (np.savez_compressed if compressed else np.savez)(path, **saved)
 
     def to_zarr(self, store: Any, **options: Any) -> int:
         """Write the frames to a new Zarr run at `store` after the run; returns the frames written.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,14 @@ from jax import lax
 from jax.custom_batching import custom_vmap
 
 from .._core import sharding as _sharding
-from .._core.columns import as_mask, as_step, as_time, row_destinations, single_destination
+from .._core.columns import (
+    as_mask,
+    as_step,
+    as_time,
+    row_destinations,
+    single_destination,
+    status,
+)
 from .._core.deprecation import renamed_property
 from .._core.errors import (
     ConfigError,
@@ -36,11 +43,13 @@ from .._core.pytree import pytree_dataclass, replace, static
 from .._core.sink import (
     RecordOptions,
     Sink,
+    check_steps,
     empty_state,
     first_time,
     host_int,
     overflow_error,
 )
+from .._core.types import Stale
 from .._io import writer as _writer
 from .._io.callback import host_call
 from .._io.layout import ArrayLayout, Layout, make_layout
@@ -69,6 +78,9 @@ class StreamSink(Sink):
     layout: Layout = static()
     shard: _sharding.ShardInfo | None = static(default=None)
     closed: bool = static(default=False)
+    #: Whether reading the sink raises for a step stored outside int32 (`check_steps`); if not,
+    #: close raises it, once the frames are committed.
+    reads_check_steps: ClassVar[bool] = False
 
     @classmethod
     def _empty(
@@ -133,7 +145,7 @@ class StreamSink(Sink):
 
     # --------------------------------------------------------------------------- host side
 
-    def close(self) -> Self:
+    def close(self, *, stale: Stale = "raise") -> Self:
         """Flush the staged frames, wait until everything is durable, and finish the run.
 
         Prefer `jaxsinks.close`, which closes every sink of a pytree and raises afterwards.
@@ -151,12 +163,16 @@ class StreamSink(Sink):
         for shard, part in parts.items():
             offset = host_int(part.flushed, kind)
             if int(part.flags) & Flag.STALE or not writer.expects(shard, offset):
+                if stale == "close":
+                    return self._close_flushed(writer)
                 raise StaleSinkError(
                     f"This {kind} is an older value of its sink: its staged frames start at frame "
                     f"{offset}, but {writer.description} has {writer.next_offset(shard)} frames "
                     "flushed from a newer value. Nothing was written and the run stays open. "
                     "Close the sink returned by the last call (thread the returned sink through "
-                    "every call)."
+                    "every call). If that value is lost (an exception, or a sink closed over in "
+                    "a jitted function instead of passed to it), jaxsinks.close(sinks, "
+                    "stale='close') closes the run at the frames its writer has."
                 )
         try:
             closed = self._finish(writer, parts)
@@ -165,6 +181,17 @@ class StreamSink(Sink):
             raise
         writer.closed_by_sink(None)
         return closed
+
+    def _close_flushed(self, writer: _writer.HostWriter) -> Self:
+        """Close the run at what `writer` has, from an older value: the flushed blocks commit,
+        this value's staged frames are not stored (`jaxsinks.close` with ``stale="close"``)."""
+        try:
+            writer.finish()
+        except JaxsinksError as err:
+            writer.closed_by_sink(err)
+            raise
+        writer.closed_by_sink(None)
+        return replace(self, closed=True)
 
     def _finish(self, writer: _writer.HostWriter, parts: Mapping[int, StreamSink]) -> Self:
         """Flush the staged tail of each part, finish the writer, and raise what it kept."""
@@ -190,6 +217,8 @@ class StreamSink(Sink):
             raise
         if stale is not None:
             raise stale
+        for part in parts.values() if not self.reads_check_steps else ():
+            check_steps(part, kind, f"the frames are committed to {writer.description}")
         if self.overflow == "error" and flags & Flag.OVERFLOW:
             raise overflow_error(kind, self.capacity, recorded, f"are in {writer.description}")
         return replace(
@@ -278,15 +307,14 @@ def _stage(sink: StreamSink, leaves, step, time, wanted) -> StreamSink:
     if sink.batch_size is None:
         fits = wanted if room is None else wanted & (room > 0)
         slot, staged, _ = single_destination(sink.staged, fits, sink.columns.rows, ring=False)
-        columns = sink.columns.put(slot, leaves, step, time)
+        columns, clipped = sink.columns.put(slot, leaves, step, time)
     else:
         fits = wanted
         if room is not None:
             fits = wanted & (jnp.cumsum(wanted, dtype=jnp.int32) <= room)
         dest, staged, _ = row_destinations(sink.staged, fits, sink.columns.rows, ring=False)
-        columns = sink.columns.scatter(dest, leaves, step, time)
-    dropped = jnp.any(wanted & ~fits)
-    flags = sink.flags | jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0))
+        columns, clipped = sink.columns.scatter(dest, leaves, step, time)
+    flags = sink.flags | status(jnp.any(wanted & ~fits), clipped)
     recorded = sink.recorded + jnp.sum(wanted, dtype=jnp.int32)
     return replace(sink, columns=columns, staged=staged, flags=flags, recorded=recorded)
 
