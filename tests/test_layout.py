@@ -19,7 +19,10 @@ SPEC = js.FrameSpec.from_example(
 )
 
 
-def layout(**kw):
+def layout(spec=SPEC, **kw):
+    """`make_layout` of `spec` (a frame spec, or an example frame) with these defaults."""
+    if not isinstance(spec, js.FrameSpec):
+        spec = js.FrameSpec.from_example(spec)
     args = dict(
         chunk=16,
         chunks_per_shard=None,
@@ -29,7 +32,7 @@ def layout(**kw):
         batch_size=None,
     )
     args.update(kw)
-    return make_layout(SPEC, **args)
+    return make_layout(spec, **args)
 
 
 def test_one_array_per_leaf_plus_step_and_time_chunked_by_the_block():
@@ -120,15 +123,7 @@ def test_bad_layout_options_are_named(kw, match):
 def test_field_names_that_are_not_safe_node_names_are_rejected(name):
     spec = js.FrameSpec.from_example({name: jnp.zeros(2)})
     with pytest.raises(js.ConfigError, match=name.replace(".", r"\.")):
-        make_layout(
-            spec,
-            chunk=4,
-            chunks_per_shard=None,
-            codec=None,
-            field_config={},
-            time_dtype=np.dtype("float32"),
-            batch_size=None,
-        )
+        layout(spec, chunk=4, codec=None)
 
 
 @pytest.mark.parametrize(
@@ -152,15 +147,7 @@ def test_bad_codecs_are_named(make, match):
     "make",
     [
         lambda: js.FieldConfig(dtype="int4"),
-        lambda: make_layout(
-            js.FrameSpec.from_example({"q": jnp.zeros(2, jnp.float8_e4m3fn)}),
-            chunk=4,
-            chunks_per_shard=None,
-            codec=None,
-            field_config={},
-            time_dtype=np.dtype("float32"),
-            batch_size=None,
-        ),
+        lambda: layout({"q": jnp.zeros(2, jnp.float8_e4m3fn)}, chunk=4, codec=None),
     ],
 )
 def test_an_unstorable_dtype_is_refused_suggesting_float32_first(make):
@@ -231,15 +218,7 @@ def test_json_attributes_pass_through():
 )
 def test_nested_names_that_collide_with_a_stored_node_are_refused_naming_both(frame, both):
     with pytest.raises(js.ConfigError) as info:
-        make_layout(
-            js.FrameSpec.from_example(frame),
-            chunk=4,
-            chunks_per_shard=None,
-            codec=None,
-            field_config={},
-            time_dtype=np.dtype("float32"),
-            batch_size=None,
-        )
+        layout(frame, chunk=4, codec=None)
     for name in both:
         assert name in str(info.value)
 
@@ -253,15 +232,7 @@ def test_columns_deeper_in_the_tree_do_not_collide():
 
 
 def layout_of(spec):
-    return make_layout(
-        spec,
-        chunk=4,
-        chunks_per_shard=None,
-        codec=None,
-        field_config={},
-        time_dtype=np.dtype("float32"),
-        batch_size=None,
-    )
+    return layout(spec, chunk=4, codec=None)
 
 
 @pytest.mark.parametrize(
