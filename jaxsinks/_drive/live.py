@@ -19,11 +19,10 @@ import numpy as np
 
 from .._core import sharding as _sharding
 from .._core.errors import StaleSinkError, StoreError
-from .._core.flags import Flag
 from .._core.record import is_sink
 from .._core.sink import Sink
 from .._io import writer as _writer
-from .._sinks.stream import StreamSink
+from .._sinks.stream import StreamSink, older_than_writer
 
 
 def check_sinks(owner: str, sinks: Any, flat: Sequence[Sink]) -> None:
@@ -78,14 +77,8 @@ def _refusal(sink: StreamSink, parts: dict[int, Any]) -> tuple[type[StoreError],
             f"run's committed frames are unchanged. {_remedy(kind, ended)}"
         )
     for shard, (_, flushed, flags) in parts.items():
-        if not writer.expects(shard, int(flushed)):
-            what = (
-                f"its staged frames start at frame {int(flushed)}, but {writer.description} "
-                f"has {writer.next_offset(shard)} frames flushed from a newer value"
-            )
-        elif int(flags) & Flag.STALE:
-            what = f"flushes from it to {writer.description} were already refused"
-        else:
+        what = older_than_writer(writer, shard, int(flushed), int(flags))
+        if what is None:
             continue
         return StaleSinkError, (
             f"an older value of a {kind}: {what}. Nothing was run or written, and the run stays "

@@ -161,18 +161,17 @@ class StreamSink(Sink):
         parts = {0: self} if self.shard is None else _sharding.host_parts(self)
         writer = self._writer_or_raise("close")
         for shard, part in parts.items():
-            offset = host_int(part.flushed, kind)
-            if int(part.flags) & Flag.STALE or not writer.expects(shard, offset):
+            why = older_than_writer(writer, shard, host_int(part.flushed, kind), int(part.flags))
+            if why is not None:
                 if stale == "close":
                     return self._close_flushed(writer)
                 raise StaleSinkError(
-                    f"This {kind} is an older value of its sink: its staged frames start at frame "
-                    f"{offset}, but {writer.description} has {writer.next_offset(shard)} frames "
-                    "flushed from a newer value. Nothing was written and the run stays open. "
-                    "Close the sink returned by the last call (thread the returned sink through "
-                    "every call). If that value is lost (an exception, or a sink closed over in "
-                    "a jitted function instead of passed to it), jaxsinks.close(sinks, "
-                    "stale='close') closes the run at the frames its writer has."
+                    f"This {kind} is an older value of its sink: {why}. Nothing was written and "
+                    "the run stays open. Close the sink returned by the last call (thread the "
+                    "returned sink through every call). If that value is lost (an exception, or a "
+                    "sink closed over in a jitted function instead of passed to it), "
+                    "jaxsinks.close(sinks, stale='close') closes the run at the frames its writer "
+                    "has."
                 )
         try:
             closed = self._finish(writer, parts)
@@ -275,6 +274,21 @@ def row_layout(options: RecordOptions, block: int) -> Layout:
         time_dtype=np.dtype(options.time_dtype),
         batch_size=options.batch_size,
     )
+
+
+def older_than_writer(
+    writer: _writer.HostWriter, shard: int, flushed: int, flags: int
+) -> str | None:
+    """Why a value of a streaming sink whose `shard` has `flushed` frames (and `flags`) is older
+    than the newest its `writer` accepted, or None: the rule of `close` and the drivers."""
+    if not writer.expects(shard, flushed):
+        return (
+            f"its staged frames start at frame {flushed}, but {writer.description} has "
+            f"{writer.next_offset(shard)} frames flushed from a newer value"
+        )
+    if flags & Flag.STALE:
+        return f"flushes from it to {writer.description} were already refused"
+    return None
 
 
 def out_of_range(xp: Any, values: Any, layout: ArrayLayout) -> Any:
