@@ -369,20 +369,37 @@ def test_append_mode_continues_the_run(tmp_path):
 
 def test_append_with_another_schema_is_a_clear_error_and_changes_nothing(tmp_path):
     store = tmp_path / "run.zarr"
-    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 6)))
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, codec=js.Zstd(3)), steps(0, 6)))
     with pytest.raises(js.SchemaMismatchError, match=r"field 'x': shape \[3\] stored vs \[4\] now"):
         js.ZarrSink.create(
             store,
             {"x": jnp.zeros(4, jnp.float32), "e": jnp.zeros((), jnp.float32)},
             chunk=4,
             mode="a",
+            codec=js.Zstd(3),
         )
     with pytest.raises(
         js.SchemaMismatchError, match="field 'y' is in the frame but not in the stored run"
     ):
-        js.ZarrSink.create(store, {**EXAMPLE, "y": jnp.zeros(())}, chunk=4, mode="a")
+        js.ZarrSink.create(
+            store, {**EXAMPLE, "y": jnp.zeros(())}, chunk=4, mode="a", codec=js.Zstd(3)
+        )
     with pytest.raises(js.SchemaMismatchError, match="chunk is 4 in the stored run but 8 now"):
-        js.ZarrSink.create(store, EXAMPLE, chunk=8, mode="a")
+        js.ZarrSink.create(store, EXAMPLE, chunk=8, mode="a", codec=js.Zstd(3))
+    # The stored codecs cannot change: the default is not the run's Zstd, nor is another level.
+    with pytest.raises(
+        js.SchemaMismatchError, match=r"field 'x': codec Zstd\(level=3\) stored vs Blosc\("
+    ):
+        js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a", codec=js.Blosc("lz4"))
+    with pytest.raises(js.SchemaMismatchError, match=r"field 'e': codec Zstd\(level=3\) stored"):
+        js.ZarrSink.create(
+            store,
+            EXAMPLE,
+            chunk=4,
+            mode="a",
+            codec=js.Zstd(3),
+            field_config={"e": js.FieldConfig(codec=None)},
+        )
     # The capacity bounds the whole run: a smaller one would be stored over 6 frames already there.
     before = stored_bytes(store)
     for options, got in (
@@ -393,9 +410,26 @@ def test_append_with_another_schema_is_a_clear_error_and_changes_nothing(tmp_pat
             js.SchemaMismatchError,
             match=rf"recorded with capacity=None and overflow='error'.*got {got}\).*capacity=None",
         ):
-            js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a", **options)
+            js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a", codec=js.Zstd(3), **options)
     assert stored_bytes(store) == before
     assert_run(js.open(store), range(6))
+
+
+def test_a_run_whose_schema_has_no_codecs_appends_with_its_stored_codecs(tmp_path):
+    """Runs written before the codecs were part of the schema still append (keeping the stored
+    codecs, which zarr's metadata fixes); their other options are compared as before."""
+    store = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, codec=js.Zstd(3)), steps(0, 6)))
+    root = store / "zarr.json"
+    meta = json.loads(root.read_text())
+    for field in meta["attributes"]["jaxsinks"]["schema"]["fields"]:
+        del field["codec"]
+    root.write_text(json.dumps(meta))
+    with pytest.raises(js.SchemaMismatchError, match="chunk is 4 in the stored run but 8 now"):
+        js.ZarrSink.create(store, EXAMPLE, chunk=8, mode="a")
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a"), steps(6, 10)))
+    assert_run(js.open(store), range(10))
+    assert json.loads((store / "x" / "zarr.json").read_text())["codecs"][-1]["name"] == "zstd"
 
 
 def test_an_unwritable_directory_is_a_clear_error_and_nothing_is_half_created(tmp_path):

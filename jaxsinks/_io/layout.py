@@ -147,6 +147,7 @@ class ArrayLayout:
             "shape": list(self.stored_shape if self.shards > 1 else self.shape),
             "dtype": self.source_dtype.name,
             "storage_dtype": self.dtype.name,
+            "codec": repr(self.codec),
         }
         if self.ragged_axes:
             out["ragged"] = True

@@ -144,11 +144,21 @@ def claim_run(location: Location, value: bytes, generation: bytes) -> bytes:
     )
 
 
+#: Keys of a field's schema that runs written by older versions of jaxsinks lack: compared only
+#: where the stored schema has them.
+ADDED_FIELD_KEYS = ("codec",)
+
+
 def check_schema(stored: dict[str, Any], wanted: dict[str, Any], location: Location) -> None:
     """Raise `SchemaMismatchError` listing every difference between two run schemas."""
     problems = []
     old = {f["name"]: f for f in stored.get("fields", [])}
-    new = {f["name"]: f for f in wanted["fields"]}
+    new = {
+        f["name"]: {
+            k: v for k, v in f.items() if k not in ADDED_FIELD_KEYS or k in old.get(f["name"], {})
+        }
+        for f in wanted["fields"]
+    }
     for name in sorted(set(old) | set(new)):
         if name not in new:
             problems.append(f"field '{name}' is stored but missing from the frame")

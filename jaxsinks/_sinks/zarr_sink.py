@@ -95,7 +95,9 @@ class ZarrSink(StreamSink):
                 `DeviceBuffer`; a ring keeps the newest `capacity` frames and needs `capacity` to
                 be a multiple of the flush block.
             mode: ``"w-"`` create and fail if a store exists (default); ``"w"`` overwrite;
-                ``"a"`` append to the run there (created if missing), continuing its frames.
+                ``"a"`` append to the run there (created if missing), continuing its frames;
+                the frame, `chunk`, `chunks_per_shard`, `codec`, `field_config`, `time_dtype`,
+                `capacity` and `overflow` must be those of the stored run.
             attrs: user attributes stored with the run (JSON only).
             time_dtype: the dtype of the time column.
             progress: a `Progress` bar advanced to the step of each flushed block.
