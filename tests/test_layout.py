@@ -160,6 +160,24 @@ def test_an_unstorable_dtype_is_refused_suggesting_float32_first(make):
     assert "opens only through jaxsinks.open" in message
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp: js.HostBuffer.create({"q": jnp.zeros(2, jnp.float8_e4m3fn)}, capacity=4),
+        lambda tmp: js.CsvSink.create(tmp / "log.csv", {"q": jnp.zeros((), jnp.int4)}),
+    ],
+    ids=["HostBuffer", "CsvSink"],
+)
+def test_a_sink_without_field_config_suggests_a_cast_for_an_unstorable_dtype(make, tmp_path):
+    with pytest.raises(js.ConfigError) as refused:
+        make(tmp_path)
+    message = str(refused.value)
+    assert message.startswith("Field 'q' is recorded as ")
+    assert "field_config=" not in message.split("Cast")[0] and "FieldConfig" not in message
+    assert "Cast the field to one of those in the frame you record" in message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_bfloat16_field_is_stored_as_zarr_bfloat16_unless_configured():
     spec = js.FrameSpec.from_example({"w": jnp.zeros(2, jnp.bfloat16)})
     args = dict(chunk=4, chunks_per_shard=None, codec=None, time_dtype=np.dtype("float32"))

@@ -197,14 +197,18 @@ def storage_dtype(dtype: Any, owner: str) -> np.dtype:
     return np_dtype
 
 
-def check_storable(dtype: np.dtype, what: str) -> None:
-    """A ConfigError (`what` + " cannot be stored ...") unless a run can store `dtype`."""
+def check_storable(dtype: np.dtype, what: str, remedy: str | None = None) -> None:
+    """A ConfigError (`what` + " cannot be stored ...") unless a run can store `dtype`; its remedy
+    is a `FieldConfig` dtype unless `remedy` says another."""
     if dtype.name not in STORABLE:
         raise ConfigError(
             f"{what} cannot be stored in a run: fields are stored as one of {list(STORABLE)}. "
-            "Choose one of those, e.g. FieldConfig(dtype='float32'), which every Zarr reader "
-            "reads, or FieldConfig(dtype='float16') to save space. 'bfloat16' saves space too, "
-            f"but {BFLOAT16_LIMITATION}."
+            + (
+                remedy
+                or "Choose one of those, e.g. FieldConfig(dtype='float32'), which every Zarr "
+                "reader reads, or FieldConfig(dtype='float16') to save space. 'bfloat16' saves "
+                f"space too, but {BFLOAT16_LIMITATION}."
+            )
         )
 
 

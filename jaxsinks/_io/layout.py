@@ -245,7 +245,7 @@ def make_layout(
     chunk: int,
     chunks_per_shard: int | None,
     codec: Codec,
-    field_config: dict[str, FieldConfig],
+    field_config: dict[str, FieldConfig] | None,
     time_dtype: np.dtype,
     batch_size: int | None,
     ragged: Ragged | None = None,
@@ -255,7 +255,10 @@ def make_layout(
 
     With `shards` > 1, `spec` is one device's part of a frame split along its leading axis: the
     stored arrays hold all `shards` parts, chunked so that each device writes whole chunks.
+    `field_config` None: the sink takes no per-field options (its fields are stored as recorded).
     """
+    configurable = field_config is not None
+    field_config = field_config or {}
     unknown = sorted(set(field_config) - set(spec.names))
     if unknown:
         raise ConfigError(
@@ -270,11 +273,19 @@ def make_layout(
         cfg = field_config.get(f.name, FieldConfig())
         _check_storage_dtype(f.name, f.dtype, cfg.dtype)
         if cfg.dtype is None:
-            check_storable(
-                f.dtype,
-                f"Field '{f.name}' is recorded as {f.dtype.name}, which (without "
-                f"field_config={{'{f.name}': FieldConfig(dtype=...)}})",
-            )
+            if configurable:
+                what = (
+                    f"Field '{f.name}' is recorded as {f.dtype.name}, which (without "
+                    f"field_config={{'{f.name}': FieldConfig(dtype=...)}})"
+                )
+                check_storable(f.dtype, what)
+            else:
+                check_storable(
+                    f.dtype,
+                    f"Field '{f.name}' is recorded as {f.dtype.name}, which",
+                    "Cast the field to one of those in the frame you record, e.g. "
+                    "x.astype(jnp.float32) (this sink takes no field_config).",
+                )
         axes = ragged_axes.get(f.name, 0)
         stored = f.shape[axes:]
         own_chunk = _field_chunk(f.name, stored, cfg.chunk)

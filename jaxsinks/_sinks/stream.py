@@ -270,7 +270,7 @@ def row_layout(options: RecordOptions, block: int) -> Layout:
         chunk=max(block, options.batch_size or 1),
         chunks_per_shard=None,
         codec=None,
-        field_config={},
+        field_config=None,
         time_dtype=np.dtype(options.time_dtype),
         batch_size=options.batch_size,
     )
