@@ -376,11 +376,11 @@ def test_ragged_views_index_frames_like_numpy_or_refuse_clearly():
 # ------------------------------------------------------------ a ring run read while it is written
 
 
-def _record_ring(sink, path, start, stop):
-    """`sink` after writing steps ``start..stop - 1`` (x = step, time = step / 2) into the live ring
-    at `path`, once every one of them is committed (blocks of 4 frames: `stop` a multiple of 4)."""
+def _record_ring(sink, path, start, stop, base=0):
+    """`sink` after writing steps ``start..stop - 1`` (x = base + step, time = step / 2) into the
+    live ring at `path`, once all of them are committed (blocks of 4: `stop` a multiple of 4)."""
     for i in range(start, stop):
-        sink = sink.write({"x": jnp.int32(i)}, step=i, time=i / 2)
+        sink = sink.write({"x": jnp.int32(base + i)}, step=i, time=i / 2)
     deadline = time.monotonic() + 60
     while js.open(path).committed < stop:
         assert time.monotonic() < deadline, f"the writer did not commit {stop} frames in 60 s"
@@ -441,6 +441,25 @@ def test_a_live_ring_run_reads_the_frames_its_writer_has_not_overwritten(live_ri
         run.steps.tolist()
     with pytest.raises(js.StoreError, match=r"overwrote frame 5 "):
         run["x"][[5, 4, 1]]  # frames 9, 8 and 5, in this order
+
+
+def test_a_live_ring_run_replaced_by_another_ring_of_the_same_size_refuses_its_reads(
+    live_ring,
+):
+    """Another run of the same capacity with as many frames, written over the location (mode='w'
+    once the writer is gone), is not taken for the run opened: its slots hold other frames."""
+    path, state = live_ring
+    run = js.open(path)
+    assert run["x"][:2].tolist() == [4, 5]
+    js.close(state["sink"])
+    other = js.ZarrSink.create(
+        path, {"x": jnp.int32(0)}, chunk=4, capacity=8, overflow="ring", mode="w"
+    )
+    state["sink"] = _record_ring(other, path, 0, 12, base=100)  # closed by the fixture
+    assert js.open(path)["x"][:].tolist() == list(range(104, 112))  # steps 4..11, as before
+    for read in (lambda r: r["x"][:], lambda r: r[2:].times, lambda r: np.asarray(r["x"])):
+        with pytest.raises(js.StoreError, match=r"deleted or replaced while it was read"):
+            read(run)
 
 
 def test_only_a_live_ring_run_reads_its_metadata_again_to_check_its_reads(

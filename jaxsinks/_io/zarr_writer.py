@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from typing import Any, cast
 
 import numpy as np
@@ -429,7 +430,10 @@ def _create_or_reopen(
     owner = Owner.me()
     table = options["table"]
     version = SCHEMA_VERSION if table is None else LONG_SCHEMA_VERSION
-    meta = dict(meta, schema_version=version, schema=run_schema(layout, table))
+    # `run_id` tells this run from any later one at the same location (kept by appends).
+    meta = dict(
+        meta, schema_version=version, schema=run_schema(layout, table), run_id=uuid.uuid4().hex
+    )
     claim = {ATTRS_KEY: dict(meta, status="creating", committed=0, writer=owner.to_json())}
     generation = claim_run(location, group_metadata(claim), generation)
     writer = None

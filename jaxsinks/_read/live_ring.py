@@ -38,6 +38,7 @@ class LiveRing:
         self.location = location
         self.committed = int(meta.get("committed", 0))
         self.capacity = int(meta["capacity"])
+        self.run_id = meta.get("run_id")
 
     def frames(self, slots: np.ndarray) -> np.ndarray:
         """The frame (counted from the run's first recorded frame) that each ring slot of
@@ -60,6 +61,7 @@ class LiveRing:
         if (
             not isinstance(meta, dict)
             or meta.get("overflow") != "ring"
+            or meta.get("run_id") != self.run_id
             or meta.get("capacity") != self.capacity
             or int(meta.get("committed", 0)) < self.committed
         ):
