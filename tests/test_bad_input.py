@@ -735,6 +735,32 @@ def test_a_traced_step_within_int32_of_a_wider_dtype_is_stored_exactly():
     assert sink.read().steps.tolist() == [0, 3]
 
 
+@pytest.mark.parametrize("kind", ["DeviceBuffer", "ZarrSink"])
+def test_a_traced_time_beyond_the_time_dtype_is_stored_as_inf_and_raised_on(kind, tmp_path):
+    """A weakly typed time (``i * dt``) is cast to the column's dtype inside jit, where it cannot
+    be refused: 1e5 in a float16 column was stored as inf without a word. The sink sets
+    `Flag.TIME_OUT_OF_RANGE`; reading (DeviceBuffer) or closing (after committing) raises."""
+    example = {"a": jnp.zeros(2)}
+    if kind == "ZarrSink":
+        sink = js.ZarrSink.create(tmp_path / "run.zarr", example, chunk=1, time_dtype="float16")
+    else:
+        sink = js.DeviceBuffer.create(example, capacity=4, time_dtype="float16")
+
+    def body(sink, i):
+        return js.record(sink, step=i, time=i * 5e4, frame={"a": jnp.ones(2)}), None
+
+    with jax.numpy_dtype_promotion("standard"):  # the tests' strict promotion refuses i * 5e4
+        sink = jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(3))[0])(sink)
+    assert int(sink.flags) == js.Flag.TIME_OUT_OF_RANGE
+    with pytest.raises(js.FrameError) as info:
+        js.close(sink)
+    assert_clear(info.value, "`time`", "float16", "65504", "stored as inf", "`time_dtype`")
+    if kind == "ZarrSink":
+        assert js.open(tmp_path / "run.zarr").times.tolist() == [0, np.float16(5e4), np.inf]
+    else:
+        assert sink.read(check=False).times.tolist() == [0, np.float16(5e4), np.inf]
+
+
 @pytest.mark.parametrize(
     "time_dtype, time",
     [

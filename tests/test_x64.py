@@ -41,20 +41,15 @@ SINKS = ["ZarrSink", "CsvSink", "HostBuffer", "DeviceBuffer"]
 HOW = ["write", "scan", "while_loop"]
 
 
-def make(kind, tmp_path, **kwargs):
+def make(kind, tmp_path, time_dtype=jnp.float64, **kwargs):
+    kwargs["time_dtype"] = time_dtype
     if kind == "ZarrSink":
-        return js.ZarrSink.create(
-            tmp_path / "run.zarr", EXAMPLE, chunk=CHUNK, time_dtype=jnp.float64, **kwargs
-        )
+        return js.ZarrSink.create(tmp_path / "run.zarr", EXAMPLE, chunk=CHUNK, **kwargs)
     if kind == "CsvSink":
-        return js.CsvSink.create(
-            tmp_path / "log.csv", EXAMPLE, block=CHUNK, time_dtype=jnp.float64, **kwargs
-        )
+        return js.CsvSink.create(tmp_path / "log.csv", EXAMPLE, block=CHUNK, **kwargs)
     if kind == "HostBuffer":
-        return js.HostBuffer.create(
-            EXAMPLE, capacity=16, block=CHUNK, time_dtype=jnp.float64, **kwargs
-        )
-    return js.DeviceBuffer.create(EXAMPLE, capacity=16, time_dtype=jnp.float64, **kwargs)
+        return js.HostBuffer.create(EXAMPLE, capacity=16, block=CHUNK, **kwargs)
+    return js.DeviceBuffer.create(EXAMPLE, capacity=16, **kwargs)
 
 
 def record_all(sink, how, wrap):
@@ -283,6 +278,32 @@ def test_a_float64_time_beyond_float32_is_refused_for_a_float32_column(tmp_path)
     assert len(js.open(tmp_path / "run.zarr")) == 0
     sink = make("DeviceBuffer", tmp_path, every=None)
     assert js.record(sink, step=0, time=1e300, frame=frame).read().times.tolist() == [1e300]
+
+
+@x64_only
+@pytest.mark.parametrize("kind", ["ZarrSink", "CsvSink", "HostBuffer", "DeviceBuffer"])
+def test_a_traced_float64_time_beyond_a_float32_column_is_flagged_and_raised(kind, tmp_path):
+    """`time=i * dt` is a weakly typed float64 under x64, so the default float32 column takes it:
+    1e300 was stored as inf without a word."""
+    sink = make(kind, tmp_path, time_dtype=jnp.float32)
+    frame = {"x": jnp.zeros(3), "n": jnp.int64(0)}
+
+    def body(sink, i):
+        return js.record(sink, step=i, time=i * 1e300, frame=frame), None
+
+    with jax.numpy_dtype_promotion("standard"):  # the tests' strict promotion refuses i * 1e300
+        sink = jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(3))[0])(sink)
+    assert int(sink.flags) & js.Flag.TIME_OUT_OF_RANGE
+    with pytest.raises(js.FrameError, match=r"`time` .* float32 .* stored as inf") as info:
+        sink = js.close(sink)
+        sink.read()  # the buffers raise when read
+    assert "time_dtype='float64'" in str(info.value)
+    if kind in ("HostBuffer", "DeviceBuffer"):
+        assert sink.read(check=False).times.tolist() == [0, np.inf, np.inf]
+    elif kind == "ZarrSink":
+        assert js.open(tmp_path / "run.zarr").times.tolist() == [0, np.inf, np.inf]
+    if kind == "HostBuffer":
+        sink.release()
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ skipped writes go to, so that no write ever needs a data-dependent shape or a re
 Steps (and the sinks' counters) are int32 on the device. A concrete step outside that range is a
 `FrameError`; a traced step of a wider integer dtype keeps its dtype until it is stored, so that
 schedules see its value, and is stored saturated: `put` and `scatter` say so, and the sink sets
-`Flag.STEP_OUT_OF_RANGE`, which the host raises on (`jaxsinks._core.sink.check_steps`).
+`Flag.STEP_OUT_OF_RANGE`, which the host raises on (`jaxsinks._core.sink.check_columns`). Times
+are alike: a concrete time beyond the sink's `time_dtype` is a `FrameError`; a traced one of a
+wider dtype is stored as inf and sets `Flag.TIME_OUT_OF_RANGE`.
 """
 
 from __future__ import annotations
@@ -64,10 +66,11 @@ class Columns:
     def put(
         self, index: jax.Array, leaves: list[jax.Array], step: jax.Array, time: jax.Array
     ) -> tuple[Columns, jax.Array]:
-        """Write one frame at `index` (the trash slot to skip it); also whether its step was
-        outside int32 (stored saturated: the sink sets `Flag.STEP_OUT_OF_RANGE`)."""
+        """Write one frame at `index` (the trash slot to skip it); also the flag bits of its step
+        outside int32 (stored saturated) or its time beyond the time dtype (`out_of_range`)."""
         w = self.write_once
-        step, beyond = stored_step(step)
+        step, step_beyond = stored_step(step)
+        time, time_beyond = stored_time(time, self.time.dtype)
         return replace(
             self,
             leaves=tuple(
@@ -75,28 +78,31 @@ class Columns:
             ),
             step=_slots.put(self.step, step, index, write_once=False),
             time=_slots.put(self.time, time, index, write_once=w),
-        ), beyond & (index != self.trash)
+        ), out_of_range(step_beyond, time_beyond, index != self.trash)
 
     def scatter(
         self, dest: jax.Array, leaves: list[jax.Array], step: jax.Array, time: jax.Array
     ) -> tuple[Columns, jax.Array]:
         """Write row ``i`` of every leaf to slot ``dest[i]`` (the trash slot to skip it); also
-        whether a written row's step was outside int32 (as `put`)."""
+        the flag bits of a written row's step or time out of range (as `put`)."""
         w = self.write_once
         size = dest.shape[0]
         assert self.system is not None  # rows are scattered in per-system columns only
-        step, beyond = (jnp.broadcast_to(x, (size,)) for x in stored_step(step))
+        step, step_beyond = (jnp.broadcast_to(x, (size,)) for x in stored_step(step))
+        time, time_beyond = (
+            jnp.broadcast_to(x, (size,)) for x in stored_time(time, self.time.dtype)
+        )
         return replace(
             self,
             leaves=tuple(
                 _slots.scatter(b, v, dest, write_once=w) for b, v in zip(self.leaves, leaves)
             ),
             step=_slots.scatter(self.step, step, dest, write_once=False),
-            time=_slots.scatter(self.time, jnp.broadcast_to(time, (size,)), dest, write_once=w),
+            time=_slots.scatter(self.time, time, dest, write_once=w),
             system=_slots.scatter(
                 self.system, jnp.arange(size, dtype=jnp.int32), dest, write_once=False
             ),
-        ), jnp.any(beyond & (dest != self.trash))
+        ), out_of_range(step_beyond, time_beyond, dest != self.trash)
 
     def shift(self, start: int, size: int) -> Columns:
         """Move rows ``start:start + size`` to the front (static sizes; after a block is
@@ -216,7 +222,12 @@ def _wide_integer(dtype: Any) -> bool:
 
 
 def as_time(time: Any, dtype: Any, *, shape: tuple[int, ...] = ()) -> jax.Array:
-    """`time` as an array of the sink's time `dtype` (NaN when None), or a FrameError."""
+    """`time` as an array of the sink's time `dtype` (NaN when None), or a FrameError.
+
+    A concrete time beyond the range of `dtype` is a FrameError. A traced (weakly typed) time of
+    a wider dtype keeps its dtype, so that schedules see its value; `stored_time` narrows it where
+    it is stored.
+    """
     if time is None:
         return jnp.full((), jnp.nan, dtype)
     beyond = None if isinstance(time, jax.core.Tracer) else _first_beyond_time(time, dtype)
@@ -236,7 +247,27 @@ def as_time(time: Any, dtype: Any, *, shape: tuple[int, ...] = ()) -> jax.Array:
             f"`time` has dtype {arr.dtype}, but the sink stores times as {np.dtype(dtype)}. Pass a "
             f"{np.dtype(dtype)} time, or create the sink with `time_dtype={arr.dtype}`."
         )
+    if isinstance(arr, jax.core.Tracer) and not fits_time(arr.dtype, dtype):
+        return arr
     return arr.astype(dtype)
+
+
+def stored_time(time: jax.Array, dtype: Any) -> tuple[jax.Array, jax.Array]:
+    """`time` as the `dtype` the time column holds, and where a finite time did not fit (it is
+    then stored as inf)."""
+    stored = time.astype(dtype)
+    if fits_time(time.dtype, dtype):
+        return stored, jnp.zeros(time.shape, jnp.bool_)
+    return stored, jnp.isfinite(time) & ~jnp.isfinite(stored)
+
+
+def fits_time(source: Any, dtype: Any) -> bool:
+    """Whether every finite value of the `source` dtype is finite as the float `dtype`."""
+    if jnp.issubdtype(source, jnp.floating):
+        return bool(jnp.finfo(source).max <= jnp.finfo(dtype).max)
+    if jnp.issubdtype(source, jnp.integer):
+        return bool(float(jnp.iinfo(source).max) <= float(jnp.finfo(dtype).max))
+    return True
 
 
 def _first_beyond_time(time: Any, dtype: Any) -> Any:
@@ -272,9 +303,15 @@ def _or_shape(shape: tuple[int, ...]) -> str:
     return f" or an array of shape {shape}" if shape else ""
 
 
-def status(dropped: jax.Array, clipped: jax.Array) -> jax.Array:
-    """The flag bits of a write: `Flag.OVERFLOW` if frames were `dropped`, and
-    `Flag.STEP_OUT_OF_RANGE` if a step was `clipped` (see `Columns.put`)."""
-    return jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0)) | jnp.where(
-        clipped, jnp.int32(Flag.STEP_OUT_OF_RANGE), jnp.int32(0)
-    )
+def out_of_range(step: jax.Array, time: jax.Array, written: jax.Array) -> jax.Array:
+    """The flag bits of the `written` rows whose `step` or `time` did not fit its column:
+    `Flag.STEP_OUT_OF_RANGE`, `Flag.TIME_OUT_OF_RANGE`."""
+    return jnp.where(
+        jnp.any(step & written), jnp.int32(Flag.STEP_OUT_OF_RANGE), jnp.int32(0)
+    ) | jnp.where(jnp.any(time & written), jnp.int32(Flag.TIME_OUT_OF_RANGE), jnp.int32(0))
+
+
+def status(dropped: jax.Array, out_of_range: jax.Array) -> jax.Array:
+    """The flag bits of a write: `Flag.OVERFLOW` if frames were `dropped`, and the bits of the
+    columns `out_of_range` (see `Columns.put`)."""
+    return jnp.where(dropped, jnp.int32(Flag.OVERFLOW), jnp.int32(0)) | out_of_range

@@ -18,3 +18,5 @@ class Flag(enum.IntFlag):
     STALE = 8
     #: A traced step outside the int32 range was recorded (stored as the nearest int32).
     STEP_OUT_OF_RANGE = 16
+    #: A traced time beyond the range of the sink's `time_dtype` was recorded (stored as inf).
+    TIME_OUT_OF_RANGE = 32

@@ -303,26 +303,37 @@ def overflow_error(kind: str, capacity: int | None, recorded: int, kept: str) ->
 def check_buffer_overflow(sink: Sink, kind: str) -> None:
     """Raise `SinkOverflowError` if the in-memory buffer `sink` (a `DeviceBuffer` or a
     `HostBuffer`, named `kind`) lost frames under ``overflow="error"``, or a `FrameError` if
-    it stored a step out of the int32 range (`check_steps`); its frames are kept and readable."""
+    it stored a step or time out of its column's range (`check_columns`); its frames are kept
+    and readable."""
     recorded = host_int(sink.recorded, kind)
-    check_steps(sink, kind)
+    check_columns(sink, kind)
     if sink.overflow == "error" and int(sink.flags) & Flag.OVERFLOW:
         raise overflow_error(
             kind, sink.capacity, recorded, "are kept (`read(check=False)` returns them)"
         )
 
 
-def check_steps(
+def check_columns(
     sink: Sink, kind: str, kept: str = "the frames are kept: `read(check=False)` returns them"
 ) -> None:
     """Raise a `FrameError` naming `step` if `sink` (named `kind`) stored a traced step outside
-    the int32 range (saturated to the nearest int32: `Flag.STEP_OUT_OF_RANGE`); `kept` says
-    where the frames are."""
-    if int(sink.flags) & Flag.STEP_OUT_OF_RANGE:
+    the int32 range (saturated to the nearest int32: `Flag.STEP_OUT_OF_RANGE`), or naming `time`
+    if it stored a traced time beyond its time dtype (as inf: `Flag.TIME_OUT_OF_RANGE`); `kept`
+    says where the frames are."""
+    flags = int(sink.flags)
+    if flags & Flag.STEP_OUT_OF_RANGE:
         raise FrameError(
             f"A `step` recorded into this {kind} inside jit was outside the range of int32 "
             f"[{INT32.min}, {INT32.max}]: steps are stored as int32, so it was stored as "
             f"{INT32.min} or {INT32.max} ({kept}). "
             "Count steps from a later origin (pass step - step0), or record every k-th step as "
             "step // k."
+        )
+    if flags & Flag.TIME_OUT_OF_RANGE:
+        dtype = np.dtype(sink.time_dtype)
+        raise FrameError(
+            f"A `time` recorded into this {kind} inside jit was beyond the range of its time "
+            f"dtype {dtype} (largest {float(jnp.finfo(dtype).max):.6g}), so it was stored as inf "
+            f"({kept}). Create the sink with a wider `time_dtype` (e.g. time_dtype='float64' "
+            "with jax_enable_x64 on), or rescale the times."
         )

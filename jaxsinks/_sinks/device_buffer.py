@@ -111,7 +111,7 @@ class DeviceBuffer(Sink):
             slot, recorded, dropped = single_destination(
                 self.recorded, enabled, self.capacity, ring=ring
             )
-            columns, clipped = self.columns.put(slot, leaves, as_step(step), as_time(time, dtype))
+            columns, beyond = self.columns.put(slot, leaves, as_step(step), as_time(time, dtype))
         else:
             shape = (self.batch_size,)
             selected = as_mask(mask, shape) & enabled
@@ -120,10 +120,10 @@ class DeviceBuffer(Sink):
             dest, recorded, dropped = row_destinations(
                 self.recorded, selected, self.capacity, ring=ring
             )
-            columns, clipped = self.columns.scatter(
+            columns, beyond = self.columns.scatter(
                 dest, leaves, as_step(step, shape=shape), as_time(time, dtype, shape=shape)
             )
-        flags = self.flags | status(dropped, clipped)
+        flags = self.flags | status(dropped, beyond)
         return replace(self, columns=columns, recorded=recorded, flags=flags, seen=seen)
 
     @property

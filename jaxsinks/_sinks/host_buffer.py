@@ -154,7 +154,7 @@ class HostBuffer(StreamSink):
     `to_zarr` it, before or after `jaxsinks.close`, and `release` its memory when done.
     """
 
-    reads_check_steps: ClassVar[bool] = True  # `read` and `check` raise for it, not `close`
+    reads_check_columns: ClassVar[bool] = True  # `read` and `check` raise for it, not `close`
 
     @classmethod
     @deprecated_arguments("HostBuffer.create", renamed={"chunk": "block"})

@@ -43,7 +43,7 @@ from .._core.pytree import pytree_dataclass, replace, static
 from .._core.sink import (
     RecordOptions,
     Sink,
-    check_steps,
+    check_columns,
     empty_state,
     first_time,
     host_int,
@@ -78,9 +78,9 @@ class StreamSink(Sink):
     layout: Layout = static()
     shard: _sharding.ShardInfo | None = static(default=None)
     closed: bool = static(default=False)
-    #: Whether reading the sink raises for a step stored outside int32 (`check_steps`); if not,
-    #: close raises it, once the frames are committed.
-    reads_check_steps: ClassVar[bool] = False
+    #: Whether reading the sink raises for a step or time stored out of its range
+    #: (`check_columns`); if not, close raises it, once the frames are committed.
+    reads_check_columns: ClassVar[bool] = False
 
     @classmethod
     def _empty(
@@ -216,8 +216,8 @@ class StreamSink(Sink):
             raise
         if stale is not None:
             raise stale
-        for part in parts.values() if not self.reads_check_steps else ():
-            check_steps(part, kind, f"the frames are committed to {writer.description}")
+        for part in parts.values() if not self.reads_check_columns else ():
+            check_columns(part, kind, f"the frames are committed to {writer.description}")
         if self.overflow == "error" and flags & Flag.OVERFLOW:
             raise overflow_error(kind, self.capacity, recorded, f"are in {writer.description}")
         return replace(
@@ -321,14 +321,14 @@ def _stage(sink: StreamSink, leaves, step, time, wanted) -> StreamSink:
     if sink.batch_size is None:
         fits = wanted if room is None else wanted & (room > 0)
         slot, staged, _ = single_destination(sink.staged, fits, sink.columns.rows, ring=False)
-        columns, clipped = sink.columns.put(slot, leaves, step, time)
+        columns, beyond = sink.columns.put(slot, leaves, step, time)
     else:
         fits = wanted
         if room is not None:
             fits = wanted & (jnp.cumsum(wanted, dtype=jnp.int32) <= room)
         dest, staged, _ = row_destinations(sink.staged, fits, sink.columns.rows, ring=False)
-        columns, clipped = sink.columns.scatter(dest, leaves, step, time)
-    flags = sink.flags | status(jnp.any(wanted & ~fits), clipped)
+        columns, beyond = sink.columns.scatter(dest, leaves, step, time)
+    flags = sink.flags | status(jnp.any(wanted & ~fits), beyond)
     recorded = sink.recorded + jnp.sum(wanted, dtype=jnp.int32)
     return replace(sink, columns=columns, staged=staged, flags=flags, recorded=recorded)
 
