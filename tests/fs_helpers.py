@@ -7,6 +7,7 @@ otherwise it is a directory with mode 0o500. A small filesystem is a size-limite
 import contextlib
 import os
 import pathlib
+import re
 import subprocess
 
 import pytest
@@ -57,8 +58,14 @@ def small_filesystem(parent: pathlib.Path, size: str):
         subprocess.run(["umount", str(target)], check=True)
 
 
-def stored_bytes(path: pathlib.Path) -> dict[str, bytes]:
-    """Every file under a local run, by relative path: what 'nothing changed' is checked against."""
-    return {
+def stored_bytes(path: pathlib.Path, *, identity: bool = True) -> dict[str, bytes]:
+    """Every file under a local run, by relative path: what 'nothing changed' is checked against.
+    Without `identity`, the run's random `run_id` is masked: what two equal runs share."""
+    files = {
         str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
     }
+    if not identity:
+        files = {
+            k: re.sub(rb'"run_id":"[0-9a-f]{32}"', b'"run_id":""', v) for k, v in files.items()
+        }
+    return files

@@ -1,7 +1,6 @@
 """Frames sharded over a device mesh: each device flushes its own part to its own chunks."""
 
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -9,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fs_helpers import stored_bytes
 from jax.sharding import PartitionSpec
 from sharded_helpers import DIM, REPLICAS, example, expected, initial, record_steps, sharded_runner
 
@@ -16,12 +16,6 @@ import jaxsinks as js
 from jaxsinks._io import writer as _writer
 
 STEPS = jnp.arange(10, dtype=jnp.int32)
-
-
-def store_files(root: pathlib.Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
 
 
 def test_sharded_run_equals_the_single_device_run_byte_for_byte(tmp_path, monkeypatch):
@@ -60,7 +54,9 @@ def test_sharded_run_equals_the_single_device_run_byte_for_byte(tmp_path, monkey
     np.testing.assert_array_equal(run["x"][:], exp["x"])
     np.testing.assert_array_equal(run["e"][:], exp["e"])
     assert run.steps.tolist() == list(range(10))
-    assert store_files(tmp_path / "sharded") == store_files(tmp_path / "single")
+    assert stored_bytes(tmp_path / "sharded", identity=False) == stored_bytes(
+        tmp_path / "single", identity=False
+    )
 
 
 def test_sharded_sink_resumes_in_append_mode(tmp_path):

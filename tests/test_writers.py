@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from zarr_helpers import EXAMPLE, expected, run_steps, steps
 import jaxsinks as js
 from jaxsinks._io import owner as _owner
 from jaxsinks._io import tsio as _tsio
+from jaxsinks._io import zarr_writer as _zarr_writer
 
 HERE = pathlib.Path(__file__).parent
 
@@ -298,24 +300,28 @@ def _claim_of(pid, host=None, token="winner"):
     }
 
 
-def test_a_claim_landing_between_the_read_and_the_listing_is_a_writer_conflict(
-    tmp_path, monkeypatch
+@pytest.mark.parametrize("after", ["read_versioned", "list_keys"])
+def test_a_claim_landing_while_the_location_is_read_is_a_writer_conflict(
+    after, tmp_path, monkeypatch
 ):
-    """Two writers creating one empty run at the same instant: the loser read no zarr.json, then
-    the winner's claim landed. The loser must name the winner, not call the run foreign."""
+    """Two writers creating one empty run at the same instant: the loser read no zarr.json (and
+    listed an empty location), then the winner's claim landed. The loser must name the winner,
+    not call the run foreign (it did when the claim landed after its listing: 3 of 10 races of
+    two processes on S3)."""
     store = tmp_path / "run.zarr"
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as winner:
         try:
-            original = _tsio.read_versioned
+            original = getattr(_tsio, after)
 
-            def read_then_the_winner_claims(spec, key):
-                value = original(spec, key)
-                if key == "zarr.json" and value[0] is None and not (store / "zarr.json").exists():
-                    store.mkdir(parents=True, exist_ok=True)
-                    (store / "zarr.json").write_text(json.dumps(_claim_of(winner.pid)))
+            def then_the_winner_claims(spec, *args):
+                value = original(spec, *args)
+                if after == "list_keys" or (args == ("zarr.json",) and value[0] is None):
+                    if not (store / "zarr.json").exists():
+                        store.mkdir(parents=True, exist_ok=True)
+                        (store / "zarr.json").write_text(json.dumps(_claim_of(winner.pid)))
                 return value
 
-            monkeypatch.setattr(_tsio, "read_versioned", read_then_the_winner_claims)
+            monkeypatch.setattr(_tsio, after, then_the_winner_claims)
             with pytest.raises(js.WriterConflictError, match=rf"process {winner.pid} on host"):
                 js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a")
         finally:
@@ -393,3 +399,110 @@ def test_a_defect_in_the_writer_threads_fails_the_run_instead_of_closing_it_shor
     assert run.steps.tolist() == list(range(run.committed))
     np.testing.assert_array_equal(run["x"][:], expected(range(run.committed))["x"])
     assert "failed unexpectedly" in caplog.text
+
+
+# ------------------------------------------------------- a create or a reopen that does not finish
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new run", "resume"])
+def test_a_ctrl_c_inside_create_leaves_the_location_as_it_was(existing, tmp_path, monkeypatch):
+    """A KeyboardInterrupt landing after the writer was built but before the run was marked open
+    left the writer registered: the run named this process as its live writer until it ended
+    (re-running the cell: "close it first", with no sink to close; other processes refused)."""
+    store = tmp_path / "run.zarr"
+    if existing:
+        js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8)))
+    before = stored_bytes(store) if existing else None
+    original = _zarr_writer.ZarrWriter._write_attrs
+
+    def interrupted(self, status, committed=None):
+        monkeypatch.setattr(_zarr_writer.ZarrWriter, "_write_attrs", original)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_zarr_writer.ZarrWriter, "_write_attrs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a" if existing else "w-")
+    if existing:
+        assert stored_bytes(store) == before  # zarr.json too: closed, naming no writer
+        assert js.open(store).status == "closed"
+    else:
+        assert not store.exists() or list(store.iterdir()) == []
+    sink = js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a")  # the cell, run again
+    js.close(run_steps(sink, steps(8 if existing else 0, 12)))
+    assert js.open(store).steps.tolist() == list(range(12))
+
+
+def test_a_reopen_failing_after_its_claim_gives_the_run_back(tmp_path, monkeypatch):
+    """The store failed (an S3 server that hung) after create(mode='a') had claimed a closed
+    run: its zarr.json then said "open", naming this process as its live writer, and every
+    other process was refused until this one ended; the run's closed status was gone."""
+    store = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8)))
+    before = stored_bytes(store)
+    original = _tsio.open_array
+
+    def the_store_fails(spec, **kwargs):
+        monkeypatch.setattr(_tsio, "open_array", original)
+        raise js.StoreError("the store stopped answering")
+
+    monkeypatch.setattr(_tsio, "open_array", the_store_fails)
+    with pytest.raises(js.StoreError, match="stopped answering"):
+        js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a")
+    assert stored_bytes(store) == before
+    resume = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
+        import jaxsinks as js
+        from zarr_helpers import EXAMPLE, run_steps, steps
+        sink = js.ZarrSink.create({str(store)!r}, EXAMPLE, chunk=4, mode="a")
+        js.close(run_steps(sink, steps(8, 12)))
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", resume], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr[-2000:]
+    run = js.open(store)
+    assert run.status == "closed" and run.steps.tolist() == list(range(12))
+
+
+def _edit_meta(store, **changes):
+    root = store / "zarr.json"
+    doc = json.loads(root.read_text())
+    doc["attributes"]["jaxsinks"].update(changes)
+    root.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        (dict(committed="many"), "committed is 'many' (expected a count of frames)"),
+        (dict(committed=-5), "committed is -5"),
+        (dict(committed=10**6), "it counts 1000000 committed frames, but its arrays hold 8"),
+        (dict(status="weird"), "status is 'weird' (expected one of"),
+        (dict(schema=None), "its schema does not list its fields by name"),
+        (dict(schema={"fields": [{"nope": 1}]}), "its schema does not list its fields by name"),
+        (dict(capacity="big"), "capacity is 'big'"),
+    ],
+    ids=[
+        "committed text",
+        "negative",
+        "beyond the arrays",
+        "status",
+        "no schema",
+        "no names",
+        "capacity",
+    ],
+)
+def test_damaged_run_metadata_is_a_store_error_for_reads_and_appends(changes, named, tmp_path):
+    """A zarr.json edited by hand or damaged raised ValueError, KeyError or IndexError; a resume
+    with committed=10**6 on an 8-frame run counted 10**6 frames of NaN as committed."""
+    store = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8)))
+    _edit_meta(store, **changes)
+    before = stored_bytes(store)
+    with pytest.raises(js.StoreError, match=re.escape(named)) as info:
+        js.open(store)["x"][:]
+    assert "damaged metadata" in str(info.value) and "zarr-python" in str(info.value)
+    with pytest.raises(js.StoreError, match=re.escape(named)):
+        js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a")
+    assert stored_bytes(store) == before

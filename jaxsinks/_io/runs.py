@@ -42,23 +42,32 @@ def check_local_target(location: Location) -> None:
         )
 
 
-def stored_run(location: Location, raw: bytes | None, mode: str) -> dict[str, Any] | None:
-    """The jaxsinks metadata of the run at `location`, None if the location is empty; a clear
-    error if it holds anything else, which jaxsinks never overwrites, appends to or deletes.
+def stored_run(
+    location: Location, raw: bytes | None, mode: str, keys: list[str] | None = None
+) -> dict[str, Any] | None:
+    """The jaxsinks metadata of the run at `location` whose ``zarr.json`` read `raw`, None if
+    the location is empty; a clear error if it holds anything else, which jaxsinks never
+    overwrites, appends to or deletes. `keys`: the location's keys as listed after `raw` was read
+    (listed now if not given): a claim landing after that listing is a claim race, which the
+    caller's compare-and-swap loses with a `WriterConflictError`, not files of another kind.
     """
     if raw is None:
-        if not tsio.list_keys(location.kvstore):
+        if not (tsio.list_keys(location.kvstore) if keys is None else keys):
             return None
         what = "files that are not a jaxsinks run (there is no zarr.json at its top)"
     else:
         try:
             attrs = json.loads(raw).get("attributes", {})
             stored = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
+            what = (
+                "a Zarr node that is not a jaxsinks run (its zarr.json has no 'jaxsinks' "
+                "attributes)"
+            )
         except (ValueError, AttributeError):
             stored = None
+            what = "a zarr.json that is not a JSON object (a damaged or foreign file)"
         if isinstance(stored, dict):
             return stored
-        what = "a Zarr node that is not a jaxsinks run (its zarr.json has no 'jaxsinks' attributes)"
     if mode == "w-":
         raise StoreExistsError(
             f"A store already exists at {location}: it holds {what}. Choose another path."
@@ -68,6 +77,60 @@ def stored_run(location: Location, raw: bytes | None, mode: str) -> dict[str, An
         f"{location} holds {what}; jaxsinks does not {action} or delete anything it did not write. "
         "Choose another path, or remove those files yourself first."
     )
+
+
+#: The statuses a run's metadata records (a reader also shows ``"interrupted"``).
+STATUSES = ("creating", "open", "closed", "failed")
+
+
+def check_run_meta(meta: dict[str, Any], location: Location) -> dict[str, Any]:
+    """`meta` (a run's ``jaxsinks`` attributes) if what says which frames it holds is sound; else
+    a StoreError naming the damaged entry: nothing is read or appended by counts that are not."""
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    schema = meta.get("schema")
+    fields = schema.get("fields") if isinstance(schema, dict) else None
+    problems = [
+        f"{key} is {meta.get(key)!r} (expected {expected})"
+        for key, ok, expected in (
+            ("status", meta.get("status") in STATUSES, f"one of {list(STATUSES)}"),
+            ("committed", count(meta.get("committed", 0)), "a count of frames"),
+            ("committed_atoms", count(meta.get("committed_atoms", 0)), "a count of atoms"),
+            ("valid_from", count(meta.get("valid_from", 0)), "a frame index"),
+            (
+                "capacity",
+                meta.get("capacity") is None or count(meta.get("capacity")),
+                "a count of frames or null",
+            ),
+        )
+        if not ok
+    ]
+    if not isinstance(fields, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("name"), str) for f in fields
+    ):
+        problems.append("its schema does not list its fields by name")
+    if problems:
+        raise StoreError(
+            f"The run at {location} has damaged metadata (the '{ATTRS_KEY}' attributes of its "
+            f"zarr.json): {'; '.join(problems)}. jaxsinks cannot tell which frames it holds, so "
+            "it neither reads nor appends to it. Restore that zarr.json (from a backup or a "
+            "copy), or read the arrays in its folders with zarr-python directly."
+        )
+    return meta
+
+
+def check_committed(location: Location, needed: int, stored: int) -> None:
+    """A StoreError unless the `stored` frames of a run's arrays hold the `needed` ones its
+    metadata counts (they always do, unless the metadata or the arrays were damaged)."""
+    if needed > stored:
+        raise StoreError(
+            f"The run at {location} has damaged metadata: it counts {needed} committed frames, "
+            f"but its arrays hold {stored}. jaxsinks neither reads nor appends by a count its "
+            "arrays do not hold. Restore the run's zarr.json (or its arrays) from a copy, or read "
+            "the arrays with zarr-python directly."
+        )
 
 
 def holder(stored: dict[str, Any]) -> Owner | None:

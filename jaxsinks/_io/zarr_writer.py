@@ -27,7 +27,9 @@ from .multihost import Coordinator, coordinator
 from .owner import Owner
 from .runs import (
     ROOT,
+    check_committed,
     check_local_target,
+    check_run_meta,
     check_schema,
     check_writer,
     claim_run,
@@ -399,8 +401,9 @@ def _create_or_reopen(
     kv = location.kvstore
     check_local_target(location)
     raw, generation = tsio.read_versioned(kv, ROOT)
+    keys = [] if raw is not None else tsio.list_keys(kv)
     deadline = time.monotonic() + CLAIM_WAIT_S
-    while raw is None and (keys := tsio.list_keys(kv)):
+    while raw is None and keys:
         # Another writer may be claiming the location right now: read again, and while all there
         # is of it is its zarr.json being written (a lock file), give it a moment; a lock file
         # that nobody holds is what a writer killed while claiming left: the location is empty.
@@ -410,7 +413,9 @@ def _create_or_reopen(
             break
         if not tsio.remove_dead_locks(kv, keys=[CLAIM_LOCK]):
             time.sleep(0.01)
-    stored = stored_run(location, raw, mode)  # anything but a run (or nothing) is refused here
+        keys = tsio.list_keys(kv)
+    # Anything but a run (or nothing, as listed after zarr.json was found missing) is refused here.
+    stored = stored_run(location, raw, mode, keys)
     if stored is not None:  # a run: the lock files its killed writers left are ours to remove
         tsio.remove_dead_locks(kv)
     if stored is not None and check_writer(location, stored, mode):
@@ -460,7 +465,7 @@ def _create_or_reopen(
             **options,
         )
         writer._write_attrs("open")
-    except StoreError:
+    except BaseException:  # a Ctrl-C too: nothing of the claim may outlive it
         if writer is not None:  # its threads and registry entry must not outlive the failure
             writer.discard()
         remove_partial(kv)
@@ -509,7 +514,7 @@ def _reopen(
     **options: Any,
 ) -> ZarrWriter:
     attrs = json.loads(existing).get("attributes", {})
-    stored = attrs[ATTRS_KEY]
+    stored = check_run_meta(attrs[ATTRS_KEY], location)
     table = options["table"]
     check_schema(stored.get("schema", {}), run_schema(layout, table), location)
     before = (stored.get("capacity"), stored.get("overflow"))
@@ -524,6 +529,50 @@ def _reopen(
     owner = Owner.me()
     claimed = dict(attrs, **{ATTRS_KEY: dict(stored, status="open", writer=owner.to_json())})
     generation = claim_run(location, group_metadata(claimed), generation)
+    writer = None
+    try:
+        writer = _reopened(
+            location, layout, stored, attrs, meta, user_attrs, owner, generation, **options
+        )
+        writer._write_attrs("open")
+    except BaseException:  # a failure or a Ctrl-C: give the run back as it was
+        if writer is not None:
+            writer.discard()
+            generation = writer._generation or generation
+        _unclaim(location, existing, generation)
+        raise
+    return writer
+
+
+def _unclaim(location: Location, stored: bytes, generation: bytes) -> None:
+    """Put back the ``zarr.json`` a failed reopen had claimed (`stored`), if nobody changed it
+    since (`generation`), so that the run is not left naming this process as its writer."""
+    try:
+        if tsio.write_if(location.kvstore, ROOT, stored, generation) is not None:
+            return
+    except StoreError:
+        pass
+    log.warning(
+        "jaxsinks: could not give back the run at %s after its reopening failed; its zarr.json "
+        "names this process as its writer until the process ends (or until `create(mode='a')` "
+        "in this process takes it over).",
+        location,
+    )
+
+
+def _reopened(
+    location: Location,
+    layout: Layout,
+    stored: dict[str, Any],
+    attrs: dict[str, Any],
+    meta: dict[str, Any],
+    user_attrs: dict[str, Any],
+    owner: Owner,
+    generation: bytes,
+    **options: Any,
+) -> ZarrWriter:
+    """The writer of the claimed run `stored` (its arrays trimmed to the committed frames)."""
+    table = options["table"]
     committed = int(stored.get("committed", 0))
     atoms = int(stored.get("committed_atoms", 0))
     arrays = {
@@ -532,6 +581,9 @@ def _reopen(
     }
     ragged = {a.name for a in layout.ragged_fields}
     frame_names = [k for k in arrays if k not in ragged]
+    rows = 1 if table is None else table.rows_per_frame
+    if not options["ring"]:
+        check_committed(location, committed * rows, int(arrays[frame_names[0]].shape[0]))
     if options["ring"]:  # a ring's arrays keep their length; frames go modulo the capacity
         frames = int(arrays[frame_names[0]].shape[0])
     else:  # drop anything written past the committed count before a crash
@@ -540,7 +592,7 @@ def _reopen(
                 frame_names,
                 tsio.resize(
                     [arrays[k] for k in frame_names],
-                    committed * (1 if table is None else table.rows_per_frame),
+                    committed * rows,
                     location.kvstore,
                 ),
             )
@@ -551,7 +603,7 @@ def _reopen(
         arrays.update(zip(names, tsio.resize([arrays[k] for k in names], atoms, location.kvstore)))
     merged = {k: v for k, v in attrs.items() if k != ATTRS_KEY}
     merged.update(user_attrs)
-    writer = ZarrWriter(
+    return ZarrWriter(
         location,
         layout,
         arrays,
@@ -564,5 +616,3 @@ def _reopen(
         generation=generation,
         **options,
     )
-    writer._write_attrs("open")
-    return writer

@@ -19,7 +19,7 @@ from .._io import tsio
 from .._io.layout import ATTRS_KEY, check_schema_version
 from .._io.location import Location, parse
 from .._io.long_table import LONG_SCHEMA_VERSION
-from .._io.runs import holder
+from .._io.runs import check_committed, check_run_meta, holder
 from .index import select_frames, show
 from .live_ring import live_ring
 from .long_view import field_view, tidy_dataset
@@ -49,7 +49,7 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
         attrs, node = doc.get("attributes", {}), doc.get("node_type", "node")
     except (ValueError, AttributeError):
         raise StoreError(f"{location}/zarr.json is not valid Zarr JSON metadata.") from None
-    meta = attrs.get(ATTRS_KEY)
+    meta = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
     if not isinstance(meta, dict):
         hint = (
             " If it is a field of a run, open the run's folder and index the field by name "
@@ -73,6 +73,7 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
                 "creating a run there (any mode) replaces the remains."
             )
         )
+    check_run_meta(meta, location)
     if meta.get("status") == "open" and holder(meta) is None:
         meta = dict(meta, status="interrupted")
     user = {k: v for k, v in attrs.items() if k != ATTRS_KEY}
@@ -330,7 +331,13 @@ class Run:
         key = f"array:{name}"
         if key not in self._cache:
             spec = self.location.child(name)
-            self._cache[key] = StoredArray(name, tsio.open_array(spec), spec)
+            array = tsio.open_array(spec)
+            schema = self.meta["schema"]
+            ragged = {f["name"] for f in schema["fields"] if f.get("ragged")}
+            if "table" not in schema and name not in ragged:  # an array of frames
+                needed = int(_physical_frames(self.meta).max(initial=-1)) + 1
+                check_committed(self.location, needed, array.shape[0])
+            self._cache[key] = StoredArray(name, array, spec)
         return self._cache[key]
 
     def extract_time_range(self, t_start: float | None = None, t_end: float | None = None) -> Run:
