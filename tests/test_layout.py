@@ -289,3 +289,38 @@ def test_complex128_stored_as_complex64_narrows_each_part():
     assert narrowing_range(np.dtype("float64"), np.dtype("complex64")) == narrowing_range(
         np.dtype("float64"), np.dtype("float32")
     )
+
+
+def test_fields_a_dot_b_and_a_slash_b_get_axes_of_their_own(tmp_path):
+    """Both were given the default axis 'a.b_0' ('/' is written '.'), and to_xarray raised
+    xarray's 'conflicting sizes for dimension'."""
+    store = tmp_path / "run.zarr"
+    example = {"a.b": jnp.zeros(2), "a": {"b": jnp.zeros(3)}}
+    sink = js.ZarrSink.create(store, example, chunk=2)
+    for i in range(2):
+        sink = sink.write(
+            {"a.b": jnp.full(2, i + 0.5), "a": {"b": jnp.full(3, -i, jnp.float32)}}, step=i
+        )
+    js.close(sink)
+    ds = js.open(store).to_xarray()
+    assert ds["a.b"].dims == ("frame", "a.b_0") and ds["a/b"].dims == ("frame", "a/b_0")
+    assert ds["a.b"].values.tolist() == [[0.5, 0.5], [1.5, 1.5]]
+    assert ds["a/b"].values.tolist() == [[0, 0, 0], [-1, -1, -1]]
+    alone = layout({"a": {"b": jnp.zeros(3)}}, chunk=2, codec=None)  # the default is kept
+    assert alone.fields[0].dims == ("frame", "a.b_0")
+
+
+def test_an_axis_named_alike_in_two_fields_must_have_one_size():
+    with pytest.raises(js.ConfigError) as refused:
+        layout(
+            {"p": jnp.zeros((4, 3)), "q": jnp.zeros(5)},
+            chunk=2,
+            codec=None,
+            field_config={
+                "p": js.FieldConfig(dims=("atom", "xyz")),
+                "q": js.FieldConfig(dims=("atom",)),
+            },
+        )
+    message = str(refused.value)
+    assert "Axis 'atom' has size 4 in field 'p' but 5 in field 'q'" in message
+    assert "FieldConfig(dims=...)" in message

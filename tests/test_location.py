@@ -217,3 +217,47 @@ def test_an_explicit_endpoint_with_user_info_is_refused_unshown():
     assert MARK not in str(info.value)
     with pytest.raises(js.ConfigError, match="`endpoint` must be an http.*got int"):
         js.s3("bucket/run.zarr", endpoint=9000)
+
+
+def test_a_relative_file_spec_dict_stays_where_the_run_was_created(tmp_path, monkeypatch):
+    """A file kvstore dict's relative path was kept relative: after a chdir during the run, close
+    said the run 'was deleted or replaced' though its frames were intact where it was made."""
+    import jax.numpy as jnp
+
+    monkeypatch.chdir(tmp_path)
+    sink = js.ZarrSink.create({"driver": "file", "path": "rel.zarr"}, {"x": jnp.zeros(2)}, chunk=2)
+    assert parse({"driver": "file", "path": "rel.zarr"}).kvstore["path"] == f"{tmp_path}/rel.zarr/"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for i in range(4):
+        sink = sink.write({"x": jnp.full(2, float(i))}, step=i)
+    js.close(sink)
+    assert js.open(tmp_path / "rel.zarr").steps.tolist() == [0, 1, 2, 3]
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("back\\slash.zarr", "contains a backslash"),
+        ("nul\x00byte.zarr", "contains a NUL byte"),
+        ("x.__lock/run.zarr", "a part ending in '.__lock'"),
+        ("run.zarr.__lock", "a part ending in '.__lock'"),
+    ],
+    ids=["backslash", "NUL", "lock folder", "lock name"],
+)
+@pytest.mark.parametrize("form", ["path", "file URL", "dict"])
+def test_local_paths_the_file_driver_would_change_or_refuse_are_config_errors(
+    name, match, form, tmp_path
+):
+    """A backslash was a separator to TensorStore (``back\\slash.zarr`` written to
+    ``back/slash.zarr``); a '.__lock' part was a bare 'Invalid file path'."""
+    import jax.numpy as jnp
+
+    path = f"{tmp_path}/{name}"
+    store = {"path": path, "file URL": f"file://{path}", "dict": {"driver": "file", "path": path}}
+    with pytest.raises(js.ConfigError, match=match) as info:
+        js.ZarrSink.create(store[form], {"x": jnp.zeros(2)}, chunk=2)
+    assert repr(path) in str(info.value) and "`store`" in str(info.value)
+    assert list(tmp_path.iterdir()) == []

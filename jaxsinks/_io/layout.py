@@ -296,11 +296,11 @@ def make_layout(
             )
         if axes:  # chunk the atom axis by the most atoms one flush block can hold
             first = chunk * int(np.prod(f.shape[:axes], dtype=np.int64))
-            dims = ("atom", *_dims(f.name, len(stored), cfg.dims)[1:])
+            dims = ("atom", *_dims(f.name, len(stored), cfg.dims, spec.names)[1:])
             shard = None
         else:
             first = chunk
-            dims = _dims(f.name, len(stored), cfg.dims)
+            dims = _dims(f.name, len(stored), cfg.dims, spec.names)
             shard = None if chunks_per_shard is None else chunk * chunks_per_shard
         arrays.append(
             ArrayLayout(
@@ -338,7 +338,23 @@ def make_layout(
     )
     if ragged is not None:  # by node name, as the writer and the stored schema know the fields
         ragged = Ragged(nodes[ragged.count], tuple(nodes[n] for n in ragged.fields))
+    _check_dim_sizes(arrays)
     return Layout(tuple(arrays), columns, chunk, chunks_per_shard, batch_size, ragged)
+
+
+def _check_dim_sizes(arrays: list[ArrayLayout]) -> None:
+    """A ConfigError if two fields name an axis alike (`FieldConfig.dims`) with other sizes: a
+    reader that aligns arrays by their axis names (xarray) could not open the run."""
+    seen: dict[str, tuple[int, str]] = {}
+    for a in arrays:
+        for dim, size in zip(a.dims[1:], a.stored_shape):  # after the frame (or atom) axis
+            first = seen.setdefault(dim, (size, a.field_name))
+            if first[0] != size:
+                raise ConfigError(
+                    f"Axis '{dim}' has size {first[0]} in field '{first[1]}' but {size} in "
+                    f"field '{a.field_name}': readers such as xarray align fields by axis name. "
+                    "Name the axes of different sizes differently (FieldConfig(dims=...))."
+                )
 
 
 def _check_ragged(spec: FrameSpec, ragged: Ragged | None) -> dict[str, int]:
@@ -501,9 +517,15 @@ def _field_chunk(
     return chunk
 
 
-def _dims(name: str, ndim: int, dims: tuple[str, ...] | None) -> tuple[str, ...]:
+def _dims(
+    name: str, ndim: int, dims: tuple[str, ...] | None, names: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The axis names of field `name` (of `ndim` axes after the frame's): the given `dims`, or
+    by default ``<name>_<i>`` with '/' as '.', unless another of the frame's `names` is that."""
     if dims is None:
         flat = name.replace("/", ".")
+        if flat != name and flat in names:  # 'a/b' beside a field 'a.b'
+            flat = name
         return ("frame", *(f"{flat}_{i}" for i in range(ndim)))
     if len(dims) != ndim or len(set(dims)) != ndim or "frame" in dims:
         raise ConfigError(

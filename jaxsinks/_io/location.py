@@ -244,7 +244,25 @@ def describe(kvstore: dict[str, Any]) -> str:
 
 
 def _file(path: str) -> dict[str, Any]:
-    return {"driver": "file", "path": _dir(os.path.abspath(os.path.expanduser(path)))}
+    return {"driver": "file", "path": _local_path(os.path.expanduser(path))}
+
+
+def _local_path(path: str) -> str:
+    """`path` absolute (a run stays where it was created when the working directory changes),
+    as a directory; or a ConfigError for what TensorStore's file driver would write elsewhere (a
+    backslash is a separator to it) or refuse (a NUL byte, a ``.__lock`` name: its lock files)."""
+    for bad, what in (("\\", "a backslash"), ("\x00", "a NUL byte")):
+        if bad in path:
+            raise ConfigError(
+                f"The local path {path!r} for `store` contains {what}, which TensorStore's file "
+                "driver does not keep in a file name. Choose a path without it."
+            )
+    if any(part.endswith(".__lock") for part in path.split("/")):
+        raise ConfigError(
+            f"The local path {path!r} for `store` has a part ending in '.__lock', the suffix of "
+            "TensorStore's lock files, which it refuses as a path. Rename that part."
+        )
+    return _dir(os.path.abspath(path))
 
 
 def _from_dict(store: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +287,10 @@ def _from_dict(store: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 f"The kvstore spec's 'path' must be a string; got {type(spec['path']).__name__}."
             )
-        spec["path"] = _dir(spec["path"]) if spec["path"] else ""
+        if driver == "file":
+            spec["path"] = _local_path(spec["path"])
+        else:
+            spec["path"] = _dir(spec["path"]) if spec["path"] else ""
     return spec
 
 
