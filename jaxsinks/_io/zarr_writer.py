@@ -582,11 +582,10 @@ def _reopened(
     ragged = {a.name for a in layout.ragged_fields}
     frame_names = [k for k in arrays if k not in ragged]
     rows = 1 if table is None else table.rows_per_frame
-    if not options["ring"]:
-        check_committed(location, committed * rows, int(arrays[frame_names[0]].shape[0]))
     if options["ring"]:  # a ring's arrays keep their length; frames go modulo the capacity
         frames = int(arrays[frame_names[0]].shape[0])
     else:  # drop anything written past the committed count before a crash
+        check_committed(location, committed * rows, int(arrays[frame_names[0]].shape[0]))
         arrays.update(
             zip(
                 frame_names,
