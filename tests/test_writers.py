@@ -506,3 +506,26 @@ def test_damaged_run_metadata_is_a_store_error_for_reads_and_appends(changes, na
     with pytest.raises(js.StoreError, match=re.escape(named)):
         js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a")
     assert stored_bytes(store) == before
+
+
+def test_mode_w_does_not_delete_a_live_run_stored_inside_the_run_it_replaces(tmp_path):
+    """Replacing a run deletes everything under it: a run inside it that a live writer was still
+    recording lost its frames under that writer."""
+    outer = tmp_path / "outer.zarr"
+    js.close(run_steps(js.ZarrSink.create(outer, EXAMPLE, chunk=4), steps(0, 4)))
+    inner = js.ZarrSink.create(outer / "inner.zarr", EXAMPLE, chunk=4)
+    inner = run_steps(inner, steps(0, 8))
+
+    def own_files():  # the inner run's live writer may still be committing its frames
+        return {k: v for k, v in stored_bytes(outer).items() if not k.startswith("inner.zarr/")}
+
+    before = own_files()
+    with pytest.raises(
+        js.WriterConflictError, match=r"the run at .*inner\.zarr, inside it, is being"
+    ):
+        js.ZarrSink.create(outer, EXAMPLE, chunk=4, mode="w")
+    assert own_files() == before
+    js.close(inner)
+    assert js.open(outer / "inner.zarr").steps.tolist() == list(range(8))
+    js.close(run_steps(js.ZarrSink.create(outer, EXAMPLE, chunk=4, mode="w"), steps(0, 2)))
+    assert js.open(outer).steps.tolist() == [0, 1] and not (outer / "inner.zarr").exists()

@@ -188,18 +188,43 @@ def check_writer(location: Location, stored: dict[str, Any], mode: str) -> bool:
     )
 
 
+def check_nested_writers(location: Location) -> None:
+    """Raise `WriterConflictError` if a run stored inside the run at `location` (about to be
+    replaced, and everything under it deleted) has a live writer: its frames would be deleted
+    under it. A nested run is found by its step column (``<path>/step/zarr.json``)."""
+    suffix = "/step/zarr.json"
+    for key in tsio.list_keys(location.kvstore):
+        if not key.endswith(suffix):
+            continue
+        inner = Location(location.child(key[: -len(suffix)]))
+        owner = holder(run_attrs(tsio.read_bytes(inner.kvstore, ROOT)) or {})
+        if owner is not None:
+            raise WriterConflictError(
+                f"Cannot replace the run at {location}: the run at {inner}, inside it, is being "
+                f"written by {'a sink of this process' if owner.in_this_process else owner}, "
+                "and replacing the outer run deletes everything under it. Close that run first, "
+                "or record to another path."
+            )
+
+
+def run_attrs(raw: bytes | None) -> dict[str, Any] | None:
+    """The jaxsinks attributes in a ``zarr.json``'s bytes `raw`, or None (none, or not JSON)."""
+    try:
+        attrs = json.loads(raw or b"{}").get("attributes", {})
+        stored = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
+    except (ValueError, AttributeError):
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
 def claim_run(location: Location, value: bytes, generation: bytes) -> bytes:
     """Write the run's zarr.json if nobody changed it since it was read; the new generation."""
     claimed = tsio.write_if(location.kvstore, ROOT, value, generation)
     if claimed is not None:
         return claimed
-    raw = tsio.read_bytes(location.kvstore, ROOT)
-    try:
-        owner = Owner.from_json(
-            json.loads(raw or b"{}").get("attributes", {}).get(ATTRS_KEY, {}).get("writer")
-        )
-    except (ValueError, AttributeError):
-        owner = None
+    owner = Owner.from_json(
+        (run_attrs(tsio.read_bytes(location.kvstore, ROOT)) or {}).get("writer")
+    )
     who = f" ({owner})" if owner is not None else ""
     raise WriterConflictError(
         f"Another writer{who} claimed the run at {location} at the same moment. A run has one "

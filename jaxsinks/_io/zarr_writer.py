@@ -29,6 +29,7 @@ from .runs import (
     ROOT,
     check_committed,
     check_local_target,
+    check_nested_writers,
     check_run_meta,
     check_schema,
     check_writer,
@@ -432,6 +433,8 @@ def _create_or_reopen(
                 f"A run already exists at {location}. Pass mode='w' to overwrite it, mode='a' to "
                 "append to it, or choose another path."
             )
+    if stored is not None:  # everything under it is deleted below
+        check_nested_writers(location)
     owner = Owner.me()
     table = options["table"]
     version = SCHEMA_VERSION if table is None else LONG_SCHEMA_VERSION
