@@ -35,6 +35,10 @@ from .columns import INT32
 from .errors import ConfigError
 from .types import PyTree
 
+#: The most requested times an `Interval` counts: its index is an int32, and 2**30 is exact in
+#: float32 (the bound its quotient is clipped to, so that the index never wraps).
+MAX_INDEX = 2**30
+
 
 class Schedule(abc.ABC):
     """Base class of schedules."""
@@ -106,9 +110,13 @@ class Interval(Schedule):
         k, previous = state
         tol = self._tolerance(self._time(k, time.dtype), time, previous)
         fire = time >= self._time(k, time.dtype) - tol
-        passed = jnp.floor((time + tol - self.start) / self.dt).astype(jnp.int32) + 1
+        # The first index not reached: by the division, then one up or down where it rounded.
+        quotient = jnp.floor((time + tol - self.start) / self.dt)
+        passed = jnp.clip(quotient, -1, MAX_INDEX).astype(jnp.int32) + 1  # never wraps
         nxt = jnp.maximum(k + 1, passed)
-        nxt = jnp.where(self._time(nxt, time.dtype) - tol <= time, nxt + 1, nxt)  # rounding
+        nxt = jnp.where(self._time(nxt, time.dtype) - tol <= time, nxt + 1, nxt)
+        below = (nxt - 1 > k) & (self._time(nxt - 1, time.dtype) - tol > time)
+        nxt = jnp.where(below, nxt - 1, nxt)  # not reached: recorded by a later step
         return fire, (jnp.where(fire, nxt, k), time.astype(previous.dtype))
 
     def _time(self, k: jax.Array, dtype: Any) -> jax.Array:
