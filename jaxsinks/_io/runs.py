@@ -56,18 +56,14 @@ def stored_run(
             return None
         what = "files that are not a jaxsinks run (there is no zarr.json at its top)"
     else:
-        try:
-            attrs = json.loads(raw).get("attributes", {})
-            stored = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
-            what = (
-                "a Zarr node that is not a jaxsinks run (its zarr.json has no 'jaxsinks' "
-                "attributes)"
-            )
-        except (ValueError, AttributeError):
-            stored = None
-            what = "a zarr.json that is not a JSON object (a damaged or foreign file)"
-        if isinstance(stored, dict):
+        stored = run_attrs(raw)
+        if stored is not None:
             return stored
+        what = (
+            "a Zarr node that is not a jaxsinks run (its zarr.json has no 'jaxsinks' attributes)"
+            if _json_object(raw)
+            else "a zarr.json that is not a JSON object (a damaged or foreign file)"
+        )
     if mode == "w-":
         raise StoreExistsError(
             f"A store already exists at {location}: it holds {what}. Choose another path."
@@ -112,11 +108,8 @@ def check_run_meta(meta: dict[str, Any], location: Location) -> dict[str, Any]:
     ):
         problems.append("its schema does not list its fields by name")
     if problems:
-        raise StoreError(
-            f"The run at {location} has damaged metadata (the '{ATTRS_KEY}' attributes of its "
-            f"zarr.json): {'; '.join(problems)}. jaxsinks cannot tell which frames it holds, so "
-            "it neither reads nor appends to it. Restore that zarr.json (from a backup or a "
-            "copy), or read the arrays in its folders with zarr-python directly."
+        raise damaged(
+            location, f"in its zarr.json's '{ATTRS_KEY}' attributes, {'; '.join(problems)}"
         )
     return meta
 
@@ -125,12 +118,18 @@ def check_committed(location: Location, needed: int, stored: int) -> None:
     """A StoreError unless the `stored` frames of a run's arrays hold the `needed` ones its
     metadata counts (they always do, unless the metadata or the arrays were damaged)."""
     if needed > stored:
-        raise StoreError(
-            f"The run at {location} has damaged metadata: it counts {needed} committed frames, "
-            f"but its arrays hold {stored}. jaxsinks neither reads nor appends by a count its "
-            "arrays do not hold. Restore the run's zarr.json (or its arrays) from a copy, or read "
-            "the arrays with zarr-python directly."
+        raise damaged(
+            location, f"it counts {needed} committed frames, but its arrays hold {stored}"
         )
+
+
+def damaged(location: Location, problem: str) -> StoreError:
+    """The error for a run whose metadata does not soundly say which frames it holds."""
+    return StoreError(
+        f"The run at {location} has damaged metadata: {problem}. jaxsinks cannot tell which "
+        "frames it holds, so it neither reads nor appends to it. Restore its zarr.json (or its "
+        "arrays) from a copy, or read the arrays in its folders with zarr-python directly."
+    )
 
 
 def holder(stored: dict[str, Any]) -> Owner | None:
@@ -205,6 +204,13 @@ def check_nested_writers(location: Location) -> None:
                 "and replacing the outer run deletes everything under it. Close that run first, "
                 "or record to another path."
             )
+
+
+def _json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw), dict)
+    except ValueError:
+        return False
 
 
 def run_attrs(raw: bytes | None) -> dict[str, Any] | None:
