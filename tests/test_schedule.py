@@ -79,10 +79,46 @@ def test_when_uses_the_predicate():
     assert fired_steps(sched, times) == [1, 4]
 
 
-def test_when_rejects_non_scalar_predicates():
-    sched = js.When(lambda step, time: jnp.zeros(2, bool))
-    with pytest.raises(js.ConfigError, match="scalar bool"):
-        fired_steps(sched, np.zeros(3, np.float32))
+class _Custom(js.Schedule):
+    """A user's schedule that returns `fire` and a new state as given."""
+
+    def __init__(self, fire, state=lambda state: state):
+        self.fire, self.state = fire, state
+
+    def init(self):
+        return {"n": jnp.zeros((), jnp.int32)}
+
+    def __call__(self, state, step, time):
+        return self.fire(step), self.state(state)
+
+    def to_json(self):
+        return {"type": "custom"}
+
+
+@pytest.mark.parametrize(
+    "schedule, match",
+    [
+        (js.When(lambda step, time: jnp.zeros(2, bool)), r"scalar bool as `fire`.*bool\[2\]"),
+        (_Custom(lambda step: jnp.zeros(3, bool)), r"scalar bool as `fire`.*bool\[3\]"),
+        (_Custom(lambda step: step % 3), r"scalar bool as `fire`.*int32\[\].*2 is not 'true'"),
+        (
+            _Custom(lambda step: step > 1, lambda s: {"n": s["n"].astype(jnp.float32)}),
+            r"given \['int32\[\]'\].*returned \['float32\[\]'\].*astype",
+        ),
+        (
+            _Custom(lambda step: step > 1, lambda s: (s["n"],)),
+            r"structure, shapes and dtypes of its state.*PyTreeDef\(\{'n': \*\}\)",
+        ),
+    ],
+)
+def test_a_schedule_breaking_its_contract_is_a_clear_error_naming_it(schedule, match):
+    sink = js.DeviceBuffer.create({"x": jnp.zeros(2)}, capacity=4, every=schedule)
+
+    def run(sink):
+        return js.record(sink, step=jnp.int32(2), time=jnp.float32(0.0), frame={"x": jnp.ones(2)})
+
+    with pytest.raises(js.ConfigError, match=match):
+        jax.jit(run)(sink)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 from fs_helpers import stored_bytes
 from jax.sharding import PartitionSpec
-from sharded_helpers import DIM, REPLICAS, example, expected, initial, record_steps, sharded_runner
+from sharded_helpers import (
+    DIM,
+    REPLICAS,
+    example,
+    expected,
+    initial,
+    record_steps,
+    sharded_runner,
+    step_fn,
+)
 
 import jaxsinks as js
 from jaxsinks._io import writer as _writer
@@ -57,6 +66,39 @@ def test_sharded_run_equals_the_single_device_run_byte_for_byte(tmp_path, monkey
     assert stored_bytes(tmp_path / "sharded", identity=False) == stored_bytes(
         tmp_path / "single", identity=False
     )
+
+
+def test_a_lazy_frame_inside_shard_map_records_what_the_frame_records(tmp_path):
+    """`frame=lambda: ...` computes the frame under a cond; its other branch (zeros) must vary
+    over the mesh axis as the frame does, or JAX refuses the cond."""
+    mesh = jax.make_mesh((4,), ("r",))
+    sink = js.ZarrSink.create(tmp_path / "lazy", example(), chunk=4, mesh=mesh, axis="r", every=3)
+
+    def lazy_steps(sink, x, steps):
+        def body(carry, i):
+            x, sink = carry
+            x, frame = step_fn(x, i)
+            sink = js.record(sink, step=i, time=0.5 * i.astype(jnp.float32), frame=lambda: frame)
+            return (x, sink), None
+
+        return jax.lax.scan(body, (x, sink), steps)[0]
+
+    spec = PartitionSpec("r")
+    run = jax.jit(
+        jax.shard_map(
+            lazy_steps,
+            mesh=mesh,
+            in_specs=(sink.partition_spec, spec, PartitionSpec()),
+            out_specs=(spec, sink.partition_spec),
+        )
+    )
+    _, sink = run(sink, initial(mesh), STEPS)
+    js.close(sink)
+    stored = js.open(tmp_path / "lazy")
+    exp = expected(np.arange(10))
+    assert stored.steps.tolist() == [0, 3, 6, 9]
+    np.testing.assert_array_equal(stored["x"][:], exp["x"][::3])
+    np.testing.assert_array_equal(stored["e"][:], exp["e"][::3])
 
 
 def test_sharded_sink_resumes_in_append_mode(tmp_path):

@@ -12,6 +12,8 @@ from jax import lax
 from .columns import as_step, as_time
 from .errors import ConfigError, FrameError
 from .pytree import replace
+from .schedule import fire_and_state
+from .sharding import zeros_like
 from .sink import Sink
 from .types import PyTree
 
@@ -81,8 +83,10 @@ def record(
             )
         shape = () if sink.batch_size is None else (sink.batch_size,)
         sink_time = as_time(time, sink.time_dtype, shape=shape)
-        fire, state = sink.schedule(sink.schedule_state, step, _scalar_time(sink_time))
-        fired.append((replace(sink, schedule_state=state), jnp.asarray(fire, jnp.bool_)))
+        fire, state = fire_and_state(
+            sink.schedule, sink.schedule_state, step, _scalar_time(sink_time)
+        )
+        fired.append((replace(sink, schedule_state=state), fire))
 
     if callable(frame):
         writes = [_writes_any(fire, mask if s.per_system else None) for s, fire in fired]
@@ -107,8 +111,7 @@ def _lazy_frame(make: Callable[[], PyTree], needed: jax.Array) -> PyTree:
             f"`frame` is callable, so it must take no arguments and return the frame: {err}. "
             "Pass `frame=lambda: {...}`."
         ) from None
-    zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
-    return lax.cond(needed, make, zeros)
+    return lax.cond(needed, make, lambda: jax.tree.map(zeros_like, shapes))
 
 
 def _writes_any(fire: jax.Array, mask: Any) -> jax.Array:

@@ -225,18 +225,42 @@ class When(Schedule):
         return self.uses_time
 
     def __call__(self, state, step, time):
-        fire = jnp.asarray(self.predicate(step, time))
-        if fire.shape != () or fire.dtype != jnp.bool_:
-            raise ConfigError(
-                "The `When` predicate must return a scalar bool; it returned "
-                f"{fire.dtype}{list(fire.shape)}. Reduce it with jnp.any/jnp.all or compare it."
-            )
-        return fire, state
+        return self.predicate(step, time), state
 
     def to_json(self):
         """A JSON description (the predicate by name), stored with recordings."""
         name = getattr(self.predicate, "__qualname__", type(self.predicate).__name__)
         return {"type": "when", "predicate": name}
+
+
+def fire_and_state(
+    schedule: Schedule, state: PyTree, step: jax.Array, time: jax.Array
+) -> tuple[jax.Array, PyTree]:
+    """``schedule(state, step, time)``, or a ConfigError naming `schedule` when it breaks the
+    contract a custom `Schedule` must keep: a scalar bool `fire`, and a new state with the same
+    structure, shapes and dtypes as `state` (it is carried through the loop)."""
+    fire, new = schedule(state, step, time)
+    fire = jnp.asarray(fire)
+    if fire.shape != () or fire.dtype != jnp.bool_:
+        raise ConfigError(
+            f"The schedule {schedule} must return a scalar bool as `fire`; it returned "
+            f"{fire.dtype}{list(fire.shape)}. Reduce it with jnp.any/jnp.all, or compare it "
+            "(an int is not read as a bool: 2 is not 'true')."
+        )
+    before, after = _avals(state), _avals(new)
+    if before != after:
+        raise ConfigError(
+            f"The schedule {schedule} must return a new state with the structure, shapes and "
+            f"dtypes of its state (it is carried through the loop); it was given {before[1]} "
+            f"with structure {before[0]} and returned {after[1]} with structure {after[0]}. "
+            "Cast the new state to the dtypes `init` gives (e.g. `x.astype(old.dtype)`)."
+        )
+    return fire, new
+
+
+def _avals(tree: PyTree) -> tuple[Any, list[str]]:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, [f"{jnp.result_type(x)}{list(jnp.shape(x))}" for x in leaves]
 
 
 def as_schedule(every: int | Schedule | None, owner: str = "create") -> Schedule:

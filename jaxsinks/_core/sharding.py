@@ -118,3 +118,18 @@ def host_parts(tree: PyTree) -> dict[int, PyTree]:
             index = piece.index[0].start or 0
             parts.setdefault(index, []).append(np.asarray(piece.data)[0])
     return {i: jax.tree.unflatten(treedef, ls) for i, ls in sorted(parts.items())}
+
+
+def zeros_like(aval: Any) -> jax.Array:
+    """Zeros of the abstract value `aval` (from `jax.eval_shape`), varying over the same mesh axes
+    inside `shard_map`, so that a `lax.cond` branch returning them matches one computing it."""
+    zeros = jax.numpy.zeros(aval.shape, aval.dtype)
+    axes = _varying_axes(aval)
+    return jax.lax.pcast(zeros, tuple(sorted(axes)), to="varying") if axes else zeros
+
+
+def _varying_axes(aval: Any) -> frozenset[str]:
+    """The manual mesh axes `aval` varies over: ``manual_axis_type.varying`` in the JAX versions
+    tested (0.10.2 to 0.12), ``vma`` in some others; none outside `shard_map`."""
+    manual = getattr(aval, "manual_axis_type", None)
+    return frozenset(getattr(manual, "varying", None) or getattr(aval, "vma", None) or ())
