@@ -166,3 +166,38 @@ def test_an_interval_past_the_times_it_can_count_records_every_step_as_documente
     records at every step (docs/concepts/schedules.md), never skipping one."""
     times = np.array([0.0, 3000.0, 3000.0, 3001.0], np.float32)
     assert fired_steps(js.Interval(1e-6), times) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "schedule, match",
+    [
+        (js.Times([1.0, 1e39]), r"float32 .*times\[1\] = 1e\+39 is inf"),
+        (js.Times([1.0, 1.00000001]), r"times\[0\] = 1.0 and times\[1\] = 1.00000001 are both 1.0"),
+        (js.Interval(1e-50), r"start \+ dt=1e-50, are 0.0 and 0.0 \(dt is 0.0\)"),
+        (js.Interval(1.0, start=1e8), r"start \+ dt=100000001.0, are 100000000.0 and 100000000.0"),
+        (js.Interval(1.0, start=1e39), r"are inf and inf"),
+    ],
+)
+@pytest.mark.parametrize("sink", ["DeviceBuffer", "ZarrSink"])
+def test_requested_times_the_time_dtype_cannot_tell_apart_are_refused_at_create(
+    schedule, match, sink, tmp_path
+):
+    """Else Times([1, 1e39]) never records its second time, Interval(1e-50) records every step,
+    and two times equal in float32 are recorded once."""
+    frame = {"x": jnp.zeros(2, jnp.float32)}
+    with pytest.raises(js.ConfigError, match=match + r".*wider `time_dtype`"):
+        if sink == "DeviceBuffer":
+            js.DeviceBuffer.create(frame, capacity=4, every=schedule)
+        else:
+            js.ZarrSink.create(tmp_path / "run", frame, every=schedule)
+    assert not (tmp_path / "run").exists()
+
+
+def test_times_a_wider_time_dtype_tells_apart_are_accepted():
+    frame = {"x": jnp.zeros(2, jnp.float32)}
+    with jax.enable_x64(True):
+        sink = js.DeviceBuffer.create(
+            frame, capacity=4, every=js.Times([1.0, 1.00000001]), time_dtype=jnp.float64
+        )
+    assert sink.time_dtype == np.float64
+    js.DeviceBuffer.create(frame, capacity=4, every=js.Interval(1e-30))  # representable

@@ -252,6 +252,20 @@ def test_vmapped_sinks_record_per_replica_and_must_be_indexed_to_read():
     np.testing.assert_allclose(g, jax.vmap(jax.grad(loss_from_stack))(ps), rtol=1e-5)
 
 
+def test_zero_on_a_vmapped_stack_of_buffers_empties_every_replica_and_keeps_the_stack():
+    ps = jnp.array([0.5, 0.9, 1.3], F)
+    sinks = jax.vmap(lambda p: recorded_trajectory(p, None, every=10))(ps)
+    empty = sinks.zero()
+    assert jax.tree.map(jnp.shape, empty) == jax.tree.map(jnp.shape, sinks)
+    assert jax.tree.map(lambda x: x.dtype, empty) == jax.tree.map(lambda x: x.dtype, sinks)
+    for r in range(3):
+        replica = jax.tree.map(lambda x, r=r: x[r], empty)
+        assert len(replica) == 0 and replica.read().steps.tolist() == []
+    # the same as zero() inside vmap, replica by replica
+    inside = jax.vmap(lambda s: s.zero())(sinks)
+    jax.tree.map(np.testing.assert_array_equal, empty, inside)
+
+
 def test_recording_n_steps_compiles_once_and_continues_across_calls():
     traces = []
 

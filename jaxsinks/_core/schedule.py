@@ -58,6 +58,11 @@ class Schedule(abc.ABC):
     def to_json(self) -> dict[str, Any]:
         """A JSON description of the schedule."""
 
+    def check_time_dtype(self, owner: str, dtype: np.dtype) -> None:
+        """A ConfigError from `owner` if the times this schedule requests cannot be told apart
+        in the sink's time dtype `dtype` (none for schedules that do not request times)."""
+        del owner, dtype  # schedules that request no times have nothing to check
+
 
 @dataclasses.dataclass(frozen=True)
 class Every(Schedule):
@@ -122,6 +127,22 @@ class Interval(Schedule):
     def _time(self, k: jax.Array, dtype: Any) -> jax.Array:
         return self.start + k.astype(dtype) * self.dt
 
+    def check_time_dtype(self, owner: str, dtype: np.dtype) -> None:
+        """`start`, `dt` and ``start + dt`` must be finite, and ``dt > 0`` and ``start + dt >
+        start``, in `dtype`: else the requested times collapse into one (e.g. ``dt=1e-50`` is 0
+        in float32, so every step would record)."""
+        with np.errstate(over="ignore"):
+            start, dt, first = (
+                np.asarray(v, dtype) for v in (self.start, self.dt, self.start + self.dt)
+            )
+        if not (np.isfinite(first) and np.isfinite(start) and dt > 0 and first > start):
+            _times_collapse(
+                owner,
+                dtype,
+                f"the times of {self}, start={self.start} and start + dt={self.start + self.dt}, "
+                f"are {start} and {first} (dt is {dt})",
+            )
+
     def _tolerance(self, target: jax.Array, time: jax.Array, previous: jax.Array) -> jax.Array:
         if self.tol is not None:
             return jnp.asarray(self.tol, time.dtype)
@@ -166,6 +187,24 @@ class Times(Schedule):
         _check_tol("Times", tol, below=below, what=f"the smallest gap between the times, {below}")
         object.__setattr__(self, "times", tuple(float(t) for t in values))
         object.__setattr__(self, "tol", None if tol is None else float(tol))
+
+    def check_time_dtype(self, owner: str, dtype: np.dtype) -> None:
+        """Every time must be finite, and stay strictly increasing, in `dtype`."""
+        with np.errstate(over="ignore"):
+            cast = np.asarray(self.times, dtype)
+        bad = np.flatnonzero(~np.isfinite(cast))
+        if bad.size:
+            i = int(bad[0])
+            _times_collapse(owner, dtype, f"times[{i}] = {self.times[i]} is {cast[i]}")
+        bad = np.flatnonzero(np.diff(cast) <= 0)
+        if bad.size:
+            i = int(bad[0])
+            _times_collapse(
+                owner,
+                dtype,
+                f"times[{i}] = {self.times[i]} and times[{i + 1}] = {self.times[i + 1]} are both "
+                f"{cast[i]}",
+            )
 
     @classmethod
     def geometric(cls, first: float, last: float, num: int) -> Times:
@@ -295,6 +334,14 @@ def auto_tolerance(target: jax.Array, time: jax.Array, previous: jax.Array) -> j
 
 def _no_previous_time() -> jax.Array:
     return jnp.full((), -jnp.inf, dtype=jnp.result_type(float))
+
+
+def _times_collapse(owner: str, dtype: np.dtype, what: str) -> None:
+    raise ConfigError(
+        f"`{owner}` stores times as {dtype} (`time_dtype`), where {what}: the schedule could not "
+        "record at the times it requests. Pass a wider `time_dtype` (float64 needs "
+        "jax_enable_x64), or request times that the time dtype can tell apart."
+    )
 
 
 def _check_tol(owner: str, tol: Any, *, below: float, what: str) -> None:

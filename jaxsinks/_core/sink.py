@@ -54,14 +54,16 @@ class RecordOptions:
         if capacity is not None:
             capacity = check_capacity(owner, "capacity", capacity)
         spec, batch_size = split_spec(frame, per_system)
+        schedule, time_dtype = as_schedule(every, owner), check_time_dtype(owner, time_dtype)
+        schedule.check_time_dtype(owner, time_dtype)
         return cls(
             spec=spec,
             batch_size=batch_size,
             capacity=capacity,
             overflow=check_overflow(owner, overflow),
-            schedule=as_schedule(every, owner),
+            schedule=schedule,
             once=check_once(owner, once, per_system),
-            time_dtype=check_time_dtype(owner, time_dtype),
+            time_dtype=time_dtype,
         )
 
 

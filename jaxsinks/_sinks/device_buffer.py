@@ -207,6 +207,13 @@ class DeviceBuffer(Sink):
         return self.read(), self.zero()
 
     def zero(self) -> DeviceBuffer:
-        """An empty buffer with the same configuration and schedule state."""
-        empty = empty_state(self.options, self.capacity, write_once=self.columns.write_once)
-        return replace(self, **{**empty, "schedule_state": self.schedule_state})
+        """An empty buffer with the same configuration and schedule state.
+
+        On a stack of buffers (vmapped outside `vmap`), a stack of empty buffers of that shape.
+        """
+        empty = replace(
+            self, **empty_state(self.options, self.capacity, write_once=self.columns.write_once)
+        )
+        stack = jnp.shape(self.recorded)
+        empty = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, stack + leaf.shape), empty)
+        return replace(empty, schedule_state=self.schedule_state)
