@@ -4,6 +4,7 @@ Concurrent writers (threads and real processes), a run killed with SIGKILL, and 
 """
 
 import concurrent.futures
+import dataclasses
 import json
 import os
 import pathlib
@@ -140,8 +141,70 @@ def test_frames_iterate_across_runs_with_the_run_id():
         [f["e"] for f in frames], np.r_[expected(range(6))["e"], expected(range(3))["e"]]
     )
     assert [f["run"] for f in campaign.frames(where=lambda e: e.run_id == "b")] == ["b"] * 3
-    with pytest.raises(KeyError, match=r"Run 'a' has no fields \['nope'\]"):
-        list(campaign.frames(fields=["nope"]))
+
+
+def record_named(campaign: js.Campaign, run_id: str, frames: int, names, **params) -> None:
+    """Record `frames` frames of scalar float32 fields `names` (each the step, plus its index)."""
+    example = {n: jnp.zeros((), jnp.float32) for n in names}
+    sink = campaign.create_run(run_id, example, params=params, chunk=4)
+    for step in range(frames):
+        frame = {n: jnp.float32(step + i) for i, n in enumerate(names)}
+        sink = js.record(sink, step=jnp.int32(step), time=jnp.float32(step), frame=frame)
+    js.close(sink)
+
+
+def test_frames_and_to_xarray_keep_fields_named_like_the_campaign_columns():
+    """A field `run` is `run_` beside the run id `run` (frames once overwrote it), and a field
+    `param_T` beside a parameter `T` is `param_T_` (to_xarray once replaced it by the parameter)."""
+    campaign = js.Campaign.create(memory_store())
+    record_named(campaign, "a", 3, ["run", "param_T", "energy"], T=1.0)
+    record_named(campaign, "b", 2, ["run", "param_T", "energy"], T=2.0)
+    frames = list(campaign.frames())
+    assert [(f["run"], float(f["run_"]), float(f["param_T"])) for f in frames] == [
+        ("a", 0.0, 1.0),
+        ("a", 1.0, 2.0),
+        ("a", 2.0, 3.0),
+        ("b", 0.0, 1.0),
+        ("b", 1.0, 2.0),
+    ]
+    assert set(frames[0]) == {"run", "run_", "param_T", "energy", "step", "time"}
+    only = list(campaign.frames(fields="run", status="closed"))  # one name, as Run.iter_frames
+    assert [(f["run"], float(f["run_"])) for f in only][:2] == [("a", 0.0), ("a", 1.0)]
+    assert set(only[0]) == {"run", "run_", "step", "time"}
+
+    ds = campaign.to_xarray()
+    assert ds["run"].values.tolist() == ["a"] * 3 + ["b"] * 2
+    assert ds["run_"].values.tolist() == [0.0, 1.0, 2.0, 0.0, 1.0]
+    assert ds["param_T"].values.tolist() == [1.0] * 3 + [2.0] * 2  # the parameter
+    assert ds["param_T_"].values.tolist() == [1.0, 2.0, 3.0, 1.0, 2.0]  # the field
+    assert set(ds.data_vars) == {"run_", "param_T_", "energy"}
+
+
+def test_fields_that_would_share_a_column_name_are_a_clear_error():
+    campaign = js.Campaign.create(memory_store())
+    record_named(campaign, "a", 2, ["run", "run_"])
+    match = r"Fields 'run' and 'run_' of run 'a' would both be 'run_'.*Select one of them"
+    with pytest.raises(js.ConfigError, match=match):
+        campaign.frames()
+    with pytest.raises(js.ConfigError, match=match):
+        campaign.to_xarray()
+    assert [float(f["run_"]) for f in campaign.frames(fields=["run"])] == [0.0, 1.0]
+
+
+def test_frames_of_an_unknown_field_name_every_run_lacking_it_before_any_frame():
+    campaign = js.Campaign.create(memory_store())
+    record_run(campaign, "a", 6)
+    record_named(campaign, "b", 2, ["e", "y"])
+    with pytest.raises(
+        js.FieldNotFoundError,
+        match=r"`fields` is \['e', 'y'\], but run 'a' has no fields \['y'\] \(its fields are "
+        r"\['e', 'x'\]\)\. Pass fields every selected run has",
+    ) as info:
+        campaign.frames(fields=["e", "y"])  # raised at the call, not after run a's frames
+    assert isinstance(info.value, KeyError)  # as Run.iter_frames raises
+    with pytest.raises(js.FieldNotFoundError, match=r"run 'a' has no fields \['nope'\].*run 'b'"):
+        campaign.frames(fields=["nope"])
+    assert len(list(campaign.frames(fields=["e", "y"], where=lambda e: e.run_id == "b"))) == 2
 
 
 def test_to_xarray_concatenates_runs_with_run_and_param_coordinates():
@@ -319,6 +382,130 @@ def test_run_config_rejects_what_json_cannot_hold():
         js.RunConfig.from_config({"run_id": "x"})
 
 
+def _config_with(**changes):
+    """A valid JSON run config (of a fresh campaign) with `changes`; None deletes a key."""
+    campaign = js.Campaign.create(memory_store())
+    config = campaign.run_config("r", every=js.Every(2), chunk=4, time_dtype="float32")
+    doc = dict(config.to_config(), **changes)
+    return campaign, {k: v for k, v in doc.items() if v is not None}
+
+
+def _option(**option):
+    return {"options": dict(option)}
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"root": 5}, r"`root` must be the campaign root's kvstore spec, a dict .*got int 5"),
+        ({"root": "sweep"}, r"`root` must be .* a dict .*got str 'sweep'"),
+        ({"options": [1]}, r"`config\['options'\]` must be a dict .*got list \[1\]"),
+        (
+            {"extra": 1},
+            r"exactly the keys \['root', 'run_id', 'params', 'options'\]\. It has the "
+            r"unknown keys \['extra'\]",
+        ),
+        ({"params": None}, r"It lacks \['params'\]\. Rebuild it with RunConfig.to_config"),
+        ({"params": [1]}, "`params` must be a dict of JSON values; got list"),
+        ({"run_id": 3}, "`run_id` must be 1 to 128 letters"),
+        (
+            _option(every={"__jaxsinks__": "Every", "n": 2, "bogus": 1}),
+            r"`config\['options'\]\['every'\]` is of type Every but has the unknown keys "
+            r"\['bogus'\]; Every takes the keys \['n', 'start'\]",
+        ),
+        (
+            _option(every={"__jaxsinks__": "Times", "times": "abc"}),
+            r"`config\['options'\]\['every'\]` is of type Times \(keys \['times', 'tol'\]\) "
+            "but does not make one: could not convert",
+        ),
+        (
+            _option(ragged={"__jaxsinks__": "Ragged", "count": "n"}),
+            r"is of type Ragged .*missing 1 required positional argument: 'fields'",
+        ),
+        (
+            _option(time_dtype={"__jaxsinks__": "dtype"}),
+            r"`config\['options'\]\['time_dtype'\]` must be a dtype written as",
+        ),
+        (
+            _option(time_dtype={"__jaxsinks__": "dtype", "name": "nope"}),
+            r"must be a dtype written as .*got dict \{'__jaxsinks__': 'dtype', 'name': 'nope'\}",
+        ),
+        ({"options": {1: 2, "chunk": 4}}, r"`options` must be keyed by option names .*\[1\]"),
+        (_option(mode="w"), r"ZarrSink.create options .*got \['mode'\]"),
+    ],
+)
+def test_a_bad_json_run_config_is_a_config_error_naming_the_key(changes, match):
+    campaign, doc = _config_with(**changes)
+    with pytest.raises(js.ConfigError, match=match):
+        js.RunConfig.from_config(doc)
+    assert campaign.run_ids() == []
+
+
+def test_a_bad_campaign_config_is_a_config_error():
+    campaign = js.Campaign.create(memory_store())
+    with pytest.raises(js.ConfigError, match=r"exactly the key 'root' .*got \['root', 'x'\]"):
+        js.Campaign.from_config(dict(campaign.to_config(), x=1))
+    with pytest.raises(js.ConfigError, match="made by Campaign.to_config.*got 'sweep'"):
+        js.Campaign.from_config("sweep")
+
+
+# ---------------------------------------------------------------------------- parameters
+
+
+def test_parameters_are_compared_with_their_types():
+    """True, 1 and 1.0 are three parameter values (``==`` makes them one)."""
+    campaign = js.Campaign.create(memory_store())
+    for run_id, x in [("t", True), ("i", 1), ("f", 1.0), ("l", [1, True])]:
+        record_run(campaign, run_id, 2, x=x)
+    assert [e.run_id for e in campaign.runs(params={"x": True})] == ["t"]
+    assert [e.run_id for e in campaign.runs(params={"x": 1})] == ["i"]
+    assert [e.run_id for e in campaign.runs(params={"x": 1.0})] == ["f"]
+    assert [e.run_id for e in campaign.runs(params={"x": (1, True)})] == ["l"]  # JSON: a list
+    assert [e.run_id for e in campaign.runs(params={"x": [True, 1]})] == []
+    assert [f["run"] for f in campaign.frames(fields=["e"], params={"x": 1})] == ["i", "i"]
+    with pytest.raises(
+        js.ConfigError, match=r"`params\['x'\]` is a numpy.int64, which is not JSON"
+    ):
+        campaign.runs(params={"x": np.int64(1)})
+
+    one, true = (
+        campaign.run_config("r", params={"x": 1}),
+        campaign.run_config("r", params={"x": True}),
+    )
+    assert one != true and one == campaign.run_config("r", params={"x": 1})
+    assert campaign.entry("t") != dataclasses.replace(campaign.entry("t"), params={"x": 1})
+    assert campaign.entry("t") == campaign.entry("t")
+
+
+@pytest.mark.parametrize(
+    "values, dtype",
+    [
+        ([True, 1], object),  # pandas: a bool column beside an int column is object
+        ([1, "a"], object),  # not the strings '1' and 'a'
+        ([1.5, None], None),  # None is no scalar parameter: no coordinate
+        ([1, 2], np.int64),
+        ([1, 2.5], np.float64),  # ints beside floats become floats, as in pandas
+        ([True, False], np.bool_),
+        (["a", "bc"], np.str_),
+        ([2**70, 1], object),  # beyond int64: kept as Python ints
+    ],
+)
+def test_param_coordinates_keep_each_value_and_type(values, dtype):
+    campaign = js.Campaign.create(memory_store())
+    record_run(campaign, "a", 2, p=values[0])
+    record_run(campaign, "b", 1, p=values[1])
+    ds = campaign.to_xarray()
+    if dtype is None:
+        assert "param_p" not in ds.coords
+        return
+    column = ds["param_p"].values
+    assert column.dtype.type is (np.object_ if dtype is object else dtype)
+    got = column.tolist()
+    assert got == [values[0]] * 2 + [values[1]]
+    if dtype is object:
+        assert [type(v) for v in got] == [type(values[0])] * 2 + [type(values[1])]
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
@@ -394,5 +581,35 @@ def test_create_and_open_refuse_the_wrong_root(tmp_path):
         js.Campaign.create(tmp_path / "other")
     with pytest.raises(js.StoreNotFoundError, match="There is no campaign at"):
         js.Campaign.open(tmp_path / "missing")
-    with pytest.raises(KeyError, match="has no run 'nope'"):
-        js.Campaign.open(root).entry("nope")
+
+
+def test_an_unknown_run_id_is_a_config_error_listing_the_runs(tmp_path):
+    root = tmp_path / "c"
+    campaign = js.Campaign.create(root)
+    with pytest.raises(js.ConfigError, match="has no run 'nope'; it has no runs yet"):
+        campaign.entry("nope")
+    record_run(campaign, "a", 4)
+    record_run(campaign, "b", 2)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    match = (
+        r"`run_id` is 'nope', but the campaign at .* has no run 'nope'; its runs are "
+        r"\['a', 'b'\]\. Pass one of those ids"
+    )
+    for call in (
+        lambda: campaign.entry("nope"),
+        lambda: campaign.open_run("nope"),
+        lambda: campaign.mark_failed("nope", "killed"),
+    ):
+        with pytest.raises(js.ConfigError, match=match) as info:
+            call()
+        assert not isinstance(info.value, KeyError)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert campaign.entry("a").status == "closed"
+
+
+def test_a_long_list_of_run_ids_is_cut_in_the_message():
+    campaign = js.Campaign.create(memory_store())
+    for i in range(22):
+        js.close(campaign.create_run(f"r{i:02d}", EXAMPLE, chunk=4))
+    with pytest.raises(js.ConfigError, match=r"'r19', '\.\.\.'\] \(22 in all\)"):
+        campaign.entry("nope")

@@ -26,6 +26,7 @@ import numpy as np
 from .._core.deprecation import deprecated_arguments
 from .._core.errors import (
     ConfigError,
+    FieldNotFoundError,
     SchemaMismatchError,
     StoreError,
     StoreExistsError,
@@ -36,6 +37,7 @@ from .._io import tsio
 from .._io import writer as _writer
 from .._io.layout import ATTRS_KEY
 from .._io.location import Location, parse
+from .._read.index import show
 from .._read.reader import Run
 from .._sinks.zarr_sink import ZarrSink
 from ._config import FinishEntry, RunConfig
@@ -48,6 +50,7 @@ from ._entry import (
     check_version,
     entry_key,
     now,
+    params_match,
     write_entry,
 )
 
@@ -137,10 +140,16 @@ class Campaign:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Campaign:
-        """Reopen the campaign that `to_config` described."""
-        if not isinstance(config, dict) or "root" not in config:
+        """Reopen the campaign that `to_config` described.
+
+        Raises:
+            ConfigError: if `config` is not a dict with exactly the key ``"root"``.
+        """
+        if not isinstance(config, dict) or list(config) != ["root"]:
+            got = list(config) if isinstance(config, dict) else show(config)
             raise ConfigError(
-                f"`config` must be a dict made by Campaign.to_config; got {config!r:.80}."
+                "`config` must be a dict made by Campaign.to_config, with exactly the key 'root' "
+                f"(the campaign root); got {got}. Rebuild it with Campaign.to_config."
             )
         return cls.open(config["root"])
 
@@ -194,6 +203,10 @@ class Campaign:
 
         A sink of that run still open in this process then closes as a plain `ZarrSink`, leaving
         the entry failed.
+
+        Raises:
+            ConfigError: if the campaign has no run `run_id` (listing its run ids); nothing is
+                written then.
         """
         entry = self.entry(run_id)
         _writer.REGISTRY.detach_where(
@@ -228,11 +241,23 @@ class Campaign:
         """The entry of run `run_id` (its committed count read live while it runs).
 
         Raises:
-            KeyError: if the campaign has no run `run_id`.
+            ConfigError: if `run_id` is not a run id, or the campaign has no run `run_id` (the
+                message lists its run ids).
         """
         raw = tsio.read_bytes(self.location.kvstore, entry_key(check_run_id(run_id)))
         if raw is None:
-            raise KeyError(f"The campaign at {self.location} has no run '{run_id}'.")
+            ids = self.run_ids()
+            known = (
+                f"its runs are {ids if len(ids) <= 20 else ids[:20] + ['...']}"
+                + ("" if len(ids) <= 20 else f" ({len(ids)} in all)")
+                if ids
+                else "it has no runs yet"
+            )
+            raise ConfigError(
+                f"`run_id` is '{run_id}', but the campaign at {self.location} has no run "
+                f"'{run_id}'; {known}. Pass one of those ids (campaign.run_ids() lists them), or "
+                "create the run with campaign.create_run."
+            )
         return self._parse_entry(raw, run_id)
 
     def run_ids(self) -> list[str]:
@@ -252,10 +277,16 @@ class Campaign:
         Args:
             status: keep runs with this status (or one of these): ``"running"``, ``"closed"``,
                 ``"failed"``. A crashed run stays ``"running"``; its entry's `stale` is True.
-            params: keep runs whose parameters include these (equal values).
+            params: keep runs whose parameters include these: the same values of the same JSON
+                type, so ``{"x": 1}`` selects neither a run with ``x`` ``True`` nor one with
+                ``1.0`` (``==`` makes them equal; here they are three values).
             where: keep runs for which ``where(entry)`` is true.
+
+        Raises:
+            ConfigError: for a `status` not among those, or `params` that are not JSON.
         """
         wanted = _statuses(status)
+        wanted_params = None if params is None else check_params(params, "params")
         ids = self.run_ids()
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, max(1, len(ids)))) as pool:
             raws = list(
@@ -266,9 +297,7 @@ class Campaign:
         for e in entries:
             if wanted is not None and e.status not in wanted:
                 continue
-            if params is not None and not all(
-                k in e.params and e.params[k] == v for k, v in params.items()
-            ):
+            if wanted_params is not None and not params_match(e.params, wanted_params):
                 continue
             if where is not None and not where(e):
                 continue
@@ -295,39 +324,70 @@ class Campaign:
     # ------------------------------------------------------------------------- reading
 
     def open_run(self, run_id: str) -> Run:
-        """The run `run_id`, for reading (`jaxsinks.Run`)."""
+        """The run `run_id`, for reading (`jaxsinks.Run`).
+
+        Raises:
+            ConfigError: if the campaign has no run `run_id` (listing its run ids).
+        """
         return self.entry(run_id).open()
 
     def frames(
-        self, fields: Iterable[str] | None = None, **selection: Any
+        self, fields: str | Iterable[str] | None = None, **selection: Any
     ) -> Iterator[dict[str, Any]]:
         """Every frame of the selected runs (run by run, in order) as a dict.
 
         Each frame holds the `fields` (default: all of each run's fields), ``step``, ``time``
-        (and ``system``) and ``run`` (the run id). `selection` is passed to `runs`
-        (``status=``, ``params=``, ``where=``).
+        (and ``system``) and ``run`` (the run id). A field named like one of those columns is
+        under its stored name, as in `to_xarray`: ``run_`` for a field ``run`` (``time_`` for
+        ``time``), beside the ``run`` column. `selection` is passed to `runs` (``status=``,
+        ``params=``, ``where=``).
+
+        Raises:
+            FieldNotFoundError: (a `KeyError`) before any frame, listing every selected run that
+                lacks one of `fields`, with its fields.
         """
-        names = None if fields is None else list(fields)
-        for entry in self.runs(**selection):
-            run = entry.open()
-            chosen = run.fields if names is None else names
-            missing = [n for n in chosen if n not in run.fields]
-            if missing:
-                raise KeyError(
-                    f"Run '{entry.run_id}' has no fields {missing}; its fields are "
-                    f"{list(run.fields)}."
-                )
-            for frame in run.iter_frames(chosen):
-                frame["run"] = entry.run_id
-                yield frame
+        names = _field_list(fields)
+        opened = [(entry, entry.open()) for entry in self.runs(**selection)]
+        lacking = [
+            f"run '{entry.run_id}' has no fields {missing} (its fields are {list(run.fields)})"
+            for entry, run in opened
+            if (missing := [n for n in names or () if n not in run.fields])
+        ]
+        if lacking:
+            more = len(lacking) - 5
+            shown = lacking[:5] + ([f"and {more} more runs"] if more > 0 else [])
+            raise FieldNotFoundError(
+                f"`fields` is {names}, but " + "; ".join(shown) + ". Pass fields every "
+                "selected run has, or select runs that have them (status=, params=, where=)."
+            )
+        columns = [
+            _columns(entry, run, run.fields if names is None else names, ("run",))
+            for entry, run in opened
+        ]
+        return self._frames(opened, names, columns)
+
+    @staticmethod
+    def _frames(
+        opened: list[tuple[RunEntry, Run]], names: list[str] | None, columns: list[dict[str, str]]
+    ) -> Iterator[dict[str, Any]]:
+        for (entry, run), renamed in zip(opened, columns):
+            for frame in run.iter_frames(names):
+                out = {renamed.get(k, k): v for k, v in frame.items()}
+                out["run"] = entry.run_id
+                yield out
 
     def to_xarray(self, fields: Iterable[str] | None = None, **selection: Any) -> Any:
         """The selected runs' frames of `fields` as one `xarray.Dataset`, concatenated along
         ``frame``.
 
         Coordinates along ``frame``: ``run`` (the run id), ``step``, ``time``, and ``param_<key>``
-        for each scalar parameter that every selected run has. The fields must have the same shape,
-        dtype and axis names in every selected run.
+        for each scalar parameter that every selected run has. A field named like a coordinate is
+        the variable of its stored name: ``run_`` for a field ``run``, ``time_`` for ``time``,
+        ``param_T_`` for ``param_T`` beside a parameter ``T``. A ``param_<key>`` coordinate has the
+        dtype pandas gives such a column: bool, int64, float64 (ints beside floats become floats)
+        or str when every run's value is of that kind, else object, keeping each value as it is
+        (``True`` beside ``1``, or ``1`` beside ``"a"``: no value becomes a string). The fields
+        must have the same shape, dtype and axis names in every selected run.
 
         Args:
             fields: field names (default: those of the first run). Ragged fields are not supported.
@@ -335,6 +395,8 @@ class Campaign:
 
         Raises:
             SchemaMismatchError: listing every run whose field differs from the first run's.
+            ConfigError: if no run is selected, or two fields would be one variable (``run`` and
+                ``run_``).
         """
         import xarray as xr
 
@@ -344,13 +406,16 @@ class Campaign:
                 f"No run of the campaign at {self.location} matches {selection or 'the selection'}."
             )
         runs = [e.open() for e in entries]
-        names = list(runs[0].fields) if fields is None else list(fields)
+        names = _field_list(fields)
+        names = list(runs[0].fields) if names is None else names
         _check_agree(entries, runs, names)
+        params = _shared_scalar_params(entries)
+        reserved = ("run", *(f"param_{key}" for key in params))
         parts = []
         for entry, run in zip(entries, runs):
-            # a field named like a coordinate (`time`, `run`) is `time_`, `run_`, as in a run
-            nodes = {n: stored_name(run._nodes[n], ("run",)) for n in names}
-            data = {nodes[name]: (run[name].dims, run[name][:]) for name in names}
+            # a field named like a coordinate (`time`, `run`, `param_T`) is `time_`, `run_`, ...
+            nodes = _columns(entry, run, names, reserved)
+            data = {nodes[run._nodes[name]]: (run[name].dims, run[name][:]) for name in names}
             coords = {
                 "run": ("frame", np.full(len(run), entry.run_id, dtype=object)),
                 "step": ("frame", run.steps),
@@ -360,11 +425,66 @@ class Campaign:
         dataset = xr.concat(
             parts, dim="frame", data_vars="all", coords="different", compat="equals", join="exact"
         )
-        for key in _shared_scalar_params(entries):
-            values = np.concatenate([np.full(len(r), e.params[key]) for e, r in zip(entries, runs)])
+        lengths = [len(r) for r in runs]
+        for key in params:
+            values = np.repeat(_param_column([e.params[key] for e in entries]), lengths)
             dataset = dataset.assign_coords({f"param_{key}": ("frame", values)})
         dataset.attrs["campaign"] = str(self.location)
         return dataset
+
+
+def _field_list(fields: str | Iterable[str] | None) -> list[str] | None:
+    """`fields` (one name, names, or None for all) as a list of names."""
+    if fields is None:
+        return None
+    if isinstance(fields, str):
+        return [fields]
+    if not isinstance(fields, Iterable):
+        raise ConfigError(
+            f"`fields` must be field names (an iterable of str) or None; got {show(fields)}."
+        )
+    return list(fields)
+
+
+def _columns(
+    entry: RunEntry, run: Run, names: Iterable[str], reserved: tuple[str, ...]
+) -> dict[str, str]:
+    """The node name of each field of `names` in `run` (``time_`` for a field ``time``) -> its
+    name beside the campaign's columns `reserved` (`stored_name`: ``run`` -> ``run_``); a
+    ConfigError if two fields get one name."""
+    nodes = run._nodes
+    out: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for name in names:
+        column = out[nodes[name]] = stored_name(nodes[name], reserved)
+        other = owner.setdefault(column, name)
+        if other != name:
+            raise ConfigError(
+                f"Fields '{other}' and '{name}' of run '{entry.run_id}' would both be '{column}': "
+                f"a field whose first name part is one of {list(reserved)} (the campaign's run "
+                "id and parameter columns) gets a trailing '_'. Select one of them with `fields`."
+            )
+    return out
+
+
+def _param_column(values: list[Any]) -> np.ndarray:
+    """One scalar parameter of each run, typed as pandas types a column of them: bool, int64,
+    float64 (ints beside floats become floats) or str when all are of that kind, else object, each
+    value kept as it is (``True`` beside ``1``; ``1`` beside ``"a"``)."""
+    kinds = {type(v) for v in values}
+    dtype: Any = object
+    if kinds == {bool}:
+        dtype = bool
+    elif kinds == {str}:
+        dtype = str
+    elif kinds == {int}:
+        dtype = np.int64
+    elif kinds <= {int, float}:
+        dtype = np.float64
+    try:
+        return np.array(values, dtype=dtype)
+    except OverflowError:  # an int beyond int64 stays a Python int
+        return np.array(values, dtype=object)
 
 
 def _statuses(status: str | Iterable[str] | None) -> set[str] | None:

@@ -19,6 +19,7 @@ import numpy as np
 from .._core.deprecation import warn_deprecated
 from .._core.errors import (
     ConfigError,
+    JaxsinksError,
     StaleSinkError,
     StoreError,
     StoreExistsError,
@@ -32,8 +33,17 @@ from .._io.codecs import Blosc, FieldConfig, Zstd
 from .._io.layout import Ragged
 from .._io.location import Location
 from .._io.owner import now, proc_stat, this_boot_id
+from .._read.index import show
 from .._sinks.zarr_sink import ZarrSink
-from ._entry import RunEntry, check_params, check_run_id, entry_key, finish_entry, write_entry
+from ._entry import (
+    RunEntry,
+    check_params,
+    check_run_id,
+    entry_key,
+    finish_entry,
+    same_json,
+    write_entry,
+)
 
 #: Options of `ZarrSink.create` a campaign run takes (the store and mode are the campaign's).
 RUN_OPTIONS = (
@@ -55,7 +65,7 @@ RUN_OPTIONS = (
 _CONFIG_TYPES = {t.__name__: t for t in (Blosc, Zstd, FieldConfig, Every, Interval, Times, Ragged)}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class RunConfig:
     """Everything needed to create one run of a campaign, in this process or in a worker.
 
@@ -76,8 +86,25 @@ class RunConfig:
     options: dict[str, Any]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.root, dict):
+            raise ConfigError(
+                "`root` must be the campaign root's kvstore spec, a dict (`campaign.location"
+                f".kvstore`, as RunConfig.to_config writes it); got {_show(self.root)}. Build "
+                "the config with Campaign.run_config."
+            )
         check_run_id(self.run_id)
         object.__setattr__(self, "params", check_params(self.params))
+        if not isinstance(self.options, dict):
+            raise ConfigError(
+                "`options` must be a dict of ZarrSink.create options by name (e.g. "
+                f"{{'chunk': 64}}); got {_show(self.options)}."
+            )
+        not_names = [k for k in self.options if not isinstance(k, str)]
+        if not_names:
+            raise ConfigError(
+                f"`options` must be keyed by option names (str) among {list(RUN_OPTIONS)}; got "
+                f"the keys {not_names}."
+            )
         options = _renamed_options(self.options)
         unknown = sorted(set(options) - set(RUN_OPTIONS))
         if unknown:
@@ -89,11 +116,23 @@ class RunConfig:
         if options.get("time_dtype") is not None:  # jnp.float32 and friends become numpy dtypes
             try:
                 options["time_dtype"] = np.dtype(options["time_dtype"])
-            except TypeError:
+            except (TypeError, ValueError):
                 raise ConfigError(
                     f"`time_dtype` must be a floating dtype; got {options['time_dtype']!r}."
                 ) from None
         object.__setattr__(self, "options", options)
+
+    def __eq__(self, other: object) -> bool:
+        """Configs are equal when they make the same run; parameters compare types included
+        (`same_json`: ``{"x": True}`` is not ``{"x": 1}``)."""
+        if not isinstance(other, RunConfig):
+            return NotImplemented
+        return (
+            same_json(
+                [self.root, self.run_id, self.params], [other.root, other.run_id, other.params]
+            )
+            and self.options == other.options
+        )
 
     @property
     def store(self) -> dict[str, Any]:
@@ -158,21 +197,43 @@ class RunConfig:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RunConfig:
-        """The config that `to_config` described."""
-        try:
-            root, run_id, params, options = (
-                config[k] for k in ("root", "run_id", "params", "options")
-            )
-        except (KeyError, TypeError):
+        """The config that `to_config` described.
+
+        Raises:
+            ConfigError: if `config` is not such a dict: a key missing or unknown, a value of the
+                wrong type, or an option that does not decode (naming it and what was expected).
+        """
+        keys = ("root", "run_id", "params", "options")
+        if not isinstance(config, dict):
             raise ConfigError(
-                "`config` must be a dict made by RunConfig.to_config, with keys 'root', 'run_id', "
-                f"'params' and 'options'; got {config!r:.80}."
-            ) from None
+                f"`config` must be a dict made by RunConfig.to_config, with the keys {list(keys)}; "
+                f"got {_show(config)}."
+            )
+        missing = [k for k in keys if k not in config]
+        unknown = [k for k in config if k not in keys]
+        if missing or unknown:
+            got = "".join(
+                [
+                    f" It lacks {missing}." if missing else "",
+                    f" It has the unknown keys {unknown}." if unknown else "",
+                ]
+            )
+            raise ConfigError(
+                f"`config` must be a dict made by RunConfig.to_config, with exactly the keys "
+                f"{list(keys)}.{got} Rebuild it with RunConfig.to_config (a config made by another "
+                "jaxsinks version may not be readable)."
+            )
+        options = config["options"]
+        if not isinstance(options, dict):
+            raise ConfigError(
+                "`config['options']` must be a dict of ZarrSink.create options by name; got "
+                f"{_show(options)}."
+            )
         return cls(
-            root=dict(root),
-            run_id=run_id,
-            params=params,
-            options={k: _decode(v) for k, v in options.items()},
+            root=dict(config["root"]) if isinstance(config["root"], dict) else config["root"],
+            run_id=config["run_id"],
+            params=config["params"],
+            options={k: _decode(v, f"config['options'][{k!r}]") for k, v in options.items()},
         )
 
 
@@ -226,22 +287,55 @@ def _encode(value: Any, where: str) -> Any:
     )
 
 
-def _decode(value: Any) -> Any:
+def _decode(value: Any, where: str) -> Any:
+    """The option value `value` (at `where` in a config) as `_encode` wrote it, decoded; a
+    ConfigError naming `where` if it does not decode."""
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
     kind = value.get("__jaxsinks__")
     if kind is None:
-        return {k: _decode(v) for k, v in value.items()}
+        return {k: _decode(v, f"{where}[{k!r}]") for k, v in value.items()}
     if kind == "dtype":
-        return np.dtype(value["name"])
+        try:
+            return np.dtype(value["name"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(
+                f"`{where}` must be a dtype written as {{'__jaxsinks__': 'dtype', 'name': <a numpy "
+                f"dtype name such as 'float32'>}}; got {_show(value)}. Rebuild the config with "
+                "RunConfig.to_config."
+            ) from None
     if kind not in _CONFIG_TYPES:
         raise ConfigError(
-            f"A run config holds an option of unknown type {kind!r}; it was written by another "
-            "jaxsinks."
+            f"`{where}` is an option of unknown type {kind!r}; the types a run config holds are "
+            f"{sorted(_CONFIG_TYPES)} and 'dtype'. It was written by another jaxsinks: rebuild "
+            "the config with this one's RunConfig.to_config."
         )
-    return _CONFIG_TYPES[kind](**{k: _decode(v) for k, v in value.items() if k != "__jaxsinks__"})
+    cls = _CONFIG_TYPES[kind]
+    names = [f.name for f in dataclasses.fields(cls)]
+    args = {k: v for k, v in value.items() if k != "__jaxsinks__"}
+    unknown = [k for k in args if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"`{where}` is of type {kind} but has the unknown keys {unknown}; {kind} takes the "
+            f"keys {names}. Rebuild the config with RunConfig.to_config."
+        )
+    decoded = {k: _decode(v, f"{where}[{k!r}]") for k, v in args.items()}
+    try:
+        return cls(**decoded)
+    except JaxsinksError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"`{where}` is of type {kind} (keys {names}) but does not make one: {error}. Rebuild "
+            "the config with RunConfig.to_config."
+        ) from None
+
+
+def _show(value: Any) -> str:
+    """`value`'s type and its repr cut short, for messages."""
+    return f"{type(value).__name__} {show(value)}"
 
 
 @dataclasses.dataclass(frozen=True)

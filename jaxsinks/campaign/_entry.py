@@ -28,7 +28,7 @@ STATUSES = ("running", "closed", "failed")
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class RunEntry:
     """One run of a campaign, as listed by `Campaign.runs`.
 
@@ -78,6 +78,13 @@ class RunEntry:
         """The run, for reading (its committed frames)."""
         return open_run(Location(self.store))
 
+    def __eq__(self, other: object) -> bool:
+        """Entries are equal when they are stored alike, types included (`same_json`): a run with
+        the parameter ``True`` is not one with ``1``."""
+        if not isinstance(other, RunEntry):
+            return NotImplemented
+        return same_json(self.to_json(), other.to_json())
+
     def to_json(self) -> dict[str, Any]:
         """The entry as stored (without the store spec, which follows from the campaign root)."""
         out = {"schema_version": CAMPAIGN_SCHEMA_VERSION}
@@ -115,6 +122,24 @@ def check_params(params: Any, where: str = "params") -> dict[str, Any]:
         raise ConfigError(f"`{where}` must be a dict of JSON values; got {type(params).__name__}.")
     check_json(params, where)
     return json.loads(json.dumps(params))
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Whether the JSON values `a` and `b` are the same value, types included: ``True``, ``1`` and
+    ``1.0`` are three values (``==`` makes them one); lists compare item by item, dicts key by key.
+    """
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def params_match(params: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether `params` holds every key of `wanted` with the same value (`same_json`)."""
+    return all(k in params and same_json(params[k], v) for k, v in wanted.items())
 
 
 def write_entry(root: Location, entry: RunEntry) -> None:
