@@ -1,6 +1,7 @@
 """export_training: frames (or each frame's points) shuffled once; a chunk is a uniform random
 subset."""
 
+import functools
 import json
 import pathlib
 
@@ -8,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from run_helpers import write_per_system_run
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
@@ -18,38 +20,39 @@ from jaxsinks.training import _export
 POINTS = 64
 
 
-def campaign_with(lengths: dict[str, int], **kwargs) -> js.Campaign:
-    campaign = js.Campaign.create(memory_store())
+def campaign_with(lengths: dict[str, int], root=None) -> js.Campaign:
+    campaign = js.Campaign.create(memory_store() if root is None else root)
     for i, (run_id, n) in enumerate(lengths.items()):
         sink = campaign.create_run(run_id, EXAMPLE, params={"i": i}, chunk=64)
         js.close(run_steps(sink, steps(0, n)))
     return campaign
 
 
-def cloud_at(step):
+def cloud_at(step, points=POINTS):
     """Point p of frame `step`: pos = (step, p, -p), q = p; any shuffle shared by both keeps q ==
     pos[:, 1]."""
-    p = jnp.arange(POINTS, dtype=jnp.float32)
-    s = jnp.full((POINTS,), step.astype(jnp.float32))
+    p = jnp.arange(points, dtype=jnp.float32)
+    s = jnp.full((points,), step.astype(jnp.float32))
     return {"pos": jnp.stack([s, p, -p], axis=1), "q": p}
 
 
-@jax.jit
-def record_clouds(sink, steps):
+@functools.partial(jax.jit, static_argnums=2)
+def record_clouds(sink, steps, points=POINTS):
     def body(sink, step):
         return js.record(
-            sink, step=step, time=step.astype(jnp.float32), frame=lambda: cloud_at(step)
+            sink, step=step, time=step.astype(jnp.float32), frame=lambda: cloud_at(step, points)
         ), None
 
     return jax.lax.scan(body, sink, steps)[0]
 
 
-def cloud_runs(frames: dict[str, int]) -> dict[str, js.Run]:
+def cloud_runs(frames: dict[str, int], points: dict[str, int] | None = None) -> dict[str, js.Run]:
     runs = {}
     for run_id, n in frames.items():
         store = memory_store()
-        example = {"pos": jnp.zeros((POINTS, 3)), "q": jnp.zeros(POINTS)}
-        js.close(record_clouds(js.ZarrSink.create(store, example, chunk=8), steps(0, n)))
+        k = (points or {}).get(run_id, POINTS)
+        example = {"pos": jnp.zeros((k, 3)), "q": jnp.zeros(k)}
+        js.close(record_clouds(js.ZarrSink.create(store, example, chunk=8), steps(0, n), k))
         runs[run_id] = js.open(store)
     return runs
 
@@ -287,12 +290,14 @@ def test_export_refuses_bad_arguments_and_existing_stores(tmp_path):
     campaign = campaign_with({"a": 4})
     dest = tmp_path / "d"
     js.export_training(campaign, dest, sample_size=2)
-    with pytest.raises(js.StoreExistsError, match="is not empty. Pass mode='w'"):
+    with pytest.raises(
+        js.StoreExistsError, match="is not empty: it holds a training export. Pass mode='w'"
+    ):
         js.export_training(campaign, dest)
     assert js.export_training(campaign, dest, mode="w", sample_size=3).chunk_size() == 3
     for kwargs, match in [
         ({"by": "atoms"}, r"`by` must be one of \['frames', 'points'\]; got 'atoms'"),
-        ({"sample_size": 0}, "`sample_size` must be an int >= 1; got 0"),
+        ({"sample_size": 0}, r"`sample_size` must be an int >= 1 \(a number of items\); got int 0"),
         ({"seed": -1}, "`seed` must be an int >= 0; got -1"),
         ({"dtype": {"nope": "float16"}}, r"`dtype` names fields that are not exported: \['nope'\]"),
         ({"mode": "a"}, "`mode` must be 'w-'"),
@@ -320,3 +325,201 @@ def test_open_refuses_incomplete_and_newer_exports(tmp_path):
     with pytest.raises(js.StoreNotFoundError, match="There is no training export"):
         js.TrainingSet.open(dest)
     assert _tsio.list_keys(_location.parse(dest).kvstore)  # the arrays are still there, unlisted
+
+
+# ----------------------------------------------------------------------- what dest may be
+
+
+def test_mode_w_replaces_only_an_empty_dest_or_an_earlier_export(tmp_path):
+    """mode='w' once emptied whatever `dest` was: a user's files, a run, a whole campaign."""
+    campaign = campaign_with({"a": 4})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    other = campaign_with({"b": 4}, root=tmp_path / "other")
+    run = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(run, EXAMPLE, chunk=4), steps(0, 4)))
+    before = files(tmp_path)
+    for dest, held in [
+        (mine, r"holds the file 'notes.txt', not a training export"),
+        (tmp_path / "other", r"holds a campaign \(its manifest.json\), not a training export"),
+        (run, "holds a jaxsinks run, not a training export"),
+    ]:
+        for mode, match in [("w", held), ("w-", "is not empty: it " + held.split(", not")[0])]:
+            with pytest.raises(js.StoreExistsError, match=match):
+                js.export_training(campaign, dest, mode=mode)
+    assert files(tmp_path) == before  # nothing was deleted
+    assert [e.run_id for e in other.runs()] == ["b"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(js.export_training(campaign, empty, mode="w")) == 4
+    export = tmp_path / "export"
+    js.export_training(campaign, export, sample_size=2)
+    (export / "zarr.json").write_text(
+        json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {"x": 1}})
+    )
+    with pytest.raises(
+        js.StoreExistsError, match=r"holds \d+ files \('frames/"
+    ):  # no longer an export
+        js.export_training(campaign, export, mode="w")
+    partial = json.loads((empty / "zarr.json").read_text())
+    partial["attributes"] = {_export.PARTIAL_KEY: {"by": "frames"}}  # an export cut short
+    (export / "zarr.json").write_text(json.dumps(partial))
+    with pytest.raises(
+        js.StoreExistsError, match="it holds an incomplete training export. Pass mode='w'"
+    ):
+        js.export_training(campaign, export)
+    assert js.export_training(campaign, export, mode="w", sample_size=3).chunk_size() == 3
+    (export / "mine.txt").write_text("keep me")
+    with pytest.raises(
+        js.StoreExistsError, match=r"holds a training export and, beside it, the file 'mine.txt'"
+    ):
+        js.export_training(campaign, export, mode="w")
+    assert (export / "mine.txt").read_text() == "keep me"
+
+
+def test_dest_may_not_overlap_what_the_source_reads(tmp_path):
+    root = tmp_path / "campaign"
+    campaign = campaign_with({"a": 4, "b": 4}, root=root)
+    runs = {e.run_id: e.open() for e in campaign.runs()}
+    run_dir = runs["a"].location.local_path
+    before = files(tmp_path)
+    for source, dest, how in [
+        (campaign, root, "is"),  # replacing it would delete every run
+        (campaign, root / "train.zarr", "is inside"),
+        (campaign.runs(), run_dir / "train", "is inside"),
+        (runs["a"], run_dir, "is"),
+        ({"a": runs["a"]}, root, "holds"),
+        (runs["b"], tmp_path, "holds"),
+    ]:
+        for mode in ("w-", "w"):
+            with pytest.raises(js.ConfigError, match=f"`dest` .* {how} .*, which `source` reads"):
+                js.export_training(source, dest, mode=mode)
+    assert files(tmp_path) == before
+    assert len(js.export_training(runs["a"], root / "train.zarr")) == 4  # not the campaign's
+
+
+# -------------------------------------------------------------------------- sampling
+
+
+def test_a_sample_smaller_than_a_chunk_is_a_uniform_subset_of_it():
+    """sample(8) once returned the first 8 frames of a chunk: 32 distinct frames in 5000 draws of
+    256. Chi-square over 600 draws of how often each of the 96 frames in full chunks is drawn
+    (50 each): 143.3 is the 0.999 quantile with 95 degrees of freedom. The last chunk (4 frames)
+    holds fewer than 8, so it is never drawn."""
+    export = js.export_training(campaign_with({"a": 100}), memory_store(), sample_size=32)
+    rng = np.random.default_rng(0)
+    counts = np.zeros(100)
+    for _ in range(600):
+        sample = export.sample(8, rng=rng)
+        assert len(set(sample.data["frame"].tolist())) == 8 and sample.chunk < 3
+        np.testing.assert_array_equal(sample.data["x"], expected(sample.data["frame"])["x"])
+        counts[sample.data["frame"]] += 1
+    last = export._read("frames/frame", (slice(96, 100),))
+    assert counts[last].sum() == 0
+    drawn = np.delete(counts, last)
+    assert drawn.min() > 0
+    chi2 = float(np.sum((drawn - 50.0) ** 2 / 50.0))
+    assert chi2 < 143.3, chi2
+
+    points = js.export_training(cloud_runs({"c": 1}), memory_store(), by="points", sample_size=32)
+    reached = set()
+    for _ in range(200):
+        sample = points.sample(4, rng=rng)
+        np.testing.assert_array_equal(sample.data["pos"][:, 1], sample.data["q"])
+        reached.update(sample.data["q"].astype(int).tolist())
+    assert reached == set(range(POINTS))
+
+
+def test_a_points_export_of_runs_with_unequal_point_counts_samples_each_that_can():
+    """A run with fewer points than `n` once made sample(n) raise at random."""
+    runs = cloud_runs({"big": 3, "small": 5}, points={"small": 8})
+    export = js.export_training(runs, memory_store(), by="points", sample_size=16)
+    assert (export.chunk_size("big"), export.chunk_size("small")) == (16, 8)
+    drawn = {export.sample(16, rng=seed).sample_id for seed in range(40)}
+    assert drawn == {"big"}  # the small run holds no chunk of 16 points
+    drawn = {export.sample(8, rng=seed).sample_id for seed in range(40)}
+    assert drawn == {"big", "small"}
+    with pytest.raises(
+        js.ConfigError, match=r"`n` = 17 is more than a chunk of this export \(16 points\)"
+    ):
+        export.sample(17)
+
+
+def test_sample_refuses_bad_n_and_rng():
+    export = js.export_training(campaign_with({"a": 8}), memory_store(), sample_size=4)
+    for rng in ("a", 1.5, -1, True, [1, 2]):
+        with pytest.raises(
+            js.ConfigError,
+            match=r"`rng` must be a numpy Generator .*, an int seed >= 0, or None .*; got ",
+        ):
+            export.sample(2, rng=rng)
+    for n in (0, 2.0, True, "2"):
+        with pytest.raises(
+            js.ConfigError, match=r"`n` must be an int >= 1 \(a number of items\); got "
+        ):
+            export.sample(n)
+    assert len(export.sample(2, rng=np.int64(3)).data["frame"]) == 2
+
+
+# ------------------------------------------------------------------ dtypes and shapes
+
+
+def test_export_refuses_dtypes_that_drop_information(tmp_path):
+    campaign = campaign_with({"a": 4})
+    dest = tmp_path / "d"
+    for dtype, match in [
+        ("bool", r"`dtype` is bool, but field 'e' is float32: .* silently drop information"),
+        ("int8", r"`dtype` is int8, but field 'e' is float32: .* drop every fractional part"),
+        ({"x": "int32"}, r"`dtype\['x'\]` is int32, but field 'x' is float32"),
+        ({"x": "bool"}, r"`dtype\['x'\]` is bool, but field 'x' is float32"),
+    ]:
+        with pytest.raises(js.ConfigError, match=match):
+            js.export_training(campaign, dest, dtype=dtype)
+        assert not dest.exists()
+    kept = js.export_training(campaign, dest, dtype={"x": "float16", "e": "float64"})
+    assert [f["dtype"] for f in kept.manifest["fields"].values()] == ["float64", "float16"]
+
+
+def test_fields_with_an_axis_of_length_zero_are_exported():
+    """A zero-size field once failed in TensorStore (a chunk of 0 along an axis)."""
+    store = memory_store()
+    example = {"none": jnp.zeros((3, 0)), "empty": jnp.zeros(0), "x": jnp.zeros(2)}
+    sink = js.ZarrSink.create(store, example, chunk=4)
+    for i in range(6):
+        sink = sink.write({**example, "x": jnp.full(2, float(i))}, step=i)
+    js.close(sink)
+    export = js.export_training(js.open(store), memory_store(), sample_size=4, dtype="float16")
+    sample = export.sample(4, rng=0)
+    assert sample.data["none"].shape == (4, 3, 0) and sample.data["empty"].shape == (4, 0)
+    np.testing.assert_array_equal(sample.data["x"][:, 0], sample.data["frame"])
+
+    store = memory_store()
+    sink = js.ZarrSink.create(store, {"p": jnp.zeros((5, 0)), "q": jnp.zeros(5)}, chunk=4)
+    for i in range(3):
+        sink = sink.write({"p": jnp.zeros((5, 0)), "q": jnp.arange(5.0)}, step=i)
+    js.close(sink)
+    points = js.export_training(js.open(store), memory_store(), by="points", sample_size=4)
+    sample = points.sample(3, rng=0)
+    assert sample.data["p"].shape == (3, 0) and sample.data["q"].shape == (3,)
+
+
+def test_a_frames_export_keeps_the_system_of_each_frame_of_a_per_system_run(tmp_path):
+    per_system = js.open(write_per_system_run(tmp_path / "ps.zarr"))
+    plain = campaign_with({"a": 4}).runs()[0].open()
+    assert per_system.per_system and len(per_system) == 12
+    export = js.export_training(
+        {"ps": per_system, "plain": plain}, tmp_path / "d", fields=["e"], sample_size=16
+    )
+    sample = export.sample(16, rng=0)
+    assert set(sample.data) == {"e", "run", "frame", "step", "time", "system"}
+    assert export.manifest["columns"] == ["run", "frame", "step", "time", "system"]
+    run, frame, system = (sample.data[k] for k in ("run", "frame", "system"))
+    ps = run == "ps"
+    np.testing.assert_array_equal(system[ps], per_system.systems[frame[ps]])
+    np.testing.assert_array_equal(system[~ps], -1)
+    np.testing.assert_array_equal(sample.data["e"][ps], per_system["e"][:][frame[ps]])
+    assert sorted(set(system[ps].tolist())) == [0, 1, 2]
+    column = tmp_path / "d" / "frames" / "system" / "zarr.json"
+    assert json.loads(column.read_text())["data_type"] == "int32"

@@ -8,12 +8,15 @@ chunk of about N items (noether's ``ZarrStoreWriter`` layout, for recorded traje
 One store, a Zarr v3 hierarchy::
 
     zarr.json                     root group; attributes["jaxsinks_export"] is the manifest,
-                                  written last (a store without it is an incomplete export)
+                                  written last; until then attributes["jaxsinks_export_partial"]
+                                  marks an incomplete export (which mode="w" may replace)
     frames/<field>                by="frames": all selected runs' frames, concatenated and shuffled
-    frames/{run,frame,step,time}  with one permutation; chunks of `sample_size` frames
+    frames/{run,frame,step,time}  with one permutation; chunks of `sample_size` frames; `system`
+    frames/system                 too if some run is per-system (-1 for the other runs' frames)
     samples/<run_id>/<field>      by="points": one group per run; each frame's points shuffled by
     samples/<run_id>/{step,time}  its own permutation (seeded by run id and frame), shared by
-                                  every field of the frame; chunks of (1, sample_size) points
+    samples/<run_id>/system       every field of the frame; chunks of (1, sample_size) points;
+                                  `system` for a per-system run
 
 Each group's attributes hold the stored size of every chunk, so a sampler can report its read
 amplification (bytes read / bytes needed) without asking the store. As usual in Zarr, a chunk whose
@@ -24,8 +27,11 @@ bytes read.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import math
+import os
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -36,15 +42,28 @@ from .._core.frame import node_names
 from .._core.types import EXPORT_BY, ExportBy, Mode
 from .._io import tsio
 from .._io.codecs import Blosc, Codec, check_codec, narrowing_range
-from .._io.layout import array_metadata, group_metadata
+from .._io.layout import ATTRS_KEY, array_metadata, group_metadata
 from .._io.location import Location, parse
-from ._set import EXPORT_COLUMNS, EXPORT_KEY, EXPORT_SCHEMA_VERSION, TrainingSet, positive_int
+from ..campaign._campaign import MANIFEST_KEY
+from ._set import (
+    EXPORT_COLUMNS,
+    EXPORT_KEY,
+    EXPORT_SCHEMA_VERSION,
+    NO_SYSTEM,
+    SYSTEM_COLUMN,
+    TrainingSet,
+    positive_int,
+)
 from ._set import Sample as Sample  # re-exported: jaxsinks imports it from here
 from ._sources import Source, export_fields, select_sources, storage_targets
 
 DEFAULT_CODEC = Blosc("zstd", 5, "shuffle")
 #: Frames read and written at once by the points export (about this many bytes of a field).
 BLOCK_BYTES = 32 * 2**20
+#: The root group attribute of an export still being written (replaced by the manifest at the end).
+PARTIAL_KEY = "jaxsinks_export_partial"
+#: The top-level names an export writes beside its root ``zarr.json``.
+EXPORT_GROUPS = ("frames/", "samples/")
 
 
 # ------------------------------------------------------------------------- pure functions
@@ -68,7 +87,7 @@ def out_of_range_rows(values: np.ndarray, target: np.dtype) -> np.ndarray:
     bounds = narrowing_range(values.dtype, target)
     if bounds is None or rows == 0:
         return np.zeros(rows, bool)
-    flat = values.reshape(rows, -1)
+    flat = values.reshape(rows, math.prod(values.shape[1:]))
     lo, hi = bounds
     with np.errstate(invalid="ignore"):
         beyond = (flat < lo) | (flat > hi)
@@ -113,12 +132,18 @@ def export_training(
             dtypes by field name. Values out of its range raise `OutOfRangeError`; nothing is
             stored as inf.
         codec: the compression codec (default: Blosc zstd level 5 with byte shuffle).
-        mode: ``"w-"`` (fail if `dest` is not empty) or ``"w"`` (replace what is there).
+        mode: ``"w-"`` (fail if `dest` is not empty) or ``"w"`` (replace an earlier training
+            export there; anything else at `dest` is refused, never deleted).
 
     The frames export holds one field of every selected frame in host memory at a time; the
     points export one block of about 32 MiB per field.
 
     Raises:
+        ConfigError: an argument is invalid; `dtype` would drop information (complex to real,
+            anything but bool to bool, floating to integer); `dest` overlaps a store `source`
+            reads (it is inside it, or holds it).
+        StoreExistsError: `dest` is not empty (mode "w-"), or holds something other than a
+            training export (mode "w").
         OutOfRangeError: a value does not fit its storage dtype (naming field, run and frame);
             the partial export is removed.
         SchemaMismatchError: the runs' fields differ in shape or dtype.
@@ -133,15 +158,15 @@ def export_training(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"`seed` must be an int >= 0; got {seed!r}.")
     codec = check_codec(codec, "export_training")
-    sources = select_sources(source)
+    sources, stores = select_sources(source)
     names = export_fields(sources, by, fields)
-    nodes = dict(zip(names, node_names(names, reserved=EXPORT_COLUMNS)))
+    per_system = any(s.run.per_system for s in sources)
+    reserved = (*EXPORT_COLUMNS, SYSTEM_COLUMN) if per_system else EXPORT_COLUMNS
+    nodes = dict(zip(names, node_names(names, reserved=reserved)))
     targets = storage_targets(sources[0].run, names, dtype)
     location = parse(dest)
-    if mode == "w-" and tsio.list_keys(location.kvstore):
-        raise StoreExistsError(
-            f"{location} is not empty. Pass mode='w' to replace it, or choose another dest."
-        )
+    check_no_overlap(location, stores)
+    check_replaceable(location, mode)
     if mode == "w":
         tsio.delete_all(location.kvstore)
     manifest: dict[str, Any] = {
@@ -161,8 +186,9 @@ def export_training(
         "samples": [{"id": s.sample_id, "frames": len(s.run), "params": s.params} for s in sources],
     }
     try:
+        tsio.write_bytes(location.kvstore, "zarr.json", group_metadata({PARTIAL_KEY: {"by": by}}))
         if by == "frames":
-            manifest["chunk"] = _write_frames(
+            manifest["chunk"], manifest["columns"] = _write_frames(
                 location, sources, nodes, targets, sample_size, int(seed), codec
             )
         else:
@@ -175,6 +201,83 @@ def export_training(
         _remove(location)
         raise
     return TrainingSet.open(location)
+
+
+def _store_path(location: Location) -> tuple[dict[str, Any], str]:
+    """`location`'s kvstore spec without its path, and the path (real, for a local directory)."""
+    spec = copy.deepcopy(location.kvstore)
+    path = str(spec.pop("path", ""))
+    if location.driver == "file":
+        path = os.path.realpath(path).rstrip("/") + "/"
+    return spec, path
+
+
+def check_no_overlap(dest: Location, stores: list[Location]) -> None:
+    """A ConfigError if `dest` is one of `stores` (what the source reads), inside one, or holds
+    one: replacing or writing it would delete or change the runs being exported."""
+    spec, path = _store_path(dest)
+    for store in stores:
+        other, inner = _store_path(store)
+        if other != spec:
+            continue
+        if path.startswith(inner) or inner.startswith(path):
+            how = "is" if path == inner else "is inside" if path.startswith(inner) else "holds"
+            raise ConfigError(
+                f"`dest` {dest} {how} {store}, which `source` reads: writing the export there "
+                "would change or delete the runs being exported. Choose a `dest` outside the "
+                "campaign and its runs (and not holding them)."
+            )
+
+
+def check_replaceable(location: Location, mode: str) -> None:
+    """A StoreExistsError unless `location` may take a new export in `mode`: ``"w-"`` needs it
+    empty; ``"w"`` needs it empty or an export (complete or partial) and nothing else."""
+    keys = tsio.list_keys(location.kvstore)
+    if not keys:
+        return
+    export, held = _contents(location, keys)
+    if mode == "w-":
+        remedy = (
+            "Pass mode='w' to replace it, or choose another dest."
+            if export
+            else "Choose another dest (mode='w' replaces only a training export)."
+        )
+        raise StoreExistsError(f"`dest` {location} is not empty: it holds {held}. {remedy}")
+    if not export:
+        raise StoreExistsError(
+            f"`dest` {location} holds {held}, not a training export; mode='w' replaces only an "
+            "earlier training export (or an empty directory), so nothing was deleted. Choose "
+            "another dest, or remove what is there yourself if it is no longer needed."
+        )
+
+
+def _contents(location: Location, keys: list[str]) -> tuple[bool, str]:
+    """Whether the non-empty store at `location` (with `keys`) is a training export (complete or
+    partial, with nothing else beside it), and what it holds, in words."""
+    raw = tsio.read_bytes(location.kvstore, "zarr.json")
+    try:
+        attrs = json.loads(raw or b"{}").get("attributes", {})
+    except (ValueError, AttributeError):
+        attrs = None
+    attrs = attrs if isinstance(attrs, dict) else {}
+    if EXPORT_KEY in attrs or PARTIAL_KEY in attrs:
+        export = "a training export" if EXPORT_KEY in attrs else "an incomplete training export"
+        others = [k for k in keys if k != "zarr.json" and not k.startswith(EXPORT_GROUPS)]
+        if not others:
+            return True, export
+        return False, f"{export} and, beside it, {_files(others)}"
+    if MANIFEST_KEY in keys:
+        return False, f"a campaign (its {MANIFEST_KEY})"
+    if ATTRS_KEY in attrs:
+        return False, "a jaxsinks run"
+    return False, _files(keys)
+
+
+def _files(keys: list[str]) -> str:
+    shown = ", ".join(repr(k) for k in sorted(keys)[:3])
+    if len(keys) == 1:
+        return f"the file {shown}"
+    return f"{len(keys)} files ({shown}{', ...' if len(keys) > 3 else ''})"
 
 
 def _narrow(values: np.ndarray, target: np.dtype, name: str, where: Any) -> np.ndarray:
@@ -216,7 +319,8 @@ def _write_frames(
     sample_size: int,
     seed: int,
     codec: Codec,
-) -> int:
+) -> tuple[int, list[str]]:
+    """Write the frames export; its chunk (frames) and the columns written beside the fields."""
     lengths = [len(s.run) for s in sources]
     total = sum(lengths)
     chunk = min(sample_size, total)
@@ -233,6 +337,13 @@ def _write_frames(
         "step": np.concatenate([s.run.steps for s in sources]),
         "time": np.concatenate([s.run.times for s in sources]),
     }
+    if any(s.run.per_system for s in sources):  # which system each frame is: kept traceable
+        columns[SYSTEM_COLUMN] = np.concatenate(
+            [
+                np.full(len(s.run), NO_SYSTEM, np.int32) if s.run.systems is None else s.run.systems
+                for s in sources
+            ]
+        ).astype(np.int32)
     group = Location(location.child("frames"))
     sizes = {}
     for name, node in nodes.items():
@@ -244,14 +355,16 @@ def _write_frames(
     for name, values in columns.items():
         sizes[name] = _write_shuffled(group, name, values[perm], chunk, ("frame",), codec)
     _write_groups(location, "frames", list(nodes.values()), {"chunk_bytes": sizes})
-    return chunk
+    return chunk, list(columns)
 
 
 def _write_shuffled(
     group: Location, name: str, values: np.ndarray, chunk: int, dims: tuple[str, ...], codec: Codec
 ) -> list[int]:
     spec = group.child(name)
-    meta = array_metadata(values.shape, values.dtype, (chunk, *values.shape[1:]), codec, dims)
+    meta = array_metadata(
+        values.shape, values.dtype, _chunk_shape(chunk, values.shape), codec, dims
+    )
     _write_array(spec, meta, 0, values)
     grid = _chunk_sizes(spec, (math.ceil(values.shape[0] / chunk),))
     return grid.tolist()
@@ -268,7 +381,7 @@ def _write_points(
 ) -> tuple[int, int]:
     run, names = source.run, list(nodes)
     frames, points = len(run), run[names[0]].shape[1]
-    chunk = min(sample_size, points)
+    chunk = max(1, min(sample_size, points))
     group = Location(location.child(f"samples/{source.sample_id}"))
     per_frame = max(run[n].dtype.itemsize * math.prod(run[n].shape[1:]) for n in names)
     block = max(1, BLOCK_BYTES // max(1, per_frame))
@@ -290,20 +403,30 @@ def _write_points(
             shuffled = np.take_along_axis(values, index, axis=1)
             shape = (frames, *values.shape[1:])
             dims = ("frame", "point", *run[name].dims[2:])
-            meta = array_metadata(shape, shuffled.dtype, (1, chunk, *values.shape[2:]), codec, dims)
+            chunks = (1, *_chunk_shape(chunk, values.shape[1:]))
+            meta = array_metadata(shape, shuffled.dtype, chunks, codec, dims)
             node = nodes[name]
             arrays[node] = _write_array(group.child(node), meta, a, shuffled, arrays.get(node))
     sizes = {
         n: _chunk_sizes(group.child(n), (frames, math.ceil(points / chunk))).tolist()
         for n in nodes.values()
     }
-    for name, values in (("step", run.steps), ("time", run.times)):
+    columns = [("step", run.steps), ("time", run.times)]
+    if run.systems is not None:
+        columns.append((SYSTEM_COLUMN, run.systems.astype(np.int32)))
+    for name, values in columns:
         meta = array_metadata(values.shape, values.dtype, (max(1, frames),), codec, ("frame",))
         _write_array(group.child(name), meta, 0, values)
     _write_groups(
         location, f"samples/{source.sample_id}", list(nodes.values()), {"chunk_bytes": sizes}
     )
     return points, chunk
+
+
+def _chunk_shape(chunk: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """`chunk` items along the first axis of `shape`, whole along the others: at least 1 along
+    each (Zarr has no empty chunks; an axis of length 0 takes a chunk of 1)."""
+    return (max(1, chunk), *(max(1, d) for d in shape[1:]))
 
 
 def _chunk_sizes(spec: dict[str, Any], grid: tuple[int, ...]) -> np.ndarray:

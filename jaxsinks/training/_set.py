@@ -21,12 +21,20 @@ EXPORT_SCHEMA_VERSION = 1
 EXPORT_KEY = "jaxsinks_export"
 #: The export's own per-frame columns; a field of one of these names is stored renamed.
 EXPORT_COLUMNS = ("run", "frame", "step", "time")
+#: The column an export of per-system runs adds (and then reserves as a name, as a run does; a
+#: frames export lists its columns in the manifest's ``columns``).
+SYSTEM_COLUMN = "system"
+#: A frame's ``system`` in a frames export that has the column, for a run that is not per-system.
+NO_SYSTEM = -1
 
 
 def positive_int(value: Any, name: str) -> int:
     """`value` as an int if it is one >= 1, else a ConfigError naming the argument `name`."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"`{name}` must be an int >= 1; got {value!r}.")
+        raise ConfigError(
+            f"`{name}` must be an int >= 1 (a number of items); got {type(value).__name__} "
+            f"{value!r}. Pass a positive int."
+        )
     return int(value)
 
 
@@ -38,10 +46,12 @@ class Sample:
         data: the values by field name, ``n`` along the first axis (a field named like one of the
             columns below is under its stored name, ``time_`` for ``time``: `TrainingSet.nodes`).
             A frames export also gives ``run`` (run ids), ``frame`` (the frame index in its run),
-            ``step`` and ``time``.
+            ``step`` and ``time``, and, if some exported run is per-system, ``system`` (the
+            frame's system; -1 for a frame of a run that is not per-system).
         sample_id: the run the points come from (a points export); None for a frames export.
         frame: the frame the points come from (a points export); None for a frames export.
-        chunk: the index of the chunk read (along the shuffled axis).
+        chunk: the index of the chunk read (along the shuffled axis); the items are a uniform
+            random subset of it.
         bytes_read: stored (compressed) bytes of the chunks read.
         bytes_needed: bytes of the values returned (uncompressed, at the stored dtype).
     """
@@ -110,8 +120,9 @@ class TrainingSet:
     @property
     def nodes(self) -> tuple[str, ...]:
         """The exported fields' array names, the keys of `Sample.data`: a field whose name is one
-        of the export's own columns (``run``, ``frame``, ``step``, ``time``, or under one of them)
-        is stored with a trailing ``_`` (``time`` as ``time_``), as in a run."""
+        of the export's own columns (``run``, ``frame``, ``step``, ``time``, and ``system`` if
+        some run is per-system; or under one of them) is stored with a trailing ``_`` (``time``
+        as ``time_``), as in a run."""
         return tuple(f.get("node", n) for n, f in self.manifest["fields"].items())
 
     @property
@@ -165,39 +176,73 @@ class TrainingSet:
     def sample(self, n: int, rng: np.random.Generator | int | None = None) -> Sample:
         """Draw `n` random frames (or points of one random frame) by reading one random chunk.
 
-        A frames export reads ``n`` frames from a random chunk; a points export picks a run (with
-        probability proportional to its frames), a frame, and a chunk of its points. `n` must not
-        exceed the chunk (the `sample_size` exported with); a last chunk shorter than `n` is
-        never drawn, so with ``n`` equal to the sample size, make the item count a multiple of it
-        to use every item. The shuffle is done once: the same chunks come back across epochs.
+        A frames export reads a random chunk and returns `n` of its frames, a uniform random
+        subset; a points export picks a run, a frame, and a chunk of its points, then `n` of them.
+        Every item is equally likely to be drawn, except those in a chunk holding fewer than `n`
+        items, which is never drawn (the last chunk, when the item count is not a multiple of the
+        `sample_size` exported with; a run of a points export with fewer than `n` points). So
+        with ``n`` equal to the sample size, make the item count a multiple of it to use every
+        item. The shuffle is done once: the same chunks come back across epochs.
 
         Args:
-            n: how many frames or points.
-            rng: a numpy Generator, or a seed for one (None: fresh entropy).
+            n: how many frames or points (an int >= 1, at most the sample size).
+            rng: a numpy Generator, an int seed (>= 0) for one, or None (fresh entropy).
+
+        Raises:
+            ConfigError: `n` or `rng` is not one of those, or no chunk holds `n` items.
         """
         n = positive_int(n, "n")
-        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        if not isinstance(rng, np.random.Generator):
+            if rng is not None and (
+                isinstance(rng, bool) or not isinstance(rng, (int, np.integer)) or rng < 0
+            ):
+                raise ConfigError(
+                    "`rng` must be a numpy Generator (np.random.default_rng(...)), an int seed "
+                    f">= 0, or None for fresh entropy; got {type(rng).__name__} {rng!r}. Pass "
+                    "one of those."
+                )
+            rng = np.random.default_rng(None if rng is None else int(rng))
         if self.by == "frames":
             return self._sample_frames(n, rng)
         return self._sample_points(n, rng)
 
-    def _pick_chunk(
-        self, n: int, items: int, chunk: int, rng: np.random.Generator, what: str
-    ) -> int:
-        if n > chunk:
-            raise ConfigError(
-                f"`n` = {n} is more than a chunk of this export ({chunk} {what}): one sample is "
-                f"one chunk. Export with sample_size >= {n}, or draw several samples."
-            )
-        lengths = np.minimum(chunk, items - chunk * np.arange(math.ceil(items / chunk)))
-        return int(rng.choice(np.flatnonzero(lengths >= n)))
+    def _too_many(self, n: int, largest: int, what: str) -> ConfigError:
+        return ConfigError(
+            f"`n` = {n} is more than a chunk of this export ({largest} {what}): one sample is "
+            f"one chunk. Export with sample_size >= {n}, or draw several samples."
+        )
+
+    def _read_items(
+        self,
+        paths: dict[str, str],
+        start: tuple[int, ...],
+        length: int,
+        n: int,
+        rng: np.random.Generator,
+    ) -> dict[str, np.ndarray]:
+        """`n` items, a uniform random subset, of the chunk of `length` items at `start` (the
+        last index along the shuffled axis) of the arrays at `paths` (by data key). The chunk is
+        read whole, once: a chunk is the unit that is stored (and decompressed) anyway."""
+        *lead, first = start
+        index = (*lead, slice(first, first + length))
+        data = {key: self._read(path, tuple(index)) for key, path in paths.items()}
+        if n == length:  # the whole chunk: already in a random order
+            return data
+        picks = rng.choice(length, size=n, replace=False)
+        return {key: values[picks] for key, values in data.items()}
 
     def _sample_frames(self, n: int, rng: np.random.Generator) -> Sample:
         total, chunk = len(self), self.chunk_size()
-        c = self._pick_chunk(n, total, chunk, rng, "frames")
-        rows = (slice(c * chunk, c * chunk + n),)
+        if n > chunk:
+            raise self._too_many(n, chunk, "frames")
+        lengths = chunk_lengths(total, chunk)
+        # A chunk in proportion to its length: each frame then has the same chance n / total.
+        weights = np.where(lengths >= n, lengths, 0).astype(np.float64)
+        c = int(rng.choice(len(lengths), p=weights / weights.sum()))
+        columns = tuple(self.manifest.get("columns", EXPORT_COLUMNS))
+        paths = {name: f"frames/{name}" for name in (*self.nodes, *columns)}
+        data = self._read_items(paths, (c * chunk,), int(lengths[c]), n, rng)
         sizes = self._chunk_bytes("frames")
-        data = {name: self._read(f"frames/{name}", rows) for name in (*self.nodes, *EXPORT_COLUMNS)}
         ids = np.asarray(self.sample_ids, dtype=object)
         needed = sum(v.nbytes for v in data.values())
         data["run"] = ids[data["run"]]
@@ -205,14 +250,26 @@ class TrainingSet:
 
     def _sample_points(self, n: int, rng: np.random.Generator) -> Sample:
         samples = self.manifest["samples"]
-        frames = np.array([s["frames"] for s in samples], dtype=np.float64)
-        s = samples[int(rng.choice(len(samples), p=frames / frames.sum()))]
+        lengths = [chunk_lengths(int(s["points"]), int(s["chunk"])) for s in samples]
+        largest = max((int(ls.max()) for ls in lengths if ls.size), default=0)
+        if n > largest:
+            raise self._too_many(n, largest, "points")
+        # A run by the points it has in chunks of >= n points (times its frames), then a frame,
+        # then a chunk by its length: each of those points has the same chance.
+        usable = [np.where(ls >= n, ls, 0).astype(np.float64) for ls in lengths]
+        weights = np.array([s["frames"] * u.sum() for s, u in zip(samples, usable)])
+        r = int(rng.choice(len(samples), p=weights / weights.sum()))
+        s, chunk = samples[r], int(samples[r]["chunk"])
         f = int(rng.integers(s["frames"]))
-        chunk = int(s["chunk"])
-        c = self._pick_chunk(n, int(s["points"]), chunk, rng, "points")
+        c = int(rng.choice(len(usable[r]), p=usable[r] / usable[r].sum()))
         group = f"samples/{s['id']}"
-        index = (f, slice(c * chunk, c * chunk + n))
-        data = {name: self._read(f"{group}/{name}", index) for name in self.nodes}
+        paths = {name: f"{group}/{name}" for name in self.nodes}
+        data = self._read_items(paths, (f, c * chunk), int(lengths[r][c]), n, rng)
         sizes = self._chunk_bytes(group)
         read = sum(int(sizes[name][f][c]) for name in self.nodes)
         return Sample(data, s["id"], f, c, read, sum(v.nbytes for v in data.values()))
+
+
+def chunk_lengths(items: int, chunk: int) -> np.ndarray:
+    """The number of items in each chunk of `chunk` items along an axis of `items`."""
+    return np.minimum(chunk, items - chunk * np.arange(math.ceil(items / chunk)))

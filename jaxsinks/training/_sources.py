@@ -7,9 +7,12 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from .._core.errors import ConfigError, SchemaMismatchError
+from .._io.layout import _check_storage_dtype
+from .._io.location import Location
 from .._read.reader import Run
 from ..campaign._campaign import Campaign
 from ..campaign._entry import RunEntry, check_run_id
@@ -24,9 +27,13 @@ class Source:
     params: dict[str, Any]
 
 
-def select_sources(source: Any) -> list[Source]:
-    """The runs `source` names (see `export_training`) that hold frames, or a ConfigError."""
+def select_sources(source: Any) -> tuple[list[Source], list[Location]]:
+    """The runs `source` names (see `export_training`) that hold frames, or a ConfigError; and
+    every store `source` reads (a campaign's root, each run's, empty runs' too), which the export
+    must not overlap."""
+    stores = []
     if isinstance(source, Campaign):
+        stores.append(source.location)
         source = source.runs(status="closed")
     if isinstance(source, Run):
         out = [Source("run", source, {})]
@@ -50,10 +57,11 @@ def select_sources(source: Any) -> list[Source]:
             "`source` must be a Campaign, a list of RunEntry, a dict of sample id -> Run, or a "
             f"Run; got {type(source).__name__}."
         )
+    stores.extend(s.run.location for s in out)
     out = [s for s in out if len(s.run)]
     if not out:
         raise ConfigError("`source` selects no frames to export (no runs, or only empty ones).")
-    return out
+    return out, stores
 
 
 def export_fields(sources: list[Source], by: str, fields: Iterable[str] | None) -> list[str]:
@@ -125,8 +133,50 @@ def storage_targets(run: Run, names: list[str], dtype: Any) -> dict[str, np.dtyp
             raise ConfigError(
                 f"`dtype` names fields that are not exported: {unknown}; exported: {names}."
             )
-        out.update({n: parse_dtype(d, f"dtype[{n!r}]") for n, d in dtype.items()})
+        for n, d in dtype.items():
+            out[n] = check_lossless(n, out[n], parse_dtype(d, f"dtype[{n!r}]"), f"dtype[{n!r}]")
     elif dtype is not None:
         target = parse_dtype(dtype, "dtype")
-        out.update({n: target for n in names if np.issubdtype(out[n], np.floating)})
+        for n in names:
+            if np.issubdtype(out[n], np.floating):
+                out[n] = check_lossless(n, out[n], target, "dtype")
     return out
+
+
+def check_lossless(name: str, source: np.dtype, target: np.dtype, where: str) -> np.dtype:
+    """`target` if storing field `name` (recorded as `source`) as it keeps its values (those in
+    its range: others raise `OutOfRangeError` at export), else a ConfigError naming `where`.
+
+    Refused, as a run's `FieldConfig` refuses them (`_check_storage_dtype`): complex to real,
+    anything but bool to bool; and, beyond it, floating to integer, which would drop every
+    fractional part (a training set is read as the values recorded).
+    """
+    kind = (
+        "a complex"
+        if jnp.issubdtype(source, jnp.complexfloating)
+        else "a floating"
+        if jnp.issubdtype(source, jnp.inexact)
+        else "an integer"
+    )
+    remedy = (
+        f"Choose {kind} dtype for it"
+        + (
+            f", leave '{name}' out of `dtype`,"
+            if where != "dtype"
+            else f", pass a dict of dtypes by field without '{name}',"
+        )
+        + " or convert the field when it is recorded."
+    )
+    try:
+        _check_storage_dtype(name, source, target)
+    except ConfigError:
+        raise ConfigError(
+            f"`{where}` is {target.name}, but field '{name}' is {source.name}: storing it as "
+            f"{target.name} would silently drop information. {remedy}"
+        ) from None
+    if jnp.issubdtype(source, jnp.inexact) and not jnp.issubdtype(target, jnp.inexact):
+        raise ConfigError(
+            f"`{where}` is {target.name}, but field '{name}' is {source.name}: storing it as "
+            f"{target.name} would silently drop every fractional part. {remedy}"
+        )
+    return target
