@@ -104,6 +104,32 @@ def test_modes_and_append_repair_a_torn_last_line(tmp_path):
     assert read_csv(path)[1][:, 0].tolist() == [0, 1]
 
 
+@pytest.mark.parametrize("mode", ["w-", "w", "a"])
+def test_a_directory_is_not_a_csv_log_and_is_left_alone(tmp_path, mode):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "keep.txt").write_text("mine")
+    with pytest.raises(js.StoreExistsError, match=r"results is a directory .*results/log.csv"):
+        js.CsvSink.create(tmp_path / "results", EXAMPLE, mode=mode)
+    assert (tmp_path / "results" / "keep.txt").read_text() == "mine"
+
+
+def test_mode_w_replaces_only_a_csv_log(tmp_path):
+    mine = tmp_path / "analysis.py"
+    mine.write_text("import numpy\n")
+    with pytest.raises(js.StoreExistsError, match=r"first line is 'import numpy'.*nothing was"):
+        js.CsvSink.create(mine, EXAMPLE, mode="w")
+    assert mine.read_text() == "import numpy\n"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    js.close(log_steps(js.CsvSink.create(empty, EXAMPLE, mode="w"), jnp.arange(2)))
+    assert read_csv(empty)[1][:, 0].tolist() == [0, 1]
+    # a long log is a CSV log too: mode='w' replaces it with a wide one
+    long = tmp_path / "long.csv"
+    long.write_text("step,time,system,name,value\n0,0.0,-1,fmax,1.0\n")
+    js.close(log_steps(js.CsvSink.create(long, EXAMPLE, mode="w"), jnp.arange(3)))
+    assert read_csv(long)[1][:, 0].tolist() == [0, 1, 2]
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -250,6 +250,17 @@ def test_to_zarr_writes_a_run_that_open_reads(make):
     assert run.schedule == {"type": "every", "n": 3, "start": 0}
 
 
+@pytest.mark.parametrize(
+    "option", [{"every": 2}, {"per_system": True}, {"time_dtype": jnp.float16}, {"every": None}]
+)
+def test_to_zarr_refuses_options_the_buffer_fixes_and_creates_nothing(make, option, tmp_path):
+    sink = js.close(run_steps(make(EXAMPLE, capacity=32, block=4, every=3), steps(0, 40)))
+    with pytest.raises(js.ConfigError, match=rf"to_zarr` got \['{next(iter(option))}'\].*Drop"):
+        sink.to_zarr(tmp_path / "run", **option)
+    assert not (tmp_path / "run").exists()
+    assert len(sink) == 14  # the buffer still holds its frames
+
+
 def test_released_memory_is_a_clear_error(make):
     sink = run_steps(make(EXAMPLE, capacity=8, block=4), steps(0, 5))
     sink.release()

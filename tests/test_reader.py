@@ -4,6 +4,7 @@ import time
 
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 import zarr
 from hypothesis import given, settings
@@ -150,6 +151,12 @@ def test_to_xarray_of_a_per_system_run_selects_all_systems_at_a_time(tmp_path):
     assert at4["e"].values.tolist() == [40.0, 41.0, 42.0]
     one = ds.isel(frame=ds.system == 1).sel(time=2.6, method="nearest")  # as the docstring says
     assert int(one["step"]) == 2 and float(one["e"]) == 21.0
+    # the docs (fields.md): the nearest time over all systems is refused; a slice works
+    with pytest.raises(pd.errors.InvalidIndexError, match="uniquely valued"):
+        ds.sel(time=4.1, method="nearest")
+    assert ds.sel(time=slice(3.9, 4.1))["system"].values.tolist() == [0, 1, 2]
+    near = ds.where(ds.system == 1, drop=True).sel(time=2.6, method="nearest")
+    assert int(near["step"]) == 2 and float(near["e"]) == 21.0
 
 
 def test_to_xarray_of_a_run_without_times_has_no_time_index(grid):

@@ -84,8 +84,10 @@ class CsvSink(StreamSink):
                 (int64 beside floats is refused).
             capacity: the most rows the file holds (None: unbounded), as for `ZarrSink`.
             overflow: ``"error"`` or ``"drop"``, as for `ZarrSink` (a file cannot be a ring).
-            mode: ``"w-"`` create and fail if the file exists (default); ``"w"`` overwrite;
-                ``"a"`` append (the header must match; a torn last line from a crash is removed).
+            mode: ``"w-"`` create and fail if the file exists (default); ``"w"`` overwrite a
+                CSV log (a file whose header starts ``step,time,``, or an empty file; anything
+                else is refused, not deleted); ``"a"`` append (the header must match; a torn
+                last line from a crash is removed).
             time_dtype: the dtype of the time column.
             progress: a `Progress` bar advanced at every flushed block.
         """
@@ -209,16 +211,27 @@ class CsvWriter(_writer.HostWriter):
         """Check the file for `mode`; the data rows already there (append), or None (new file)."""
         if not self.path.exists():
             return None
+        if not self.path.is_file():
+            raise StoreExistsError(
+                f"{self.path} is a directory (or another non-file), not a CSV log: a CsvSink "
+                f"writes one file. Choose a file path, e.g. {self.path / 'log.csv'}."
+            )
         if mode == "w-":
             raise StoreExistsError(
                 f"The CSV log {self.path} already exists. Pass mode='w' to overwrite it, mode='a' "
                 "to append to it, or choose another path."
             )
-        if mode == "w":
-            self.path.unlink()
-            return None
         data = self.path.read_bytes()
         first = data.split(b"\n", 1)[0].decode(errors="replace")
+        if mode == "w":
+            if data and not first.startswith("step,time,"):
+                raise StoreExistsError(
+                    f"{self.path} is not a CSV log (its first line is {first[:80]!r}, not a header "
+                    "starting 'step,time,'); mode='w' replaces only a CSV log, so nothing was "
+                    "deleted. Choose another path, or remove that file yourself."
+                )
+            self.path.unlink()
+            return None
         if first.split(",") != self.columns:
             raise SchemaMismatchError(
                 f"Cannot append to the CSV log {self.path}: its columns are {first.split(',')}, "

@@ -340,10 +340,21 @@ class HostBuffer(StreamSink):
     def to_zarr(self, store: Any, **options: Any) -> int:
         """Write the frames to a new Zarr run at `store` after the run; returns the frames written.
 
-        `options` are those of `ZarrSink.create` (codec, chunk, fields, mode, attrs, ...); the
-        schedule, time dtype and per-system layout are this buffer's.
+        `options` are those of `ZarrSink.create` (codec, chunk, field_config, mode, attrs, ...);
+        the schedule, time dtype and per-system layout are this buffer's.
+
+        Raises:
+            ConfigError: if `options` names ``every``, ``per_system`` or ``time_dtype``.
         """
         from .zarr_sink import ZarrSink
+
+        fixed = sorted({"every", "per_system", "time_dtype"} & set(options))
+        if fixed:
+            raise ConfigError(
+                f"`HostBuffer.to_zarr` got {fixed}, but the run takes the buffer's own schedule, "
+                "per-system layout and time dtype (its frames were recorded with them). Drop "
+                f"{fixed}; to record differently, create the HostBuffer so."
+            )
 
         trajectory = self.read()
         shape = lambda f: (self.batch_size, *f.shape) if self.batch_size else f.shape  # noqa: E731
