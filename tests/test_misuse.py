@@ -96,6 +96,33 @@ def test_closing_an_older_value_is_refused_and_the_newest_still_closes(tmp_path)
     assert run.status == "closed" and run.steps.tolist() == list(range(13))
 
 
+@pytest.mark.parametrize("kind", ["ZarrSink", "DeviceBuffer", "HostBuffer", "CsvSink"])
+def test_closing_or_reading_a_donated_sink_is_a_stale_sink_error_and_the_new_one_closes(
+    tmp_path, kind
+):
+    make = {
+        "ZarrSink": lambda: js.ZarrSink.create(tmp_path / "run.zarr", EXAMPLE, chunk=4),
+        "DeviceBuffer": lambda: js.DeviceBuffer.create(EXAMPLE, capacity=8),
+        "HostBuffer": lambda: js.HostBuffer.create(EXAMPLE, capacity=8, block=4),
+        "CsvSink": lambda: js.CsvSink.create(tmp_path / "log.csv", EXAMPLE, block=4),
+    }[kind]
+    old = make()
+    new = jax.jit(run_steps, donate_argnums=0)(old, steps(0, 6))
+    message = rf"This {kind}'s arrays were deleted: .*donate_argnums.*Read or close the sink"
+    with pytest.raises(js.StaleSinkError, match=message):
+        js.close(old)
+    if hasattr(old, "read") and kind != "ZarrSink":
+        with pytest.raises(js.StaleSinkError, match=message):
+            old.read()
+    closed = js.close(new)
+    if kind == "ZarrSink":
+        assert js.open(tmp_path / "run.zarr").steps.tolist() == list(range(6))
+    elif kind == "CsvSink":
+        assert (tmp_path / "log.csv").read_text().count("\n") == 7  # the header and 6 rows
+    else:
+        assert closed.read().steps.tolist() == list(range(6))
+
+
 def test_writing_after_close_is_a_clear_error_eager_and_jitted(tmp_path):
     store = tmp_path / "run.zarr"
     sink = run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 6))

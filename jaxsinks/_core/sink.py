@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .columns import INT32, Columns
-from .errors import ConfigError, FrameError, SinkOverflowError, TransformError
+from .errors import ConfigError, FrameError, SinkOverflowError, StaleSinkError, TransformError
 from .flags import Flag
 from .frame import FrameSpec
 from .pytree import pytree_dataclass, static
@@ -281,7 +281,14 @@ def check_time_dtype(owner: str, dtype: Any) -> Any:
 
 
 def host_int(value: jax.Array, what: str) -> int:
-    """A sink counter as a Python int, or a TransformError if the sink is a vmapped stack."""
+    """A sink counter as a Python int; a TransformError if the sink is a vmapped stack, a
+    StaleSinkError if its arrays were donated (deleted)."""
+    if isinstance(value, jax.Array) and value.is_deleted():
+        raise StaleSinkError(
+            f"This {what}'s arrays were deleted: the sink was donated to a jitted call "
+            "(`donate_argnums`) or deleted, and the value that call returned is the one that "
+            "holds its frames. Read or close the sink the call returned (nothing stored changed)."
+        )
     if getattr(value, "ndim", 0) != 0:
         raise TransformError(
             f"This {what} is a stack of {value.shape} sinks (it was created or written under "
