@@ -201,3 +201,36 @@ def test_times_a_wider_time_dtype_tells_apart_are_accepted():
         )
     assert sink.time_dtype == np.float64
     js.DeviceBuffer.create(frame, capacity=4, every=js.Interval(1e-30))  # representable
+
+
+class _SinceLast(js.Schedule):
+    """Records once at least 0.5 has passed since the last record; its `init` is a Python float
+    (weakly typed: float64 under x64), its new state float32, as a loop carry accepts."""
+
+    needs_time = True
+
+    def init(self):
+        return {"last": -1.0}
+
+    def __call__(self, state, step, time):
+        fire = time - state["last"] >= 0.5
+        return fire, {"last": jnp.where(fire, time, state["last"])}
+
+    def to_json(self):
+        return {"type": "since-last"}
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_a_custom_schedule_with_a_python_number_in_its_state_records(x64):
+    with jax.enable_x64(x64):
+        sink = js.DeviceBuffer.create(
+            {"x": jnp.zeros(2, jnp.float32)}, capacity=8, every=_SinceLast()
+        )
+
+        def body(sink, i):
+            time = 0.3 * i.astype(jnp.float32)
+            return js.record(sink, step=i, time=time, frame={"x": jnp.ones(2, jnp.float32)}), None
+
+        steps = jnp.arange(8, dtype=jnp.int32)
+        out = jax.jit(lambda s: jax.lax.scan(body, s, steps)[0])(sink)
+        assert out.read().steps.tolist() == [0, 2, 4, 6]

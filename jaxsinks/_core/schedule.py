@@ -286,20 +286,28 @@ def fire_and_state(
             f"{fire.dtype}{list(fire.shape)}. Reduce it with jnp.any/jnp.all, or compare it "
             "(an int is not read as a bool: 2 is not 'true')."
         )
-    before, after = _avals(state), _avals(new)
-    if before != after:
+    (before, given), (after, returned) = _avals(state), _avals(new)
+    if before != after or not all(map(_carries, given, returned)):
+        shown = lambda avals: [a.str_short() for a in avals]  # noqa: E731
         raise ConfigError(
             f"The schedule {schedule} must return a new state with the structure, shapes and "
-            f"dtypes of its state (it is carried through the loop); it was given {before[1]} "
-            f"with structure {before[0]} and returned {after[1]} with structure {after[0]}. "
-            "Cast the new state to the dtypes `init` gives (e.g. `x.astype(old.dtype)`)."
+            f"dtypes of its state (it is carried through the loop); it was given "
+            f"{shown(given)} with structure {before} and returned {shown(returned)} with "
+            f"structure {after}. Cast the new state to the dtypes `init` gives (e.g. "
+            "`x.astype(old.dtype)`)."
         )
     return fire, new
 
 
-def _avals(tree: PyTree) -> tuple[Any, list[str]]:
+def _avals(tree: PyTree) -> tuple[Any, list[Any]]:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, [f"{jnp.result_type(x)}{list(jnp.shape(x))}" for x in leaves]
+    return treedef, [jax.typeof(x) for x in leaves]
+
+
+def _carries(given: Any, returned: Any) -> bool:
+    """Whether a loop carrying the state leaf `given` accepts `returned` in its place: the same
+    shape and dtype, or any dtype for a weakly typed `given` (a Python number in `init`)."""
+    return given.shape == returned.shape and (given.weak_type or given.dtype == returned.dtype)
 
 
 def as_schedule(every: int | Schedule | None, owner: str = "create") -> Schedule:
