@@ -21,18 +21,13 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import numpy as np
-
 from .._core.deprecation import deprecated_arguments
 from .._core.errors import (
     ConfigError,
-    FieldNotFoundError,
-    SchemaMismatchError,
     StoreError,
     StoreExistsError,
     StoreNotFoundError,
 )
-from .._core.frame import stored_name
 from .._io import tsio
 from .._io import writer as _writer
 from .._io.layout import ATTRS_KEY
@@ -40,6 +35,7 @@ from .._io.location import Location, parse
 from .._read.index import show
 from .._read.reader import Run
 from .._sinks.zarr_sink import ZarrSink
+from . import _tables
 from ._config import FinishEntry, RunConfig
 from ._entry import (
     CAMPAIGN_SCHEMA_VERSION,
@@ -346,35 +342,7 @@ class Campaign:
             FieldNotFoundError: (a `KeyError`) before any frame, listing every selected run that
                 lacks one of `fields`, with its fields.
         """
-        names = _field_list(fields)
-        opened = [(entry, entry.open()) for entry in self.runs(**selection)]
-        lacking = [
-            f"run '{entry.run_id}' has no fields {missing} (its fields are {list(run.fields)})"
-            for entry, run in opened
-            if (missing := [n for n in names or () if n not in run.fields])
-        ]
-        if lacking:
-            more = len(lacking) - 5
-            shown = lacking[:5] + ([f"and {more} more runs"] if more > 0 else [])
-            raise FieldNotFoundError(
-                f"`fields` is {names}, but " + "; ".join(shown) + ". Pass fields every "
-                "selected run has, or select runs that have them (status=, params=, where=)."
-            )
-        columns = [
-            _columns(entry, run, run.fields if names is None else names, ("run",))
-            for entry, run in opened
-        ]
-        return self._frames(opened, names, columns)
-
-    @staticmethod
-    def _frames(
-        opened: list[tuple[RunEntry, Run]], names: list[str] | None, columns: list[dict[str, str]]
-    ) -> Iterator[dict[str, Any]]:
-        for (entry, run), renamed in zip(opened, columns):
-            for frame in run.iter_frames(names):
-                out = {renamed.get(k, k): v for k, v in frame.items()}
-                out["run"] = entry.run_id
-                yield out
+        return _tables.frames(self.runs(**selection), fields)
 
     def to_xarray(self, fields: Iterable[str] | None = None, **selection: Any) -> Any:
         """The selected runs' frames of `fields` as one `xarray.Dataset`, concatenated along
@@ -398,93 +366,12 @@ class Campaign:
             ConfigError: if no run is selected, or two fields would be one variable (``run`` and
                 ``run_``).
         """
-        import xarray as xr
-
         entries = self.runs(**selection)
         if not entries:
             raise ConfigError(
                 f"No run of the campaign at {self.location} matches {selection or 'the selection'}."
             )
-        runs = [e.open() for e in entries]
-        names = _field_list(fields)
-        names = list(runs[0].fields) if names is None else names
-        _check_agree(entries, runs, names)
-        params = _shared_scalar_params(entries)
-        reserved = ("run", *(f"param_{key}" for key in params))
-        parts = []
-        for entry, run in zip(entries, runs):
-            # a field named like a coordinate (`time`, `run`, `param_T`) is `time_`, `run_`, ...
-            nodes = _columns(entry, run, names, reserved)
-            data = {nodes[run._nodes[name]]: (run[name].dims, run[name][:]) for name in names}
-            coords = {
-                "run": ("frame", np.full(len(run), entry.run_id, dtype=object)),
-                "step": ("frame", run.steps),
-                "time": ("frame", run.times),
-            }
-            parts.append(xr.Dataset(data, coords=coords))
-        dataset = xr.concat(
-            parts, dim="frame", data_vars="all", coords="different", compat="equals", join="exact"
-        )
-        lengths = [len(r) for r in runs]
-        for key in params:
-            values = np.repeat(_param_column([e.params[key] for e in entries]), lengths)
-            dataset = dataset.assign_coords({f"param_{key}": ("frame", values)})
-        dataset.attrs["campaign"] = str(self.location)
-        return dataset
-
-
-def _field_list(fields: str | Iterable[str] | None) -> list[str] | None:
-    """`fields` (one name, names, or None for all) as a list of names."""
-    if fields is None:
-        return None
-    if isinstance(fields, str):
-        return [fields]
-    if not isinstance(fields, Iterable):
-        raise ConfigError(
-            f"`fields` must be field names (an iterable of str) or None; got {show(fields)}."
-        )
-    return list(fields)
-
-
-def _columns(
-    entry: RunEntry, run: Run, names: Iterable[str], reserved: tuple[str, ...]
-) -> dict[str, str]:
-    """The node name of each field of `names` in `run` (``time_`` for a field ``time``) -> its
-    name beside the campaign's columns `reserved` (`stored_name`: ``run`` -> ``run_``); a
-    ConfigError if two fields get one name."""
-    nodes = run._nodes
-    out: dict[str, str] = {}
-    owner: dict[str, str] = {}
-    for name in names:
-        column = out[nodes[name]] = stored_name(nodes[name], reserved)
-        other = owner.setdefault(column, name)
-        if other != name:
-            raise ConfigError(
-                f"Fields '{other}' and '{name}' of run '{entry.run_id}' would both be '{column}': "
-                f"a field whose first name part is one of {list(reserved)} (the campaign's run "
-                "id and parameter columns) gets a trailing '_'. Select one of them with `fields`."
-            )
-    return out
-
-
-def _param_column(values: list[Any]) -> np.ndarray:
-    """One scalar parameter of each run, typed as pandas types a column of them: bool, int64,
-    float64 (ints beside floats become floats) or str when all are of that kind, else object, each
-    value kept as it is (``True`` beside ``1``; ``1`` beside ``"a"``)."""
-    kinds = {type(v) for v in values}
-    dtype: Any = object
-    if kinds == {bool}:
-        dtype = bool
-    elif kinds == {str}:
-        dtype = str
-    elif kinds == {int}:
-        dtype = np.int64
-    elif kinds <= {int, float}:
-        dtype = np.float64
-    try:
-        return np.array(values, dtype=dtype)
-    except OverflowError:  # an int beyond int64 stays a Python int
-        return np.array(values, dtype=object)
+        return _tables.to_xarray(entries, fields, str(self.location))
 
 
 def _statuses(status: str | Iterable[str] | None) -> set[str] | None:
@@ -508,47 +395,3 @@ def _live(entry: RunEntry) -> RunEntry:
         return entry
     status = {"closed": "closed", "failed": "failed"}.get(meta.get("status"), "running")
     return dataclasses.replace(entry, committed=int(meta.get("committed", 0)), status=status)
-
-
-def _ragged(run: Run) -> set[str]:
-    return set(run.ragged["fields"]) if run.ragged else set()
-
-
-def _check_agree(entries: list[RunEntry], runs: list[Run], names: list[str]) -> None:
-    first: dict[str, tuple[str, Any]] = {}
-    problems = []
-    for entry, run in zip(entries, runs):
-        for name in names:
-            if name not in run.fields:
-                problems.append(f"run '{entry.run_id}' has no field '{name}'")
-                continue
-            if name in _ragged(run):
-                raise ConfigError(
-                    f"Field '{name}' of run '{entry.run_id}' is ragged; to_xarray across runs "
-                    "takes only fields of a fixed shape."
-                )
-            view = run[name]
-            got = (view.shape[1:], view.dtype.name, view.dims)
-            want = first.setdefault(name, (entry.run_id, got))
-            if got != want[1]:
-                problems.append(
-                    f"field '{name}' is {_describe(got)} in run '{entry.run_id}' but "
-                    f"{_describe(want[1])} in run '{want[0]}'"
-                )
-    if problems:
-        raise SchemaMismatchError(
-            "The selected runs' schemas do not agree: "
-            + "; ".join(problems)
-            + ". Select runs of one schema (status=, params=, where=) or fewer fields."
-        )
-
-
-def _describe(spec: tuple[Any, ...]) -> str:
-    shape, dtype, dims = spec
-    return f"{dtype}{list(shape)} with axes {list(dims)}"
-
-
-def _shared_scalar_params(entries: list[RunEntry]) -> list[str]:
-    keys = set.intersection(*(set(e.params) for e in entries))
-    scalar = (bool, int, float, str)
-    return sorted(k for k in keys if all(isinstance(e.params[k], scalar) for e in entries))
