@@ -63,8 +63,9 @@ def write_per_system_run(path):
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def run_example(name: str, *args: str) -> str:
-    """Run ``examples/<name>`` in a subprocess from the repository root; its stdout."""
+def run_example(name: str, *args: str, fails: bool = False) -> str:
+    """Run ``examples/<name>`` in a subprocess from the repository root; its stdout (its stderr
+    when `fails`: the run must then exit with an error)."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / name), *args],
         capture_output=True,
@@ -72,5 +73,8 @@ def run_example(name: str, *args: str) -> str:
         timeout=300,
         cwd=ROOT,
     )
+    if fails:
+        assert proc.returncode != 0, proc.stdout
+        return proc.stderr
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

@@ -2,12 +2,10 @@
 
 import importlib.util
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from run_helpers import ROOT, run_example
+from run_helpers import run_example
 
 import jaxsinks as js
 
@@ -49,30 +47,13 @@ def test_ou_ensemble_example(tmp_path):
 
 def test_ou_ensemble_example_fails_when_the_moments_disagree(tmp_path):
     # Euler-Maruyama at theta * dt = 0.5 decays too fast and overshoots the stationary variance.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "ou_ensemble.py"),
-            "--replicas",
-            "64",
-            "--dims",
-            "16",
-            "--steps",
-            "16",
-            "--dt",
-            "0.5",
-            "--stride",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
+    stderr = run_example(
+        "ou_ensemble.py",
+        *("--replicas", "64", "--dims", "16", "--steps", "16", "--dt", "0.5", "--stride", "1"),
+        *("--out", str(tmp_path)),
+        fails=True,
     )
-    assert proc.returncode != 0
-    assert "disagrees with the analytic OU moments" in proc.stderr
+    assert "disagrees with the analytic OU moments" in stderr
 
 
 def test_allen_cahn_example(tmp_path):

@@ -6,8 +6,6 @@ installs them); each test is skipped when its library is absent.
 """
 
 import importlib.util
-import subprocess
-import sys
 from types import ModuleType
 
 import jax
@@ -144,16 +142,12 @@ def test_jax_md_fire_example_relaxes_with_its_defaults(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("jax_md") is None, reason="jax-md is optional")
 def test_jax_md_fire_example_exits_with_an_error_when_it_diverges(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "jax_md_fire.py"), "--jitter", "0.2"]
-        + ["--cells", "5", "--steps", "300", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
+    stderr = run_example(
+        "jax_md_fire.py",
+        *("--jitter", "0.2", "--cells", "5", "--steps", "300", "--out", str(tmp_path)),
+        fails=True,
     )
-    assert proc.returncode != 0
-    assert "FIRE diverged: the forces are not finite after" in proc.stderr, proc.stderr
+    assert "FIRE diverged: the forces are not finite after" in stderr, stderr
     fmax = np.atleast_1d(np.genfromtxt(tmp_path / "fire.csv", delimiter=",", names=True)["fmax"])
     assert not np.isfinite(fmax[-1])  # the loop stopped at the first non-finite force
     assert np.all(np.isfinite(fmax[:-1])) and len(fmax) < 300
