@@ -342,7 +342,8 @@ class Campaign:
             FieldNotFoundError: (a `KeyError`) before any frame, listing every selected run that
                 lacks one of `fields`, with its fields.
         """
-        return _tables.frames(self.runs(**selection), fields)
+        names = _tables.field_list(fields)  # refused before any entry is read
+        return _tables.frames(self.runs(**selection), names)
 
     def to_xarray(self, fields: Iterable[str] | None = None, **selection: Any) -> Any:
         """The selected runs' frames of `fields` as one `xarray.Dataset`, concatenated along

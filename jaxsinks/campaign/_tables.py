@@ -15,9 +15,9 @@ from .._read.reader import Run
 from ._entry import RunEntry
 
 
-def frames(entries: list[RunEntry], fields: str | Iterable[str] | None) -> Iterator[dict[str, Any]]:
-    """Every frame of the runs of `entries` (see `Campaign.frames`)."""
-    names = _field_list(fields)
+def frames(entries: list[RunEntry], names: list[str] | None) -> Iterator[dict[str, Any]]:
+    """Every frame of the runs of `entries` (see `Campaign.frames`); `names` as `field_list`
+    gives them."""
     opened = [(entry, entry.open()) for entry in entries]
     lacking = [
         f"run '{entry.run_id}' has no fields {missing} (its fields are {list(run.fields)})"
@@ -54,7 +54,7 @@ def to_xarray(entries: list[RunEntry], fields: str | Iterable[str] | None, campa
     import xarray as xr
 
     runs = [e.open() for e in entries]
-    names = _field_list(fields)
+    names = field_list(fields)
     names = list(runs[0].fields) if names is None else names
     _check_agree(entries, runs, names)
     params = _shared_scalar_params(entries)
@@ -81,7 +81,7 @@ def to_xarray(entries: list[RunEntry], fields: str | Iterable[str] | None, campa
     return dataset
 
 
-def _field_list(fields: str | Iterable[str] | None) -> list[str] | None:
+def field_list(fields: str | Iterable[str] | None) -> list[str] | None:
     """`fields` (one name, names, or None for all) as a list of names."""
     if fields is None:
         return None
