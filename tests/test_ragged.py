@@ -61,6 +61,38 @@ def test_whole_frame_batches_are_read_back_per_system_at_true_length(tmp_path):
         np.asarray(view)
 
 
+@pytest.mark.parametrize("per_system", [False, True])
+def test_a_ragged_run_with_no_frames_reads_as_empty(tmp_path, per_system):
+    """Its count column has no rows: reading it gave numpy's raw reshape ValueError."""
+    store = tmp_path / "run.zarr"
+    js.close(js.ZarrSink.create(store, padded(0), chunk=3, ragged=RAGGED, per_system=per_system))
+    run = js.open(store)
+    view = run["positions"]
+    assert len(run) == 0 and len(view) == 0 and view[:] == []
+    assert view.concatenated().shape == (0, 3) and view.atoms_per_frame().tolist() == []
+    assert list(run.iter_frames()) == [] and run.to_xarray().sizes["frame"] == 0
+
+
+def test_a_ragged_view_refuses_a_2d_frame_index_naming_it(tmp_path):
+    store = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(store, padded(0), chunk=3, ragged=RAGGED), jnp.arange(4)))
+    view = js.open(store)["positions"]
+    with pytest.raises(js.ReadIndexError, match=r"(?s)1-D list of frames.*shape \(2, 2\)"):
+        view[np.array([[0, 1], [2, 0]])]
+    assert [len(frame) for frame in view[np.array([3, 0])]] == [3, 3]  # 1-D still works
+
+
+def test_a_frame_slice_step_beyond_int64_is_numpys_answer(tmp_path):
+    store = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(store, padded(0), chunk=3, ragged=RAGGED), jnp.arange(4)))
+    run = js.open(store)
+    energy = run["energy"][:]
+    for step in (2**63, 2**64, -(2**63) - 1):
+        np.testing.assert_array_equal(run["energy"][::step], energy[::step])
+        np.testing.assert_array_equal(run["energy"][::step, 1], energy[::step, 1])
+    assert run["positions"][:: 2**63][0][1].shape == (5, 3)
+
+
 def test_masked_converged_snapshots_of_ragged_systems(tmp_path):
     store = tmp_path / "conv.zarr"
     example = {"positions": jnp.zeros((3, A, 3), jnp.float32), "natoms": jnp.asarray(NATOMS)}

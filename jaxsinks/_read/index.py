@@ -166,7 +166,8 @@ def frame_rows(kind: tuple[Any, ...], frames: np.ndarray) -> tuple[np.ndarray, A
     if kind[0] == "int":
         return frames[kind[1] : kind[1] + 1], 0
     if kind[0] == "slice":
-        return frames[np.arange(kind[1].start, kind[1].stop, kind[1].step)], slice(None)
+        r = kind[1]  # a range: slicing keeps any step, even one beyond int64
+        return frames[r.start :: r.step][: len(r)], slice(None)
     if kind[0] == "nothing":
         return frames[:0], kind[1]
     unique, inverse = np.unique(kind[1], return_inverse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -259,7 +260,9 @@ class Run:
             assert stored is not None  # only ragged runs have pointers
             count = stored["count"]  # its node
             counts = self._array(count).read_physical(slice(0, self.committed))
-            per_frame = counts.reshape(counts.shape[0], -1).sum(axis=1, dtype=np.int64)
+            per_frame = counts.reshape(counts.shape[0], math.prod(counts.shape[1:])).sum(
+                axis=1, dtype=np.int64
+            )
             self._cache[key] = (counts, np.concatenate([[0], np.cumsum(per_frame)]))
         return self._cache[key]
 

@@ -181,6 +181,13 @@ class RaggedView:
         ]
         if np.ndim(physical) == 0:
             return self._read_frame(int(physical))
+        if np.ndim(physical) != 1:
+            raise ReadIndexError(
+                f"Ragged field '{self.name}' is indexed by frame with an int, a slice or a 1-D "
+                f"list of frames (its frames are lists, not one array); got {show(index)}, which "
+                f"selects frames of shape {np.shape(physical)}. Index with a 1-D array, e.g. "
+                "`view[np.ravel(index)]`."
+            )
         return [self._read_frame(int(p)) for p in physical]
 
     def concatenated(self) -> np.ndarray:
