@@ -379,6 +379,35 @@ def test_mode_w_replaces_only_an_empty_dest_or_an_earlier_export(tmp_path):
     assert (export / "mine.txt").read_text() == "keep me"
 
 
+def test_mode_w_keeps_a_users_files_kept_inside_an_earlier_export(tmp_path):
+    """Files under an export's frames/ or samples/ folders that the export did not write (notes,
+    a copied campaign) were deleted with it."""
+    campaign = campaign_with({"a": 4})
+    export = tmp_path / "export"
+    js.export_training(campaign, export, sample_size=2)
+    (export / "frames" / "NOTES.md").write_text("mine")
+    (export / "samples" / "kept").mkdir(parents=True)
+    (export / "samples" / "kept" / "manifest.json").write_text("{}")
+    before = files(tmp_path)
+    with pytest.raises(js.StoreExistsError, match=r"beside it, 2 files \('frames/NOTES.md'"):
+        js.export_training(campaign, export, mode="w")
+    assert files(tmp_path) == before
+
+
+def test_out_of_range_rows_checks_both_parts_of_a_complex_value():
+    """complex128 -> complex64 stored an imaginary part beyond float32 as inf, without a word."""
+    values = np.zeros((3, 2), np.complex128)
+    values[1, 0] = 1 + 1e300j
+    values[2, 1] = -1e300 + 1j
+    assert _export.out_of_range_rows(values, np.dtype(np.complex64)).tolist() == [
+        False,
+        True,
+        True,
+    ]
+    fits = np.full((2, 2), 3e38 - 3e38j, np.complex128)
+    assert not _export.out_of_range_rows(fits, np.dtype(np.complex64)).any()
+
+
 def test_dest_may_not_overlap_what_the_source_reads(tmp_path):
     root = tmp_path / "campaign"
     campaign = campaign_with({"a": 4, "b": 4}, root=root)

@@ -88,6 +88,8 @@ def out_of_range_rows(values: np.ndarray, target: np.dtype) -> np.ndarray:
     if bounds is None or rows == 0:
         return np.zeros(rows, bool)
     flat = values.reshape(rows, math.prod(values.shape[1:]))
+    if np.iscomplexobj(flat):  # the bounds hold for each part
+        flat = np.concatenate([flat.real, flat.imag], axis=1)
     lo, hi = bounds
     with np.errstate(invalid="ignore"):
         beyond = (flat < lo) | (flat > hi)
@@ -262,7 +264,7 @@ def _contents(location: Location, keys: list[str]) -> tuple[bool, str]:
     attrs = attrs if isinstance(attrs, dict) else {}
     if EXPORT_KEY in attrs or PARTIAL_KEY in attrs:
         export = "a training export" if EXPORT_KEY in attrs else "an incomplete training export"
-        others = [k for k in keys if k != "zarr.json" and not k.startswith(EXPORT_GROUPS)]
+        others = [k for k in keys if k != "zarr.json" and not _export_key(k)]
         if not others:
             return True, export
         return False, f"{export} and, beside it, {_files(others)}"
@@ -271,6 +273,13 @@ def _contents(location: Location, keys: list[str]) -> tuple[bool, str]:
     if ATTRS_KEY in attrs:
         return False, "a jaxsinks run"
     return False, _files(keys)
+
+
+def _export_key(key: str) -> bool:
+    """Whether `key` may be one an export wrote: under ``frames/`` or ``samples/``, a Zarr node's
+    ``zarr.json`` or a chunk (``.../c/...``); a user's file kept there is not."""
+    parts = key.split("/")
+    return key.startswith(EXPORT_GROUPS) and (parts[-1] == "zarr.json" or "c" in parts[2:-1])
 
 
 def _files(keys: list[str]) -> str:
@@ -291,7 +300,8 @@ def _narrow(values: np.ndarray, target: np.dtype, name: str, where: Any) -> np.n
         raise OutOfRangeError(
             f"Field '{name}' has values out of the range of {target.name} at {where(i)} (largest "
             f"magnitude {worst:.6g}); nothing was stored as inf and the partial export was "
-            f"removed. Export '{name}' with a wider dtype (dtype={{'{name}': 'float32'}}) or "
+            f"removed. Export '{name}' with a wider dtype (dtype={{'{name}': "
+            f"'{'complex128' if target.kind == 'c' else 'float32'}'}}) or "
             "rescale it.",
             0,
         )
