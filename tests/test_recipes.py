@@ -138,6 +138,10 @@ def test_jax_md_fire_example_relaxes_with_its_defaults(tmp_path):
     assert np.all(np.isfinite(log["energy"])) and np.all(np.isfinite(log["fmax"]))
     assert log["fmax"][-1] <= 1e-3 and np.all(log["fmax"][:-1] > 1e-3)
     assert log["energy"][-1] / 216 < -6.0
+    run = js.open(tmp_path / "trajectory.zarr")  # every 50th step of the same run, all finite
+    np.testing.assert_array_equal(run.steps, np.arange(0, len(log), 50))
+    assert np.all(np.isfinite(run["position"][:])) and np.all(np.isfinite(run["energy"][:]))
+    np.testing.assert_allclose(run["energy"][:], log["energy"][::50], rtol=1e-7)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax_md") is None, reason="jax-md is optional")
