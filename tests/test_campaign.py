@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -121,8 +122,16 @@ def test_listing_filters_by_status_params_and_predicate():
         assert [e.run_id for e in campaign.runs(params={"method": "fire", "T": 100.0})] == ["r0"]
         assert [e.run_id for e in campaign.runs(where=lambda e: e.committed > 6)] == ["r1", "r2"]
         assert len(campaign) == 4
-        with pytest.raises(js.ConfigError, match=r"`status` must be among .*got \['done'\]"):
-            campaign.runs(status="done")
+        for status, bad in [("done", "['done']"), (5, "[5]"), (["closed", 5, "x"], "[5, 'x']")]:
+            with pytest.raises(
+                js.ConfigError, match=rf"`status` must be one of .*with {re.escape(bad)} not"
+            ):
+                campaign.runs(status=status)
+        with pytest.raises(js.ConfigError, match=r"`status` must be one of .*\[\['closed'\]\] not"):
+            campaign.runs(status=[["closed"]])
+        for method in (campaign.runs, campaign.frames, campaign.to_xarray):
+            with pytest.raises(js.ConfigError, match=r"`where` must be a function .*got int 5"):
+                method(where=5)
     finally:
         js.close(open_sink)
     assert campaign.entry("live").status == "closed"

@@ -279,10 +279,16 @@ class Campaign:
             where: keep runs for which ``where(entry)`` is true.
 
         Raises:
-            ConfigError: for a `status` not among those, or `params` that are not JSON.
+            ConfigError: for a `status` not among those, `params` that are not JSON, or a
+                `where` that is not callable.
         """
         wanted = _statuses(status)
         wanted_params = None if params is None else check_params(params, "params")
+        if where is not None and not callable(where):
+            raise ConfigError(
+                f"`where` must be a function of a RunEntry returning a bool, or None; got "
+                f"{type(where).__name__} {show(where)}."
+            )
         ids = self.run_ids()
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, max(1, len(ids)))) as pool:
             raws = list(
@@ -378,11 +384,18 @@ class Campaign:
 def _statuses(status: str | Iterable[str] | None) -> set[str] | None:
     if status is None:
         return None
-    wanted = {status} if isinstance(status, str) else set(status)
-    bad = sorted(wanted - set(STATUSES))
+    wanted: list[Any]
+    try:
+        wanted = [status] if isinstance(status, str) else list(status)
+    except TypeError:  # not iterable
+        wanted = [status]
+    bad = [s for s in wanted if not isinstance(s, str) or s not in STATUSES]
     if bad:
-        raise ConfigError(f"`status` must be among {list(STATUSES)}; got {bad}.")
-    return wanted
+        raise ConfigError(
+            f"`status` must be one of {list(STATUSES)} or an iterable of them; got "
+            f"{show(status)}, with {show(bad)} not among them."
+        )
+    return set(wanted)
 
 
 def _live(entry: RunEntry) -> RunEntry:
