@@ -213,13 +213,18 @@ def _json_object(raw: bytes) -> bool:
         return False
 
 
-def run_attrs(raw: bytes | None) -> dict[str, Any] | None:
-    """The jaxsinks attributes in a ``zarr.json``'s bytes `raw`, or None (none, or not JSON)."""
+def zarr_attrs(raw: bytes | None) -> dict[str, Any]:
+    """The attributes in a ``zarr.json``'s bytes `raw`; empty if it has none or is not JSON."""
     try:
         attrs = json.loads(raw or b"{}").get("attributes", {})
-        stored = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
     except (ValueError, AttributeError):
-        return None
+        return {}
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def run_attrs(raw: bytes | None) -> dict[str, Any] | None:
+    """The jaxsinks attributes in a ``zarr.json``'s bytes `raw`, or None (none, or not JSON)."""
+    stored = zarr_attrs(raw).get(ATTRS_KEY)
     return stored if isinstance(stored, dict) else None
 
 

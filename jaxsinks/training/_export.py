@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -44,6 +43,7 @@ from .._io import tsio
 from .._io.codecs import Blosc, Codec, check_codec, narrowing_range
 from .._io.layout import ATTRS_KEY, array_metadata, group_metadata
 from .._io.location import Location, parse
+from .._io.runs import zarr_attrs
 from ..campaign._campaign import MANIFEST_KEY
 from ._set import (
     EXPORT_COLUMNS,
@@ -256,12 +256,7 @@ def check_replaceable(location: Location, mode: str) -> None:
 def _contents(location: Location, keys: list[str]) -> tuple[bool, str]:
     """Whether the non-empty store at `location` (with `keys`) is a training export (complete or
     partial, with nothing else beside it), and what it holds, in words."""
-    raw = tsio.read_bytes(location.kvstore, "zarr.json")
-    try:
-        attrs = json.loads(raw or b"{}").get("attributes", {})
-    except (ValueError, AttributeError):
-        attrs = None
-    attrs = attrs if isinstance(attrs, dict) else {}
+    attrs = zarr_attrs(tsio.read_bytes(location.kvstore, "zarr.json"))
     if EXPORT_KEY in attrs or PARTIAL_KEY in attrs:
         export = "a training export" if EXPORT_KEY in attrs else "an incomplete training export"
         others = [k for k in keys if k != "zarr.json" and not _export_key(k)]
