@@ -337,6 +337,8 @@ _item = st.one_of(
     st.lists(st.integers(-9, 9), max_size=3),
     hnp.arrays(np.intp, st.integers(0, 3), elements=st.integers(-9, 9)),
     hnp.arrays(np.bool_, st.sampled_from([(N,), (3,), (4,), (3, 4), (N, 3), (2,)])),
+    hnp.arrays(np.bool_, st.sampled_from([(0,), (0, 3), (2, 0)])),  # numpy takes any empty mask
+    st.builds(range, st.integers(-9, 9), st.integers(-9, 9), st.sampled_from([1, 2, -1])),
 )
 indices = st.one_of(
     hnp.basic_indices((N, *SHAPE), min_dims=0, allow_newaxis=True, allow_ellipsis=True),
@@ -360,6 +362,14 @@ def test_field_views_index_exactly_like_numpy(grid, index, which):
     elif which == "ring":
         run, data = ring, ring_data
     _assert_reads_like_numpy(run["x"], data, index)
+    view = run["x"]
+    assert (view.shape, view.ndim, view.size, view.nbytes, view.dtype) == (
+        data.shape,
+        data.ndim,
+        data.size,
+        data.nbytes,
+        data.dtype,
+    )
 
 
 def test_ragged_views_index_frames_like_numpy_or_refuse_clearly():

@@ -60,11 +60,13 @@ def plan_index(
         elif tag == "bool":
             mask = kind[2]
             axis = len(plan)
-            if mask.shape != shape[axis : axis + mask.ndim]:
+            axes = shape[axis : axis + mask.ndim]
+            if any(m not in (0, n) for m, n in zip(mask.shape, axes, strict=True)):
                 raise ReadIndexError(
                     f"A boolean index of shape {mask.shape} does not match axes "
                     f"{axis}..{axis + mask.ndim - 1} of field '{name}' (shape {shape}): a mask "
-                    "must have the shape of the axes it selects."
+                    "must have the shape of the axes it selects (an empty mask may have size 0 "
+                    "along any of them, as numpy allows)."
                 )
             for part in mask.nonzero():
                 plan.append((len(rel), ("array", part)))
@@ -124,7 +126,7 @@ def item_kind(item: Any, index: Any, name: str) -> tuple[Any, ...]:
     if isinstance(item, (int, np.integer)):
         return ("int", 1, int(item))
     if isinstance(item, (str, bytes)) or not (
-        isinstance(item, (list, tuple)) or hasattr(item, "__array__")
+        isinstance(item, (list, tuple, range)) or hasattr(item, "__array__")
     ):
         if hasattr(item, "__index__"):
             return ("int", 1, operator.index(item))
@@ -140,7 +142,7 @@ def item_kind(item: Any, index: Any, name: str) -> tuple[Any, ...]:
         if array.ndim == 0:
             raise ReadIndexError(_SCALAR_BOOL.format(item=show(item), name=name))
         return ("bool", array.ndim, array)
-    if array.size == 0 and isinstance(item, (list, tuple)):
+    if array.size == 0 and isinstance(item, (list, tuple, range)):
         array = array.astype(np.intp)  # numpy reads an empty list as an empty integer index
     if array.dtype.kind not in "iu":
         raise ReadIndexError(_NOT_AN_INDEX.format(item=show(item), name=name))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,21 @@ class FieldView:
     def dims(self) -> tuple[str, ...]:
         """The axis names (``frame`` first), as stored in the zarr ``dimension_names``."""
         return self._stored.dims
+
+    @property
+    def ndim(self) -> int:
+        """The number of axes, ``len(view.shape)``."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """The number of values over the selected frames, as numpy's ``size``."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes that reading the whole view (``view[...]``) returns."""
+        return self.size * self.dtype.itemsize
 
     def __len__(self) -> int:
         return len(self._frames)
