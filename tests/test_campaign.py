@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -152,12 +153,25 @@ def test_frames_iterate_across_runs_with_the_run_id():
     assert [f["run"] for f in campaign.frames(where=lambda e: e.run_id == "b")] == ["b"] * 3
 
 
+def nested(flat: dict) -> dict:
+    """The pytree whose field names (paths joined with '/') are the keys of `flat`."""
+    out: dict = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split("/")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
 def record_named(campaign: js.Campaign, run_id: str, frames: int, names, **params) -> None:
-    """Record `frames` frames of scalar float32 fields `names` (each the step, plus its index)."""
-    example = {n: jnp.zeros((), jnp.float32) for n in names}
+    """Record `frames` frames of scalar float32 fields `names` (each the step, plus its index;
+    ``a/b`` is the leaf ``b`` under the key ``a``)."""
+    example = nested({n: jnp.zeros((), jnp.float32) for n in names})
     sink = campaign.create_run(run_id, example, params=params, chunk=4)
     for step in range(frames):
-        frame = {n: jnp.float32(step + i) for i, n in enumerate(names)}
+        frame = nested({n: jnp.float32(step + i) for i, n in enumerate(names)})
         sink = js.record(sink, step=jnp.int32(step), time=jnp.float32(step), frame=frame)
     js.close(sink)
 
@@ -189,15 +203,72 @@ def test_frames_and_to_xarray_keep_fields_named_like_the_campaign_columns():
     assert set(ds.data_vars) == {"run_", "param_T_", "energy"}
 
 
-def test_fields_that_would_share_a_column_name_are_a_clear_error():
+def test_a_field_named_like_another_fields_stored_name_keeps_a_variable_of_its_own():
+    """A field `run` beside a field `run_` is `run__` (both were once refused)."""
     campaign = js.Campaign.create(memory_store())
     record_named(campaign, "a", 2, ["run", "run_"])
-    match = r"Fields 'run' and 'run_' of run 'a' would both be 'run_'.*Select one of them"
-    with pytest.raises(js.ConfigError, match=match):
-        campaign.frames()
-    with pytest.raises(js.ConfigError, match=match):
-        campaign.to_xarray()
-    assert [float(f["run_"]) for f in campaign.frames(fields=["run"])] == [0.0, 1.0]
+    frames = list(campaign.frames())
+    assert [(f["run"], float(f["run__"]), float(f["run_"])) for f in frames] == [
+        ("a", 0.0, 1.0),
+        ("a", 1.0, 2.0),
+    ]
+    ds = campaign.to_xarray()
+    assert ds["run__"].values.tolist() == [0.0, 1.0] and ds["run_"].values.tolist() == [1.0, 2.0]
+    # the names do not depend on the fields selected
+    assert [float(f["run__"]) for f in campaign.frames(fields=["run"])] == [0.0, 1.0]
+    assert list(campaign.to_xarray(fields=["run"]).data_vars) == ["run__"]
+
+
+#: Fields and parameters whose names collide with the campaign's coordinates and with each other's
+#: stored names, and the variable each field is (every field and coordinate keeps its own name).
+ADVERSARIAL = [
+    (  # `param_T` would be `param_T_`, the coordinate of the parameter `T_`
+        ["param_T", "energy"],
+        {"T": 1.0, "T_": 2.0},
+        {"param_T": "param_T__", "energy": "energy"},
+    ),
+    (
+        ["param_T", "param_T_", "param_T__"],
+        {"T": 1.0, "T_": 2.0},
+        {"param_T": "param_T___", "param_T_": "param_T____", "param_T__": "param_T__"},
+    ),
+    (  # the frame dimension too, and the run column
+        ["frame", "frame_", "run", "run_", "system"],
+        {"frame": 3},
+        {
+            "frame": "frame__",
+            "frame_": "frame_",
+            "run": "run__",
+            "run_": "run_",
+            "system": "system_",
+        },
+    ),
+    (  # a parameter `a/b`: the coordinate `param_a/b` beside a field `param_a/b`
+        ["param_a/b", "param_a_", "run/x"],
+        {"a/b": "v", "a": 1},
+        {"param_a/b": "param_a_/b", "param_a_": "param_a_", "run/x": "run_/x"},
+    ),
+]
+
+
+@pytest.mark.parametrize("names, params, variables", ADVERSARIAL)
+def test_every_field_and_parameter_coordinate_keeps_a_name_of_its_own(names, params, variables):
+    campaign = js.Campaign.create(memory_store())
+    record_named(campaign, "a", 3, names, **params)
+    record_named(campaign, "b", 2, names, **params)
+    ds = campaign.to_xarray()
+    assert sorted(ds.data_vars) == sorted(variables.values())
+    for i, name in enumerate(names):
+        want = [float(s + i) for s in [0, 1, 2, 0, 1]]
+        assert ds[variables[name]].values.tolist() == want, name
+    for key, value in params.items():
+        assert ds[f"param_{key}"].values.tolist() == [value] * 5, key
+        assert f"param_{key}" in ds.coords
+    assert ds["run"].values.tolist() == ["a"] * 3 + ["b"] * 2
+    assert "frame" not in ds.variables  # the dimension alone, no field's values
+    # frames(): the run column beside every field, each under its own name
+    frame = next(iter(campaign.frames()))
+    assert frame["run"] == "a" and len(frame) == len(names) + 3  # step, time, run
 
 
 def test_frames_of_an_unknown_field_name_every_run_lacking_it_before_any_frame():
@@ -230,6 +301,42 @@ def test_to_xarray_concatenates_runs_with_run_and_param_coordinates():
         ds["x"].values, np.r_[expected(range(5))["x"], expected(range(3))["x"]]
     )
     assert ds["step"].values.tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+
+
+def record_per_system(campaign: js.Campaign, run_id: str, frames: int, **params) -> js.Run:
+    """A per-system run of 3 systems: system k is recorded at a step when k <= step % 3."""
+    sink = campaign.create_run(
+        run_id, {"e": jnp.zeros(3, jnp.float32)}, params=params, per_system=True, chunk=4
+    )
+
+    def body(sink, step):
+        s = step.astype(jnp.float32)
+        frame = {"e": 10.0 * s + jnp.arange(3, dtype=jnp.float32)}
+        mask = jnp.arange(3, dtype=jnp.int32) <= step % 3
+        return js.record(sink, step=step, time=s, frame=frame, mask=mask), None
+
+    js.close(jax.jit(lambda s: jax.lax.scan(body, s, steps(0, frames))[0])(sink))
+    return campaign.open_run(run_id)
+
+
+def test_to_xarray_keeps_the_system_coordinate_of_per_system_runs():
+    campaign = js.Campaign.create(memory_store())
+    runs = [record_per_system(campaign, "a", 4, T=1.0), record_per_system(campaign, "b", 2, T=2.0)]
+    ds = campaign.to_xarray()
+    alone = [run.to_xarray() for run in runs]  # each run's own Dataset has the same columns
+    for name in ("system", "step", "time", "e"):
+        want = np.concatenate([one[name].values for one in alone])
+        np.testing.assert_array_equal(ds[name].values, want, err_msg=name)
+    assert "system" in ds.coords and ds["system"].dims == ("frame",)
+    assert ds["system"].values.tolist() == [0, 0, 1, 0, 1, 2, 0, 0, 0, 1]
+    assert ds["run"].values.tolist() == ["a"] * 7 + ["b"] * 3
+    record_run(campaign, "c", 2)  # frames of whole systems: no system to put beside them
+    with pytest.raises(
+        js.SchemaMismatchError,
+        match=r"runs \['a', 'b'\] record a row per system and frame, but runs \['c'\] do not",
+    ):
+        campaign.to_xarray(fields=["e"])
+    assert campaign.to_xarray(fields=["e"], params={"T": 2.0}).sizes["frame"] == 3
 
 
 def test_to_xarray_names_every_run_whose_schema_differs():
@@ -439,6 +546,20 @@ def _option(**option):
             _option(time_dtype={"__jaxsinks__": "dtype", "name": "nope"}),
             r"must be a dtype written as .*got dict \{'__jaxsinks__': 'dtype', 'name': 'nope'\}",
         ),
+        (
+            _option(every={"__jaxsinks__": ["Every"], "n": 2}),
+            r"`config\['options'\]\['every'\]` is an option of unknown type \['Every'\] \(its "
+            r"'__jaxsinks__' value\); the types a run config holds are .*rebuild the config",
+        ),
+        (
+            _option(time_dtype={"__jaxsinks__": {"dtype": 1}, "name": "float32"}),
+            r"`config\['options'\]\['time_dtype'\]` is an option of unknown type \{'dtype': 1\}",
+        ),
+        (
+            _option(field_config={"x": [{"__jaxsinks__": []}]}),
+            r"`config\['options'\]\['field_config'\]\['x'\]\[0\]` is an option of unknown "
+            r"type \[\]",
+        ),
         ({"options": {1: 2, "chunk": 4}}, r"`options` must be keyed by option names .*\[1\]"),
         (_option(mode="w"), r"ZarrSink.create options .*got \['mode'\]"),
     ],
@@ -448,6 +569,45 @@ def test_a_bad_json_run_config_is_a_config_error_naming_the_key(changes, match):
     with pytest.raises(js.ConfigError, match=match):
         js.RunConfig.from_config(doc)
     assert campaign.run_ids() == []
+
+
+@pytest.mark.parametrize("driver", ["file", "memory"])
+def test_a_run_config_root_without_a_trailing_slash_is_the_campaign_root(tmp_path, driver):
+    root = tmp_path / "camp" if driver == "file" else memory_store()
+    campaign = js.Campaign.create(root)
+    path = campaign.location.kvstore["path"]
+    assert path.endswith("/")
+    config = js.RunConfig(
+        root={"driver": driver, "path": path.rstrip("/")}, run_id="r", params={}, options={}
+    )
+    assert config.root == campaign.location.kvstore and config == campaign.run_config("r")
+    assert config.store["path"] == path + "runs/r/"
+    js.close(run_steps(config.create(EXAMPLE), steps(0, 3)))
+    assert campaign.run_ids() == ["r"] and len(campaign.open_run("r")) == 3
+    if driver == "file":  # nothing beside the campaign (it once wrote camp + runs/r: 'campruns')
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["camp"]
+
+
+def test_a_run_config_whose_root_holds_no_campaign_is_refused(tmp_path):
+    config = js.RunConfig(
+        root={"driver": "file", "path": str(tmp_path / "nothing")},
+        run_id="r",
+        params={},
+        options={},
+    )
+    with pytest.raises(
+        js.StoreNotFoundError,
+        match=r"`root` is .*nothing, where there is no campaign \(no manifest.json there\), so "
+        r"the run 'r' would belong to none\. Create the campaign with Campaign.create",
+    ):
+        config.create(EXAMPLE)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(
+        js.ConfigError,
+        match=r"`root` must be the campaign root's kvstore spec .*not a valid one: .*'driver' "
+        r"key.*Build the config with Campaign.run_config",
+    ):
+        js.RunConfig(root={"path": "x"}, run_id="r", params={}, options={})
 
 
 def test_a_bad_campaign_config_is_a_config_error():
@@ -576,6 +736,30 @@ def test_a_manifest_or_entry_from_a_newer_schema_is_a_clear_error(tmp_path):
         js.StoreError, match=r"entry .*r.json was written with campaign schema version 2"
     ):
         js.Campaign.open(root).runs()
+
+
+@pytest.mark.parametrize("attrs", [[1, 2], "note", 5])
+def test_a_manifest_with_damaged_attrs_is_a_clear_error_naming_it(tmp_path, attrs):
+    root = tmp_path / "c"
+    campaign = js.Campaign.create(root, attrs={"about": "sweep"})
+    assert campaign.attrs == {"about": "sweep"}
+    manifest = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps(dict(manifest, attrs=attrs)))
+    match = (
+        rf"The campaign manifest {re.escape(str(root))}/manifest.json is damaged: its 'attrs' "
+        rf"must be a JSON object .*but it is {type(attrs).__name__} {re.escape(repr(attrs))}\. "
+        "Restore the file"
+    )
+    for call in (
+        lambda: js.Campaign.open(root),
+        lambda: js.Campaign.from_config(campaign.to_config()),
+    ):
+        with pytest.raises(js.StoreError, match=match):
+            call()
+    (root / "manifest.json").write_text(
+        json.dumps({k: v for k, v in manifest.items() if k != "attrs"})
+    )
+    assert js.Campaign.open(root).attrs == {}  # none written: none
 
 
 def test_create_and_open_refuse_the_wrong_root(tmp_path):

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jaxsinks as js
+from jaxsinks._core.frame import unreserved_names
 from jaxsinks._io.layout import make_layout
 
 STEPS = 6
@@ -274,6 +277,68 @@ def test_the_layout_renames_the_node_and_records_the_field_name():
     assert lay.fields[1].dims == ("frame", "k") and lay.fields[2].dims == ("atom",)
 
 
+#: Fields named like `to_xarray`'s dimension `frame` (or, in a ragged run, `atom` and the
+#: coordinate `atom_frame`), and the variable each is: the first part takes '_' until it is free.
+XARRAY_NAMES = {
+    "frame": {"frame": "frame_", "e": "e"},
+    "frame and frame_": {"frame": "frame__", "frame_": "frame_", "frame__/x": "frame__/x"},
+    "nested": {"frame/x": "frame_/x", "frame/y": "frame_/y", "frame__": "frame__"},
+    "ragged": {
+        "atom_frame": "atom_frame_",
+        "atom": "atom_",
+        "frame": "frame_",
+        "n": "n",
+        "pos": "pos",
+    },
+}
+
+
+def frame_of(names, i):
+    """Scalar float32 fields `names` (the step plus 10 times their index), nested at '/';
+    `n` and `pos` are a ragged field of two systems and its count."""
+    f = i.astype(jnp.float32)
+    frame: dict = {}
+    for k, name in enumerate(names):
+        *parents, leaf = name.split("/")
+        node = frame
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = f + 10.0 * k
+    if "pos" in names:
+        frame["n"] = jnp.array([2, 3], jnp.int32)
+        frame["pos"] = jnp.full((2, 3, 2), f)
+    return frame
+
+
+@pytest.mark.parametrize("kind", XARRAY_NAMES)
+def test_to_xarray_keeps_a_field_named_like_its_dimension_beside_it(tmp_path, kind):
+    """A field `frame` once became the `frame` dimension's index (and `atom_frame` an error)."""
+    variables = XARRAY_NAMES[kind]
+    names = list(variables)
+    ragged = js.Ragged(count="n", fields=("pos",)) if "pos" in names else None
+    frame_at = lambda i: frame_of(names, i)  # noqa: E731
+    campaign = js.Campaign.create(tmp_path / "c")
+    for run_id in ("a", "b"):
+        sink = campaign.create_run(run_id, frame_at(jnp.int32(0)), chunk=4, ragged=ragged)
+        js.close(record_steps(sink, frame_at))
+    ds = campaign.open_run("a").to_xarray()
+    assert sorted(ds.data_vars) == sorted(variables.values())
+    assert ds.sizes["frame"] == STEPS and "frame" not in ds.variables  # a dimension without index
+    for k, name in enumerate(names):
+        if name not in ("n", "pos"):
+            np.testing.assert_array_equal(ds[variables[name]].values, np.arange(STEPS) + 10.0 * k)
+    np.testing.assert_allclose(ds.sel(time=0.5)[variables[names[0]]].values, 2.0)
+    if ragged is not None:
+        assert ds["atom_frame"].values.tolist() == sum([[i] * 5 for i in range(STEPS)], [])
+        return
+    # a campaign names them as its runs do
+    both = campaign.to_xarray()
+    assert sorted(both.data_vars) == sorted(variables.values()) and "frame" not in both.variables
+    for name in names:
+        want = np.tile(ds[variables[name]].values, 2)
+        np.testing.assert_array_equal(both[variables[name]].values, want)
+
+
 # ---------------------------------------------------------- campaigns and the training export
 
 
@@ -313,3 +378,26 @@ def test_the_training_export_stores_renamed_fields_beside_its_columns(tmp_path):
     # the export's own columns are the runs' steps and times, not the fields named so
     np.testing.assert_array_equal(sample.data["step"][order], np.tile(np.arange(STEPS), 2))
     np.testing.assert_allclose(sample.data["time"][order], np.tile(0.25 * np.arange(STEPS), 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    nodes=st.sets(st.from_regex(r"(run|frame|param_T|a)_{0,3}(/x)?", fullmatch=True)),
+    reserved=st.sets(st.from_regex(r"(run|frame|param_T)_{0,2}", fullmatch=True)),
+)
+def test_unreserved_names_are_distinct_and_free(nodes, reserved):
+    nodes = sorted(nodes)
+    names = unreserved_names(nodes, reserved)
+    assert list(names) == nodes
+    assert len(set(names.values())) == len(nodes)  # one each
+    for node, name in names.items():
+        top, sep, rest = name.partition("/")
+        assert name not in reserved and top not in reserved
+        clash = node.partition("/")[0] in reserved
+        if not clash:
+            assert name == node
+        else:  # the first part with underscores appended
+            assert top.rstrip("_") == node.partition("/")[0].rstrip("_") and sep + rest == (
+                node.partition("/")[1] + node.partition("/")[2]
+            )
+            assert len(top) > len(node.partition("/")[0])

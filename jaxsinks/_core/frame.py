@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -212,6 +212,33 @@ def stored_name(name: str, reserved: Sequence[str]) -> str:
     (``time`` -> ``time_``, ``time/x`` -> ``time_/x``; ``a/time`` stays)."""
     top, sep, rest = name.partition("/")
     return top + RESERVED_SUFFIX + sep + rest if top in reserved else name
+
+
+def unreserved_names(names: Iterable[str], reserved: Collection[str]) -> dict[str, str]:
+    """Each of the distinct `names` -> a distinct name whose first part is not one of `reserved`
+    (the columns, coordinates and dimensions of a table or Dataset built from a run's fields).
+
+    A name stays unless its first ``/``-separated part is reserved; then that part takes
+    `RESERVED_SUFFIX` (as in `stored_name`: ``run`` -> ``run_``, ``run/x`` -> ``run_/x``) again
+    until the name is neither reserved nor another's (``run`` beside a name ``run_`` is
+    ``run__``). So every name keeps a variable of its own; the answer depends only on `names`
+    and their order.
+    """
+    names = list(names)
+
+    def clashes(name: str) -> bool:
+        return name.partition("/")[0] in reserved
+
+    taken = {name for name in names if not clashes(name)}
+    out: dict[str, str] = {}
+    for name in names:
+        free = name
+        while clashes(name) and (clashes(free) or free in taken):
+            top, sep, rest = free.partition("/")
+            free = top + RESERVED_SUFFIX + sep + rest
+        out[name] = free
+        taken.add(free)
+    return out
 
 
 def node_names(names: Sequence[str], *, reserved: Sequence[str] = ()) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from .._core.errors import (
     StoreError,
     StoreNotFoundError,
 )
+from .._core.frame import unreserved_names
 from .._core.trajectory import Trajectory
 from .._io import tsio
 from .._io.layout import ATTRS_KEY, check_schema_version
@@ -455,7 +456,9 @@ class Run:
         time once per system (``sel(time=t)`` gives them all; for ``method="nearest"``, select
         one system first, ``ds.isel(frame=ds.system == 0)``). A run recorded without times has a
         ``time`` coordinate of NaN and no index. A field named like a column is the variable of its
-        stored name (``time_`` for a field ``time``).
+        stored name (``time_`` for a field ``time``); one named like a dimension or a coordinate
+        of the Dataset (``frame``; ``atom`` and ``atom_frame`` of a ragged run) is renamed so too
+        (``frame_``, or ``frame__`` beside a field ``frame_``): ``frame`` stays a bare dimension.
 
         A long run (`table` ``"long"``) gives its table instead: ``value`` along a ``row``
         dimension, with the coordinates ``step``, ``time``, ``system`` and ``name`` (the field
@@ -466,27 +469,26 @@ class Run:
         import xarray as xr
 
         ragged = self._ragged_nodes
-        data_vars = {
-            node: (self._array(node).dims, self[name][:])
-            for name, node in self._nodes.items()
-            if node not in ragged
-        }
         coords: dict[str, tuple[str, Any]] = {
             "step": ("frame", self.steps),
             "time": ("frame", self.times),
         }
         if self.per_system:
             coords["system"] = ("frame", self.systems)
+        fields = {node: name for name, node in self._nodes.items()}
         if ragged:  # the selected frames' atoms, concatenated, with the frame each belongs to
-            fields = {node: name for name, node in self._nodes.items()}
-            views = {node: self[fields[node]] for node in sorted(ragged)}
-            first = next(iter(views.values()))
+            first = self[fields[min(ragged)]]
             coords["atom_frame"] = (
                 "atom",
                 np.repeat(np.arange(len(self)), first.atoms_per_frame()),
             )
-            for name, view in views.items():
-                data_vars[name] = (self._array(name).dims, view.concatenated())
+        # a field named like a coordinate or a dimension (`frame`) is not one: `frame_`, ...
+        reserved = {"frame", *coords, *(("atom",) if ragged else ())}
+        data_vars: dict[str, Any] = {}
+        for node, var in unreserved_names(fields, reserved).items():
+            view = self[fields[node]]
+            values = view.concatenated() if node in ragged else view[:]
+            data_vars[var] = (self._array(node).dims, values)
         dataset = xr.Dataset(data_vars, coords=coords, attrs=dict(self.attrs))
         if not np.isnan(self.times).any():
             dataset = dataset.set_xindex("time")

@@ -39,6 +39,7 @@ from . import _tables
 from ._config import FinishEntry, RunConfig
 from ._entry import (
     CAMPAIGN_SCHEMA_VERSION,
+    MANIFEST_KEY,
     STATUSES,
     RunEntry,
     check_params,
@@ -49,8 +50,6 @@ from ._entry import (
     params_match,
     write_entry,
 )
-
-MANIFEST_KEY = "manifest.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,9 +125,7 @@ class Campaign:
             doc = json.loads(raw)
         except ValueError:
             raise StoreError(f"{location}/{MANIFEST_KEY} is not valid JSON.") from None
-        doc = check_version(doc, f"The campaign manifest {location}/{MANIFEST_KEY}")
-        header = {k: doc.get(k) for k in ("schema_version", "kind", "created", "attrs")}
-        return cls(location, header)
+        return cls(location, _header(doc, f"The campaign manifest {location}/{MANIFEST_KEY}"))
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-able dict from which `from_config` reopens this campaign in any process."""
@@ -341,8 +338,8 @@ class Campaign:
         Each frame holds the `fields` (default: all of each run's fields), ``step``, ``time``
         (and ``system``) and ``run`` (the run id). A field named like one of those columns is
         under its stored name, as in `to_xarray`: ``run_`` for a field ``run`` (``time_`` for
-        ``time``), beside the ``run`` column. `selection` is passed to `runs` (``status=``,
-        ``params=``, ``where=``).
+        ``time``), beside the ``run`` column; ``run__`` if a field ``run_`` is there too.
+        `selection` is passed to `runs` (``status=``, ``params=``, ``where=``).
 
         Raises:
             FieldNotFoundError: (a `KeyError`) before any frame, listing every selected run that
@@ -355,23 +352,28 @@ class Campaign:
         """The selected runs' frames of `fields` as one `xarray.Dataset`, concatenated along
         ``frame``.
 
-        Coordinates along ``frame``: ``run`` (the run id), ``step``, ``time``, and ``param_<key>``
-        for each scalar parameter that every selected run has. A field named like a coordinate is
-        the variable of its stored name: ``run_`` for a field ``run``, ``time_`` for ``time``,
-        ``param_T_`` for ``param_T`` beside a parameter ``T``. A ``param_<key>`` coordinate has the
-        dtype pandas gives such a column: bool, int64, float64 (ints beside floats become floats)
-        or str when every run's value is of that kind, else object, keeping each value as it is
-        (``True`` beside ``1``, or ``1`` beside ``"a"``: no value becomes a string). The fields
-        must have the same shape, dtype and axis names in every selected run.
+        Coordinates along ``frame``: ``run`` (the run id), ``step``, ``time``, ``system`` (of
+        per-system runs, as in `Run.to_xarray`), and ``param_<key>`` for each scalar parameter
+        that every selected run has. A field named like a coordinate or the dimension ``frame``
+        is the variable of its stored name: ``run_`` for a field ``run``, ``frame_`` for
+        ``frame``, ``time_`` for ``time``, ``param_T_`` for ``param_T`` beside a parameter
+        ``T``; its first part takes another ``_`` while that name is taken (``param_T__`` beside
+        a parameter ``T_``, ``run__`` beside a field ``run_``), so every field and coordinate
+        keeps its own name, the same whichever `fields` are selected. A ``param_<key>``
+        coordinate has the dtype pandas gives such a column: bool, int64, float64 (ints beside
+        floats become floats) or str when every run's value is of that kind, else object,
+        keeping each value as it is (``True`` beside ``1``, or ``1`` beside ``"a"``: no value
+        becomes a string). The fields must have the same shape, dtype and axis names in every
+        selected run, and the runs must all be per-system or all not.
 
         Args:
             fields: field names (default: those of the first run). Ragged fields are not supported.
             **selection: passed to `runs` (``status=``, ``params=``, ``where=``).
 
         Raises:
-            SchemaMismatchError: listing every run whose field differs from the first run's.
-            ConfigError: if no run is selected, or two fields would be one variable (``run`` and
-                ``run_``).
+            SchemaMismatchError: listing every run whose field differs from the first run's, and
+                per-system runs beside runs that are not.
+            ConfigError: if no run is selected.
         """
         entries = self.runs(**selection)
         if not entries:
@@ -379,6 +381,20 @@ class Campaign:
                 f"No run of the campaign at {self.location} matches {selection or 'the selection'}."
             )
         return _tables.to_xarray(entries, fields, str(self.location))
+
+
+def _header(doc: Any, what: str) -> dict[str, Any]:
+    """The header of the manifest `doc` (described by `what`, naming its file); a StoreError if
+    this jaxsinks does not read its version, or it is damaged (`attrs` not a JSON object)."""
+    doc = check_version(doc, what)
+    header = {k: doc.get(k) for k in ("schema_version", "kind", "created", "attrs")}
+    if not isinstance(header["attrs"], (dict, type(None))):
+        raise StoreError(
+            f"{what} is damaged: its 'attrs' must be a JSON object (the campaign's attributes), "
+            f"but it is {type(header['attrs']).__name__} {show(header['attrs'])}. Restore the file "
+            "from a copy, or set its 'attrs' to an object ({} for none)."
+        )
+    return header
 
 
 def _statuses(status: str | Iterable[str] | None) -> set[str] | None:

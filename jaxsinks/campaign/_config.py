@@ -23,6 +23,7 @@ from .._core.errors import (
     StaleSinkError,
     StoreError,
     StoreExistsError,
+    StoreNotFoundError,
     WriterConflictError,
 )
 from .._core.schedule import Every, Interval, Times, When
@@ -31,11 +32,12 @@ from .._io import tsio
 from .._io import writer as _writer
 from .._io.codecs import Blosc, FieldConfig, Zstd
 from .._io.layout import Ragged
-from .._io.location import Location
+from .._io.location import Location, parse
 from .._io.owner import now, proc_stat, this_boot_id
 from .._read.index import show
 from .._sinks.zarr_sink import ZarrSink
 from ._entry import (
+    MANIFEST_KEY,
     RunEntry,
     check_params,
     check_run_id,
@@ -74,7 +76,7 @@ class RunConfig:
     `Campaign.run_config`; a worker calls `create` with an example frame.
 
     Attributes:
-        root: the campaign root's kvstore spec.
+        root: the campaign root's kvstore spec (a directory: as `Campaign.open` reads it).
         run_id: the run's id.
         params: the run's parameters (JSON).
         options: keyword arguments for `ZarrSink.create` (``every``, ``chunk``, ``codec``, ...).
@@ -92,6 +94,7 @@ class RunConfig:
                 f".kvstore`, as RunConfig.to_config writes it); got {_show(self.root)}. Build "
                 "the config with Campaign.run_config."
             )
+        object.__setattr__(self, "root", _root_spec(self.root))
         check_run_id(self.run_id)
         object.__setattr__(self, "params", check_params(self.params))
         if not isinstance(self.options, dict):
@@ -146,9 +149,16 @@ class RunConfig:
         ``"closed"`` with the committed count, or as ``"failed"`` with the error.
 
         Raises:
+            StoreNotFoundError: if there is no campaign at `root`.
             StoreExistsError: if the campaign already has a run with this id.
         """
         root = Location(self.root)
+        if tsio.read_bytes(root.kvstore, MANIFEST_KEY) is None:
+            raise StoreNotFoundError(
+                f"`root` is {root}, where there is no campaign (no {MANIFEST_KEY} there), so the "
+                f"run '{self.run_id}' would belong to none. Create the campaign with "
+                "Campaign.create first, and build the config with its run_config."
+            )
         existing = tsio.read_bytes(root.kvstore, entry_key(self.run_id))
         if existing is not None:
             raise StoreExistsError(_duplicate_message(root, self.run_id, existing))
@@ -237,6 +247,18 @@ class RunConfig:
         )
 
 
+def _root_spec(root: dict[str, Any]) -> dict[str, Any]:
+    """The kvstore spec `root` as the location parser gives it (`parse`: a directory, whose path
+    ends in '/', so runs are ``runs/<id>/`` under it); a ConfigError naming `root` if it is none."""
+    try:
+        return parse(root).kvstore
+    except ConfigError as error:
+        raise ConfigError(
+            f"`root` must be the campaign root's kvstore spec (`campaign.location.kvstore`), but "
+            f"it is not a valid one: {error} Build the config with Campaign.run_config."
+        ) from None
+
+
 def _renamed_options(options: dict[str, Any]) -> dict[str, Any]:
     """A copy of `options` with the deprecated `fields` (a config made before the rename, e.g.
     read back by `from_config`) renamed to `field_config`, with a warning."""
@@ -306,11 +328,12 @@ def _decode(value: Any, where: str) -> Any:
                 f"dtype name such as 'float32'>}}; got {_show(value)}. Rebuild the config with "
                 "RunConfig.to_config."
             ) from None
-    if kind not in _CONFIG_TYPES:
+    if not isinstance(kind, str) or kind not in _CONFIG_TYPES:
         raise ConfigError(
-            f"`{where}` is an option of unknown type {kind!r}; the types a run config holds are "
-            f"{sorted(_CONFIG_TYPES)} and 'dtype'. It was written by another jaxsinks: rebuild "
-            "the config with this one's RunConfig.to_config."
+            f"`{where}` is an option of unknown type {show(kind)} (its '__jaxsinks__' value); "
+            f"the types a run config holds are {sorted(_CONFIG_TYPES)} and 'dtype'. It was "
+            "written by another jaxsinks, or changed: rebuild the config with this one's "
+            "RunConfig.to_config."
         )
     cls = _CONFIG_TYPES[kind]
     names = [f.name for f in dataclasses.fields(cls)]

@@ -25,6 +25,8 @@ from .._read.reader import open as open_run
 #: The version of the manifest and entry JSON this jaxsinks writes (and the newest it reads).
 CAMPAIGN_SCHEMA_VERSION = 1
 STATUSES = ("running", "closed", "failed")
+#: The campaign's header (and consolidated entries) under its root.
+MANIFEST_KEY = "manifest.json"
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}")
 
 

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
 from .._core.errors import ConfigError, FieldNotFoundError, SchemaMismatchError
-from .._core.frame import stored_name
+from .._core.frame import unreserved_names
 from .._read.index import show
 from .._read.reader import Run
 from ._entry import RunEntry
@@ -31,19 +31,16 @@ def frames(entries: list[RunEntry], names: list[str] | None) -> Iterator[dict[st
             f"`fields` is {names}, but " + "; ".join(shown) + ". Pass fields every "
             "selected run has, or select runs that have them (status=, params=, where=)."
         )
-    columns = [
-        _columns(entry, run, run.fields if names is None else names, ("run",))
-        for entry, run in opened
-    ]
+    columns = column_names([run for _, run in opened], ("run", "step", "time", "system"))
     return _frames(opened, names, columns)
 
 
 def _frames(
-    opened: list[tuple[RunEntry, Run]], names: list[str] | None, columns: list[dict[str, str]]
+    opened: list[tuple[RunEntry, Run]], names: list[str] | None, columns: dict[str, str]
 ) -> Iterator[dict[str, Any]]:
-    for (entry, run), renamed in zip(opened, columns):
+    for entry, run in opened:
         for frame in run.iter_frames(names):
-            out = {renamed.get(k, k): v for k, v in frame.items()}
+            out = {columns.get(k, k): v for k, v in frame.items()}
             out["run"] = entry.run_id
             yield out
 
@@ -57,28 +54,35 @@ def to_xarray(entries: list[RunEntry], fields: str | Iterable[str] | None, campa
     names = field_list(fields)
     names = list(runs[0].fields) if names is None else names
     _check_agree(entries, runs, names)
-    params = _shared_scalar_params(entries)
-    reserved = ("run", *(f"param_{key}" for key in params))
-    parts = []
-    for entry, run in zip(entries, runs):
-        # a field named like a coordinate (`time`, `run`, `param_T`) is `time_`, `run_`, ...
-        nodes = _columns(entry, run, names, reserved)
-        data = {nodes[run._nodes[name]]: (run[name].dims, run[name][:]) for name in names}
-        coords = {
-            "run": ("frame", np.full(len(run), entry.run_id, dtype=object)),
-            "step": ("frame", run.steps),
-            "time": ("frame", run.times),
-        }
-        parts.append(xr.Dataset(data, coords=coords))
+    params = {f"param_{key}": key for key in _shared_scalar_params(entries)}
+    # a field named like a coordinate or the dimension (`run`, `frame`, `param_T`) is `run_`, ...
+    columns = column_names(runs, ("frame", "run", "step", "time", "system", *params))
+    parts = [_dataset(e, r, names, columns) for e, r in zip(entries, runs)]
     dataset = xr.concat(
         parts, dim="frame", data_vars="all", coords="different", compat="equals", join="exact"
     )
     lengths = [len(r) for r in runs]
-    for key in params:
+    for coordinate, key in params.items():
         values = np.repeat(_param_column([e.params[key] for e in entries]), lengths)
-        dataset = dataset.assign_coords({f"param_{key}": ("frame", values)})
+        dataset = dataset.assign_coords({coordinate: ("frame", values)})
     dataset.attrs["campaign"] = campaign
     return dataset
+
+
+def _dataset(entry: RunEntry, run: Run, names: list[str], columns: dict[str, str]) -> Any:
+    """The frames of `run` (of `entry`) as a Dataset: its fields `names`, each the variable
+    `columns` names, with the coordinates ``run``, ``step``, ``time`` (and ``system``)."""
+    import xarray as xr
+
+    data = {columns[run._nodes[n]]: (run[n].dims, run[n][:]) for n in names}
+    coords: dict[str, tuple[str, Any]] = {
+        "run": ("frame", np.full(len(run), entry.run_id, dtype=object)),
+        "step": ("frame", run.steps),
+        "time": ("frame", run.times),
+    }
+    if run.per_system:
+        coords["system"] = ("frame", run.systems)
+    return xr.Dataset(data, coords=coords)
 
 
 def field_list(fields: str | Iterable[str] | None) -> list[str] | None:
@@ -94,25 +98,12 @@ def field_list(fields: str | Iterable[str] | None) -> list[str] | None:
     return list(fields)
 
 
-def _columns(
-    entry: RunEntry, run: Run, names: Iterable[str], reserved: tuple[str, ...]
-) -> dict[str, str]:
-    """The node name of each field of `names` in `run` (``time_`` for a field ``time``) -> its
-    name beside the campaign's columns `reserved` (`stored_name`: ``run`` -> ``run_``); a
-    ConfigError if two fields get one name."""
-    nodes = run._nodes
-    out: dict[str, str] = {}
-    owner: dict[str, str] = {}
-    for name in names:
-        column = out[nodes[name]] = stored_name(nodes[name], reserved)
-        other = owner.setdefault(column, name)
-        if other != name:
-            raise ConfigError(
-                f"Fields '{other}' and '{name}' of run '{entry.run_id}' would both be '{column}': "
-                f"a field whose first name part is one of {list(reserved)} (the campaign's run "
-                "id and parameter columns) gets a trailing '_'. Select one of them with `fields`."
-            )
-    return out
+def column_names(runs: Iterable[Run], reserved: Collection[str]) -> dict[str, str]:
+    """The node name of every field of `runs` -> its name beside the campaign's columns
+    `reserved` (`unreserved_names`): the same in every run, whichever fields are selected."""
+    return unreserved_names(
+        sorted({node for run in runs for node in run._nodes.values()}), reserved
+    )
 
 
 def _param_column(values: list[Any]) -> np.ndarray:
@@ -141,7 +132,7 @@ def _ragged(run: Run) -> set[str]:
 
 def _check_agree(entries: list[RunEntry], runs: list[Run], names: list[str]) -> None:
     first: dict[str, tuple[str, Any]] = {}
-    problems = []
+    problems = _per_system_problems(entries, runs)
     for entry, run in zip(entries, runs):
         for name in names:
             if name not in run.fields:
@@ -166,6 +157,16 @@ def _check_agree(entries: list[RunEntry], runs: list[Run], names: list[str]) -> 
             + "; ".join(problems)
             + ". Select runs of one schema (status=, params=, where=) or fewer fields."
         )
+
+
+def _per_system_problems(entries: list[RunEntry], runs: list[Run]) -> list[str]:
+    """The runs recorded per system (their frames are rows of one system) beside runs that are
+    not, as a problem for `_check_agree` (none when all are alike)."""
+    per_system = [e.run_id for e, r in zip(entries, runs) if r.per_system]
+    other = [e.run_id for e, r in zip(entries, runs) if not r.per_system]
+    if not (per_system and other):
+        return []
+    return [f"runs {per_system} record a row per system and frame, but runs {other} do not"]
 
 
 def _describe(spec: tuple[Any, ...]) -> str:
