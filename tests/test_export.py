@@ -51,7 +51,7 @@ def cloud_runs(frames: dict[str, int], points: dict[str, int] | None = None) -> 
     for run_id, n in frames.items():
         store = memory_store()
         k = (points or {}).get(run_id, POINTS)
-        example = {"pos": jnp.zeros((k, 3)), "q": jnp.zeros(k)}
+        example = {"pos": jnp.zeros((k, 3), jnp.float32), "q": jnp.zeros(k, jnp.float32)}
         js.close(record_clouds(js.ZarrSink.create(store, example, chunk=8), steps(0, n), k))
         runs[run_id] = js.open(store)
     return runs
@@ -203,8 +203,13 @@ def test_points_export_shuffles_each_frame_by_its_own_permutation_shared_by_fiel
     np.testing.assert_array_equal(got_pos[:, 1], got_q)
     np.testing.assert_array_equal(got_pos[:, 0], np.full(16, sample.frame, np.float32))
     assert sample.bytes_needed == 16 * (12 + 4) and sample.bytes_read > 0
-    with pytest.raises(KeyError, match=r"has no run 'nope'; it has \['c0', 'c1'\]"):
-        export.chunk_size("nope")
+    for sample_id in ("nope", None):  # a raw KeyError once
+        with pytest.raises(
+            js.ConfigError,
+            match=rf"`sample_id` is {sample_id!r}, but the export at .* has no such run; its "
+            r"runs are \['c0', 'c1'\]\. Pass one of those \(each run of a points export",
+        ):
+            export.chunk_size(sample_id)
 
 
 def test_points_export_needs_fields_with_one_point_axis():
@@ -237,14 +242,14 @@ def test_float16_export_stores_values_in_range_and_rejects_overflow(tmp_path):
         sink,
         step=jnp.int32(6),
         time=jnp.float32(0),
-        frame={"x": jnp.full(3, 1e5), "e": jnp.float32(0)},
+        frame={"x": jnp.full(3, 1e5, jnp.float32), "e": jnp.float32(0)},
     )
     js.close(sink)
     dest = tmp_path / "hot"
     with pytest.raises(
         js.OutOfRangeError,
-        match=r"Field 'x' has values out of the range of float16 at frame 6 "
-        r"of run 'hot' \(largest magnitude 100000\)",
+        match=r"Field 'x' has a value that float16 does not hold at frame 6 of run 'hot': 100000 "
+        r"\(float16 holds finite magnitudes up to 65504\)\. The export stopped",
     ):
         js.export_training(hot, dest, dtype="float16")
     assert not dest.exists() or not any(
@@ -417,6 +422,7 @@ def test_dest_may_not_overlap_what_the_source_reads(tmp_path):
     for source, dest, how in [
         (campaign, root, "is"),  # replacing it would delete every run
         (campaign, root / "train.zarr", "is inside"),
+        (campaign.runs(), root / "train.zarr", "is inside"),  # the entries' campaign: accepted once
         (campaign.runs(), run_dir / "train", "is inside"),
         (runs["a"], run_dir, "is"),
         ({"a": runs["a"]}, root, "holds"),
@@ -552,3 +558,320 @@ def test_a_frames_export_keeps_the_system_of_each_frame_of_a_per_system_run(tmp_
     assert sorted(set(system[ps].tolist())) == [0, 1, 2]
     column = tmp_path / "d" / "frames" / "system" / "zarr.json"
     assert json.loads(column.read_text())["data_type"] == "int32"
+
+
+# ------------------------------------------------------- review: identity, values, input
+
+
+def run_of(frames: list[dict], store=None) -> js.Run:
+    """A run of `frames` (dicts of arrays), written one at a time; steps 0, 1, ..."""
+    store = memory_store() if store is None else store
+    sink = js.ZarrSink.create(store, frames[0], chunk=4)
+    for i, frame in enumerate(frames):
+        sink = sink.write(frame, step=i)
+    js.close(sink)
+    return js.open(store)
+
+
+def test_an_open_training_set_refuses_to_sample_an_export_replaced_since(tmp_path):
+    """A TrainingSet opened before a mode='w' re-export sampled the new frames under the old
+    run labels: nothing told one export from the next."""
+    dest = tmp_path / "d"
+    old = js.export_training(campaign_with({"a": 8, "b": 8}), dest, sample_size=4, seed=1)
+    other = campaign_with({"c": 16})
+    js.export_training(campaign_with({"a": 8, "b": 8}), dest, sample_size=4, seed=1, mode="w")
+    assert old.sample(4, rng=0).data["run"].tolist()  # the same export again: still the one
+    js.export_training(other, dest, sample_size=4, seed=1, mode="w")
+    for n in (4, 5):  # a sample that reads, and one that fails before reading
+        with pytest.raises(
+            js.StoreError,
+            match=r"was replaced by another export since this TrainingSet opened it, .* "
+            r"Open it again with jaxsinks\.TrainingSet\.open",
+        ):
+            old.sample(n, rng=0)
+    new = js.TrainingSet.open(dest)
+    assert set(new.sample(4, rng=0).data["run"].tolist()) == {"c"}
+    assert new.manifest["export_id"] != old.manifest["export_id"]
+    partial = {"zarr_format": 3, "node_type": "group", "attributes": {_export.PARTIAL_KEY: {}}}
+    complete = (dest / "zarr.json").read_text()
+    (dest / "zarr.json").write_text(json.dumps(partial))  # a re-export under way
+    with pytest.raises(js.StoreError, match="no longer holds a complete export"):
+        new.sample(4, rng=0)
+    (dest / "zarr.json").write_text(complete)
+    assert len(new.sample(4, rng=0).data["run"]) == 4
+    (dest / "zarr.json").unlink()
+    with pytest.raises(js.StoreError, match="was removed since this TrainingSet opened it"):
+        new.sample(4, rng=0)
+
+
+def test_the_export_id_is_a_hash_of_the_manifest_and_of_every_array():
+    runs = cloud_runs({"c": 3})
+    one = js.export_training(runs, memory_store(), by="points", sample_size=16, seed=0)
+    two = js.export_training(runs, memory_store(), by="points", sample_size=16, seed=0)
+    assert one.manifest["export_id"] == two.manifest["export_id"]
+    # the same manifest (runs, frames, fields, seed), other values: another identity
+    store = memory_store()
+    frame = {"pos": jnp.ones((POINTS, 3), jnp.float32), "q": jnp.zeros(POINTS, jnp.float32)}
+    sink = js.ZarrSink.create(store, frame)
+    for i in range(3):
+        sink = sink.write(frame, step=i)
+    js.close(sink)
+    changed = js.export_training(
+        {"c": js.open(store)}, memory_store(), by="points", sample_size=16, seed=0
+    )
+    without = {k: v for k, v in changed.manifest.items() if k != "export_id"}
+    assert without == {k: v for k, v in one.manifest.items() if k != "export_id"}
+    assert changed.manifest["export_id"] != one.manifest["export_id"]
+
+
+def test_a_sample_id_selected_twice_is_refused(tmp_path):
+    """`ca.runs() + cb.runs()` with a run 'a' in each labelled both runs' frames 'a'."""
+    ca, cb = campaign_with({"a": 4, "b": 4}), campaign_with({"a": 4})
+    dest = tmp_path / "d"
+    for source in (ca.runs() + cb.runs(), ca.runs() + [e for e in ca.runs() if e.run_id == "b"]):
+        with pytest.raises(
+            js.ConfigError,
+            match=r"`source` names the sample ids \['\w'\] more than once \(it selects 3 runs, "
+            r"of 2 distinct ids\).* Select each run once",
+        ):
+            js.export_training(source, dest)
+        assert not dest.exists()
+
+
+def test_an_integer_stored_as_a_float_must_be_held_exactly(tmp_path):
+    """int32 2049 exported as float16 was stored as 2048 without a word."""
+    ints = np.array([[2048], [2049], [4096], [-2049], [65504], [70000]], np.int32)
+    assert _export.out_of_range_rows(ints, np.dtype(np.float16)).tolist() == [
+        False,
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+    big = np.array([[2**24], [2**24 + 1], [2**62]], np.int64)
+    assert _export.out_of_range_rows(big, np.dtype(np.float32)).tolist() == [False, True, False]
+    assert _export.out_of_range_rows(
+        np.array([[255], [256], [257]], np.int32), np.dtype("bfloat16")
+    ).tolist() == [False, False, True]
+
+    def counts(values):
+        return run_of([{"n": jnp.int32(v), "x": jnp.float32(v)} for v in values])
+
+    fits = js.export_training(counts(range(2040, 2049)), memory_store(), dtype={"n": "float16"})
+    n = fits._read("frames/n", (slice(None),))
+    frame = fits._read("frames/frame", (slice(None),))
+    np.testing.assert_array_equal(n, (2040 + frame).astype(np.float16))
+    dest = tmp_path / "d"
+    with pytest.raises(
+        js.OutOfRangeError,
+        match=r"Field 'n' has a value that float16 does not hold at frame 2 of run 'run': 2049 "
+        r"\(float16 holds finite magnitudes up to 65504, every integer only up to 2048\)\. .*"
+        r"dtype=\{'n': 'int32'\}",
+    ):
+        js.export_training(counts([2047, 2048, 2049]), dest, dtype={"n": "float16"})
+    assert not dest.exists() or not any(p.is_file() for p in dest.rglob("*"))
+
+
+def test_a_failed_mode_w_export_keeps_the_earlier_export(tmp_path):
+    """An OutOfRangeError found while writing came after mode='w' had deleted the export."""
+    dest = tmp_path / "d"
+    js.export_training(campaign_with({"a": 8}), dest, sample_size=4)
+    before = files(dest)
+    hot = {
+        "hot": run_of([{"x": jnp.full(3, v, jnp.float32), "e": jnp.float32(0)} for v in (1, 1e5)])
+    }
+    clouds = cloud_runs({"c": 2})
+    pos, q = jnp.full((POINTS, 3), 1e5, jnp.float32), jnp.zeros(POINTS, jnp.float32)
+    clouds["hot"] = run_of([{"pos": pos, "q": q}])
+    for source, by in [(hot, "frames"), (clouds, "points")]:
+        with pytest.raises(js.OutOfRangeError, match=r"Field '\w+' has .*float16"):
+            js.export_training(source, dest, by=by, dtype="float16", mode="w")
+        assert files(dest) == before
+        assert len(js.TrainingSet.open(dest).sample(4, rng=0).data["frame"]) == 4
+
+
+def test_an_inf_is_refused_by_a_dtype_without_inf(tmp_path):
+    """float8_e4m3fn has no inf: a float32 inf became NaN without a word."""
+    values = np.array([[1.0], [np.inf], [np.nan], [460.0], [470.0], [-np.inf]], np.float32)
+    e4m3 = np.dtype("float8_e4m3fn")
+    assert _export.out_of_range_rows(values, e4m3).tolist() == [
+        False,
+        True,
+        False,
+        False,  # rounds to 448, its largest value
+        True,
+        True,
+    ]
+    assert not _export.out_of_range_rows(values, np.dtype(np.float16)).any()  # it has inf
+    run = run_of([{"x": jnp.float32(v)} for v in (1.0, np.inf)])
+    with pytest.raises(
+        js.OutOfRangeError,
+        match=r"Field 'x' has a value that float8_e4m3fn does not hold at frame 1 of run 'run': "
+        r"inf \(float8_e4m3fn holds finite magnitudes up to 448, no inf\)",
+    ):
+        js.export_training(run, tmp_path / "d", dtype="float8_e4m3fn")
+    kept = js.export_training(
+        run_of([{"x": jnp.float32(v)} for v in (1.0, 448.0, np.nan)]),
+        memory_store(),
+        dtype="float8_e4m3fn",
+    )
+    assert kept.manifest["fields"]["x"]["dtype"] == "float8_e4m3fn"
+
+
+def test_a_value_that_rounds_into_range_is_held():
+    """65519 rounds to 65504, float16's largest value, but was refused as out of range."""
+    values = np.array([[65504], [65519], [65520], [-65519], [np.inf], [1e300]], np.float64)
+    assert _export.out_of_range_rows(values, np.dtype(np.float16)).tolist() == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
+    export = js.export_training(
+        run_of([{"x": jnp.float32(65519)}]), memory_store(), dtype="float16"
+    )
+    assert export._read("frames/x", (slice(None),)).tolist() == [65504]
+
+
+def test_export_and_open_turn_bad_input_into_clear_errors(tmp_path):
+    """dtype='O', fields=5 and a damaged zarr.json raised ValueError, TypeError, JSONDecodeError
+    or AttributeError."""
+    campaign = campaign_with({"a": 4})
+    ints = run_of([{"n": jnp.int32(1), "x": jnp.float32(0)}])  # an int field: a raw ValueError
+    for source, dtype, shown in [
+        (ints, {"n": "O"}, "object"),
+        (ints, {"n": "datetime64[s]"}, r"datetime64\[s\]"),
+        (ints, {"n": "U4"}, "str128"),
+        (campaign, "O", "object"),  # once refused as dropping "every fractional part"
+        (campaign, {"x": "timedelta64[s]"}, r"timedelta64\[s\]"),
+    ]:
+        where = rf"`dtype\['{next(iter(dtype))}'\]`" if isinstance(dtype, dict) else "`dtype`"
+        with pytest.raises(
+            js.ConfigError, match=rf"{where} is {shown}, which is not a numeric dtype: .* Pass"
+        ):
+            js.export_training(source, tmp_path / "other", dtype=dtype)
+    with pytest.raises(js.ConfigError, match=r"`dtype` is 'nonsense', which is not a dtype"):
+        js.export_training(campaign, tmp_path / "other", dtype="nonsense")
+    for fields in (5, [1], b"x", {"x": 1}):
+        with pytest.raises(
+            js.ConfigError,
+            match=r"`fields` must be a field name or a list of field names \(str\); got ",
+        ):
+            js.export_training(campaign, tmp_path / "other", fields=fields)
+    assert not (tmp_path / "other").exists()
+
+    dest = tmp_path / "d"
+    js.export_training(campaign, dest, sample_size=2)
+    good = json.loads((dest / "zarr.json").read_text())
+    for text, problem in [
+        ("{not json", "is not a JSON object with an 'attributes' object"),
+        ("[1, 2]", "is not a JSON object with an 'attributes' object"),
+        ('{"attributes": 3}', "is not a JSON object with an 'attributes' object"),
+    ]:
+        (dest / "zarr.json").write_text(text)
+        with pytest.raises(
+            js.StoreError,
+            match=rf"The training export at .*d is damaged: its file 'zarr.json' {problem}\. "
+            r".* restore 'zarr.json' from a copy",
+        ):
+            js.TrainingSet.open(dest)
+    for change, problem in [
+        ({"samples": None}, "'samples' is not a non-empty list of runs"),
+        ({"samples": [{"frames": 4}]}, r"'samples' \[0\] do not each give \['id', 'frames'\]"),
+        ({"by": "atoms"}, r"'by' is 'atoms' \(expected one of \['frames', 'points'\]\)"),
+        ({"chunk": "2"}, r"'chunk' is '2' \(expected a count of frames\)"),
+        ({"fields": [1]}, "'fields' is not an object of field descriptions by name"),
+    ]:
+        doc = json.loads(json.dumps(good))
+        doc["attributes"]["jaxsinks_export"].update(change)
+        (dest / "zarr.json").write_text(json.dumps(doc))
+        with pytest.raises(
+            js.StoreError,
+            match=rf"its file 'zarr.json' has a damaged manifest \('jaxsinks_export'\): {problem}",
+        ):
+            js.TrainingSet.open(dest)
+    (dest / "zarr.json").write_text(json.dumps(good))
+    group = json.loads((dest / "frames" / "zarr.json").read_text())
+    (dest / "frames" / "zarr.json").write_text(json.dumps({**group, "attributes": {}}))
+    with pytest.raises(
+        js.StoreError, match="its file 'frames/zarr.json' has no 'chunk_bytes' attribute object"
+    ):
+        js.TrainingSet.open(dest).sample(2)
+
+
+def test_dest_given_as_a_kvstore_spec_with_options_may_not_overlap_the_source(tmp_path):
+    """A spec dict with an option beside driver and path was compared whole, and so passed."""
+    root = tmp_path / "campaign"
+    campaign = campaign_with({"a": 4}, root=root)
+    before = files(tmp_path)
+    for dest, how in [
+        ({"driver": "file", "path": str(root), "file_io_concurrency": {"limit": 2}}, "is"),
+        ({"driver": "file", "path": str(root / "t"), "file_io_sync": False}, "is inside"),
+    ]:
+        for source in (campaign, campaign.runs()):
+            with pytest.raises(js.ConfigError, match=f"`dest` .* {how} .*, which `source` reads"):
+                js.export_training(source, dest, mode="w")
+    assert files(tmp_path) == before
+    spec = {"driver": "file", "path": str(tmp_path / "t"), "file_io_concurrency": {"limit": 2}}
+    assert len(js.export_training(campaign, spec)) == 4
+
+
+def test_dtype_float16_converts_bfloat16_fields_too(tmp_path):
+    """The docs promise `dtype` for every floating field; a bfloat16 one stayed bfloat16."""
+    run_store = tmp_path / "run.zarr"
+    sink = js.ZarrSink.create(
+        run_store, EXAMPLE, chunk=4, field_config={"x": js.FieldConfig("bfloat16")}
+    )
+    js.close(run_steps(sink, steps(0, 8)))
+    export = js.export_training(js.open(run_store), memory_store(), dtype="float16")
+    assert [f["dtype"] for f in export.manifest["fields"].values()] == ["float16", "float16"]
+    assert export.manifest["fields"]["x"]["source_dtype"] == "bfloat16"
+    x = export._read("frames/x", (slice(None),))
+    frame = export._read("frames/frame", (slice(None),))
+    assert x.dtype == np.float16
+    np.testing.assert_array_equal(x, expected(frame)["x"].astype(np.float16))
+
+
+def test_a_missing_field_is_a_field_not_found_error():
+    """As Campaign.frames raises; export raised SchemaMismatchError."""
+    a = campaign_with({"a": 4}).runs()[0].open()
+    b = run_of([{"x": jnp.zeros(3, jnp.float32)}] * 2)
+    with pytest.raises(
+        js.FieldNotFoundError,
+        match=r"`fields` is None, so the first run's fields \['e', 'x'\] are exported, but run "
+        r"'b' has no fields \['e'\] \(its fields are \['x'\]\)\. Pass fields every",
+    ):
+        js.export_training({"a": a, "b": b}, memory_store())
+    with pytest.raises(
+        js.FieldNotFoundError, match=r"`fields` is \['nope'\], but run 'a' has no fields \['nope'\]"
+    ):
+        js.export_training({"a": a}, memory_store(), fields=["nope"])
+    assert len(js.export_training({"a": a, "b": b}, memory_store(), fields="x")) == 6
+
+
+def test_a_file_as_dest_is_refused_and_kept(tmp_path):
+    """TensorStore's 'Cannot list non-directory' came through."""
+    campaign = campaign_with({"a": 4})
+    dest = tmp_path / "train.zarr"
+    dest.write_text("mine")
+    for mode in ("w-", "w"):
+        with pytest.raises(
+            js.StoreExistsError, match=r"`dest` .*train.zarr is a file, not a directory: .*"
+        ):
+            js.export_training(campaign, dest, mode=mode)
+    assert dest.read_text() == "mine"
+
+
+def test_a_points_export_of_runs_without_points_says_so_when_sampled():
+    """The message suggested `sample_size >= 1`, which every export has."""
+    export = js.export_training(cloud_runs({"c": 2}, points={"c": 0}), memory_store(), by="points")
+    assert export.chunk_size("c") == 1
+    with pytest.raises(
+        js.ConfigError,
+        match=r"This export holds no points to draw: the frames of its runs \['c'\] have 0 "
+        r"points each",
+    ):
+        export.sample(1)

@@ -141,6 +141,20 @@ def read_versioned(spec: dict[str, Any], key: str) -> tuple[bytes | None, bytes]
     return value, bytes(result.stamp.generation)
 
 
+def read_if_changed(
+    spec: dict[str, Any], key: str, generation: bytes
+) -> tuple[bool, bytes | None, bytes]:
+    """Whether `key` changed since it had `generation` (as `read_versioned` gave it), and if so
+    its value (None if there is none now) and generation. An unchanged key costs a conditional
+    read (a stat of a file, a conditional GET), not its bytes."""
+    with translated(f"read '{key}' of", spec):
+        result = kvstore(spec).read(key, if_not_equal=generation).result()
+    if result.state == "unspecified":
+        return False, None, generation
+    value = bytes(result.value) if result.state == "value" else None
+    return True, value, bytes(result.stamp.generation)
+
+
 def write_if(
     spec: dict[str, Any], key: str, value: bytes, generation: bytes, timeout: float | None = None
 ) -> bytes | None:

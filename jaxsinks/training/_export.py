@@ -7,8 +7,9 @@ chunk of about N items (noether's ``ZarrStoreWriter`` layout, for recorded traje
 
 One store, a Zarr v3 hierarchy::
 
-    zarr.json                     root group; attributes["jaxsinks_export"] is the manifest,
-                                  written last; until then attributes["jaxsinks_export_partial"]
+    zarr.json                     root group; attributes["jaxsinks_export"] is the manifest
+                                  (its "export_id" a hash of it and of every array), written
+                                  last; until then attributes["jaxsinks_export_partial"]
                                   marks an incomplete export (which mode="w" may replace)
     frames/<field>                by="frames": all selected runs' frames, concatenated and shuffled
     frames/{run,frame,step,time}  with one permutation; chunks of `sample_size` frames; `system`
@@ -27,20 +28,21 @@ bytes read.
 
 from __future__ import annotations
 
-import copy
 import hashlib
+import json
 import math
 import os
 from collections.abc import Iterable
 from typing import Any, cast
 
+import jax.numpy as jnp
 import numpy as np
 
 from .._core.errors import ConfigError, OutOfRangeError, StoreError, StoreExistsError
 from .._core.frame import node_names
 from .._core.types import EXPORT_BY, ExportBy, Mode
 from .._io import tsio
-from .._io.codecs import Blosc, Codec, check_codec, narrowing_range
+from .._io.codecs import Blosc, Codec, check_codec, is_float, narrowing_range
 from .._io.layout import ATTRS_KEY, array_metadata, group_metadata
 from .._io.location import Location, parse
 from .._io.runs import zarr_attrs
@@ -81,22 +83,51 @@ def shuffle_permutation(seed: int, sample_id: str, n: int) -> np.ndarray:
 
 
 def out_of_range_rows(values: np.ndarray, target: np.dtype) -> np.ndarray:
-    """Per leading index of `values`, whether some value does not fit `target` (finite values
-    beyond its range; NaN or inf for an integer target). Values that round into range fit."""
-    rows = values.shape[0]
-    bounds = narrowing_range(values.dtype, target)
-    if bounds is None or rows == 0:
-        return np.zeros(rows, bool)
-    flat = values.reshape(rows, math.prod(values.shape[1:]))
-    if np.iscomplexobj(flat):  # the bounds hold for each part
-        flat = np.concatenate([flat.real, flat.imag], axis=1)
+    """Per leading index of `values`, whether some value is one `target` does not hold (see
+    `unheld`)."""
+    return cast(np.ndarray, unheld(values, converted(values, target)).any(axis=1))
+
+
+def converted(values: np.ndarray, target: np.dtype) -> np.ndarray:
+    """`values` as `target`, without numpy's warnings for values it does not hold (`unheld` says
+    which those are)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(target, copy=False)
+
+
+def unheld(values: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Which of `values` (flattened after the leading axis) `stored`, `values` cast to a storage
+    dtype, does not hold: for a floating (or complex) storage dtype, a finite value that became
+    inf (one that rounds into range is held: 65519 as float16 is 65504), an inf that did not stay
+    inf (float8_e4m3fn has none: it would be NaN), and an integer that it does not hold exactly
+    (float16 holds every integer up to 2048, bfloat16 up to 256); for an integer one, a value
+    beyond its range, NaN or inf."""
+    flat, kept = _rows(values), _rows(stored)
+    if values.dtype == stored.dtype:
+        return np.zeros(flat.shape, bool)
+    if not is_float(stored.dtype) and stored.dtype.kind != "c":
+        return _beyond(flat, stored.dtype)
+    if values.dtype.kind in "biu":  # integers as floats: is each held exactly?
+        real = kept.real if kept.dtype.kind == "c" else kept
+        with np.errstate(invalid="ignore"):
+            return cast(np.ndarray, ~np.isfinite(real) | (real.astype(values.dtype) != flat))
+    return np.where(np.isfinite(flat), ~np.isfinite(kept), np.isinf(flat) & ~np.isinf(kept))
+
+
+def _beyond(flat: np.ndarray, target: np.dtype) -> np.ndarray:
+    """Which of `flat` lie beyond the range of the integer dtype `target` (NaN and inf too)."""
+    bounds = narrowing_range(flat.dtype, target)
+    if bounds is None:
+        return np.zeros(flat.shape, bool)
     lo, hi = bounds
     with np.errstate(invalid="ignore"):
         beyond = (flat < lo) | (flat > hi)
-    if np.issubdtype(values.dtype, np.inexact):
-        finite = np.isfinite(flat)
-        beyond = ~finite | beyond if np.issubdtype(target, np.integer) else finite & beyond
-    return cast(np.ndarray, beyond.any(axis=1))  # 2-d, so an array (numpy types a bool too)
+    return cast(np.ndarray, beyond | ~np.isfinite(flat) if is_float(flat.dtype) else beyond)
+
+
+def _rows(values: np.ndarray) -> np.ndarray:
+    """`values` as a 2-d array: its leading axis, then everything else flattened."""
+    return values.reshape(values.shape[0], math.prod(values.shape[1:]))
 
 
 # ------------------------------------------------------------------------------ export
@@ -130,9 +161,12 @@ def export_training(
         sample_size: how many items a reader draws at once; the chunk along the shuffled axis
             (capped by the number of items).
         seed: the base seed (an int >= 0); the same seed gives the same bytes.
-        dtype: a storage dtype for every floating field (e.g. ``"float16"``), or a dict of
-            dtypes by field name. Values out of its range raise `OutOfRangeError`; nothing is
-            stored as inf.
+        dtype: a storage dtype for every floating field, bfloat16 ones included (e.g.
+            ``"float16"``), or a dict of dtypes by field name (integer fields too). A value it
+            does not hold raises `OutOfRangeError` before anything is stored: one beyond its
+            range (a value that rounds into it is held), an inf for a dtype without inf
+            (float8_e4m3fn), or an integer stored as a float that does not hold it exactly
+            (float16 holds every integer only up to 2048, bfloat16 up to 256).
         codec: the compression codec (default: Blosc zstd level 5 with byte shuffle).
         mode: ``"w-"`` (fail if `dest` is not empty) or ``"w"`` (replace an earlier training
             export there; anything else at `dest` is refused, never deleted).
@@ -140,14 +174,23 @@ def export_training(
     The frames export holds one field of every selected frame in host memory at a time; the
     points export one block of about 32 MiB per field.
 
+    The manifest's ``export_id`` is a hash of the manifest and of every array written: the same
+    export again has the same one, any other export another, so a `TrainingSet` opened before
+    `dest` was replaced refuses to sample from it.
+
     Raises:
-        ConfigError: an argument is invalid; `dtype` would drop information (complex to real,
-            anything but bool to bool, floating to integer); `dest` overlaps a store `source`
-            reads (it is inside it, or holds it).
+        ConfigError: an argument is invalid (`dtype` not a numeric dtype, `fields` not field
+            names); `dtype` would drop information (complex to real, anything but bool to bool,
+            floating to integer); `source` names one sample id twice; `dest` overlaps a store
+            `source` reads (it is inside it, or holds it; a list of entries reads their
+            campaign).
         StoreExistsError: `dest` is not empty (mode "w-"), or holds something other than a
-            training export (mode "w").
-        OutOfRangeError: a value does not fit its storage dtype (naming field, run and frame);
-            the partial export is removed.
+            training export (mode "w"), or is a file.
+        OutOfRangeError: a value is not held by its storage dtype (naming field, run and
+            frame); no partial export is left, and with mode "w" the earlier export is kept
+            (values are checked before it is deleted).
+        FieldNotFoundError: a run lacks a field to export (a `KeyError`, as `Campaign.frames`
+            raises).
         SchemaMismatchError: the runs' fields differ in shape or dtype.
     """
     if by not in EXPORT_BY:
@@ -168,8 +211,8 @@ def export_training(
     targets = storage_targets(sources[0].run, names, dtype)
     location = parse(dest)
     check_no_overlap(location, stores)
-    check_replaceable(location, mode)
-    if mode == "w":
+    if check_replaceable(location, mode):
+        check_values(sources, targets)  # before deleting: a failed export keeps the earlier one
         tsio.delete_all(location.kvstore)
     manifest: dict[str, Any] = {
         "schema_version": EXPORT_SCHEMA_VERSION,
@@ -187,17 +230,19 @@ def export_training(
         },
         "samples": [{"id": s.sample_id, "frames": len(s.run), "params": s.params} for s in sources],
     }
+    digest = hashlib.sha256()
     try:
         tsio.write_bytes(location.kvstore, "zarr.json", group_metadata({PARTIAL_KEY: {"by": by}}))
         if by == "frames":
             manifest["chunk"], manifest["columns"] = _write_frames(
-                location, sources, nodes, targets, sample_size, int(seed), codec
+                location, sources, nodes, targets, sample_size, int(seed), codec, digest
             )
         else:
             for entry, s in zip(manifest["samples"], sources):
                 entry["points"], entry["chunk"] = _write_points(
-                    location, s, nodes, targets, sample_size, int(seed), codec
+                    location, s, nodes, targets, sample_size, int(seed), codec, digest
                 )
+        manifest["export_id"] = export_id(manifest, digest.digest())
         tsio.write_bytes(location.kvstore, "zarr.json", group_metadata({EXPORT_KEY: manifest}))
     except BaseException:
         _remove(location)
@@ -205,13 +250,24 @@ def export_training(
     return TrainingSet.open(location)
 
 
-def _store_path(location: Location) -> tuple[dict[str, Any], str]:
-    """`location`'s kvstore spec without its path, and the path (real, for a local directory)."""
-    spec = copy.deepcopy(location.kvstore)
-    path = str(spec.pop("path", ""))
+def export_id(manifest: dict[str, Any], data: bytes) -> str:
+    """The identity of an export: a hash of its `manifest` and of the `data` digest of every
+    array it holds. Equal exports (same runs, arguments and seed) have one identity, so the same
+    seed still gives the same bytes; any other export there has another one, by which an open
+    `TrainingSet` sees that it was replaced."""
+    text = json.dumps(manifest, sort_keys=True).encode()
+    return hashlib.sha256(text + data).hexdigest()[:32]
+
+
+def _store_path(location: Location) -> tuple[tuple[str, str], str]:
+    """Which store `location` is in (its driver and bucket; options such as concurrency limits
+    or credentials do not change what is stored where), and its path (real, for a local
+    directory)."""
+    spec = location.kvstore
+    path = str(spec.get("path", ""))
     if location.driver == "file":
         path = os.path.realpath(path).rstrip("/") + "/"
-    return spec, path
+    return (location.driver, str(spec.get("bucket", ""))), path
 
 
 def check_no_overlap(dest: Location, stores: list[Location]) -> None:
@@ -231,12 +287,20 @@ def check_no_overlap(dest: Location, stores: list[Location]) -> None:
             )
 
 
-def check_replaceable(location: Location, mode: str) -> None:
+def check_replaceable(location: Location, mode: str) -> bool:
     """A StoreExistsError unless `location` may take a new export in `mode`: ``"w-"`` needs it
-    empty; ``"w"`` needs it empty or an export (complete or partial) and nothing else."""
+    empty; ``"w"`` needs it empty or an export (complete or partial) and nothing else. Whether it
+    holds an export to replace."""
+    local = location.local_path
+    if local is not None and os.path.lexists(local) and not local.is_dir():
+        raise StoreExistsError(
+            f"`dest` {location} is a file, not a directory: an export is a directory of Zarr "
+            "arrays, and jaxsinks does not replace or delete a file it did not write, in any "
+            "mode. Choose another dest, or remove the file yourself if it is no longer needed."
+        )
     keys = tsio.list_keys(location.kvstore)
     if not keys:
-        return
+        return False
     export, held = _contents(location, keys)
     if mode == "w-":
         remedy = (
@@ -251,6 +315,7 @@ def check_replaceable(location: Location, mode: str) -> None:
             "earlier training export (or an empty directory), so nothing was deleted. Choose "
             "another dest, or remove what is there yourself if it is no longer needed."
         )
+    return True
 
 
 def _contents(location: Location, keys: list[str]) -> tuple[bool, str]:
@@ -285,34 +350,95 @@ def _files(keys: list[str]) -> str:
 
 
 def _narrow(values: np.ndarray, target: np.dtype, name: str, where: Any) -> np.ndarray:
-    """`values` as `target`, or an OutOfRangeError naming the first offending item via `where`."""
-    bad = out_of_range_rows(values, target)
-    if bad.any():
-        i = int(np.argmax(bad))
-        row = values[i]
-        finite = row[np.isfinite(row)] if np.issubdtype(row.dtype, np.inexact) else row
-        worst = float(np.abs(finite).max()) if finite.size else float("nan")
-        raise OutOfRangeError(
-            f"Field '{name}' has values out of the range of {target.name} at {where(i)} (largest "
-            f"magnitude {worst:.6g}); nothing was stored as inf and the partial export was "
-            f"removed. Export '{name}' with a wider dtype (dtype={{'{name}': "
-            f"'{'complex128' if target.kind == 'c' else 'float32'}'}}) or "
-            "rescale it.",
-            0,
-        )
-    return values.astype(target, copy=False)
+    """`values` as `target`, or an OutOfRangeError naming the first item (via `where`, given its
+    leading index) that `target` does not hold."""
+    stored = converted(values, target)
+    bad = unheld(values, stored)
+    rows = bad.any(axis=1)
+    if rows.any():
+        i = int(np.argmax(rows))
+        raise _out_of_range(name, _rows(values)[i][bad[i]], target, where(i))
+    return stored
+
+
+def _out_of_range(name: str, values: np.ndarray, target: np.dtype, where: str) -> OutOfRangeError:
+    """The error for field `name`, whose `values` (at `where`) `target` does not hold."""
+    worst = values[int(np.argmax(np.abs(values)))].item()
+    shown = str(worst) if isinstance(worst, int) else format(worst, ".6g")
+    source = values.dtype
+    wider = (
+        "complex128"
+        if source.kind == "c"
+        else source.name
+        if source.kind in "biu" or target.itemsize >= 4
+        else "float32"
+    )
+    return OutOfRangeError(
+        f"Field '{name}' has a value that {target.name} does not hold at {where}: {shown} "
+        f"({_holds(source, target)}). The export stopped: nothing was stored as inf or NaN, no "
+        "partial export is left at `dest`, and an earlier export there (mode='w') is kept, as "
+        f"values are checked before it is replaced. Export '{name}' as a dtype that holds it "
+        f"(dtype={{'{name}': '{wider}'}}), or rescale it.",
+        0,
+    )
+
+
+def _holds(source: np.dtype, target: np.dtype) -> str:
+    """What `target` holds, in words, of the values of `source`."""
+    if not is_float(target) and target.kind != "c":
+        info = np.iinfo(target)
+        return f"{target.name} holds integers from {info.min} to {info.max}"
+    finfo = jnp.finfo(target)
+    parts = [f"finite magnitudes up to {float(finfo.max):.6g}"]
+    if not np.isinf(converted(np.array([np.inf]), target)).all():
+        parts.append("no inf")
+    if source.kind in "biu":
+        parts.append(f"every integer only up to {2 ** (finfo.nmant + 1)}")
+    return f"{target.name} holds " + ", ".join(parts)
+
+
+def check_values(sources: list[Source], targets: dict[str, np.dtype]) -> None:
+    """An OutOfRangeError for the first value of `sources` that its storage dtype in `targets`
+    does not hold, before anything is written (a replaced export is deleted only after this):
+    each narrowed field is read block by block."""
+    for source in sources:
+        run = source.run
+        names = [n for n, t in targets.items() if t != run[n].dtype]
+        for a, b in frame_blocks(run, names):
+            for name in names:
+                _narrow(run[name][a:b], targets[name], name, _at(source, a))
+
+
+def frame_blocks(run: Any, names: list[str]) -> list[tuple[int, int]]:
+    """The frames of `run` in blocks of about `BLOCK_BYTES` of the largest of fields `names`."""
+    per_frame = max((run[n].dtype.itemsize * math.prod(run[n].shape[1:]) for n in names), default=1)
+    block = max(1, BLOCK_BYTES // max(1, per_frame))
+    return [(a, min(len(run), a + block)) for a in range(0, len(run), block)]
+
+
+def _at(source: Source, start: int) -> Any:
+    """Where item i of a block of `source` starting at frame `start` is, in words."""
+    return lambda i: f"frame {start + i} of run '{source.sample_id}'"
 
 
 def _write_array(
-    spec: dict[str, Any],
+    location: Location,
+    path: str,
     metadata: dict[str, Any],
     start: int,
     values: np.ndarray,
+    digest: Any,
     array: Any = None,
 ) -> Any:
+    """Write `values` from row `start` of the array at `path` (created from `metadata` unless
+    `array` is it, opened), and add them to `digest`, the hash of what the export holds."""
+    spec = location.child(path)
     array = tsio.create_array(spec, metadata) if array is None else array
     with tsio.translated("write to", spec):
         tsio.write_rows(array, start, values).result()
+    values = np.ascontiguousarray(values)
+    digest.update(f"{path}[{start}:]{values.dtype.name}{list(values.shape)}".encode())
+    digest.update(values.view(np.uint8) if values.size else b"")
     return array
 
 
@@ -324,6 +450,7 @@ def _write_frames(
     sample_size: int,
     seed: int,
     codec: Codec,
+    digest: Any,
 ) -> tuple[int, list[str]]:
     """Write the frames export; its chunk (frames) and the columns written beside the fields."""
     lengths = [len(s.run) for s in sources]
@@ -349,29 +476,37 @@ def _write_frames(
                 for s in sources
             ]
         ).astype(np.int32)
-    group = Location(location.child("frames"))
     sizes = {}
     for name, node in nodes.items():
         values = _narrow(
             np.concatenate([s.run[name][:] for s in sources]), targets[name], name, where
         )
         dims = ("frame", *sources[0].run[name].dims[1:])
-        sizes[node] = _write_shuffled(group, node, values[perm], chunk, dims, codec)
+        shuffled = values[perm]
+        sizes[node] = _write_shuffled(location, node, shuffled, chunk, dims, codec, digest)
     for name, values in columns.items():
-        sizes[name] = _write_shuffled(group, name, values[perm], chunk, ("frame",), codec)
+        shuffled = values[perm]
+        sizes[name] = _write_shuffled(location, name, shuffled, chunk, ("frame",), codec, digest)
     _write_groups(location, "frames", list(nodes.values()), {"chunk_bytes": sizes})
     return chunk, list(columns)
 
 
 def _write_shuffled(
-    group: Location, name: str, values: np.ndarray, chunk: int, dims: tuple[str, ...], codec: Codec
+    location: Location,
+    name: str,
+    values: np.ndarray,
+    chunk: int,
+    dims: tuple[str, ...],
+    codec: Codec,
+    digest: Any,
 ) -> list[int]:
-    spec = group.child(name)
+    """Write the frames export's array `name` (in chunks of `chunk` frames); its chunks' sizes."""
+    path = f"frames/{name}"
     meta = array_metadata(
         values.shape, values.dtype, _chunk_shape(chunk, values.shape), codec, dims
     )
-    _write_array(spec, meta, 0, values)
-    grid = _chunk_sizes(spec, (math.ceil(values.shape[0] / chunk),))
+    _write_array(location, path, meta, 0, values, digest)
+    grid = _chunk_sizes(location.child(path), (math.ceil(values.shape[0] / chunk),))
     return grid.tolist()
 
 
@@ -383,27 +518,19 @@ def _write_points(
     sample_size: int,
     seed: int,
     codec: Codec,
+    digest: Any,
 ) -> tuple[int, int]:
     run, names = source.run, list(nodes)
     frames, points = len(run), run[names[0]].shape[1]
     chunk = max(1, min(sample_size, points))
-    group = Location(location.child(f"samples/{source.sample_id}"))
-    per_frame = max(run[n].dtype.itemsize * math.prod(run[n].shape[1:]) for n in names)
-    block = max(1, BLOCK_BYTES // max(1, per_frame))
+    group = f"samples/{source.sample_id}"
     arrays: dict[str, Any] = {}
-    for a in range(0, frames, block):
-        b = min(frames, a + block)
+    for a, b in frame_blocks(run, names):
         perms = np.stack(
             [shuffle_permutation(seed, f"{source.sample_id}/{f}", points) for f in range(a, b)]
         )
         for name in names:
-            values = run[name][a:b]
-            values = _narrow(
-                values,
-                targets[name],
-                name,
-                lambda i: f"frame {a + i} of run '{source.sample_id}'",  # noqa: B023 - called at once
-            )
+            values = _narrow(run[name][a:b], targets[name], name, _at(source, a))
             index = perms.reshape(perms.shape + (1,) * (values.ndim - 2))
             shuffled = np.take_along_axis(values, index, axis=1)
             shape = (frames, *values.shape[1:])
@@ -411,9 +538,13 @@ def _write_points(
             chunks = (1, *_chunk_shape(chunk, values.shape[1:]))
             meta = array_metadata(shape, shuffled.dtype, chunks, codec, dims)
             node = nodes[name]
-            arrays[node] = _write_array(group.child(node), meta, a, shuffled, arrays.get(node))
+            arrays[node] = _write_array(
+                location, f"{group}/{node}", meta, a, shuffled, digest, arrays.get(node)
+            )
     sizes = {
-        n: _chunk_sizes(group.child(n), (frames, math.ceil(points / chunk))).tolist()
+        n: _chunk_sizes(
+            location.child(f"{group}/{n}"), (frames, math.ceil(points / chunk))
+        ).tolist()
         for n in nodes.values()
     }
     columns = [("step", run.steps), ("time", run.times)]
@@ -421,10 +552,8 @@ def _write_points(
         columns.append((SYSTEM_COLUMN, run.systems.astype(np.int32)))
     for name, values in columns:
         meta = array_metadata(values.shape, values.dtype, (max(1, frames),), codec, ("frame",))
-        _write_array(group.child(name), meta, 0, values)
-    _write_groups(
-        location, f"samples/{source.sample_id}", list(nodes.values()), {"chunk_bytes": sizes}
-    )
+        _write_array(location, f"{group}/{name}", meta, 0, values, digest)
+    _write_groups(location, group, list(nodes.values()), {"chunk_bytes": sizes})
     return points, chunk
 
 

@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from .._core.errors import ConfigError, StoreError, StoreNotFoundError
+from .._core.types import EXPORT_BY
 from .._io import tsio
 from .._io.layout import check_schema_version
 from .._io.location import Location, parse
+from .._io.runs import zarr_attrs
 
 #: The version of the export manifest this jaxsinks writes (and the newest it reads).
 EXPORT_SCHEMA_VERSION = 1
@@ -78,9 +80,12 @@ class TrainingSet:
             ``samples`` with ids, frame counts and parameters, ...).
     """
 
-    def __init__(self, location: Location, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, location: Location, manifest: dict[str, Any], generation: bytes = b""
+    ) -> None:
         self.location = location
         self.manifest = manifest
+        self._generation = generation  # the root zarr.json's as opened: unchanged, the same export
         self._arrays: dict[str, Any] = {}
         self._groups: dict[str, dict[str, Any]] = {}
 
@@ -90,22 +95,54 @@ class TrainingSet:
 
         Raises:
             StoreNotFoundError: if there is no complete export there.
-            StoreError: if it was written by a newer jaxsinks (naming both versions).
+            StoreError: if it was written by a newer jaxsinks (naming both versions), or its
+                ``zarr.json`` or manifest is damaged (naming the file and what is wrong).
         """
         location = parse(store)
-        raw = tsio.read_bytes(location.kvstore, "zarr.json")
+        raw, generation = tsio.read_versioned(location.kvstore, "zarr.json")
         if raw is None:
             raise StoreNotFoundError(
                 f"There is no training export at {location} (no zarr.json there)."
             )
-        manifest = json.loads(raw).get("attributes", {}).get(EXPORT_KEY)
-        if not isinstance(manifest, dict):
+        manifest = stored_manifest(location, raw)
+        if manifest is None:
             raise StoreNotFoundError(
                 f"{location} is not a complete jaxsinks training export (no "
                 f"'{EXPORT_KEY}' manifest). Export it again with export_training."
             )
         check_schema_version(manifest, f"The export at {location}", "export", EXPORT_SCHEMA_VERSION)
-        return cls(location, manifest)
+        return cls(location, check_manifest(location, manifest), generation)
+
+    def check_current(self) -> None:
+        """Raise unless the export at `location` is still the one opened: `sample` calls it after
+        reading, so that no sample of an export replaced (or removed) since is returned.
+
+        Raises:
+            StoreError: the export was removed, is being rewritten or was replaced by another
+                (another identity, ``export_id``) since it was opened; reopen it.
+        """
+        changed, raw, generation = tsio.read_if_changed(
+            self.location.kvstore, "zarr.json", self._generation
+        )
+        if not changed:
+            return
+        now = None if raw is None else stored_manifest(self.location, raw)
+        if now is not None and now.get("export_id") == self.manifest.get("export_id"):
+            self._generation = generation  # rewritten alike (the same export again)
+            return
+        what = (
+            "was removed"
+            if raw is None
+            else "no longer holds a complete export (it may be being replaced)"
+            if now is None
+            else "was replaced by another export"
+        )
+        raise StoreError(
+            f"The training export at {self.location} {what} since this TrainingSet opened it, "
+            "so what was just read may belong to another export (other runs, frames or "
+            "fields); nothing read is returned. Open it again with "
+            "jaxsinks.TrainingSet.open(...) once the new export is complete."
+        )
 
     @property
     def by(self) -> str:
@@ -141,18 +178,25 @@ class TrainingSet:
         )
 
     def chunk_size(self, sample_id: str | None = None) -> int:
-        """Items per chunk along the shuffled axis (of run `sample_id`, for a points export)."""
-        if self.by == "frames":
-            return int(self.manifest["chunk"])
-        return int(self._sample(sample_id)["chunk"])
+        """Items per chunk along the shuffled axis (of run `sample_id`, for a points export).
 
-    def _sample(self, sample_id: str | None) -> dict[str, Any]:
+        Raises:
+            ConfigError: `sample_id` is not one of `sample_ids` (or not given, for a points
+                export).
+        """
+        if self.by == "frames" and sample_id is None:
+            return int(self.manifest["chunk"])
         for s in self.manifest["samples"]:
             if s["id"] == sample_id:
-                return s
-        raise KeyError(
-            f"The export at {self.location} has no run {sample_id!r}; it has "
-            f"{list(self.sample_ids)}."
+                return int(s["chunk"] if self.by == "points" else self.manifest["chunk"])
+        raise ConfigError(
+            f"`sample_id` is {sample_id!r}, but the export at {self.location} has no such run; "
+            f"its runs are {list(self.sample_ids)}. Pass one of those"
+            + (
+                " (each run of a points export has its own chunk size)."
+                if self.by == "points"
+                else ", or None."
+            )
         )
 
     def _array(self, path: str) -> tuple[Any, dict[str, Any]]:
@@ -166,7 +210,12 @@ class TrainingSet:
             raw = tsio.read_bytes(self.location.child(group), "zarr.json")
             if raw is None:
                 raise StoreError(f"The export at {self.location} lacks the group '{group}'.")
-            self._groups[group] = json.loads(raw)["attributes"]["chunk_bytes"]
+            sizes = zarr_attrs(raw).get("chunk_bytes")
+            if not isinstance(sizes, dict):
+                raise damaged(
+                    self.location, f"{group}/zarr.json", "has no 'chunk_bytes' attribute object"
+                )
+            self._groups[group] = sizes
         return self._groups[group]
 
     def _read(self, path: str, index: tuple[Any, ...]) -> np.ndarray:
@@ -190,21 +239,20 @@ class TrainingSet:
 
         Raises:
             ConfigError: `n` or `rng` is not one of those, or no chunk holds `n` items.
+            StoreError: the export was replaced (or removed) since it was opened
+                (`check_current`); reopen it with `TrainingSet.open`.
         """
         n = positive_int(n, "n")
-        if not isinstance(rng, np.random.Generator):
-            if rng is not None and (
-                isinstance(rng, bool) or not isinstance(rng, (int, np.integer)) or rng < 0
-            ):
-                raise ConfigError(
-                    "`rng` must be a numpy Generator (np.random.default_rng(...)), an int seed "
-                    f">= 0, or None for fresh entropy; got {type(rng).__name__} {rng!r}. Pass "
-                    "one of those."
-                )
-            rng = np.random.default_rng(None if rng is None else int(rng))
-        if self.by == "frames":
-            return self._sample_frames(n, rng)
-        return self._sample_points(n, rng)
+        rng = generator(rng)
+        try:
+            sample = (
+                self._sample_frames(n, rng) if self.by == "frames" else self._sample_points(n, rng)
+            )
+        except Exception:
+            self.check_current()  # a replaced export reads as anything: say so first
+            raise
+        self.check_current()
+        return sample
 
     def _too_many(self, n: int, largest: int, what: str) -> ConfigError:
         return ConfigError(
@@ -252,6 +300,12 @@ class TrainingSet:
         samples = self.manifest["samples"]
         lengths = [chunk_lengths(int(s["points"]), int(s["chunk"])) for s in samples]
         largest = max((int(ls.max()) for ls in lengths if ls.size), default=0)
+        if largest == 0:
+            raise ConfigError(
+                f"This export holds no points to draw: the frames of its runs "
+                f"{list(self.sample_ids)} have 0 points each (a point axis of length 0). Export "
+                "runs whose point-cloud fields have points, or by='frames'."
+            )
         if n > largest:
             raise self._too_many(n, largest, "points")
         # A run by the points it has in chunks of >= n points (times its frames), then a frame,
@@ -273,3 +327,78 @@ class TrainingSet:
 def chunk_lengths(items: int, chunk: int) -> np.ndarray:
     """The number of items in each chunk of `chunk` items along an axis of `items`."""
     return np.minimum(chunk, items - chunk * np.arange(math.ceil(items / chunk)))
+
+
+def generator(rng: Any) -> np.random.Generator:
+    """`rng` (a numpy Generator, an int seed >= 0, or None for fresh entropy) as a Generator, or
+    a ConfigError."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is not None and (
+        isinstance(rng, bool) or not isinstance(rng, (int, np.integer)) or rng < 0
+    ):
+        raise ConfigError(
+            "`rng` must be a numpy Generator (np.random.default_rng(...)), an int seed >= 0, or "
+            f"None for fresh entropy; got {type(rng).__name__} {rng!r}. Pass one of those."
+        )
+    return np.random.default_rng(None if rng is None else int(rng))
+
+
+def stored_manifest(location: Location, raw: bytes) -> dict[str, Any] | None:
+    """The manifest in the root ``zarr.json`` bytes `raw` of the export at `location`; None if it
+    has none (an incomplete export, or no export), a StoreError if the file is not JSON."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    attrs = doc.get("attributes", {}) if isinstance(doc, dict) else None
+    if not isinstance(attrs, dict):
+        raise damaged(location, "zarr.json", "is not a JSON object with an 'attributes' object")
+    manifest = attrs.get(EXPORT_KEY)
+    return manifest if isinstance(manifest, dict) else None
+
+
+def check_manifest(location: Location, manifest: dict[str, Any]) -> dict[str, Any]:
+    """`manifest` (of the export at `location`) if it says soundly what the export holds, else a
+    StoreError naming each entry that is not."""
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    by, fields, samples = (manifest.get(k) for k in ("by", "fields", "samples"))
+    problems = []
+    if by not in EXPORT_BY:
+        problems.append(f"'by' is {by!r} (expected one of {list(EXPORT_BY)})")
+    if not isinstance(fields, dict) or not all(isinstance(f, dict) for f in fields.values()):
+        problems.append("'fields' is not an object of field descriptions by name")
+    if not isinstance(samples, list) or not samples:
+        problems.append("'samples' is not a non-empty list of runs")
+    else:
+        keys = ("id", "frames", "points", "chunk") if by == "points" else ("id", "frames")
+        bad = [
+            i
+            for i, s in enumerate(samples)
+            if not isinstance(s, dict)
+            or not isinstance(s.get("id"), str)
+            or not all(count(s.get(k)) for k in keys[1:])
+        ]
+        if bad:
+            problems.append(f"'samples' {bad[:5]} do not each give {list(keys)}")
+    if by == "frames" and not (count(manifest.get("chunk")) and manifest["chunk"] > 0):
+        problems.append(f"'chunk' is {manifest.get('chunk')!r} (expected a count of frames)")
+    if problems:
+        raise damaged(
+            location,
+            "zarr.json",
+            f"has a damaged manifest ('{EXPORT_KEY}'): " + "; ".join(problems),
+        )
+    return manifest
+
+
+def damaged(location: Location, key: str, problem: str) -> StoreError:
+    """The error for an export (at `location`) whose file `key` is damaged (`problem`)."""
+    return StoreError(
+        f"The training export at {location} is damaged: its file '{key}' {problem}. jaxsinks "
+        "cannot tell what it holds, so it does not read it. Export it again (export_training "
+        f"with mode='w'), or restore '{key}' from a copy."
+    )
