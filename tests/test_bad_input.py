@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import pathlib
+import re
 import string
 import tempfile
 
@@ -1156,3 +1157,38 @@ def test_field_config_that_is_not_a_dict_is_a_config_error(config):
     with pytest.raises(js.ConfigError, match="`field_config`") as info:
         create(memory_store(), {"a": jnp.zeros(2, jnp.float32)}, field_config=config)
     assert_clear(info.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"every": 5}, "schedule is {'type': 'every', 'n': 1, 'start': 0} in the stored run but"),
+        (
+            {"field_config": {"v": js.FieldConfig(dims=("atom",))}},
+            "field 'v': dims ['frame', 'v_0'] stored vs ['frame', 'atom'] now",
+        ),
+        ({"attrs": {"T": 310, "new": 1}}, "attrs['T'] is 300 in the stored run but 310 now"),
+    ],
+)
+def test_append_refuses_another_schedule_dims_or_attr_value_and_changes_nothing(
+    tmp_path, options, named
+):
+    """mode='a' with another `every` rewrote the run's recorded schedule (its frames 0..5 then
+    claimed every 5th step), other `dims` were ignored, and a stored attribute was replaced."""
+    from fs_helpers import stored_bytes
+
+    store = tmp_path / "run.zarr"
+    example = {"e": jnp.float32(0), "v": jnp.zeros(3)}
+    sink = js.ZarrSink.create(store, example, chunk=4, attrs={"T": 300})
+    for i in range(6):
+        sink = sink.write({"e": jnp.float32(i), "v": jnp.full(3, i, jnp.float32)}, step=i)
+    js.close(sink)
+    before = stored_bytes(store)
+    with pytest.raises(js.SchemaMismatchError, match=re.escape(named)):
+        js.ZarrSink.create(store, example, chunk=4, mode="a", **options)
+    assert stored_bytes(store) == before
+    # attrs that add keys, or none, are fine: the stored ones are kept
+    js.close(js.ZarrSink.create(store, example, chunk=4, mode="a", attrs={"T": 300, "a": 1}))
+    js.close(js.ZarrSink.create(store, example, chunk=4, mode="a"))
+    run = js.open(store)
+    assert run.attrs == {"T": 300, "a": 1} and run.schedule["n"] == 1 and len(run) == 6

@@ -159,10 +159,11 @@ def test_a_sample_reads_one_chunk_and_reports_its_read_amplification(tmp_path):
         for f in (a / "c").rglob("*")
         if f.is_file() and f.relative_to(a / "c").parts[0] == str(sample.chunk)
     ]
-    # One run: its `run` column is all 0, the fill value, so Zarr stores no chunk for it (0 bytes).
+    # One run: its `run` column is all 0, the fill value, and its chunk is stored all the same.
     assert sorted(f.relative_to(tmp_path / "x" / "frames").parts[0] for f in chunk_files) == [
         "e",
         "frame",
+        "run",
         "step",
         "time",
         "x",

@@ -261,6 +261,36 @@ def test_to_zarr_refuses_options_the_buffer_fixes_and_creates_nothing(make, opti
     assert len(sink) == 14  # the buffer still holds its frames
 
 
+@pytest.mark.parametrize("overflow", ["drop", "ring", "error"])
+@pytest.mark.parametrize("appended", [0, 4])
+def test_to_zarr_keeps_the_frames_a_zarr_sink_with_its_capacity_would_keep(
+    make, overflow, appended
+):
+    """`to_zarr(capacity=8)` wrote all 14 frames into a run whose metadata says capacity 8, and
+    raised nothing with overflow='error'. It now writes what a ZarrSink with the same options
+    keeps, also when appending after frames already there (they count against the capacity)."""
+    sink = js.close(run_steps(make(EXAMPLE, capacity=32, block=4, every=3), steps(0, 40)))
+    store, options = memory_store(), {"chunk": 4, "capacity": 8, "overflow": overflow}
+    before = list(range(-appended, 0))
+    first = js.ZarrSink.create(store, EXAMPLE, every=3, **options)
+    for step in before:
+        first = first.write({"x": jnp.zeros(3), "e": jnp.float32(0)}, step=step, time=0.0)
+    js.close(first)
+    recorded = before + list(range(0, 40, 3))
+    kept = recorded[-8:] if overflow == "ring" else recorded[:8]
+    if overflow == "error":
+        with pytest.raises(js.SinkOverflowError, match=f"capacity is 8 frames but {len(recorded)}"):
+            sink.to_zarr(store, mode="a", **options)
+    else:
+        written = sink.to_zarr(store, mode="a", **options)
+        assert written == (14 if overflow == "ring" else 8 - appended)
+    run = js.open(store)
+    assert run.status == "closed" and run.meta["capacity"] == 8
+    assert run.steps.tolist() == kept
+    np.testing.assert_array_equal(run["x"][appended:], expected(kept[appended:])["x"])
+    assert len(sink) == 14  # the buffer still holds its frames
+
+
 def test_released_memory_is_a_clear_error(make):
     sink = run_steps(make(EXAMPLE, capacity=8, block=4), steps(0, 5))
     sink.release()
@@ -289,3 +319,18 @@ def test_vmap_is_a_clear_error(make):
     frames = {"x": jnp.ones((2, 3), jnp.float32), "e": jnp.ones(2, jnp.float32)}
     with pytest.raises(js.TransformError, match="cannot be written under jax.vmap"):
         jax.vmap(lambda f: js.record(sink, step=0, time=0.0, frame=f).staged)(frames)
+
+
+def test_save_npz_into_a_missing_folder_is_a_store_error_naming_it(make, tmp_path):
+    """It raised numpy's bare FileNotFoundError."""
+    sink = js.close(run_steps(make(EXAMPLE, capacity=8, block=4), steps(0, 5)))
+    target = tmp_path / "missing" / "run.npz"
+    with pytest.raises(js.StoreError, match=r"the folder '.*missing' does not exist\. Create it"):
+        sink.save_npz(target)
+    assert len(sink.read()) == 5
+
+
+def test_a_capacity_too_large_for_host_memory_is_a_config_error_naming_it():
+    """It raised numpy's bare MemoryError."""
+    with pytest.raises(js.ConfigError, match=r"`capacity`=2000000000 frames \(.* GiB .*smaller"):
+        js.HostBuffer.create({"x": jnp.zeros((64, 64), jnp.float32)}, capacity=2 * 10**9, block=4)

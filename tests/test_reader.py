@@ -1,6 +1,9 @@
 import json
+import os
 import re
+import shutil
 import time
+import tracemalloc
 
 import jax.numpy as jnp
 import numpy as np
@@ -504,3 +507,104 @@ def test_only_a_live_ring_run_reads_its_metadata_again_to_check_its_reads(
         assert run["x"][:].tolist() == run.steps.tolist()
         assert run[::2].times.tolist() == [step / 2 for step in run.steps.tolist()[::2]]
         assert bool(reads) == (run is live), run
+
+
+def _edit_meta(store, **changes):
+    root = store / "zarr.json"
+    doc = json.loads(root.read_text())
+    doc["attributes"]["jaxsinks"].update(changes)
+    root.write_text(json.dumps(doc))
+
+
+@pytest.fixture(scope="module")
+def closed_runs(tmp_path_factory):
+    """A closed wide run, ring and long table of 20 frames (chunks of 4), as pristine copies."""
+    root = tmp_path_factory.mktemp("closed")
+    for name, options in {
+        "wide": {},
+        "ring": {"capacity": 8, "overflow": "ring"},
+        "long": {"table": "long"},
+    }.items():
+        store = root / f"{name}.zarr"
+        sink = js.ZarrSink.create(
+            store, {"e": jnp.float32(0), "f": jnp.int32(0)}, chunk=4, **options
+        )
+        for i in range(20):
+            sink = sink.write({"e": jnp.float32(i), "f": jnp.int32(-i)}, step=i, time=i / 4)
+        js.close(sink)
+    return root
+
+
+@pytest.fixture
+def copy_of(closed_runs, tmp_path):
+    def copy(name):
+        shutil.copytree(closed_runs / f"{name}.zarr", tmp_path / f"{name}.zarr")
+        return tmp_path / f"{name}.zarr"
+
+    return copy
+
+
+@pytest.mark.parametrize("kind", ["wide", "ring", "long"])
+@pytest.mark.parametrize("committed", [3 * 10**8, 10**10, 2**62, 2**63, 10**30])
+def test_a_damaged_huge_committed_count_is_a_prompt_store_error(copy_of, kind, committed):
+    """`open` listed every counted frame before comparing the count with the arrays: 3e8 took
+    11 s and 4.8 GB before its StoreError, 1e10 a MemoryError, 2**62 and 1e30 a ValueError,
+    and 2**63 opened as an empty run. A ring's count may be any int64 (it keeps its newest
+    frames, however many were recorded): it opens with the frames its slots hold."""
+    store = copy_of(kind)
+    _edit_meta(store, committed=committed)
+    tracemalloc.start()
+    try:
+        if kind == "ring" and committed < 2**63:
+            assert len(js.open(store)) == 8
+        else:
+            with pytest.raises(js.StoreError, match="damaged metadata") as info:
+                js.open(store)
+            assert str(committed) in str(info.value) and "zarr-python" in str(info.value)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
+
+
+@pytest.mark.parametrize("schedule", [None, 5, "every 2", [1, 2]])
+def test_a_damaged_schedule_is_a_store_error_naming_it_and_the_frames_still_read(copy_of, schedule):
+    """A schedule attribute that is not a JSON object made `describe` (`jaxsinks info`) raise
+    TypeError."""
+    store = copy_of("wide")
+    _edit_meta(store, schedule=schedule)
+    run = js.open(store)
+    for what in (lambda: run.schedule, run.describe):
+        with pytest.raises(js.StoreError, match=r"damaged metadata: .* schedule is ") as info:
+            what()
+        assert repr(schedule) in str(info.value) and "restore its zarr.json" in str(info.value)
+    assert run.steps.tolist() == list(range(20)) and run["f"][:].tolist() == [-i for i in range(20)]
+
+
+@pytest.mark.parametrize("kind", ["wide", "ring", "long"])
+def test_a_missing_chunk_of_the_step_column_is_a_store_error_naming_the_frames(copy_of, kind):
+    """Chunk files deleted from a closed run read silently as step -1 (and NaN values)."""
+    store = copy_of(kind)
+    (store / "step" / "c" / "1").unlink()
+    run = js.open(store)
+    entries = "8..15" if kind == "long" else "4..7"  # a long table's frames are 2 rows each
+    with pytest.raises(js.StoreError, match=rf"committed entries {re.escape(entries)} .*c/1\)"):
+        _ = run.steps
+
+
+def test_steps_recorded_as_minus_one_are_not_taken_for_missing_chunks(tmp_path):
+    """A chunk whose steps are all -1 (the fill value) is stored too, so it reads back; a run
+    written before that (no `fill_chunks` entry) is not checked, as it may lack such chunks."""
+    store = tmp_path / "run.zarr"
+    sink = js.ZarrSink.create(store, {"e": jnp.float32(0)}, chunk=4)
+    steps = [-1, -1, -1, -1, 0, -1, 1, 2]
+    for step in steps:
+        sink = sink.write({"e": jnp.float32(step)}, step=step)
+    js.close(sink)
+    assert sorted(os.listdir(store / "step" / "c")) == ["0", "1"]
+    assert js.open(store).steps.tolist() == steps
+    root = json.loads((store / "zarr.json").read_text())
+    del root["attributes"]["jaxsinks"]["fill_chunks"]  # as written by an older jaxsinks
+    (store / "zarr.json").write_text(json.dumps(root))
+    (store / "step" / "c" / "0").unlink()
+    assert js.open(store).steps.tolist() == steps

@@ -272,6 +272,7 @@ def test_the_layout_renames_the_node_and_records_the_field_name():
         "dtype": "int32",
         "storage_dtype": "int32",
         "codec": "None",
+        "dims": ["frame", "k"],
     }
     assert "field" not in fields[0]  # unchanged for fields that are not renamed
     assert lay.fields[1].dims == ("frame", "k") and lay.fields[2].dims == ("atom",)

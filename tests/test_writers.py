@@ -482,6 +482,10 @@ def _edit_meta(store, **changes):
         (dict(schema=None), "its schema does not list its fields by name"),
         (dict(schema={"fields": [{"nope": 1}]}), "its schema does not list its fields by name"),
         (dict(capacity="big"), "capacity is 'big'"),
+        (
+            dict(schema={"fields": [{"name": "x"}], "ragged": {"count": "x"}}),
+            "its schema's ragged is {'count': 'x'} (expected a count field name and a list",
+        ),
     ],
     ids=[
         "committed text",
@@ -491,6 +495,7 @@ def _edit_meta(store, **changes):
         "no schema",
         "no names",
         "capacity",
+        "ragged without fields",
     ],
 )
 def test_damaged_run_metadata_is_a_store_error_for_reads_and_appends(changes, named, tmp_path):

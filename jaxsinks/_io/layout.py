@@ -148,6 +148,7 @@ class ArrayLayout:
             "dtype": self.source_dtype.name,
             "storage_dtype": self.dtype.name,
             "codec": repr(self.codec),
+            "dims": list(self.dims),
         }
         if self.ragged_axes:
             out["ragged"] = True

@@ -83,8 +83,8 @@ def check_run_meta(meta: dict[str, Any], location: Location) -> dict[str, Any]:
     """`meta` (a run's ``jaxsinks`` attributes) if what says which frames it holds is sound; else
     a StoreError naming the damaged entry: nothing is read or appended by counts that are not."""
 
-    def count(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    def count(value: Any) -> bool:  # an int64 >= 0: what numpy and TensorStore index with
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
     schema = meta.get("schema")
     fields = schema.get("fields") if isinstance(schema, dict) else None
@@ -107,6 +107,16 @@ def check_run_meta(meta: dict[str, Any], location: Location) -> dict[str, Any]:
         isinstance(f, dict) and isinstance(f.get("name"), str) for f in fields
     ):
         problems.append("its schema does not list its fields by name")
+    ragged = schema.get("ragged") if isinstance(schema, dict) else None
+    if ragged is not None and not (
+        isinstance(ragged, dict)
+        and isinstance(ragged.get("count"), str)
+        and isinstance(ragged.get("fields"), list)
+        and all(isinstance(f, str) for f in ragged["fields"])
+    ):
+        problems.append(
+            f"its schema's ragged is {ragged!r} (expected a count field name and a list of fields)"
+        )
     if problems:
         raise damaged(
             location, f"in its zarr.json's '{ATTRS_KEY}' attributes, {'; '.join(problems)}"
@@ -114,12 +124,16 @@ def check_run_meta(meta: dict[str, Any], location: Location) -> dict[str, Any]:
     return meta
 
 
-def check_committed(location: Location, needed: int, stored: int) -> None:
-    """A StoreError unless the `stored` frames of a run's arrays hold the `needed` ones its
-    metadata counts (they always do, unless the metadata or the arrays were damaged)."""
-    if needed > stored:
+def check_committed(location: Location, needed: int, stored: int, rows: int = 1) -> None:
+    """A StoreError unless the `stored` entries of a run's arrays hold the `needed` frames its
+    metadata counts, of `rows` entries each (a long table's; they always do, unless the metadata
+    or the arrays were damaged)."""
+    if needed * rows > stored:
+        each = "" if rows == 1 else f" of {rows} rows each"
         raise damaged(
-            location, f"it counts {needed} committed frames, but its arrays hold {stored}"
+            location,
+            f"it counts {needed} committed frames{each}, but its arrays hold {stored}"
+            + ("" if rows == 1 else " rows"),
         )
 
 
@@ -245,7 +259,7 @@ def claim_run(location: Location, value: bytes, generation: bytes) -> bytes:
 
 #: Keys of a field's schema that runs written by older versions of jaxsinks lack: compared only
 #: where the stored schema has them.
-ADDED_FIELD_KEYS = ("codec",)
+ADDED_FIELD_KEYS = ("codec", "dims")
 
 
 def check_schema(stored: dict[str, Any], wanted: dict[str, Any], location: Location) -> None:
@@ -281,6 +295,31 @@ def check_schema(stored: dict[str, Any], wanted: dict[str, Any], location: Locat
             f"Cannot append to the run at {location}: its frame schema differs: "
             + "; ".join(problems)
             + ". Record the same frame structure with the same options, or write a new run."
+        )
+
+
+def check_append_options(
+    stored: dict[str, Any],
+    attrs: dict[str, Any],
+    schedule: dict[str, Any],
+    user_attrs: dict[str, Any],
+    location: Location,
+) -> None:
+    """Raise `SchemaMismatchError` if appending with `schedule` and `user_attrs` would rewrite
+    what the run (its jaxsinks metadata `stored`, its attributes `attrs`) records: its schedule
+    describes every frame already there, and its attributes may gain keys but not change any."""
+    problems = []
+    if "schedule" in stored and stored["schedule"] != schedule:
+        problems.append(f"schedule is {stored['schedule']} in the stored run but {schedule} now")
+    changed = sorted(k for k in user_attrs if k in attrs and attrs[k] != user_attrs[k])
+    problems += [
+        f"attrs[{k!r}] is {attrs[k]!r} in the stored run but {user_attrs[k]!r} now" for k in changed
+    ]
+    if problems:
+        raise SchemaMismatchError(
+            f"Cannot append to the run at {location}: " + "; ".join(problems) + ". Appending "
+            "continues the run as it was recorded: pass the stored `every` (and attrs that add "
+            "keys only, or none), or write a new run."
         )
 
 

@@ -298,22 +298,35 @@ def delete_all(spec: dict[str, Any]) -> None:
         kvstore(spec).delete_range(ts.KvStore.KeyRange()).result()
 
 
+#: Written chunks are stored even when all their values equal the fill value (TensorStore
+#: would store none), so that a chunk a run committed is never absent: an absent one was lost.
+STORE_FILL_CHUNKS = {"store_data_equal_to_fill_value": True}
+
+
 def create_array(spec: dict[str, Any], metadata: dict[str, Any]) -> ts.TensorStore:
-    """Create a zarr3 array for writing (in `WRITE_CONTEXT`)."""
+    """Create a zarr3 array for writing (in `WRITE_CONTEXT`; every chunk written is stored)."""
     with translated("create an array in", spec):
         return ts.open(
-            {"driver": "zarr3", "kvstore": with_request_defaults(spec), "metadata": metadata},
+            {
+                "driver": "zarr3",
+                "kvstore": with_request_defaults(spec),
+                "metadata": metadata,
+                **STORE_FILL_CHUNKS,
+            },
             create=True,
             context=WRITE_CONTEXT,
         ).result()
 
 
 def open_array(spec: dict[str, Any], *, write: bool = False) -> ts.TensorStore:
-    """Open an existing zarr3 array, for reading or (with `write`) for appending."""
+    """Open an existing zarr3 array, for reading or (with `write`) for appending (every chunk
+    written is stored)."""
     with translated("open the array", spec):
-        context = WRITE_CONTEXT if write else CONTEXT
+        extra = STORE_FILL_CHUNKS if write else {}
         return ts.open(
-            {"driver": "zarr3", "kvstore": with_request_defaults(spec)}, open=True, context=context
+            {"driver": "zarr3", "kvstore": with_request_defaults(spec), **extra},
+            open=True,
+            context=WRITE_CONTEXT if write else CONTEXT,
         ).result()
 
 

@@ -27,6 +27,7 @@ from .multihost import Coordinator, coordinator
 from .owner import Owner
 from .runs import (
     ROOT,
+    check_append_options,
     check_committed,
     check_local_target,
     check_nested_writers,
@@ -438,9 +439,15 @@ def _create_or_reopen(
     owner = Owner.me()
     table = options["table"]
     version = SCHEMA_VERSION if table is None else LONG_SCHEMA_VERSION
-    # `run_id` tells this run from any later one at the same location (kept by appends).
+    # `run_id` tells this run from any later one at the same location (kept by appends), and
+    # `fill_chunks` that every chunk it commits is stored (`tsio.STORE_FILL_CHUNKS`): in runs
+    # written before, a chunk of fill values was left out, and cannot be told from a lost one.
     meta = dict(
-        meta, schema_version=version, schema=run_schema(layout, table), run_id=uuid.uuid4().hex
+        meta,
+        schema_version=version,
+        schema=run_schema(layout, table),
+        run_id=uuid.uuid4().hex,
+        fill_chunks="stored",
     )
     claim = {ATTRS_KEY: dict(meta, status="creating", committed=0, writer=owner.to_json())}
     generation = claim_run(location, group_metadata(claim), generation)
@@ -520,6 +527,7 @@ def _reopen(
     stored = check_run_meta(attrs[ATTRS_KEY], location)
     table = options["table"]
     check_schema(stored.get("schema", {}), run_schema(layout, table), location)
+    check_append_options(stored, attrs, meta["schedule"], user_attrs, location)
     before = (stored.get("capacity"), stored.get("overflow"))
     now = (meta.get("capacity"), meta.get("overflow"))
     if before != now:  # the stored capacity bounds the whole run, the frames already there too
@@ -588,7 +596,7 @@ def _reopened(
     if options["ring"]:  # a ring's arrays keep their length; frames go modulo the capacity
         frames = int(arrays[frame_names[0]].shape[0])
     else:  # drop anything written past the committed count before a crash
-        check_committed(location, committed * rows, int(arrays[frame_names[0]].shape[0]))
+        check_committed(location, committed, int(arrays[frame_names[0]].shape[0]), rows)
         arrays.update(
             zip(
                 frame_names,

@@ -79,7 +79,18 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
     if meta.get("status") == "open" and holder(meta) is None:
         meta = dict(meta, status="interrupted")
     user = {k: v for k, v in attrs.items() if k != ATTRS_KEY}
-    return Run(location, meta, user, _physical_frames(meta))
+    return Run(location, meta, user)
+
+
+def _frames_needed(meta: dict[str, Any]) -> int:
+    """How many frames the arrays of the run `meta` describes must hold: its committed count, or
+    for a ring the slots its committed frames went to (computed, never listed: a damaged count
+    must not allocate before it is compared with the arrays)."""
+    committed = int(meta.get("committed", 0))
+    capacity = meta.get("capacity")
+    if meta.get("overflow") == "ring" and capacity:
+        return min(committed, int(capacity))
+    return committed
 
 
 def _physical_frames(meta: dict[str, Any]) -> np.ndarray:
@@ -103,14 +114,19 @@ class Run:
         location: Location,
         meta: dict[str, Any],
         attrs: dict[str, Any],
-        frames: np.ndarray,
+        frames: np.ndarray | None = None,
         cache: dict[str, Any] | None = None,
     ) -> None:
+        """`frames`: the selected physical frames; None for all the committed ones, once the step
+        column is checked to hold them (a StoreError if the metadata counts more)."""
         self.location = location
         self.meta = meta
         self.attrs = attrs
-        self._frames = frames
         self._cache = cache if cache is not None else {}
+        if frames is None:
+            self._array("step")
+            frames = _physical_frames(meta)
+        self._frames = frames
         self._live = live_ring(location, meta)  # None unless a ring its writer may overwrite
 
     # ---------------------------------------------------------------------------- description
@@ -146,8 +162,22 @@ class Run:
 
     @property
     def schedule(self) -> dict[str, Any]:
-        """The JSON description of the schedule the run was recorded with."""
-        return dict(self.meta.get("schedule", {}))
+        """The JSON description of the schedule the run was recorded with.
+
+        Raises:
+            StoreError: if the run's metadata holds something else there (it was damaged or
+                edited); its frames are read as usual.
+        """
+        schedule = self.meta.get("schedule", {})
+        if not isinstance(schedule, dict):
+            raise StoreError(
+                f"The run at {self.location} has damaged metadata: in its zarr.json's "
+                f"'{ATTRS_KEY}' attributes, schedule is {schedule!r} (expected a JSON object "
+                "describing the schedule), so the schedule it was recorded with is unknown. Its "
+                "frames can still be read (js.open(run)['field'], run.steps); restore its "
+                "zarr.json from a copy to see the schedule."
+            )
+        return dict(schedule)
 
     @property
     def per_system(self) -> bool:
@@ -279,11 +309,40 @@ class Run:
         entry = self._cache.get(key)
         if entry is None or (self._live is not None and self._first_frame() < entry[1]):
             column = self._array(name).read_physical(slice(0, None))
+            if name == "step":
+                self._check_step_chunks(column)
             if self._long is not None:  # a long table's frames are len(names) rows each
                 column = column[:: len(self._long["names"])]
             entry = (column, 0 if self._live is None else self._live.check(self._frames))
             self._cache[key] = entry
         return entry[0][self._frames]
+
+    def _check_step_chunks(self, column: np.ndarray) -> None:
+        """A StoreError if a chunk of the step column that holds committed frames is missing.
+
+        TensorStore reads a missing chunk as the fill value (-1 for steps); so only chunks read
+        as -1 are looked for, and only they are listed: a run whose steps are not -1 pays
+        nothing. Runs written before every chunk was stored (no ``fill_chunks`` entry) left out
+        chunks of steps all -1, so they are not checked."""
+        if self.meta.get("fill_chunks") != "stored":
+            return
+        needed = _frames_needed(self.meta) * (1 if self._long is None else len(self._long["names"]))
+        suspect = np.flatnonzero(column[:needed] == -1)
+        if not suspect.size:
+            return
+        array = self._array("step").array
+        grid = array.spec().to_json()["metadata"]["chunk_grid"]["configuration"]["chunk_shape"][0]
+        keys = set(tsio.list_keys(self.location.child("step")))
+        missing = sorted({int(i) for i in suspect // grid if f"c/{int(i)}" not in keys})
+        if missing:
+            first, last = missing[0] * grid, min(needed, (missing[-1] + 1) * grid) - 1
+            raise StoreError(
+                f"The run at {self.location} is damaged: {len(missing)} chunk file(s) of its "
+                f"`step` array holding committed entries {first}..{last} are missing (deleted or "
+                f"lost: c/{missing[0]}{'' if len(missing) == 1 else ' ...'}), so those frames "
+                "would read as step -1 and as fill values. Restore the run's folder from a copy; "
+                "the other frames can be read with zarr-python directly."
+            )
 
     def _first_frame(self) -> int:
         """The first selected frame of a live ring, counted from the run's first recorded frame
@@ -338,9 +397,9 @@ class Run:
             array = tsio.open_array(spec)
             schema = self.meta["schema"]
             ragged = {f["name"] for f in schema["fields"] if f.get("ragged")}
-            if "table" not in schema and name not in ragged:  # an array of frames
-                needed = int(_physical_frames(self.meta).max(initial=-1)) + 1
-                check_committed(self.location, needed, array.shape[0])
+            if name not in ragged:  # an array of frames (of rows, k a frame, in a long table)
+                rows = len(schema["table"]["names"]) if "table" in schema else 1
+                check_committed(self.location, _frames_needed(self.meta), array.shape[0], rows)
             self._cache[key] = StoredArray(name, array, spec)
         return self._cache[key]
 

@@ -16,6 +16,8 @@ than a wait for frames that will never come (or a write over the new value's fra
 
 from __future__ import annotations
 
+import math
+import os
 import threading
 from typing import Any, ClassVar, final
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from .._core.deprecation import deprecated_arguments
 from .._core.errors import ConfigError, StaleSinkError, StoreError
+from .._core.flags import Flag
 from .._core.pytree import pytree_dataclass, replace
 from .._core.schedule import Schedule
 from .._core.sink import RecordOptions, check_buffer_overflow, check_capacity, host_int
@@ -211,7 +214,17 @@ class HostBuffer(StreamSink):
                 "`capacity`."
             )
         layout = row_layout(options, block)
-        memory = HostMemory(layout, capacity=capacity, progress=check_progress(progress))
+        progress = check_progress(progress)
+        try:
+            memory = HostMemory(layout, capacity=capacity, progress=progress)
+        except MemoryError:
+            frame = sum(math.prod(a.shape) * a.dtype.itemsize for a in layout.arrays)
+            raise ConfigError(
+                f"`{owner}` could not allocate host memory for `capacity`={capacity} frames "
+                f"({capacity * frame / 2**30:.1f} GiB at {frame} bytes a frame, step and time "
+                "included): this machine has not that much free. Give a smaller `capacity`, "
+                "drain the buffer during the run, or record to a ZarrSink."
+            ) from None
         return cls._empty(memory, options, layout)
 
     # ------------------------------------------------------------------------------- host side
@@ -335,16 +348,28 @@ class HostBuffer(StreamSink):
         if trajectory.systems is not None:
             arrays["system"] = trajectory.systems
         saved: dict[str, Any] = {name: npz_array(a) for name, a in arrays.items()}
-        (np.savez_compressed if compressed else np.savez)(path, **saved)
+        try:
+            (np.savez_compressed if compressed else np.savez)(path, **saved)
+        except FileNotFoundError as err:
+            raise StoreError(
+                f"`HostBuffer.save_npz` could not write `path` {str(path)!r}: the folder "
+                f"{os.path.dirname(err.filename or str(path))!r} does not exist. Create it "
+                "first, or pass a path in an existing folder; the frames are still in the buffer."
+            ) from None
 
     def to_zarr(self, store: Any, **options: Any) -> int:
         """Write the frames to a new Zarr run at `store` after the run; returns the frames written.
 
-        `options` are those of `ZarrSink.create` (codec, chunk, field_config, mode, attrs, ...);
-        the schedule, time dtype and per-system layout are this buffer's.
+        `options` are those of `ZarrSink.create` (codec, chunk, field_config, mode, attrs,
+        capacity, overflow, ...); the schedule, time dtype and per-system layout are this
+        buffer's. The run keeps the frames a `ZarrSink` with those options would have kept: with
+        a `capacity`, ``overflow="drop"`` writes the first frames that fit, ``"ring"`` the newest
+        `capacity` (the buffer's frames are kept in host memory either way).
 
         Raises:
             ConfigError: if `options` names ``every``, ``per_system`` or ``time_dtype``.
+            SinkOverflowError: with ``overflow="error"`` (the default), if the frames do not fit
+                `capacity`: the run is closed with the first frames that fit.
         """
         from .zarr_sink import ZarrSink
 
@@ -373,8 +398,13 @@ class HostBuffer(StreamSink):
         assert writer is not None
         leaves = jax.tree.leaves(trajectory.frames)
         start, total = writer.committed, len(trajectory)
-        for i in range(0, total, sink.layout.block):
-            rows = slice(i, min(i + sink.layout.block, total))
+        # as the ZarrSink would: a ring keeps the newest `capacity` frames (its writer wraps),
+        # "drop" and "error" the frames that fit (then "error" raises at close)
+        kept = total
+        if sink.capacity is not None and sink.overflow != "ring":
+            kept = min(total, max(0, sink.capacity - start))
+        for i in range(0, kept, sink.layout.block):
+            rows = slice(i, min(i + sink.layout.block, kept))
             systems = None if trajectory.systems is None else trajectory.systems[rows]
             _host_tail(
                 writer,
@@ -386,6 +416,10 @@ class HostBuffer(StreamSink):
                 trajectory.times[rows],
                 systems,
             )
-        end = jnp.asarray(start + total, jnp.int32)  # the value that wrote those frames
-        replace(sink, flushed=end, recorded=end).close()
-        return total
+        replace(  # the value that wrote those frames
+            sink,
+            flushed=jnp.asarray(start + kept, jnp.int32),
+            recorded=jnp.asarray(start + total, jnp.int32),
+            flags=jnp.asarray(Flag.OVERFLOW if kept < total else 0, jnp.int32),
+        ).close()
+        return kept
