@@ -8,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+from conftest import x32_only
 from PIL import Image
 from run_helpers import PNG_SIGNATURE, STEPS, write_run
 
@@ -81,6 +82,34 @@ def test_format_info_marks_per_system_runs_and_readable_sizes():
     assert [human_bytes(n) for n in (512, 1536, 5 * 2**20)] == ["512 B", "1.5 KiB", "5.0 MiB"]
 
 
+def test_format_info_marks_ragged_fields_shapes_as_per_atom():
+    field = {
+        "name": "pos",
+        "shape": [3],
+        "dtype": "float32",
+        "source_dtype": "float32",
+        "chunks": [64, 3],
+        "shards": None,
+        "codecs": ["bytes"],
+        "logical_bytes": 12,
+        "stored_bytes": 12,
+    }
+    description = {
+        "store": "s",
+        "frames": 1,
+        "committed": 1,
+        "status": "closed",
+        "schedule": {},
+        "attrs": {},
+        "logical_bytes": 12,
+        "stored_bytes": 12,
+        "fields": [field],
+    }
+    text = format_info(description, ragged={"count": "natoms", "fields": ["pos"]})
+    assert "ragged     pos: per system s, natoms[s] rows" in text
+    assert re.search(r"^pos +\(3,\) per atom +float32", text, re.M)
+
+
 def test_python_dash_m_jaxsinks_info(store):
     proc = subprocess.run(
         [sys.executable, "-m", "jaxsinks", "info", store],
@@ -101,6 +130,7 @@ def test_help_for_every_command(capsys):
     for cmd in ("info", "plot", "movie", "bench"):
         code, out, _ = run_cli(capsys, cmd, "--help")
         assert code == 0 and f"usage: jaxsinks {cmd}" in out
+        assert "memory://" not in out  # a new process's memory:// holds no run
 
 
 # ------------------------------------------------------------------------------ plot, movie
@@ -423,3 +453,120 @@ def test_info_into_a_closed_pipe_exits_quietly(store):
     proc.stderr.close()
     assert proc.wait(timeout=120) == 141, err
     assert err == ""
+
+
+def run_sh(command, store):
+    """`command` (with ``{jaxsinks}`` and ``{store}``) in a shell; its exit status and output."""
+    jaxsinks = f"{sys.executable} -m jaxsinks"
+    proc = subprocess.run(
+        ["sh", "-c", command.format(jaxsinks=jaxsinks, store=store)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_closed_stdout_or_stderr_keeps_the_exit_status(store, tmp_path):
+    code, output = run_sh("{jaxsinks} info {store} >&-", store)
+    assert code == 0 and "Traceback" not in output, output
+    code, output = run_sh("{jaxsinks} info {store} 2>&-", tmp_path / "missing.zarr")
+    assert code == 2 and "Traceback" not in output, output
+
+
+def damage_schema(path, change):
+    """Apply `change` to the 'jaxsinks' attributes in the zarr.json of the run at `path`."""
+    root = path / "zarr.json"
+    meta = json.loads(root.read_text())
+    change(meta["attributes"]["jaxsinks"])
+    meta.pop("consolidated_metadata", None)
+    root.write_text(json.dumps(meta))
+
+
+def test_a_missing_metadata_entry_is_named_with_its_run(tmp_path, capsys):
+    for name in ("info", "bench"):
+        write_run(tmp_path / f"{name}.zarr")
+    damage_schema(tmp_path / "info.zarr", lambda m: m["schema"]["fields"][0].pop("dtype"))
+    err = assert_usage_error(
+        capsys, ["info", tmp_path / "info.zarr"], "info.zarr has damaged metadata", "'dtype'"
+    )
+    assert err.startswith("jaxsinks info: error: The run at ")
+    damage_schema(tmp_path / "bench.zarr", lambda m: m["schema"]["fields"][0].update(dtype="no"))
+    assert_usage_error(
+        capsys,
+        ["bench", "--like", tmp_path / "bench.zarr"],
+        "bench.zarr has damaged metadata",
+        "does not give a frame shape and dtype",
+        "--shape and --dtype",
+    )
+
+
+def test_a_missing_field_is_still_a_one_line_error(store, capsys):
+    assert_usage_error(capsys, ["plot", store, "nope"], "nope", "grid")
+
+
+@x32_only
+def test_bench_refuses_64_bit_dtypes_that_jax_would_record_as_32_bit(tmp_path, capsys):
+    for dtype in ("float64", "int64"):
+        code, out, err = run_cli(capsys, "bench", "--dtype", dtype, "--dir", tmp_path)
+        assert code == 2 and out == "" and "JAX_ENABLE_X64=1" in err, err
+        assert f"has dtype {dtype}, but JAX would record it as {dtype[:-2]}32" in err
+
+
+def test_bench_checks_its_arguments_before_printing_anything(capsys):
+    for argv, fragment in (
+        (["--frames", "0"], "`frames` must be a positive int"),
+        (["--chunks", "0"], "`chunks` must hold positive ints"),
+        (["--codecs", "lzma"], "Unknown codec name"),
+        (["--dir", "/dev/null"], "'/dev/null' is not a directory"),
+    ):
+        code, out, err = run_cli(capsys, "bench", *argv)
+        assert code == 2 and out == "" and fragment in err, (out, err)
+
+
+def test_plot_refuses_systems_a_per_system_run_does_not_have(tmp_path, capsys):
+    from run_helpers import write_per_system_run
+
+    run = write_per_system_run(tmp_path / "ps.zarr")
+    out = tmp_path / "p.png"
+    assert_usage_error(
+        capsys, ["plot", run, "e", "--systems", "7", "--out", out], "indices [7]", "(0..2)"
+    )
+    assert not out.exists()
+
+
+def test_movie_refuses_rates_and_color_ranges_it_cannot_show(store, tmp_path, capsys):
+    out = tmp_path / "g.gif"
+    for argv in (["--fps", "0.001"], ["--fps", "1e-300"], ["--fps", "inf"]):
+        assert_usage_error(capsys, ["movie", store, "grid", "--out", out, *argv], "`fps` must be")
+    assert_usage_error(
+        capsys,
+        ["movie", store, "grid", "--out", out, "--vmin", "nan"],
+        "`vmin` must be a finite number",
+    )
+    assert_usage_error(
+        capsys,
+        ["movie", store, "grid", "--out", out, "--vmin", "1", "--vmax", "0"],
+        "must not be above `vmax`",
+    )
+    assert not out.exists()
+
+
+def test_demo_errors_are_one_line_errors(tmp_path, capsys):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "thesis.tex").write_text("precious")
+    args = ["--clusters", "2", "--max-steps", "5", "--no-progress"]
+    for out in (full, tmp_path / "full" / "thesis.tex"):
+        for extra in ([], ["--overwrite"]):
+            err = assert_usage_error(capsys, ["demo", "--out", out, *extra, *args], f"--out {out}")
+            assert err.startswith("jaxsinks demo: error: ") and "demo run" not in err
+    code, _, err = run_cli(
+        capsys, "demo", "--out", tmp_path / "new", "--overwrite", "--seed", "-1", *args
+    )
+    assert code == 2 and err.endswith(
+        "jaxsinks demo: error: --seed must be a non-negative integer; got -1\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
+    assert (full / "thesis.tex").read_text() == "precious"

@@ -47,3 +47,35 @@ def test_a_second_run_gets_a_new_directory_or_needs_overwrite(tmp_path, monkeypa
         relax.main(["--out", "demo-output/run-001", *args])
     assert relax.main(["--out", "demo-output/run-001", "--overwrite", *args]) == 0
     assert "(overwriting)" in capsys.readouterr().out
+    # a file of the user's named like an output: refused before any earlier output is replaced
+    run = tmp_path / "demo-output" / "run-001"
+    (run / "log.csv").write_text("precious")
+    before = (run / "trajectory.zarr" / "zarr.json").read_bytes()
+    with pytest.raises(js.StoreExistsError, match="is not a CSV log"):
+        relax.main(["--out", str(run), "--overwrite", *args])
+    assert (run / "log.csv").read_text() == "precious"
+    assert (run / "trajectory.zarr" / "zarr.json").read_bytes() == before
+
+
+def test_overwrite_replaces_only_what_an_earlier_demo_wrote(tmp_path):
+    args = ["--clusters", "2", "--max-steps", "50", "--no-progress", "--overwrite"]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(js.StoreExistsError, match=r"holds files the demo did not write \(thesis"):
+        relax.main(["--out", str(out), *args])
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "log.csv").write_text("step,time,e\n")
+    with pytest.raises(
+        js.StoreExistsError, match="holds the output of an earlier demo.*--overwrite"
+    ):
+        relax.main(["--out", str(earlier), *args[:-1]])
+    # a folder named like a run of the demo's that is not a jaxsinks run
+    (out / "thesis.tex").unlink()
+    (out / "log.zarr").mkdir()
+    (out / "log.zarr" / "data.bin").write_bytes(b"x")
+    with pytest.raises(js.StoreError, match="not a jaxsinks run.*does not overwrite or delete"):
+        relax.main(["--out", str(out), *args])
+    assert (out / "log.zarr" / "data.bin").read_bytes() == b"x"

@@ -175,8 +175,16 @@ def test_mp4_without_ffmpeg_suggests_a_gif(run, tmp_path, monkeypatch):
 def test_movie_checks_its_arguments(run, tmp_path):
     with pytest.raises(js.ConfigError, match=r"must end in \.gif or \.mp4"):
         viz.movie(run, "grid", tmp_path / "grid.avi")
-    with pytest.raises(js.ConfigError, match="`fps` must be positive"):
-        viz.movie(run, "grid", tmp_path / "g.gif", fps=0)
+    for fps in (0, 0.001, 1e-300, float("inf"), float("nan")):
+        with pytest.raises(js.ConfigError, match=r"`fps` must be between 0.01 .* and 1000"):
+            viz.movie(run, "grid", tmp_path / "g.gif", fps=fps)
+    with pytest.raises(js.ConfigError, match="`vmin` must be a finite number; got nan"):
+        viz.movie(run, "grid", tmp_path / "g.gif", vmin=float("nan"))
+    with pytest.raises(js.ConfigError, match=r"`vmin` \(2.0\) must not be above `vmax` \(1.0\)"):
+        viz.movie(run, "grid", tmp_path / "g.gif", vmin=2.0, vmax=1.0)
+    with pytest.raises(js.ConfigError, match=r"color range \[1000.0, None\] given is outside"):
+        viz.movie(run, "grid", tmp_path / "g.gif", vmin=1000.0)
+    assert not (tmp_path / "g.gif").exists()
     with pytest.raises(js.ConfigError, match="`every` must be a positive int"):
         viz.movie(run, "grid", tmp_path / "g.gif", every=0)
     with pytest.raises(js.ConfigError, match="not a matplotlib colormap"):
@@ -344,3 +352,70 @@ def test_movie_refuses_a_csv_log(tmp_path):
 
 def test_frame_title_leaves_out_a_missing_time():
     assert viz.frame_title("phi", np.int32(3), np.float32("nan")) == "phi   step 3"
+
+
+def write_long_run(path, frames=150):
+    """A run of `frames` 2-d frames in chunks of 10 frames (more than one block of a movie)."""
+    sink = js.ZarrSink.create(path, {"phi": jnp.zeros((4, 3))}, chunk=10)
+    for i in range(frames):
+        sink = sink.write({"phi": jnp.full((4, 3), float(i))}, step=i, time=0.1 * i)
+    js.close(sink)
+    return path
+
+
+@pytest.mark.parametrize("chunk", [1, 10])  # in the first block of 64 frames, or a later one
+def test_a_read_error_part_way_leaves_an_existing_movie_as_it_was(tmp_path, chunk):
+    store = write_long_run(tmp_path / "long.zarr")
+    (store / "phi" / "c" / str(chunk) / "0" / "0").write_bytes(b"\x07" * 100)  # a damaged chunk
+    out = tmp_path / "keep.gif"
+    out.write_bytes(b"precious")
+    with pytest.raises(js.StoreError):  # the read error, not one from the GIF writer
+        viz.movie(js.open(store), "phi", out, vmin=0.0, vmax=1.0)
+    assert out.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.gif", "long.zarr"]  # no leftovers
+
+
+def test_a_movie_replaces_its_output_once_complete(run, tmp_path):
+    out = tmp_path / "g.gif"
+    out.write_bytes(b"old")
+    viz.movie(run, "grid", out, every=6)
+    assert len(gif_frames(out)) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["g.gif"]
+
+
+def test_a_movie_of_empty_images_is_refused(tmp_path):
+    sink = js.ZarrSink.create(tmp_path / "z.zarr", {"z": jnp.zeros((0, 3))}, chunk=4)
+    for i in range(3):
+        sink = sink.write({"z": jnp.zeros((0, 3))}, step=i)
+    js.close(sink)
+    with pytest.raises(js.ConfigError, match=r"images of shape \(0, 3\), which hold no values"):
+        viz.movie(js.open(tmp_path / "z.zarr"), "z", tmp_path / "z.gif")
+    assert not (tmp_path / "z.gif").exists()
+
+
+def test_a_csv_log_with_a_value_that_is_not_a_number_or_not_text_is_refused(tmp_path):
+    for name, body in (("abc", b"1,0.1,abc"), ("empty", b"1,0.1,")):
+        log = tmp_path / f"{name}.csv"
+        log.write_bytes(b"step,time,e\n0,0.0,1\n" + body + b"\n2,0.2,3\n")
+        with pytest.raises(js.StoreError, match=r"holds a value that is not a number"):
+            viz.plot(log)
+    binary = tmp_path / "bin.csv"
+    binary.write_bytes(bytes(range(128, 256)) * 3)
+    with pytest.raises(js.StoreError, match=r"bin.csv is not a CsvSink log: it is not text"):
+        viz.plot(binary)
+
+
+def test_systems_that_a_per_system_run_or_log_does_not_have_are_refused(per_system_run, tmp_path):
+    with pytest.raises(js.ConfigError, match=r"indices \[7\] outside the \d+ systems of 'e'"):
+        viz.plot(per_system_run, "e", systems=[7])
+    log = write_csv_log(tmp_path / "ps.csv", per_system=True)
+    with pytest.raises(
+        js.ConfigError, match=r"indices \[7\] outside the 2 systems of 'e' \(0..1\)"
+    ):
+        viz.plot(log, "e", systems=[1, 7])
+
+
+def test_messages_keep_the_case_of_the_store_path(tmp_path):
+    sink = js.ZarrSink.create(tmp_path / "MyRun.zarr", {"e": jnp.float32(0)}, chunk=4)
+    js.close(sink)
+    with pytest.raises(js.ConfigError, match=r"^The run at .*/MyRun.zarr has no frames to plot"):
+        viz.plot(tmp_path / "MyRun.zarr", "e")

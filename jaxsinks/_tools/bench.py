@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import Blosc, FieldConfig, ZarrSink, Zstd, close, record
 from .. import open as open_run
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, StoreError
 from .._core.types import BloscName
 
 Codec = Zstd | Blosc | None
@@ -107,16 +107,25 @@ def fields_from_shape(shape: Sequence[int], dtype: Any) -> list[FieldShape]:
 
 def fields_like(store: Any) -> list[FieldShape]:
     """The fields of the run at `store` (frame shapes, source and stored dtypes), to mimic it."""
-    schema = open_run(store).meta["schema"]["fields"]
-    return [
-        FieldShape(
-            f["name"],
-            tuple(f["shape"]),
-            np.dtype(f["dtype"]),
-            np.dtype(f.get("storage_dtype", f["dtype"])),
-        )
-        for f in schema
-    ]
+    run = open_run(store)
+    fields = []
+    for f in run.meta["schema"]["fields"]:
+        try:
+            dtype = np.dtype(f["dtype"])
+            shape = tuple(f["shape"])
+            if not all(isinstance(n, int) and n >= 0 for n in shape):
+                raise ValueError(f"shape {f['shape']!r} is not a list of sizes")
+            fields.append(
+                FieldShape(f["name"], shape, dtype, np.dtype(f.get("storage_dtype", dtype)))
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            problem = f"it has no {err.args[0]!r}" if isinstance(err, KeyError) else str(err)
+            raise StoreError(
+                f"The run at {run.location} has damaged metadata: the schema entry of its field "
+                f"{f['name']!r} does not give a frame shape and dtype ({problem}), so `--like` "
+                "cannot mimic it. Benchmark with --shape and --dtype instead."
+            ) from None
+    return fields
 
 
 def run_bench(
@@ -145,7 +154,8 @@ def iter_bench(
     data: str = "smooth",
     directory: Any = None,
 ) -> Iterator[BenchRow]:
-    """Yield one `BenchRow` per codec x chunk, as each finishes.
+    """One `BenchRow` per codec x chunk, yielded as each finishes; the arguments are checked at
+    once, before the first configuration runs.
 
     Args:
         fields: the synthetic fields of each frame.
@@ -163,13 +173,35 @@ def iter_bench(
         raise ConfigError(f"`data` must be one of {list(DATA_KINDS)}; got {data!r}.")
     if not fields:
         raise ConfigError("`fields` is empty; give at least one field to benchmark.")
+    for f in fields:
+        if jax.dtypes.canonicalize_dtype(f.dtype) != f.dtype:
+            raise ConfigError(
+                f"Field '{f.name}' has dtype {f.dtype.name}, but JAX would record it as "
+                f"{jax.dtypes.canonicalize_dtype(f.dtype).name}: 64-bit types are off. Set "
+                "JAX_ENABLE_X64=1 in the environment to benchmark 64-bit frames, or use a "
+                "32-bit dtype."
+            )
     parsed = {name: parse_codec(name) for name in codecs}
     chunks = [_positive("chunks", c) for c in chunks]
     if not parsed or not chunks:
         raise ConfigError("`codecs` and `chunks` each need at least one entry.")
     if directory is not None and not pathlib.Path(directory).is_dir():
-        raise ConfigError(f"`directory` '{directory}' does not exist; create it or leave it out.")
+        problem = "is not a directory" if pathlib.Path(directory).exists() else "does not exist"
+        raise ConfigError(
+            f"`directory` '{directory}' {problem}; give an existing directory, or leave it out."
+        )
+    return _bench(fields, frames, parsed, chunks, data, directory)
 
+
+def _bench(
+    fields: Sequence[FieldShape],
+    frames: int,
+    parsed: dict[str, Codec],
+    chunks: list[int],
+    data: str,
+    directory: Any,
+) -> Iterator[BenchRow]:
+    """`iter_bench`'s rows, its arguments checked."""
     example = _nest({f.name: jax.ShapeDtypeStruct(f.shape, f.dtype) for f in fields})
     overrides = {
         f.name: FieldConfig(dtype=f.stored_dtype)

@@ -9,18 +9,19 @@ with the status of a process ended by SIGPIPE, 141, as other command-line tools 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import pathlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import open as open_run
-from .._core.errors import ConfigError, JaxsinksError
+from .._core.errors import ConfigError, JaxsinksError, StoreError
 from .._read.reader import Run
 from .bench import (
     DATA_KINDS,
@@ -42,21 +43,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``jaxsinks`` with `argv` (default: ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:  # everything after `demo` belongs to the demo's own parser
-        return demo(argv[1:])
+        return run_command("demo", lambda: demo(argv[1:]))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a usage error (2), already printed by argparse
         return int(exit_.code or 0)
+    return run_command(args.command, lambda: args.handler(args))
+
+
+def run_command(command: str, handler: Callable[[], int]) -> int:
+    """Run a command's `handler`: its exit status; 2 after one line on stderr for an error the
+    user can fix (jaxsinks' own errors, and files that cannot be read or written)."""
     try:
-        code = args.handler(args)
-        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        code = handler()
+        if sys.stdout is not None:  # None when the command was started with stdout closed
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
     except BrokenPipeError:
         silence_stdout()
         return EXIT_BROKEN_PIPE
-    except (JaxsinksError, KeyError, OSError) as err:
-        print(f"jaxsinks {args.command}: error: {one_line(err)}", file=sys.stderr)
+    except (JaxsinksError, OSError) as err:
+        if sys.stderr is not None:  # None when started with stderr closed: the status still tells
+            print(f"jaxsinks {command}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -84,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Summarize a run: its status, schedule, attributes, and "
         "per field its layout, codecs, sizes and compression ratio.",
     )
-    info.add_argument("store", help="the run (a path, or a file://, memory://, s3://, gs:// URL)")
+    info.add_argument("store", help="the run (a path, or a file://, s3://, gs:// URL)")
     info.add_argument("--json", action="store_true", help="print the description as JSON")
     info.set_defaults(handler=cmd_info)
 
@@ -196,11 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_info(args: argparse.Namespace) -> int:
     run = open_run(args.store)
-    description = run.describe()
+    with missing_entries(args.store):
+        description = run.describe()
     if args.json:
         print(json.dumps(description, indent=2))
     else:
-        print(format_info(description, per_system=run.per_system))
+        print(format_info(description, per_system=run.per_system, ragged=run.ragged))
     return 0
 
 
@@ -208,9 +218,26 @@ def cmd_plot(args: argparse.Namespace) -> int:
     data = load(args.store)
     fields = args.fields or None
     out = args.out if args.out is not None else default_plot_out(fields, source_name(data))
-    plot(data, fields, x=args.x, systems=args.systems, log=args.log, out=out, title=args.title)
+    with missing_entries(args.store):
+        plot(data, fields, x=args.x, systems=args.systems, log=args.log, out=out, title=args.title)
     print(f"wrote {out}")
     return 0
+
+
+@contextlib.contextmanager
+def missing_entries(store: str) -> Iterator[None]:
+    """Turn a KeyError for an entry missing from a damaged run's metadata (one that opening the
+    run does not check) into a StoreError naming the run and the entry."""
+    try:
+        yield
+    except KeyError as err:
+        if isinstance(err, JaxsinksError):  # a FieldNotFoundError says what it means
+            raise
+        raise StoreError(
+            f"The run at {store} has damaged metadata: an entry of its zarr.json's 'jaxsinks' "
+            f"attributes, {one_line(err)!r}, is missing. Restore its zarr.json from a copy, or "
+            "read its arrays with zarr-python directly."
+        ) from None
 
 
 def default_plot_out(fields: Sequence[str] | None, name: str) -> pathlib.Path:
@@ -223,19 +250,20 @@ def default_plot_out(fields: Sequence[str] | None, name: str) -> pathlib.Path:
 def cmd_movie(args: argparse.Namespace) -> int:
     run = load(args.store)
     out = args.out if args.out is not None else default_movie_path(args.field)
-    out = movie(
-        run,
-        args.field,
-        out,
-        fps=args.fps,
-        vmin=args.vmin,
-        vmax=args.vmax,
-        every=args.every,
-        cmap=args.cmap,
-        index=args.index,
-        t_start=args.t_start,
-        t_end=args.t_end,
-    )
+    with missing_entries(args.store):
+        out = movie(
+            run,
+            args.field,
+            out,
+            fps=args.fps,
+            vmin=args.vmin,
+            vmax=args.vmax,
+            every=args.every,
+            cmap=args.cmap,
+            index=args.index,
+            t_start=args.t_start,
+            t_end=args.t_end,
+        )
     assert isinstance(run, Run)  # movie refused a CSV log
     frames = len(movie_frames(run, every=args.every, t_start=args.t_start, t_end=args.t_end))
     print(f"wrote {out} ({frames} frames)")
@@ -251,18 +279,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         fields = fields_like(args.like)
     else:
         fields = fields_from_shape(args.shape or (64, 38, 3), args.dtype or "float32")
-    print(bench_preamble(fields, args.frames, args.data))
-    print()
-    print("| codec | chunk | MB/s | ratio | stored MiB |")
-    print("|---|---:|---:|---:|---:|")
-    for row in iter_bench(
+    rows = iter_bench(  # checks its arguments before the table starts
         fields,
         frames=args.frames,
         codecs=args.codecs,
         chunks=args.chunks,
         data=args.data,
         directory=args.dir,
-    ):
+    )
+    print(bench_preamble(fields, args.frames, args.data))
+    print()
+    print("| codec | chunk | MB/s | ratio | stored MiB |")
+    print("|---|---:|---:|---:|---:|")
+    for row in rows:
         cells = (
             row.codec,
             row.chunk,
@@ -286,15 +315,23 @@ def demo(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    return int(relax.main(list(argv)) or 0)
+    try:
+        return int(relax.main(list(argv)) or 0)
+    except SystemExit as exit_:  # --help (0) or a usage error (2), printed by the demo's parser
+        return int(exit_.code or 0)
 
 
 # ----------------------------------------------------------------------------- formatting
 
 
-def format_info(description: dict[str, Any], per_system: bool = False) -> str:
-    """The text `jaxsinks info` prints for a `Run.describe()` dict."""
+def format_info(
+    description: dict[str, Any], per_system: bool = False, ragged: dict[str, Any] | None = None
+) -> str:
+    """The text `jaxsinks info` prints for a `Run.describe()` dict (`ragged`: the run's
+    `Run.ragged`, whose fields show the shape of one atom's row)."""
     d = description
+    ragged = ragged or {}
+    ragged_fields = set(ragged.get("fields", ()))
     readable = "" if d["frames"] == d["committed"] else f" ({d['frames']} readable)"
     lines = [
         f"store      {d['store']}",
@@ -305,6 +342,11 @@ def format_info(description: dict[str, Any], per_system: bool = False) -> str:
     ]
     if per_system:
         lines.append("layout     per-system rows (each frame is one system; see the system column)")
+    if ragged_fields:
+        lines.append(
+            f"ragged     {', '.join(sorted(ragged_fields))}: per system s, {ragged['count']}[s] "
+            "rows of the shape shown (marked 'per atom')"
+        )
     if d.get("table") == "long":
         lines.append(
             "table      long: each frame is one row per field of the arrays step, time, system, "
@@ -314,7 +356,7 @@ def format_info(description: dict[str, Any], per_system: bool = False) -> str:
     rows = [
         (
             f["name"],
-            str(tuple(f["shape"])),
+            str(tuple(f["shape"])) + (" per atom" if f["name"] in ragged_fields else ""),
             f["dtype"]
             if f["dtype"] == f["source_dtype"]
             else f"{f['dtype']} (from {f['source_dtype']})",

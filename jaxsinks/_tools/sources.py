@@ -70,9 +70,14 @@ def read_csv_log(path: Any) -> CsvLog:
     """Read the CSV log at `path` (written by a `CsvSink`); a torn last line is left out."""
     path = pathlib.Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise StoreNotFoundError(f"There is no CSV log at {path}.") from None
+    except UnicodeDecodeError:
+        raise StoreError(
+            f"{path} is not a CsvSink log: it is not text (not UTF-8). Plot a run (a Zarr store) "
+            "or a log written by jaxsinks.CsvSink."
+        ) from None
     lines = text.split("\n")
     columns = tuple(lines[0].strip().split(","))
     if columns[:2] != ("step", "time"):
@@ -83,16 +88,14 @@ def read_csv_log(path: Any) -> CsvLog:
     body = [line for line in lines[1:-1] if line.strip()]  # the last piece is '' or torn
     if columns == LONG_COLUMNS:
         return _widen(path, body)
-    rows = np.zeros((len(body), len(columns)))
-    for i, line in enumerate(body):
-        cells = line.split(",")
-        if len(cells) != len(columns):
+    cells = [line.split(",") for line in body]
+    for i, line in enumerate(cells):
+        if len(line) != len(columns):
             raise StoreError(
-                f"Line {i + 2} of the CSV log {path} has {len(cells)} values for "
+                f"Line {i + 2} of the CSV log {path} has {len(line)} values for "
                 f"{len(columns)} columns; the file is not a CsvSink log, or was edited."
             )
-        rows[i] = [float(c) for c in cells]
-    return CsvLog(path, columns, rows)
+    return CsvLog(path, columns, _numbers(path, cells, len(columns)))
 
 
 def load(source: Any) -> Run | CsvLog:
@@ -131,6 +134,23 @@ def describe_source(data: Run | CsvLog) -> str:
     return f"the run at {data.location}"
 
 
+def sentence(text: str) -> str:
+    """`text` with its first character upper-cased (the rest, a path in it say, kept as it is)."""
+    return text[:1].upper() + text[1:]
+
+
+def _numbers(path: pathlib.Path, cells: list[list[str]], width: int) -> np.ndarray:
+    """The CSV log's `cells` (rows of `width` strings) as float64 numbers; a StoreError if one
+    is not a number."""
+    try:
+        return np.array([[float(c) for c in row] for row in cells]).reshape(-1, width)
+    except ValueError as err:
+        raise StoreError(
+            f"The CSV log {path} holds a value that is not a number ({err}); the file is not a "
+            "CsvSink log, or was edited."
+        ) from None
+
+
 def _widen(path: pathlib.Path, body: list[str]) -> CsvLog:
     """A long CSV log's lines as a wide `CsvLog`: the lines of each frame (or system row), one per
     field in the order of the fields, become one row; a frame torn by a crash is left out."""
@@ -156,13 +176,8 @@ def _widen(path: pathlib.Path, body: list[str]) -> CsvLog:
             f"(or system row) is one line per field {fields}, with the same step, time and "
             "system. The file is not a CsvSink log, or was edited."
         )
-    try:
-        values = np.array([[float(c[j]) for j in (0, 1, 2, 4)] for c in cells[:whole]])
-    except ValueError as err:
-        raise StoreError(
-            f"The long CSV log {path} holds a value that is not a number: {err}."
-        ) from None
-    values = values.reshape(-1, k, 4) if whole else np.zeros((0, k, 4))
+    values = _numbers(path, [[c[j] for j in (0, 1, 2, 4)] for c in cells[:whole]], 4)
+    values = values.reshape(-1, k, 4)
     # the columns step, time (system): those of each frame's first line; then one per field
     per_system = whole > 0 and bool(np.any(values[:, 0, 2] != WHOLE_FRAME))
     head = values[:, 0, :3] if per_system else values[:, 0, :2]

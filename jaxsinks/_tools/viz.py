@@ -11,7 +11,9 @@ state is touched.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import pathlib
 import shutil
 from collections.abc import Iterator, Sequence
@@ -21,11 +23,13 @@ import numpy as np
 
 from .._core.errors import ConfigError
 from .._read.reader import FieldView, Run
-from .sources import CsvLog, _as_run, describe_source, load, source_name
+from .sources import CsvLog, _as_run, describe_source, load, sentence, source_name
 
 #: Frames read from the store at a time, by default (a movie never holds more than this).
 READ_BLOCK = 64
 MOVIE_SUFFIXES = (".gif", ".mp4")
+#: The slowest and fastest frame rates a movie is made at (a GIF holds a frame at most 655 s).
+MIN_FPS, MAX_FPS = 0.01, 1000.0
 
 
 def plottable_fields(data: Run | CsvLog) -> list[str]:
@@ -40,7 +44,7 @@ def plottable_fields(data: Run | CsvLog) -> list[str]:
     ]
     if not names:
         raise ConfigError(
-            f"{describe_source(data).capitalize()} has no field of scalar or 1-d frames to plot; "
+            f"{sentence(describe_source(data))} has no field of scalar or 1-d frames to plot; "
             f"its fields are {list(data.fields)}. Use `movie` for 2-d fields."
         )
     return names
@@ -68,9 +72,7 @@ def csv_series(
             )
         ids = log.column("system").astype(np.int64)
         values = log.column(columns[0])
-        wanted = (
-            _check_systems(systems, None, field) if systems is not None else np.unique(ids).tolist()
-        )
+        wanted = _check_systems(systems, np.unique(ids).tolist(), field, "systems")
         return [(f"system {s}", xs[ids == s], values[ids == s]) for s in wanted]
     if len(columns) == 1:
         if systems is not None:
@@ -79,9 +81,7 @@ def csv_series(
                 "`systems` out."
             )
         return [(columns[0], xs, log.column(columns[0]))]
-    wanted = (
-        range(len(columns)) if systems is None else _check_systems(systems, len(columns), field)
-    )
+    wanted = _check_systems(systems, list(range(len(columns))), field, "entries")
     return [(columns[k], xs, log.column(columns[k])) for k in wanted]
 
 
@@ -110,9 +110,7 @@ def series(
             )
         ids = run.systems
         assert ids is not None  # a per-system run has systems
-        wanted = (
-            _check_systems(systems, None, field) if systems is not None else np.unique(ids).tolist()
-        )
+        wanted = _check_systems(systems, np.unique(ids).tolist(), field, "systems")
         return [(f"system {s}", xs[ids == s], values[ids == s]) for s in wanted]
     if len(frame_shape) == 0:
         if systems is not None:
@@ -122,11 +120,7 @@ def series(
             )
         return [(field, xs, values)]
     if len(frame_shape) == 1:
-        wanted = (
-            range(frame_shape[0])
-            if systems is None
-            else _check_systems(systems, frame_shape[0], field)
-        )
+        wanted = _check_systems(systems, list(range(frame_shape[0])), field, "entries")
         return [(f"{field}[{k}]", xs, values[:, k]) for k in wanted]
     raise ConfigError(
         f"`plot` draws fields whose frames are scalars or 1-d (one line per entry); '{field}' has "
@@ -156,7 +150,7 @@ def plot(
             f"`log` names {unknown}, which are not among the plotted fields {fields}."
         )
     if len(data) == 0:
-        raise ConfigError(f"{describe_source(data).capitalize()} has no frames to plot.")
+        raise ConfigError(f"{sentence(describe_source(data))} has no frames to plot.")
     path = None if out is None else _output_path(out, (".png",), "out")
     lines = {field: _series(data, field, x, systems) for field in fields}
 
@@ -228,17 +222,26 @@ def _x_values(source: Run | CsvLog, x: str) -> np.ndarray:
     return times
 
 
-def _check_systems(systems: Sequence[int], size: int | None, field: str) -> list[int]:
+def _check_systems(
+    systems: Sequence[int] | None, available: list[int], field: str, what: str
+) -> list[int]:
+    """The entries (or systems) of `field` to draw: `systems`, each one of `available`; all of
+    them if `systems` is None."""
+    if systems is None:
+        return available
     wanted = [int(s) for s in systems]
     if not wanted:
         raise ConfigError("`systems` is empty; pass at least one index, or leave it out for all.")
-    if size is not None:
-        bad = [s for s in wanted if not 0 <= s < size]
-        if bad:
-            raise ConfigError(
-                f"`systems` has indices {bad} outside the {size} entries of '{field}' "
-                f"(0..{size - 1})."
-            )
+    bad = [s for s in wanted if s not in set(available)]
+    if bad:
+        if available == list(range(len(available))):
+            there = f"0..{len(available) - 1}"
+        else:
+            there = ", ".join(map(str, available[:20])) + (", ..." if len(available) > 20 else "")
+        raise ConfigError(
+            f"`systems` has indices {bad} outside the {len(available)} {what} of '{field}' "
+            f"({there}); choose among those, or leave `systems` out for all."
+        )
     return wanted
 
 
@@ -260,11 +263,17 @@ def movie(
     t_end: float | None = None,
 ) -> pathlib.Path:
     """`jaxsinks.movie` (documented there): render the frames, return the path."""
-    from matplotlib import animation, colormaps
+    from matplotlib import animation, colormaps, rc_context
 
     out = _output_path(out if out is not None else default_movie_path(field), MOVIE_SUFFIXES, "out")
-    if not fps > 0:
-        raise ConfigError(f"`fps` must be positive; got {fps!r}.")
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise ConfigError(
+            f"`fps` must be between {MIN_FPS:g} (a frame every {1 / MIN_FPS:g} s) and {MAX_FPS:g}; "
+            f"got {fps!r}."
+        )
+    for name, value in (("vmin", vmin), ("vmax", vmax)):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"`{name}` must be a finite number; got {value!r}.")
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ConfigError(f"`every` must be a positive int (show every k-th frame); got {every!r}.")
     if cmap not in colormaps:
@@ -282,10 +291,23 @@ def movie(
     select = frame_selector(field, view.shape[1:], index)
     if len(view) == 0:
         raise ConfigError(f"The run at {run.location} has no frames to make a movie of.")
+    image_shape = tuple(view.shape[1 + len(select) :])
+    if 0 in image_shape:
+        raise ConfigError(
+            f"'{field}' has images of shape {image_shape}, which hold no values: there is nothing "
+            "to show. Make a movie of a field with non-empty 2-d frames."
+        )
     if vmin is None or vmax is None:
         lo, hi = value_range(view, select)
+        if vmin is not None and vmin > hi or vmax is not None and vmax < lo:
+            raise ConfigError(
+                f"The color range [{vmin}, {vmax}] given is outside the frames' values "
+                f"[{lo:.6g}, {hi:.6g}]; pass both --vmin and --vmax, or neither."
+            )
         vmin = lo if vmin is None else vmin
         vmax = hi if vmax is None else vmax
+    if vmin > vmax:
+        raise ConfigError(f"`vmin` ({vmin}) must not be above `vmax` ({vmax}).")
 
     steps, times = selected.steps, selected.times
     first = np.asarray(view[(0, *select)], dtype=np.float32)
@@ -303,14 +325,28 @@ def movie(
         if out.suffix.lower() == ".gif"
         else animation.FFMpegWriter(fps=cast(int, fps))
     )
-    with writer.saving(figure, str(out), dpi=100):
-        k = 0
-        for block in blocks(view, select):
-            for frame in block:
-                image.set_data(frame)
-                title.set_text(frame_title(field, steps[k], times[k]))
-                writer.grab_frame()
-                k += 1
+    # Written beside `out` and renamed over it once complete: an error part-way (a damaged
+    # chunk) leaves `out` as it was.
+    partial = out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
+    try:
+        with rc_context({"savefig.bbox": None}):  # as writer.saving(), which finishes on errors
+            writer.setup(figure, str(partial), dpi=100)
+            try:
+                k = 0
+                for block in blocks(view, select):
+                    for frame in block:
+                        image.set_data(frame)
+                        title.set_text(frame_title(field, steps[k], times[k]))
+                        writer.grab_frame()
+                        k += 1
+            except BaseException:
+                with contextlib.suppress(Exception):  # ends ffmpeg; the error is the one above
+                    writer.finish()
+                raise
+            writer.finish()
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
     return out
 
 

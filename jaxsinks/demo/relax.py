@@ -30,6 +30,9 @@ import numpy as np
 import jaxsinks as js
 
 from .._core.types import Mode
+from .._io import tsio
+from .._io.location import parse as parse_location
+from .._io.runs import ROOT, stored_run
 from .._tools import viz as _viz
 from .._tools.cli import human_bytes, ratio
 from . import fire, lj
@@ -72,6 +75,11 @@ def create_sinks(
 ) -> dict[str, Any]:
     """The demo's sinks, created on the host (`mode` as for `ZarrSink.create`)."""
     example = frames(fire.fire_init(batch), batch)
+    # the CSV log first: with mode="w" it refuses a file that is not a CSV log before a run is
+    # replaced (what the runs are is checked by `check_output_dir`)
+    log_csv = js.CsvSink.create(
+        out / "log.csv", example["log"], block=100, progress=progress, mode=mode
+    )
     return {
         "trajectory": js.ZarrSink.create(
             out / "trajectory.zarr",
@@ -85,9 +93,7 @@ def create_sinks(
         "converged": js.DeviceBuffer.create(
             example["converged"], capacity=batch.natoms.shape[0], per_system=True, once=True
         ),
-        "log_csv": js.CsvSink.create(
-            out / "log.csv", example["log"], block=100, progress=progress, mode=mode
-        ),
+        "log_csv": log_csv,
         "log": js.ZarrSink.create(out / "log.zarr", example["log"], chunk=256, mode=mode),
     }
 
@@ -126,18 +132,16 @@ def relax_and_record(
     return state, sinks, step
 
 
+#: What the demo writes into its output directory: all that --overwrite replaces there.
+OUTPUTS = ("trajectory.zarr", "log.zarr", "log.csv", "energy_fmax.png")
+
+
 def output_dir(out: str | None, overwrite: bool) -> tuple[pathlib.Path, str]:
     """Where this run writes, and a sentence saying so (a new run directory unless told)."""
     if out is not None:
         path = pathlib.Path(out)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise js.StoreExistsError(
-                f"{path} already holds a demo run. Pass --overwrite to replace it, or leave out "
-                "--out to write a new run directory under demo-output/."
-            )
-        return path, f"writing to {path}" + (
-            " (overwriting)" if path.exists() and overwrite else ""
-        )
+        held = check_output_dir(path, overwrite)
+        return path, f"writing to {path}" + (" (overwriting)" if held else "")
     root = pathlib.Path("demo-output")
     index = 1
     while (root / f"run-{index:03d}").exists():
@@ -150,6 +154,38 @@ def output_dir(out: str | None, overwrite: bool) -> tuple[pathlib.Path, str]:
         "reuses one)"
     )
     return path, f"writing to a new run directory {path}{note}"
+
+
+def check_output_dir(path: pathlib.Path, overwrite: bool) -> list[str]:
+    """What `path` holds of an earlier demo's outputs (to replace, with `overwrite`); an error if
+    it is not a folder, holds anything else, or holds outputs without `overwrite`."""
+    if path.exists() and not path.is_dir():
+        raise js.StoreError(
+            f"--out {path} is a file, not a folder: the demo writes a folder of outputs. Choose "
+            "another path, or leave out --out to write a new run directory under demo-output/."
+        )
+    held = sorted(p.name for p in path.iterdir()) if path.exists() else []
+    # An output of the demo's: a run where it writes runs, a file where it writes files.
+    foreign = [n for n in held if n not in OUTPUTS or (path / n).is_dir() != n.endswith(".zarr")]
+    if foreign:
+        raise js.StoreExistsError(
+            f"--out {path} holds files the demo did not write ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}); the demo writes into an empty or new folder, "
+            "or with --overwrite over its own earlier output there, and deletes nothing else. "
+            "Choose another folder, or leave out --out to write a new run directory under "
+            "demo-output/."
+        )
+    if held and not overwrite:
+        raise js.StoreExistsError(
+            f"--out {path} already holds the output of an earlier demo ({', '.join(held)}). "
+            "Pass --overwrite to replace it, or leave out --out to write a new run directory "
+            "under demo-output/."
+        )
+    for name in held:
+        if name.endswith(".zarr"):  # refused unless a jaxsinks run, as mode="w" does
+            location = parse_location(path / name)
+            stored_run(location, tsio.read_bytes(location.kvstore, ROOT), "w")
+    return held
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,12 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clusters < 1 or args.max_steps < 1 or args.every < 1:
         parser.error("--clusters, --max-steps and --every must be positive")
+    if args.seed < 0:
+        parser.error(f"--seed must be a non-negative integer; got {args.seed}")
 
+    # An earlier demo's outputs in --out are replaced as each sink is created (mode="w"), after
+    # every argument was checked; nothing else there is touched.
     out, where = output_dir(args.out, args.overwrite)
-    if args.overwrite and out.exists():
-        import shutil
-
-        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"jaxsinks demo: {where}")
 
@@ -182,7 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = js.Progress(
         total=args.max_steps, desc="FIRE", disable=True if args.no_progress else None
     )
-    sinks = create_sinks(out, batch, every=args.every, max_steps=args.max_steps, progress=progress)
+    sinks = create_sinks(
+        out,
+        batch,
+        every=args.every,
+        max_steps=args.max_steps,
+        progress=progress,
+        mode="w" if args.overwrite else "w-",
+    )
 
     start = time.perf_counter()
     compiled = relax_and_record.lower(state, batch, sinks, jnp.int32(args.max_steps)).compile()
