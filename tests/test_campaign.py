@@ -22,6 +22,7 @@ import pytest
 from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
+from jaxsinks._core.frame import nested
 from jaxsinks.campaign import _entry as _run_entry
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -151,18 +152,6 @@ def test_frames_iterate_across_runs_with_the_run_id():
         [f["e"] for f in frames], np.r_[expected(range(6))["e"], expected(range(3))["e"]]
     )
     assert [f["run"] for f in campaign.frames(where=lambda e: e.run_id == "b")] == ["b"] * 3
-
-
-def nested(flat: dict) -> dict:
-    """The pytree whose field names (paths joined with '/') are the keys of `flat`."""
-    out: dict = {}
-    for name, value in flat.items():
-        *parents, leaf = name.split("/")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
 
 
 def record_named(campaign: js.Campaign, run_id: str, frames: int, names, **params) -> None:

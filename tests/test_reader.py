@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from run_helpers import write_per_system_run
-from zarr_helpers import EXAMPLE, expected, memory_store, run_steps, steps
+from zarr_helpers import EXAMPLE, edit_meta, expected, memory_store, run_steps, steps
 
 import jaxsinks as js
 from jaxsinks._core.errors import FieldNotFoundError, ReadIndexError
@@ -509,13 +509,6 @@ def test_only_a_live_ring_run_reads_its_metadata_again_to_check_its_reads(
         assert bool(reads) == (run is live), run
 
 
-def _edit_meta(store, **changes):
-    root = store / "zarr.json"
-    doc = json.loads(root.read_text())
-    doc["attributes"]["jaxsinks"].update(changes)
-    root.write_text(json.dumps(doc))
-
-
 @pytest.fixture(scope="module")
 def closed_runs(tmp_path_factory):
     """A closed wide run, ring and long table of 20 frames (chunks of 4), as pristine copies."""
@@ -552,7 +545,7 @@ def test_a_damaged_huge_committed_count_is_a_prompt_store_error(copy_of, kind, c
     and 2**63 opened as an empty run. A ring's count may be any int64 (it keeps its newest
     frames, however many were recorded): it opens with the frames its slots hold."""
     store = copy_of(kind)
-    _edit_meta(store, committed=committed)
+    edit_meta(store, committed=committed)
     tracemalloc.start()
     try:
         if kind == "ring" and committed < 2**63:
@@ -572,7 +565,7 @@ def test_a_damaged_schedule_is_a_store_error_naming_it_and_the_frames_still_read
     """A schedule attribute that is not a JSON object made `describe` (`jaxsinks info`) raise
     TypeError."""
     store = copy_of("wide")
-    _edit_meta(store, schedule=schedule)
+    edit_meta(store, schedule=schedule)
     run = js.open(store)
     for what in (lambda: run.schedule, run.describe):
         with pytest.raises(js.StoreError, match=r"damaged metadata: .* schedule is ") as info:

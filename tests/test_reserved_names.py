@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxsinks as js
-from jaxsinks._core.frame import unreserved_names
+from jaxsinks._core.frame import nested, unreserved_names
 from jaxsinks._io.layout import make_layout
 
 STEPS = 6
@@ -298,13 +298,7 @@ def frame_of(names, i):
     """Scalar float32 fields `names` (the step plus 10 times their index), nested at '/';
     `n` and `pos` are a ragged field of two systems and its count."""
     f = i.astype(jnp.float32)
-    frame: dict = {}
-    for k, name in enumerate(names):
-        *parents, leaf = name.split("/")
-        node = frame
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = f + 10.0 * k
+    frame = nested({name: f + 10.0 * k for k, name in enumerate(names)})
     if "pos" in names:
         frame["n"] = jnp.array([2, 3], jnp.int32)
         frame["pos"] = jnp.full((2, 3, 2), f)

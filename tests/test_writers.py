@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from fs_helpers import stored_bytes
-from zarr_helpers import EXAMPLE, expected, run_steps, steps
+from zarr_helpers import EXAMPLE, edit_meta, expected, run_steps, steps
 
 import jaxsinks as js
 from jaxsinks._io import owner as _owner
@@ -465,13 +465,6 @@ def test_a_reopen_failing_after_its_claim_gives_the_run_back(tmp_path, monkeypat
     assert run.status == "closed" and run.steps.tolist() == list(range(12))
 
 
-def _edit_meta(store, **changes):
-    root = store / "zarr.json"
-    doc = json.loads(root.read_text())
-    doc["attributes"]["jaxsinks"].update(changes)
-    root.write_text(json.dumps(doc))
-
-
 @pytest.mark.parametrize(
     "changes, named",
     [
@@ -503,7 +496,7 @@ def test_damaged_run_metadata_is_a_store_error_for_reads_and_appends(changes, na
     with committed=10**6 on an 8-frame run counted 10**6 frames of NaN as committed."""
     store = tmp_path / "run.zarr"
     js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 8)))
-    _edit_meta(store, **changes)
+    edit_meta(store, **changes)
     before = stored_bytes(store)
     with pytest.raises(js.StoreError, match=re.escape(named)) as info:
         js.open(store)["x"][:]

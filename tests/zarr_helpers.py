@@ -1,6 +1,7 @@
 """Shared helpers for the ZarrSink tests: deterministic frames and a scan that records them."""
 
 import itertools
+import json
 import time
 
 import jax
@@ -56,3 +57,12 @@ def fail_after_eight(sink, writer):
     sink = run_steps(sink, steps(12, 16))
     assert int(sink.flags) & js.Flag.WRITE_FAILED
     return sink
+
+
+def edit_meta(store, **changes):
+    """Update the jaxsinks attributes of the run at the local path `store` with `changes`, as a
+    hand edit (or damage) would."""
+    root = store / "zarr.json"
+    doc = json.loads(root.read_text())
+    doc["attributes"]["jaxsinks"].update(changes)
+    root.write_text(json.dumps(doc))

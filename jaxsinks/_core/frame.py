@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -212,6 +212,19 @@ def stored_name(name: str, reserved: Sequence[str]) -> str:
     (``time`` -> ``time_``, ``time/x`` -> ``time_/x``; ``a/time`` stays)."""
     top, sep, rest = name.partition("/")
     return top + RESERVED_SUFFIX + sep + rest if top in reserved else name
+
+
+def nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"a/b": v}`` -> ``{"a": {"b": v}}``: values by field name (the path of each leaf,
+    joined with '/') back to the frame's nested dicts."""
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split("/")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
 
 
 def unreserved_names(names: Iterable[str], reserved: Collection[str]) -> dict[str, str]:

@@ -15,7 +15,7 @@ from .._core.errors import (
     StoreError,
     StoreNotFoundError,
 )
-from .._core.frame import unreserved_names
+from .._core.frame import nested, unreserved_names
 from .._core.trajectory import Trajectory
 from .._io import tsio
 from .._io.layout import ATTRS_KEY, check_schema_version
@@ -493,13 +493,7 @@ class Run:
 
     def to_numpy(self) -> Trajectory:
         """All selected frames as a `Trajectory` whose frames are nested dicts of numpy arrays."""
-        frames: dict[str, Any] = {}
-        for name in self.fields:
-            node = frames
-            *parents, leaf = name.split("/")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = self[name][:]
+        frames = nested({name: self[name][:] for name in self.fields})
         return Trajectory(frames, self.steps, self.times, self.systems)
 
     def to_xarray(self) -> Any:

@@ -28,6 +28,7 @@ import numpy as np
 from .. import Blosc, FieldConfig, ZarrSink, Zstd, close, record
 from .. import open as open_run
 from .._core.errors import ConfigError, StoreError
+from .._core.frame import nested
 from .._core.types import BloscName
 
 Codec = Zstd | Blosc | None
@@ -202,7 +203,7 @@ def _bench(
     directory: Any,
 ) -> Iterator[BenchRow]:
     """`iter_bench`'s rows, its arguments checked."""
-    example = _nest({f.name: jax.ShapeDtypeStruct(f.shape, f.dtype) for f in fields})
+    example = nested({f.name: jax.ShapeDtypeStruct(f.shape, f.dtype) for f in fields})
     overrides = {
         f.name: FieldConfig(dtype=f.stored_dtype)
         for f in fields
@@ -264,7 +265,7 @@ def _recorder(fields: Sequence[FieldShape], data: str, frames: int, pool: int):
         for f, base, noise in zip(fields, bases, noises):
             x = noise[slot] if data == "noise" else base * wave + SMOOTH_NOISE * noise[slot]
             values[f.name] = _cast(x, f.dtype)
-        return _nest(values)
+        return nested(values)
 
     def run(sink: ZarrSink, bases: list[jax.Array], noises: list[jax.Array]) -> ZarrSink:
         def body(sink, step):
@@ -300,18 +301,6 @@ def _cast(x: jax.Array, dtype: np.dtype) -> jax.Array:
         info = np.iinfo(dtype)
         return jnp.clip(jnp.round(1000.0 * x), float(info.min), float(info.max)).astype(dtype)
     return x.astype(dtype)
-
-
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"a/b": v}`` -> ``{"a": {"b": v}}``: field names back to the frame's pytree."""
-    out: dict[str, Any] = {}
-    for name, value in flat.items():
-        *parents, leaf = name.split("/")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
 
 
 def _positive(name: str, value: Any) -> int:
