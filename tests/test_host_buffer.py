@@ -274,7 +274,9 @@ def test_to_zarr_keeps_the_frames_a_zarr_sink_with_its_capacity_would_keep(
     before = list(range(-appended, 0))
     first = js.ZarrSink.create(store, EXAMPLE, every=3, **options)
     for step in before:
-        first = first.write({"x": jnp.zeros(3), "e": jnp.float32(0)}, step=step, time=0.0)
+        first = first.write(
+            {"x": jnp.zeros(3, jnp.float32), "e": jnp.float32(0)}, step=step, time=0.0
+        )
     js.close(first)
     recorded = before + list(range(0, 40, 3))
     kept = recorded[-8:] if overflow == "ring" else recorded[:8]
