@@ -331,7 +331,7 @@ def test_to_xarray_keeps_the_system_coordinate_of_per_system_runs():
 def test_to_xarray_names_every_run_whose_schema_differs():
     campaign = js.Campaign.create(memory_store())
     record_run(campaign, "a", 4)
-    other = {"x": jnp.zeros(5), "e": jnp.zeros(())}
+    other = {"x": jnp.zeros(5, jnp.float32), "e": jnp.zeros((), jnp.float32)}
     js.close(campaign.create_run("b", other, chunk=4))
     with pytest.raises(
         js.SchemaMismatchError,
@@ -353,7 +353,7 @@ def test_a_failed_close_marks_the_run_failed_with_the_error():
         sink,
         step=jnp.int32(4),
         time=jnp.float32(0),
-        frame={"x": jnp.zeros(3), "e": jnp.float32(1e6)},
+        frame={"x": jnp.zeros(3, jnp.float32), "e": jnp.float32(1e6)},
     )
     with pytest.raises(js.OutOfRangeError):
         js.close(big)
