@@ -1,4 +1,8 @@
 import csv
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -174,3 +178,82 @@ def test_a_zero_size_field_has_no_columns_and_the_other_fields_are_logged(tmp_pa
     assert back.fields == ("e",)
     assert back.steps.tolist() == [0, 1, 2]
     assert back.column("e").tolist() == [0.0, 1.5, 3.0]
+
+
+# ---------------------------------------------------------------------------- one writer
+
+#: A CsvSink in another process: logs steps 0..n-1 in blocks of 2, says "ready", and closes
+#: when told (a line on stdin) or is killed.
+CSV_WRITER = textwrap.dedent("""
+    import sys
+    import jax.numpy as jnp
+    import jaxsinks as js
+    path, n = sys.argv[1], int(sys.argv[2])
+    log = js.CsvSink.create(path, {"e": jnp.float32(0)}, block=2, mode="a")
+    for i in range(n):
+        log = log.write({"e": jnp.float32(i)}, step=i)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    js.close(log)
+    print("closed", flush=True)
+""")
+
+
+@pytest.mark.parametrize("mode", ["w", "a"])
+def test_a_second_writer_in_another_process_is_refused_and_the_log_kept(tmp_path, mode):
+    path = tmp_path / "log.csv"
+    with subprocess.Popen(
+        [sys.executable, "-c", CSV_WRITER, str(path), "5"],  # 4 rows flushed, 1 staged
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    ) as child:
+        try:
+            assert child.stdout.readline().strip() == "ready", child.stderr.read()
+            with pytest.raises(js.WriterConflictError, match="another process .* holds the"):
+                js.CsvSink.create(path, {"e": jnp.float32(0)}, mode=mode)
+            child.stdin.write("close\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "closed", child.stderr.read()
+        finally:
+            child.kill()
+            child.wait()
+    assert path.read_text() == "step,time,e\n" + "".join(f"{i},nan,{i}\n" for i in range(5))
+    log = js.CsvSink.create(path, {"e": jnp.float32(0)}, mode="a")  # closed: free again
+    assert int(log.flushed) == 5
+    js.close(log)
+
+
+def test_a_second_sink_on_an_open_log_in_this_process_is_refused_or_retires_it(tmp_path):
+    path = tmp_path / "log.csv"
+    first = js.CsvSink.create(path, EXAMPLE, block=4)
+    first = log_steps(first, jnp.arange(5))
+    with pytest.raises(js.WriterConflictError, match="CsvSink of this process that is still"):
+        js.CsvSink.create(path, EXAMPLE, mode="a")
+    with pytest.raises(js.StoreExistsError, match="already exists"):
+        js.CsvSink.create(path, EXAMPLE)
+    second = js.CsvSink.create(path, EXAMPLE, mode="w", block=4)  # re-running the cell
+    with pytest.raises(js.StaleSinkError, match="replaced by a new CsvSink"):
+        js.close(first)
+    js.close(log_steps(second, jnp.arange(2)))
+    assert read_csv(path)[1][:, 0].tolist() == [0, 1]
+
+
+def test_append_keeps_a_header_whose_newline_a_crash_lost_and_starts_an_empty_file(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("step,time,energy[0],energy[1],energy[2],fmax,n")
+    js.close(log_steps(js.CsvSink.create(path, EXAMPLE, mode="a"), jnp.arange(2)))
+    header, rows = read_csv(path)
+    assert header == ["step", "time", "energy[0]", "energy[1]", "energy[2]", "fmax", "n"]
+    assert rows[:, 0].tolist() == [0, 1]
+    path.write_text("")  # a kill between creating the file and writing its header
+    js.close(log_steps(js.CsvSink.create(path, EXAMPLE, mode="a"), jnp.arange(3)))
+    assert read_csv(path)[1][:, 0].tolist() == [0, 1, 2]
+
+
+def test_a_path_with_a_nul_byte_is_a_config_error(tmp_path):
+    with pytest.raises(js.ConfigError, match="`path` .* contains a NUL byte"):
+        js.CsvSink.create(f"{tmp_path}/log\x00.csv", EXAMPLE)
+    assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ line per field (see `jaxsinks._io.long_table`).
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import math
 import os
@@ -26,7 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core.deprecation import deprecated_arguments
-from .._core.errors import ConfigError, SchemaMismatchError, StoreError, StoreExistsError
+from .._core.errors import (
+    ConfigError,
+    SchemaMismatchError,
+    StoreError,
+    StoreExistsError,
+    WriterConflictError,
+)
 from .._core.pytree import pytree_dataclass
 from .._core.schedule import Schedule
 from .._core.sink import RecordOptions, check_capacity, check_mode
@@ -97,6 +104,11 @@ class CsvSink(StreamSink):
             raise ConfigError(
                 f"`{owner}` writes a local file: `path` must be a local path; got {path!r}."
             )
+        if "\x00" in os.fspath(path):
+            raise ConfigError(
+                f"`{owner}`: `path` {path!r} contains a NUL byte, which no file name holds. "
+                "Choose a path without it."
+            )
         if overflow == "ring":
             raise ConfigError(
                 f"`{owner}` cannot keep a ring in a file; use overflow='error' or 'drop'."
@@ -158,6 +170,50 @@ def row_formats(arrays: Iterable[ArrayLayout]) -> list[str]:
     return formats
 
 
+def _retire_or_refuse(path: pathlib.Path, mode: str) -> None:
+    """A CsvSink of this process still open on `path` is retired by ``mode="w"`` (re-running a
+    notebook cell: its later flushes and its close are refused); other modes are refused."""
+    live = _writer.REGISTRY.find(lambda w: isinstance(w, CsvWriter) and w.path == path)
+    if live is None:
+        return
+    if mode == "w":
+        live.discard("was replaced by a new CsvSink created at the same path with mode='w'")
+        return
+    raise WriterConflictError(
+        f"The CSV log {path} is being written by a CsvSink of this process that is still open "
+        "(close it first with jaxsinks.close). A log has one writer at a time: two would "
+        "interleave their rows. Wait until it closes, or log to another path."
+    )
+
+
+def _open_alone(path: pathlib.Path, *, create: bool) -> int:
+    """Open the CSV log at `path` to append to, holding an exclusive lock on the file (`flock`)
+    until the descriptor is closed, so that a CsvSink of another process is refused instead of
+    deleting or interleaving this one's rows. `create`: the file must not exist yet."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if create else 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileExistsError:
+        raise StoreExistsError(
+            f"The CSV log {path} was created by someone else at the same moment; nothing was "
+            "written to it. Choose another path, or pass mode='a' to append to it."
+        ) from None
+    except OSError as err:
+        raise StoreError(f"Could not open the CSV log {path}: {err.strerror}.") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WriterConflictError(
+            f"The CSV log {path} is being written by another process (its CsvSink holds the "
+            "file's lock). A log has one writer at a time: two would interleave their rows, or "
+            "delete them. Wait until it closes, or log to another path."
+        ) from None
+    except OSError:
+        pass  # a file system without locks: one writer is then the user's to keep
+    return fd
+
+
 class _Fsync:
     """A future whose `result` makes the file durable."""
 
@@ -186,15 +242,21 @@ class CsvWriter(_writer.HostWriter):
         self.table = table
         self.columns = header(layout) if table is None else list(LONG_COLUMNS)
         self._time_dtype = layout.columns[1].dtype
-        rows = self._prepare(mode)
+        self._check_path(mode)
+        _retire_or_refuse(self.path, mode)
+        self.fd = _open_alone(self.path, create=mode == "w-")
         try:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            rows = self._prepare(mode)
             if rows is None:
                 os.write(self.fd, (",".join(self.columns) + "\n").encode())
                 os.fsync(self.fd)
                 rows = 0
         except OSError as err:
+            self._release()
             raise StoreError(f"Could not write the CSV log {self.path}: {err.strerror}.") from None
+        except BaseException:
+            self._release()
+            raise
         # Columns first in the file, fields after; layout.arrays has fields first.
         n_fields = len(layout.fields)
         self._order = list(range(n_fields, len(layout.arrays))) + list(range(n_fields))
@@ -207,10 +269,10 @@ class CsvWriter(_writer.HostWriter):
             progress=progress,
         )
 
-    def _prepare(self, mode: str) -> int | None:
-        """Check the file for `mode`; the data rows already there (append), or None (new file)."""
-        if not self.path.exists():
-            return None
+    def _check_path(self, mode: str) -> None:
+        """Refuse, before opening it, a path that is not a file or that `mode` may not touch."""
+        if not os.path.lexists(self.path):
+            return
         if not self.path.is_file():
             raise StoreExistsError(
                 f"{self.path} is a directory (or another non-file), not a CSV log: a CsvSink "
@@ -221,29 +283,39 @@ class CsvWriter(_writer.HostWriter):
                 f"The CSV log {self.path} already exists. Pass mode='w' to overwrite it, mode='a' "
                 "to append to it, or choose another path."
             )
-        data = self.path.read_bytes()
+
+    def _prepare(self, mode: str) -> int | None:
+        """Check the open file for `mode`; the data rows already there (append), or None (an
+        empty file, to start with the header)."""
+        assert self.fd is not None
+        with open(self.fd, "rb", closefd=False) as file:
+            data = file.read()
+        if not data:
+            return None  # new, or emptied before its header was written (a kill in create)
         first = data.split(b"\n", 1)[0].decode(errors="replace")
         if mode == "w":
-            if data and not first.startswith("step,time,"):
+            if not first.startswith("step,time,"):
                 raise StoreExistsError(
                     f"{self.path} is not a CSV log (its first line is {first[:80]!r}, not a header "
                     "starting 'step,time,'); mode='w' replaces only a CSV log, so nothing was "
                     "deleted. Choose another path, or remove that file yourself."
                 )
-            self.path.unlink()
+            os.ftruncate(self.fd, 0)
             return None
         if first.split(",") != self.columns:
             raise SchemaMismatchError(
                 f"Cannot append to the CSV log {self.path}: its columns are {first.split(',')}, "
                 f"but these frames log {self.columns}. Log the same fields, or write a new file."
             )
+        if b"\n" not in data:  # the header alone, its newline lost in a crash
+            os.write(self.fd, b"\n")
+            return 0
         if not data.endswith(b"\n"):  # a torn last line from a crash
-            cut = data.rfind(b"\n") + 1
-            os.truncate(self.path, cut)
-            data = data[:cut]
+            data = data[: data.rfind(b"\n") + 1]
+            os.ftruncate(self.fd, len(data))
         if self.table is not None:
             return self._long_frames(data)
-        return max(0, data.count(b"\n") - 1)
+        return data.count(b"\n") - 1
 
     def _long_frames(self, data: bytes) -> int:
         """The frames (staged rows) of the long log `data` to append to: its lines must name this
@@ -261,7 +333,8 @@ class CsvWriter(_writer.HostWriter):
         whole = len(names) // k
         if whole * k != len(names):  # keep the header and the whole frames
             cut = sum(len(line) + 1 for line in data.split(b"\n")[: 1 + whole * k])
-            os.truncate(self.path, cut)
+            assert self.fd is not None
+            os.ftruncate(self.fd, cut)
         return whole
 
     def truncate_rows(self, rows: int) -> None:
@@ -277,15 +350,16 @@ class CsvWriter(_writer.HostWriter):
                     f"The CSV log {self.path} holds fewer than {rows} rows; cannot resume there."
                 )
             cut = found + 1
-        os.truncate(self.path, cut)
-        if self.fd is not None:
-            os.fsync(self.fd)
+        assert self.fd is not None
+        os.ftruncate(self.fd, cut)
+        os.fsync(self.fd)
         with self._lock, self._cond:
             self.committed = rows
             self._durable = dict.fromkeys(self._durable, rows)
             self._next = dict.fromkeys(self._next, rows)
 
     def _issue(self, offset, n, values, shard):
+        assert self.fd is not None
         if self.table is not None:
             payload = self.table.csv_lines(values, n, self._time_dtype).encode()
             os.write(self.fd, payload)
