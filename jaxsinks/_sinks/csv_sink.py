@@ -94,7 +94,10 @@ class CsvSink(StreamSink):
             mode: ``"w-"`` create and fail if the file exists (default); ``"w"`` overwrite a
                 CSV log (a file whose header starts ``step,time,``, or an empty file; anything
                 else is refused, not deleted); ``"a"`` append (the header must match; a torn
-                last line from a crash is removed).
+                last line from a crash is removed). A log has one writer: the sink locks the
+                file until it closes, and another process's CsvSink on it is refused
+                (`WriterConflictError`); so is an open one of this process, except that
+                ``"w"`` retires it (re-running a notebook cell).
             time_dtype: the dtype of the time column.
             progress: a `Progress` bar advanced at every flushed block.
         """
