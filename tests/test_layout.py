@@ -295,11 +295,12 @@ def test_fields_a_dot_b_and_a_slash_b_get_axes_of_their_own(tmp_path):
     """Both were given the default axis 'a.b_0' ('/' is written '.'), and to_xarray raised
     xarray's 'conflicting sizes for dimension'."""
     store = tmp_path / "run.zarr"
-    example = {"a.b": jnp.zeros(2), "a": {"b": jnp.zeros(3)}}
+    example = {"a.b": jnp.zeros(2, jnp.float32), "a": {"b": jnp.zeros(3, jnp.float32)}}
     sink = js.ZarrSink.create(store, example, chunk=2)
     for i in range(2):
         sink = sink.write(
-            {"a.b": jnp.full(2, i + 0.5), "a": {"b": jnp.full(3, -i, jnp.float32)}}, step=i
+            {"a.b": jnp.full(2, i + 0.5, jnp.float32), "a": {"b": jnp.full(3, -i, jnp.float32)}},
+            step=i,
         )
     js.close(sink)
     ds = js.open(store).to_xarray()
