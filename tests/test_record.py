@@ -120,6 +120,24 @@ def test_record_validates_its_arguments():
         js.record(buf, step=0, frame=lambda x: {"x": x})
 
 
+def test_an_error_inside_a_frame_function_passes_through_unchanged():
+    """Only a callable that cannot be called with no arguments is reported as such."""
+    buf = js.DeviceBuffer.create(FRAME, capacity=4)
+
+    def broken():
+        raise TypeError("the frame's own TypeError")
+
+    with pytest.raises(TypeError, match=r"^the frame's own TypeError"):
+        js.record(buf, step=0, frame=broken)
+    with pytest.raises(TypeError, match="Shapes must be 1D sequences"):
+        js.record(buf, step=0, frame=lambda: {"x": jnp.reshape(jnp.zeros(2, jnp.float32), 2.5)})
+    with pytest.raises(js.FrameError, match=r"must take no arguments.*signature is \(x, y\)"):
+        js.record(buf, step=0, frame=lambda x, y: {"x": x})
+    out = js.record(buf, step=3, frame=lambda x=2.0: {"x": jnp.full(2, x, jnp.float32)})
+    assert out.read().steps.tolist() == [3]
+    np.testing.assert_array_equal(out.read().frames["x"], [[2.0, 2.0]])
+
+
 def test_the_guarding_predicate_stays_unbatched_under_vmap():
     """Recording a vmapped step keeps a real `cond` (the frame is computed only when needed)."""
     buf = js.DeviceBuffer.create({"x": jnp.zeros(2)}, capacity=8, every=4)

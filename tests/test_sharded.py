@@ -101,6 +101,92 @@ def test_a_lazy_frame_inside_shard_map_records_what_the_frame_records(tmp_path):
     np.testing.assert_array_equal(stored["e"][:], exp["e"][::3])
 
 
+@pytest.mark.parametrize(
+    ("every", "steps"),
+    [(js.Interval(1.5), [0, 3, 6, 9]), (js.Times([1.0, 2.5, 4.0]), [2, 5, 8])],
+    ids=["Interval", "Times"],
+)
+def test_a_time_schedule_records_the_steps_a_single_device_run_records(tmp_path, every, steps):
+    """The new state of a time schedule comes from the time, the same on every device; the sink's
+    state varies over the mesh axis, so record makes the new state vary as the old one did."""
+    mesh = jax.make_mesh((4,), ("r",))
+    sink = js.ZarrSink.create(
+        tmp_path / "sharded", example(), chunk=2, every=every, mesh=mesh, axis="r"
+    )
+    _, sink = sharded_runner(mesh, sink)(sink, initial(mesh), STEPS)
+    js.close(sink)
+
+    fields = {
+        "x": js.FieldConfig(chunk=(REPLICAS // 4, DIM)),
+        "e": js.FieldConfig(chunk=(REPLICAS // 4,)),
+    }
+    single = js.ZarrSink.create(
+        tmp_path / "single", example(), chunk=2, every=every, field_config=fields
+    )
+    _, single = jax.jit(record_steps)(single, initial(), STEPS)
+    js.close(single)
+
+    run, one = js.open(tmp_path / "sharded"), js.open(tmp_path / "single")
+    assert run.steps.tolist() == one.steps.tolist() == steps
+    np.testing.assert_array_equal(run.times, one.times)
+    np.testing.assert_array_equal(run.times, 0.5 * np.asarray(steps, np.float32))
+    exp = expected(np.arange(10))
+    np.testing.assert_array_equal(run["x"][:], exp["x"][steps])
+    np.testing.assert_array_equal(run["e"][:], exp["e"][steps])
+    assert stored_bytes(tmp_path / "sharded", identity=False) == stored_bytes(
+        tmp_path / "single", identity=False
+    )
+
+
+def _record_per_device(name):
+    """record_steps, but with `name` (step or time) different on every device of axis 'r'."""
+
+    def steps(sink, x, steps):
+        def body(carry, i):
+            x, sink = carry
+            x, frame = step_fn(x, i)
+            i_dev = i + jax.lax.axis_index("r")
+            step = i_dev if name == "step" else i
+            time = (i_dev if name == "time" else i).astype(jnp.float32)
+            return (x, js.record(sink, step=step, time=time, frame=frame)), None
+
+        return jax.lax.scan(body, (x, sink), steps)[0]
+
+    return steps
+
+
+@pytest.mark.parametrize(
+    ("name", "every", "remedy"),
+    [
+        ("step", 2, r"jax\.lax\.pmin\(step, 'r'\)"),
+        ("time", js.Interval(2.0), r"same on every device.*jax\.lax\.pmin\(dt, 'r'\)"),
+        ("time", 2, r"same on every device"),  # stored times would differ too
+    ],
+)
+def test_a_step_or_time_differing_between_devices_is_a_transform_error(
+    tmp_path, name, every, remedy
+):
+    """Each device would record its own steps, and a stored frame would mix parts of several."""
+    mesh = jax.make_mesh((4,), ("r",))
+    sink = js.ZarrSink.create(
+        tmp_path / "run", example(), chunk=2, every=every, mesh=mesh, axis="r"
+    )
+    spec = PartitionSpec("r")
+    run = jax.jit(
+        jax.shard_map(
+            _record_per_device(name),
+            mesh=mesh,
+            in_specs=(sink.partition_spec, spec, PartitionSpec()),
+            out_specs=(spec, sink.partition_spec),
+        )
+    )
+    message = rf"^`{name}` differs between the devices of mesh axis 'r'.*sharded over 'r'.*{remedy}"
+    with pytest.raises(js.TransformError, match=message):
+        run(sink, initial(mesh), STEPS)
+    js.close(sink)
+    assert len(js.open(tmp_path / "run")) == 0
+
+
 def test_sharded_sink_resumes_in_append_mode(tmp_path):
     mesh = jax.make_mesh((4,), ("r",))
     sink = js.ZarrSink.create(tmp_path / "run", example(), chunk=4, mesh=mesh, axis="r")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ from .columns import as_step, as_time
 from .errors import ConfigError, FrameError
 from .pytree import replace
 from .schedule import fire_and_state
-from .sharding import zeros_like
+from .sharding import check_same_on_every_shard, vary_like, zeros_like
 from .sink import Sink
 from .types import PyTree
 
@@ -83,9 +84,14 @@ def record(
             )
         shape = () if sink.batch_size is None else (sink.batch_size,)
         sink_time = as_time(time, sink.time_dtype, shape=shape)
+        shard = getattr(sink, "shard", None)
+        if shard is not None:
+            check_same_on_every_shard(shard, "step", step)
+            check_same_on_every_shard(shard, "time", None if time is None else sink_time)
         fire, state = fire_and_state(
             sink.schedule, sink.schedule_state, step, _scalar_time(sink_time)
         )
+        state = vary_like(state, sink.schedule_state)
         fired.append((replace(sink, schedule_state=state), fire))
 
     if callable(frame):
@@ -104,14 +110,25 @@ def record(
 def _lazy_frame(make: Callable[[], PyTree], needed: jax.Array) -> PyTree:
     """``make()`` when `needed`, else zeros of its shape; the cond keeps the cost off other
     steps."""
+    _check_takes_no_arguments(make)
+    shapes = jax.eval_shape(make)
+    return lax.cond(needed, make, lambda: jax.tree.map(zeros_like, shapes))
+
+
+def _check_takes_no_arguments(make: Callable[..., Any]) -> None:
+    """A FrameError if the callable `frame` cannot be called with no arguments (errors raised
+    while it runs are its own, and pass through unchanged)."""
     try:
-        shapes = jax.eval_shape(make)
+        signature = inspect.signature(make)
+    except (TypeError, ValueError):  # no signature to read (some builtins): let the call tell
+        return
+    try:
+        signature.bind()
     except TypeError as err:
         raise FrameError(
-            f"`frame` is callable, so it must take no arguments and return the frame: {err}. "
-            "Pass `frame=lambda: {...}`."
+            f"`frame` is callable, so it must take no arguments and return the frame, but its "
+            f"signature is {signature} ({err}). Pass `frame=lambda: {{...}}`, or the frame itself."
         ) from None
-    return lax.cond(needed, make, lambda: jax.tree.map(zeros_like, shapes))
 
 
 def _writes_any(fire: jax.Array, mask: Any) -> jax.Array:

@@ -128,6 +128,41 @@ def zeros_like(aval: Any) -> jax.Array:
     return jax.lax.pcast(zeros, tuple(sorted(axes)), to="varying") if axes else zeros
 
 
+def vary_like(new: PyTree, old: PyTree) -> PyTree:
+    """`new`, each leaf made to vary over the mesh axes its leaf in `old` varies over (inside
+    `shard_map`), so that it can replace `old` in a loop carry. A schedule's new state computed
+    from a time the same on every device does not vary, while the state of a sharded sink does."""
+
+    def like(x: Any, before: Any) -> Any:
+        missing = _varying_axes(jax.typeof(before)) - _varying_axes(jax.typeof(x))
+        return jax.lax.pcast(x, tuple(sorted(missing)), to="varying") if missing else x
+
+    return jax.tree.map(like, new, old)
+
+
+def check_same_on_every_shard(shard: ShardInfo, name: str, value: Any) -> None:
+    """A TransformError if `value` (the `step`, `time` or `mask` given to `record`) may differ
+    between the devices of mesh axis ``shard.axis``: the shards of one stored frame must be
+    recorded at the same step. JAX tells from the value's type inside `shard_map` (unless it was
+    called with ``check_vma=False``, which turns that tracking off)."""
+    if value is None or shard.axis not in _varying_axes(jax.typeof(value)):
+        return
+    remedy = {
+        "step": "Pass a step that is the same on every device (e.g. the loop counter), or "
+        f"reduce it with `jax.lax.pmin(step, '{shard.axis}')`",
+        "time": "Pass a time that is the same on every device (e.g. computed from replicated "
+        f"values, with a time step reduced by `jax.lax.pmin(dt, '{shard.axis}')`)",
+        "mask": f"Reduce it over the devices, e.g. `jax.lax.pmax(mask, '{shard.axis}')` (any) or "
+        f"`jax.lax.pmin(mask, '{shard.axis}')` (all)",
+    }[name]
+    raise TransformError(
+        f"`{name}` differs between the devices of mesh axis '{shard.axis}' (it varies over "
+        f"that axis inside shard_map), but this sink is sharded over '{shard.axis}': every "
+        "device must record the same frames at the same steps, or a stored frame would mix "
+        f"parts of different steps. {remedy}."
+    )
+
+
 def _varying_axes(aval: Any) -> frozenset[str]:
     """The manual mesh axes `aval` varies over: ``manual_axis_type.varying`` in the JAX versions
     tested (0.10.2 to 0.12), ``vma`` in some others; none outside `shard_map`."""
