@@ -179,3 +179,85 @@ def test_ragged_config_validates_itself():
         js.ZarrSink.create(
             "memory://ragged-ring", padded(0), chunk=2, capacity=4, overflow="ring", ragged=RAGGED
         )
+
+
+SMALL = js.Ragged(count="n", fields=("pos",))
+
+
+def small_frame(step, counts):
+    """Two systems padded to 3 atoms of 2 values; the atoms numbered, plus 100 per step."""
+    pos = np.arange(12, dtype=np.float32).reshape(2, 3, 2) + 100 * step
+    return {"pos": jnp.asarray(pos), "n": jnp.asarray(counts, jnp.int32)}
+
+
+@pytest.mark.parametrize("bad", [5, -1])
+def test_a_ragged_count_outside_the_padding_fails_its_block_and_keeps_earlier_frames(tmp_path, bad):
+    """A count above the padded size was stored as that many atoms, taking the next system's,
+    and every later frame read misaligned; a negative count made close raise TensorStore's raw
+    error with nothing committed, the valid frames before it too."""
+    store = tmp_path / "run.zarr"
+    counts = [[2, 1], [1, 2], [bad, 2], [1, 1], [2, 2]]
+    sink = js.ZarrSink.create(store, small_frame(0, [3, 3]), chunk=2, ragged=SMALL)
+    for step, c in enumerate(counts):
+        sink = sink.write(small_frame(step, c), step=10 + step)
+    with pytest.raises(js.OutOfRangeError) as caught:
+        js.close(sink)
+    message = str(caught.value)
+    assert f"count field 'n' says system 0 of frame 2 (step 12) has {bad} atoms" in message
+    assert "'pos' is padded to 3 atoms: a count must be between 0 and 3" in message
+    assert "Frames 2 to 3 were not stored" in message and "pad the ragged fields" in message
+    assert "2 frames of" in message and caught.value.committed == 2
+    run = js.open(store)
+    assert len(run) == 2 and run.steps.tolist() == [10, 11] and run["n"][:].tolist() == counts[:2]
+    assert run.meta["committed_atoms"] == 6 and run["pos"].concatenated().shape == (6, 2)
+    for i in range(2):
+        for system, got in enumerate(run["pos"][i]):
+            want = small_frame(i, [3, 3])["pos"][system, : counts[i][system]]
+            np.testing.assert_array_equal(got, want)
+
+
+def test_a_per_system_ragged_count_beyond_the_padding_in_the_tail_names_its_system(tmp_path):
+    """The tail flushed at close is checked too; a per-system row names its system."""
+    store = tmp_path / "run.zarr"
+    sink = js.ZarrSink.create(store, small_frame(0, [3, 3]), chunk=2, per_system=True, ragged=SMALL)
+    sink = sink.write(small_frame(0, [2, 1]), step=0)
+    sink = sink.write(small_frame(1, [1, 4]), step=1, mask=jnp.array([False, True]))
+    with pytest.raises(
+        js.OutOfRangeError, match=r"says system 1 of frame 2 \(step 1\) has 4 atoms"
+    ):
+        js.close(sink)
+    run = js.open(store)
+    assert len(run) == 2 and run.systems.tolist() == [0, 1] and run["n"][:].tolist() == [2, 1]
+    np.testing.assert_array_equal(run["pos"][1], small_frame(0, [3, 3])["pos"][1, :1])
+
+
+def test_narrowing_a_ragged_field_checks_only_its_real_atoms(tmp_path):
+    """The padding is never stored: a sentinel there beyond float16 refused every block."""
+    store = tmp_path / "run.zarr"
+    config = {"pos": js.FieldConfig(dtype="float16")}
+    sink = js.ZarrSink.create(
+        store, small_frame(0, [3, 3]), chunk=2, ragged=SMALL, field_config=config
+    )
+    for step in range(3):  # a block flushed on the device, and a tail flushed at close
+        pos = np.full((2, 3, 2), 1e9, np.float32)
+        pos[0, :2], pos[1, :1] = step, -step
+        sink = sink.write({"pos": jnp.asarray(pos), "n": jnp.array([2, 1], jnp.int32)}, step=step)
+    js.close(sink)
+    run = js.open(store)
+    assert len(run) == 3 and run["pos"].concatenated().dtype == np.float16
+    for step in range(3):
+        first, second = run["pos"][step]
+        np.testing.assert_array_equal(first, np.full((2, 2), step, np.float16))
+        np.testing.assert_array_equal(second, np.full((1, 2), -step, np.float16))
+    # a real atom beyond float16 is still refused, with the frames before its block kept
+    other = tmp_path / "other.zarr"
+    sink = js.ZarrSink.create(
+        other, small_frame(0, [3, 3]), chunk=2, ragged=SMALL, field_config=config
+    )
+    for step in range(3):
+        pos = np.zeros((2, 3, 2), np.float32)
+        pos[1, 0] = 1e6 if step == 2 else 1.0
+        sink = sink.write({"pos": jnp.asarray(pos), "n": jnp.array([2, 1], jnp.int32)}, step=step)
+    with pytest.raises(js.OutOfRangeError, match="'pos' \\(float16\\) cannot hold"):
+        js.close(sink)
+    assert len(js.open(other)) == 2

@@ -117,6 +117,18 @@ class ArrayLayout:
         return fill_value(self.dtype)
 
     @property
+    def max_atoms(self) -> int:
+        """A ragged field's padded size: the length of its padded atom axis."""
+        return self.shape[self.ragged_axes - 1]
+
+    def real_atoms(self, xp: Any, count: Any) -> Any:
+        """Which padded atoms of this ragged field are real, for the ragged `count` (numpy or
+        jax.numpy, as `xp`): ``arange(max_atoms) < count[..., None]``, of count's shape followed
+        by ``max_atoms``."""
+        atoms = xp.arange(self.max_atoms, dtype=count.dtype)
+        return atoms.reshape((1,) * count.ndim + atoms.shape) < count[..., None]
+
+    @property
     def narrowing(self) -> tuple[float, float] | None:
         """The storage dtype's range, if recording into it can go out of range."""
         return narrowing_range(self.source_dtype, self.dtype)

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from .._core.errors import SchemaMismatchError, StoreError, StoreExistsError
+from .._core.errors import OutOfRangeError, SchemaMismatchError, StoreError, StoreExistsError
 from . import tsio
 from .layout import ATTRS_KEY, SCHEMA_VERSION, Layout, consolidated_metadata, group_metadata
 from .location import Location
@@ -121,6 +121,11 @@ class ZarrWriter(HostWriter):
         )
 
     def _issue(self, offset, n, values, shard):
+        if self._ragged:  # a count beyond the padding would shift every later frame's atoms
+            error = ragged_count_error(self.layout, offset, n, values, self.committed)
+            if error is not None:
+                self.fail(error, at=offset)  # raised at close; nothing of the block is written
+                return [], 0, self.atoms
         start = self._position(offset, n)
         if start + n > self.frames:
             self.frames = self._grow(
@@ -141,8 +146,7 @@ class ZarrWriter(HostWriter):
                     expand_only=True,
                 )
             for a in self.layout.ragged_fields:
-                real = np.arange(a.shape[a.ragged_axes - 1]) < count[..., None]
-                compact = values[a.name][:n][real]
+                compact = values[a.name][:n][a.real_atoms(np, count)]
                 writes.append(
                     tsio.write_rows(self.arrays[a.name], self.atoms, compact, reference=REFERENCE)
                 )
@@ -336,6 +340,40 @@ class ZarrWriter(HostWriter):
                     "over. Nothing more is written to it."
                 )
             self._generation = generation
+
+
+def ragged_count_error(
+    layout: Layout, offset: int, n: int, values: dict[str, np.ndarray], committed: int
+) -> OutOfRangeError | None:
+    """An OutOfRangeError if a ragged count of the block of frames ``offset:offset + n`` (the
+    first `n` rows of `values`) is negative or beyond its ragged fields' padded size, else None.
+    `committed` is the writer's committed count, which the error carries."""
+    assert layout.ragged is not None
+    fields = layout.ragged_fields
+    padded = min(fields, key=lambda a: a.max_atoms)  # the count must fit every ragged field
+    count = values[layout.ragged.count][:n]
+    outside = (count < 0) | (count > padded.max_atoms)
+    if not outside.any():
+        return None
+    bad = np.argwhere(outside)
+    row, *entry = (int(i) for i in bad[0])
+    where = f"frame {offset + row} (step {int(values['step'][row])})"
+    if "system" in values:  # per-system: each row is one system
+        where = f"system {int(values['system'][row])} of {where}"
+    elif entry:  # the count's index: a system (or, for a count of several axes, its entry)
+        label = "system" if len(entry) == 1 else "entry"
+        where = f"{label} {', '.join(map(str, entry))} of {where}"
+    name = next(a.field_name for a in layout.fields if a.name == layout.ragged.count)
+    more = f" (and {len(bad) - 1} more counts out of range in the block)" if len(bad) > 1 else ""
+    return OutOfRangeError(
+        f"The ragged count field '{name}' says {where} has {int(count[(row, *entry)])} "
+        f"atoms{more}, but the ragged field '{padded.field_name}' is padded to "
+        f"{padded.max_atoms} atoms: a count must be between 0 and {padded.max_atoms}. Frames "
+        f"{offset} to {offset + n - 1} were not stored (a count outside that range would "
+        f"misplace the atoms of this frame and of every later one). Record in '{name}' each "
+        "system's number of real atoms, and pad the ragged fields to the largest system.",
+        committed,
+    )
 
 
 def create_run(

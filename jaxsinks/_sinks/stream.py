@@ -291,16 +291,20 @@ def older_than_writer(
     return None
 
 
-def out_of_range(xp: Any, values: Any, layout: ArrayLayout) -> Any:
+def out_of_range(xp: Any, values: Any, layout: ArrayLayout, real: Any = None) -> Any:
     """Per row of `values` (numpy or jax.numpy, as `xp`), whether it does not fit `layout.dtype`.
 
     A finite value beyond the storage dtype's range is out of range; so is a NaN or inf bound for
-    an integer dtype. Values that fit (after rounding) are not.
+    an integer dtype. Values that fit (after rounding) are not. For a ragged field, `real` (its
+    `ArrayLayout.real_atoms`, per row) leaves out the padding: it is never stored.
     """
     rng = layout.narrowing
     rows = values.shape[0]
     if rng is None:
         return xp.zeros((rows,), bool)
+    if real is not None:  # 0 fits every storage dtype
+        real = real.reshape(real.shape + (1,) * (values.ndim - real.ndim))
+        values = xp.where(real, values, xp.zeros((), values.dtype))
     flat = values.reshape(rows, -1)
     if xp.iscomplexobj(flat):  # complex: each part must fit (real and imaginary side by side)
         flat = xp.concatenate([xp.real(flat), xp.imag(flat)], axis=1)
@@ -311,6 +315,16 @@ def out_of_range(xp: Any, values: Any, layout: ArrayLayout) -> Any:
         finite = xp.isfinite(flat)
         beyond = ~finite | beyond if jnp.issubdtype(layout.dtype, jnp.integer) else finite & beyond
     return xp.any(beyond, axis=1)
+
+
+def real_atoms(xp: Any, layout: Layout, leaves: list[Any]) -> list[Any]:
+    """Per field of `layout`, for a ragged one the mask of its real atoms in `leaves` (one array
+    of rows per field: `ArrayLayout.real_atoms` of the rows' counts); None for any other field."""
+    if layout.ragged is None:
+        return [None] * len(layout.fields)
+    names = [a.name for a in layout.fields]
+    count = leaves[names.index(layout.ragged.count)]
+    return [a.real_atoms(xp, count) if a.ragged_axes else None for a in layout.fields]
 
 
 def _stage(sink: StreamSink, leaves, step, time, wanted) -> StreamSink:
@@ -387,15 +401,16 @@ def _device_flush(sink: StreamSink, n: jax.Array, shard: jax.Array) -> jax.Array
     # Whole staging buffers go to the host, which takes the first `n` rows: no device-side copy.
     stored, bad = [], []
     rows = sink.columns.rows + 1
-    for leaf, array in zip(sink.columns.leaves, sink.layout.fields):
-        values = lax.stop_gradient(leaf)
+    leaves = [lax.stop_gradient(leaf) for leaf in sink.columns.leaves]
+    for values, array, real in zip(
+        leaves, sink.layout.fields, real_atoms(jnp, sink.layout, leaves)
+    ):
         if array.narrowing is None:
             bad.append(jnp.zeros((), bool))
             stored.append(values.astype(array.dtype))  # a widening cast (or none)
         else:
-            bad.append(
-                jnp.any(out_of_range(jnp, values, array) & (jnp.arange(rows, dtype=jnp.int32) < n))
-            )
+            beyond = out_of_range(jnp, values, array, real)
+            bad.append(jnp.any(beyond & (jnp.arange(rows, dtype=jnp.int32) < n)))
             stored.append(values.astype(array.dtype))
     columns = [sink.columns.step, lax.stop_gradient(sink.columns.time)]
     if sink.columns.system is not None:
@@ -422,7 +437,10 @@ def _host_tail(
     writer, layout: Layout, offset: int, n: int, leaves, steps, times, systems, shard: int = 0
 ) -> np.ndarray:
     """Flush the staged tail from the host at close, with the same checks as a device flush."""
-    bad = np.array([bool(np.any(out_of_range(np, v, a))) for v, a in zip(leaves, layout.fields)])
+    reals = real_atoms(np, layout, leaves)
+    bad = np.array(
+        [bool(np.any(out_of_range(np, *var))) for var in zip(leaves, layout.fields, reals)]
+    )
     with np.errstate(over="ignore", invalid="ignore"):  # an out-of-range block is not written
         stored = [v.astype(a.dtype) for v, a in zip(leaves, layout.fields)]
     columns = [steps, times] + ([systems] if systems is not None else [])
