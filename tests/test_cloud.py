@@ -157,6 +157,15 @@ def test_bad_options_are_named_without_their_secret_values(call, match):
     assert SECRET not in str(info.value)
 
 
+def test_an_unknown_credentials_string_is_not_echoed():
+    """It said "got the string '<value>'": a secret passed there by mistake was shown."""
+    with pytest.raises(js.ConfigError, match="got another string .not shown here") as info:
+        js.s3("bkt/x", credentials=SECRET)
+    assert "['default', 'environment', 'anonymous']" in str(info.value)
+    assert SECRET not in str(info.value) and SECRET not in repr(info.value)
+    assert info.value.__cause__ is None and info.value.__context__ is None
+
+
 def test_explicit_keys_stay_out_of_the_spec_and_repr():
     loc = js.s3("s3://bkt/run.zarr", endpoint="http://127.0.0.1:9", credentials=KEYS)
     text = json.dumps(loc.kvstore) + repr(loc) + str(loc)
@@ -331,6 +340,41 @@ def test_s3_write_resume_and_read_back_with_jaxsinks_and_zarr_python(server):
     assert group.attrs["jaxsinks"]["committed"] == 32
     for private in (SECRET, KEY_ID, server.endpoint, "credentials", "jaxsinks-aws-"):
         assert private not in attributes
+
+
+def test_dot_segments_neither_escape_the_prefix_nor_overwrite_a_users_folder(server):
+    """s3://bkt/../other/run.zarr was written to the bucket 'other'; s3://bkt/x/../mine with
+    mode='w' listed the empty prefix 'x/../mine/' but wrote into 'mine/' beside the user's files,
+    after which mode='w' on s3://bkt/mine took the folder for a run and deleted them."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name=server.region,
+        aws_access_key_id=server.access_key_id,
+        aws_secret_access_key=server.secret_access_key,
+    )
+    client.create_bucket(Bucket="dotdot-other")
+    client.put_object(Bucket=server.bucket, Key="dotdot-mine/data.csv", Body=b"a,b\n1,2\n")
+
+    def keys(bucket):
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    before = keys(server.bucket)
+    stores = [
+        lambda: server.store("../dotdot-other/run.zarr"),
+        lambda: server.store("x/../dotdot-mine"),
+        lambda: {**server.store("dotdot-mine").kvstore, "path": "x/../dotdot-mine"},
+    ]
+    for store, mode in [(s, m) for s in stores for m in ("w-", "w", "a")]:
+        with pytest.raises(js.ConfigError, match="has the path segment '..'"):
+            record(store(), 0, mode=mode)
+    with pytest.raises(js.StoreError):  # the user's folder is still not a run
+        record(server.store("dotdot-mine"), 0, mode="w")
+    assert keys("dotdot-other") == []
+    assert keys(server.bucket) == before and "dotdot-mine/data.csv" in before
 
 
 def test_s3_urls_from_the_environment_and_raw_kvstore_specs(server, monkeypatch):

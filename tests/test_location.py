@@ -1,4 +1,5 @@
 import pathlib
+import re
 
 import pytest
 
@@ -261,3 +262,110 @@ def test_local_paths_the_file_driver_would_change_or_refuse_are_config_errors(
         js.ZarrSink.create(store[form], {"x": jnp.zeros(2)}, chunk=2)
     assert repr(path) in str(info.value) and "`store`" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------ '.' and '..' segments; secrets in other options
+
+
+def assert_unshown(error, secret):
+    """`secret` is in neither the text nor the repr of `error` or of any error chained to it."""
+    seen, todo = set(), [error]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        assert secret not in str(err) and secret not in repr(err)
+        todo += [err.__cause__, err.__context__]
+
+
+@pytest.mark.parametrize(
+    "store, bad",
+    [
+        ("s3://bkt/../other/run.zarr", ".."),
+        ("s3://bkt/x/../mine", ".."),
+        ("s3://bkt/runs/./a.zarr", "."),
+        ("s3://bkt/run.zarr/..", ".."),
+        ("gs://bkt/x/../mine", ".."),
+        ("gs://bkt/./run", "."),
+        ({"driver": "s3", "bucket": "bkt", "path": "x/../mine"}, ".."),
+        ({"driver": "gcs", "bucket": "bkt", "path": "../other/run"}, ".."),
+        ({"driver": "s3", "bucket": "bkt", "path": "./run/"}, "."),
+    ],
+)
+def test_dot_segments_in_object_store_paths_are_refused(store, bad):
+    """S3 requests resolved '..' (s3://bkt/../other/run.zarr was written to the bucket 'other')
+    while listings took it literally, so mode='w' checked an empty prefix and overwrote another."""
+    with pytest.raises(js.ConfigError, match=f"has the path segment '{re.escape(bad)}'") as info:
+        parse(store)
+    where = "`store`" if isinstance(store, str) else "The kvstore spec"
+    assert str(info.value).startswith(where) and "without '.' and '..' segments" in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["s3://bkt/x/../mine", "gs://bkt/./run"])
+def test_jaxsinks_s3_and_gcs_refuse_dot_segments_too(url):
+    build = js.s3 if url.startswith("s3") else js.gcs
+    with pytest.raises(js.ConfigError, match=r"`path` (s3|gs)://bkt/\.\.\. has the path segment"):
+        build(url)
+
+
+def test_dots_inside_names_are_kept_and_local_dot_segments_are_resolved(tmp_path, monkeypatch):
+    assert parse("s3://bkt/a..b/.hidden/run.zarr.").kvstore["path"] == "a..b/.hidden/run.zarr./"
+    # Local paths (and 'file' kvstore dicts) are made absolute, which resolves '.' and '..': the
+    # run is stored, listed and named at the same resolved directory.
+    monkeypatch.chdir(tmp_path)
+    resolved = f"{tmp_path}/b/run.zarr/"
+    for store in (
+        "a/../b/./run.zarr",
+        f"file://{tmp_path}/a/../b/run.zarr",
+        {"driver": "file", "path": "a/../b/run.zarr"},
+    ):
+        assert parse(store).kvstore["path"] == resolved
+        assert str(parse(store)) == resolved.rstrip("/")
+
+
+@pytest.mark.parametrize("tail", [f"/?X-Amz-Security-Token={MARK}", f"#{MARK}", f"?{MARK}#x"])
+def test_an_endpoint_with_a_query_or_fragment_is_refused_unshown(tail, monkeypatch):
+    """TensorStore refused it later with a StoreError quoting the whole endpoint, query included."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    endpoint = "http://127.0.0.1:9000" + tail
+    calls = {
+        "`endpoint`": lambda: js.open(js.s3("bkt/run.zarr", endpoint=endpoint)),
+        "The kvstore spec's 'endpoint'": lambda: js.open(
+            {"driver": "s3", "bucket": "bkt", "path": "run.zarr", "endpoint": endpoint}
+        ),
+    }
+    for what, call in calls.items():
+        with pytest.raises(js.ConfigError, match="without a query string or fragment") as info:
+            call()
+        assert str(info.value).startswith(what + " must be an http(s):// URL")
+        assert_unshown(info.value, MARK)
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.setenv(var, endpoint)
+        for call in (lambda: js.open("s3://bkt/run.zarr"), lambda: js.s3("bkt/run.zarr")):
+            with pytest.raises(
+                js.ConfigError, match=f"The endpoint {var} must be .* query"
+            ) as info:
+                call()
+            assert_unshown(info.value, MARK)
+        monkeypatch.delenv(var)
+
+
+@pytest.mark.parametrize(
+    "credentials, match",
+    [
+        (f"{MARK}secret", "must be a dict naming a credentials source.*got str"),
+        ([f"{MARK}secret"], "must be a dict naming a credentials source.*got list"),
+        ({"type": f"{MARK}secret"}, r"has a 'type' \(not shown here\) that is not one of"),
+    ],
+)
+def test_kvstore_aws_credentials_that_are_not_a_source_are_refused_unshown(credentials, match):
+    """A string here was quoted by TensorStore's 'Invalid spec or reference' error."""
+    spec = {"driver": "s3", "bucket": "bkt", "path": "run.zarr", "aws_credentials": credentials}
+    with pytest.raises(js.ConfigError, match=match) as info:
+        js.open(spec)
+    assert str(info.value).startswith("The kvstore spec's 'aws_credentials'")
+    assert_unshown(info.value, MARK)
+    for source in ("environment", "anonymous", "default", "imds", "profile", "ecs"):
+        parse({**spec, "aws_credentials": {"type": source}})

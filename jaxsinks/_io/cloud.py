@@ -129,7 +129,8 @@ def _aws_credentials(
         if credentials not in CREDENTIAL_SOURCES:
             raise ConfigError(
                 f"`credentials` must be one of {list(CREDENTIAL_SOURCES)} or a dict of keys; "
-                f"got the string {credentials!r}."
+                "got another string (not shown here: it could be a secret). Pass keys as "
+                "{'access_key_id': ..., 'secret_access_key': ...}."
             )
         return {"type": credentials}
     if not isinstance(credentials, dict):

@@ -27,6 +27,8 @@ _SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*$")
 _HOST = re.compile(r"^[A-Za-z0-9._\-]+$")
 #: S3 (3-63; legacy buckets with capitals) and GCS (3-222, with dots) bucket names.
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,220}[A-Za-z0-9]$")
+#: TensorStore's ``aws_credentials`` source types.
+AWS_CREDENTIAL_TYPES = ("default", "anonymous", "environment", "imds", "profile", "ecs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +68,8 @@ def parse(store: Any) -> Location:
     ``gs://``, a bucket and a path. User info (``key:secret@``) is refused wherever it is and
     however the secret is spelled (with ``/``, ``@`` or ``:`` in it), and never shown: any ``@``
     in a ``memory://``, ``s3://`` or ``gs://`` URL, or in a ``file://`` URL that names a host, is
-    taken as user info. Query strings and fragments are refused (never dropped), unshown.
+    taken as user info. Query strings and fragments are refused (never dropped), unshown; so are
+    '.' and '..' segments in an object store's path (local paths are resolved instead).
     """
     if isinstance(store, Location):
         return store
@@ -116,7 +119,7 @@ def parse(store: Any) -> Location:
 def bucket_url(scheme: str, url: Any, what: str) -> tuple[str, str]:
     """``(bucket, path)`` of `url`: ``scheme://bucket/path`` or ``bucket/path``; a ConfigError
     (naming `what`, the argument) for anything else: another scheme, user info, a query string
-    or fragment, or an implausible bucket name, none of them shown."""
+    or fragment, an implausible bucket name (none of them shown), or a '.' or '..' segment."""
     if not isinstance(url, str) or not url:
         raise ConfigError(
             f"{what} must be a string '{scheme}://bucket/prefix' or 'bucket/prefix'; "
@@ -133,6 +136,7 @@ def bucket_url(scheme: str, url: Any, what: str) -> tuple[str, str]:
     check_url_text(scheme, rest, what, user_info="@" in rest)
     bucket, _, path = rest.partition("/")
     check_bucket(scheme, bucket, what)
+    check_segments(scheme, bucket, path, what)
     return bucket, path.strip("/")
 
 
@@ -170,9 +174,24 @@ def check_bucket(scheme: str, bucket: Any, what: str) -> None:
         )
 
 
+def check_segments(scheme: str, bucket: str, path: str, what: str) -> None:
+    """A ConfigError if the object path `path` (in the valid `bucket`) has a '.' or '..' segment:
+    the store lists such a prefix literally while its HTTP requests resolve it, so a run would be
+    written elsewhere than named (another prefix or bucket) and mode='w' would check another."""
+    bad = next((part for part in path.split("/") if part in (".", "..")), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{what} {scheme}://{bucket}/... has the path segment '{bad}', which an object "
+            "store's requests resolve but its listings do not: the run would be written elsewhere "
+            "than named (another prefix or bucket) and mode='w' would check the wrong prefix. "
+            f"Write the path without '.' and '..' segments ({scheme}://{bucket}/b/run.zarr, not "
+            f"{scheme}://{bucket}/a/../b/run.zarr)."
+        )
+
+
 def check_endpoint(endpoint: Any, what: str) -> str:
-    """`endpoint` if it is an ``http(s)://`` URL without user info, else a ConfigError naming
-    `what` (where it came from) that shows none of it but a plain scheme."""
+    """`endpoint` if it is an ``http(s)://`` URL without user info, query string or fragment, else
+    a ConfigError naming `what` (where it came from) that shows none of it but a plain scheme."""
     if not isinstance(endpoint, str):
         raise ConfigError(
             f"{what} must be an http(s):// URL of an S3-compatible server; got "
@@ -182,6 +201,13 @@ def check_endpoint(endpoint: Any, what: str) -> str:
         raise ConfigError(
             f"{what} must be an http(s):// URL without user info (not shown here); credentials "
             "go in 'aws_credentials' of a kvstore spec, or jaxsinks.s3(..., credentials=...)."
+        )
+    if "?" in endpoint or "#" in endpoint:
+        raise ConfigError(
+            f"{what} must be an http(s):// URL without a query string or fragment ('?' or '#'; "
+            "not shown here), which TensorStore does not support. Give the server's URL alone "
+            "(e.g. https://minio.example.org:9000); credentials go in 'aws_credentials' of a "
+            "kvstore spec, or jaxsinks.s3(..., credentials=...)."
         )
     scheme = urlsplit(endpoint).scheme
     if scheme not in ("http", "https"):
@@ -272,10 +298,13 @@ def _from_dict(store: dict[str, Any]) -> dict[str, Any]:
             "A kvstore spec dict for `store` needs a string 'driver' key (e.g. 'file', 'memory', "
             f"'s3', 'gcs'); got keys {sorted(map(str, store))}."
         )
-    if driver in ("s3", "gcs"):
-        check_bucket("s3" if driver == "s3" else "gs", store.get("bucket"), "The kvstore spec")
+    scheme = {"s3": "s3", "gcs": "gs"}.get(driver)  # an object store's, for messages
+    if scheme:
+        check_bucket(scheme, store.get("bucket"), "The kvstore spec")
     if store.get("endpoint") is not None:
         check_endpoint(store["endpoint"], "The kvstore spec's 'endpoint'")
+    if "aws_credentials" in store:
+        check_aws_credentials(store["aws_credentials"])
     if driver == "file" and not store.get("path"):
         raise ConfigError(
             "A 'file' kvstore spec for `store` needs a non-empty 'path' (the run's directory); "
@@ -290,8 +319,27 @@ def _from_dict(store: dict[str, Any]) -> dict[str, Any]:
         if driver == "file":
             spec["path"] = _local_path(spec["path"])
         else:
+            if scheme:
+                check_segments(scheme, spec["bucket"], spec["path"], "The kvstore spec")
             spec["path"] = _dir(spec["path"]) if spec["path"] else ""
     return spec
+
+
+def check_aws_credentials(source: Any) -> None:
+    """A ConfigError, showing none of its values, unless `source` is a TensorStore
+    ``aws_credentials`` object: a dict whose 'type', if given, is one TensorStore knows."""
+    if not isinstance(source, dict):
+        raise ConfigError(
+            "The kvstore spec's 'aws_credentials' must be a dict naming a credentials source, e.g. "
+            f"{{'type': 'environment'}}; got {type(source).__name__} (not shown here). Keys go "
+            "in jaxsinks.s3(..., credentials={'access_key_id': ..., 'secret_access_key': ...})."
+        )
+    if "type" in source and source["type"] not in AWS_CREDENTIAL_TYPES:
+        raise ConfigError(
+            "The kvstore spec's 'aws_credentials' has a 'type' (not shown here) that is not one of "
+            f"{list(AWS_CREDENTIAL_TYPES)}. Use one of those; keys go in "
+            "jaxsinks.s3(..., credentials={'access_key_id': ..., 'secret_access_key': ...})."
+        )
 
 
 def _dir(path: str) -> str:
