@@ -139,7 +139,8 @@ def test_a_time_schedule_records_the_steps_a_single_device_run_records(tmp_path,
 
 
 def _record_per_device(name):
-    """record_steps, but with `name` (step or time) different on every device of axis 'r'."""
+    """record_steps, but with `name` (step or time, or the mask of `write`) different on every
+    device of axis 'r'."""
 
     def steps(sink, x, steps):
         def body(carry, i):
@@ -148,6 +149,8 @@ def _record_per_device(name):
             i_dev = i + jax.lax.axis_index("r")
             step = i_dev if name == "step" else i
             time = (i_dev if name == "time" else i).astype(jnp.float32)
+            if name == "mask":
+                return (x, sink.write(frame, step=step, time=time, mask=i_dev % 2 == 0)), None
             return (x, js.record(sink, step=step, time=time, frame=frame)), None
 
         return jax.lax.scan(body, (x, sink), steps)[0]
@@ -161,6 +164,7 @@ def _record_per_device(name):
         ("step", 2, r"jax\.lax\.pmin\(step, 'r'\)"),
         ("time", js.Interval(2.0), r"same on every device.*jax\.lax\.pmin\(dt, 'r'\)"),
         ("time", 2, r"same on every device"),  # stored times would differ too
+        ("mask", None, r"jax\.lax\.pmax\(mask, 'r'\)"),  # sink.write's
     ],
 )
 def test_a_step_or_time_differing_between_devices_is_a_transform_error(

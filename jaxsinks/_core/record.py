@@ -14,7 +14,7 @@ from .columns import as_step, as_time
 from .errors import ConfigError, FrameError
 from .pytree import replace
 from .schedule import fire_and_state
-from .sharding import check_same_on_every_shard, vary_like, zeros_like
+from .sharding import vary_like, zeros_like
 from .sink import Sink
 from .types import PyTree
 
@@ -84,10 +84,6 @@ def record(
             )
         shape = () if sink.batch_size is None else (sink.batch_size,)
         sink_time = as_time(time, sink.time_dtype, shape=shape)
-        shard = getattr(sink, "shard", None)
-        if shard is not None:
-            check_same_on_every_shard(shard, "step", step)
-            check_same_on_every_shard(shard, "time", None if time is None else sink_time)
         fire, state = fire_and_state(
             sink.schedule, sink.schedule_state, step, _scalar_time(sink_time)
         )

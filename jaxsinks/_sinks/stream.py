@@ -135,7 +135,11 @@ class StreamSink(Sink):
         shape = () if self.batch_size is None else (self.batch_size,)
         step = as_step(step, shape=shape)
         time = lax.stop_gradient(as_time(time, self.time_dtype, shape=shape))
-        wanted = as_mask(mask, shape) & enabled
+        mask = as_mask(mask, shape)
+        if self.shard is not None:  # one stored frame: its shards recorded at one step
+            for name, value in (("step", step), ("time", time), ("mask", mask)):
+                _sharding.check_same_on_every_shard(self.shard, name, value)
+        wanted = mask & enabled
         sink = self
         if self.once:
             wanted, seen = first_time(wanted, self.seen)
