@@ -23,7 +23,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_processes(store: pathlib.Path) -> list[str]:
+def run_processes(store: pathlib.Path, mistake: str | None = None) -> list[str]:
+    """Both processes' output (each must exit 0, or 3 when `mistake` makes create fail)."""
     port = free_port()
     procs = [
         subprocess.Popen(
@@ -34,6 +35,7 @@ def run_processes(store: pathlib.Path) -> list[str]:
                 str(port),
                 str(store),
                 str(STEPS),
+                *([mistake] if mistake else []),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -48,7 +50,7 @@ def run_processes(store: pathlib.Path) -> list[str]:
             out, _ = proc.communicate(timeout=240)
         finally:
             proc.kill()
-        assert proc.returncode == 0, out
+        assert proc.returncode == (3 if mistake else 0), out
         outputs.append(out)
     return outputs
 
@@ -69,3 +71,29 @@ def test_two_processes_write_the_same_run_as_one_process(tmp_path):
     assert stored_bytes(tmp_path / "multi", identity=False) == stored_bytes(
         tmp_path / "single", identity=False
     )
+
+
+def test_a_process_that_cannot_attach_fails_every_process_at_create(tmp_path):
+    """Process 1 names another store: it is refused, and process 0 raises too (it waited at
+    close for process 1 for ten minutes), with the run's frames not written."""
+    outputs = run_processes(tmp_path / "multi", mistake="store")
+    assert (
+        f"process 1: StoreError: This process creates its sink at {tmp_path}/multi-1, but"
+        in (outputs[1])
+    )
+    assert "the primary process created its run at " in outputs[1]
+    assert "process 0: StoreError: Process 1 of 2 could not attach to the run at " in outputs[0]
+    assert "Every process must create the same sinks" in outputs[0]
+    assert not (tmp_path / "multi-1").exists()
+    assert len(js.open(tmp_path / "multi")) == 0
+
+
+def test_processes_recording_other_fields_fail_every_process_at_create(tmp_path):
+    outputs = run_processes(tmp_path / "multi", mistake="fields")
+    assert (
+        "process 1: SchemaMismatchError: Cannot write this process's shards into the run"
+        in (outputs[1])
+    )
+    assert "field 'y' is in the frame but not in the stored run" in outputs[1]
+    assert "process 0: StoreError: Process 1 of 2 could not attach" in outputs[0]
+    assert "SchemaMismatchError: Cannot write this process's shards" in outputs[0]

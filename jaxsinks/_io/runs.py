@@ -262,8 +262,11 @@ def claim_run(location: Location, value: bytes, generation: bytes) -> bytes:
 ADDED_FIELD_KEYS = ("codec", "dims")
 
 
-def check_schema(stored: dict[str, Any], wanted: dict[str, Any], location: Location) -> None:
-    """Raise `SchemaMismatchError` listing every difference between two run schemas."""
+def check_schema(
+    stored: dict[str, Any], wanted: dict[str, Any], location: Location, *, doing: str = "append to"
+) -> None:
+    """Raise `SchemaMismatchError` listing every difference between two run schemas (`doing`:
+    what could not be done with the run, for the message)."""
     problems = []
     old = {f["name"]: f for f in stored.get("fields", [])}
     new = {
@@ -292,7 +295,7 @@ def check_schema(stored: dict[str, Any], wanted: dict[str, Any], location: Locat
             )
     if problems:
         raise SchemaMismatchError(
-            f"Cannot append to the run at {location}: its frame schema differs: "
+            f"Cannot {doing} the run at {location}: its frame schema differs: "
             + "; ".join(problems)
             + ". Record the same frame structure with the same options, or write a new run."
         )

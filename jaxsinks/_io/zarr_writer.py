@@ -407,21 +407,42 @@ def create_run(
     )
     if job is None:
         return _create_or_reopen(location, layout, mode, meta, user_attrs, options)
-    if job.primary:  # the primary creates; the others attach after the barrier, or raise its error
+    # The primary creates; the others attach after a barrier, or raise its error. Then each
+    # says whether it attached, and all raise the first failure (none waits for another forever).
+    if job.primary:
         try:
             writer = _create_or_reopen(location, layout, mode, meta, user_attrs, options)
         except Exception as err:
             job.publish("created", {"error": f"{type(err).__name__}: {err}"})
             job.barrier("created")
             raise
-        job.publish("created", {"error": None})
+        job.publish("created", {"error": None, "location": str(location)})
         job.barrier("created")
-        return writer
-    job.barrier("created")
-    error = job.fetch("created", 0)["error"]
-    if error is not None:
-        raise StoreError(f"The primary process could not create the run at {location}: {error}")
-    return _attach(location, layout, meta, user_attrs, options)
+    else:
+        job.barrier("created")
+        created = job.fetch("created", 0)
+        if created["error"] is not None:
+            raise StoreError(
+                f"The primary process could not create the run at {location}: {created['error']}"
+            )
+        try:
+            writer = _attach(location, created["location"], layout, meta, user_attrs, options)
+        except Exception as err:
+            job.publish("attached", {"error": f"{type(err).__name__}: {err}"})
+            job.barrier("attached")
+            raise
+    job.publish("attached", {"error": None})
+    job.barrier("attached")
+    failed = [(p, a["error"]) for p, a in enumerate(job.gather("attached")) if a["error"]]
+    if failed:
+        writer.discard("another process of the job could not attach to the run")
+        process, error = failed[0]
+        raise StoreError(
+            f"Process {process} of {job.count} could not attach to the run at {location} that "
+            f"process 0 created: {error} Every process must create the same sinks (the same "
+            "store and frames) in the same order. Nothing more was written."
+        )
+    return writer
 
 
 def _create_or_reopen(
@@ -523,16 +544,32 @@ def _create_or_reopen(
 
 def _attach(
     location: Location,
+    created: str,
     layout: Layout,
     meta: dict[str, Any],
     user_attrs: dict[str, Any],
     options: dict[str, Any],
 ) -> ZarrWriter:
-    """A secondary process's writer for the run the primary created: no metadata is written."""
-    raw = cast(bytes, tsio.read_bytes(location.kvstore, "zarr.json"))  # the primary created it
+    """A secondary process's writer for the run the primary created at `created` (its location,
+    as text): no metadata is written."""
+    if str(location) != created:
+        raise StoreError(
+            f"This process creates its sink at {location}, but the primary process created its "
+            f"run at {created}: a sink of a multi-process job is one run, written by every "
+            "process, so each must name the same store."
+        )
+    raw = tsio.read_bytes(location.kvstore, ROOT)
+    if raw is None:
+        raise StoreError(f"The run at {location} that the primary process created is not there.")
     attrs = json.loads(raw).get("attributes", {})
     stored = attrs[ATTRS_KEY]
     table = options["table"]
+    check_schema(
+        stored.get("schema", {}),
+        run_schema(layout, table),
+        location,
+        doing="write this process's shards into",
+    )
     arrays = {
         a.name: tsio.open_array(location.child(a.name), write=True)
         for a in stored_arrays(layout, table)
