@@ -359,6 +359,38 @@ def test_an_error_while_tracing_leaves_the_sinks_untouched(tmp_path):
     assert len(js.open(tmp_path / "t.zarr")) == 8
 
 
+def test_a_ctrl_c_while_tracing_leaves_the_sinks_untouched(tmp_path):
+    campaign = js.Campaign.create(tmp_path / "c")
+    traj = campaign.create_run("r", positions(STATE0), chunk=4)
+
+    def interrupted(state):
+        raise KeyboardInterrupt  # a Ctrl-C landing while the loop is traced
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        js.scan(step, STATE0, traj, steps=8, frame=interrupted)
+    assert not getattr(info.value, "__notes__", [])
+    assert js.open(tmp_path / "c" / "runs" / "r").status == "open"
+    assert js.Campaign.open(tmp_path / "c").entry("r").status == "running"
+    js.scan(step, STATE0, traj, steps=8, frame=positions)  # again: the same sink
+    assert len(js.open(tmp_path / "c" / "runs" / "r")) == 8
+    assert js.Campaign.open(tmp_path / "c").entry("r").status == "closed"
+
+
+@pytest.mark.parametrize(
+    "steps, step0", [(8, 2**31 - 4), (2**31, 0)], ids=["wraps", "beyond-int32"]
+)
+@pytest.mark.parametrize("loop", ["scan", "while"])
+def test_steps_beyond_int32_are_refused(loop, steps, step0):
+    buf = js.DeviceBuffer.create(positions(STATE0), capacity=10)
+    name = "steps" if loop == "scan" else "max_steps"
+    match = rf"`step0 \+ {name}` .* fit int32, at most 2147483647; got step0={step0} and {name}="
+    with pytest.raises(js.ConfigError, match=match):
+        if loop == "scan":
+            js.scan(step, STATE0, buf, steps=steps, step0=step0, frame=positions)
+        else:
+            js.while_loop(far, step, STATE0, buf, max_steps=steps, step0=step0, frame=positions)
+
+
 def test_while_loop_ends_the_bar_full_with_the_reason():
     out = Terminal()
     bar = js.Progress(1000, file=out)

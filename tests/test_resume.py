@@ -114,9 +114,9 @@ def test_a_stopped_loop_resumes_to_the_uninterrupted_stores(tmp_path, monkeypatc
         _drive(loop, stopped, "w-", checkpoint=stopped / "c", checkpoint_every=20)
     assert any("committed" in note for note in info.value.__notes__)
     interrupted = js.open(stopped / "run.zarr")
-    # At 80 the sinks after the last segment are the newest (nothing flushed since): they are
-    # closed from there, with their staged frames; at 75 the run is ended as it stands.
-    assert interrupted.status == ("closed" if fail_at == 80 else "interrupted")
+    # At 80 the sinks after the last segment are the newest (nothing flushed since): their staged
+    # frames are flushed before the run is ended; at 75 the run is ended as it stands.
+    assert interrupted.status == "interrupted"
     assert len(interrupted) == (40 if fail_at == 80 else 32)  # the checkpoint has 24 committed
     saved = [p.name for p in (stopped / "c").iterdir()]
     assert saved == [f"ckpt-{fail_at // 20 * 20:012d}.npz"]  # the last step done: fail_at
@@ -329,11 +329,13 @@ def test_a_host_buffer_cannot_be_checkpointed(tmp_path):
         ({"checkpoint_every": 5}, "`checkpoint_every` without `checkpoint`"),
         ({"resume": True}, "`resume` without `checkpoint`"),
         ({"checkpoint": "s3://bucket/c"}, "local folder path"),
+        ({"checkpoint": ""}, "got an empty path"),
         ({"checkpoint": "c", "checkpoint_every": 0}, "int >= 1"),
         ({"checkpoint": "c", "resume": "yes"}, "False, True or 'auto'"),
     ],
 )
-def test_bad_checkpoint_arguments_are_config_errors(options, match):
+def test_bad_checkpoint_arguments_are_config_errors(options, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # checkpoint="" must not write (or clear) the working directory
     buf = js.DeviceBuffer.create({"x": STATE0[0]}, capacity=8)
     with pytest.raises(js.ConfigError, match=match):
         js.scan(fragile, STATE0, buf, steps=4, frame=lambda s: {"x": s[0]}, **options)
@@ -356,6 +358,121 @@ def test_checkpointing_inside_jit_is_refused(tmp_path):
         with pytest.raises(js.CheckpointError, match="inside a JAX transformation"):
             call(arg)
     assert not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------------- the initial frame, errors, bad folders
+
+X0 = jnp.zeros(3, jnp.float32)
+
+
+@pytest.mark.parametrize("loop", ["scan", "while"])
+def test_the_initial_frame_is_recorded_once_also_when_no_step_is_taken_and_resumed(tmp_path, loop):
+    """scan(steps=0) and a while_loop whose cond is false at the start, with record_initial:
+    the initial state is recorded as step 0, and resuming the finished loop changes nothing."""
+
+    def drive(mode, resume):
+        buf = js.DeviceBuffer.create({"x": X0}, capacity=4, every=1)
+        run = js.ZarrSink.create(tmp_path / "r.zarr", {"x": X0}, chunk=2, every=1, mode=mode)
+        options = dict(frame=lambda s: {"x": s}, record_initial=True, checkpoint=tmp_path / "c",
+                       checkpoint_every=10, resume=resume)  # fmt: skip
+        if loop == "scan":
+            _, (buf, _) = js.scan(lambda s: s + 1, X0, (buf, run), steps=0, **options)
+        else:
+            _, (buf, _), taken = js.while_loop(
+                lambda s: s[0] > 10, lambda s: s + 1, X0, (buf, run), max_steps=100, **options
+            )
+            assert taken == 0
+        return buf.read().steps.tolist(), js.open(tmp_path / "r.zarr").steps.tolist()
+
+    assert drive("w-", False) == ([0], [0])
+    assert drive("a", True) == ([0], [0])
+    assert drive("a", True) == ([0], [0])
+
+
+def test_an_error_while_tracing_a_checkpointed_loop_leaves_the_sinks_untouched(tmp_path):
+    run = js.ZarrSink.create(tmp_path / "r.zarr", {"x": X0}, chunk=2)
+    with pytest.raises(js.FrameError):
+        js.scan(lambda s: s + 1, X0, run, steps=10, frame=lambda s: {"x": s[:2]},
+                checkpoint=tmp_path / "c", checkpoint_every=4)  # fmt: skip
+    assert js.open(tmp_path / "r.zarr").status == "open"
+    assert not (tmp_path / "c").exists()  # no checkpoint saved
+    js.scan(lambda s: s + 1, X0, run, steps=10, frame=lambda s: {"x": s},
+            checkpoint=tmp_path / "c", checkpoint_every=4)  # fmt: skip  # fixed: the same sink
+    assert js.open(tmp_path / "r.zarr").steps.tolist() == list(range(1, 11))
+
+
+@pytest.mark.parametrize(
+    "error", [js.CheckpointError("no space left on device"), KeyboardInterrupt()]
+)
+def test_a_loop_stopped_between_segments_reads_interrupted_and_its_entry_failed(
+    tmp_path, monkeypatch, error
+):
+    """A checkpoint that cannot be written (or a Ctrl-C in the save) after the second segment:
+    the staged frames of the newest sinks are flushed, the run is interrupted, not closed."""
+    from jaxsinks._io import checkpoint as files
+
+    saved, real = [], files.save
+
+    def save(*args, **kwargs):
+        saved.append(args[1])
+        if len(saved) == 3:  # the checkpoint of step 20 (after the one of step 0 and of 10)
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(files, "save", save)
+    campaign = js.Campaign.create(tmp_path / "camp")
+    run = campaign.create_run("r", {"x": X0}, chunk=8)
+    with pytest.raises(type(error)) as info:
+        js.scan(lambda s: s + 1, X0, run, steps=60, frame=lambda s: {"x": s},
+                checkpoint=tmp_path / "c", checkpoint_every=10)  # fmt: skip
+    assert any("reads as interrupted" in note for note in info.value.__notes__)
+    stored = js.open(tmp_path / "camp" / "runs" / "r")
+    assert stored.status == "interrupted"
+    assert stored.steps.tolist() == list(range(1, 21))  # 16 flushed and 4 staged at step 20
+    entry = js.Campaign.open(tmp_path / "camp").entry("r")
+    assert entry.status == "failed" and type(error).__name__ in entry.error
+
+
+def _header(fields) -> np.ndarray:
+    return np.frombuffer(json.dumps(fields).encode(), np.uint8)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "EOFError"),
+        (b"PK\x03\x04garbage", "BadZipFile"),
+        ({"format": 1, "arrays": []}, r"'token' \(missing\)"),
+        ([1, 2], "header is a JSON list"),
+    ],
+    ids=["empty", "not-a-zip", "keys-missing", "not-an-object"],
+)
+def test_a_checkpoint_that_cannot_be_read_is_a_checkpoint_error(tmp_path, content, match):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    path = folder / "ckpt-000000000005.npz"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.savez(path, header=_header(content))
+    buf = js.DeviceBuffer.create({"x": X0}, capacity=4)
+    with pytest.raises(js.CheckpointError, match=match) as info:
+        js.scan(lambda s: s + 1, X0, buf, steps=10, frame=lambda s: {"x": s},
+                checkpoint=folder, resume=True)  # fmt: skip
+    assert str(path) in str(info.value) and "resume=False" in str(info.value)
+
+
+def test_a_checkpoint_path_that_is_a_file_or_unwritable_is_refused(tmp_path):
+    buf = js.DeviceBuffer.create({"x": X0}, capacity=4)
+    scan = lambda folder: js.scan(  # noqa: E731
+        lambda s: s + 1, X0, buf, steps=10, frame=lambda s: {"x": s}, checkpoint=folder
+    )
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(js.ConfigError, match=r"`checkpoint` to be a folder.* is a file"):
+        scan(tmp_path / "afile")
+    with pytest.raises(js.CheckpointError, match="Could not write the checkpoint /proc/"):
+        scan("/proc/jaxsinks-no-such-folder")
+    assert (tmp_path / "afile").read_text() == "x"
 
 
 # ------------------------------------------------------------------------------- kill -9
@@ -458,8 +575,11 @@ def test_kill_9_at_random_moments_then_resume_is_bitwise_the_uninterrupted_run(
     elif seed == 3:
         assert _kill_when(proc, lambda: _ahead(out) > 0)
         assert _ahead(out) > 0  # the resume must rewind the run to its checkpoint
-    else:
-        time.sleep(rng.uniform(1.2, 3.0))
+    else:  # from the first checkpoint on (saved once the first segment is compiled)
+        deadline = time.monotonic() + 120
+        while not _saved(folder) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0.0, 1.8))
         assert proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.communicate()

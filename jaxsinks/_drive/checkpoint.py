@@ -19,6 +19,7 @@ import math
 import os
 import pathlib
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -62,6 +63,17 @@ def check_settings(owner: str, checkpoint: Any, every: Any, resume: Any) -> Sett
             f"{checkpoint!r}. Checkpoints are written to local files, also when the runs are in "
             "an object store."
         )
+    if not os.fspath(checkpoint):
+        raise ConfigError(
+            f"`{owner}` needs `checkpoint` to be a folder path; got an empty path. Name a folder "
+            "of its own (e.g. checkpoint='run.ckpt'): the loop writes and removes ckpt-*.npz "
+            "files there."
+        )
+    if os.path.exists(checkpoint) and not os.path.isdir(checkpoint):
+        raise ConfigError(
+            f"`{owner}` needs `checkpoint` to be a folder, where the loop keeps its checkpoints; "
+            f"{os.fspath(checkpoint)!r} is a file. Name a folder (it is created if missing)."
+        )
     if every is not None:
         count = _plan.check_count(owner, "checkpoint_every", every)
         if not count:
@@ -92,14 +104,19 @@ class Keeper:
         self.step0 = int(arrays[0])
         self.times = [_number(owner, "t0", arrays[1]), _number(owner, "dt", arrays[2])]
         self.token = uuid.uuid4().hex
+        self.initial = False  # whether a segment has run (and offered the initial state)
         for i, sink in enumerate(sinks):
             _check_sink(owner, i, sink)
 
     # --------------------------------------------------------------------------- start
 
-    def start(self, state: Any, end: int | None) -> tuple[Any, list[Sink], int]:
+    def start(
+        self, state: Any, end: int | None, prepare: Callable[[int, Any, list[Sink]], None]
+    ) -> tuple[Any, list[Sink], int]:
         """The carry to start from, ``(state, sinks, step)``: restored from the newest checkpoint
-        when resuming, else the given one (saved as the first checkpoint)."""
+        when resuming, else the given one (saved as the first checkpoint). ``prepare(step,
+        state, sinks)`` (tracing the first segment) is called with it once it is checked, before
+        anything is changed: a run rewound, a checkpoint removed or saved."""
         _refuse_traced(self.owner, state)
         directory = self.settings.directory
         loaded = _files.load_latest(directory) if self.settings.resume else None
@@ -110,14 +127,20 @@ class Keeper:
                 "call, or resume='auto' to start afresh when there is none. Nothing was changed."
             )
         if loaded is not None:
-            return self._resume(state, end, *loaded)
-        _files.clear(directory)
+            return self._resume(state, end, prepare, *loaded)
         state = _restore_all(_host_leaves(state)[1], state)  # the types a resumed loop gets
+        prepare(self.step0, state, list(self.sinks))
+        _files.clear(directory)
         self.save(self.step0, state, self.sinks)
         return state, list(self.sinks), self.step0
 
     def _resume(
-        self, state: Any, end: int | None, header: dict[str, Any], arrays: list[np.ndarray]
+        self,
+        state: Any,
+        end: int | None,
+        prepare: Callable[[int, Any, list[Sink]], None],
+        header: dict[str, Any],
+        arrays: list[np.ndarray],
     ) -> tuple[Any, list[Sink], int]:
         step, problems = int(header["step"]), []
         for key, mine in (("owner", self.owner), ("step0", self.step0), ("times", self.times)):
@@ -146,6 +169,9 @@ class Keeper:
                 + ". Nothing was changed. Resume with the arguments and sinks of the interrupted "
                 "call (streaming sinks reopened with mode='a'), or start afresh with resume=False."
             )
+        self.initial = bool(header.get("initial", step != self.step0))
+        state, restored = self._restored(state, arrays, len(header["state"]))
+        prepare(step, state, restored)
         self.token = header["token"]
         for writer, saved in runs:
             log.info(
@@ -160,17 +186,21 @@ class Keeper:
             else:
                 assert isinstance(writer, CsvWriter)
                 writer.truncate_rows(saved["committed"])
-        count = len(header["state"])
-        state = _restore_all(arrays[:count], state)
-        restored = []
+        log.info("jaxsinks: %s resumed from its checkpoint at step %d", self.owner, step)
+        return state, restored, step
+
+    def _restored(self, state: Any, arrays: list[np.ndarray], count: int) -> tuple[Any, list[Sink]]:
+        """The state and sinks of a checkpoint's `arrays` (the first `count` are the state's),
+        on the devices and in the types of the given ones."""
+        restored = _restore_all(arrays[:count], state)
+        sinks = []
         for sink in self.sinks:
             paths, leaves, treedef = _sink_leaves(sink)
             taken = arrays[count : count + len(paths)]
             count += len(paths)
             new = [_restore(a, like) for a, like in zip(taken, leaves)]
-            restored.append(_unflatten_sink(sink, treedef, new))
-        log.info("jaxsinks: %s resumed from its checkpoint at step %d", self.owner, step)
-        return state, restored, step
+            sinks.append(_unflatten_sink(sink, treedef, new))
+        return restored, sinks
 
     # ---------------------------------------------------------------------------- save
 
@@ -207,6 +237,7 @@ class Keeper:
             "step": step,
             "owner": self.owner,
             "step0": self.step0,
+            "initial": self.initial,
             "times": self.times,
             "state": described,
             "sinks": entries,

@@ -1,11 +1,14 @@
 """ending: run a compiled loop on the host, then close its sinks; end them when anything raises.
 
-The newest sink values exist only once the loop has returned. If it raises (a failing host
-callback, a ``KeyboardInterrupt``, an error while tracing), the driver holds the values it was
-given: each streaming sink is closed from that value when it is still the newest (nothing was
-flushed since), and otherwise its writer is ended as it stands: the blocks already flushed commit,
-the frames staged on the device are lost with the loop, and the run reads as ``"interrupted"``
-(readable, resumable with ``mode="a"``). What happened to each run is added to the error's notes.
+The loop is traced and compiled first (`programs.ready`): an error there (a step or frame that
+does not fit, a Ctrl-C) is raised with the sinks untouched. The newest sink values exist only once
+the loop has returned. If running it raises (a failing host callback, a ``KeyboardInterrupt``, a
+checkpoint that could not be written), the driver holds the newest values it has (those it was
+given, or a checkpointed loop's after its last segment): each streaming sink's writer is ended as
+it stands, after the staged frames of a value that is still the newest are flushed to it. The
+blocks flushed commit, the frames staged on the device by the loop are lost with it, the run reads
+as ``"interrupted"`` (readable, resumable with ``mode="a"``) and its close hook gets the error (a
+campaign marks the run failed). What happened to each run is added to the error's notes.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class Outcome:
 
 def drive(
     owner: str,
-    launch: Callable[[int], tuple[Any, ...]],
+    launch: Callable[[int], Callable[[], tuple[Any, ...]]],
     sinks: list[Sink],
     treedef: Any,
     bar: Progress | None,
@@ -47,11 +50,12 @@ def drive(
     *,
     own_bar: bool = False,
 ) -> tuple[Outcome, Any]:
-    """``launch(bar_id)`` (the compiled loop), wait for it, finish `bar`, close the sinks.
+    """Run the loop ``launch(bar_id)()``, wait for it, finish `bar`, close the sinks.
 
-    An error found while the loop is traced (a step or frame that does not fit) is raised before
-    anything runs, with the sinks untouched (fix the call and pass them again). Once the loop
-    runs, any error ends the sinks (`end_after_error`). Returns the outcome and the closed
+    ``launch(bar_id)`` traces and compiles the loop (and resumes or saves a checkpointed loop's
+    first checkpoint) and returns it ready to run: an error there (a step or frame that does not
+    fit, a Ctrl-C) is raised with the sinks untouched (fix the call and pass them again). Once the
+    loop runs, any error ends the sinks (`end_after_error`). Returns the outcome and the closed
     sinks (in the structure of `treedef`). Inside a JAX transformation the sinks are returned as
     they are, and streaming sinks are refused (they can only be closed on the host, after it).
     `own_bar`: the driver made `bar`, so it closes it also when tracing fails.
@@ -66,7 +70,7 @@ def drive(
 
 def _run(
     owner: str,
-    launch: Callable[[int], tuple[Any, ...]],
+    launch: Callable[[int], Callable[[], tuple[Any, ...]]],
     bar_id: int,
     sinks: list[Sink],
     treedef: Any,
@@ -75,13 +79,15 @@ def _run(
     own_bar: bool,
 ) -> tuple[Outcome, Any]:
     try:
-        out = launch(bar_id)
-    except BaseException as err:
-        if _ran(err):
-            _fail(owner, err, sinks, bar)
+        run = launch(bar_id)
+    except BaseException:
         if own_bar and bar is not None:
             bar.close()
         raise  # found while tracing or compiling: nothing ran, the sinks are as they were
+    try:
+        out = run()
+    except BaseException as err:
+        _fail(owner, err, sinks, bar)
     if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(out)):
         _refuse_streaming(owner, sinks)  # traced into the caller's program: nothing ran yet
         state, traced, taken, *rest = out
@@ -117,7 +123,8 @@ def _fail(owner: str, err: BaseException, latest: list[Sink], bar: Progress | No
 
 
 def end_after_error(owner: str, sinks: Sequence[Sink], cause: Any) -> list[str]:
-    """End every streaming sink of `sinks` still open; one note per run saying how it ended."""
+    """End every streaming sink of `sinks` still open as interrupted, after flushing the staged
+    frames of each value that is still the newest; one note per run saying how it ended."""
     why = type(cause).__name__ if isinstance(cause, BaseException) else str(cause)
     notes = []
     for sink in sinks:
@@ -127,18 +134,11 @@ def end_after_error(owner: str, sinks: Sequence[Sink], cause: Any) -> list[str]:
             writer = sink._writer_or_raise("close")
         except JaxsinksError:
             continue  # already closed (e.g. by `close` before it raised)
-        failure: BaseException | None = None
+        extra = ""
         try:
-            sink.close()  # the newest value: flush its staged frames and finish the run
-        except BaseException as err:  # noqa: BLE001 - a stale value (refused before anything
-            failure = err  # was done), a write error, a second Ctrl-C: the writer is ended below
-        if not _is_live(sink):
-            extra = "" if failure is None else f" (closing raised {type(failure).__name__})"
-            notes.append(
-                f"{owner} closed {writer.description} after the {why}: {writer.committed} "
-                f"frames are committed{extra}."
-            )
-            continue
+            sink.flush_staged()
+        except BaseException as err:  # noqa: BLE001 - a second Ctrl-C: the writer is ended below
+            extra = f" (flushing its staged frames raised {type(err).__name__})"
         writer.discard(f"was ended by {owner} when its loop raised {why}")
         # its close hook runs with the loop's error (a campaign records the run as failed)
         writer.closed_by_sink(
@@ -148,7 +148,7 @@ def end_after_error(owner: str, sinks: Sequence[Sink], cause: Any) -> list[str]:
         notes.append(
             f"{owner} ended {writer.description} after the {why}: its {writer.committed} committed "
             "frames are readable (the run reads as interrupted; frames still staged on the "
-            f"device were lost with the loop).{lost}"
+            f"device were lost with the loop){extra}.{lost}"
         )
     return notes
 
@@ -225,14 +225,6 @@ def _is_live(sink: StreamSink) -> bool:
 
 def _is_traced(sink: Sink) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(sink))
-
-
-def _ran(err: BaseException) -> bool:
-    """Whether `err`, raised by calling the compiled loop, comes from running it: a runtime error
-    (a host callback that raised, wrapped by XLA) or a Ctrl-C. Errors of tracing are raised as
-    themselves (ConfigError, FrameError, TypeError, ...) before anything runs."""
-    runtime = getattr(jax.errors, "JaxRuntimeError", None)
-    return isinstance(err, KeyboardInterrupt) or (runtime is not None and isinstance(err, runtime))
 
 
 def _is_interrupt(err: BaseException) -> bool:

@@ -102,23 +102,20 @@ def scan(
     spec = _prepare(owner, step, sinks, frame, mask, dt, t0, time, step0, record_initial)
     count = plan.check_count(owner, "steps", steps)
     assert count is not None
+    plan.check_last_step(owner, "steps", count, spec.step0)
     settings = checkpoints.check_settings(owner, checkpoint, checkpoint_every, resume)
-    if settings is not None:  # resumed (or saved) before the bar starts
-        keeper = checkpoints.Keeper(owner, settings, spec.flat, spec.arrays)
-        end = spec.step0 + count
-        state, sinks_held, start = keeper.start(state, end)
+    keeper = _keeper(owner, settings, spec)
     bar = plan.as_progress(owner, progress, count, "steps")
     the_plan = spec.plan(cond=None, length=count, bounded=False, tick=plan.tick_every(bar, count))
 
-    def whole(bar_id: int) -> tuple[Any, ...]:
+    def whole(bar_id: int) -> Callable[[], tuple[Any, ...]]:
         return programs.scan_program(the_plan, state, spec.flat, *spec.arrays, np.int32(bar_id))
 
-    launch: Callable[[int], tuple[Any, ...]] = whole
-
-    if settings is None:
-        sinks_held = spec.flat
-    else:
-        launch = segments.scan(keeper, the_plan, state, sinks_held, start, end, spec.arrays)
+    launch: Callable[[int], Callable[[], tuple[Any, ...]]] = whole
+    sinks_held = list(spec.flat)
+    if keeper is not None:
+        end = spec.step0 + count
+        launch = segments.scan(keeper, the_plan, state, sinks_held, end, spec.arrays)
 
     outcome, closed = ending.drive(
         owner,
@@ -190,30 +187,26 @@ def while_loop(
     plan.check_function(owner, "cond", cond, "a function state -> bool")
     spec = _prepare(owner, step, sinks, frame, mask, dt, t0, time, step0, record_initial)
     bound = plan.check_count(owner, "max_steps", max_steps, optional=True)
+    plan.check_last_step(owner, "max_steps", bound, spec.step0)
     if not isinstance(stop_reason, str):
         raise ConfigError(f"`{owner}` needs `stop_reason` to be a str; got {stop_reason!r}.")
     settings = checkpoints.check_settings(owner, checkpoint, checkpoint_every, resume)
-    limit = np.int32(0 if bound is None else min(bound, 2**31 - 1 - spec.step0))
-    if settings is not None:  # resumed (or saved) before the bar starts
-        keeper = checkpoints.Keeper(owner, settings, spec.flat, spec.arrays)
-        end = None if bound is None else spec.step0 + int(limit)
-        state, sinks_held, start = keeper.start(state, end)
+    limit = np.int32(0 if bound is None else bound)
+    keeper = _keeper(owner, settings, spec)
     bar = plan.as_progress(owner, progress, bound, "steps")
     the_plan = spec.plan(
         cond=cond, length=None, bounded=bound is not None, tick=plan.tick_every(bar, bound)
     )
 
-    def whole(bar_id: int) -> tuple[Any, ...]:
+    def whole(bar_id: int) -> Callable[[], tuple[Any, ...]]:
         return programs.while_program(
             the_plan, state, spec.flat, *spec.arrays, np.int32(bar_id), limit
         )
 
-    launch: Callable[[int], tuple[Any, ...]] = whole
-
-    if settings is None:
-        sinks_held = spec.flat
-    else:
-        launch = segments.while_loop(keeper, the_plan, state, sinks_held, start, limit, spec.arrays)
+    launch: Callable[[int], Callable[[], tuple[Any, ...]]] = whole
+    sinks_held = list(spec.flat)
+    if keeper is not None:
+        launch = segments.while_loop(keeper, the_plan, state, sinks_held, limit, spec.arrays)
 
     def reason(outcome: ending.Outcome) -> str:
         if outcome.still_going:
@@ -260,6 +253,14 @@ class _Spec:
             bounded=bounded,
             tick=tick,
         )
+
+
+def _keeper(
+    owner: str, settings: checkpoints.Settings | None, spec: _Spec
+) -> checkpoints.Keeper | None:
+    """The keeper of a checkpointed call (its sinks checked), None without `checkpoint`. It
+    resumes or saves the first checkpoint once the loop is traced (`segments`)."""
+    return None if settings is None else checkpoints.Keeper(owner, settings, spec.flat, spec.arrays)
 
 
 def _real(value: Any) -> Any:

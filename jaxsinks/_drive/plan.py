@@ -25,6 +25,8 @@ from .._io.progress import Progress
 TICKS = 100
 #: Steps between progress ticks when the number of steps is not known in advance.
 UNBOUNDED_TICK = 100
+#: The most steps a loop may reach: step numbers are int32 in the compiled loop.
+LAST_STEP = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,9 +165,22 @@ def check_step0(owner: str, value: Any) -> int:
     """The step number of the initial state: an int >= 0 that fits int32."""
     count = check_count(owner, "step0", value)
     assert count is not None
-    if count >= 2**31 - 1:
+    if count >= LAST_STEP:
         raise ConfigError(f"`{owner}` needs `step0` to fit int32; got {value!r}.")
     return count
+
+
+def check_last_step(owner: str, name: str, count: int | None, step0: int) -> None:
+    """A ConfigError if the loop's last step, ``step0 + count``, would not fit int32 (the step
+    numbers of the compiled loop)."""
+    if count is not None and step0 + count > LAST_STEP:
+        raise ConfigError(
+            f"`{owner}` needs `step0 + {name}` (the number of the last step) to fit int32, at most "
+            f"{LAST_STEP}; got step0={step0} and {name}={count}, {step0 + count} in all. Take at "
+            f"most {LAST_STEP - step0} steps per call"
+            + (" (or max_steps=None for no bound)" if name == "max_steps" else "")
+            + ", and continue the run from the returned state with step0 = the step it reached."
+        )
 
 
 def check_scalar(owner: str, name: str, value: Any) -> Any:

@@ -12,7 +12,7 @@ import functools
 import itertools
 import threading
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -25,13 +25,26 @@ from .._core.record import record
 from .._core.sink import Sink
 from .._io.callback import raise_if_interrupted
 from .._io.progress import Progress
-from .plan import Group, Plan
+from .plan import LAST_STEP, Group, Plan
 
-#: The most steps a loop may reach (int32).
-LAST_STEP = 2**31 - 1
 _BARS: dict[int, Progress] = {}  # id -> the progress bar a running program advances
 _BAR_IDS = itertools.count(1)
 _BARS_LOCK = threading.Lock()
+T = TypeVar("T")
+
+
+def ready(program: Callable[..., T], *args: Any) -> Callable[[], T]:
+    """``program(*args)`` (a jitted loop), traced and compiled now, to be run by calling the
+    result: an error of tracing or compiling (a step or frame that does not fit, a Ctrl-C
+    meanwhile) is raised here, before anything runs, and any error of the call comes from running
+    it. The compiled program is cached, so the call compiles nothing more. Inside a JAX
+    transformation (traced arguments) it is traced into the caller's program here; nothing runs.
+    """
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args)):
+        out = program(*args)
+        return lambda: out
+    program.trace(*args).lower().compile()  # type: ignore[attr-defined]
+    return lambda: program(*args)
 
 
 def scan_program(
@@ -42,11 +55,16 @@ def scan_program(
     t0: ArrayLike,
     dt: ArrayLike,
     bar: ArrayLike,
-) -> tuple[Any, list[Sink], jax.Array]:
-    """`plan.length` steps of `plan.step` with recording; ``(state, sinks, steps taken)``: the
-    whole loop as one `scan_segment` from `step0`."""
-    state, sinks, n = scan_segment(plan, state, sinks, step0, step0, t0, dt, bar)
-    return state, sinks, n - step0
+) -> Callable[[], tuple[Any, list[Sink], jax.Array]]:
+    """`plan.length` steps of `plan.step` with recording, `ready` to run: the call returns
+    ``(state, sinks, steps taken)``. The whole loop as one `scan_segment` from `step0`."""
+    run = ready(scan_segment, plan, state, sinks, step0, step0, t0, dt, bar)
+
+    def taken() -> tuple[Any, list[Sink], jax.Array]:
+        state, sinks, n = run()
+        return state, sinks, n - step0
+
+    return taken
 
 
 def while_program(
@@ -58,15 +76,18 @@ def while_program(
     dt: ArrayLike,
     bar: ArrayLike,
     max_steps: ArrayLike,
-) -> tuple[Any, list[Sink], jax.Array, jax.Array]:
+) -> Callable[[], tuple[Any, list[Sink], jax.Array, jax.Array]]:
     """`plan.step` while `plan.cond` holds (and, if bounded, for at most `max_steps` steps) with
-    recording; ``(state, sinks, steps taken, whether cond still holds)``: the whole loop as one
-    `while_segment` from `step0`."""
+    recording, `ready` to run: the call returns ``(state, sinks, steps taken, whether cond still
+    holds)``. The whole loop as one `while_segment` from `step0`."""
     last = np.int32(LAST_STEP)
-    state, sinks, n, go = while_segment(
-        plan, state, sinks, step0, step0, t0, dt, bar, max_steps, last
-    )
-    return state, sinks, n - step0, go
+    run = ready(while_segment, plan, state, sinks, step0, step0, t0, dt, bar, max_steps, last)
+
+    def taken() -> tuple[Any, list[Sink], jax.Array, jax.Array]:
+        state, sinks, n, go = run()
+        return state, sinks, n - step0, go
+
+    return taken
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))

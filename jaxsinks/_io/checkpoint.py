@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import re
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -32,16 +33,28 @@ META_KEY = "checkpoint"
 #: The format of the checkpoint files this version writes and reads.
 FORMAT = 1
 _NAME = re.compile(r"^ckpt-(\d+)\.npz$")
+#: The keys of a checkpoint's header, and the JSON types of their values.
+_HEADER = {
+    "format": int,
+    "token": str,
+    "step": int,
+    "owner": str,
+    "step0": int,
+    "times": list,
+    "state": list,
+    "sinks": list,
+    "arrays": list,
+}
 
 
 def save(directory: pathlib.Path, step: int, header: dict[str, Any], arrays: list[Any]) -> None:
     """Write the checkpoint of `step` atomically, then remove the older ones."""
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"ckpt-{step:012d}.npz"
     temp = directory / f".{final.name}.{os.getpid()}.tmp"
     payload = {f"a{i}": _as_bytes(a) for i, a in enumerate(arrays)}
     payload["header"] = np.frombuffer(json.dumps(dict(header, format=FORMAT)).encode(), np.uint8)
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as file:
             np.savez(file, **payload)  # type: ignore[arg-type]  # numpy's stub types allow_pickle
             file.flush()
@@ -51,9 +64,11 @@ def save(directory: pathlib.Path, step: int, header: dict[str, Any], arrays: lis
     except OSError as err:
         temp.unlink(missing_ok=True)
         raise CheckpointError(
-            f"Could not write the checkpoint {final}: {err.strerror or err}. The loop stopped; "
-            "its runs keep their committed frames. Free space or choose another `checkpoint` "
-            "folder, then resume from the previous checkpoint with resume=True."
+            f"Could not write the checkpoint {final}: {err.strerror or err}. Free space, or "
+            "make the folder writable, or choose another `checkpoint` folder. Before the first "
+            "checkpoint nothing has run and the sinks are untouched: pass them again. After it, "
+            "the loop stopped, its runs keep their committed frames and read as interrupted: "
+            "resume from the previous checkpoint with resume=True."
         ) from None
     for old in checkpoints(directory):
         if old != final:
@@ -85,25 +100,45 @@ def load_latest(directory: pathlib.Path) -> tuple[dict[str, Any], list[np.ndarra
         return None
     path = found[-1]
     try:
-        with np.load(path) as data:
+        with open(path, "rb") as file, np.load(file) as data:  # the file closed also on errors
             header = json.loads(data["header"].tobytes())
+            _check_header(path, header)
             raw = [data[f"a{i}"] for i in range(len(header["arrays"]))]
-    except (OSError, ValueError, KeyError) as err:
+        arrays = [
+            np.frombuffer(r.tobytes(), np.dtype(_dtype(a["dtype"]))).reshape(a["shape"])
+            for r, a in zip(raw, header["arrays"])
+        ]
+    except CheckpointError:
+        raise  # another format
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
         raise CheckpointError(
-            f"The checkpoint {path} cannot be read ({err}); it was not written by this version "
-            "of jaxsinks, or was changed. Resume from another checkpoint folder, or start afresh "
-            "with resume=False."
+            f"The checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is not a "
+            "whole checkpoint written by this version of jaxsinks (it was cut short, changed, "
+            "or is another program's file). Remove it to resume from an older checkpoint in the "
+            "folder, resume from another checkpoint folder, or start afresh with resume=False."
         ) from None
-    if header.get("format") != FORMAT:
+    return header, arrays
+
+
+def _check_header(path: pathlib.Path, header: Any) -> None:
+    """A CheckpointError if `header` is of another format, a ValueError if it is not a
+    checkpoint's header."""
+    if isinstance(header, dict) and header.get("format", FORMAT) != FORMAT:
         raise CheckpointError(
             f"The checkpoint {path} has format {header.get('format')!r}; this version of jaxsinks "
             f"reads format {FORMAT}. Resume with the version that wrote it, or start afresh."
         )
-    arrays = [
-        np.frombuffer(r.tobytes(), np.dtype(_dtype(a["dtype"]))).reshape(a["shape"])
-        for r, a in zip(raw, header["arrays"])
+    if not isinstance(header, dict):
+        raise ValueError(f"its header is a JSON {type(header).__name__}, not an object")
+    wrong = [
+        f"{key!r} ({'missing' if key not in header else type(header[key]).__name__})"
+        for key, kind in _HEADER.items()
+        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool)
     ]
-    return header, arrays
+    if wrong:
+        raise ValueError(
+            "its header lacks or has the wrong type of the entries " + ", ".join(wrong)
+        )
 
 
 def run_reference(writer: HostWriter) -> dict[str, Any] | None:

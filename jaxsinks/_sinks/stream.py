@@ -200,17 +200,10 @@ class StreamSink(Sink):
         """Flush the staged tail of each part, finish the writer, and raise what it kept."""
         kind = type(self).__name__
         flags, recorded = 0, 0
-        for shard, part in parts.items():
-            n = host_int(part.staged, kind)
+        for part in parts.values():
             flags |= int(part.flags)
             recorded = max(recorded, host_int(part.recorded, kind))
-            if n:
-                leaves, steps, times, systems = part.columns.take(np.arange(n))
-                offset = host_int(part.flushed, kind)
-                ack = _host_tail(
-                    writer, self.layout, offset, n, leaves, steps, times, systems, shard
-                )
-                flags |= int(ack[1])
+        flags |= self._flush_tail(writer, parts)
         stale = writer.stale_error()
         try:
             writer.finish()
@@ -231,6 +224,35 @@ class StreamSink(Sink):
             flags=jnp.full_like(self.flags, flags),
             closed=True,
         )
+
+    def flush_staged(self) -> None:
+        """Hand the frames staged in this value to its writer, where it is still the newest value
+        (a driver whose loop raised does this before it ends the run as interrupted)."""
+        kind = type(self).__name__
+        writer = self._writer_or_raise("flush")
+        parts = {0: self} if self.shard is None else _sharding.host_parts(self)
+        newest = {
+            shard: part
+            for shard, part in parts.items()
+            if older_than_writer(writer, shard, host_int(part.flushed, kind), int(part.flags))
+            is None
+        }
+        self._flush_tail(writer, newest)
+
+    def _flush_tail(self, writer: _writer.HostWriter, parts: Mapping[int, StreamSink]) -> int:
+        """Hand each part's staged frames to `writer`, with a device flush's checks; returns the
+        flags those checks raised."""
+        kind, flags = type(self).__name__, 0
+        for shard, part in parts.items():
+            n = host_int(part.staged, kind)
+            if n:
+                leaves, steps, times, systems = part.columns.take(np.arange(n))
+                offset = host_int(part.flushed, kind)
+                ack = _host_tail(
+                    writer, self.layout, offset, n, leaves, steps, times, systems, shard
+                )
+                flags |= int(ack[1])
+        return flags
 
     def _writer_or_raise(self, action: str) -> _writer.HostWriter:
         """The live host writer of this sink, or a clear error if it has ended (host side)."""
