@@ -687,6 +687,38 @@ def test_a_step_outside_int32_is_a_frame_error_naming_it(kind, step):
     assert steps.tolist() == [2**31 - 1, -(2**31)]  # the limits are stored exactly
 
 
+@pytest.mark.parametrize(
+    "time", ["1.0", 1j, np.complex64(1.0), b"1", object()], ids=["str", "complex", "c64", "b", "o"]
+)
+def test_a_time_that_is_not_a_real_number_is_a_frame_error_naming_it(time):
+    """A string raised a raw TypeError, and a complex time was recorded without its imaginary
+    part."""
+    sink = js.DeviceBuffer.create({"a": jnp.zeros(2)}, capacity=2, every=js.Interval(0.1))
+    with pytest.raises(js.FrameError) as info:
+        js.record(sink, step=0, time=time, frame={"a": jnp.ones(2)})
+    assert_clear(info.value, "`time` must be a real number", type(time).__name__)
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.uint8])
+def test_a_traced_non_float_time_suggests_a_cast_not_an_int_time_dtype(dtype):
+    """It suggested `time_dtype=int32`, itself a ConfigError."""
+    sink = js.DeviceBuffer.create({"a": jnp.zeros(2)}, capacity=2, every=js.Interval(2.0))
+    run = lambda s, t: js.record(s, step=0, time=t, frame={"a": jnp.ones(2)})  # noqa: E731
+    with pytest.raises(js.FrameError) as info:
+        jax.jit(run)(sink, jnp.ones((), dtype))
+    assert_clear(info.value, "`time`", "float32", "`t.astype(jnp.float32)`")
+    assert "time_dtype=" not in str(info.value)
+
+
+@x32_only
+def test_a_traced_float_time_of_another_dtype_suggests_time_dtype():
+    sink = js.DeviceBuffer.create({"a": jnp.zeros(2)}, capacity=2, every=js.Interval(2.0))
+    run = lambda s, t: js.record(s, step=0, time=t, frame={"a": jnp.ones(2)})  # noqa: E731
+    with pytest.raises(js.FrameError) as info:
+        jax.jit(run)(sink, jnp.ones((), jnp.float16))
+    assert_clear(info.value, "`t.astype(jnp.float32)`", "`time_dtype=float16`")
+
+
 @pytest.mark.parametrize("kind", ["DeviceBuffer", "HostBuffer"])
 def test_a_traced_step_outside_int32_is_recorded_and_raised_on_not_wrapped(kind):
     """A uint32 step (or int64 with x64) beyond int32 is only known inside jit: the schedule sees
@@ -1178,7 +1210,7 @@ def test_append_refuses_another_schedule_dims_or_attr_value_and_changes_nothing(
     from fs_helpers import stored_bytes
 
     store = tmp_path / "run.zarr"
-    example = {"e": jnp.float32(0), "v": jnp.zeros(3)}
+    example = {"e": jnp.float32(0), "v": jnp.zeros(3, jnp.float32)}
     sink = js.ZarrSink.create(store, example, chunk=4, attrs={"T": 300})
     for i in range(6):
         sink = sink.write({"e": jnp.float32(i), "v": jnp.full(3, i, jnp.float32)}, step=i)

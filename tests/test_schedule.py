@@ -135,12 +135,34 @@ def test_a_schedule_breaking_its_contract_is_a_clear_error_naming_it(schedule, m
         (lambda: js.Times([0.1, float("inf")]), "finite"),
         (lambda: js.Times.geometric(1.0, 0.5, 3), "last > first"),
         (lambda: js.When(3), "callable"),
+        (lambda: js.Times([[0.1, 0.2], [0.3, 0.4]]), r"1-D array .* shape \[2, 2\]"),
+        (lambda: js.Times(["0.1", "0.2"]), r"`times` to be real numbers"),
+        (lambda: js.Times("0.1"), r"`times` to be real numbers"),
+        (lambda: js.Times([0.1, 1j]), r"`times` to be real numbers"),
     ],
 )
 def test_bad_schedules_are_value_errors_with_the_argument_named(make, match):
     with pytest.raises(js.ConfigError, match=match) as err:
         make()
     assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "times, expected",
+    [
+        (np.float32(1.0), (1.0,)),
+        (2.5, (2.5,)),
+        ((t for t in [1.0, 2.0]), (1.0, 2.0)),
+        (iter(range(1, 4)), (1.0, 2.0, 3.0)),
+        (np.array([0.5, 1.5], np.float32), (0.5, 1.5)),
+        (jnp.array([0.25, 0.75], jnp.float32), (0.25, 0.75)),
+        ({3.0: "a"}.keys(), (3.0,)),
+    ],
+    ids=["np-scalar", "float", "generator", "iterator", "numpy", "jax", "keys"],
+)
+def test_times_takes_any_iterable_or_1d_array_of_numbers_and_one_number(times, expected):
+    """A numpy scalar or a generator raised a raw TypeError ("has no len()")."""
+    assert js.Times(times).times == expected
 
 
 def test_schedules_are_hashable_static_metadata():

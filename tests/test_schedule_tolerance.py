@@ -9,6 +9,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -108,6 +109,104 @@ def test_exact_times_with_fine_steps_record_no_step_early():
     """The default tolerance is at most half a step: exact times fire at the requested step."""
     times = np.arange(20001, dtype=np.float32) * np.float32(1 / 1024)  # exact in float32
     assert fired_steps(js.Interval(2.0), times) == list(range(0, 20001, 2048))
+
+
+#: Step sizes and intervals (as exact fractions) the documented promise is tried on.
+STEPS = [Fraction(s) for s in ("0.1", "0.101", "0.01", "0.05", "0.037", "0.0123", "0.7", "1.1")]
+STEPS += [Fraction(1, 3), Fraction(2, 7)]
+
+
+def intervals(dt):
+    """A multiple of dt (the requested times are exact step times), 1.0, 0.25, and 22/3 dt."""
+    return [p for p in (10 * dt, Fraction(1), Fraction(1, 4), 22 * dt / 3) if p >= 2 * dt]
+
+
+def documented_tol(target, h, dtype):
+    """The default tolerance as docs/concepts/schedules.md states it."""
+    eps = float(np.finfo(dtype).eps)
+    return min(h / 2, eps * target**2 / (4 * h))
+
+
+def check_promise(dt, period, n, dtype, *, late_until):
+    """Run Interval(period) over ``t += dt`` (steps 0..n, in `dtype`) and check the documented
+    promise against exact arithmetic: every requested time is recorded once, never late up to
+    step `late_until`, and early only when the recorded step's exact time is within twice the
+    documented tolerance below it (the tolerance, plus the drift, which is at most as much).
+    Returns the number of early records."""
+    steps, _ = accumulated(js.Interval(float(period)), float(dt), n, dtype)
+    intended = [-((-k * period) // dt) for k in range(len(steps) + 1)]  # first i: i dt >= k p
+    intended = [int(i) for i in intended if i <= n - 2]
+    early = 0
+    for k, (got, want) in enumerate(zip(steps, intended)):
+        where = f"dt={dt}, Interval({float(period)}), requested time {k} * {float(period)}"
+        assert got <= want or want > late_until, f"{where}: recorded at step {got}, not {want}"
+        if got < want:
+            gap = float(k * period - got * dt)  # how far the recorded step's exact time is below
+            tol = documented_tol(float(k * period), float(dt), dtype)
+            assert gap <= 2 * tol, f"{where}: step {got} is {gap} below it (tol {tol}), not {want}"
+            early += 1
+    assert len(steps) >= len(intended)
+    return early
+
+
+@pytest.mark.parametrize("dt", STEPS, ids=str)
+def test_float32_accumulated_times_keep_the_documented_promise(dt):
+    """Up to 3000 steps: never late, early only within the documented tolerance (the old
+    ``eps * T**2 / h`` recorded dt=0.101, Interval(1.0) at step 891 for 90.0, 0.009 early)."""
+    for period in intervals(dt):
+        check_promise(dt, period, 3000, jnp.float32, late_until=3000)
+
+
+def test_float32_accumulated_times_record_early_as_rarely_as_measured():
+    """docs/concepts/schedules.md: none early in the first 500 steps, about 1 in 1000 up to
+    step 1000."""
+    early = [
+        check_promise(dt, p, 500, jnp.float32, late_until=500)
+        for dt in STEPS[4:]
+        for p in intervals(dt)
+    ]
+    early += [
+        check_promise(dt, p, 1000, jnp.float32, late_until=1000)
+        for dt in STEPS[:4]
+        for p in intervals(dt)
+    ]
+    assert sum(early) <= 4, early  # 3 of about 2000 requested times, all past step 500
+
+
+def test_the_reviewed_early_records_are_at_the_intended_steps():
+    """float32 t += 0.101 with Interval(1.0): 90.0, 100.0 and 110.0 were recorded a step early."""
+    steps, times = accumulated(js.Interval(1.0), 0.101, 1200, jnp.float32)
+    assert {892, 991, 1090} <= set(steps) and not {891, 990, 1089} & set(steps)
+    assert np.all(times[[steps.index(s) for s in (892, 991, 1090)]] >= [90, 100, 110])
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize("dt", STEPS, ids=str)
+def test_float64_accumulated_times_record_at_the_intended_step(dt):
+    for period in intervals(dt):
+        early = check_promise(dt, period, 10_000, jnp.float64, late_until=10_000)
+        assert early == 0, (dt, period)
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize("start", [0.0, 1e4, 1e6, 5e7])
+def test_float64_exact_times_far_from_zero_record_as_with_tol_zero(start):
+    """Times ``start + 0.6 + i`` exact in float64: each requested ``start + 10 k`` is recorded
+    by the step 0.6 past it. The old tolerance (capped at half a step from T > 4.2e7) took a
+    time 0.4 below it."""
+    times = start + 0.6 + np.arange(40, dtype=np.float64)
+    for tol in (None, 0.0):
+        got = fired_steps(js.Interval(10.0, start=start + 10.0, tol=tol), times)
+        assert got == [10, 20, 30], (start, tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exact_binary_times_record_as_with_tol_zero_away_from_the_tolerance(dtype):
+    """Multiples of 1/64 are exact: a requested time 1/3 of a step past one is recorded at the
+    next step (the documented tolerance, 0.03 steps at step 1000, is far below 1/3)."""
+    times = np.arange(1201, dtype=np.float64) / 64
+    requested = (np.arange(1, 60) * 20 + 1 / 3) / 64  # a third of a step after step 20 k
+    assert fired_steps(js.Times(requested), times.astype(dtype)) == list(range(21, 1200, 20))
 
 
 def fired_steps(schedule, times):

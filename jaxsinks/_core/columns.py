@@ -238,18 +238,44 @@ def as_time(time: Any, dtype: Any, *, shape: tuple[int, ...] = ()) -> jax.Array:
             "sink with a wider `time_dtype` (e.g. time_dtype='float64' with jax_enable_x64 on), "
             "or rescale the times."
         )
-    arr = jnp.asarray(time)
+    arr = _real_array(time)
     weak = getattr(arr, "weak_type", False) or isinstance(time, (int, float))
     if arr.shape not in {(), shape}:
         raise FrameError(f"`time` must be a scalar{_or_shape(shape)}; got shape {list(arr.shape)}.")
-    if arr.dtype != dtype and not (weak and jnp.issubdtype(arr.dtype, jnp.number)):
+    if arr.dtype != dtype and not weak:
         raise FrameError(
-            f"`time` has dtype {arr.dtype}, but the sink stores times as {np.dtype(dtype)}. Pass a "
-            f"{np.dtype(dtype)} time, or create the sink with `time_dtype={arr.dtype}`."
+            f"`time` has dtype {arr.dtype}, but the sink stores times as {np.dtype(dtype)}. "
+            + _time_dtype_remedy(arr.dtype, np.dtype(dtype))
         )
     if isinstance(arr, jax.core.Tracer) and not fits_time(arr.dtype, dtype):
         return arr
     return arr.astype(dtype)
+
+
+def _real_array(time: Any) -> jax.Array:
+    """`time` as an array of an integer or floating dtype, or a FrameError naming `time`."""
+    try:
+        arr = jnp.asarray(time)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or not (
+        jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)
+    ):
+        got = type(time).__name__ if arr is None else f"dtype {arr.dtype}"
+        raise FrameError(
+            f"`time` must be a real number (a float or int scalar or array); got {got}. Pass the "
+            "simulation time as a number, e.g. time=t (not a string, and not complex)."
+        )
+    return arr
+
+
+def _time_dtype_remedy(given: Any, dtype: np.dtype) -> str:
+    """How to pass a time of dtype `given` to a sink storing `dtype`: convert it, or, for a
+    floating `given` (the only kind `time_dtype` takes), create the sink with it."""
+    convert = f"Pass a {dtype} time (e.g. `t.astype(jnp.{dtype})`)"
+    if jnp.issubdtype(given, jnp.floating):
+        return f"{convert}, or create the sink with `time_dtype={np.dtype(given)}`."
+    return f"{convert}: `time_dtype` must be a floating dtype."
 
 
 def stored_time(time: jax.Array, dtype: Any) -> tuple[jax.Array, jax.Array]:
