@@ -35,7 +35,8 @@ demo: $(DEMO_STAMP)
 X64_TESTS := tests/test_x64.py tests/test_zarr_sink.py tests/test_device_buffer.py tests/test_host_buffer.py \
 	tests/test_csv_sink.py tests/test_record.py tests/test_transforms.py tests/test_schedule.py \
 	tests/test_ragged.py tests/test_sharded.py tests/test_reader.py tests/test_misuse.py tests/test_writers.py \
-	tests/test_drive.py tests/test_reserved_names.py tests/test_long_logs.py tests/test_campaign.py
+	tests/test_drive.py tests/test_reserved_names.py tests/test_long_logs.py tests/test_campaign.py \
+	tests/test_bad_input.py tests/test_layout.py
 
 # The suite, then the sink tests under x64.
 test: $(STAMP)

@@ -87,6 +87,18 @@ class S3Server:
             "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
         }
 
+    def client(self) -> Any:
+        """A boto3 S3 client of this server (to list, put or delete objects around a test)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
     @property
     def storage_options(self) -> dict[str, Any]:
         """fsspec/s3fs options to read the bucket with zarr-python or xarray
@@ -212,17 +224,8 @@ def _wait_until_up(server: S3Server, process: subprocess.Popen, log: IO[bytes]) 
 
 
 def _make_bucket(server: S3Server) -> None:
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        region_name=server.region,
-        aws_access_key_id=server.access_key_id,
-        aws_secret_access_key=server.secret_access_key,
-    )
     try:
-        client.create_bucket(Bucket=server.bucket)
+        server.client().create_bucket(Bucket=server.bucket)
     except Exception as err:  # botocore's ClientError, ParamValidationError, ...
         raise StoreError(
             f"Could not create the bucket '{server.bucket}' on the local S3 server: {err}"

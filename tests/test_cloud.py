@@ -346,15 +346,7 @@ def test_dot_segments_neither_escape_the_prefix_nor_overwrite_a_users_folder(ser
     """s3://bkt/../other/run.zarr was written to the bucket 'other'; s3://bkt/x/../mine with
     mode='w' listed the empty prefix 'x/../mine/' but wrote into 'mine/' beside the user's files,
     after which mode='w' on s3://bkt/mine took the folder for a run and deleted them."""
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        region_name=server.region,
-        aws_access_key_id=server.access_key_id,
-        aws_secret_access_key=server.secret_access_key,
-    )
+    client = server.client()
     client.create_bucket(Bucket="dotdot-other")
     client.put_object(Bucket=server.bucket, Key="dotdot-mine/data.csv", Body=b"a,b\n1,2\n")
 
