@@ -521,7 +521,7 @@ def _option(**option):
         (
             _option(every={"__jaxsinks__": "Times", "times": "abc"}),
             r"`config\['options'\]\['every'\]` is of type Times \(keys \['times', 'tol'\]\) "
-            "but does not make one: could not convert",
+            r"but does not make one: `Times` needs `times` to be real numbers: .*got str",
         ),
         (
             _option(ragged={"__jaxsinks__": "Ragged", "count": "n"}),

@@ -33,6 +33,7 @@ CORE_ALLOWED = {
     "types",
     "numbers",
     "contextlib",
+    "inspect",
 }
 
 

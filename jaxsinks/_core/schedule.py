@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -356,7 +356,11 @@ def auto_tolerance(target: jax.Array, time: jax.Array, previous: jax.Array) -> j
 def _as_times(times: Any) -> np.ndarray:
     """The requested `times` of `Times` as a 1-D float64 array: from an iterable of real numbers
     (a list, tuple, generator) or an array of at most one dimension (a scalar is one time)."""
-    if isinstance(times, Iterable) and not hasattr(times, "__array__"):
+    if (
+        isinstance(times, Iterable)
+        and not isinstance(times, (str, bytes, Mapping))
+        and not hasattr(times, "__array__")
+    ):
         times = list(times)  # a generator or other iterator: read it once
     try:
         raw = np.asarray(times)

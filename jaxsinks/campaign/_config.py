@@ -19,7 +19,6 @@ import numpy as np
 from .._core.deprecation import warn_deprecated
 from .._core.errors import (
     ConfigError,
-    JaxsinksError,
     StaleSinkError,
     StoreError,
     StoreExistsError,
@@ -347,12 +346,10 @@ def _decode(value: Any, where: str) -> Any:
     decoded = {k: _decode(v, f"{where}[{k!r}]") for k, v in args.items()}
     try:
         return cls(**decoded)
-    except JaxsinksError:
-        raise
-    except (TypeError, ValueError) as error:
+    except (ConfigError, TypeError, ValueError) as error:
         raise ConfigError(
-            f"`{where}` is of type {kind} (keys {names}) but does not make one: {error}. Rebuild "
-            "the config with RunConfig.to_config."
+            f"`{where}` is of type {kind} (keys {names}) but does not make one: "
+            f"{str(error).rstrip('.')}. Rebuild the config with RunConfig.to_config."
         ) from None
 
 
