@@ -78,10 +78,13 @@ def _signature(program: Any, treedef: Any, leaves: list[Any]) -> Any:
 def _leaf_type(x: Any) -> Any:
     """`x`'s abstract type (its value does not matter to the compiled code), or `x` itself for
     a static argument (a plan), which does."""
-    try:
-        return jax.typeof(x), getattr(x, "sharding", None)
-    except TypeError:
-        return x
+    if isinstance(x, jax.Array):
+        return x.aval, x.sharding
+    if isinstance(x, (np.ndarray, np.generic)):
+        return x.shape, x.dtype
+    if isinstance(x, (bool, int, float, complex)):
+        return type(x)
+    return x
 
 
 def scan_program(
