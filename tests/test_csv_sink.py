@@ -226,6 +226,32 @@ def test_a_second_writer_in_another_process_is_refused_and_the_log_kept(tmp_path
     js.close(log)
 
 
+def test_a_killed_writer_leaves_its_log_free_to_append_to(tmp_path):
+    """SIGKILL of the writer holding the lock: the kernel releases it, and mode='a' continues
+    from the rows the killed writer wrote (a prefix of its steps), with nothing torn."""
+    path = tmp_path / "log.csv"
+    with subprocess.Popen(
+        [sys.executable, "-c", CSV_WRITER, str(path), "5"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    ) as child:
+        try:
+            assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        finally:
+            child.kill()
+            child.wait()
+    log = js.CsvSink.create(path, {"e": jnp.float32(0)}, block=2, mode="a")
+    kept = int(log.flushed)
+    assert kept <= 4  # the fifth row was still staged on the device
+    for i in range(kept, 7):
+        log = log.write({"e": jnp.float32(i)}, step=i)
+    js.close(log)
+    assert path.read_text() == "step,time,e\n" + "".join(f"{i},nan,{i}\n" for i in range(7))
+
+
 def test_a_second_sink_on_an_open_log_in_this_process_is_refused_or_retires_it(tmp_path):
     path = tmp_path / "log.csv"
     first = js.CsvSink.create(path, EXAMPLE, block=4)
