@@ -842,6 +842,17 @@ def test_a_float64_time_dtype_without_x64_is_refused_like_a_float64_field(time_d
         js.FieldConfig(dtype="float64")
 
 
+@pytest.mark.parametrize("time_dtype", [None, "int32", "notatype", bool])
+def test_a_time_dtype_that_is_not_a_float_is_refused_as_given(time_dtype):
+    """np.dtype(None) is float64: None was reported as `time_dtype=float64` (or, under x64,
+    accepted as float64)."""
+    with pytest.raises(js.ConfigError) as info:
+        js.DeviceBuffer.create({"a": jnp.zeros(2)}, capacity=2, time_dtype=time_dtype)
+    assert_clear(
+        info.value, "`DeviceBuffer.create`", "`time_dtype` to be a floating dtype", repr(time_dtype)
+    )
+
+
 # ------------------------------------------------------------------------------- schedules
 
 

@@ -130,6 +130,8 @@ def test_field_names_that_are_not_safe_node_names_are_rejected(name):
     "make, match",
     [
         (lambda: js.Zstd(23), "`Zstd` needs `level`"),
+        (lambda: js.Zstd(np.bool_(True)), "`Zstd` needs `level`"),
+        (lambda: js.Zstd(3.0), "`Zstd` needs `level`"),
         (lambda: js.Blosc(cname="gzip"), "`Blosc` needs `cname`"),
         (lambda: js.Blosc(clevel=10), "`clevel`"),
         (lambda: js.Blosc(shuffle="yes"), "`shuffle`"),
@@ -141,6 +143,13 @@ def test_field_names_that_are_not_safe_node_names_are_rejected(name):
 def test_bad_codecs_are_named(make, match):
     with pytest.raises(js.ConfigError, match=match):
         make()
+
+
+def test_codec_levels_take_numpy_ints_as_python_ints():
+    # As FieldConfig.chunk does: a level read from a numpy array or a config file is an np.integer.
+    assert js.Zstd(np.int32(-5)) == js.Zstd(-5)
+    assert type(js.Zstd(np.int64(7)).level) is int
+    assert js.Blosc(clevel=np.uint8(9)).to_json(np.dtype("float32"))["configuration"]["clevel"] == 9
 
 
 @pytest.mark.parametrize(

@@ -266,8 +266,8 @@ def _one_of(owner: str, name: str, value: Any, choices: tuple[T, ...]) -> T:
 
 def check_time_dtype(owner: str, dtype: Any) -> Any:
     """`dtype` if it is a floating dtype JAX can hold, else a ConfigError."""
-    try:
-        canonical = jax.dtypes.canonicalize_dtype(dtype)
+    try:  # np.dtype(None) is float64: None is refused, not read as that.
+        canonical = None if dtype is None else jax.dtypes.canonicalize_dtype(dtype)
     except TypeError:
         canonical = None
     if canonical is None or not jnp.issubdtype(canonical, jnp.floating):

@@ -12,6 +12,19 @@ from .._core.errors import ConfigError
 from .._core.types import BLOSC_CNAMES, BLOSC_SHUFFLES, BloscName, BloscShuffle
 
 
+def _level(value: Any, owner: str, name: str, low: int, high: int) -> int:
+    """`value` as a Python int in [low, high] (numpy ints too, bools not), or a ConfigError."""
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or not low <= value <= high
+    ):
+        raise ConfigError(
+            f"`{owner}` needs `{name}` to be an int in [{low}, {high}]; got {value!r}."
+        )
+    return int(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Zstd:
     """Zstandard compression at `level` (1 fast ... 22 small; negative levels are faster still)."""
@@ -19,14 +32,7 @@ class Zstd:
     level: int = 3
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.level, bool)
-            or not isinstance(self.level, int)
-            or not -131072 <= self.level <= 22
-        ):
-            raise ConfigError(
-                f"`Zstd` needs `level` to be an int in [-131072, 22]; got {self.level!r}."
-            )
+        object.__setattr__(self, "level", _level(self.level, "Zstd", "level", -131072, 22))
 
     def to_json(self, dtype: np.dtype) -> dict[str, Any]:
         """The zarr v3 codec JSON for data of `dtype`."""
@@ -44,14 +50,7 @@ class Blosc:
     def __post_init__(self) -> None:
         if self.cname not in BLOSC_CNAMES:
             raise ConfigError(f"`Blosc` needs `cname` in {list(BLOSC_CNAMES)}; got {self.cname!r}.")
-        if (
-            isinstance(self.clevel, bool)
-            or not isinstance(self.clevel, int)
-            or not 0 <= self.clevel <= 9
-        ):
-            raise ConfigError(
-                f"`Blosc` needs `clevel` to be an int in [0, 9]; got {self.clevel!r}."
-            )
+        object.__setattr__(self, "clevel", _level(self.clevel, "Blosc", "clevel", 0, 9))
         if self.shuffle not in BLOSC_SHUFFLES:
             raise ConfigError(
                 f"`Blosc` needs `shuffle` in {list(BLOSC_SHUFFLES)}; got {self.shuffle!r}."
