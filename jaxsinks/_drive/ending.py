@@ -111,7 +111,8 @@ def _fail(owner: str, err: BaseException, latest: list[Sink], bar: Progress | No
     if bar is not None:
         why = "interrupted" if interrupted else f"stopped by {type(err).__name__}"
         bar.finish(why, complete=False)
-    notes = end_after_error(owner, latest, "KeyboardInterrupt" if interrupted else err)
+    cause = KeyboardInterrupt(f"{owner}'s loop was interrupted (Ctrl-C)") if interrupted else err
+    notes = end_after_error(owner, latest, cause)
     if interrupted and not isinstance(err, KeyboardInterrupt):
         stop = KeyboardInterrupt()
         for note in notes:
@@ -122,10 +123,10 @@ def _fail(owner: str, err: BaseException, latest: list[Sink], bar: Progress | No
     raise err
 
 
-def end_after_error(owner: str, sinks: Sequence[Sink], cause: Any) -> list[str]:
+def end_after_error(owner: str, sinks: Sequence[Sink], cause: BaseException) -> list[str]:
     """End every streaming sink of `sinks` still open as interrupted, after flushing the staged
     frames of each value that is still the newest; one note per run saying how it ended."""
-    why = type(cause).__name__ if isinstance(cause, BaseException) else str(cause)
+    why = type(cause).__name__
     notes = []
     for sink in sinks:
         if not isinstance(sink, StreamSink) or sink.closed or _is_traced(sink):
@@ -141,9 +142,7 @@ def end_after_error(owner: str, sinks: Sequence[Sink], cause: Any) -> list[str]:
             extra = f" (flushing its staged frames raised {type(err).__name__})"
         writer.discard(f"was ended by {owner} when its loop raised {why}")
         # its close hook runs with the loop's error (a campaign records the run as failed)
-        writer.closed_by_sink(
-            cause if isinstance(cause, BaseException) else KeyboardInterrupt(f"{owner}: {cause}")
-        )
+        writer.closed_by_sink(cause)
         lost = "" if writer.error is None else f" It had failed before: {writer.error}"
         notes.append(
             f"{owner} ended {writer.description} after the {why}: its {writer.committed} committed "
