@@ -267,10 +267,12 @@ def test_other_arguments_and_sinks_are_refused(tmp_path, monkeypatch):
     with pytest.raises(js.CheckpointError) as info:
         js.scan(
             fragile, STATE0, (zarr, small), steps=150, frame=lambda s: {"x": s[0]}, dt=0.2,
-            checkpoint=tmp_path / "c", checkpoint_every=20, resume=True,
+            checkpoint=tmp_path / "c", checkpoint_every=20, resume=True, record_initial=True,
         )  # fmt: skip
     message = str(info.value)
     assert "times is [0.0, 0.1" in message and "[0.0, 0.2" in message
+    # it was not detected: the resumed run silently lacked the initial frame
+    assert "record_initial is False in the checkpoint but True now" in message
     assert "sinks[1] capacity is 64 in the checkpoint but 32 now" in message
     js.close(zarr)
     _unchanged(before, tmp_path)

@@ -97,9 +97,15 @@ class Keeper:
     """Saves and restores the carry of one driver call."""
 
     def __init__(
-        self, owner: str, settings: Settings, sinks: list[Sink], arrays: tuple[Any, ...]
+        self,
+        owner: str,
+        settings: Settings,
+        sinks: list[Sink],
+        arrays: tuple[Any, ...],
+        record_initial: bool,
     ) -> None:
         self.owner, self.settings, self.sinks = owner, settings, sinks
+        self.record_initial = record_initial
         _refuse_traced(owner, arrays)
         self.step0 = int(arrays[0])
         self.times = [_number(owner, "t0", arrays[1]), _number(owner, "dt", arrays[2])]
@@ -143,9 +149,12 @@ class Keeper:
         arrays: list[np.ndarray],
     ) -> tuple[Any, list[Sink], int]:
         step, problems = int(header["step"]), []
-        for key, mine in (("owner", self.owner), ("step0", self.step0), ("times", self.times)):
-            if header[key] != mine:
-                problems.append(f"{key} is {header[key]!r} in the checkpoint but {mine!r} now")
+        now = {"owner": self.owner, "step0": self.step0, "times": self.times}
+        now["record_initial"] = self.record_initial
+        saved = {"record_initial": self.record_initial, **header}  # older ones have none
+        for key, mine in now.items():
+            if saved[key] != mine:
+                problems.append(f"{key} is {saved[key]!r} in the checkpoint but {mine!r} now")
         if end is not None and step > end:
             problems.append(f"the checkpoint is at step {step}, after this call's last step {end}")
         problems += _compare("state", header["state"], _describe(state))
@@ -238,6 +247,7 @@ class Keeper:
             "owner": self.owner,
             "step0": self.step0,
             "initial": self.initial,
+            "record_initial": self.record_initial,
             "times": self.times,
             "state": described,
             "sinks": entries,

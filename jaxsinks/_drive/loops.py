@@ -260,7 +260,9 @@ def _keeper(
 ) -> checkpoints.Keeper | None:
     """The keeper of a checkpointed call (its sinks checked), None without `checkpoint`. It
     resumes or saves the first checkpoint once the loop is traced (`segments`)."""
-    return None if settings is None else checkpoints.Keeper(owner, settings, spec.flat, spec.arrays)
+    if settings is None:
+        return None
+    return checkpoints.Keeper(owner, settings, spec.flat, spec.arrays, spec.record_initial)
 
 
 def _real(value: Any) -> Any:
