@@ -2,6 +2,7 @@ import io
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jaxsinks as js
@@ -48,3 +49,23 @@ def test_bad_progress_arguments():
         js.Progress(total=-1)
     with pytest.raises(js.ConfigError, match="`progress` must be a jaxsinks.Progress"):
         js.ZarrSink.create("memory://progress-bad", {"e": jnp.zeros(())}, progress=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        # a path gave tqdm's raw AttributeError (or, without disable=False, silently no bar)
+        ({"file": "run.log"}, "`file` to be a text stream with a write method"),
+        ({"desc": 5}, "`desc` to be a str; got 5"),  # tqdm's raw TypeError
+        ({"total": True}, "`total` to be a non-negative int or None; got True"),
+        ({"total": 2.0}, "`total` to be a non-negative int or None; got 2.0"),
+    ],
+)
+def test_bad_progress_arguments_are_named_before_tqdm_sees_them(kwargs, match):
+    with pytest.raises(js.ConfigError, match=match):
+        js.Progress(disable=False, **kwargs)
+
+
+def test_a_numpy_int_total_is_taken_as_an_int():
+    progress = js.Progress(total=np.int64(10), file=Terminal())
+    assert progress.total == 10 and type(progress.total) is int

@@ -256,3 +256,27 @@ def test_a_custom_schedule_with_a_python_number_in_its_state_records(x64):
         steps = jnp.arange(8, dtype=jnp.int32)
         out = jax.jit(lambda s: jax.lax.scan(body, s, steps)[0])(sink)
         assert out.read().steps.tolist() == [0, 2, 4, 6]
+
+
+def test_numpy_int_options_are_taken_as_python_ints(tmp_path):
+    """One rule for counts read from an array or a config file: numpy ints are ints. `chunk` and
+    `chunks_per_shard` refused them, and Every kept them, so a campaign's run config could not
+    be written as JSON."""
+    every = js.Every(np.int64(3), start=np.int32(1))
+    assert (every.n, every.start) == (3, 1) and type(every.n) is type(every.start) is int
+    assert js.Every(np.int64(3)) == js.Every(3) and hash(js.Every(np.int64(3))) == hash(js.Every(3))
+    sink = js.ZarrSink.create(
+        tmp_path / "run.zarr",
+        {"x": jnp.zeros(3, jnp.float32)},
+        chunk=np.int64(2),
+        chunks_per_shard=np.int64(2),
+        every=np.int16(2),
+    )
+    sink = js.record(sink, step=jnp.int32(2), time=jnp.float32(0.0), frame={"x": jnp.ones(3)})
+    js.close(sink)
+    run = js.open(tmp_path / "run.zarr")
+    assert run.steps.tolist() == [2] and run.schedule == {"type": "every", "n": 2, "start": 0}
+    config = js.Campaign.create(tmp_path / "c").run_config("r", every=every).to_config()
+    assert config["options"]["every"]["n"] == 3
+    with pytest.raises(js.ConfigError, match=r"`chunk` to be a positive int.*got np.True_"):
+        js.ZarrSink.create(tmp_path / "b.zarr", {"x": jnp.zeros(3)}, chunk=np.bool_(True))

@@ -34,7 +34,7 @@ import numpy as np
 
 from .columns import INT32
 from .errors import ConfigError
-from .types import PyTree
+from .types import PyTree, as_int
 
 #: The most requested times an `Interval` counts: its index is an int32, and 2**30 is exact in
 #: float32 (the bound its quotient is clipped to, so that the index never wraps).
@@ -73,8 +73,8 @@ class Every(Schedule):
     start: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("Every", "n", self.n, minimum=1)
-        _check_int("Every", "start", self.start, minimum=0)
+        object.__setattr__(self, "n", _check_int("Every", "n", self.n, minimum=1))
+        object.__setattr__(self, "start", _check_int("Every", "start", self.start, minimum=0))
 
     def __call__(self, state, step, time):
         fire = (step >= self.start) & ((step - self.start) % self.n == 0)
@@ -326,9 +326,10 @@ def as_schedule(every: int | Schedule | None, owner: str = "create") -> Schedule
         return Every(1)
     if isinstance(every, Schedule):
         return every
-    if isinstance(every, (int, np.integer)) and not isinstance(every, bool):
-        _check_int32(owner, "every", every)
-        return Every(int(every))
+    number = as_int(every)
+    if number is not None:
+        _check_int32(owner, "every", number)
+        return Every(number)
     raise ConfigError(
         f"`every` must be an int or a schedule (Every, Interval, Times, When); got "
         f"{type(every).__name__}."
@@ -399,13 +400,16 @@ def _check_tol(owner: str, tol: Any, *, below: float, what: str) -> None:
         )
 
 
-def _check_int(owner: str, name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+def _check_int(owner: str, name: str, value: Any, *, minimum: int) -> int:
+    """`value` as a Python int >= `minimum` that fits int32, or a ConfigError naming it."""
+    number = as_int(value)
+    if number is None or number < minimum:
         raise ConfigError(f"`{owner}` needs `{name}` to be an int >= {minimum}; got {value!r}.")
-    _check_int32(owner, name, value)
+    _check_int32(owner, name, number)
+    return number
 
 
-def _check_int32(owner: str, name: str, value: int | np.integer) -> None:
+def _check_int32(owner: str, name: str, value: int) -> None:
     if value > INT32.max:
         raise ConfigError(
             f"`{owner}` needs `{name}` to be at most {INT32.max}: steps and counts are int32 on "

@@ -16,7 +16,7 @@ from .flags import Flag
 from .frame import FrameSpec
 from .pytree import pytree_dataclass, static
 from .schedule import Schedule, as_schedule
-from .types import MODES, OVERFLOW_POLICIES, Mode, Overflow, PyTree, Stale
+from .types import MODES, OVERFLOW_POLICIES, Mode, Overflow, PyTree, Stale, as_int
 
 T = TypeVar("T")
 
@@ -236,16 +236,17 @@ def split_spec(frame: PyTree, per_system: bool) -> tuple[FrameSpec, int | None]:
 def check_capacity(owner: str, name: str, value: Any) -> int:
     """`value` as a positive int that fits the device's int32 counts, or a ConfigError naming the
     argument."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    number = as_int(value)
+    if number is None or number <= 0:
         raise ConfigError(
             f"`{owner}` needs `{name}` to be a positive int (a number of frames); got {value!r}."
         )
-    if value > INT32.max:
+    if number > INT32.max:
         raise ConfigError(
             f"`{owner}` needs `{name}` to be at most {INT32.max}: frames are counted as int32 on "
-            f"the device; got {value}. Pass a smaller `{name}`."
+            f"the device; got {number}. Pass a smaller `{name}`."
         )
-    return value
+    return number
 
 
 def check_overflow(owner: str, overflow: Any) -> Overflow:

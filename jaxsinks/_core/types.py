@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeAlias, get_args
 
+import numpy as np
+
 #: Any JAX pytree: a frame, a simulation state, a tuple of sinks.
 PyTree: TypeAlias = Any
 
@@ -36,3 +38,11 @@ BLOSC_SHUFFLES: tuple[BloscShuffle, ...] = get_args(BloscShuffle)
 EXPORT_BY: tuple[ExportBy, ...] = get_args(ExportBy)
 TABLES: tuple[Table, ...] = get_args(Table)
 STALE: tuple[Stale, ...] = get_args(Stale)
+
+
+def as_int(value: Any) -> int | None:
+    """`value` as a Python int if it is an integer, numpy's included (a count read from an array
+    or a config file); None for anything else, bools too."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return None
+    return int(value)

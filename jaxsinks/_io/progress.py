@@ -17,6 +17,7 @@ import threading
 from typing import IO, Any
 
 from .._core.errors import ConfigError
+from .._core.types import as_int
 
 
 class Progress:
@@ -38,12 +39,19 @@ class Progress:
         disable: bool | None = None,
         file: IO[str] | None = None,
     ) -> None:
-        if total is not None and (
-            isinstance(total, bool) or not isinstance(total, int) or total < 0
-        ):
+        number = None if total is None else as_int(total)
+        if total is not None and (number is None or number < 0):
             raise ConfigError(
                 f"`Progress` needs `total` to be a non-negative int or None; got {total!r}."
             )
+        if not isinstance(desc, str):
+            raise ConfigError(f"`Progress` needs `desc` to be a str; got {desc!r}.")
+        if file is not None and not callable(getattr(file, "write", None)):
+            raise ConfigError(
+                "`Progress` needs `file` to be a text stream with a write method (e.g. "
+                f"sys.stderr, or open(path, 'w') for a file); got {file!r}."
+            )
+        total = number
         stream = file if file is not None else sys.stderr
         if disable is None:
             disable = not (hasattr(stream, "isatty") and stream.isatty())

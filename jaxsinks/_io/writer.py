@@ -48,6 +48,7 @@ import numpy as np
 
 from .._core.errors import ConfigError, OutOfRangeError, StaleSinkError, WriteError
 from .._core.flags import Flag
+from .._core.types import as_int
 from .layout import Layout
 from .registry import Registry
 
@@ -58,14 +59,15 @@ DEFAULT_MAX_INFLIGHT_BYTES = 256 * 2**20
 
 def check_inflight_bytes(owner: str, value: Any) -> int:
     """`value` as a positive int (`max_inflight_bytes`), or a ConfigError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    number = as_int(value)
+    if number is None or number <= 0:
         raise ConfigError(
             f"`{owner}` needs `max_inflight_bytes` to be a positive int (the bytes of flushed "
             f"blocks that may be written but not yet durable; default {DEFAULT_MAX_INFLIGHT_BYTES},"
             f" 256 MiB); got {value!r}. There is no unbounded setting: pass a larger number to let "
             "more wait for the storage."
         )
-    return value
+    return number
 
 
 #: Host buffer sets per shard between a flush and its write, each one flush block: enough to

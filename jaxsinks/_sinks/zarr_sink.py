@@ -153,7 +153,7 @@ class ZarrSink(StreamSink):
         rows = None if table == "wide" else long_table(owner, spec, batch_size is not None)
         chunk = default_chunk(owner, chunk, spec, batch_size)
         if chunks_per_shard is not None:
-            check_capacity(owner, "chunks_per_shard", chunks_per_shard)
+            chunks_per_shard = check_capacity(owner, "chunks_per_shard", chunks_per_shard)
         if field_config is not None and not isinstance(field_config, dict):
             raise ConfigError(
                 f"`{owner}` needs `field_config` to be a dict of field name -> "
