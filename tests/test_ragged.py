@@ -127,6 +127,10 @@ def test_append_resumes_the_atom_count_and_xarray_and_describe_see_atoms(tmp_pat
     assert np.bincount(ds["atom_frame"].values).tolist() == [NATOMS.sum()] * 5
     info = {f["name"]: f for f in run.describe()["fields"]}
     assert info["positions"]["logical_bytes"] == 5 * NATOMS.sum() * 3 * 4
+    # a selection's, as for other fields (it was the whole run's)
+    for selection, frames in ((run[:0], 0), (run[1:3], 2), (run[[4, 4, 0]], 3)):
+        info = {f["name"]: f for f in selection.describe()["fields"]}
+        assert info["positions"]["logical_bytes"] == frames * NATOMS.sum() * 3 * 4
 
 
 def test_appending_never_rereads_what_is_stored(tmp_path):

@@ -162,6 +162,22 @@ def test_to_xarray_of_a_per_system_run_selects_all_systems_at_a_time(tmp_path):
     assert int(near["step"]) == 2 and float(near["e"]) == 21.0
 
 
+@pytest.mark.parametrize("e", [np.float32(0), np.zeros(2, np.float32)], ids=["scalar", "vector"])
+def test_to_xarray_keeps_a_field_named_like_another_fields_axis(e):
+    """A field `e` beside a field whose axis is named `e` became a coordinate, missing from
+    data_vars."""
+    store = memory_store()
+    dims = {"x": js.FieldConfig(dims=("e",))}
+    sink = js.ZarrSink.create(store, {"x": jnp.zeros(3), "e": e}, chunk=2, field_config=dims)
+    for i in range(3):
+        sink = sink.write({"x": jnp.arange(3.0) + i, "e": jnp.asarray(e + i)}, step=i, time=i)
+    js.close(sink)
+    ds = js.open(store).to_xarray()
+    assert sorted(ds.data_vars) == ["e_", "x"] and ds["x"].dims == ("frame", "e")
+    np.testing.assert_array_equal(ds["e_"].values, np.stack([e + i for i in range(3)]))
+    np.testing.assert_array_equal(ds["x"].values, np.arange(3.0) + np.arange(3.0)[:, None])
+
+
 def test_to_xarray_of_a_run_without_times_has_no_time_index(grid):
     ds = grid[0].to_xarray()
     assert "time" not in ds.xindexes and np.isnan(ds["time"].values).all()
@@ -388,9 +404,16 @@ def test_ragged_views_index_frames_like_numpy_or_refuse_clearly():
     pos = js.open(s)["positions"]
     assert [len(systems[0]) for systems in pos[::-1]] == [3, 2, 1]
     assert len(pos[-1][0]) == 3 and len(pos[[True, False, True]]) == 2
-    for bad in (3, -4, (0, 1), 1.5, None, True):
-        with pytest.raises(ReadIndexError):
+    for bad in (3, -4, (0, 1), 1.5, None, True, 2**64 - 1, np.uint64(2**64 - 1), [2**64]):
+        with pytest.raises(ReadIndexError):  # 2**64 - 1: numpy's raw OverflowError
             pos[bad]
+    run = js.open(s)
+    for bad in (2**64 - 1, np.uint64(2**64 - 1), None):
+        with pytest.raises(ReadIndexError):
+            run[bad]
+    # `...` is every frame, as np.arange(3)[...] (it was refused)
+    assert [len(systems[0]) for systems in pos[...]] == [1, 2, 3]
+    assert run[...].steps.tolist() == [0, 1, 2] and len(pos[(Ellipsis,)]) == 3
 
 
 # ------------------------------------------------------------ a ring run read while it is written
@@ -482,7 +505,29 @@ def test_a_live_ring_run_replaced_by_another_ring_of_the_same_size_refuses_its_r
             read(run)
 
 
-def test_only_a_live_ring_run_reads_its_metadata_again_to_check_its_reads(
+def test_a_closed_ring_run_resumed_while_it_is_read_refuses_the_frames_its_new_writer_overwrote(
+    tmp_path,
+):
+    """Only rings open when opened were checked: a closed ring resumed with mode='a' returned
+    the new frames' values for the old steps."""
+    path = str(tmp_path / "ring.zarr")
+    options = dict(chunk=4, capacity=8, overflow="ring")
+    sink = js.ZarrSink.create(path, {"x": jnp.int32(0)}, **options)
+    js.close(_record_ring(sink, path, 0, 12))
+    run = js.open(path)
+    assert run.status == "closed" and run.steps.tolist() == list(range(4, 12))
+    sink = js.ZarrSink.create(path, {"x": jnp.int32(0)}, mode="a", **options)
+    sink = _record_ring(sink, path, 12, 16)  # frames 4..7 overwritten by 12..15
+    try:
+        assert run["x"][4:].tolist() == list(range(8, 12))
+        with pytest.raises(js.StoreError, match=r"overwrote frames 4\.\.7 "):
+            run["x"][:]
+    finally:
+        js.close(sink)
+    assert js.open(path)["x"][:].tolist() == list(range(8, 16))
+
+
+def test_only_ring_runs_read_their_metadata_again_to_check_their_reads(
     live_ring, tmp_path, monkeypatch
 ):
     path, _ = live_ring
@@ -506,7 +551,7 @@ def test_only_a_live_ring_run_reads_its_metadata_again_to_check_its_reads(
         reads.clear()
         assert run["x"][:].tolist() == run.steps.tolist()
         assert run[::2].times.tolist() == [step / 2 for step in run.steps.tolist()[::2]]
-        assert bool(reads) == (run is live), run
+        assert bool(reads) == (run in runs[2:]), run  # the rings, closed or live
 
 
 @pytest.fixture(scope="module")
@@ -558,6 +603,17 @@ def test_a_damaged_huge_committed_count_is_a_prompt_store_error(copy_of, kind, c
     finally:
         tracemalloc.stop()
     assert peak < 50 * 2**20
+
+
+def test_a_ring_whose_first_valid_frame_is_past_its_committed_frames_is_damaged(copy_of):
+    """It opened as a healthy closed run of 0 frames: a ring retires frames only once it holds
+    them, so valid_from never passes committed."""
+    store = copy_of("ring")
+    assert len(js.open(store)) == 8
+    edit_meta(store, valid_from=21)
+    with pytest.raises(js.StoreError, match="damaged metadata") as info:
+        js.open(store)
+    assert "valid_from is 21, past the 20 committed frames" in str(info.value)
 
 
 @pytest.mark.parametrize("schedule", [None, 5, "every 2", [1, 2]])

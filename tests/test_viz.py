@@ -419,3 +419,23 @@ def test_messages_keep_the_case_of_the_store_path(tmp_path):
     js.close(sink)
     with pytest.raises(js.ConfigError, match=r"^The run at .*/MyRun.zarr has no frames to plot"):
         viz.plot(tmp_path / "MyRun.zarr", "e")
+
+
+def test_a_complex_field_is_refused_by_plot_and_movie_and_left_out_of_plot_all(tmp_path):
+    """Both drew the real part only (a purely imaginary field as zeros), with numpy's
+    ComplexWarning the only sign."""
+    store = tmp_path / "waves.zarr"
+    example = {"e": jnp.float32(0), "psi": jnp.zeros(4, jnp.complex64)}
+    sink = js.ZarrSink.create(store, {**example, "img": jnp.zeros((2, 3, 3), jnp.complex64)})
+    for i in range(3):
+        frame = {"e": jnp.float32(i), "psi": jnp.full(4, 1j * i, jnp.complex64)}
+        sink = sink.write({**frame, "img": jnp.full((2, 3, 3), 1j, jnp.complex64)}, step=i)
+    js.close(sink)
+    for draw in (
+        lambda: viz.plot(store, "psi"),
+        lambda: viz.movie(store, "img", tmp_path / "m.gif"),
+    ):
+        with pytest.raises(js.ConfigError, match=r"draws real values; '(psi|img)' is complex64"):
+            draw()
+    assert not (tmp_path / "m.gif").exists()
+    assert [ax.get_ylabel() for ax in viz.plot(store).axes] == ["e"]

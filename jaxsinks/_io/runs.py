@@ -103,6 +103,9 @@ def check_run_meta(meta: dict[str, Any], location: Location) -> dict[str, Any]:
         )
         if not ok
     ]
+    first, committed = meta.get("valid_from", 0), meta.get("committed", 0)
+    if not problems and first > committed:  # a ring retires frames only once it holds them
+        problems.append(f"valid_from is {first}, past the {committed} committed frames")
     if not isinstance(fields, list) or not all(
         isinstance(f, dict) and isinstance(f.get("name"), str) for f in fields
     ):

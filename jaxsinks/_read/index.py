@@ -197,22 +197,19 @@ def read_box(kind: tuple[Any, ...], n: int) -> tuple[slice, Any]:
 
 
 def select_frames(key: Any, n: int, what: str) -> np.ndarray:
-    """``np.arange(n)[key]`` for a key along the frame axis only, with numpy's answer, or a
-    ReadIndexError (numpy's IndexError, TypeError or ValueError, said of `what`)."""
+    """``np.arange(n)[key]`` for a key along the frame axis only (``...`` is every frame), with
+    numpy's answer, or a ReadIndexError (numpy's IndexError, TypeError, ValueError or
+    OverflowError, said of `what`). None and a bool, which add an axis, are refused."""
     if isinstance(key, tuple) and len(key) == 1 and not isinstance(key[0], tuple):
         key = key[0]
-    if (
-        isinstance(key, tuple)
-        or key is None
-        or key is Ellipsis
-        or isinstance(key, (bool, np.bool_))
-    ):
+    if isinstance(key, tuple) or key is None or isinstance(key, (bool, np.bool_)):
         raise ReadIndexError(
-            f"Index {what} with one int, slice, or integer or boolean array; got {show(key)}."
+            f"Index {what} with one int, slice, `...`, or integer or boolean array; got "
+            f"{show(key)}."
         )
     try:
         return np.arange(n)[key]
-    except (IndexError, TypeError, ValueError) as err:
+    except (IndexError, TypeError, ValueError, OverflowError) as err:
         raise ReadIndexError(f"Cannot index {what} ({n}) with {show(key)}: {err}.") from None
 
 

@@ -6,7 +6,9 @@ A ring (``overflow="ring"``) keeps its newest ``capacity`` frames, frame ``f`` i
 the first frame still valid (``valid_from`` in the run's metadata). So a read of some slots
 returned the frames the run was opened with if, once the read is done, ``valid_from`` is still at
 most the first of them: the writer had not yet retired any of them, let alone overwritten it.
-Only runs opened with status ``"open"`` (a live writer) need this; no other run pays for it.
+Every ring run is checked, whatever its status when opened: a closed or interrupted ring can be
+resumed (``mode="a"``) while it is read, and the resumed writer overwrites its oldest slots. Each
+checked read costs one read of the run's metadata; runs that are not rings pay nothing.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from .._io.runs import ROOT
 
 
 def live_ring(location: Location, meta: dict[str, Any]) -> LiveRing | None:
-    """The check of reads of the run `meta` describes if it is a ring that its writer may still
-    overwrite (status ``"open"``), else None."""
-    if meta.get("status") == "open" and meta.get("overflow") == "ring" and meta.get("capacity"):
+    """The check of reads of the run `meta` describes if it is a ring (which a writer, live or
+    resumed later, may overwrite), else None."""
+    if meta.get("overflow") == "ring" and meta.get("capacity"):
         return LiveRing(location, meta)
     return None
 

@@ -35,8 +35,9 @@ def open(store: Any) -> Run:  # noqa: A001 - the public name mirrors zarr.open
 
     The run holds exactly the committed frames: after a crash, the frames whose writes were still
     in flight are not part of it. A run still being written holds the frames committed when it
-    was opened; a ring (``overflow="ring"``) whose live writer has since overwritten some of them
-    raises a `StoreError` naming them when they are read, never returning other frames' values.
+    was opened; a ring (``overflow="ring"``) whose writer has since overwritten some of them (a
+    live writer, or one that resumed it with ``mode="a"``) raises a `StoreError` naming them when
+    they are read, never returning other frames' values.
 
     Raises:
         StoreNotFoundError: if there is no run at `store`.
@@ -251,8 +252,8 @@ class Run:
             dtype = np.dtype(meta["data_type"])
             shape = tuple(array.array.shape[1:])
             entries = len(self) * (1 if self._long is None else len(self._long["names"]))
-            if node in ragged:
-                entries = int(self.meta.get("committed_atoms", 0))
+            if node in ragged:  # the selected frames' atoms
+                entries = int(self[name].atoms_per_frame().sum())
             fields.append(
                 {
                     "name": name,
@@ -510,8 +511,9 @@ class Run:
         one system first, ``ds.isel(frame=ds.system == 0)``). A run recorded without times has a
         ``time`` coordinate of NaN and no index. A field named like a column is the variable of its
         stored name (``time_`` for a field ``time``); one named like a dimension or a coordinate
-        of the Dataset (``frame``; ``atom`` and ``atom_frame`` of a ragged run) is renamed so too
-        (``frame_``, or ``frame__`` beside a field ``frame_``): ``frame`` stays a bare dimension.
+        of the Dataset (``frame``, a field's named axis; ``atom`` and ``atom_frame`` of a ragged
+        run) is renamed so too (``frame_``, or ``frame__`` beside a field ``frame_``): ``frame``
+        stays a bare dimension.
 
         A long run (`table` ``"long"``) gives its table instead: ``value`` along a ``row``
         dimension, with the coordinates ``step``, ``time``, ``system`` and ``name`` (the field
@@ -535,8 +537,10 @@ class Run:
                 "atom",
                 np.repeat(np.arange(len(self)), first.atoms_per_frame()),
             )
-        # a field named like a coordinate or a dimension (`frame`) is not one: `frame_`, ...
-        reserved = {"frame", *coords, *(("atom",) if ragged else ())}
+        # a field named like a coordinate or a dimension (`frame`, a field's own axis) is not
+        # one: `frame_`, ...
+        dims = {dim for node in fields for dim in self._array(node).dims}
+        reserved = {"frame", *coords, *dims}
         data_vars: dict[str, Any] = {}
         for node, var in unreserved_names(fields, reserved).items():
             view = self[fields[node]]

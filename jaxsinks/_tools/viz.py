@@ -33,14 +33,18 @@ MIN_FPS, MAX_FPS = 0.01, 1000.0
 
 
 def plottable_fields(data: Run | CsvLog) -> list[str]:
-    """The fields `plot` draws when none are named: those whose frames are scalars or 1-d (in a
-    per-system run, scalars)."""
+    """The fields `plot` draws when none are named: those whose frames are real scalars or 1-d
+    (in a per-system run, scalars)."""
     if isinstance(data, CsvLog):
         return list(data.fields)
     ragged = set((data.ragged or {}).get("fields", ()))
     most = 0 if data.per_system else 1
     names = [
-        name for name in data.fields if name not in ragged and len(data[name].shape) - 1 <= most
+        name
+        for name in data.fields
+        if name not in ragged
+        and len(data[name].shape) - 1 <= most
+        and not np.issubdtype(data[name].dtype, np.complexfloating)
     ]
     if not names:
         raise ConfigError(
@@ -197,12 +201,18 @@ def default_plot_path(fields: Sequence[str]) -> pathlib.Path:
 
 def fixed_view(run: Run, field: str, command: str) -> FieldView:
     """``run[field]`` (a KeyError naming the fields if it is missing), if its frames have a fixed
-    shape."""
+    shape and real values."""
     view = run[field]
     if not isinstance(view, FieldView):
         raise ConfigError(
             f"`{command}` needs a field whose frames all have one shape; '{field}' is ragged "
             "(systems of different sizes). Read it with jaxsinks.open(store)[field][i]."
+        )
+    if np.issubdtype(view.dtype, np.complexfloating):  # drawing it would drop the imaginary part
+        raise ConfigError(
+            f"`{command}` draws real values; '{field}' is {view.dtype}. Read it with "
+            f"jaxsinks.open(store)['{field}'] and draw np.abs, .real or .imag of it, or record "
+            "that real quantity as a field of its own."
         )
     return view
 
