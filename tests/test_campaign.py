@@ -443,6 +443,164 @@ def test_a_killed_run_stays_running_is_stale_and_listing_works(tmp_path):
     assert campaign.entry("crash").status == "failed" and not campaign.entry("crash").stale
 
 
+#: A worker killed (SIGKILL, by itself) while it creates the run: at the start of the run
+#: store's creation ("store"), or once the store is created, before the entry is completed
+#: ("entry").
+KILLED_IN_CREATE = r"""
+import json, os, signal, sys
+import jaxsinks as js
+import jaxsinks.campaign._config as config_module
+from zarr_helpers import EXAMPLE
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if sys.argv[2] == "store":
+    config_module.ZarrSink = type("Dying", (), {"create": staticmethod(die)})
+else:
+    config_module.write_entry = die
+js.RunConfig.from_config(json.loads(sys.argv[1])).create(EXAMPLE)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["store", "entry"])
+def test_a_run_killed_while_created_is_listed_stale_and_can_be_marked_failed(tmp_path, when):
+    campaign = js.Campaign.create(tmp_path / "c")
+    config = campaign.run_config("r1", params={"T": 1.0}, chunk=4)
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_CREATE, json.dumps(config.to_config()), when],
+        capture_output=True,
+        cwd=HERE,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        timeout=300,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+    assert (tmp_path / "c" / "runs" / "r1" / "zarr.json").exists() == (when == "entry")
+
+    assert campaign.run_ids() == ["r1"]  # not an orphan store that nothing lists
+    entry = campaign.entry("r1")
+    assert (entry.status, entry.stale, entry.committed, entry.params) == (
+        "running",
+        True,
+        0,
+        {"T": 1.0},
+    )
+    assert [e.run_id for e in campaign.runs(where=lambda e: e.stale)] == ["r1"]
+    assert len(campaign.consolidate()["runs"]) == 1
+    failed = campaign.mark_failed("r1", "the process died")
+    assert (failed.status, failed.error, failed.stale) == ("failed", "the process died", False)
+    with pytest.raises(js.StoreExistsError, match=r"already has a run 'r1' \(status 'failed'"):
+        campaign.create_run("r1", EXAMPLE, chunk=4)
+
+
+def test_runs_created_at_once_with_one_id_have_exactly_one_winner(tmp_path):
+    campaign = js.Campaign.create(tmp_path / "c")
+
+    def create(i):
+        try:
+            return campaign.create_run("r", EXAMPLE, params={"i": i}, chunk=4)
+        except js.StoreExistsError:
+            return None
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        sinks = [s for s in pool.map(create, range(4)) if s is not None]
+    assert len(sinks) == 1
+    js.close(run_steps(sinks[0], steps(0, 4)))
+    entry = campaign.entry("r")
+    assert (entry.status, entry.committed) == ("closed", 4)
+    assert len(campaign.open_run("r")) == 4
+
+
+def test_a_run_whose_store_cannot_be_created_leaves_its_id_free():
+    campaign = js.Campaign.create(memory_store())
+    with pytest.raises(js.ConfigError):
+        campaign.create_run("r", EXAMPLE, chunk=0)
+    assert campaign.run_ids() == []
+    record_run(campaign, "r", 4)  # the same id, now with a valid chunk
+    assert campaign.entry("r").committed == 4
+
+
+def test_a_run_whose_entry_cannot_be_completed_is_recorded_failed(monkeypatch):
+    from jaxsinks.campaign import _config
+
+    def refuse(root, entry):
+        raise js.StoreError("the store refused the write")
+
+    campaign = js.Campaign.create(memory_store())
+    monkeypatch.setattr(_config, "write_entry", refuse)
+    with pytest.raises(js.StoreError, match="the store refused the write"):
+        campaign.create_run("r", EXAMPLE, chunk=4)
+    entry = campaign.entry("r")  # listed, and not claiming a live run
+    assert (entry.status, entry.committed, entry.stale) == ("failed", 0, False)
+    assert entry.error == "StoreError: the store refused the write"
+    assert len(campaign.open_run("r")) == 0
+
+
+def test_files_in_entries_that_name_no_run_are_not_listed(tmp_path):
+    campaign = js.Campaign.create(tmp_path / "c")
+    record_run(campaign, "T1", 4)
+    entries = tmp_path / "c" / "entries"
+    (entries / "._T1.json").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    (entries / ".T1.json").write_text("{")
+    (entries / "notes.txt").write_text("a note")
+    (entries / "old").mkdir()
+    (entries / "old" / "T2.json").write_text("{}")
+    assert campaign.run_ids() == ["T1"] and len(campaign) == 1
+    assert [e.run_id for e in campaign.runs()] == ["T1"]
+    assert [f["run"] for f in campaign.frames(fields=["e"])] == ["T1"] * 4
+    assert [r["run_id"] for r in campaign.consolidate()["runs"]] == ["T1"]
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"params": None}, "'params' must be a JSON object, but it is NoneType None"),
+        (
+            {"committed": "12"},
+            r"'committed' must be a count of frames \(an integer >= 0\), but it "
+            "is str '12'",
+        ),
+        ({"committed": True}, "'committed' must be a count of frames"),
+        ({"committed": -1}, "'committed' must be a count of frames"),
+        ({"status": "done"}, r"'status' must be one of \['running', 'closed', 'failed'\], but it"),
+        ({"schema": []}, "'schema' must be a JSON object, but it is list"),
+        (
+            {"pid": 1.5, "closed": 3},
+            "'closed' must be a string or null, but it is int 3; 'pid' "
+            "must be an integer, but it is float 1.5",
+        ),
+        ({"run_id": "b"}, r"'run_id' must be 'a' \(its file's name\), but it is 'b'"),
+    ],
+)
+def test_an_entry_with_a_key_of_the_wrong_type_is_a_store_error_naming_it(tmp_path, changes, match):
+    campaign = js.Campaign.create(tmp_path / "c")
+    record_run(campaign, "a", 4, T=1.0)
+    path = tmp_path / "c" / "entries" / "a.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), **changes)))
+    pattern = re.escape("entries/a.json is damaged: ") + ".*" + match
+    for read in (
+        lambda: campaign.entry("a"),
+        lambda: campaign.runs(params={"T": 1.0}),
+        lambda: campaign.to_xarray(),
+        campaign.consolidate,
+    ):
+        with pytest.raises(js.StoreError, match=pattern):
+            read()
+
+
+def test_a_run_marked_failed_while_its_sink_records_counts_what_it_holds():
+    campaign = js.Campaign.create(memory_store())
+    sink = run_steps(campaign.create_run("r", EXAMPLE, chunk=4), steps(0, 4))
+    campaign.mark_failed("r", "the operator stopped it")
+    js.close(run_steps(sink, steps(4, 12)))
+    entry = campaign.entry("r")
+    assert (entry.status, entry.error) == ("failed", "the operator stopped it")
+    assert entry.committed == len(campaign.open_run("r")) == 12
+    assert [r["committed"] for r in campaign.consolidate()["runs"]] == [12]
+    assert [e.committed for e in campaign.runs(status="failed")] == [12]
+
+
 # ----------------------------------------------------------------------- configurations
 
 

@@ -156,11 +156,15 @@ def read_if_changed(
 
 
 def write_if(
-    spec: dict[str, Any], key: str, value: bytes, generation: bytes, timeout: float | None = None
+    spec: dict[str, Any],
+    key: str,
+    value: bytes | None,
+    generation: bytes,
+    timeout: float | None = None,
 ) -> bytes | None:
-    """Write `value` at `key` only if its generation is still `generation` (as read, or as last
-    written); wait until durable (at most `timeout` seconds, then a `StoreError`). Returns the new
-    generation, or None if the key had changed.
+    """Write `value` at `key` (None: delete it) only if its generation is still `generation` (as
+    read, or as last written); wait until durable (at most `timeout` seconds, then a
+    `StoreError`). Returns the new generation, or None if the key had changed (or was deleted).
     """
     with translated(f"write '{key}' of", spec):
         future = kvstore(spec).write(key, value, if_equal=generation)

@@ -40,8 +40,10 @@ from ._config import FinishEntry, RunConfig
 from ._entry import (
     CAMPAIGN_SCHEMA_VERSION,
     MANIFEST_KEY,
+    RUN_ID,
     STATUSES,
     RunEntry,
+    check_entry,
     check_params,
     check_run_id,
     check_version,
@@ -231,7 +233,8 @@ class Campaign:
     # ------------------------------------------------------------------------- listing
 
     def entry(self, run_id: str) -> RunEntry:
-        """The entry of run `run_id` (its committed count read live while it runs).
+        """The entry of run `run_id` (its committed count read live from the run while it runs,
+        and after it failed).
 
         Raises:
             ConfigError: if `run_id` is not a run id, or the campaign has no run `run_id` (the
@@ -254,9 +257,12 @@ class Campaign:
         return self._parse_entry(raw, run_id)
 
     def run_ids(self) -> list[str]:
-        """The ids of every run with an entry, sorted."""
-        keys = tsio.list_keys(self.location.child("entries"))
-        return sorted(k.removesuffix(".json") for k in keys if k.endswith(".json") and "/" not in k)
+        """The ids of every run with an entry, sorted.
+
+        Only ``entries/<run_id>.json`` files of a valid run id count: another file there (a
+        macOS ``._<id>.json``, an editor's backup) is not a run's entry, and is left out.
+        """
+        return run_ids_of(tsio.list_keys(self.location.child("entries")))
 
     def runs(
         self,
@@ -287,11 +293,13 @@ class Campaign:
                 f"{type(where).__name__} {show(where)}."
             )
         ids = self.run_ids()
+
+        def read(run_id: str) -> RunEntry | None:  # None: removed since it was listed
+            raw = tsio.read_bytes(self.location.kvstore, entry_key(run_id))
+            return None if raw is None else self._parse_entry(raw, run_id)
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, max(1, len(ids)))) as pool:
-            raws = list(
-                pool.map(lambda i: tsio.read_bytes(self.location.kvstore, entry_key(i)), ids)
-            )
-        entries = [self._parse_entry(raw, i) for i, raw in zip(ids, raws) if raw is not None]
+            entries = [e for e in pool.map(read, ids) if e is not None]
         out = []
         for e in entries:
             if wanted is not None and e.status not in wanted:
@@ -312,13 +320,10 @@ class Campaign:
             doc = json.loads(raw)
         except ValueError:
             raise StoreError(f"{what} is not valid JSON.") from None
-        doc = check_version(doc, what)
+        doc = check_entry(check_version(doc, what), run_id, what)
         names = [f.name for f in dataclasses.fields(RunEntry) if f.name != "store"]
-        missing = [n for n in names if n not in doc]
-        if missing:
-            raise StoreError(f"{what} lacks the keys {missing}; it was not written by jaxsinks.")
         entry = RunEntry(**{n: doc[n] for n in names}, store=self.location.child(f"runs/{run_id}"))
-        return _live(entry) if entry.status == "running" else entry
+        return entry if entry.status == "closed" else _live(entry)
 
     # ------------------------------------------------------------------------- reading
 
@@ -414,14 +419,29 @@ def _statuses(status: str | Iterable[str] | None) -> set[str] | None:
     return set(wanted)
 
 
+def run_ids_of(keys: Iterable[str]) -> list[str]:
+    """The run ids that the keys under a campaign's ``entries/`` name, sorted: those of
+    ``<run_id>.json`` files whose name is a valid run id (`check_run_id`), and no others."""
+    ids = (k.removesuffix(".json") for k in keys if k.endswith(".json"))
+    return sorted(i for i in ids if RUN_ID.fullmatch(i))
+
+
 def _live(entry: RunEntry) -> RunEntry:
-    """A running entry with the committed count (and final status) read from the run itself."""
+    """A running or failed entry with the committed count read from the run itself, and a
+    running one with the run's final status if its entry was not finished (a failed one stays
+    failed: its sink, still open, may go on committing after `Campaign.mark_failed`). The entry
+    as it is where the run's metadata is missing or unreadable (a run killed while created)."""
     raw = tsio.read_bytes(entry.store, "zarr.json")
     if raw is None:
         return entry
     try:
         meta = json.loads(raw)["attributes"][ATTRS_KEY]
-    except (ValueError, KeyError, TypeError):
+        committed = meta.get("committed", 0)
+    except (ValueError, KeyError, TypeError, AttributeError):
         return entry
+    if isinstance(committed, bool) or not isinstance(committed, int) or committed < 0:
+        return entry
+    if entry.status == "failed":
+        return dataclasses.replace(entry, committed=committed)
     status = {"closed": "closed", "failed": "failed"}.get(meta.get("status"), "running")
-    return dataclasses.replace(entry, committed=int(meta.get("committed", 0)), status=status)
+    return dataclasses.replace(entry, committed=committed, status=status)

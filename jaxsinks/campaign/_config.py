@@ -1,8 +1,8 @@
 """RunConfig: everything needed to create one run of a campaign, in this process or a worker.
 
 A config is picklable and JSON-able (`to_config` / `from_config`), so a worker process can
-rebuild it; `RunConfig.create` makes the run and its ``"running"`` entry, and returns its
-`ZarrSink`, whose writer records the entry as closed or failed when the sink is closed
+rebuild it; `RunConfig.create` claims the run's id with its ``"running"`` entry, makes the run and
+returns its `ZarrSink`, whose writer records the entry as closed or failed when the sink is closed
 (`FinishEntry`, the writer's `on_close` hook).
 """
 
@@ -40,8 +40,10 @@ from ._entry import (
     RunEntry,
     check_params,
     check_run_id,
+    claim_entry,
     entry_key,
     finish_entry,
+    release_entry,
     same_json,
     write_entry,
 )
@@ -144,12 +146,20 @@ class RunConfig:
     def create(self, frame: Any, *, progress: Any = None) -> ZarrSink:
         """Create the run and its ``"running"`` entry; return its sink.
 
+        The entry is claimed first (written only if the run id has none: of processes creating
+        one id at once, exactly one gets it), then the run store is created, then the entry
+        completed with the run's schema. A process killed in between leaves a ``"running"``
+        entry whose process is dead (`RunEntry.stale`), listed like any crashed run. If the
+        run store cannot be created, the claim is withdrawn (the id is free again); if the
+        entry cannot be completed, the run is closed and its entry recorded as ``"failed"``.
+
         The sink is a `ZarrSink` whose close (by `jaxsinks.close`) records the entry as
         ``"closed"`` with the committed count, or as ``"failed"`` with the error.
 
         Raises:
             StoreNotFoundError: if there is no campaign at `root`.
-            StoreExistsError: if the campaign already has a run with this id.
+            StoreExistsError: if the campaign already has a run with this id (or a run store
+                'runs/<run_id>' without an entry, which is left as it is).
         """
         root = Location(self.root)
         if tsio.read_bytes(root.kvstore, MANIFEST_KEY) is None:
@@ -158,42 +168,48 @@ class RunConfig:
                 f"run '{self.run_id}' would belong to none. Create the campaign with "
                 "Campaign.create first, and build the config with its run_config."
             )
-        existing = tsio.read_bytes(root.kvstore, entry_key(self.run_id))
-        if existing is not None:
+        claim = self._entry(schema={})
+        generation = claim_entry(root, claim)
+        if generation is None:
+            existing = tsio.read_bytes(root.kvstore, entry_key(self.run_id))
             raise StoreExistsError(_duplicate_message(root, self.run_id, existing))
         try:
             sink = ZarrSink.create(self.store, frame, mode="w-", progress=progress, **self.options)
-        except (StoreExistsError, WriterConflictError):
-            raise StoreExistsError(
-                f"The campaign at {root} already holds a run store 'runs/{self.run_id}' (without "
-                "an entry yet: another process may be creating it). Choose another run id."
-            ) from None
-        host, pid = socket.gethostname(), os.getpid()
-        stat = proc_stat(pid)
-        entry = RunEntry(
-            run_id=self.run_id,
-            status="running",
-            params=self.params,
-            schema=sink.layout.schema(),
-            committed=0,
-            created=now(),
-            closed=None,
-            error=None,
-            host=host,
-            pid=pid,
-            boot_id=this_boot_id(),
-            pid_start=None if stat is None else stat[1],
-            store=self.store,
-        )
+        except BaseException as error:  # a Ctrl-C too: the claim must not outlive the failure
+            _withdraw(root, self.run_id, generation, error)
+            if isinstance(error, (StoreExistsError, WriterConflictError)):
+                raise StoreExistsError(_orphan_message(root, self.run_id, error)) from None
+            raise
+        entry = dataclasses.replace(claim, schema=sink.layout.schema())
         try:
             write_entry(root, entry)
-        except StoreError:
-            sink.close()
+        except BaseException as error:
+            _abandon(root, sink, entry, error)
             raise
         writer = _writer.REGISTRY.get(host_int(sink.writer, "ZarrSink"))
         assert writer is not None  # just created
         writer.on_close(FinishEntry(root, entry))
         return sink
+
+    def _entry(self, schema: dict[str, Any]) -> RunEntry:
+        """The ``"running"`` entry of this run, recorded by this process, with `schema`."""
+        pid = os.getpid()
+        stat = proc_stat(pid)
+        return RunEntry(
+            run_id=self.run_id,
+            status="running",
+            params=self.params,
+            schema=schema,
+            committed=0,
+            created=now(),
+            closed=None,
+            error=None,
+            host=socket.gethostname(),
+            pid=pid,
+            boot_id=this_boot_id(),
+            pid_start=None if stat is None else stat[1],
+            store=self.store,
+        )
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-able dict from which `from_config` rebuilds this config (in any process)."""
@@ -273,16 +289,53 @@ def _renamed_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _duplicate_message(root: Location, run_id: str, existing: bytes) -> str:
+def _duplicate_message(root: Location, run_id: str, existing: bytes | None) -> str:
+    """The error for a run id taken by the entry `existing` (None: withdrawn since it was
+    found)."""
     try:
-        doc = json.loads(existing)
+        doc = json.loads(existing or b"")
         what = f" (status {doc.get('status')!r}, created {doc.get('created')})"
-    except ValueError:
+    except (ValueError, AttributeError):
         what = ""
     return (
         f"The campaign at {root} already has a run '{run_id}'{what}. Run ids are unique in a "
         "campaign: choose another id, or read the existing run with campaign.open_run."
     )
+
+
+def _orphan_message(root: Location, run_id: str, error: BaseException) -> str:
+    return (
+        f"The campaign at {root} already holds a run store 'runs/{run_id}' without an entry "
+        f"({error}). It was written outside the campaign, or left by a process of an older "
+        "jaxsinks killed between creating a run and writing its entry; it was left as it is. "
+        f"Choose another run id, or remove 'runs/{run_id}' yourself if it holds nothing you need."
+    )
+
+
+def _withdraw(root: Location, run_id: str, generation: bytes, error: BaseException) -> None:
+    """Delete the entry that claimed run `run_id` (generation `generation`), whose run store
+    could not be created (`error`): the id is free again. If that fails too, `error` is told."""
+    try:
+        release_entry(root, run_id, generation)
+    except StoreError as failure:
+        error.add_note(
+            f"The run's entry could not be removed either ({failure}): it stays 'running' until "
+            "this process ends, then is stale (mark it failed with campaign.mark_failed)."
+        )
+
+
+def _abandon(root: Location, sink: ZarrSink, entry: RunEntry, error: BaseException) -> None:
+    """Close the new run whose entry could not be completed (`error`), and record its entry as
+    ``"failed"`` with that error; if that fails too, `error` is told."""
+    try:
+        sink.close()
+        finish_entry(root, entry, "failed", 0, f"{type(error).__name__}: {error}")
+    except Exception as failure:  # noqa: BLE001 - told beside the error being raised
+        error.add_note(
+            f"The run could not be recorded as failed either ({type(failure).__name__}: "
+            f"{failure}): its entry stays 'running' until this process ends, then is stale "
+            "(mark it failed with campaign.mark_failed)."
+        )
 
 
 def _encode(value: Any, where: str) -> Any:

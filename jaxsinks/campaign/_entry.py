@@ -12,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, StoreError
 from .._io import tsio
 from .._io.layout import check_json, check_schema_version
 from .._io.location import Location
 from .._io.owner import now, process_alive
+from .._read.index import show
 from .._read.reader import Run
 from .._read.reader import open as open_run
 
@@ -40,7 +42,8 @@ class RunEntry:
             leaves its run ``"running"``: see `alive` and `stale`.
         params: the run's parameters (JSON).
         schema: the run's frame schema (fields with shapes and dtypes, chunking).
-        committed: the frames committed (for a running run, read live from the run itself).
+        committed: the frames committed (for a running or failed run, read live from the run
+            itself: a failed run's sink may still be open, and goes on committing).
         created: when the run was created (ISO 8601, UTC).
         closed: when it was closed or failed (None while running).
         error: why it failed (None otherwise).
@@ -144,10 +147,80 @@ def params_match(params: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return all(k in params and same_json(params[k], v) for k, v in wanted.items())
 
 
+def check_entry(doc: dict[str, Any], run_id: str, what: str) -> dict[str, Any]:
+    """`doc` (the entry of run `run_id`, described by `what`, naming its file) if every key a
+    `RunEntry` holds is there with a value of its type; else a StoreError listing every damaged
+    key, with what it should be and what it is."""
+    names = [f.name for f in dataclasses.fields(RunEntry) if f.name != "store"]
+    missing = [n for n in names if n not in doc]
+    if missing:
+        raise StoreError(f"{what} lacks the keys {missing}; it was not written by jaxsinks.")
+    problems = [
+        f"'{key}' must be {expected}, but it is {type(doc[key]).__name__} {show(doc[key])}"
+        for key, (expected, ok) in _ENTRY_TYPES.items()
+        if not ok(doc[key])
+    ]
+    if isinstance(doc["run_id"], str) and doc["run_id"] != run_id:
+        problems.append(
+            f"'run_id' must be '{run_id}' (its file's name), but it is '{doc['run_id']}'"
+        )
+    if problems:
+        raise StoreError(
+            f"{what} is damaged: {'; '.join(problems)}. Restore the file from a copy, or set "
+            "those keys to values of those types."
+        )
+    return doc
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _string(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+#: What each key of an entry holds: its description, for messages, and its check.
+_ENTRY_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "run_id": ("a string", _string),
+    "status": (f"one of {list(STATUSES)}", lambda v: _string(v) and v in STATUSES),
+    "params": ("a JSON object", lambda v: isinstance(v, dict)),
+    "schema": ("a JSON object", lambda v: isinstance(v, dict)),
+    "committed": ("a count of frames (an integer >= 0)", lambda v: _integer(v) and v >= 0),
+    "created": ("a string", _string),
+    "closed": ("a string or null", lambda v: v is None or _string(v)),
+    "error": ("a string or null", lambda v: v is None or _string(v)),
+    "host": ("a string", _string),
+    "pid": ("an integer", _integer),
+    "boot_id": ("a string or null", lambda v: v is None or _string(v)),
+    "pid_start": ("an integer or null", lambda v: v is None or _integer(v)),
+}
+
+
+def claim_entry(root: Location, entry: RunEntry) -> bytes | None:
+    """Write `entry` as ``entries/<run_id>.json`` only if the run has no entry yet (one
+    compare-and-swap: of processes claiming one run id at once, exactly one succeeds). Returns
+    the entry's storage generation (for `release_entry`), or None if the id was taken."""
+    key = entry_key(entry.run_id)
+    existing, generation = tsio.read_versioned(root.kvstore, key)
+    if existing is not None:
+        return None
+    return tsio.write_if(root.kvstore, key, _entry_bytes(entry), generation)
+
+
+def release_entry(root: Location, run_id: str, generation: bytes) -> None:
+    """Delete the entry of `run_id` that `claim_entry` wrote (generation `generation`), leaving
+    it if it changed since (another process marked the run failed)."""
+    tsio.write_if(root.kvstore, entry_key(run_id), None, generation)
+
+
+def _entry_bytes(entry: RunEntry) -> bytes:
+    return json.dumps(entry.to_json(), indent=1, allow_nan=False).encode()
+
+
 def write_entry(root: Location, entry: RunEntry) -> None:
     """Write `entry` as ``entries/<run_id>.json`` under the campaign `root` (one atomic put)."""
-    text = json.dumps(entry.to_json(), indent=1, allow_nan=False)
-    tsio.write_bytes(root.kvstore, entry_key(entry.run_id), text.encode())
+    tsio.write_bytes(root.kvstore, entry_key(entry.run_id), _entry_bytes(entry))
 
 
 def finish_entry(
