@@ -177,13 +177,26 @@ def test_float16_storage_keeps_nan_and_inf_and_refuses_finite_out_of_range(value
     np.testing.assert_array_equal(np.isnan(stored), np.isnan(values))
 
 
-@given(dtype=st.sampled_from(["complex64", "int8", "uint16", "int32", "float16", "float32"]))
-def test_storage_dtypes_round_trip(dtype):
+@given(
+    pair=st.sampled_from(
+        [
+            ("float32", "complex64"),
+            ("float32", "float16"),
+            ("float32", "float32"),
+            ("int32", "int8"),
+            ("int32", "uint16"),
+            ("int32", "float16"),
+            ("int32", "complex64"),
+        ]
+    )
+)
+def test_storage_dtypes_round_trip(pair):
+    source, dtype = pair
     store = memory_store()
-    values = np.array([0, 1, 1, 0], np.float32)
+    values = np.array([0, 1, 1, 0], source)
     sink = create(
         store,
-        {"a": jnp.zeros(4, jnp.float32)},
+        {"a": jnp.zeros(4, source)},
         chunk=2,
         field_config={"a": js.FieldConfig(dtype=dtype)},
     )
@@ -194,7 +207,16 @@ def test_storage_dtypes_round_trip(dtype):
 
 
 @pytest.mark.parametrize(
-    "source, target", [("float32", "bool"), ("complex64", "float32"), ("int32", "bool")]
+    "source, target",
+    [
+        ("float32", "bool"),
+        ("complex64", "float32"),
+        ("int32", "bool"),
+        ("float32", "int8"),  # was stored truncated: 1.7 as 1
+        ("float16", "uint32"),
+        ("bfloat16", "int16"),
+        ("complex64", "int32"),
+    ],
 )
 def test_a_lossy_storage_dtype_is_a_config_error_naming_the_field(source, target):
     path = fresh_dir() / "run.zarr"
@@ -202,6 +224,28 @@ def test_a_lossy_storage_dtype_is_a_config_error_naming_the_field(source, target
         create(path, {"f": jnp.zeros(2, source)}, field_config={"f": js.FieldConfig(dtype=target)})
     assert_clear(info.value, "Field 'f'", source, target)
     assert not path.exists()
+
+
+def test_a_float_field_stored_as_an_integer_is_refused_with_the_cast_to_make_instead():
+    with pytest.raises(js.ConfigError) as info:
+        create(
+            memory_store(),
+            {"x": jnp.zeros((), jnp.float32)},
+            field_config={"x": js.FieldConfig(dtype="int8")},
+        )
+    assert_clear(
+        info.value,
+        "Field 'x' is recorded as float32 and cannot be stored as int8",
+        "fractional part",
+        "jnp.round(x).astype(jnp.int8)",
+    )
+    # cast in the frame, the field is an int8 one, stored as it is
+    store = memory_store()
+    sink = create(store, {"x": jnp.zeros((), jnp.int8)}, chunk=2)
+    for i, v in enumerate([1.7, -2.9]):
+        sink = js.record(sink, step=i, frame={"x": jnp.round(jnp.float32(v)).astype(jnp.int8)})
+    js.close(sink)
+    assert js.open(store)["x"][:].tolist() == [2, -3]
 
 
 @pytest.mark.parametrize(
@@ -354,14 +398,21 @@ def test_bfloat16_frames_stored_as_float16_keep_inf_and_nan(chunk):
     [
         ("int32", "uint32", -1, False),
         ("int32", "uint32", 2**31 - 1, True),  # was an OverflowError at record
-        ("float32", "int32", 2.0**31, False),
-        ("float32", "int32", 2147483520.0, True),  # 2**31 overflowed int32
-        ("float32", "int32", -(2.0**31), True),
-        ("float32", "uint16", -0.5, False),
-        ("float32", "int16", 1.7, True),  # stored as 1: truncated toward zero, as numpy casts
-        ("float32", "int16", -1.7, True),  # stored as -1 (docs/guides/storage.md says so)
+        ("int32", "int16", -(2**15) - 1, False),
         ("float32", "bfloat16", 3.39e38, False),
         ("float32", "bfloat16", -3.38e38, True),
+        # an integer stored as a float must be held exactly (257 was stored as 256)
+        ("int32", "bfloat16", 256, True),
+        ("int32", "bfloat16", 257, False),
+        ("int32", "bfloat16", -258, True),  # even: bfloat16 holds it
+        ("int32", "float16", 2048, True),
+        ("int32", "float16", 2049, False),
+        ("int32", "float16", 65504, True),
+        ("int32", "float16", 65520, False),  # rounds to inf
+        ("int32", "float32", 2**24 + 1, False),
+        ("int32", "float32", 2**31 - 1, False),  # 2**31 as float32: beyond int32
+        ("int32", "float32", -(2**31), True),
+        ("int32", "complex64", 2**24 + 1, False),
     ],
 )
 def test_narrowing_at_the_edges_of_the_storage_range(source, target, value, fits):
@@ -379,8 +430,8 @@ def test_narrowing_at_the_edges_of_the_storage_range(source, target, value, fits
         return
     js.close(sink)
     assert js.open(store)["a"][0] == np.asarray(value, source).astype(target)
-    if target == "int16":
-        assert js.open(store)["a"][0] == np.trunc(value)
+    if source == "int32":
+        assert js.open(store)["a"][0] == value  # held exactly
 
 
 # ----------------------------------------------------------------- storage dtypes (property)
@@ -424,9 +475,14 @@ _SOURCES = {
 
 def _beyond(values: np.ndarray, target: np.dtype) -> bool:
     """jaxsinks' rule for an out-of-range block, written out: a finite value (either part of a
-    complex one) beyond the target's range, or a NaN or inf bound for an integer type."""
+    complex one) beyond the target's range, a NaN or inf bound for an integer type, or an
+    integer that a float (or complex) type does not hold exactly."""
     if values.dtype == np.bool_ or target == np.bool_:
         return False
+    if values.dtype.kind in "iu" and not jnp.issubdtype(target, jnp.integer):
+        with np.errstate(over="ignore"):
+            stored = values.astype(target).real.astype(np.float64)  # exact, inf included
+        return any(not math.isfinite(s) or int(s) != v for s, v in zip(stored, values.tolist()))
     parts = [values.real, values.imag] if np.iscomplexobj(values) else [values.astype(np.float64)]
     if jnp.issubdtype(target, jnp.integer):
         info = jnp.iinfo(target)

@@ -7,8 +7,14 @@ import pytest
 from conftest import x32_only
 
 import jaxsinks as js
-from jaxsinks._io.codecs import codec_chain, narrowing_range
-from jaxsinks._io.layout import check_user_attributes, make_layout
+from jaxsinks._io.codecs import (
+    codec_chain,
+    drops_fractions,
+    inexact_integers,
+    narrowing_range,
+    rounds_integers,
+)
+from jaxsinks._io.layout import check_schema_version, check_user_attributes, make_layout
 
 SPEC = js.FrameSpec.from_example(
     {
@@ -195,6 +201,108 @@ def test_a_bfloat16_field_is_stored_as_zarr_bfloat16_unless_configured():
     config = {"w": js.FieldConfig(dtype="float32")}
     wide = make_layout(spec, field_config=config, batch_size=None, **args).fields[0]
     assert wide.metadata(0)["data_type"] == "float32" and wide.narrowing is None
+
+
+@pytest.mark.parametrize("given", [">f4", ">c8", "<f4", np.dtype(">i2"), "=u2"])
+def test_a_storage_dtype_is_held_in_native_byte_order(given):
+    """'>f4' was accepted, then the first write raised JAX's TypeError ("JAX only supports
+    number, bool, and string dtypes, got dtype >f4"); Zarr's `bytes` codec sets the stored
+    byte order, so the data type has none."""
+    dtype = js.FieldConfig(dtype=given).dtype
+    assert dtype == np.dtype(given).newbyteorder("=") and dtype.byteorder in "=|"
+    stored = layout({"e": jnp.zeros((), dtype)}, field_config={"e": js.FieldConfig(dtype=given)})
+    assert stored.fields[0].metadata(0)["data_type"] == np.dtype(given).name
+
+
+def test_a_float_field_is_not_stored_as_an_integer():
+    for source in ("float32", "float16", "bfloat16", "complex64"):
+        assert drops_fractions(np.dtype(jnp.dtype(source)), np.dtype("int8"))
+    assert not drops_fractions(np.dtype("int32"), np.dtype("int8"))
+    assert not drops_fractions(np.dtype("float32"), np.dtype("float16"))
+    with pytest.raises(js.ConfigError) as refused:
+        layout(field_config={"e": js.FieldConfig(dtype="uint8")})
+    message = str(refused.value)
+    assert message.startswith("Field 'e' is recorded as float32 and cannot be stored as uint8")
+    assert "jnp.round(x).astype(jnp.uint8)" in message
+
+
+@pytest.mark.parametrize(
+    "source, target, rounds",
+    [
+        ("int8", "bfloat16", False),  # |x| <= 128: bfloat16 holds every integer up to 256
+        ("uint8", "bfloat16", False),
+        ("int16", "bfloat16", True),
+        ("int8", "float16", False),
+        ("int16", "float16", True),  # float16 holds every integer up to 2048
+        ("int16", "float32", False),
+        ("int32", "float32", True),
+        ("int32", "complex64", True),
+        ("int32", "float64", False),
+        ("bool", "float16", False),
+        ("float32", "float16", False),  # a float rounds anyway: only its range is checked
+        ("int32", "int16", False),
+    ],
+)
+def test_which_integer_fields_a_float_storage_dtype_can_round(source, target, rounds):
+    assert rounds_integers(np.dtype(source), np.dtype(jnp.dtype(target))) is rounds
+    if jax.dtypes.canonicalize_dtype(target) != jnp.dtype(target):
+        return  # float64 without x64: refused by FieldConfig
+    stored = layout(
+        {"n": jnp.zeros((), source)}, field_config={"n": js.FieldConfig(dtype=target)}
+    ).fields[0]
+    assert stored.rounds is rounds
+
+
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+@pytest.mark.parametrize(
+    "source, target, values, unheld",
+    [
+        ("int32", "bfloat16", [256, 257, -258, 3], [False, True, False, False]),
+        ("int32", "float16", [2048, 2049, 65504, 65520], [False, True, False, True]),
+        # 2**31 - 1 rounds to 2**31, beyond int32: a saturating cast back (jax) gave it back
+        ("int32", "float32", [2**31 - 1, 2**24, 2**24 + 1, -(2**31)], [True, False, True, False]),
+        ("uint32", "float32", [2**32 - 1, 2**32 - 256], [True, False]),
+        ("int32", "complex64", [2**24 + 1, -5], [True, False]),
+    ],
+)
+def test_an_integer_is_held_by_a_float_only_exactly(xp, source, target, values, unheld):
+    flat = xp.asarray(np.array(values, source))
+    with np.errstate(over="ignore"):
+        stored = flat.astype(jnp.dtype(target))
+    assert np.asarray(inexact_integers(xp, flat, stored)).tolist() == unheld
+
+
+@pytest.mark.parametrize(
+    "doc, shown",
+    [
+        ({"schema_version": "1"}, "'1' (of type str)"),
+        ({"schema_version": 0}, "0 (of type int)"),
+        ({"schema_version": -5}, "-5 (of type int)"),
+        ({"schema_version": 1.0}, "1.0 (of type float)"),
+        ({"schema_version": True}, "True (of type bool)"),
+        ({}, "None (missing)"),
+    ],
+)
+def test_a_schema_version_no_jaxsinks_writes_is_a_damaged_file_not_an_upgrade(doc, shown):
+    """ "1" (a str) asked to upgrade a jaxsinks that reads version 1; 0 and -5 were accepted."""
+    with pytest.raises(js.StoreError) as refused:
+        check_schema_version(doc, "The entry at memory://e.json", "campaign", 1)
+    message = str(refused.value)
+    assert message.startswith(
+        "The entry at memory://e.json is damaged or was not written by jaxsinks: it has campaign "
+        f"schema version {shown}, but every jaxsinks writes an int from 1 up"
+    )
+    assert "Upgrade" not in message
+
+
+def test_only_a_newer_schema_version_asks_to_upgrade():
+    with pytest.raises(js.StoreError) as refused:
+        check_schema_version({"schema_version": 3}, "The run at x", "jaxsinks", 2)
+    assert str(refused.value) == (
+        "The run at x was written with jaxsinks schema version 3; this jaxsinks reads versions "
+        "up to 2. Upgrade jaxsinks to read it."
+    )
+    assert check_schema_version({"schema_version": 1}, "x", "jaxsinks", 2) == {"schema_version": 1}
 
 
 def test_narrowing_ranges():

@@ -339,6 +339,65 @@ def test_out_of_range_in_the_tail_is_caught_at_close():
     assert len(js.open(store)) == 0
 
 
+@pytest.mark.parametrize("bad_frame, committed", [(5, 4), (9, 8)], ids=["flush", "tail"])
+def test_an_integer_a_float_storage_dtype_rounds_is_refused_not_changed(bad_frame, committed):
+    """257 as bfloat16 was stored as 256 without a word: like a value out of range, it fails
+    its block (flushed in the loop, or the tail at close) and the earlier blocks stay."""
+    store = memory_store()
+    sink = js.ZarrSink.create(
+        store,
+        {"n": jnp.zeros((), jnp.int32)},
+        chunk=4,
+        field_config={"n": js.FieldConfig(dtype="bfloat16")},
+    )
+
+    @jax.jit
+    def go(sink):
+        def body(sink, step):
+            n = jnp.where(step == bad_frame, jnp.int32(257), step * jnp.int32(2))  # 2 * 9 fits
+            return sink.write({"n": n}, step=step), None
+
+        return jax.lax.scan(body, sink, jnp.arange(10, dtype=jnp.int32))[0]
+
+    sink = go(sink)
+    with pytest.raises(
+        js.OutOfRangeError, match=r"storage dtype of 'n' \(bfloat16\) cannot hold"
+    ) as err:
+        js.close(sink)
+    assert err.value.committed == committed
+    run = js.open(store)
+    assert run["n"][:].astype(np.int32).tolist() == [2 * i for i in range(committed)]
+
+
+def test_integers_a_float_storage_dtype_holds_are_stored_exactly():
+    store = memory_store()
+    sink = js.ZarrSink.create(
+        store,
+        {"n": jnp.zeros(3, jnp.int32)},
+        chunk=2,
+        field_config={"n": js.FieldConfig(dtype="float16")},
+    )
+    rows = [[2048, -2048, 65504], [4096, 3, -65504], [1, 2, 2050]]
+    for i, row in enumerate(rows):
+        sink = sink.write({"n": jnp.asarray(row, jnp.int32)}, step=i)
+    js.close(sink)
+    assert js.open(store)["n"][:].astype(np.int64).tolist() == rows
+
+
+def test_a_big_endian_storage_dtype_is_stored_as_its_native_type():
+    """FieldConfig(dtype='>f4') was accepted and the first write raised JAX's TypeError."""
+    store = memory_store()
+    sink = js.ZarrSink.create(
+        store,
+        {"x": jnp.zeros(3, jnp.float32)},
+        chunk=2,
+        field_config={"x": js.FieldConfig(dtype=">f2")},
+    )
+    js.close(sink.write({"x": jnp.asarray([1.0, -2.5, 3.0], jnp.float32)}, step=0))
+    stored = js.open(store)["x"][:]
+    assert stored.dtype == np.float16 and stored.tolist() == [[1.0, -2.5, 3.0]]
+
+
 def test_mode_w_minus_refuses_an_existing_store_and_w_overwrites(tmp_path):
     store = tmp_path / "run.zarr"
     js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 5)))

@@ -179,7 +179,13 @@ def as_step(step: Any, *, shape: tuple[int, ...] = ()) -> jax.Array:
             "stored as int32. Count steps from a later origin (pass step - step0), or record "
             "every k-th step as step // k."
         )
-    arr = jnp.asarray(step)
+    try:
+        arr = jnp.asarray(step)
+    except (TypeError, ValueError):  # None, a string: no array at all
+        raise FrameError(
+            f"`step` must be an integer scalar{_or_shape(shape)}; got {step!r:.40}. Pass the "
+            "loop's step counter, e.g. step=i."
+        ) from None
     if not jnp.issubdtype(arr.dtype, jnp.integer) or arr.shape not in {(), shape}:
         raise FrameError(
             f"`step` must be an integer scalar{_or_shape(shape)}; got {arr.dtype}{list(arr.shape)}."

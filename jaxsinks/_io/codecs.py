@@ -86,7 +86,11 @@ class FieldConfig:
             such a field as ``"float32"`` for them.
             Narrowing is checked when each block is flushed: a finite value (either part of a
             complex one) out of the storage dtype's range fails the write instead of being stored
-            as inf.
+            as inf, and so does an integer that a float storage dtype does not hold exactly
+            (float16 holds every integer up to 2048, bfloat16 up to 256). A float (or complex)
+            field is not stored as an integer dtype, which would drop its fractions: round and
+            cast it in the frame (``jnp.round(x).astype(jnp.int8)``). A byte order is dropped
+            (``">f4"`` is float32): Zarr's ``bytes`` codec sets it on disk.
         codec: the compression codec for this field (`Zstd`, `Blosc`, or None for none).
         chunk: the chunk shape of the field's own axes (the frame axis is shared by all fields),
             each at most its axis's size.
@@ -187,6 +191,9 @@ def storage_dtype(dtype: Any, owner: str) -> np.dtype:
             f"`{owner}` got `dtype={np_dtype}`, which is not a numeric dtype. Store fields as "
             "bool, integers, floats or complex numbers (e.g. dtype='float16')."
         )
+    # A data type has no byte order in Zarr v3 (the `bytes` codec writes little-endian) and JAX
+    # holds only native ones: '>f4' is float32.
+    np_dtype = np_dtype.newbyteorder("=")
     check_storable(np_dtype, f"`{owner}` got `dtype={np_dtype}`, which")
     if np.dtype(jax.dtypes.canonicalize_dtype(np_dtype)) != np_dtype:
         raise ConfigError(
@@ -267,6 +274,43 @@ def narrowing_range(source: np.dtype, target: np.dtype) -> tuple[float, float] |
     if _inexact(source):
         lo, hi = _held(lo, source, up=True), _held(hi, source, up=False)
     return lo, hi  # ints for an integer source: exact in its own dtype
+
+
+def drops_fractions(source: np.dtype, target: np.dtype) -> bool:
+    """Whether storing values of `source` as `target` would drop their fractional parts: a
+    floating (or complex; bfloat16 too) type stored as an integer one."""
+    return _inexact(source) and target.kind in "iu"
+
+
+def rounds_integers(source: np.dtype, target: np.dtype) -> bool:
+    """Whether casting the integer type `source` to the floating (or complex) type `target` can
+    change a value: `target` holds every integer only up to ``2**(nmant + 1)`` in magnitude
+    (float16: 2048, bfloat16: 256, float32: 2**24), so int8 as float16 cannot, int32 as float32
+    can (257 as bfloat16 is 256)."""
+    if source.kind not in "iu" or not _inexact(target):
+        return False
+    exact = 2 ** (int(jax.numpy.finfo(target).nmant) + 1)
+    low, high = _range(source)
+    return -low > exact or high > exact
+
+
+def inexact_integers(xp: Any, flat: Any, stored: Any) -> Any:
+    """Which integers of `flat` (numpy or jax.numpy arrays, as `xp`) `stored`, `flat` cast to a
+    floating (or complex) storage dtype, does not hold exactly: those that rounded to another
+    integer (257 as bfloat16 is 256), to inf (70000 as float16), or beyond `flat`'s own range
+    (2**31 - 1 as float32 is 2**31, which a saturating cast back would hide).
+
+    Costs a cast back and a comparison per value; asked only where `rounds_integers`.
+    """
+    real = xp.real(stored) if xp.iscomplexobj(stored) else stored
+    held = xp.isfinite(real)
+    bounds = narrowing_range(np.dtype(real.dtype), np.dtype(flat.dtype))
+    if bounds is not None:  # bounds that the float type holds exactly
+        lo, hi = (xp.asarray(bound, dtype=real.dtype) for bound in bounds)
+        held = held & (real >= lo) & (real <= hi)
+    with np.errstate(invalid="ignore", over="ignore"):
+        back = xp.where(held, real, xp.zeros((), real.dtype)).astype(flat.dtype)
+    return ~held | (back != flat)
 
 
 def _held(bound: float, dtype: np.dtype, *, up: bool) -> float:

@@ -22,7 +22,16 @@ import numpy as np
 
 from .._core.errors import ConfigError, StoreError
 from .._core.frame import FrameSpec, node_names
-from .codecs import Codec, FieldConfig, check_storable, codec_chain, is_float, narrowing_range
+from .codecs import (
+    Codec,
+    FieldConfig,
+    check_storable,
+    codec_chain,
+    drops_fractions,
+    is_float,
+    narrowing_range,
+    rounds_integers,
+)
 
 SCHEMA_VERSION = 1
 ATTRS_KEY = "jaxsinks"
@@ -32,13 +41,21 @@ COLUMNS = ("step", "time", "system")
 
 
 def check_schema_version(doc: Any, what: str, schema: str, supported: int) -> dict[str, Any]:
-    """`doc` if it is a JSON object whose ``schema_version`` is an int at most `supported` (the
+    """`doc` if it is a JSON object whose ``schema_version`` is an int from 1 to `supported` (the
     newest version of the `schema` JSON that this jaxsinks reads); else a StoreError naming
-    `what`, the version read and the remedy (upgrading jaxsinks)."""
+    `what` and the version read: one above `supported` asks to upgrade jaxsinks, anything else
+    (missing, not an int, below 1: no jaxsinks wrote it) says the file is damaged."""
     if not isinstance(doc, dict):
         raise StoreError(f"{what} is not a JSON object; it was not written by jaxsinks.")
     version = doc.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version > supported:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        got = "missing" if "schema_version" not in doc else f"of type {type(version).__name__}"
+        raise StoreError(
+            f"{what} is damaged or was not written by jaxsinks: it has {schema} schema version "
+            f"{version!r} ({got}), but every jaxsinks writes an int from 1 up (in "
+            "`schema_version`). Restore it from a copy if there is one."
+        )
+    if version > supported:
         raise StoreError(
             f"{what} was written with {schema} schema version {version}; this jaxsinks reads "
             f"versions up to {supported}. Upgrade jaxsinks to read it."
@@ -132,6 +149,12 @@ class ArrayLayout:
     def narrowing(self) -> tuple[float, float] | None:
         """The storage dtype's range, if recording into it can go out of range."""
         return narrowing_range(self.source_dtype, self.dtype)
+
+    @property
+    def rounds(self) -> bool:
+        """Whether the storage dtype, a float one, does not hold every integer of this integer
+        field exactly (`rounds_integers`): each value is checked when it is flushed."""
+        return rounds_integers(self.source_dtype, self.dtype)
 
     def metadata(self, frames: int) -> dict[str, Any]:
         """The zarr v3 array metadata (TensorStore ``zarr3`` driver form) for `frames` frames."""
@@ -285,6 +308,7 @@ def make_layout(
     for f in spec.fields:
         cfg = field_config.get(f.name, FieldConfig())
         _check_storage_dtype(f.name, f.dtype, cfg.dtype)
+        _check_fractions(f.name, f.dtype, cfg.dtype)
         if cfg.dtype is None:
             if configurable:
                 what = (
@@ -445,7 +469,8 @@ def _consolidated(metadata: dict[str, Any]) -> dict[str, Any]:
 
 def _check_storage_dtype(name: str, source: np.dtype, target: np.dtype | None) -> None:
     """Refuse storage dtypes that would silently drop information: complex to real, or
-    anything but bool to bool. (Out-of-range values of other narrowings are caught per block.)"""
+    anything but bool to bool (a run also refuses float to integer: `_check_fractions`).
+    (Out-of-range values of other narrowings are caught per block.)"""
     if target is None or target == source:
         return
     lossy = (
@@ -458,6 +483,20 @@ def _check_storage_dtype(name: str, source: np.dtype, target: np.dtype | None) -
             f"(field_config={{'{name}': FieldConfig(dtype=...)}}), or convert the field in the "
             "frame."
         )
+
+
+def _check_fractions(name: str, source: np.dtype, target: np.dtype | None) -> None:
+    """Refuse a storage dtype that would drop the fractional parts of a float field
+    (`drops_fractions`): the field is cast in the frame instead, rounded as its user wants."""
+    if target is None or not drops_fractions(source, target):
+        return
+    raise ConfigError(
+        f"Field '{name}' is recorded as {source.name} and cannot be stored as {target.name}: "
+        "that would silently drop the fractional part of every value (1.7 would be stored as 1). "
+        f"Store it as a floating dtype (field_config={{'{name}': FieldConfig(dtype='float16')}}, "
+        "or no dtype to keep its own), or cast it in the frame you record, e.g. "
+        f"jnp.round(x).astype(jnp.{target.name}), and record it as {target.name}."
+    )
 
 
 def check_user_attributes(attrs: Any) -> dict[str, Any]:

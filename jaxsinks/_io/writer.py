@@ -667,8 +667,10 @@ def host_flush(
         writer.fail(
             OutOfRangeError(
                 f"Frames {offset} to {offset + n - 1} hold values that the storage dtype of "
-                f"{names} cannot hold (beyond its range, or NaN or inf for an integer dtype); they "
-                "were not stored (nothing is stored as inf or wrapped around). Store those fields "
+                f"{names} cannot hold (beyond its range, NaN or inf for an integer dtype, or an "
+                "integer that a float dtype does not hold exactly: float16 holds every integer up "
+                "to 2048, bfloat16 up to 256); they were not stored (nothing is stored as inf, "
+                "rounded to another integer or wrapped around). Store those fields "
                 "with a dtype that holds them (field_config={name: FieldConfig(dtype=...)}, e.g. "
                 "the frame's own dtype) or rescale them.",
                 writer.committed,

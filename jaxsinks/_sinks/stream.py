@@ -52,6 +52,7 @@ from .._core.sink import (
 from .._core.types import Stale
 from .._io import writer as _writer
 from .._io.callback import host_call
+from .._io.codecs import inexact_integers
 from .._io.layout import ArrayLayout, Layout, make_layout
 from .._io.progress import Progress
 
@@ -321,17 +322,25 @@ def out_of_range(xp: Any, values: Any, layout: ArrayLayout, real: Any = None) ->
     """Per row of `values` (numpy or jax.numpy, as `xp`), whether it does not fit `layout.dtype`.
 
     A finite value beyond the storage dtype's range is out of range; so is a NaN or inf bound for
-    an integer dtype. Values that fit (after rounding) are not. For a ragged field, `real` (its
-    `ArrayLayout.real_atoms`, per row) leaves out the padding: it is never stored.
+    an integer dtype, and an integer that a float storage dtype does not hold exactly
+    (`ArrayLayout.rounds`: 257 as bfloat16). Values that fit (after rounding, for float fields)
+    are not. For a ragged field, `real` (its `ArrayLayout.real_atoms`, per row) leaves out the
+    padding: it is never stored. Fields stored as recorded, or widened, cost nothing; a rounding
+    integer field costs a cast there and back and a comparison per value.
     """
     rng = layout.narrowing
     rows = values.shape[0]
-    if rng is None:
+    if rng is None and not layout.rounds:
         return xp.zeros((rows,), bool)
     if real is not None:  # 0 fits every storage dtype
         real = real.reshape(real.shape + (1,) * (values.ndim - real.ndim))
         values = xp.where(real, values, xp.zeros((), values.dtype))
     flat = values.reshape(rows, -1)
+    if layout.rounds:  # integers as floats: each held exactly (inf is not: the range too)
+        with np.errstate(over="ignore"):
+            stored = flat.astype(layout.dtype)
+        return xp.any(inexact_integers(xp, flat, stored), axis=1)
+    assert rng is not None  # an integer field whose range a float does not hold also rounds
     if xp.iscomplexobj(flat):  # complex: each part must fit (real and imaginary side by side)
         flat = xp.concatenate([xp.real(flat), xp.imag(flat)], axis=1)
     lo, hi = (xp.asarray(bound, dtype=flat.dtype) for bound in rng)
@@ -431,7 +440,7 @@ def _device_flush(sink: StreamSink, n: jax.Array, shard: jax.Array) -> jax.Array
     for values, array, real in zip(
         leaves, sink.layout.fields, real_atoms(jnp, sink.layout, leaves)
     ):
-        if array.narrowing is None:
+        if array.narrowing is None and not array.rounds:
             bad.append(jnp.zeros((), bool))
             stored.append(values.astype(array.dtype))  # a widening cast (or none)
         else:

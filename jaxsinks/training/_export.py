@@ -42,7 +42,14 @@ from .._core.errors import ConfigError, OutOfRangeError, StoreError, StoreExists
 from .._core.frame import node_names
 from .._core.types import EXPORT_BY, ExportBy, Mode
 from .._io import tsio
-from .._io.codecs import Blosc, Codec, check_codec, is_float, narrowing_range
+from .._io.codecs import (
+    Blosc,
+    Codec,
+    check_codec,
+    inexact_integers,
+    is_float,
+    narrowing_range,
+)
 from .._io.layout import ATTRS_KEY, array_metadata, group_metadata
 from .._io.location import Location, parse
 from .._io.runs import zarr_attrs
@@ -108,9 +115,7 @@ def unheld(values: np.ndarray, stored: np.ndarray) -> np.ndarray:
     if not is_float(stored.dtype) and stored.dtype.kind != "c":
         return _beyond(flat, stored.dtype)
     if values.dtype.kind in "biu":  # integers as floats: is each held exactly?
-        real = kept.real if kept.dtype.kind == "c" else kept
-        with np.errstate(invalid="ignore"):
-            return cast(np.ndarray, ~np.isfinite(real) | (real.astype(values.dtype) != flat))
+        return cast(np.ndarray, inexact_integers(np, flat, kept))
     return np.where(np.isfinite(flat), ~np.isfinite(kept), np.isinf(flat) & ~np.isinf(kept))
 
 
