@@ -520,9 +520,20 @@ def test_bench_checks_its_arguments_before_printing_anything(capsys):
         (["--chunks", "0"], "`chunks` must hold positive ints"),
         (["--codecs", "lzma"], "Unknown codec name"),
         (["--dir", "/dev/null"], "'/dev/null' is not a directory"),
+        # these printed the preamble and the table's header first
+        (["--dtype", "object"], "has dtype object, which cannot be recorded"),
+        (["--dtype", "float8_e4m3fn"], "cannot be stored in a run"),
     ):
         code, out, err = run_cli(capsys, "bench", *argv)
         assert code == 2 and out == "" and fragment in err, (out, err)
+
+
+def test_bench_of_an_empty_shape_is_of_scalar_frames(tmp_path, capsys):
+    """--shape '' silently ran the default 64,38,3 frames."""
+    argv = ["--frames", "4", "--codecs", "none", "--chunks", "2", "--dir", tmp_path]
+    for shape in ("", ","):
+        code, out, _ = run_cli(capsys, "bench", "--shape", shape, *argv)
+        assert code == 0 and "4 frames of [x () float32]" in out.splitlines()[0], out
 
 
 def test_plot_refuses_systems_a_per_system_run_does_not_have(tmp_path, capsys):

@@ -170,6 +170,9 @@ def test_bad_frames_fail_at_trace_time_naming_the_field():
             f"`step` must be an integer scalar; got {'float64' if X64 else 'float32'}",
         ),
         (dict(step=jnp.arange(2)), "`step` must be an integer scalar"),
+        # a raw "None is not a valid value for jnp.array" from JAX
+        (dict(step=None), "`step` must be an integer scalar; got None. Pass the loop's step"),
+        (dict(step="3"), "`step` must be an integer scalar; got '3'"),
         (dict(step=0, time=jnp.zeros(2)), "`time` must be a scalar"),
         (
             dict(step=0, time=jnp.int32(1)),

@@ -28,8 +28,9 @@ import numpy as np
 from .. import Blosc, FieldConfig, ZarrSink, Zstd, close, record
 from .. import open as open_run
 from .._core.errors import ConfigError, StoreError
-from .._core.frame import nested
+from .._core.frame import FrameSpec, nested
 from .._core.types import BloscName
+from .._io.layout import make_layout
 
 Codec = Zstd | Blosc | None
 
@@ -191,7 +192,28 @@ def iter_bench(
         raise ConfigError(
             f"`directory` '{directory}' {problem}; give an existing directory, or leave it out."
         )
+    example, overrides = _example(fields)
+    make_layout(  # a field no run can store is refused now, not after the table's header
+        FrameSpec.from_example(example),
+        chunk=chunks[0],
+        chunks_per_shard=None,
+        codec=None,
+        field_config=overrides,
+        time_dtype=np.dtype("float32"),
+        batch_size=None,
+    )
     return _bench(fields, frames, parsed, chunks, data, directory)
+
+
+def _example(fields: Sequence[FieldShape]) -> tuple[Any, dict[str, FieldConfig]]:
+    """The example frame of `fields`, and the storage dtypes that differ from theirs."""
+    example = nested({f.name: jax.ShapeDtypeStruct(f.shape, f.dtype) for f in fields})
+    overrides = {
+        f.name: FieldConfig(dtype=f.stored_dtype)
+        for f in fields
+        if f.stored_dtype is not None and f.stored_dtype != f.dtype
+    }
+    return example, overrides
 
 
 def _bench(
@@ -203,12 +225,7 @@ def _bench(
     directory: Any,
 ) -> Iterator[BenchRow]:
     """`iter_bench`'s rows, its arguments checked."""
-    example = nested({f.name: jax.ShapeDtypeStruct(f.shape, f.dtype) for f in fields})
-    overrides = {
-        f.name: FieldConfig(dtype=f.stored_dtype)
-        for f in fields
-        if f.stored_dtype is not None and f.stored_dtype != f.dtype
-    }
+    example, overrides = _example(fields)
     pool = pool_size(fields, chunks)
     rng = np.random.default_rng(0)
     bases = [jnp.asarray(_smooth_base(f.shape)) for f in fields]

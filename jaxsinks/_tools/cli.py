@@ -161,7 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and print MB/s, compression ratio and stored size as a markdown table.",
     )
     like = bench.add_mutually_exclusive_group()
-    like.add_argument("--shape", type=int_list, help="frame shape, e.g. 64,38,3 (default: 64,38,3)")
+    like.add_argument(
+        "--shape",
+        type=int_list,
+        help="frame shape, e.g. 64,38,3; '' for scalars (default: 64,38,3)",
+    )
     like.add_argument("--like", metavar="STORE", help="use the fields of an existing run")
     bench.add_argument("--dtype", help="frame dtype with --shape (default: float32)")
     bench.add_argument(
@@ -278,7 +282,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         fields = fields_like(args.like)
     else:
-        fields = fields_from_shape(args.shape or (64, 38, 3), args.dtype or "float32")
+        shape = (64, 38, 3) if args.shape is None else args.shape  # "" is a scalar frame
+        fields = fields_from_shape(shape, args.dtype or "float32")
     rows = iter_bench(  # checks its arguments before the table starts
         fields,
         frames=args.frames,
