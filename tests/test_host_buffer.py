@@ -285,12 +285,121 @@ def test_to_zarr_keeps_the_frames_a_zarr_sink_with_its_capacity_would_keep(
             sink.to_zarr(store, mode="a", **options)
     else:
         written = sink.to_zarr(store, mode="a", **options)
-        assert written == (14 if overflow == "ring" else 8 - appended)
+        # the buffer's frames the run holds (a ring returned 14, all it had written, for 8)
+        assert written == sum(step >= 0 for step in kept)
     run = js.open(store)
     assert run.status == "closed" and run.meta["capacity"] == 8
     assert run.steps.tolist() == kept
     np.testing.assert_array_equal(run["x"][appended:], expected(kept[appended:])["x"])
     assert len(sink) == 14  # the buffer still holds its frames
+
+
+def test_to_zarr_returns_the_frames_the_run_holds(make):
+    """With capacity=2 and overflow='ring', to_zarr of 3 frames returned 3; the run holds 2."""
+    sink = make(EXAMPLE, capacity=4, block=2)
+    sink = js.close(run_steps(sink, steps(0, 3)))
+    for overflow in ("drop", "ring"):
+        store = memory_store()
+        written = sink.to_zarr(store, capacity=2, chunk=1, overflow=overflow)
+        assert written == len(js.open(store)) == 2
+
+
+def test_to_zarr_refuses_an_unknown_option_naming_it_and_creates_nothing(make, tmp_path):
+    """A misspelt option raised a raw TypeError from ZarrSink.create."""
+    sink = js.close(run_steps(make(EXAMPLE, capacity=8, block=4), steps(0, 5)))
+    message = (
+        r"to_zarr` got unknown option\(s\) \['codecs'\]\. It takes these options of "
+        r"`ZarrSink.create`: attrs, .*codec, .*`codecs`: did you mean `codec`\?"
+    )
+    with pytest.raises(js.ConfigError, match=message):
+        sink.to_zarr(tmp_path / "run", codecs=js.Zstd(3))
+    with pytest.raises(js.ConfigError, match=r"unknown option\(s\) \['frame'\]"):
+        sink.to_zarr(tmp_path / "run", frame=EXAMPLE)
+    assert not (tmp_path / "run").exists()
+    with pytest.warns(DeprecationWarning, match="fields"):  # an old spelling still works
+        assert sink.to_zarr(tmp_path / "run", fields={}) == 5
+
+
+def fork(make, **kwargs):
+    """A buffer of blocks of 4, recorded to frame 6 (``base``: 4 in host memory, 2 staged), then
+    continued twice from ``base``: ``newest`` to frame 12, and ``forked`` (a cell run again on
+    ``base``) to frame 106, whose flush is refused: ``newest`` flushed frames 4.. first."""
+    base = run_steps(make(EXAMPLE, capacity=32, block=4, **kwargs), steps(0, 6))
+    newest = run_steps(base, steps(6, 12))
+    forked = run_steps(base, steps(100, 106))
+    assert int(forked.flags) & js.Flag.STALE and int(forked.recorded) == 12
+    return base, newest, forked
+
+
+def test_a_forked_value_whose_flush_was_refused_is_stale_never_read_with_gaps(make, tmp_path):
+    """The forked value read back steps [0..3, 104, 105]: frames 4, 5, 100..103 missing without a
+    word (save_npz and to_zarr saved that trajectory); close of the same value raised."""
+    base, newest, forked = fork(make)
+    message = (
+        r"older value of its buffer: flushes from it to host memory were refused \(a newer value "
+        r"had already flushed frames there from frame 4 on.*Read the newest value"
+    )
+    uses = {
+        "read": forked.read,
+        "read(check=False)": lambda: forked.read(check=False),
+        "drain": forked.drain,
+        "save_npz": lambda: forked.save_npz(tmp_path / "forked.npz"),
+        "to_zarr": lambda: forked.to_zarr(tmp_path / "forked.zarr"),
+    }
+    for name, use in uses.items():
+        with pytest.raises(js.StaleSinkError, match=message):
+            use()
+        assert not list(tmp_path.iterdir()), name  # nothing saved
+    assert_frames(newest.read(), range(12))
+    assert_frames(base.read(), range(6))  # its frames are all there: an older value reads them
+    with pytest.raises(js.StaleSinkError, match="came from an older value"):
+        js.close(newest)  # the refused flush, raised once the run is closed
+    assert_frames(newest.read(), range(12))
+
+
+def test_a_value_flushed_after_the_buffer_was_closed_is_stale_on_read(make):
+    base = run_steps(make(EXAMPLE, capacity=32, block=4), steps(0, 6))
+    closed = js.close(base)
+    late = run_steps(base, steps(6, 12))  # its flushes reach a closed buffer: refused
+    assert int(late.flags) & js.Flag.STALE
+    with pytest.raises(js.StaleSinkError, match="were refused .*or the buffer was closed"):
+        late.read()
+    assert_frames(closed.read(), range(6))
+
+
+def test_an_older_ring_value_reads_its_own_frames_or_is_stale_never_newer_ones(make):
+    """Once a newer value had wrapped the ring, an older value read the newer value's frames from
+    the rows they overwrote (steps [12, 13, 14, 3] for [0, 1, 2, 3])."""
+    old = run_steps(make(EXAMPLE, capacity=6, block=3, overflow="ring"), steps(0, 4))
+    newer = run_steps(old, steps(4, 7))  # 6 frames in host memory: none of `old`'s overwritten
+    assert_frames(old.read(), range(4))
+    newest = run_steps(newer, steps(7, 16))  # 15 frames sent: the ring wrapped twice
+    for value, frames in ((old, "0..3"), (newer, "1..6")):
+        with pytest.raises(
+            js.StaleSinkError,
+            match=rf"its frames {frames} were in host memory rows that newer frames have since "
+            r"overwritten \(overflow='ring' keeps the newest 6 frames, and 15 have been sent",
+        ):
+            value.read()
+    assert_frames(newest.read(), range(10, 16))
+    assert_frames(js.close(newest).read(), range(10, 16))
+
+
+def test_save_npz_saves_a_field_named_like_an_argument_of_np_savez(make, tmp_path):
+    """np.savez(path, **arrays) took a field `allow_pickle` for its flag (the field was not saved)
+    and raised a raw TypeError for a field `file`."""
+    frame = {name: jnp.zeros(2, jnp.float32) for name in ("allow_pickle", "file", "compress")}
+    sink = make(frame, capacity=4, block=2)
+    for i in range(3):
+        sink = sink.write({name: jnp.full(2, i, jnp.float32) for name in frame}, step=i)
+    sink = js.close(sink)
+    for compressed in (False, True):
+        sink.save_npz(tmp_path / f"fields{compressed}", compressed=compressed)  # gets .npz
+        with np.load(tmp_path / f"fields{compressed}.npz") as data:
+            assert sorted(data.files) == ["allow_pickle", "compress", "file", "step", "time"]
+            for name in frame:
+                np.testing.assert_array_equal(data[name], np.repeat([[0], [1], [2]], 2, axis=1))
+            assert data["step"].tolist() == [0, 1, 2]
 
 
 def test_released_memory_is_a_clear_error(make):

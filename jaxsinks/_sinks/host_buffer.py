@@ -16,9 +16,13 @@ than a wait for frames that will never come (or a write over the new value's fra
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import os
 import threading
+import zipfile
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, final
 
 import jax
@@ -52,6 +56,15 @@ _ZEROED = "zeroed"
 _POLL_S = 0.05
 #: Why a memory's old id was retired by `HostBuffer.zero` (shown by errors about older values).
 _ZEROED_WHY = "was emptied by HostBuffer.zero() (or drain()), which forgot its frames"
+#: What to do with an older value of a buffer whose frames are not all in host memory.
+_READ_NEWEST = (
+    "Read the newest value (the buffer the last call returned; a sink is a value: thread the "
+    "returned one through every call), or read an older value before a newer one records on."
+)
+#: The arguments of `ZarrSink.create` that `HostBuffer.to_zarr` takes from the buffer itself.
+_FIXED_OPTIONS = frozenset({"every", "per_system", "time_dtype"})
+#: Old spellings `ZarrSink.create` still accepts (with a DeprecationWarning), not in its signature.
+_DEPRECATED_OPTIONS = frozenset({"fields"})
 
 
 class HostMemory(_writer.HostWriter):
@@ -115,6 +128,11 @@ class HostMemory(_writer.HostWriter):
                 "reached host memory. Read the buffer the last call returned, before releasing it."
             )
 
+    def next_frame(self) -> int:
+        """The frames sent to this memory so far (accepted blocks, stored or on their way): the
+        next block must start there. Rows hold frames up to it, wrapped at `capacity`."""
+        return self.next_offset(0)
+
     def rows(self, start: int, stop: int) -> list[np.ndarray]:
         """Copies of frames ``start:stop`` (at most `capacity` of them), one array per layout
         array."""
@@ -137,6 +155,77 @@ class HostMemory(_writer.HostWriter):
         if _writer.REGISTRY.get(self.id) is not None:
             self.discard(_ZEROED_WHY)
         return renewed
+
+
+def refused_flush_error(flushed: int, recorded: int) -> StaleSinkError:
+    """The error for reading a value whose flushes were refused (it has ``Flag.STALE``): of the
+    `recorded` frames, its first `flushed` are in host memory, and some later ones never got
+    there."""
+    return StaleSinkError(
+        "This HostBuffer value is an older value of its buffer: flushes from it to host memory "
+        "were refused (a newer value had already flushed frames there from frame "
+        f"{flushed} on, or the buffer was closed), so some of the {recorded} frames it recorded "
+        "never reached host memory and a read would return a trajectory with frames missing. "
+        f"Nothing was read. {_READ_NEWEST}"
+    )
+
+
+def overwritten_error(first: int, stop: int, sent: int, capacity: int) -> StaleSinkError | None:
+    """The error for reading frames ``first:stop`` from host memory of `capacity` rows to which
+    `sent` frames have been sent (frame ``i`` at row ``i % capacity``), if a newer frame has
+    overwritten any of them (a ring wrapped past them); else None."""
+    if first >= stop or first >= sent - capacity:
+        return None
+    return StaleSinkError(
+        f"This HostBuffer value is an older value of its buffer: its frames {first}..{stop} were "
+        f"in host memory rows that newer frames have since overwritten (overflow='ring' keeps the "
+        f"newest {capacity} frames, and {sent} have been sent to it), so a read would return "
+        f"another value's frames. Nothing was read. {_READ_NEWEST}"
+    )
+
+
+def check_zarr_options(options: Iterable[str], accepted: Iterable[str]) -> None:
+    """Raise a ConfigError for `options` of `HostBuffer.to_zarr` that are not `accepted` (the
+    keyword arguments of `ZarrSink.create`): those the buffer fixes, then any unknown one."""
+    options, accepted = set(options), set(accepted)
+    fixed = sorted(_FIXED_OPTIONS & options)
+    if fixed:
+        raise ConfigError(
+            f"`HostBuffer.to_zarr` got {fixed}, but the run takes the buffer's own schedule, "
+            "per-system layout and time dtype (its frames were recorded with them). Drop "
+            f"{fixed}; to record differently, create the HostBuffer so."
+        )
+    known = sorted(accepted - _FIXED_OPTIONS)
+    unknown = sorted(options - accepted - _DEPRECATED_OPTIONS)
+    if unknown:
+        close = {name: difflib.get_close_matches(name, known, n=1) for name in unknown}
+        hints = [f"`{name}`: did you mean `{match[0]}`?" for name, match in close.items() if match]
+        raise ConfigError(
+            f"`HostBuffer.to_zarr` got unknown option(s) {unknown}. It takes these options of "
+            f"`ZarrSink.create`: {', '.join(known)} (the store is its first argument; the frame, "
+            "schedule, per-system layout and time dtype are the buffer's). Check the spelling"
+            + (f" ({'; '.join(hints)})" if hints else "")
+            + "; nothing was created."
+        )
+
+
+def write_npz(path: Any, arrays: Mapping[str, np.ndarray], *, compressed: bool) -> None:
+    """Write `arrays` to a ``.npz`` file as `np.savez` (or `np.savez_compressed`) does, each
+    under its own key, whatever the key: `np.savez` takes the keys as keyword arguments, so it
+    would take an array named ``allow_pickle`` (or ``file``) for its own argument.
+
+    A path (str or path-like) without the ``.npz`` suffix gets it, as with `np.savez`; a file
+    object is written as it is.
+    """
+    if not hasattr(path, "write"):
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
+    compression = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, mode="w", compression=compression, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def npz_array(array: np.ndarray) -> np.ndarray:
@@ -256,6 +345,9 @@ class HostBuffer(StreamSink):
         returned) and after `jaxsinks.close`.
 
         Raises:
+            StaleSinkError: if this is an older value of the buffer whose frames are not all in
+                host memory: its flushes were refused (a newer value had flushed first, or the
+                buffer was closed), or, with ``overflow="ring"``, newer frames overwrote its rows.
             SinkOverflowError: if ``overflow="error"`` and more frames were recorded than fit
                 (``read(check=False)`` returns the kept frames).
             WriteError: if copying a block into host memory failed.
@@ -263,6 +355,8 @@ class HostBuffer(StreamSink):
         memory = self._memory()
         flushed = host_int(self.flushed, "HostBuffer")
         staged = host_int(self.staged, "HostBuffer")
+        if int(self.flags) & Flag.STALE:
+            raise refused_flush_error(flushed, host_int(self.recorded, "HostBuffer"))
         if check:
             self.check()
         memory.wait_for(flushed)
@@ -271,6 +365,10 @@ class HostBuffer(StreamSink):
         assert self.capacity is not None  # a HostBuffer always has one
         start = max(0, flushed + staged - self.capacity)
         stored = memory.rows(min(start, flushed), flushed)
+        # after the copy: a newer frame sent before it ended is counted by `next_frame`
+        stale = overwritten_error(start, flushed, memory.next_frame(), self.capacity)
+        if stale is not None:
+            raise stale
         leaves, steps, times, systems = self.columns.take(
             np.arange(max(0, start - flushed), staged)
         )
@@ -340,6 +438,10 @@ class HostBuffer(StreamSink):
         Each array keeps its dtype, except bfloat16 (a field, or the time column): numpy does not
         know it and would save raw bytes, so it is saved as float32, which holds every bfloat16
         value exactly (``.astype(jnp.bfloat16)`` gives the recorded values back bit for bit).
+
+        Raises:
+            StaleSinkError: for an older value whose frames are not all in host memory (`read`).
+            StoreError: if the folder of `path` does not exist.
         """
         trajectory = self.read()
         names = [a.name for a in self.layout.fields]
@@ -349,7 +451,7 @@ class HostBuffer(StreamSink):
             arrays["system"] = trajectory.systems
         saved: dict[str, Any] = {name: npz_array(a) for name, a in arrays.items()}
         try:
-            (np.savez_compressed if compressed else np.savez)(path, **saved)
+            write_npz(path, saved, compressed=compressed)
         except FileNotFoundError as err:
             raise StoreError(
                 f"`HostBuffer.save_npz` could not write `path` {str(path)!r}: the folder "
@@ -358,7 +460,8 @@ class HostBuffer(StreamSink):
             ) from None
 
     def to_zarr(self, store: Any, **options: Any) -> int:
-        """Write the frames to a new Zarr run at `store` after the run; returns the frames written.
+        """Write the frames to a new Zarr run at `store` after the run; returns how many of the
+        buffer's frames the run holds (with `capacity`, those a ZarrSink would have kept).
 
         `options` are those of `ZarrSink.create` (codec, chunk, field_config, mode, attrs,
         capacity, overflow, ...); the schedule, time dtype and per-system layout are this
@@ -367,19 +470,16 @@ class HostBuffer(StreamSink):
         `capacity` (the buffer's frames are kept in host memory either way).
 
         Raises:
-            ConfigError: if `options` names ``every``, ``per_system`` or ``time_dtype``.
+            ConfigError: if `options` names ``every``, ``per_system`` or ``time_dtype``, or an
+                option `ZarrSink.create` does not take (nothing is created).
+            StaleSinkError: for an older value whose frames are not all in host memory (`read`).
             SinkOverflowError: with ``overflow="error"`` (the default), if the frames do not fit
                 `capacity`: the run is closed with the first frames that fit.
         """
         from .zarr_sink import ZarrSink
 
-        fixed = sorted({"every", "per_system", "time_dtype"} & set(options))
-        if fixed:
-            raise ConfigError(
-                f"`HostBuffer.to_zarr` got {fixed}, but the run takes the buffer's own schedule, "
-                "per-system layout and time dtype (its frames were recorded with them). Drop "
-                f"{fixed}; to record differently, create the HostBuffer so."
-            )
+        parameters = inspect.signature(ZarrSink.create).parameters.values()
+        check_zarr_options(options, [p.name for p in parameters if p.kind is p.KEYWORD_ONLY])
 
         trajectory = self.read()
         shape = lambda f: (self.batch_size, *f.shape) if self.batch_size else f.shape  # noqa: E731
@@ -398,8 +498,8 @@ class HostBuffer(StreamSink):
         assert writer is not None
         leaves = jax.tree.leaves(trajectory.frames)
         start, total = writer.committed, len(trajectory)
-        # as the ZarrSink would: a ring keeps the newest `capacity` frames (its writer wraps),
-        # "drop" and "error" the frames that fit (then "error" raises at close)
+        # as the ZarrSink would: a ring writes every frame and keeps the newest `capacity` (its
+        # writer wraps), "drop" and "error" write the frames that fit (then "error" raises at close)
         kept = total
         if sink.capacity is not None and sink.overflow != "ring":
             kept = min(total, max(0, sink.capacity - start))
@@ -422,4 +522,6 @@ class HostBuffer(StreamSink):
             recorded=jnp.asarray(start + total, jnp.int32),
             flags=jnp.asarray(Flag.OVERFLOW if kept < total else 0, jnp.int32),
         ).close()
+        if sink.capacity is not None and sink.overflow == "ring":
+            return min(total, sink.capacity)  # the newest frames: none of them was overwritten
         return kept
