@@ -175,6 +175,42 @@ def test_guide_code_blocks_run(page, tmp_path, monkeypatch):
     )
 
 
+README_SIMULATION = """
+from typing import NamedTuple
+
+class State(NamedTuple):
+    x: jax.Array
+    e: jax.Array
+    t: jax.Array
+    n: jax.Array
+    converged: jax.Array
+
+def simulate_step(s):  # system k converges in the step recorded as step 10 * k, and stays so
+    n = s.n + 1
+    return State(s.x + 1.0, s.e - 1.0, s.t + 0.01, n, n > 10 * jnp.arange(64))
+
+state0 = State(jnp.zeros((64, 38, 3)), jnp.zeros(64), jnp.float32(0), jnp.int32(0),
+               jnp.zeros(64, bool))
+"""
+
+
+def test_the_readme_example_runs_with_a_simulation_whose_systems_stay_converged(
+    tmp_path, monkeypatch
+):
+    """Its per-system DeviceBuffer lacked once=True: recorded at every step while a system stayed
+    converged, it overflowed and close raised SinkOverflowError."""
+    first = next(b for b in code_blocks((ROOT / "README.md").read_text()) if b.info == "python")
+    monkeypatch.chdir(tmp_path)
+    imports, rest = first.code.split("\n\n", 1)
+    namespace: dict = {}
+    exec(imports + README_SIMULATION + rest, namespace)  # noqa: S102
+    best, run = namespace["best"], namespace["run"]
+    frames = best.read()
+    assert len(frames) == 64 and sorted(frames.systems.tolist()) == list(range(64))
+    assert (frames.steps == 10 * frames.systems).all()  # each at the step it first converged
+    assert run.steps.tolist() == list(range(0, 5000, 10))
+
+
 def test_mkdocs_builds_strict(tmp_path):
     needed = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
     missing = [name for name in needed if _find_spec(name) is None]
