@@ -95,6 +95,21 @@ def test_an_example_frame_without_numeric_arrays_is_a_config_error(leaf):
     assert not path.exists()
 
 
+def test_a_dict_with_int_and_str_keys_is_named_as_the_frame_not_a_raw_jax_error():
+    """JAX's raw "Comparator raised exception while sorting pytree dictionary keys"."""
+    path = fresh_dir() / "run.zarr"
+    mixed = {1: jnp.zeros(2, jnp.float32), "a": jnp.zeros(2, jnp.float32)}
+    with pytest.raises(js.ConfigError) as info:
+        create(path, {"x": mixed})
+    assert_clear(info.value, "The example frame could not be read as a pytree", "string keys")
+    assert not path.exists()
+    sink = js.DeviceBuffer.create({"1": mixed[1], "a": mixed["a"]}, capacity=2)
+    for record in (lambda: sink.write(mixed, step=0), lambda: js.record(sink, step=0, frame=mixed)):
+        with pytest.raises(js.FrameError) as info:
+            record()
+        assert_clear(info.value, "`frame` could not be read as a pytree", "string keys")
+
+
 @given(
     shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3),
     dtype=st.sampled_from([np.float32, np.int32, np.bool_, np.complex64, np.uint8, np.float16]),

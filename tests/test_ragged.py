@@ -173,6 +173,24 @@ def test_bad_ragged_configurations_are_named(ragged, match):
         js.ZarrSink.create("memory://ragged-bad", padded(0), ragged=ragged)
 
 
+@pytest.mark.parametrize("dims", [("atom",), ("frame",)])
+def test_a_ragged_fields_dims_may_not_name_its_atom_axis(dims):
+    """('atom',) passed create's checks and failed in TensorStore (a StoreError quoting its
+    FAILED_PRECONDITION) on the duplicate axis name."""
+    with pytest.raises(js.ConfigError) as info:
+        js.ZarrSink.create(
+            "memory://ragged-dims",
+            padded(0),
+            ragged=RAGGED,
+            field_config={"positions": js.FieldConfig(dims=dims)},
+        )
+    assert "`dims` of field 'positions' must name each of its 1 axes once (not 'atom' or " in str(
+        info.value
+    )
+    with pytest.raises(js.StoreNotFoundError):
+        js.open("memory://ragged-dims")  # nothing was created
+
+
 def test_ragged_config_validates_itself():
     with pytest.raises(js.ConfigError, match="cannot make its count field"):
         js.Ragged(count="n", fields=("n",))

@@ -41,6 +41,17 @@ class Field:
         return f"{self.name}: {self.dtype.name}{list(self.shape)}"
 
 
+def _flatten(tree: PyTree, what: str, error: type[Exception]) -> tuple[list[Any], Any]:
+    """`tree`'s (path, leaf) pairs and treedef; `error` naming `what` if JAX cannot flatten it."""
+    try:
+        return jax.tree_util.tree_flatten_with_path(tree)
+    except ValueError as err:  # a dict whose keys do not sort (ints beside strings)
+        raise error(
+            f"{what} could not be read as a pytree: {err} (JAX sorts the keys of every dict in "
+            "it, so they must be of one kind). Use string keys, e.g. `{'1': x, 'a': y}`."
+        ) from None
+
+
 @dataclasses.dataclass(frozen=True)
 class FrameSpec:
     """The static description of a frame: its pytree structure and one `Field` per leaf."""
@@ -51,7 +62,7 @@ class FrameSpec:
     @classmethod
     def from_example(cls, example: PyTree) -> FrameSpec:
         """The spec of `example`: a pytree of arrays, scalars or `jax.ShapeDtypeStruct`s."""
-        paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(example)
+        paths_leaves, treedef = _flatten(example, "The example frame", ConfigError)
         if not paths_leaves:
             raise ConfigError(
                 "The example frame has no arrays in it. Pass a pytree of arrays or "
@@ -120,7 +131,7 @@ class FrameSpec:
         Raises:
             FrameError: naming every field whose structure, shape or dtype differs.
         """
-        paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(frame)
+        paths_leaves, treedef = _flatten(frame, f"`{argname}`", FrameError)
         if treedef != self.treedef:
             got = [path_name(p) for p, _ in paths_leaves]
             missing = [n for n in self.names if n not in got]

@@ -333,7 +333,7 @@ def make_layout(
             )
         if axes:  # chunk the atom axis by the most atoms one flush block can hold
             first = chunk * int(np.prod(f.shape[:axes], dtype=np.int64))
-            dims = ("atom", *_dims(f.name, len(stored), cfg.dims, spec.names)[1:])
+            dims = ("atom", *_dims(f.name, len(stored), cfg.dims, spec.names, lead="atom")[1:])
             shard = None
         else:
             first = chunk
@@ -570,18 +570,24 @@ def _field_chunk(
 
 
 def _dims(
-    name: str, ndim: int, dims: tuple[str, ...] | None, names: tuple[str, ...] = ()
+    name: str,
+    ndim: int,
+    dims: tuple[str, ...] | None,
+    names: tuple[str, ...] = (),
+    lead: str = "frame",
 ) -> tuple[str, ...]:
     """The axis names of field `name` (of `ndim` axes after the frame's): the given `dims`, or
-    by default ``<name>_<i>`` with '/' as '.', unless another of the frame's `names` is that."""
+    by default ``<name>_<i>`` with '/' as '.', unless another of the frame's `names` is that.
+    `lead` names the stored leading axis (``"atom"`` for a ragged field), which `dims` may not."""
     if dims is None:
         flat = name.replace("/", ".")
         if flat != name and flat in names:  # 'a/b' beside a field 'a.b'
             flat = name
         return ("frame", *(f"{flat}_{i}" for i in range(ndim)))
-    if len(dims) != ndim or len(set(dims)) != ndim or "frame" in dims:
+    if len(dims) != ndim or len(set(dims)) != ndim or {"frame", lead} & set(dims):
+        taken = "'frame', which is" if lead == "frame" else "'atom' or 'frame': 'atom' is"
         raise ConfigError(
-            f"`dims` of field '{name}' must name each of its {ndim} axes once (not 'frame', which "
-            f"is the leading axis); got {list(dims)}."
+            f"`dims` of field '{name}' must name each of its {ndim} axes once (not {taken} the "
+            f"leading axis); got {list(dims)}."
         )
     return ("frame", *dims)
