@@ -50,6 +50,8 @@ def deprecated_arguments(
 ) -> Callable[[F], F]:
     """Accept old spellings of `owner`'s arguments for one release, with a warning each.
 
+    The wrapper lists the old keywords it still takes as ``deprecated_names``.
+
     Args:
         owner: the call as users write it, e.g. ``"CsvSink.create"``.
         renamed: old keyword -> new keyword.
@@ -85,6 +87,7 @@ def deprecated_arguments(
                     kwargs[new] = kwargs.pop(old)
             return func(*args, **kwargs)
 
+        wrapper.deprecated_names = frozenset(renames)  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]  # same call signature, plus the old names
 
     return wrap

@@ -63,8 +63,6 @@ _READ_NEWEST = (
 )
 #: The arguments of `ZarrSink.create` that `HostBuffer.to_zarr` takes from the buffer itself.
 _FIXED_OPTIONS = frozenset({"every", "per_system", "time_dtype"})
-#: Old spellings `ZarrSink.create` still accepts (with a DeprecationWarning), not in its signature.
-_DEPRECATED_OPTIONS = frozenset({"fields"})
 
 
 class HostMemory(_writer.HostWriter):
@@ -184,9 +182,12 @@ def overwritten_error(first: int, stop: int, sent: int, capacity: int) -> StaleS
     )
 
 
-def check_zarr_options(options: Iterable[str], accepted: Iterable[str]) -> None:
+def check_zarr_options(
+    options: Iterable[str], accepted: Iterable[str], deprecated: Iterable[str] = ()
+) -> None:
     """Raise a ConfigError for `options` of `HostBuffer.to_zarr` that are not `accepted` (the
-    keyword arguments of `ZarrSink.create`): those the buffer fixes, then any unknown one."""
+    keyword arguments of `ZarrSink.create`) or `deprecated` (old names it still takes): those
+    the buffer fixes, then any unknown one."""
     options, accepted = set(options), set(accepted)
     fixed = sorted(_FIXED_OPTIONS & options)
     if fixed:
@@ -196,7 +197,7 @@ def check_zarr_options(options: Iterable[str], accepted: Iterable[str]) -> None:
             f"{fixed}; to record differently, create the HostBuffer so."
         )
     known = sorted(accepted - _FIXED_OPTIONS)
-    unknown = sorted(options - accepted - _DEPRECATED_OPTIONS)
+    unknown = sorted(options - accepted - set(deprecated))
     if unknown:
         close = {name: difflib.get_close_matches(name, known, n=1) for name in unknown}
         hints = [f"`{name}`: did you mean `{match[0]}`?" for name, match in close.items() if match]
@@ -479,7 +480,11 @@ class HostBuffer(StreamSink):
         from .zarr_sink import ZarrSink
 
         parameters = inspect.signature(ZarrSink.create).parameters.values()
-        check_zarr_options(options, [p.name for p in parameters if p.kind is p.KEYWORD_ONLY])
+        check_zarr_options(
+            options,
+            [p.name for p in parameters if p.kind is p.KEYWORD_ONLY],
+            getattr(ZarrSink.create, "deprecated_names", ()),  # taken, with a warning
+        )
 
         trajectory = self.read()
         shape = lambda f: (self.batch_size, *f.shape) if self.batch_size else f.shape  # noqa: E731
