@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core.errors import ConfigError, FieldNotFoundError, SchemaMismatchError
-from .._io.codecs import is_float
+from .._io.codecs import drops_fractions, is_float
 from .._io.layout import _check_storage_dtype
 from .._io.location import Location
 from .._read.reader import Run
@@ -224,8 +224,8 @@ def check_lossless(name: str, source: np.dtype, target: np.dtype, where: str) ->
     its range: others raise `OutOfRangeError` at export), else a ConfigError naming `where`.
 
     Refused, as a run's `FieldConfig` refuses them (`_check_storage_dtype`): complex to real,
-    anything but bool to bool; and, beyond it, floating to integer, which would drop every
-    fractional part (a training set is read as the values recorded).
+    anything but bool to bool, and floating to integer (`drops_fractions`), which would drop
+    every fractional part.
     """
     kind = (
         "a complex"
@@ -250,7 +250,7 @@ def check_lossless(name: str, source: np.dtype, target: np.dtype, where: str) ->
             f"`{where}` is {target.name}, but field '{name}' is {source.name}: storing it as "
             f"{target.name} would silently drop information. {remedy}"
         ) from None
-    if jnp.issubdtype(source, jnp.inexact) and not jnp.issubdtype(target, jnp.inexact):
+    if drops_fractions(source, target):
         raise ConfigError(
             f"`{where}` is {target.name}, but field '{name}' is {source.name}: storing it as "
             f"{target.name} would silently drop every fractional part. {remedy}"
