@@ -458,7 +458,7 @@ def die(*args, **kwargs):
 if sys.argv[2] == "store":
     config_module.ZarrSink = type("Dying", (), {"create": staticmethod(die)})
 else:
-    config_module.write_entry = die
+    config_module.complete_entry = die
 js.RunConfig.from_config(json.loads(sys.argv[1])).create(EXAMPLE)
 """
 
@@ -524,17 +524,39 @@ def test_a_run_whose_store_cannot_be_created_leaves_its_id_free():
 def test_a_run_whose_entry_cannot_be_completed_is_recorded_failed(monkeypatch):
     from jaxsinks.campaign import _config
 
-    def refuse(root, entry):
+    def refuse(root, entry, generation):
         raise js.StoreError("the store refused the write")
 
     campaign = js.Campaign.create(memory_store())
-    monkeypatch.setattr(_config, "write_entry", refuse)
+    monkeypatch.setattr(_config, "complete_entry", refuse)
     with pytest.raises(js.StoreError, match="the store refused the write"):
         campaign.create_run("r", EXAMPLE, chunk=4)
     entry = campaign.entry("r")  # listed, and not claiming a live run
     assert (entry.status, entry.committed, entry.stale) == ("failed", 0, False)
     assert entry.error == "StoreError: the store refused the write"
     assert len(campaign.open_run("r")) == 0
+
+
+def test_a_run_marked_failed_while_it_is_created_stays_failed(monkeypatch):
+    """The entry's completion overwrote a mark_failed made between the claim and it (by another
+    process): the run read "running", then "closed"."""
+    from jaxsinks._sinks import zarr_sink
+
+    campaign = js.Campaign.create(memory_store())
+    other = js.Campaign.open(campaign.location)  # another process's view
+    create = zarr_sink.ZarrSink.create.__func__
+
+    def create_while_marked_failed(cls, *args, **kwargs):
+        other.mark_failed("r", "stopped by the operator")
+        return create(cls, *args, **kwargs)
+
+    with monkeypatch.context() as window:
+        window.setattr(zarr_sink.ZarrSink, "create", classmethod(create_while_marked_failed))
+        sink = campaign.create_run("r", EXAMPLE, chunk=4)
+    assert campaign.entry("r").status == "failed"
+    js.close(run_steps(sink, steps(0, 4)))  # closes as after mark_failed: the entry stays failed
+    entry = campaign.entry("r")
+    assert (entry.status, entry.error, entry.committed) == ("failed", "stopped by the operator", 4)
 
 
 def test_files_in_entries_that_name_no_run_are_not_listed(tmp_path):
@@ -632,6 +654,37 @@ def test_run_config_round_trips_through_json_and_pickle():
         and run.attrs == {"note": "n"}
     )
     assert run["x"].dims == ("frame", "xyz")
+
+
+def test_campaign_to_xarray_names_a_field_named_like_an_axis_as_its_runs_do():
+    """A field `x_0` beside a field `x` (whose axis is `x_0`) became a coordinate of the
+    campaign's Dataset, while Run.to_xarray names it `x_0_`."""
+    campaign = js.Campaign.create(memory_store())
+    example = {"x": jnp.zeros(3, jnp.float32), "x_0": jnp.zeros((), jnp.float32)}
+    for run_id in ("a", "b"):
+        sink = campaign.create_run(run_id, example, chunk=2)
+        for i in range(3):
+            frame = {"x": jnp.full(3, i, jnp.float32), "x_0": jnp.float32(i)}
+            sink = sink.write(frame, step=i, time=float(i))
+        js.close(sink)
+    assert sorted(campaign.open_run("a").to_xarray().data_vars) == ["x", "x_0_"]
+    both = campaign.to_xarray()
+    assert sorted(both.data_vars) == ["x", "x_0_"] and both["x"].dims == ("frame", "x_0")
+    assert both["x_0_"].values.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_a_run_config_holds_the_numpy_counts_create_run_takes():
+    """create_run took chunk=np.int64(4), but its config could not be written as JSON."""
+    campaign = js.Campaign.create(memory_store())
+    options = dict(chunk=np.int64(4), every=np.int64(2), capacity=np.int32(8))
+    config = campaign.run_config("r", **options, params={"T": 1.0})
+    decoded = js.RunConfig.from_config(json.loads(json.dumps(config.to_config())))
+    assert decoded.options == {"chunk": 4, "every": 2, "capacity": 8}
+    assert [type(v) for v in decoded.options.values()] == [int, int, int]
+    js.close(run_steps(decoded.create(EXAMPLE), steps(0, 6)))
+    assert campaign.open_run("r").steps.tolist() == [0, 2, 4]
+    interval = campaign.run_config("i", every=js.Interval(np.float32(0.5))).to_config()
+    assert json.loads(json.dumps(interval))["options"]["every"]["dt"] == 0.5
 
 
 def test_run_config_rejects_what_json_cannot_hold():

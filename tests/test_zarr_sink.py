@@ -339,6 +339,29 @@ def test_out_of_range_in_the_tail_is_caught_at_close():
     assert len(js.open(store)) == 0
 
 
+def test_a_float_field_stored_as_int_is_refused_for_new_runs_but_older_runs_go_on(monkeypatch):
+    """Runs written before the refusal (a float field stored as int16) could not be appended to
+    (nor resumed from a checkpoint): the refusal is for new runs only."""
+    from jaxsinks._io import layout
+
+    store, frame = memory_store(), {"x": jnp.zeros(3, jnp.float32)}
+    config = {"x": js.FieldConfig(dtype="int16")}
+    for mode in ("w-", "a"):
+        with pytest.raises(js.ConfigError, match="would silently drop the fractional part"):
+            js.ZarrSink.create(store, frame, chunk=2, field_config=config, mode=mode)
+    with monkeypatch.context() as older:  # as jaxsinks wrote it before the refusal
+        older.setattr(layout, "_check_fractions", lambda *args: None)
+        sink = js.ZarrSink.create(store, frame, chunk=2, field_config=config)
+    js.close(sink.write({"x": jnp.full(3, 1.0, jnp.float32)}, step=0))
+    sink = js.ZarrSink.create(store, frame, chunk=2, field_config=config, mode="a")
+    js.close(sink.write({"x": jnp.full(3, 2.0, jnp.float32)}, step=1))
+    run = js.open(store)
+    assert run.steps.tolist() == [0, 1] and run["x"][:].tolist() == [[1] * 3, [2] * 3]
+    with pytest.raises(js.ConfigError, match="would silently drop"):  # replacing it: a new run
+        js.ZarrSink.create(store, frame, chunk=2, field_config=config, mode="w")
+    assert len(js.open(store)) == 2  # refused before anything was deleted
+
+
 @pytest.mark.parametrize("bad_frame, committed", [(5, 4), (9, 8)], ids=["flush", "tail"])
 def test_an_integer_a_float_storage_dtype_rounds_is_refused_not_changed(bad_frame, committed):
     """257 as bfloat16 was stored as 256 without a word: like a value out of range, it fails

@@ -308,7 +308,6 @@ def make_layout(
     for f in spec.fields:
         cfg = field_config.get(f.name, FieldConfig())
         _check_storage_dtype(f.name, f.dtype, cfg.dtype)
-        _check_fractions(f.name, f.dtype, cfg.dtype)
         if cfg.dtype is None:
             if configurable:
                 what = (
@@ -469,7 +468,7 @@ def _consolidated(metadata: dict[str, Any]) -> dict[str, Any]:
 
 def _check_storage_dtype(name: str, source: np.dtype, target: np.dtype | None) -> None:
     """Refuse storage dtypes that would silently drop information: complex to real, or
-    anything but bool to bool (a run also refuses float to integer: `_check_fractions`).
+    anything but bool to bool (a new run also refuses float to integer: `check_new_run`).
     (Out-of-range values of other narrowings are caught per block.)"""
     if target is None or target == source:
         return
@@ -485,10 +484,16 @@ def _check_storage_dtype(name: str, source: np.dtype, target: np.dtype | None) -
         )
 
 
-def _check_fractions(name: str, source: np.dtype, target: np.dtype | None) -> None:
-    """Refuse a storage dtype that would drop the fractional parts of a float field
-    (`drops_fractions`): the field is cast in the frame instead, rounded as its user wants."""
-    if target is None or not drops_fractions(source, target):
+def check_new_run(layout: Layout) -> None:
+    """Refuse a new run whose layout stores a float field as an integer dtype, which would drop
+    the fractional parts (`drops_fractions`): the field is cast in the frame instead, rounded as
+    its user wants. Runs stored so before this was refused are still appended to."""
+    for array in layout.fields:
+        _check_fractions(array.name, array.source_dtype, array.dtype)
+
+
+def _check_fractions(name: str, source: np.dtype, target: np.dtype) -> None:
+    if not drops_fractions(source, target):
         return
     raise ConfigError(
         f"Field '{name}' is recorded as {source.name} and cannot be stored as {target.name}: "

@@ -20,7 +20,14 @@ import numpy as np
 
 from .._core.errors import OutOfRangeError, SchemaMismatchError, StoreError, StoreExistsError
 from . import tsio
-from .layout import ATTRS_KEY, SCHEMA_VERSION, Layout, consolidated_metadata, group_metadata
+from .layout import (
+    ATTRS_KEY,
+    SCHEMA_VERSION,
+    Layout,
+    check_new_run,
+    consolidated_metadata,
+    group_metadata,
+)
 from .location import Location
 from .long_table import LONG_SCHEMA_VERSION, LongTable, run_schema, stored_arrays
 from .multihost import Coordinator, coordinator
@@ -493,6 +500,7 @@ def _create_or_reopen(
                 f"A run already exists at {location}. Pass mode='w' to overwrite it, mode='a' to "
                 "append to it, or choose another path."
             )
+    check_new_run(layout)  # before anything is deleted (mode='w')
     if stored is not None:  # everything under it is deleted below
         check_nested_writers(location)
     owner = Owner.me()

@@ -281,6 +281,11 @@ class Run:
             "fields": fields,
         }
 
+    def _axis_names(self) -> set[str]:
+        """The dimensions of `to_xarray`'s Dataset, which no variable may be named: every
+        field's axes (``frame``, or ``atom`` for a ragged field, then its own)."""
+        return {dim for node in self._nodes.values() for dim in self._array(node).dims}
+
     def _pointers(self) -> tuple[np.ndarray, np.ndarray]:
         """For ragged runs: every stored frame's counts, and its first atom (CSR row pointers).
 
@@ -539,8 +544,7 @@ class Run:
             )
         # a field named like a coordinate or a dimension (`frame`, a field's own axis) is not
         # one: `frame_`, ...
-        dims = {dim for node in fields for dim in self._array(node).dims}
-        reserved = {"frame", *coords, *dims}
+        reserved = {"frame", *coords, *self._axis_names()}
         data_vars: dict[str, Any] = {}
         for node, var in unreserved_names(fields, reserved).items():
             view = self[fields[node]]

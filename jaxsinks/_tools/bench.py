@@ -30,7 +30,7 @@ from .. import open as open_run
 from .._core.errors import ConfigError, StoreError
 from .._core.frame import FrameSpec, nested
 from .._core.types import BloscName
-from .._io.layout import make_layout
+from .._io.layout import check_new_run, make_layout
 
 Codec = Zstd | Blosc | None
 
@@ -193,7 +193,7 @@ def iter_bench(
             f"`directory` '{directory}' {problem}; give an existing directory, or leave it out."
         )
     example, overrides = _example(fields)
-    make_layout(  # a field no run can store is refused now, not after the table's header
+    layout = make_layout(  # a field no run can store is refused now, not after the header
         FrameSpec.from_example(example),
         chunk=chunks[0],
         chunks_per_shard=None,
@@ -202,6 +202,7 @@ def iter_bench(
         time_dtype=np.dtype("float32"),
         batch_size=None,
     )
+    check_new_run(layout)
     return _bench(fields, frames, parsed, chunks, data, directory)
 
 

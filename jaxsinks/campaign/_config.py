@@ -41,11 +41,11 @@ from ._entry import (
     check_params,
     check_run_id,
     claim_entry,
+    complete_entry,
     entry_key,
     finish_entry,
     release_entry,
     same_json,
-    write_entry,
 )
 
 #: Options of `ZarrSink.create` a campaign run takes (the store and mode are the campaign's).
@@ -152,6 +152,9 @@ class RunConfig:
         entry whose process is dead (`RunEntry.stale`), listed like any crashed run. If the
         run store cannot be created, the claim is withdrawn (the id is free again); if the
         entry cannot be completed, the run is closed and its entry recorded as ``"failed"``.
+        The entry is completed only if it is still the claim: a run marked failed meanwhile
+        (`Campaign.mark_failed`, by another process) stays failed, and its sink closes as after
+        `mark_failed`.
 
         The sink is a `ZarrSink` whose close (by `jaxsinks.close`) records the entry as
         ``"closed"`` with the committed count, or as ``"failed"`` with the error.
@@ -182,13 +185,14 @@ class RunConfig:
             raise
         entry = dataclasses.replace(claim, schema=sink.layout.schema())
         try:
-            write_entry(root, entry)
+            completed = complete_entry(root, entry, generation)
         except BaseException as error:
             _abandon(root, sink, entry, error)
             raise
-        writer = _writer.REGISTRY.get(host_int(sink.writer, "ZarrSink"))
-        assert writer is not None  # just created
-        writer.on_close(FinishEntry(root, entry))
+        if completed:  # else marked failed meanwhile: the sink closes as after `mark_failed`
+            writer = _writer.REGISTRY.get(host_int(sink.writer, "ZarrSink"))
+            assert writer is not None  # just created
+            writer.on_close(FinishEntry(root, entry))
         return sink
 
     def _entry(self, schema: dict[str, Any]) -> RunEntry:
@@ -356,6 +360,8 @@ def _encode(value: Any, where: str) -> Any:
         return {k: _encode(v, f"{where}[{k!r}]") for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, (np.integer, np.floating, np.bool_)):  # as create_run takes them
+        return value.item()
     raise ConfigError(
         f"`{where}` is a {type(value).__name__}, which a JSON run config cannot hold."
     )

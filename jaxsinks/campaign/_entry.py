@@ -208,6 +208,13 @@ def claim_entry(root: Location, entry: RunEntry) -> bytes | None:
     return tsio.write_if(root.kvstore, key, _entry_bytes(entry), generation)
 
 
+def complete_entry(root: Location, entry: RunEntry, generation: bytes) -> bool:
+    """Write `entry` over the claim `claim_entry` wrote (generation `generation`); False, and
+    nothing written, if the entry changed since (another process marked the run failed)."""
+    key = entry_key(entry.run_id)
+    return tsio.write_if(root.kvstore, key, _entry_bytes(entry), generation) is not None
+
+
 def release_entry(root: Location, run_id: str, generation: bytes) -> None:
     """Delete the entry of `run_id` that `claim_entry` wrote (generation `generation`), leaving
     it if it changed since (another process marked the run failed)."""

@@ -55,8 +55,10 @@ def to_xarray(entries: list[RunEntry], fields: str | Iterable[str] | None, campa
     names = list(runs[0].fields) if names is None else names
     _check_agree(entries, runs, names)
     params = {f"param_{key}": key for key in _shared_scalar_params(entries)}
-    # a field named like a coordinate or the dimension (`run`, `frame`, `param_T`) is `run_`, ...
-    columns = column_names(runs, ("frame", "run", "step", "time", "system", *params))
+    # a field named like a coordinate or a dimension (`run`, `frame`, `param_T`, a field's own
+    # axis) is `run_`, ...
+    axes = {name for run in runs for name in run._axis_names()}
+    columns = column_names(runs, ("frame", "run", "step", "time", "system", *params, *axes))
     parts = [_dataset(e, r, names, columns) for e, r in zip(entries, runs)]
     dataset = xr.concat(
         parts, dim="frame", data_vars="all", coords="different", compat="equals", join="exact"
