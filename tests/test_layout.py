@@ -14,7 +14,12 @@ from jaxsinks._io.codecs import (
     narrowing_range,
     rounds_integers,
 )
-from jaxsinks._io.layout import check_schema_version, check_user_attributes, make_layout
+from jaxsinks._io.layout import (
+    check_new_run,
+    check_schema_version,
+    check_user_attributes,
+    make_layout,
+)
 
 SPEC = js.FrameSpec.from_example(
     {
@@ -219,8 +224,9 @@ def test_a_float_field_is_not_stored_as_an_integer():
         assert drops_fractions(np.dtype(jnp.dtype(source)), np.dtype("int8"))
     assert not drops_fractions(np.dtype("int32"), np.dtype("int8"))
     assert not drops_fractions(np.dtype("float32"), np.dtype("float16"))
-    with pytest.raises(js.ConfigError) as refused:
-        layout(field_config={"e": js.FieldConfig(dtype="uint8")})
+    stored_as_uint8 = layout(field_config={"e": js.FieldConfig(dtype="uint8")})  # (older runs)
+    with pytest.raises(js.ConfigError) as refused:  # a new run
+        check_new_run(stored_as_uint8)
     message = str(refused.value)
     assert message.startswith("Field 'e' is recorded as float32 and cannot be stored as uint8")
     assert "jnp.round(x).astype(jnp.uint8)" in message
