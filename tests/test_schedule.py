@@ -272,7 +272,9 @@ def test_numpy_int_options_are_taken_as_python_ints(tmp_path):
         chunks_per_shard=np.int64(2),
         every=np.int16(2),
     )
-    sink = js.record(sink, step=jnp.int32(2), time=jnp.float32(0.0), frame={"x": jnp.ones(3)})
+    sink = js.record(
+        sink, step=jnp.int32(2), time=jnp.float32(0.0), frame={"x": jnp.ones(3, jnp.float32)}
+    )
     js.close(sink)
     run = js.open(tmp_path / "run.zarr")
     assert run.steps.tolist() == [2] and run.schedule == {"type": "every", "n": 2, "start": 0}
