@@ -498,7 +498,8 @@ def _beyond(values: np.ndarray, target: np.dtype) -> bool:
         with np.errstate(over="ignore"):
             stored = values.astype(target).real.astype(np.float64)  # exact, inf included
         return any(not math.isfinite(s) or int(s) != v for s, v in zip(stored, values.tolist()))
-    parts = [values.real, values.imag] if np.iscomplexobj(values) else [values.astype(np.float64)]
+    parts = [values.real, values.imag] if np.iscomplexobj(values) else [values]
+    parts = [p.astype(np.float64) for p in parts]  # compared with a float64 bound below
     if jnp.issubdtype(target, jnp.integer):
         info = jnp.iinfo(target)
         return any(bool(np.any(~np.isfinite(p) | (p < info.min) | (p > info.max))) for p in parts)
