@@ -199,17 +199,22 @@ CSV_WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("mode", ["w", "a"])
-def test_a_second_writer_in_another_process_is_refused_and_the_log_kept(tmp_path, mode):
-    path = tmp_path / "log.csv"
-    with subprocess.Popen(
-        [sys.executable, "-c", CSV_WRITER, str(path), "5"],  # 4 rows flushed, 1 staged
+def csv_writer(path, frames: int) -> subprocess.Popen:
+    """A child process recording `frames` rows into the CsvSink at `path` (`CSV_WRITER`)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", CSV_WRITER, str(path), str(frames)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    ) as child:
+    )
+
+
+@pytest.mark.parametrize("mode", ["w", "a"])
+def test_a_second_writer_in_another_process_is_refused_and_the_log_kept(tmp_path, mode):
+    path = tmp_path / "log.csv"
+    with csv_writer(path, 5) as child:  # 4 rows flushed, 1 staged
         try:
             assert child.stdout.readline().strip() == "ready", child.stderr.read()
             with pytest.raises(js.WriterConflictError, match="another process .* holds the"):
@@ -230,14 +235,7 @@ def test_a_killed_writer_leaves_its_log_free_to_append_to(tmp_path):
     """SIGKILL of the writer holding the lock: the kernel releases it, and mode='a' continues
     from the rows the killed writer wrote (a prefix of its steps), with nothing torn."""
     path = tmp_path / "log.csv"
-    with subprocess.Popen(
-        [sys.executable, "-c", CSV_WRITER, str(path), "5"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    ) as child:
+    with csv_writer(path, 5) as child:
         try:
             assert child.stdout.readline().strip() == "ready", child.stderr.read()
         finally:

@@ -392,32 +392,26 @@ def test_an_integer_a_float_storage_dtype_rounds_is_refused_not_changed(bad_fram
     assert run["n"][:].astype(np.int32).tolist() == [2 * i for i in range(committed)]
 
 
-def test_integers_a_float_storage_dtype_holds_are_stored_exactly():
+def stored_as(storage: str, rows: list, dtype) -> np.ndarray:
+    """`rows` recorded as a field of `dtype` stored as `storage` (chunks of 2), read back."""
     store = memory_store()
-    sink = js.ZarrSink.create(
-        store,
-        {"n": jnp.zeros(3, jnp.int32)},
-        chunk=2,
-        field_config={"n": js.FieldConfig(dtype="float16")},
-    )
-    rows = [[2048, -2048, 65504], [4096, 3, -65504], [1, 2, 2050]]
+    config = {"n": js.FieldConfig(dtype=storage)}
+    example = {"n": jnp.zeros(len(rows[0]), dtype)}
+    sink = js.ZarrSink.create(store, example, chunk=2, field_config=config)
     for i, row in enumerate(rows):
-        sink = sink.write({"n": jnp.asarray(row, jnp.int32)}, step=i)
+        sink = sink.write({"n": jnp.asarray(row, dtype)}, step=i)
     js.close(sink)
-    assert js.open(store)["n"][:].astype(np.int64).tolist() == rows
+    return js.open(store)["n"][:]
+
+
+def test_integers_a_float_storage_dtype_holds_are_stored_exactly():
+    rows = [[2048, -2048, 65504], [4096, 3, -65504], [1, 2, 2050]]
+    assert stored_as("float16", rows, jnp.int32).astype(np.int64).tolist() == rows
 
 
 def test_a_big_endian_storage_dtype_is_stored_as_its_native_type():
     """FieldConfig(dtype='>f4') was accepted and the first write raised JAX's TypeError."""
-    store = memory_store()
-    sink = js.ZarrSink.create(
-        store,
-        {"x": jnp.zeros(3, jnp.float32)},
-        chunk=2,
-        field_config={"x": js.FieldConfig(dtype=">f2")},
-    )
-    js.close(sink.write({"x": jnp.asarray([1.0, -2.5, 3.0], jnp.float32)}, step=0))
-    stored = js.open(store)["x"][:]
+    stored = stored_as(">f2", [[1.0, -2.5, 3.0]], jnp.float32)
     assert stored.dtype == np.float16 and stored.tolist() == [[1.0, -2.5, 3.0]]
 
 
