@@ -106,6 +106,77 @@ def test_core_imports_only_jax_numpy_and_itself(path):
             )
 
 
+#: The layers above the I/O layer: they reach files, threads and stores only through `_io`.
+ABOVE_IO = ["_sinks", "_read", "campaign", "training"]
+#: Modules that start threads, take locks, or touch files, processes or stores themselves.
+IO_MODULES = {
+    "threading",
+    "concurrent",
+    "multiprocessing",
+    "queue",
+    "asyncio",
+    "fcntl",
+    "zipfile",
+    "tarfile",
+    "shutil",
+    "tempfile",
+    "subprocess",
+    "tensorstore",
+    "http",
+    "urllib",
+}
+#: Calls that open, write, move or delete files: the builtin `open`, `os.<name>`, `path.<name>()`.
+OS_FILE_CALLS = {"open", "write", "read", "fsync", "close", "remove", "unlink", "rename", "replace"}
+OS_FILE_CALLS |= {"ftruncate", "makedirs", "mkdir", "rmdir"}
+#: (Not `rename` or `replace`: strings and datasets have those too.)
+PATH_FILE_CALLS = {"write_text", "write_bytes", "read_text", "read_bytes", "unlink", "mkdir"}
+PATH_FILE_CALLS |= {"rmdir", "touch"}
+
+
+def _file_calls(source: str) -> list[int]:
+    """The lines of `source` that call the builtin `open`, a file function of `os`, or a file
+    method of a path (not a function of an imported module, such as `tsio.read_bytes`)."""
+    tree = ast.parse(source)
+    modules = {
+        (alias.asname or alias.name).split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "open":
+            lines.append(node.lineno)
+        elif isinstance(func, ast.Attribute):
+            owner = func.value.id if isinstance(func.value, ast.Name) else None
+            if owner == "os" and func.attr in OS_FILE_CALLS:
+                lines.append(node.lineno)
+            elif owner not in modules and func.attr in PATH_FILE_CALLS:
+                lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for layer in ABOVE_IO for p in _modules(PACKAGE / layer)],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_threads_locks_and_files_only_in_the_io_layer(path):
+    """docs/architecture.md: anything with a thread, lock, file or store call is in `_io/`; the
+    sinks, the reader, campaigns and training sets call it."""
+    where = path.relative_to(PACKAGE)
+    for line, module in _imports(path):
+        assert module.split(".")[0] not in IO_MODULES, (
+            f"{where}:{line} imports {module}: threads, locks, files and stores belong in _io/"
+        )
+    assert not _file_calls(path.read_text()), (
+        f"{where}:{_file_calls(path.read_text())} calls file functions: they belong in _io/"
+    )
+
+
 def test_the_checkers_see_what_they_forbid():
     """The checks can fail: a core module importing TensorStore or the I/O layer, and a module
     writing the environment at import, are seen; a write inside a function is not an import."""
@@ -118,6 +189,9 @@ def test_the_checkers_see_what_they_forbid():
         "def later():\n    os.environ['D'] = '4'\n"
     )
     assert sorted(_environment_writes(source)) == [2, 3, 5]
+    files = "from . import tsio\nopen(p)\nos.fsync(fd)\npath.write_bytes(b)\n"
+    files += "os.path.join(a)\njs.open(p)\ntsio.read_bytes(s, k)\n"
+    assert _file_calls(files) == [2, 3, 4]
 
 
 def test_jax_internals_only_in_the_host_call_module():

@@ -28,8 +28,8 @@ import numpy as np
 from .._core.errors import CheckpointError, ConfigError
 from .._core.sink import Sink
 from .._io import checkpoint as _files
+from .._io.csv_log import CsvWriter
 from .._io.zarr_writer import ZarrWriter
-from .._sinks.csv_sink import CsvWriter
 from .._sinks.stream import StreamSink
 from . import plan as _plan
 

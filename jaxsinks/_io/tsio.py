@@ -120,7 +120,8 @@ def read_bytes(spec: dict[str, Any], key: str) -> bytes | None:
 def read_all(spec: dict[str, Any], keys: list[str]) -> list[bytes | None]:
     """The values at `keys` under the kvstore `spec` (None where there is none), read
     concurrently."""
-    with translated("read the metadata of", spec):
+    shown = ", ".join(f"'{key}'" for key in keys[:3]) + (", ..." if len(keys) > 3 else "")
+    with translated(f"read {shown} of", spec):
         store = kvstore(spec)
         futures = [store.read(key) for key in keys]
         results = [f.result() for f in futures]

@@ -11,7 +11,8 @@ The host arrays live in this process until `HostBuffer.release` (or the process 
 carries only the id of its host memory, so that buffers of one configuration share one compiled
 program. `HostBuffer.zero` hands the same arrays to a new pipeline under a new id: older values of
 the buffer then name a retired id, so reading, recording or closing them is a clear error rather
-than a wait for frames that will never come (or a write over the new value's frames).
+than a wait for frames that will never come (or a write over the new value's frames). The host
+arrays and their pipeline are `jaxsinks._io.host_memory`'s; the ``.npz`` file `jaxsinks._io.npz`'s.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import difflib
 import inspect
 import math
 import os
-import threading
-import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, ClassVar, final
 
 import jax
@@ -37,9 +36,10 @@ from .._core.schedule import Schedule
 from .._core.sink import RecordOptions, check_buffer_overflow, check_capacity, host_int
 from .._core.trajectory import Trajectory
 from .._core.types import Overflow, Stale
+from .._io import host_memory
 from .._io import writer as _writer
-from .._io.codecs import is_float
-from .._io.layout import Layout
+from .._io.host_memory import HostMemory
+from .._io.npz import npz_array, write_npz
 from .._io.progress import Progress
 from .stream import StreamSink, _host_tail, check_progress, row_layout
 
@@ -47,15 +47,6 @@ from .stream import StreamSink, _host_tail, check_progress, row_layout
 #: block is only what each flush hands over, so it is smaller than ZarrSink's chunk target).
 TARGET_BLOCK_BYTES = 4 * 2**20
 
-#: Under these keys a writer id holds its host memory (kept after close until released) and,
-#: once `HostBuffer.zero` handed the memory to a new id, a mark (`jaxsinks._io.registry`).
-_MEMORY = "host memory"
-_ZEROED = "zeroed"
-
-#: How often a wait for frames checks that the pipeline that should deliver them is still running.
-_POLL_S = 0.05
-#: Why a memory's old id was retired by `HostBuffer.zero` (shown by errors about older values).
-_ZEROED_WHY = "was emptied by HostBuffer.zero() (or drain()), which forgot its frames"
 #: What to do with an older value of a buffer whose frames are not all in host memory.
 _READ_NEWEST = (
     "Read the newest value (the buffer the last call returned; a sink is a value: thread the "
@@ -63,96 +54,6 @@ _READ_NEWEST = (
 )
 #: The arguments of `ZarrSink.create` that `HostBuffer.to_zarr` takes from the buffer itself.
 _FIXED_OPTIONS = frozenset({"every", "per_system", "time_dtype"})
-
-
-class HostMemory(_writer.HostWriter):
-    """Preallocated host arrays of `capacity` frames, filled a block at a time by the pipeline.
-
-    Frame ``i`` of the run is at row ``i % capacity`` (for ``"error"`` and ``"drop"`` buffers the
-    device never sends more than `capacity` frames, so that is row ``i``).
-    """
-
-    def __init__(
-        self,
-        layout: Layout,
-        *,
-        capacity: int,
-        progress: Progress | None,
-        arrays: list[np.ndarray] | None = None,
-    ) -> None:
-        self.capacity = capacity
-        self.arrays = (
-            arrays
-            if arrays is not None
-            else [np.empty((capacity, *a.shape), a.dtype) for a in layout.arrays]
-        )
-        self._stored = threading.Condition()
-        super().__init__(
-            layout,
-            description=f"host memory ({capacity} frames)",
-            committed=0,
-            max_inflight_bytes=_writer.DEFAULT_MAX_INFLIGHT_BYTES,
-            progress=progress,
-        )
-        _writer.REGISTRY.attach(self.id, _MEMORY, self)
-
-    def _issue(self, offset, n, values, shard):
-        rows = (offset + np.arange(n)) % self.capacity
-        for array, value in zip(self.arrays, values.values()):
-            array[rows] = value[:n]
-        return [], sum(v[:n].nbytes for v in values.values()), None
-
-    def _record_committed(self) -> None:
-        with self._stored:
-            self._stored.notify_all()
-
-    def wait_for(self, frames: int) -> None:
-        """Block until the first `frames` frames sent by the device are in the host arrays.
-
-        Returns early if a write failed (`error` says which). Never waits for frames that cannot
-        come: once the pipeline has stopped (the buffer was closed or released), frames it has
-        not stored are a `StoreError`.
-        """
-        with self._stored:
-            while self.committed < frames and self.failed_at is None:
-                if not self._commit_thread.is_alive():
-                    break  # stopped: `committed` is final
-                self._stored.wait(timeout=_POLL_S)
-            committed, failed = self.committed, self.failed_at is not None
-        if committed < frames and not failed:
-            raise StoreError(
-                f"This HostBuffer value counts {frames} frames sent to {self.description}, but its "
-                f"pipeline has stopped with {committed} stored: frames {committed}..{frames} never "
-                "reached host memory. Read the buffer the last call returned, before releasing it."
-            )
-
-    def next_frame(self) -> int:
-        """The frames sent to this memory so far (accepted blocks, stored or on their way): the
-        next block must start there. Rows hold frames up to it, wrapped at `capacity`."""
-        return self.next_offset(0)
-
-    def rows(self, start: int, stop: int) -> list[np.ndarray]:
-        """Copies of frames ``start:stop`` (at most `capacity` of them), one array per layout
-        array."""
-        rows = np.arange(start, stop) % self.capacity
-        return [array[rows] for array in self.arrays]
-
-    def renew(self) -> HostMemory:
-        """The same host arrays under a new id with an empty pipeline; this id is retired.
-
-        The pipeline must be idle (every frame sent by the device stored). Flushes, reads and
-        closes that still name this id are refused with a clear error.
-        """
-        progress, self.progress = self.progress, None  # the bar carries on with the new pipeline
-        renewed = HostMemory(
-            self.layout, capacity=self.capacity, progress=progress, arrays=self.arrays
-        )
-        renewed.refused = list(self.refused)  # stale flushes so far are still raised at close
-        _writer.REGISTRY.attach(self.id, _ZEROED, True)  # first: `_memory` reads in reverse
-        _writer.REGISTRY.detach(self.id, _MEMORY)
-        if _writer.REGISTRY.get(self.id) is not None:
-            self.discard(_ZEROED_WHY)
-        return renewed
 
 
 def refused_flush_error(flushed: int, recorded: int) -> StaleSinkError:
@@ -208,34 +109,6 @@ def check_zarr_options(
             + (f" ({'; '.join(hints)})" if hints else "")
             + "; nothing was created."
         )
-
-
-def write_npz(path: Any, arrays: Mapping[str, np.ndarray], *, compressed: bool) -> None:
-    """Write `arrays` to a ``.npz`` file as `np.savez` (or `np.savez_compressed`) does, each
-    under its own key, whatever the key: `np.savez` takes the keys as keyword arguments, so it
-    would take an array named ``allow_pickle`` (or ``file``) for its own argument.
-
-    A path (str or path-like) without the ``.npz`` suffix gets it, as with `np.savez`; a file
-    object is written as it is.
-    """
-    if not hasattr(path, "write"):
-        path = os.fspath(path)
-        if not path.endswith(".npz"):
-            path += ".npz"
-    compression = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
-    with zipfile.ZipFile(path, mode="w", compression=compression, allowZip64=True) as archive:
-        for name, array in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-
-
-def npz_array(array: np.ndarray) -> np.ndarray:
-    """`array` as `HostBuffer.save_npz` saves it: as it is if numpy knows its dtype, else (a float
-    type of ml_dtypes, such as bfloat16, which numpy would save as raw bytes) as float32, which
-    holds each of its values exactly."""
-    if array.dtype.kind == "V" and is_float(array.dtype):
-        return array.astype(np.float32)
-    return array
 
 
 @final
@@ -320,20 +193,7 @@ class HostBuffer(StreamSink):
     # ------------------------------------------------------------------------------- host side
 
     def _memory(self) -> HostMemory:
-        writer_id = host_int(self.writer, "HostBuffer")
-        memory = _writer.REGISTRY.attached(writer_id, _MEMORY)
-        if _writer.REGISTRY.attached(writer_id, _ZEROED):  # after: `zero` marks, then detaches
-            raise StaleSinkError(
-                f"This HostBuffer value {_ZEROED_WHY}. Read or drain a buffer before zeroing it, "
-                "and carry on with the buffer zero() returned (a sink is a value: thread the "
-                "returned one)."
-            )
-        if memory is None:
-            raise StoreError(
-                "This HostBuffer's host memory was released (HostBuffer.release); its frames are "
-                "gone. Read, save or drain it before releasing it."
-            )
-        return memory
+        return host_memory.lookup(host_int(self.writer, "HostBuffer"))
 
     def __len__(self) -> int:
         total = host_int(self.flushed, "HostBuffer") + host_int(self.staged, "HostBuffer")
@@ -426,10 +286,7 @@ class HostBuffer(StreamSink):
 
     def release(self) -> None:
         """Free the host memory (closing the sink first if it is still open)."""
-        writer_id = host_int(self.writer, "HostBuffer")
-        memory = _writer.REGISTRY.detach(writer_id, _MEMORY)
-        if memory is not None and _writer.REGISTRY.get(writer_id) is not None:
-            memory.finish()
+        host_memory.release(host_int(self.writer, "HostBuffer"))
 
     def save_npz(self, path: Any, *, compressed: bool = False) -> None:
         """Save the frames as a ``.npz`` file (PySDE's NumpyStorage): one array per field, by its

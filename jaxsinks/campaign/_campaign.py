@@ -15,7 +15,6 @@ other readers, and two consolidations racing both write a complete, valid snapsh
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Iterator
@@ -294,12 +293,9 @@ class Campaign:
             )
         ids = self.run_ids()
 
-        def read(run_id: str) -> RunEntry | None:  # None: removed since it was listed
-            raw = tsio.read_bytes(self.location.kvstore, entry_key(run_id))
-            return None if raw is None else self._parse_entry(raw, run_id)
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, max(1, len(ids)))) as pool:
-            entries = [e for e in pool.map(read, ids) if e is not None]
+        raws = tsio.read_all(self.location.kvstore, [entry_key(i) for i in ids])
+        # None: removed since it was listed
+        entries = [self._parse_entry(raw, i) for i, raw in zip(ids, raws) if raw is not None]
         out = []
         for e in entries:
             if wanted is not None and e.status not in wanted:
