@@ -623,6 +623,28 @@ def test_a_run_marked_failed_while_its_sink_records_counts_what_it_holds():
     assert [e.committed for e in campaign.runs(status="failed")] == [12]
 
 
+def test_a_run_marked_failed_by_another_process_while_it_records_stays_failed(tmp_path, caplog):
+    """The close overwrote another process's mark_failed: the run read "closed" again."""
+    campaign = js.Campaign.create(tmp_path / "c")
+    sink = run_steps(campaign.create_run("r", EXAMPLE, chunk=4), steps(0, 4))
+    mark = (
+        "import sys, jaxsinks as js\n"
+        "js.Campaign.open(sys.argv[1]).mark_failed('r', 'stopped by the operator')\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", mark, str(tmp_path / "c")],
+        check=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    with caplog.at_level("WARNING", logger="jaxsinks"):
+        js.close(run_steps(sink, steps(4, 12)))
+    entry = campaign.entry("r")
+    assert (entry.status, entry.error) == ("failed", "stopped by the operator")
+    assert entry.committed == len(campaign.open_run("r")) == 12
+    assert "entry of run 'r' was changed by another process" in caplog.text
+    assert "holds 12 committed frames" in caplog.text
+
+
 # ----------------------------------------------------------------------- configurations
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import socket
 from typing import Any
@@ -47,6 +48,8 @@ from ._entry import (
     release_entry,
     same_json,
 )
+
+log = logging.getLogger("jaxsinks")
 
 #: Options of `ZarrSink.create` a campaign run takes (the store and mode are the campaign's).
 RUN_OPTIONS = (
@@ -189,10 +192,10 @@ class RunConfig:
         except BaseException as error:
             _abandon(root, sink, entry, error)
             raise
-        if completed:  # else marked failed meanwhile: the sink closes as after `mark_failed`
+        if completed is not None:  # else marked failed meanwhile: closes as after `mark_failed`
             writer = _writer.REGISTRY.get(host_int(sink.writer, "ZarrSink"))
             assert writer is not None  # just created
-            writer.on_close(FinishEntry(root, entry))
+            writer.on_close(FinishEntry(root, entry, completed))
         return sink
 
     def _entry(self, schema: dict[str, Any]) -> RunEntry:
@@ -422,15 +425,25 @@ class FinishEntry:
     """The close hook of a campaign run's writer (`HostWriter.on_close`): records the run's entry
     as closed, or as failed with the error close raised. Flushes from older sink values refused
     during the run (a `StaleSinkError` raised after the run closed) leave the run complete.
+
+    Only the entry as this process completed it (`generation`) is finished: one marked failed
+    meanwhile by another process stays failed, as after `Campaign.mark_failed` in this process.
     """
 
     root: Location
     entry: RunEntry
+    generation: bytes
 
     def __call__(self, committed: int, error: BaseException | None) -> None:
         if error is None or isinstance(error, StaleSinkError):
-            finish_entry(self.root, self.entry, "closed", committed, None)
+            status, why = "closed", None
         else:
-            finish_entry(
-                self.root, self.entry, "failed", committed, f"{type(error).__name__}: {error}"
+            status, why = "failed", f"{type(error).__name__}: {error}"
+        if not finish_entry(self.root, self.entry, status, committed, why, self.generation):
+            log.warning(
+                "The campaign entry of run %r was changed by another process while it recorded "
+                "(marked failed); it is left as that process wrote it, and the run holds %d "
+                "committed frames.",
+                self.entry.run_id,
+                committed,
             )

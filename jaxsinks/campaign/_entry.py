@@ -208,11 +208,12 @@ def claim_entry(root: Location, entry: RunEntry) -> bytes | None:
     return tsio.write_if(root.kvstore, key, _entry_bytes(entry), generation)
 
 
-def complete_entry(root: Location, entry: RunEntry, generation: bytes) -> bool:
-    """Write `entry` over the claim `claim_entry` wrote (generation `generation`); False, and
-    nothing written, if the entry changed since (another process marked the run failed)."""
+def complete_entry(root: Location, entry: RunEntry, generation: bytes) -> bytes | None:
+    """Write `entry` over the claim `claim_entry` wrote (generation `generation`). Returns the
+    entry's new generation (for `finish_entry`), or None, and nothing written, if the entry
+    changed since (another process marked the run failed)."""
     key = entry_key(entry.run_id)
-    return tsio.write_if(root.kvstore, key, _entry_bytes(entry), generation) is not None
+    return tsio.write_if(root.kvstore, key, _entry_bytes(entry), generation)
 
 
 def release_entry(root: Location, run_id: str, generation: bytes) -> None:
@@ -231,10 +232,21 @@ def write_entry(root: Location, entry: RunEntry) -> None:
 
 
 def finish_entry(
-    root: Location, entry: RunEntry, status: str, committed: int, error: str | None
-) -> None:
-    """Record the run of `entry` as ``"closed"`` or ``"failed"``, with its committed count."""
-    write_entry(
-        root,
-        dataclasses.replace(entry, status=status, committed=committed, closed=now(), error=error),
+    root: Location,
+    entry: RunEntry,
+    status: str,
+    committed: int,
+    error: str | None,
+    generation: bytes | None = None,
+) -> bool:
+    """Record the run of `entry` as ``"closed"`` or ``"failed"``, with its committed count. With
+    a `generation` (the entry's as `complete_entry` wrote it), only if the entry is still that
+    one: False, and nothing written, if it changed since (another process marked it failed)."""
+    finished = dataclasses.replace(
+        entry, status=status, committed=committed, closed=now(), error=error
     )
+    if generation is None:
+        write_entry(root, finished)
+        return True
+    key = entry_key(entry.run_id)
+    return tsio.write_if(root.kvstore, key, _entry_bytes(finished), generation) is not None
