@@ -986,6 +986,43 @@ def test_bad_intervals_are_config_errors(dt):
     assert_clear(info.value, "`dt`")
 
 
+def test_numpy_interval_numbers_are_python_floats_and_a_run_records_with_them(tmp_path):
+    """`Interval(np.float32(0.1))` made every run creation fail in json with a TypeError."""
+    interval = js.Interval(np.float32(0.25), start=np.int64(1), tol=np.float64(0.01))
+    assert [type(v) for v in (interval.dt, interval.start, interval.tol)] == [float] * 3
+    assert (interval.dt, interval.start, interval.tol) == (0.25, 1.0, 0.01)
+    sink = js.ZarrSink.create(tmp_path / "r.zarr", {"e": jnp.float32(0)}, every=interval, chunk=2)
+    for step in range(12):
+        sink = js.record(
+            sink, step=step, time=jnp.float32(step * 0.125), frame={"e": jnp.float32(step)}
+        )
+    js.close(sink)
+    assert js.open(tmp_path / "r.zarr").steps.tolist() == [8, 10]
+
+
+@pytest.mark.parametrize("per_system", ["False", 0, 1, None, np.bool_(True)])
+def test_per_system_that_is_not_a_bool_is_a_config_error(per_system):
+    """`per_system="False"` made a per-system sink (it was taken by its truth)."""
+    for make in (
+        lambda: js.DeviceBuffer.create({"x": jnp.zeros((3, 2))}, capacity=8, per_system=per_system),
+        lambda: js.ZarrSink.create(memory_store(), {"x": jnp.zeros((3, 2))}, per_system=per_system),
+    ):
+        with pytest.raises(js.ConfigError) as info:
+            make()
+        assert_clear(info.value, "`per_system`", "a bool", repr(per_system))
+
+
+@pytest.mark.parametrize("overflow", ["ring", "drop"])
+def test_an_overflow_policy_without_a_capacity_is_a_config_error(overflow):
+    """A ZarrSink with overflow='ring' and no capacity kept every frame and said 'ring'."""
+    store = memory_store()
+    with pytest.raises(js.ConfigError) as info:
+        js.ZarrSink.create(store, {"e": jnp.float32(0)}, overflow=overflow, chunk=2)
+    assert_clear(info.value, f"overflow='{overflow}'", "without a `capacity`")
+    with pytest.raises(js.StoreNotFoundError):
+        js.open(store)  # nothing was created
+
+
 @given(times=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=6))
 def test_times_must_be_finite_and_strictly_increasing(times):
     ok = (

@@ -147,6 +147,10 @@ def test_s3_builds_a_kvstore_spec_with_explicit_options(monkeypatch):
             "single-line strings",
         ),
         (lambda: js.s3("bkt/x", retries=0), "`retries` must be an int >= 1"),
+        # these were taken by their truth, or as str(...): "false" asked for requester pays
+        (lambda: js.s3("bkt/x", requester_pays="false"), "`requester_pays` to be a bool; got str"),
+        (lambda: js.s3("bkt/x", region=1), "`region` to be a non-empty string or None; got int 1"),
+        (lambda: js.gcs("bkt/x", user_project=1), "`user_project` to be a non-empty string"),
         (lambda: js.gcs(""), "`path` must be a string"),
         (lambda: js.open(f"s3://{KEY_ID}:{SECRET}@bkt/run.zarr"), "takes no credentials in URLs"),
     ],
@@ -155,6 +159,12 @@ def test_bad_options_are_named_without_their_secret_values(call, match):
     with pytest.raises(js.ConfigError, match=match) as info:
         call()
     assert SECRET not in str(info.value)
+
+
+def test_numpy_retries_are_taken():
+    spec = js.s3("bkt/x", retries=np.int64(3)).kvstore
+    assert spec["s3_request_retries"]["max_retries"] == 3
+    assert type(spec["s3_request_retries"]["max_retries"]) is int
 
 
 def test_an_unknown_credentials_string_is_not_echoed():

@@ -47,6 +47,8 @@ def test_off_when_not_a_terminal_and_never_moves_back():
 def test_bad_progress_arguments():
     with pytest.raises(js.ConfigError, match="`total` to be a non-negative int"):
         js.Progress(total=-1)
+    with pytest.raises(js.ConfigError, match="`disable` to be True, False or None .*; got 'x'"):
+        js.Progress(disable="x")  # was taken as True
     with pytest.raises(js.ConfigError, match="`progress` must be a jaxsinks.Progress"):
         js.ZarrSink.create("memory://progress-bad", {"e": jnp.zeros(())}, progress=True)
 

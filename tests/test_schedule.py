@@ -135,6 +135,7 @@ def test_a_schedule_breaking_its_contract_is_a_clear_error_naming_it(schedule, m
         (lambda: js.Times([0.1, float("inf")]), "finite"),
         (lambda: js.Times.geometric(1.0, 0.5, 3), "last > first"),
         (lambda: js.When(3), "callable"),
+        (lambda: js.When(lambda s, t: s > 0, uses_time="no"), "`uses_time` to be a bool; got 'no'"),
         (lambda: js.Times([[0.1, 0.2], [0.3, 0.4]]), r"1-D array .* shape \[2, 2\]"),
         (lambda: js.Times(["0.1", "0.2"]), r"`times` to be real numbers"),
         (lambda: js.Times("0.1"), r"`times` to be real numbers"),

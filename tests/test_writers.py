@@ -165,9 +165,14 @@ def test_mode_w_never_deletes_a_directory_that_is_not_a_run(tmp_path):
     (thesis / "chapters" / "data.__lock").write_text("someone's")
     (thesis / "zarr.json.__lock").write_text("someone's")
     before = stored_bytes(thesis)
-    for mode, error in (("w", js.StoreError), ("a", js.StoreError), ("w-", js.StoreExistsError)):
-        with pytest.raises(error, match="not a jaxsinks run"):
+    for mode, error in (
+        ("w", js.StoreExistsError),
+        ("a", js.StoreError),
+        ("w-", js.StoreExistsError),
+    ):
+        with pytest.raises(error, match="not a jaxsinks run") as info:
             js.ZarrSink.create(thesis, EXAMPLE, mode=mode)
+        assert mode == "w-" or "Choose another path, or remove those files" in str(info.value)
     assert stored_bytes(thesis) == before
     # A Zarr group written by someone else is not a jaxsinks run either.
     import zarr
@@ -175,7 +180,7 @@ def test_mode_w_never_deletes_a_directory_that_is_not_a_run(tmp_path):
     other = tmp_path / "other.zarr"
     zarr.open_group(other, mode="w").create_array("a", shape=(3,), dtype="f4")
     before = stored_bytes(other)
-    with pytest.raises(js.StoreError, match="not a jaxsinks run"):
+    with pytest.raises(js.StoreExistsError, match="not a jaxsinks run"):
         js.ZarrSink.create(other, EXAMPLE, mode="w")
     assert stored_bytes(other) == before
 

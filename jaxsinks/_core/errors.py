@@ -12,7 +12,9 @@ class ConfigError(JaxsinksError, ValueError):
 
 
 class FrameError(JaxsinksError, ValueError):
-    """A frame given to `write` or `record` does not match the sink's frame specification."""
+    """What `write` or `record` was given does not fit the sink: a frame that does not match its
+    frame specification, or a `step`, `time`, `mask` or `system` of the wrong shape or dtype, or
+    out of range (also from a buffer's `check`)."""
 
 
 class SinkOverflowError(JaxsinksError):
@@ -28,11 +30,15 @@ class StoreError(JaxsinksError):
 
 
 class StoreExistsError(StoreError):
-    """A run already exists where ``mode="w-"`` was asked to create one."""
+    """Something already exists where a new one was to be created: a run where ``mode="w-"``
+    was asked to create one, files jaxsinks did not write where ``mode="w"`` was asked to replace
+    a run (never deleted), an existing campaign, a campaign run id taken, a CSV log or a training
+    export."""
 
 
 class StoreNotFoundError(StoreError, FileNotFoundError):
-    """No jaxsinks run exists at the given store."""
+    """What was to be opened is not there: a run (`js.open`, `Campaign.open_run`), a campaign, a
+    training export or a CSV log."""
 
 
 class StaleSinkError(StoreError):

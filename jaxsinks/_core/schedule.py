@@ -109,9 +109,14 @@ class Interval(Schedule):
     needs_time: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _check_float("Interval", "dt", self.dt)
-        _check_float("Interval", "start", self.start, positive=False)
+        # Python floats: a numpy scalar would be written as no JSON (run metadata, RunConfig)
+        # and, as a float32, would not be weakly typed against a float64 time under x64.
+        object.__setattr__(self, "dt", _check_float("Interval", "dt", self.dt))
+        start = _check_float("Interval", "start", self.start, positive=False)
+        object.__setattr__(self, "start", start)
         _check_tol("Interval", self.tol, below=self.dt, what=f"the interval dt={self.dt}")
+        if self.tol is not None:
+            object.__setattr__(self, "tol", float(self.tol))
 
     def init(self):
         """The index ``k`` of the next requested time ``start + k * dt``, and the previous
@@ -265,6 +270,8 @@ class When(Schedule):
                 f"`When` needs a callable predicate(step, time) -> bool; got "
                 f"{type(self.predicate).__name__}."
             )
+        if not isinstance(self.uses_time, bool):
+            raise ConfigError(f"`When` needs `uses_time` to be a bool; got {self.uses_time!r}.")
 
     @property
     def needs_time(self) -> bool:  # type: ignore[override]
@@ -418,9 +425,11 @@ def _check_int32(owner: str, name: str, value: int) -> None:
         )
 
 
-def _check_float(owner: str, name: str, value: Any, *, positive: bool = True) -> None:
+def _check_float(owner: str, name: str, value: Any, *, positive: bool = True) -> float:
+    """`value` as a Python float (finite, and > 0 if `positive`), or a ConfigError naming it."""
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     ok = ok and math.isfinite(value) and (value > 0 or not positive)
     if not ok:
         kind = "a finite number > 0" if positive else "a finite number"
         raise ConfigError(f"`{owner}` needs `{name}` to be {kind}; got {value!r}.")
+    return float(value)

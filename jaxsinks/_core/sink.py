@@ -53,6 +53,15 @@ class RecordOptions:
         argument that is wrong, what was expected and what was got."""
         if capacity is not None:
             capacity = check_capacity(owner, "capacity", capacity)
+        overflow = check_overflow(owner, overflow)
+        if capacity is None and overflow != "error":
+            raise ConfigError(
+                f"`{owner}` got overflow={overflow!r} without a `capacity`: it says what happens "
+                "to frames beyond `capacity`, and with none the sink is unbounded and never "
+                f"overflows. Give a `capacity` for overflow={overflow!r}, or leave `overflow` out."
+            )
+        if not isinstance(per_system, bool):
+            raise ConfigError(f"`{owner}` needs `per_system` to be a bool; got {per_system!r}.")
         spec, batch_size = split_spec(frame, per_system)
         schedule, time_dtype = as_schedule(every, owner), check_time_dtype(owner, time_dtype)
         schedule.check_time_dtype(owner, time_dtype)
@@ -60,7 +69,7 @@ class RecordOptions:
             spec=spec,
             batch_size=batch_size,
             capacity=capacity,
-            overflow=check_overflow(owner, overflow),
+            overflow=overflow,
             schedule=schedule,
             once=check_once(owner, once, per_system),
             time_dtype=time_dtype,
@@ -100,26 +109,33 @@ class Sink(abc.ABC):
 
     @property
     def spec(self) -> FrameSpec:
+        """The shapes and dtypes of what one record stores: a whole frame, or for a per-system
+        sink one system's row (without the system axis; see `frame_spec`)."""
         return self.options.spec
 
     @property
     def batch_size(self) -> int | None:
+        """The systems per frame of a per-system sink; None for a whole-frame sink."""
         return self.options.batch_size
 
     @property
     def capacity(self) -> int | None:
+        """The most frames (per-system: rows) the sink holds; None: unbounded."""
         return self.options.capacity
 
     @property
     def overflow(self) -> Overflow:
+        """What happens past `capacity`: ``"error"``, ``"drop"`` or ``"ring"``."""
         return self.options.overflow
 
     @property
     def schedule(self) -> Schedule:
+        """When `record` stores a frame (`Every`, `Interval`, `Times`, `When`)."""
         return self.options.schedule
 
     @property
     def once(self) -> bool:
+        """Whether a per-system sink records each system at most once."""
         return self.options.once
 
     @property

@@ -26,7 +26,7 @@ import threading
 from typing import Any
 
 from .._core.errors import ConfigError
-from .._core.types import CREDENTIAL_SOURCES, CredentialSource
+from .._core.types import CREDENTIAL_SOURCES, CredentialSource, as_int
 from .location import Location, bucket_url, gcs_spec, s3_spec
 
 #: Request attempts after the first: a dead server surfaces in seconds, not TensorStore's minutes
@@ -78,6 +78,12 @@ def s3(
         A `Location` to pass as ``store=``.
     """
     bucket, prefix = bucket_url("s3", path, "`path`")
+    _check_optional_str("js.s3", "region", region)
+    if not isinstance(requester_pays, bool):
+        raise ConfigError(
+            f"`js.s3` needs `requester_pays` to be a bool; got {type(requester_pays).__name__} "
+            f"{requester_pays!r}."
+        )
     spec = s3_spec(
         bucket, prefix, endpoint=endpoint, region=region, credentials=_aws_credentials(credentials)
     )
@@ -103,19 +109,29 @@ def gcs(path: str, *, user_project: str | None = None, retries: int = DEFAULT_RE
         A `Location` to pass as ``store=``.
     """
     bucket, prefix = bucket_url("gs", path, "`path`")
+    _check_optional_str("js.gcs", "user_project", user_project)
     spec = gcs_spec(bucket, prefix)
     if user_project:
-        spec["gcs_user_project"] = {"project_id": str(user_project)}
+        spec["gcs_user_project"] = {"project_id": user_project}
     spec["gcs_request_retries"] = request_retries(_check_retries(retries))
     return Location(spec)
 
 
 def _check_retries(retries: int) -> int:
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
+    number = as_int(retries)
+    if number is None or number < 1:
         raise ConfigError(
             f"`retries` must be an int >= 1 (request attempts after the first); got {retries!r}."
         )
-    return retries
+    return number
+
+
+def _check_optional_str(owner: str, name: str, value: Any) -> None:
+    if value is not None and not (isinstance(value, str) and value):
+        raise ConfigError(
+            f"`{owner}` needs `{name}` to be a non-empty string or None; got "
+            f"{type(value).__name__} {value!r}."
+        )
 
 
 def _aws_credentials(

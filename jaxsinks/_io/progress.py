@@ -46,6 +46,11 @@ class Progress:
             )
         if not isinstance(desc, str):
             raise ConfigError(f"`Progress` needs `desc` to be a str; got {desc!r}.")
+        if disable is not None and not isinstance(disable, bool):
+            raise ConfigError(
+                f"`Progress` needs `disable` to be True, False or None (shown only on a "
+                f"terminal); got {disable!r}."
+            )
         if file is not None and not callable(getattr(file, "write", None)):
             raise ConfigError(
                 "`Progress` needs `file` to be a text stream with a write method (e.g. "

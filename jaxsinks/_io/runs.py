@@ -69,7 +69,7 @@ def stored_run(
             f"A store already exists at {location}: it holds {what}. Choose another path."
         )
     action = "overwrite" if mode == "w" else "append to"
-    raise StoreError(
+    raise (StoreExistsError if mode == "w" else StoreError)(
         f"{location} holds {what}; jaxsinks does not {action} or delete anything it did not write. "
         "Choose another path, or remove those files yourself first."
     )
