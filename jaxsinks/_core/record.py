@@ -61,7 +61,8 @@ def record(
             unbatched under `vmap`.
         time: the simulation time; needed by time schedules (`Interval`, `Times`).
         mask: a bool array with one entry per system, selecting the rows that per-system sinks
-            append (e.g. the converged systems). Whole-frame sinks ignore it.
+            append (e.g. the converged systems). Whole-frame sinks recorded beside them ignore
+            it; with no per-system sink among `sinks` it is a `ConfigError`.
 
     Returns:
         The sinks, with the same structure, after recording.

@@ -48,7 +48,8 @@ class FieldView:
 
     @property
     def name(self) -> str:
-        """The field's name."""
+        """The field's stored name: its name, or for a field named like a column (``time``)
+        the name it is stored under (``time_``)."""
         return self._stored.name
 
     @property
@@ -168,7 +169,8 @@ class RaggedView:
 
     @property
     def name(self) -> str:
-        """The field's name."""
+        """The field's stored name: its name, or for a field named like a column (``time``)
+        the name it is stored under (``time_``)."""
         return self._stored.name
 
     @property

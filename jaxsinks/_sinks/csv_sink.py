@@ -90,6 +90,8 @@ class CsvSink(StreamSink):
                 ``"w"`` retires it (re-running a notebook cell).
             time_dtype: the dtype of the time column.
             progress: a `Progress` bar advanced at every flushed block.
+            max_inflight_bytes: the most bytes of flushed blocks not yet durable; a flush waits
+                for older commits beyond it (back-pressure).
         """
         owner = "CsvSink.create"
         mode = check_mode(owner, mode)

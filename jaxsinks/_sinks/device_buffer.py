@@ -193,7 +193,8 @@ class DeviceBuffer(Sink):
         return Trajectory(self.spec.unflatten(leaves), steps, times, systems)
 
     def check(self) -> None:
-        """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``."""
+        """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``, or a
+        `FrameError` if a traced `step` or `time` recorded was out of its column's range."""
         check_buffer_overflow(self, "DeviceBuffer")
 
     def close(self, *, stale: Stale = "raise") -> DeviceBuffer:

@@ -241,7 +241,8 @@ class HostBuffer(StreamSink):
         return Trajectory(frames, columns[n_fields], columns[n_fields + 1], system)
 
     def check(self) -> None:
-        """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``."""
+        """Raise `SinkOverflowError` if frames were lost under ``overflow="error"``, or a
+        `FrameError` if a traced `step` or `time` recorded was out of its column's range."""
         check_buffer_overflow(self, "HostBuffer")
 
     def close(self, *, stale: Stale = "raise") -> HostBuffer:

@@ -72,7 +72,8 @@ class ZarrSink(StreamSink):
                 ``gs://`` URL, or a TensorStore kvstore spec dict.
             frame: an example frame (arrays or `jax.ShapeDtypeStruct`s).
             every: the schedule `jaxsinks.record` follows (an int n, or a `Schedule`).
-            chunk: frames per zarr chunk along the frame axis. By default about 8 MiB of frames.
+            chunk: frames per zarr chunk along the frame axis. By default about 8 MiB of frames,
+                at most 1024 (and at least one batch of rows for a per-system sink).
             chunks_per_shard: if given, chunks are packed into shards of this many chunks with the
                 sharding codec, and each flush writes one whole shard.
             codec: `Blosc(cname, clevel, shuffle)` (default: lz4 with byte shuffle, the fastest
@@ -91,9 +92,12 @@ class ZarrSink(StreamSink):
                 dtype that holds every field's values exactly (int64 beside floats is refused).
                 `field_config`, `ragged`, `mesh` and ``overflow="ring"`` are not available with it.
             ragged: store padded fields of systems of different sizes CSR-style (see `Ragged`).
-            capacity: the most frames the run holds (None: unbounded), with `overflow` as for
-                `DeviceBuffer`; a ring keeps the newest `capacity` frames and needs `capacity` to
-                be a multiple of the flush block.
+            capacity: the most frames the run holds (None: unbounded).
+            overflow: past `capacity`, as for `DeviceBuffer`: ``"error"`` (default) keeps the
+                first `capacity` frames and raises `SinkOverflowError` at close, ``"drop"`` keeps
+                them silently, ``"ring"`` keeps the newest `capacity` frames and needs
+                `capacity` to be a multiple of the flush block. ``"drop"`` and ``"ring"`` need a
+                `capacity`.
             mode: ``"w-"`` create and fail if a store exists (default); ``"w"`` overwrite;
                 ``"a"`` append to the run there (created if missing), continuing its frames;
                 the frame, `chunk`, `chunks_per_shard`, `codec`, `field_config`, `time_dtype`,

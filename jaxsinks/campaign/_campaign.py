@@ -183,8 +183,11 @@ class Campaign:
             frame: an example frame, as for `ZarrSink.create`.
             params: the run's parameters (JSON), for filtering and for the manifest.
             progress: a `Progress` bar for this run.
-            **options: any `ZarrSink.create` option but `store` and `mode` (``every``,
-                ``chunk``, ``codec``, ``field_config``, ...).
+            **options: `ZarrSink.create`'s options ``every``, ``chunk``, ``chunks_per_shard``,
+                ``codec``, ``field_config``, ``per_system``, ``once``, ``ragged``,
+                ``capacity``, ``overflow``, ``attrs``, ``time_dtype`` and
+                ``max_inflight_bytes`` (the store and mode are the campaign's; ``table``,
+                ``mesh`` and ``axis`` are not available in a campaign).
 
         Raises:
             StoreExistsError: if the campaign already has a run `run_id`.

@@ -47,7 +47,10 @@ class RunEntry:
         created: when the run was created (ISO 8601, UTC).
         closed: when it was closed or failed (None while running).
         error: why it failed (None otherwise).
-        host, pid, boot_id, pid_start: the recording process, used by `alive`.
+        host: the host name of the recording process (used by `alive`, as the next three).
+        pid: its process id.
+        boot_id: the boot id of its machine (Linux; None elsewhere).
+        pid_start: its start time, in clock ticks since boot (Linux; None elsewhere).
         store: the run's kvstore spec (open it with `open`).
     """
 
