@@ -149,8 +149,8 @@ def test_s3_builds_a_kvstore_spec_with_explicit_options(monkeypatch):
         (lambda: js.s3("bkt/x", retries=0), "`retries` must be an int >= 1"),
         # these were taken by their truth, or as str(...): "false" asked for requester pays
         (lambda: js.s3("bkt/x", requester_pays="false"), "`requester_pays` to be a bool; got str"),
-        (lambda: js.s3("bkt/x", region=1), "`region` to be a non-empty string or None; got int 1"),
-        (lambda: js.gcs("bkt/x", user_project=1), "`user_project` to be a non-empty string"),
+        (lambda: js.s3("bkt/x", region=1), "`region` to be a string or None; got int 1"),
+        (lambda: js.gcs("bkt/x", user_project=1), "`user_project` to be a string or None"),
         (lambda: js.gcs(""), "`path` must be a string"),
         (lambda: js.open(f"s3://{KEY_ID}:{SECRET}@bkt/run.zarr"), "takes no credentials in URLs"),
     ],
@@ -161,10 +161,14 @@ def test_bad_options_are_named_without_their_secret_values(call, match):
     assert SECRET not in str(info.value)
 
 
-def test_numpy_retries_are_taken():
+def test_numpy_retries_are_taken_and_empty_strings_are_not_set(monkeypatch):
     spec = js.s3("bkt/x", retries=np.int64(3)).kvstore
     assert spec["s3_request_retries"]["max_retries"] == 3
     assert type(spec["s3_request_retries"]["max_retries"]) is int
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    assert "aws_region" not in js.s3("bkt/x", region="").kvstore  # as os.environ.get("R", "")
+    assert "gcs_user_project" not in js.gcs("bkt/x", user_project="").kvstore
 
 
 def test_an_unknown_credentials_string_is_not_echoed():

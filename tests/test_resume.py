@@ -136,6 +136,72 @@ def test_a_stopped_loop_resumes_to_the_uninterrupted_stores(tmp_path, monkeypatc
     assert meta["checkpoint"]["step"] == (140 if loop == "while" else 150)
 
 
+def _when_buffer():
+    """A DeviceBuffer recording on a `When` schedule whose predicate is a new function each time
+    (as in a new process)."""
+    return js.DeviceBuffer.create(
+        {"x": STATE0[0]}, capacity=64, every=js.When(lambda s, t: s % 3 == 0, uses_time=False)
+    )
+
+
+def _scan_when(folder, **options):
+    frame = lambda s: {"x": s[0]}  # noqa: E731
+    return js.scan(
+        fragile, STATE0, _when_buffer(), steps=100, frame=frame, dt=0.1,
+        checkpoint=folder, checkpoint_every=20, **options,
+    )  # fmt: skip
+
+
+def test_a_loop_recorded_on_a_when_schedule_resumes_with_a_new_predicate_function(
+    tmp_path, monkeypatch
+):
+    """The checkpoint compared schedules by their repr, which shows the predicate's address:
+    a `When` sink never resumed in another process ("schedule is 'When(predicate=<function
+    <lambda> at 0x...>)' in the checkpoint but ... now")."""
+    _, whole = _scan_when(tmp_path / "whole")
+    monkeypatch.setattr(sys.modules[__name__], "FAIL_AT", 50)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="force field"):
+        _scan_when(tmp_path / "c")
+    monkeypatch.setattr(sys.modules[__name__], "FAIL_AT", None)
+    _, resumed = _scan_when(tmp_path / "c", resume=True)
+    same_trajectory(whole.read(), resumed.read())
+    assert resumed.read().steps.tolist() == list(range(3, 101, 3))
+
+
+def test_a_checkpoint_of_an_older_version_compares_its_schedule_by_repr(tmp_path, monkeypatch):
+    """Checkpoints written before 2026-11-29 hold the schedule's repr, not its JSON."""
+    monkeypatch.setattr(sys.modules[__name__], "FAIL_AT", 75)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="force field"):
+        _drive("scan", tmp_path, "w-", checkpoint=tmp_path / "c", checkpoint_every=20)
+    monkeypatch.setattr(sys.modules[__name__], "FAIL_AT", None)
+    (path,) = (tmp_path / "c").glob("ckpt-*.npz")
+    with np.load(path) as data:
+        arrays = dict(data)
+    header = json.loads(arrays["header"].tobytes())
+    assert [s["sink"]["schedule"] for s in header["sinks"]] == [
+        {"type": "every", "n": 2, "start": 0},
+        {"type": "every", "n": 3, "start": 0},
+    ]
+    for older, expected in (("Every(n=4, start=0)", False), ("Every(n=3, start=0)", True)):
+        header["sinks"][0]["sink"]["schedule"] = "Every(n=2, start=0)"
+        header["sinks"][1]["sink"]["schedule"] = older
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        np.savez(path, **arrays)
+        if expected:
+            _drive(
+                "scan", tmp_path, "a", checkpoint=tmp_path / "c", checkpoint_every=20, resume=True
+            )
+            continue
+        sinks = _sinks(tmp_path, "a")
+        with pytest.raises(js.CheckpointError, match="schedule is 'Every.n=4, start=0.' in the"):
+            js.scan(
+                fragile, STATE0, sinks, steps=150, frame=lambda s: {"x": s[0]}, dt=0.1,
+                checkpoint=tmp_path / "c", checkpoint_every=20, resume=True,
+            )  # fmt: skip
+        js.close(sinks[0])
+    assert len(js.open(tmp_path / "run.zarr")) == 75
+
+
 def test_a_finished_loop_resumed_again_closes_the_same_stores(tmp_path):
     """resume='auto' after the end resumes the final checkpoint: nothing to step, the staged
     frames are closed again, and the stores are unchanged."""

@@ -109,14 +109,13 @@ class Interval(Schedule):
     needs_time: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        # Python floats: a numpy scalar would be written as no JSON (run metadata, RunConfig)
+        # Python numbers: a numpy scalar would be written as no JSON (run metadata, RunConfig)
         # and, as a float32, would not be weakly typed against a float64 time under x64.
         object.__setattr__(self, "dt", _check_float("Interval", "dt", self.dt))
         start = _check_float("Interval", "start", self.start, positive=False)
         object.__setattr__(self, "start", start)
         _check_tol("Interval", self.tol, below=self.dt, what=f"the interval dt={self.dt}")
-        if self.tol is not None:
-            object.__setattr__(self, "tol", float(self.tol))
+        object.__setattr__(self, "tol", _python_number(self.tol))
 
     def init(self):
         """The index ``k`` of the next requested time ``start + k * dt``, and the previous
@@ -399,7 +398,7 @@ def _check_tol(owner: str, tol: Any, *, below: float, what: str) -> None:
     if tol is None:
         return
     ok = isinstance(tol, (int, float, np.integer, np.floating)) and not isinstance(tol, bool)
-    if not (ok and math.isfinite(tol) and 0 <= tol < below):
+    if not (ok and _finite(tol) and 0 <= tol < below):
         raise ConfigError(
             f"`{owner}` needs `tol` to be None (the default tolerance for accumulated time "
             f"steps) or a number >= 0 and smaller than {what}; got {tol!r}. Pass tol=None, or "
@@ -425,11 +424,24 @@ def _check_int32(owner: str, name: str, value: int) -> None:
         )
 
 
-def _check_float(owner: str, name: str, value: Any, *, positive: bool = True) -> float:
-    """`value` as a Python float (finite, and > 0 if `positive`), or a ConfigError naming it."""
+def _check_float(owner: str, name: str, value: Any, *, positive: bool = True) -> Any:
+    """`value` as a Python int or float (finite, and > 0 if `positive`), or a ConfigError
+    naming it."""
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value > 0 or not positive)
+    ok = ok and _finite(value) and (value > 0 or not positive)
     if not ok:
         kind = "a finite number > 0" if positive else "a finite number"
         raise ConfigError(f"`{owner}` needs `{name}` to be {kind}; got {value!r}.")
-    return float(value)
+    return _python_number(value)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float64
+        return False
+
+
+def _python_number(value: Any) -> Any:
+    """A numpy scalar as the Python int or float it holds; anything else as it is."""
+    return value.item() if isinstance(value, (np.integer, np.floating)) else value

@@ -16,7 +16,7 @@ from .flags import Flag
 from .frame import FrameSpec
 from .pytree import pytree_dataclass, static
 from .schedule import Schedule, as_schedule
-from .types import MODES, OVERFLOW_POLICIES, Mode, Overflow, PyTree, Stale, as_int
+from .types import MODES, OVERFLOW_POLICIES, Mode, Overflow, PyTree, Stale, as_bool, as_int
 
 T = TypeVar("T")
 
@@ -60,6 +60,7 @@ class RecordOptions:
                 "to frames beyond `capacity`, and with none the sink is unbounded and never "
                 f"overflows. Give a `capacity` for overflow={overflow!r}, or leave `overflow` out."
             )
+        per_system, once = as_bool(per_system), as_bool(once)
         if not isinstance(per_system, bool):
             raise ConfigError(f"`{owner}` needs `per_system` to be a bool; got {per_system!r}.")
         spec, batch_size = split_spec(frame, per_system)

@@ -40,6 +40,12 @@ TABLES: tuple[Table, ...] = get_args(Table)
 STALE: tuple[Stale, ...] = get_args(Stale)
 
 
+def as_bool(value: Any) -> Any:
+    """A numpy bool as the Python bool it holds (a flag read from an array or a config file);
+    anything else as it is, for the caller to check."""
+    return bool(value) if isinstance(value, np.bool_) else value
+
+
 def as_int(value: Any) -> int | None:
     """`value` as a Python int if it is an integer, numpy's included (a count read from an array
     or a config file); None for anything else, bools too."""

@@ -165,7 +165,10 @@ class Keeper:
             )
         runs = []
         for i, (saved, sink) in enumerate(zip(sinks, self.sinks)):
-            problems += _compare(f"sinks[{i}]", saved["sink"], _describe_sink(sink))
+            mine = _describe_sink(sink)
+            if isinstance(saved["sink"].get("schedule"), str):  # written before 2026-11-29
+                mine["schedule"] = str(sink.schedule)
+            problems += _compare(f"sinks[{i}]", saved["sink"], mine)
             if isinstance(sink, StreamSink):
                 found, writer = _check_run(i, saved, sink, header)
                 problems += found
@@ -357,7 +360,8 @@ def _describe_sink(sink: Sink) -> dict[str, Any]:
     paths, leaves, _ = _sink_leaves(sink)
     return {
         "type": type(sink).__name__,
-        "schedule": str(sink.schedule),
+        # By value, as JSON: a repr shows a `When` predicate's address, new in each process.
+        "schedule": sink.schedule.to_json(),
         "capacity": sink.capacity,
         "leaves": [
             [p, str(jax.numpy.result_type(x)), list(np.shape(x))] for p, x in zip(paths, leaves)

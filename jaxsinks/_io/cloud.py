@@ -127,10 +127,11 @@ def _check_retries(retries: int) -> int:
 
 
 def _check_optional_str(owner: str, name: str, value: Any) -> None:
-    if value is not None and not (isinstance(value, str) and value):
+    """A ConfigError unless `value` is a string or None (``""`` means not set, like None)."""
+    if value is not None and not isinstance(value, str):
         raise ConfigError(
-            f"`{owner}` needs `{name}` to be a non-empty string or None; got "
-            f"{type(value).__name__} {value!r}."
+            f"`{owner}` needs `{name}` to be a string or None; got {type(value).__name__} "
+            f"{value!r}."
         )
 
 
