@@ -491,6 +491,24 @@ def test_append_with_another_schema_is_a_clear_error_and_changes_nothing(tmp_pat
     assert_run(js.open(store), range(6))
 
 
+@pytest.mark.parametrize("policy", ["ring", "drop"])
+def test_an_unbounded_run_stored_with_a_policy_by_an_older_version_appends(tmp_path, policy):
+    """Older versions created runs with overflow='ring' or 'drop' and no capacity, which new
+    runs refuse; appending to one was refused whatever the options (the error asked for the
+    refused settings). Without a capacity the policy bounds nothing, so any policy appends."""
+    store = tmp_path / "run.zarr"
+    js.close(run_steps(js.ZarrSink.create(store, EXAMPLE, chunk=4), steps(0, 6)))
+    root = store / "zarr.json"
+    meta = json.loads(root.read_text())
+    meta["attributes"]["jaxsinks"]["overflow"] = policy  # as an older jaxsinks wrote it
+    root.write_text(json.dumps(meta))
+    sink = js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a")
+    js.close(run_steps(sink, steps(6, 10)))
+    assert_run(js.open(store), range(10))
+    with pytest.raises(js.SchemaMismatchError, match="recorded with capacity=None and overflow="):
+        js.ZarrSink.create(store, EXAMPLE, chunk=4, mode="a", capacity=16, overflow=policy)
+
+
 def test_a_run_whose_schema_has_no_codecs_appends_with_its_stored_codecs(tmp_path):
     """Runs written before the codecs were part of the schema still append (keeping the stored
     codecs, which zarr's metadata fixes); their other options are compared as before."""

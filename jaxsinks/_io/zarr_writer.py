@@ -597,6 +597,12 @@ def _attach(
     )
 
 
+def _bound(settings: tuple[Any, Any]) -> tuple[Any, Any]:
+    """A run's ``(capacity, overflow)`` as far as they bound it: the policy only with a capacity."""
+    capacity, overflow = settings
+    return (capacity, overflow if capacity is not None else None)
+
+
 def _reopen(
     location: Location,
     layout: Layout,
@@ -613,7 +619,9 @@ def _reopen(
     check_append_options(stored, attrs, meta["schedule"], user_attrs, location)
     before = (stored.get("capacity"), stored.get("overflow"))
     now = (meta.get("capacity"), meta.get("overflow"))
-    if before != now:  # the stored capacity bounds the whole run, the frames already there too
+    # Without a capacity nothing overflows: the policy does not matter (older jaxsinks stored
+    # runs with overflow='ring' or 'drop' and no capacity, which are refused for new runs).
+    if _bound(before) != _bound(now):  # the stored capacity bounds the whole run, and its frames
         raise SchemaMismatchError(
             f"The run at {location} was recorded with capacity={before[0]} and overflow="
             f"{before[1]!r}; it can only be appended to with the same settings (got "
