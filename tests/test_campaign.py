@@ -559,6 +559,17 @@ def test_a_run_marked_failed_while_it_is_created_stays_failed(monkeypatch):
     assert (entry.status, entry.error, entry.committed) == ("failed", "stopped by the operator", 4)
 
 
+def test_an_entry_that_cannot_be_read_is_named_by_the_listing_error(tmp_path):
+    """Listing reads every entry at once; its error named the first keys, not the failed one."""
+    campaign = js.Campaign.create(tmp_path / "c")
+    for run_id in ("a", "b", "c", "d"):
+        record_run(campaign, run_id, 2)
+    (tmp_path / "c" / "entries" / "c.json").unlink()
+    (tmp_path / "c" / "entries" / "c.json").symlink_to("c.json")  # a read fails: ELOOP
+    with pytest.raises(js.StoreError, match=r"Could not read 'entries/c\.json' of .*symbolic"):
+        campaign.runs()
+
+
 def test_files_in_entries_that_name_no_run_are_not_listed(tmp_path):
     campaign = js.Campaign.create(tmp_path / "c")
     record_run(campaign, "T1", 4)

@@ -119,13 +119,16 @@ def read_bytes(spec: dict[str, Any], key: str) -> bytes | None:
 
 def read_all(spec: dict[str, Any], keys: list[str]) -> list[bytes | None]:
     """The values at `keys` under the kvstore `spec` (None where there is none), read
-    concurrently."""
-    shown = ", ".join(f"'{key}'" for key in keys[:3]) + (", ..." if len(keys) > 3 else "")
-    with translated(f"read {shown} of", spec):
-        store = kvstore(spec)
+    concurrently; a failed read is a `StoreError` naming its key."""
+    store = kvstore(spec)
+    with translated("read from", spec):
         futures = [store.read(key) for key in keys]
-        results = [f.result() for f in futures]
-    return [bytes(r.value) if r.state == "value" else None for r in results]
+    values = []
+    for key, future in zip(keys, futures):
+        with translated(f"read '{key}' of", spec):
+            result = future.result()
+        values.append(bytes(result.value) if result.state == "value" else None)
+    return values
 
 
 def write_bytes(spec: dict[str, Any], key: str, value: bytes) -> None:

@@ -49,6 +49,7 @@ from ._entry import (
     entry_key,
     now,
     params_match,
+    run_key,
     write_entry,
 )
 
@@ -256,7 +257,7 @@ class Campaign:
                 f"'{run_id}'; {known}. Pass one of those ids (campaign.run_ids() lists them), or "
                 "create the run with campaign.create_run."
             )
-        return self._parse_entry(raw, run_id)
+        return self._live([self._parse_entry(raw, run_id)])[0]
 
     def run_ids(self) -> list[str]:
         """The ids of every run with an entry, sorted.
@@ -298,7 +299,8 @@ class Campaign:
 
         raws = tsio.read_all(self.location.kvstore, [entry_key(i) for i in ids])
         # None: removed since it was listed
-        entries = [self._parse_entry(raw, i) for i, raw in zip(ids, raws) if raw is not None]
+        stored = [self._parse_entry(raw, i) for i, raw in zip(ids, raws) if raw is not None]
+        entries = self._live(stored)
         out = []
         for e in entries:
             if wanted is not None and e.status not in wanted:
@@ -321,8 +323,17 @@ class Campaign:
             raise StoreError(f"{what} is not valid JSON.") from None
         doc = check_entry(check_version(doc, what), run_id, what)
         names = [f.name for f in dataclasses.fields(RunEntry) if f.name != "store"]
-        entry = RunEntry(**{n: doc[n] for n in names}, store=self.location.child(f"runs/{run_id}"))
-        return entry if entry.status == "closed" else _live(entry)
+        return RunEntry(**{n: doc[n] for n in names}, store=self.location.child(run_key(run_id)))
+
+    def _live(self, entries: list[RunEntry]) -> list[RunEntry]:
+        """`entries`, the running and failed ones as their runs stand (`_as_run_stands`), from
+        their runs' metadata read concurrently."""
+        unfinished = [i for i, e in enumerate(entries) if e.status != "closed"]
+        keys = [f"{run_key(entries[i].run_id)}/zarr.json" for i in unfinished]
+        out = list(entries)
+        for i, raw in zip(unfinished, tsio.read_all(self.location.kvstore, keys)):
+            out[i] = _as_run_stands(entries[i], raw)
+        return out
 
     # ------------------------------------------------------------------------- reading
 
@@ -425,12 +436,12 @@ def run_ids_of(keys: Iterable[str]) -> list[str]:
     return sorted(i for i in ids if RUN_ID.fullmatch(i))
 
 
-def _live(entry: RunEntry) -> RunEntry:
-    """A running or failed entry with the committed count read from the run itself, and a
-    running one with the run's final status if its entry was not finished (a failed one stays
-    failed: its sink, still open, may go on committing after `Campaign.mark_failed`). The entry
-    as it is where the run's metadata is missing or unreadable (a run killed while created)."""
-    raw = tsio.read_bytes(entry.store, "zarr.json")
+def _as_run_stands(entry: RunEntry, raw: bytes | None) -> RunEntry:
+    """A running or failed entry with the committed count read from its run's metadata `raw`,
+    and a running one with the run's final status if its entry was not finished (a failed one
+    stays failed: its sink, still open, may go on committing after `Campaign.mark_failed`). The
+    entry as it is where the run's metadata is missing or unreadable (a run killed while
+    created)."""
     if raw is None:
         return entry
     try:

@@ -46,6 +46,7 @@ from ._entry import (
     entry_key,
     finish_entry,
     release_entry,
+    run_key,
     same_json,
 )
 
@@ -144,7 +145,7 @@ class RunConfig:
     @property
     def store(self) -> dict[str, Any]:
         """The run's kvstore spec: ``runs/<run_id>/`` under the campaign root."""
-        return Location(self.root).child(f"runs/{self.run_id}")
+        return Location(self.root).child(run_key(self.run_id))
 
     def create(self, frame: Any, *, progress: Any = None) -> ZarrSink:
         """Create the run and its ``"running"`` entry; return its sink.

@@ -112,6 +112,11 @@ def entry_key(run_id: str) -> str:
     return f"entries/{run_id}.json"
 
 
+def run_key(run_id: str) -> str:
+    """Where the run `run_id` is stored, under the campaign's root."""
+    return f"runs/{run_id}"
+
+
 def check_run_id(run_id: Any) -> str:
     """`run_id` if it is a valid run id (it names a directory and an object), else a ConfigError."""
     if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
