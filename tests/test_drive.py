@@ -2,6 +2,7 @@
 sinks closed on return and ended on errors (committed frames readable); the frame computed only
 on recording steps; progress; gradients through a DeviceBuffer; clear errors for bad input."""
 
+import contextlib
 import io
 import os
 import pathlib
@@ -15,6 +16,7 @@ import pytest
 from jax.experimental import io_callback
 
 import jaxsinks as js
+from jaxsinks._drive import ending
 
 DT = 0.05
 STEPS = 60
@@ -401,6 +403,65 @@ def test_a_loop_compiled_before_is_not_lowered_again(monkeypatch):
     assert len(lowered) == 1
     assert drive(jax.tree.map(lambda x: jnp.concatenate([x, x]), STATE0)) == [4, 8]
     assert len(lowered) == 2  # another state shape: another program
+
+
+@pytest.mark.parametrize("host_call", [None, "io_callback", "pure_callback", "progress", "zarr"])
+def test_the_ctrl_c_guard_is_around_every_run_whose_program_calls_the_host(
+    host_call, monkeypatch, tmp_path
+):
+    """A Ctrl-C ends a loop at its next host call (`interrupt_aborts`); the driver skips that
+    guard only for a program without host calls (a DeviceBuffer, no bar, no callback), also when
+    the program was compiled before (its signature is cached with whether it calls the host)."""
+    guarded = []
+    real = ending.interrupt_aborts
+
+    @contextlib.contextmanager
+    def counted():
+        with real():
+            guarded.append(1)
+            yield
+
+    monkeypatch.setattr(ending, "interrupt_aborts", counted)
+
+    def noted(x):
+        return np.float32(0)
+
+    def own(state):  # a step function of this test alone: its loops are new to the driver
+        (x,) = state
+        if host_call == "io_callback":
+            x = x + io_callback(noted, jax.ShapeDtypeStruct((), jnp.float32), x)
+        if host_call == "pure_callback":  # no effect, but it runs Python too
+            x = x + jax.pure_callback(noted, jax.ShapeDtypeStruct((), jnp.float32), x)
+        return (x + 1.0,)
+
+    def frame(state):
+        return {"x": state[0]}
+
+    for call in range(2):  # compiled, then cached
+        if host_call == "zarr":
+            sink = js.ZarrSink.create(tmp_path / f"{call}.zarr", {"x": jnp.float32(0)}, chunk=4)
+        else:
+            sink = js.DeviceBuffer.create({"x": jnp.float32(0)}, capacity=8)
+        bar = js.Progress(8, file=Terminal()) if host_call == "progress" else None
+        js.scan(own, (jnp.float32(0),), sink, steps=8, frame=frame, progress=bar)
+    assert len(guarded) == (0 if host_call is None else 2)
+
+
+def test_while_loop_counts_the_steps_taken_from_step0_on_the_host_and_inside_jit():
+    buf = js.DeviceBuffer.create(positions(STATE0), capacity=64, every=5)
+    _, _, from_zero = js.while_loop(far, step, STATE0, buf, max_steps=1000, frame=positions)
+    _, out, taken = js.while_loop(far, step, STATE0, buf, max_steps=1000, step0=10, frame=positions)
+    assert type(taken) is int and 10 < taken == from_zero < 1000
+    assert out.read().steps.tolist()[-1] == 10 + taken // 5 * 5
+    _, _, bounded = js.while_loop(far, step, STATE0, buf, max_steps=7, step0=10, frame=positions)
+    assert bounded == 7
+
+    @jax.jit
+    def traced(state):
+        return js.while_loop(far, step, state, buf, max_steps=1000, step0=10, frame=positions)[2]
+
+    steps = traced(STATE0)
+    assert isinstance(steps, jax.Array) and int(steps) == taken
 
 
 @pytest.mark.parametrize(

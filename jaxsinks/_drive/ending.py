@@ -42,12 +42,15 @@ class Outcome:
 
 def drive(
     owner: str,
-    launch: Callable[[int], Callable[[], tuple[Any, ...]]],
+    launch: Callable[[int], programs.Ready[tuple[Any, ...]]],
     sinks: list[Sink],
     treedef: Any,
     bar: Progress | None,
     reason: Callable[[Outcome], str],
     *,
+    step0: int,
+    steps: int | None = None,
+    checkpointed: bool = False,
     own_bar: bool = False,
 ) -> tuple[Outcome, Any]:
     """Run the loop ``launch(bar_id)()``, wait for it, finish `bar`, close the sinks.
@@ -55,51 +58,71 @@ def drive(
     ``launch(bar_id)`` traces and compiles the loop (and resumes or saves a checkpointed loop's
     first checkpoint) and returns it ready to run: an error there (a step or frame that does not
     fit, a Ctrl-C) is raised with the sinks untouched (fix the call and pass them again). Once the
-    loop runs, any error ends the sinks (`end_after_error`). Returns the outcome and the closed
-    sinks (in the structure of `treedef`). Inside a JAX transformation the sinks are returned as
-    they are, and streaming sinks are refused (they can only be closed on the host, after it).
+    loop runs, any error ends the sinks (`end_after_error`). The loop returns ``(state, sinks,
+    step reached[, whether cond still holds])``; the steps taken are `steps` when the host knows
+    them (`scan`), else the step reached less `step0`, counted on the host. Returns the outcome
+    and the closed sinks (in the structure of `treedef`). Inside a JAX transformation the sinks
+    are returned as they are, and streaming sinks are refused (they can only be closed on the
+    host, after it). A Ctrl-C ends the loop at its next host call (`interrupt_aborts`, around the
+    run of a loop that calls the host, and around the launch of a `checkpointed` one too).
     `own_bar`: the driver made `bar`, so it closes it also when tracing fails.
     """
     bar_id = programs.register_bar(bar)
     try:
+        if checkpointed:
+            with interrupt_aborts():
+                run = _launch(launch, bar_id, bar, own_bar)
+                return _run(owner, run, sinks, treedef, bar, reason, step0, steps)
+        run = _launch(launch, bar_id, bar, own_bar)
+        if not run.host_calls:  # nothing in the program can see a Ctrl-C before it returns
+            return _run(owner, run, sinks, treedef, bar, reason, step0, steps)
         with interrupt_aborts():  # a Ctrl-C ends the one long loop at the flush it lands in
-            return _run(owner, launch, bar_id, sinks, treedef, bar, reason, own_bar)
+            return _run(owner, run, sinks, treedef, bar, reason, step0, steps)
     finally:
         programs.release_bar(bar_id)
 
 
-def _run(
-    owner: str,
-    launch: Callable[[int], Callable[[], tuple[Any, ...]]],
+def _launch(
+    launch: Callable[[int], programs.Ready[tuple[Any, ...]]],
     bar_id: int,
-    sinks: list[Sink],
-    treedef: Any,
     bar: Progress | None,
-    reason: Callable[[Outcome], str],
     own_bar: bool,
-) -> tuple[Outcome, Any]:
+) -> programs.Ready[tuple[Any, ...]]:
     try:
-        run = launch(bar_id)
+        return launch(bar_id)
     except BaseException:
         if own_bar and bar is not None:
             bar.close()
         raise  # found while tracing or compiling: nothing ran, the sinks are as they were
+
+
+def _run(
+    owner: str,
+    run: programs.Ready[tuple[Any, ...]],
+    sinks: list[Sink],
+    treedef: Any,
+    bar: Progress | None,
+    reason: Callable[[Outcome], str],
+    step0: int,
+    steps: int | None,
+) -> tuple[Outcome, Any]:
     try:
         out = run()
     except BaseException as err:
         _fail(owner, err, sinks, bar)
-    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(out)):
-        _refuse_streaming(owner, sinks)  # traced into the caller's program: nothing ran yet
-        state, traced, taken, *rest = out
-        outcome = Outcome(state, traced, taken, rest[0] if rest else None, traced=True)
+    # traced into the caller's program (all of a jitted call's outputs are, or none): nothing ran
+    if run.traced or isinstance(out[2], jax.core.Tracer):
+        _refuse_streaming(owner, sinks)
+        state, traced, reached, *rest = out
+        outcome = Outcome(state, traced, reached - step0, rest[0] if rest else None, traced=True)
         return outcome, jax.tree_util.tree_unflatten(treedef, outcome.sinks)
     latest = sinks
     try:
-        outcome = _outcome(out)
+        outcome = _outcome(out, step0, steps)
         latest = outcome.sinks
         if bar is not None:
             bar.finish(reason(outcome), position=outcome.taken)
-        return outcome, close(jax.tree_util.tree_unflatten(treedef, latest))
+        return outcome, jax.tree_util.tree_unflatten(treedef, close(latest))
     except BaseException as err:
         _fail(owner, err, latest, bar)
 
@@ -194,12 +217,14 @@ def close_after_error(owner: str, sinks: Any, error: BaseException) -> tuple[Any
     return jax.tree_util.tree_unflatten(treedef, out), notes
 
 
-def _outcome(out: tuple[Any, ...]) -> Outcome:
-    """The outputs of a loop that ran, once they are ready (its errors are raised here)."""
-    state, sinks, taken, *rest = out
+def _outcome(out: tuple[Any, ...], step0: int, steps: int | None) -> Outcome:
+    """The outputs of a loop that ran, once they are ready (its errors are raised here); the
+    steps taken are `steps` if known, else counted from the step reached (on the host)."""
+    state, sinks, reached, *rest = out
     still = rest[0] if rest else None
-    state, sinks, taken, still = jax.block_until_ready((state, sinks, taken, still))
-    return Outcome(state, sinks, int(taken), None if still is None else bool(still), traced=False)
+    state, sinks, reached, still = jax.block_until_ready((state, sinks, reached, still))
+    taken = steps if steps is not None else int(reached) - step0
+    return Outcome(state, sinks, taken, None if still is None else bool(still), traced=False)
 
 
 def _refuse_streaming(owner: str, sinks: Sequence[Sink]) -> None:

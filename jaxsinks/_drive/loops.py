@@ -108,10 +108,10 @@ def scan(
     bar = plan.as_progress(owner, progress, count, "steps")
     the_plan = spec.plan(cond=None, length=count, bounded=False, tick=plan.tick_every(bar, count))
 
-    def whole(bar_id: int) -> Callable[[], tuple[Any, ...]]:
+    def whole(bar_id: int) -> programs.Ready[tuple[Any, ...]]:
         return programs.scan_program(the_plan, state, spec.flat, *spec.arrays, np.int32(bar_id))
 
-    launch: Callable[[int], Callable[[], tuple[Any, ...]]] = whole
+    launch: Callable[[int], programs.Ready[tuple[Any, ...]]] = whole
     sinks_held = list(spec.flat)
     if keeper is not None:
         end = spec.step0 + count
@@ -124,6 +124,9 @@ def scan(
         spec.treedef,
         bar,
         lambda o: f"done: {o.taken} steps",
+        step0=spec.step0,
+        steps=count,
+        checkpointed=keeper is not None,
         own_bar=progress is True,
     )
     return outcome.state, closed
@@ -198,12 +201,12 @@ def while_loop(
         cond=cond, length=None, bounded=bound is not None, tick=plan.tick_every(bar, bound)
     )
 
-    def whole(bar_id: int) -> Callable[[], tuple[Any, ...]]:
+    def whole(bar_id: int) -> programs.Ready[tuple[Any, ...]]:
         return programs.while_program(
             the_plan, state, spec.flat, *spec.arrays, np.int32(bar_id), limit
         )
 
-    launch: Callable[[int], Callable[[], tuple[Any, ...]]] = whole
+    launch: Callable[[int], programs.Ready[tuple[Any, ...]]] = whole
     sinks_held = list(spec.flat)
     if keeper is not None:
         launch = segments.while_loop(keeper, the_plan, state, sinks_held, limit, spec.arrays)
@@ -214,7 +217,15 @@ def while_loop(
         return f"{stop_reason} at step {spec.step0 + outcome.taken}"
 
     outcome, closed = ending.drive(
-        owner, launch, sinks_held, spec.treedef, bar, reason, own_bar=progress is True
+        owner,
+        launch,
+        sinks_held,
+        spec.treedef,
+        bar,
+        reason,
+        step0=spec.step0,
+        checkpointed=keeper is not None,
+        own_bar=progress is True,
     )
     return outcome.state, closed, outcome.taken
 
@@ -238,7 +249,8 @@ class _Spec:
         self.step, self.flat, self.treedef, self.groups = step, flat, treedef, groups
         self.time, self.uses_dt, self.record_initial = time, uses_dt, record_initial
         self.step0 = step0
-        self.arrays = (np.int32(step0), _real(t0), _real(0.0 if dt is None else dt))
+        real = jax.dtypes.canonicalize_dtype(np.float64)  # JAX's default float
+        self.arrays = (np.int32(step0), _real(t0, real), _real(0.0 if dt is None else dt, real))
 
     def plan(self, *, cond: Any, length: int | None, bounded: bool, tick: int) -> plan.Plan:
         return plan.Plan(
@@ -265,13 +277,13 @@ def _keeper(
     return checkpoints.Keeper(owner, settings, spec.flat, spec.arrays, spec.record_initial)
 
 
-def _real(value: Any) -> Any:
-    """A time argument of the compiled program: numbers as numpy scalars of JAX's default float
-    (no device transfer in Python per call), JAX arrays (perhaps traced, e.g. under grad) as they
-    are."""
+def _real(value: Any, dtype: np.dtype) -> Any:
+    """A time argument of the compiled program: numbers as numpy scalars of `dtype` (JAX's
+    default float; no device transfer in Python per call), JAX arrays (perhaps traced, e.g. under
+    grad) as they are."""
     if isinstance(value, jax.Array):
         return value
-    return np.asarray(value, dtype=jax.dtypes.canonicalize_dtype(np.float64))
+    return np.asarray(value, dtype=dtype)
 
 
 def _prepare(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, NoReturn, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -33,57 +34,129 @@ _BARS_LOCK = threading.Lock()
 T = TypeVar("T")
 
 
-def ready(program: Callable[..., T], *args: Any) -> Callable[[], T]:
+class Ready(Generic[T]):
+    """A compiled loop, ready to run (`ready`): calling it runs the program and returns its
+    outputs.
+
+    Attributes:
+        traced: the loop was traced into the caller's program (the driver was called inside a
+            JAX transformation with traced arguments): calling it returns the tracers, and
+            nothing runs.
+        host_calls: whether the program may call the host (a flush, a progress tick, any
+            callback in the user's functions; `_calls_host`): the driver guards its run against a
+            Ctrl-C (`interrupt_aborts`), which nothing in a program without host calls could see.
+    """
+
+    __slots__ = ("_run", "host_calls", "traced")
+
+    def __init__(self, run: Callable[[], T], *, traced: bool, host_calls: bool) -> None:
+        self._run, self.traced, self.host_calls = run, traced, host_calls
+
+    def __call__(self) -> T:
+        return self._run()
+
+
+def ready(program: Callable[..., T], *args: Any) -> Ready[T]:
     """``program(*args)`` (a jitted loop), traced and compiled now, to be run by calling the
     result: an error of tracing or compiling (a step or frame that does not fit, a Ctrl-C
     meanwhile) is raised here, before anything runs, and any error of the call comes from running
     it. The compiled program is cached, so the call compiles nothing more; a signature compiled
-    before is not traced again (tracing and lowering cost about 1 ms per call). Inside a JAX
-    transformation (traced arguments) it is traced into the caller's program here; nothing runs.
+    before is not traced again (tracing and lowering cost about 1 ms per call), and whether its
+    program calls the host is remembered with it. Inside a JAX transformation (traced arguments)
+    it is traced into the caller's program here; nothing runs.
     """
     leaves, treedef = jax.tree.flatten(args)
-    if any(isinstance(x, jax.core.Tracer) for x in leaves):
-        out = program(*args)
-        return lambda: out
     key = _signature(program, treedef, leaves)
-    with _COMPILED_LOCK:
-        known = key is not None and key in _COMPILED
-    if not known:
-        program.trace(*args).lower().compile()  # type: ignore[attr-defined]
+    if key is None:  # traced arguments
+        out = program(*args)
+        return Ready(lambda: out, traced=True, host_calls=False)
+    try:
+        with _COMPILED_LOCK:
+            host_calls = _COMPILED.get(key)  # the key is hashed here only
+    except TypeError:  # an argument that cannot be hashed: compiled on every call
+        key, host_calls = None, None
+    if host_calls is None:
+        traced = program.trace(*args)  # type: ignore[attr-defined]
+        host_calls = _calls_host(traced.jaxpr)
+        traced.lower().compile()
         if key is not None:
             with _COMPILED_LOCK:
-                _COMPILED[key] = None
+                _COMPILED[key] = host_calls
                 while len(_COMPILED) > _COMPILED_MAX:
                     del _COMPILED[next(iter(_COMPILED))]  # the oldest
-    return lambda: program(*args)
+    return Ready(lambda: program(*args), traced=False, host_calls=host_calls)
 
 
-#: Signatures `ready` has compiled (oldest first; a bounded set, as dict keys).
-_COMPILED: dict[Any, None] = {}
+#: Signatures `ready` has compiled (oldest first; a bounded dict), each with whether its program
+#: calls the host.
+_COMPILED: dict[Any, bool] = {}
 _COMPILED_MAX = 256
 _COMPILED_LOCK = threading.Lock()
 
 
 def _signature(program: Any, treedef: Any, leaves: list[Any]) -> Any:
     """What `program`'s compiled code depends on: the arguments' structure, their types (shape,
-    dtype, weak type) and the static ones themselves; None if one cannot be hashed."""
+    dtype, weak type, sharding) and the static ones themselves (perhaps unhashable); None if one
+    is traced. Each leaf is described by its type's describer (`_describer`)."""
     try:
-        key = (program, treedef, tuple(_leaf_type(x) for x in leaves))
-        hash(key)
-    except TypeError:
+        types = tuple([_DESCRIBERS[type(x)](x) for x in leaves])
+    except KeyError:  # a type seen for the first time
+        for x in leaves:
+            _describer(type(x))
+        return _signature(program, treedef, leaves)
+    except _Traced:
         return None
-    return key
+    return (program, treedef, types)
 
 
-def _leaf_type(x: Any) -> Any:
-    """`x`'s abstract type (its value does not matter to the compiled code), or `x` itself for
-    a static argument (a plan), which does."""
-    if isinstance(x, jax.Array):
-        return x.aval, x.sharding
-    if isinstance(x, (np.ndarray, np.generic)):
-        return x.shape, x.dtype
-    if isinstance(x, (bool, int, float, complex)):
-        return type(x)
+def _calls_host(jaxpr: Any) -> bool:
+    """Whether a traced program may call the host: it has an effect (jaxsinks' flushes, a
+    progress tick, `io_callback`, `jax.debug.callback`, ...), or a `jax.pure_callback` (which
+    has none), also in a nested jaxpr (a loop's body, a branch, a jitted function)."""
+    if jaxpr.effects:
+        return True
+    for eqn in getattr(jaxpr, "jaxpr", jaxpr).eqns:  # a ClosedJaxpr's Jaxpr, or the Jaxpr
+        if eqn.primitive.name == "pure_callback":
+            return True
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(getattr(inner, "jaxpr", inner), "eqns") and _calls_host(inner):
+                    return True
+    return False
+
+
+class _Traced(Exception):
+    """Raised by the describer of a tracer: the arguments are traced."""
+
+
+def _traced(x: Any) -> NoReturn:
+    raise _Traced
+
+
+#: How `_signature` describes a leaf, by its type (a few types: each looked up once).
+_DESCRIBERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def _describer(cls: type) -> Callable[[Any], Any]:
+    """How `_signature` describes a leaf of type `cls`: a tracer raises `_Traced`; a JAX array by
+    its abstract type and sharding (not its value); a numpy array or scalar by its shape and
+    dtype; a Python number by its type; anything else (a static argument) by itself."""
+    describe: Callable[[Any], Any]
+    if issubclass(cls, jax.core.Tracer):
+        describe = _traced
+    elif issubclass(cls, jax.Array):
+        describe = operator.attrgetter("aval", "sharding")
+    elif issubclass(cls, (np.ndarray, np.generic)):
+        describe = operator.attrgetter("shape", "dtype")
+    elif issubclass(cls, (bool, int, float, complex)):
+        describe = type
+    else:
+        describe = _itself
+    _DESCRIBERS[cls] = describe
+    return describe
+
+
+def _itself(x: Any) -> Any:
     return x
 
 
@@ -95,16 +168,11 @@ def scan_program(
     t0: ArrayLike,
     dt: ArrayLike,
     bar: ArrayLike,
-) -> Callable[[], tuple[Any, list[Sink], jax.Array]]:
+) -> Ready[tuple[Any, list[Sink], jax.Array]]:
     """`plan.length` steps of `plan.step` with recording, `ready` to run: the call returns
-    ``(state, sinks, steps taken)``. The whole loop as one `scan_segment` from `step0`."""
-    run = ready(scan_segment, plan, state, sinks, step0, step0, t0, dt, bar)
-
-    def taken() -> tuple[Any, list[Sink], jax.Array]:
-        state, sinks, n = run()
-        return state, sinks, n - step0
-
-    return taken
+    ``(state, sinks, step reached)``. The whole loop as one `scan_segment` from `step0` (passed
+    once: each scalar the program uses is one more transfer to the device per call)."""
+    return ready(scan_segment, plan, state, sinks, None, step0, t0, dt, bar)
 
 
 def while_program(
@@ -116,18 +184,13 @@ def while_program(
     dt: ArrayLike,
     bar: ArrayLike,
     max_steps: ArrayLike,
-) -> Callable[[], tuple[Any, list[Sink], jax.Array, jax.Array]]:
+) -> Ready[tuple[Any, list[Sink], jax.Array, jax.Array]]:
     """`plan.step` while `plan.cond` holds (and, if bounded, for at most `max_steps` steps) with
-    recording, `ready` to run: the call returns ``(state, sinks, steps taken, whether cond still
-    holds)``. The whole loop as one `while_segment` from `step0`."""
-    last = np.int32(LAST_STEP)
-    run = ready(while_segment, plan, state, sinks, step0, step0, t0, dt, bar, max_steps, last)
-
-    def taken() -> tuple[Any, list[Sink], jax.Array, jax.Array]:
-        state, sinks, n, go = run()
-        return state, sinks, n - step0, go
-
-    return taken
+    recording, `ready` to run: the call returns ``(state, sinks, step reached, whether cond still
+    holds)``. The whole loop as one `while_segment` from `step0`, up to the last step an int32
+    holds (a constant of the program: each scalar the program uses is one more transfer to the
+    device per call)."""
+    return ready(while_segment, plan, state, sinks, None, step0, t0, dt, bar, max_steps, None)
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
@@ -135,14 +198,16 @@ def scan_segment(
     plan: Plan,
     state: Any,
     sinks: list[Sink],
-    start: jax.Array,
+    start: jax.Array | None,
     step0: jax.Array,
     t0: jax.Array,
     dt: jax.Array,
     bar: jax.Array,
 ) -> tuple[Any, list[Sink], jax.Array]:
-    """`plan.length` steps of `plan.step` with recording, from the state of step `start` (the
-    whole loop, or a checkpointed loop's segment): ``(state, sinks, step reached)``."""
+    """`plan.length` steps of `plan.step` with recording, from the state of step `start` (None:
+    `step0`; the whole loop, or a checkpointed loop's segment): ``(state, sinks, step
+    reached)``."""
+    start = step0 if start is None else start
     sinks = _begin(plan, state, sinks, step0, t0, dt)
     body = _stepper(plan, step0, t0, dt, bar)
     (n, state, sinks), _ = lax.scan(
@@ -156,24 +221,26 @@ def while_segment(
     plan: Plan,
     state: Any,
     sinks: list[Sink],
-    start: jax.Array,
+    start: jax.Array | None,
     step0: jax.Array,
     t0: jax.Array,
     dt: jax.Array,
     bar: jax.Array,
     max_steps: jax.Array,
-    stop: jax.Array,
+    stop: jax.Array | None,
 ) -> tuple[Any, list[Sink], jax.Array, jax.Array]:
     """`plan.step` while `plan.cond` holds (and, if bounded, for at most `max_steps` steps after
-    `step0`), from the state of step `start` and at most up to step `stop` (the whole loop, or a
-    checkpointed loop's segment), with recording: ``(state, sinks, step reached, whether cond
-    still holds)``."""
+    `step0`), from the state of step `start` (None: `step0`) and at most up to step `stop` (None:
+    `LAST_STEP`; the whole loop, or a checkpointed loop's segment), with recording: ``(state,
+    sinks, step reached, whether cond still holds)``."""
     assert plan.cond is not None
+    start = step0 if start is None else start
+    last = LAST_STEP if stop is None else stop
     sinks = _begin(plan, state, sinks, step0, t0, dt)
 
     def going(carry: tuple[jax.Array, Any, list[Sink]]) -> jax.Array:
         n, state, _ = carry
-        go = _cond(plan, state) & (n < stop)
+        go = _cond(plan, state) & (n < last)
         return go & (n - step0 < max_steps) if plan.bounded else go
 
     body = _stepper(plan, step0, t0, dt, bar)
@@ -319,5 +386,7 @@ def register_bar(bar: Progress | None) -> int:
 
 
 def release_bar(bar_id: int) -> None:
+    if not bar_id:
+        return  # no bar
     with _BARS_LOCK:
         _BARS.pop(bar_id, None)

@@ -29,7 +29,7 @@ from .plan import Plan
 
 def scan(
     keeper: Keeper, plan: Plan, state: Any, sinks: list[Sink], end: int, arrays: tuple[Any, ...]
-) -> Callable[[int], Callable[[], tuple[Any, ...]]]:
+) -> Callable[[int], programs.Ready[tuple[Any, ...]]]:
     """The launcher of a checkpointed `scan` to step `end` (see `_launcher`)."""
     step0, t0, dt = arrays
 
@@ -53,7 +53,7 @@ def while_loop(
     sinks: list[Sink],
     limit: np.int32,
     arrays: tuple[Any, ...],
-) -> Callable[[int], Callable[[], tuple[Any, ...]]]:
+) -> Callable[[int], programs.Ready[tuple[Any, ...]]]:
     """The launcher of a checkpointed `while_loop` (at most `limit` steps after `step0` when
     `plan.bounded`; see `_launcher`)."""
     step0, t0, dt = arrays
@@ -94,7 +94,7 @@ def _launcher(
     segment: Callable[..., tuple[Any, ...]],
     *,
     first_always: bool = False,
-) -> Callable[[int], Callable[[], tuple[Any, ...]]]:
+) -> Callable[[int], programs.Ready[tuple[Any, ...]]]:
     """``launch(bar_id)``, for `ending.drive`: traces and compiles the first segment, resumes or
     saves the first checkpoint (`Keeper.start`), and returns the loop of segments ready to run.
     `program(bar, n, state, sinks)` is the segment from step `n` (the jitted loop and its
@@ -104,7 +104,7 @@ def _launcher(
     recorded (`scan(steps=0)`).
     """
 
-    def launch(bar_id: int) -> Callable[[], tuple[Any, ...]]:
+    def launch(bar_id: int) -> programs.Ready[tuple[Any, ...]]:
         bar = np.int32(bar_id)
 
         def prepare(n: int, carry: Any, current: list[Sink]) -> None:
@@ -123,9 +123,8 @@ def _launcher(
                 sinks[:] = current  # what `ending` ends if anything raises from here on
                 keeper.initial = True
                 keeper.save(n, carry, current)
-            taken = np.int32(n - keeper.step0)
-            return (carry, current, taken) if go is None else (carry, current, taken, go)
+            return (carry, current, n) if go is None else (carry, current, n, go)
 
-        return run
+        return programs.Ready(run, traced=False, host_calls=True)
 
     return launch
