@@ -97,6 +97,17 @@ def scan(
     Raises:
         ConfigError: when an argument is not what is described above (checked before anything
             runs), or when `step` changes the state's structure, shapes or dtypes.
+        FrameError: when the frame `frame` makes does not fit a sink (found while tracing,
+            before anything runs).
+        TransformError: for a streaming sink when called inside a JAX transformation (it can
+            only be closed on the host, after it).
+        CheckpointError: when a checkpoint cannot be read or written, or does not match this
+            call (`resume`).
+        SinkOverflowError, WriteError, OutOfRangeError: from closing the sinks (see
+            `jaxsinks.close`); the committed frames stay readable.
+
+    Errors raised by `step`, `frame` or the loop at run time pass through, with notes on what
+    each sink committed.
     """
     owner = "jaxsinks.scan"
     spec = _prepare(owner, step, sinks, frame, mask, dt, t0, time, step0, record_initial)
@@ -185,6 +196,9 @@ def while_loop(
     Returns:
         ``(state, sinks, steps)``: the final state, the closed sinks, and the number of steps
         taken (an int; an array when called inside a JAX transformation).
+
+    Raises:
+        As `scan`.
     """
     owner = "jaxsinks.while_loop"
     plan.check_function(owner, "cond", cond, "a function state -> bool")
