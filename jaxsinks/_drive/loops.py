@@ -197,8 +197,7 @@ def while_loop(
         ``(state, sinks, steps)``: the final state, the closed sinks, and the number of steps
         taken (an int; an array when called inside a JAX transformation).
 
-    Raises:
-        As `scan`.
+    It raises what `scan` raises, for the same reasons.
     """
     owner = "jaxsinks.while_loop"
     plan.check_function(owner, "cond", cond, "a function state -> bool")
