@@ -120,6 +120,8 @@ def read_bytes(spec: dict[str, Any], key: str) -> bytes | None:
 def read_all(spec: dict[str, Any], keys: list[str]) -> list[bytes | None]:
     """The values at `keys` under the kvstore `spec` (None where there is none), read
     concurrently; a failed read is a `StoreError` naming its key."""
+    if not keys:
+        return []  # nothing to open the store for (a closed entry read alone)
     store = kvstore(spec)
     with translated("read from", spec):
         futures = [store.read(key) for key in keys]
